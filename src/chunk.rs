@@ -1,0 +1,146 @@
+//! Chunk headers: the physical blocks of a heap region, linked through their
+//! headers.
+//!
+//! A chunk `c` (16-aligned) looks like glibc's:
+//! ```text
+//!   c +  0  prev_size   size of the previous chunk; valid only if PREV_FREE
+//!   c +  8  head        size | flags  (size a multiple of 16, >= MIN_CHUNK)
+//!   c + 16  user data   ... up to c + size + 8 (through the next chunk's
+//!                           prev_size word, which is unused while c is used)
+//!   free chunks keep their list links at c + 16 (next_free), c + 24 (prev_free)
+//!   and a footer: next(c).prev_size == size(c), and next(c) has PREV_FREE.
+//! ```
+//! So an in-use chunk costs 8 bytes of header, and the user pointer is 16-aligned.
+//!
+//! A region ends with a 32-byte *sentinel*: a chunk of size 0, never free, whose
+//! word at +16 points to the region's descriptor (so the tail chunk finds its
+//! region in O(1)). Blocks mapped on their own ("large") carry the MMAPPED flag.
+//!
+//! Invariants (checked by `Tlsf::check_region`): sizes are multiples of 16 and
+//! at least MIN_CHUNK; every header carries MARK; no two physically adjacent
+//! chunks are both free; PREV_FREE of a chunk equals FREE of its predecessor;
+//! a free chunk's footer equals its size.
+
+/// This chunk is free (indexed in the TLSF lists).
+pub const FREE: usize = 1;
+/// The physically previous chunk is free; `prev_size` is valid.
+pub const PREV_FREE: usize = 2;
+/// A block mapped on its own with mmap (see `large`).
+pub const MMAPPED: usize = 4;
+/// Set on every header memalloc writes. A glibc chunk never has this bit
+/// (glibc sizes are multiples of 16 with flags in bits 0-2), so a pointer from
+/// glibc's heap is recognised as foreign rather than corrupted.
+pub const MARK: usize = 8;
+/// All flag bits.
+pub const FLAGS: usize = 15;
+/// The size bits of a head word (bits 48-63 are reserved for an integrity tag).
+pub const SIZE_MASK: usize = 0x0000_ffff_ffff_fff0;
+
+/// Alignment of every chunk and every user pointer.
+pub const ALIGN: usize = 16;
+/// From the chunk start to the user pointer.
+pub const HDR: usize = 16;
+/// Bytes of an in-use chunk not available to the user.
+pub const OVERHEAD: usize = 8;
+/// The smallest chunk: header plus two list links.
+pub const MIN_CHUNK: usize = 32;
+/// The size of a region's closing sentinel.
+pub const SENTINEL: usize = 32;
+/// Largest request served (64 TiB); above it malloc fails with ENOMEM. Keeps
+/// every size computation far from overflow.
+pub const MAX_REQUEST: usize = 1 << 46;
+
+/// A chunk header. Only `prev_size` and `head` exist for used chunks.
+#[repr(C)]
+pub struct Chunk {
+    pub prev_size: usize,
+    pub head: usize,
+    pub next_free: *mut Chunk,
+    pub prev_free: *mut Chunk,
+}
+
+/// Rounds `x` up to a multiple of `a` (a power of two). No overflow check.
+#[inline(always)]
+pub const fn align_up(x: usize, a: usize) -> usize {
+    (x + a - 1) & !(a - 1)
+}
+
+/// The chunk size serving a request of `n` bytes, or None if too big.
+#[inline(always)]
+pub const fn request_to_size(n: usize) -> Option<usize> {
+    if n > MAX_REQUEST {
+        return None;
+    }
+    let s = align_up(n + OVERHEAD, ALIGN);
+    Some(if s < MIN_CHUNK { MIN_CHUNK } else { s })
+}
+
+// The accessors below take raw pointers.
+// # Safety (all of them): `c` points to a readable chunk header in memory this
+// allocator (or a pool's owner) gave it; writers also need it writable.
+
+#[inline(always)]
+pub unsafe fn size(c: *const Chunk) -> usize {
+    (*c).head & SIZE_MASK
+}
+#[inline(always)]
+pub unsafe fn is_free(c: *const Chunk) -> bool {
+    (*c).head & FREE != 0
+}
+#[inline(always)]
+pub unsafe fn is_prev_free(c: *const Chunk) -> bool {
+    (*c).head & PREV_FREE != 0
+}
+#[inline(always)]
+pub unsafe fn is_mmapped(c: *const Chunk) -> bool {
+    (*c).head & MMAPPED != 0
+}
+#[inline(always)]
+pub unsafe fn set_size(c: *mut Chunk, size: usize) {
+    (*c).head = ((*c).head & !SIZE_MASK) | size;
+}
+#[inline(always)]
+pub unsafe fn next(c: *const Chunk) -> *mut Chunk {
+    (c as *mut u8).add(size(c)) as *mut Chunk
+}
+#[inline(always)]
+pub unsafe fn prev(c: *const Chunk) -> *mut Chunk {
+    (c as *mut u8).sub((*c).prev_size) as *mut Chunk
+}
+#[inline(always)]
+pub fn from_user(p: *mut u8) -> *mut Chunk {
+    p.wrapping_sub(HDR) as *mut Chunk
+}
+#[inline(always)]
+pub fn to_user(c: *mut Chunk) -> *mut u8 {
+    (c as *mut u8).wrapping_add(HDR)
+}
+/// Usable bytes of an in-use heap chunk.
+#[inline(always)]
+pub unsafe fn usable(c: *const Chunk) -> usize {
+    size(c) - OVERHEAD
+}
+/// Marks `c` in use: clears FREE here and PREV_FREE on the next chunk.
+#[inline(always)]
+pub unsafe fn mark_used(c: *mut Chunk) {
+    (*c).head &= !FREE;
+    (*next(c)).head &= !PREV_FREE;
+}
+/// Marks `c` free: sets FREE here, the footer, and PREV_FREE on the next chunk.
+#[inline(always)]
+pub unsafe fn mark_free(c: *mut Chunk) {
+    (*c).head |= FREE;
+    let n = next(c);
+    (*n).prev_size = size(c);
+    (*n).head |= PREV_FREE;
+}
+/// Is `c` a region sentinel (size 0)?
+#[inline(always)]
+pub unsafe fn is_sentinel(c: *const Chunk) -> bool {
+    size(c) == 0
+}
+/// The region descriptor a sentinel points to.
+#[inline(always)]
+pub unsafe fn sentinel_region(c: *const Chunk) -> *mut crate::region::Region {
+    (*c).next_free as *mut crate::region::Region
+}

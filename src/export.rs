@@ -1,0 +1,466 @@
+//! The C ABI: glibc's allocator family and memalloc's extensions.
+//!
+//! Owns the argument rules of each function (glibc's manual pages): overflow
+//! checks, alignment validation, `errno`, `realloc(p, 0)` freeing. Everything
+//! below this layer works in chunk sizes and never sees a C argument.
+//!
+//! Exported names are `#[no_mangle]` only outside `cargo test`, so that unit
+//! tests run on the system allocator and test the algorithms on buffers.
+
+use crate::chunk::*;
+use crate::config;
+use crate::heap::HEAP;
+use crate::large;
+use crate::os;
+use crate::report::fatal;
+use core::ffi::c_void;
+use core::ptr::null_mut;
+
+// ---- internal operations -------------------------------------------------
+
+#[cold]
+fn enomem() -> *mut u8 {
+    os::set_errno(libc::ENOMEM);
+    null_mut()
+}
+
+/// malloc: a block of at least `n` bytes, 16-aligned; null + ENOMEM.
+#[inline]
+pub fn alloc(n: usize) -> *mut u8 {
+    let csize = match request_to_size(n) {
+        Some(s) => s,
+        None => return enomem(),
+    };
+    if csize >= config::mmap_threshold() {
+        return alloc_large(n, ALIGN);
+    }
+    let c = HEAP.with(|h| h.alloc(csize));
+    if c.is_null() {
+        return enomem();
+    }
+    to_user(c)
+}
+
+#[cold]
+fn alloc_large(n: usize, align: usize) -> *mut u8 {
+    let p = large::alloc(n, align);
+    if p.is_null() {
+        return enomem();
+    }
+    p
+}
+
+/// An aligned block; `align` is a power of two.
+pub fn alloc_aligned(align: usize, n: usize) -> *mut u8 {
+    if align <= ALIGN {
+        return alloc(n);
+    }
+    let csize = match request_to_size(n) {
+        Some(s) if align <= MAX_REQUEST => s,
+        _ => return enomem(),
+    };
+    // Alignments beyond 1 MiB would make the break grow by the alignment; a
+    // mapping of its own wastes less (the slack is unmapped).
+    if csize >= config::mmap_threshold() || align > (1 << 20) {
+        return alloc_large(n, align);
+    }
+    let c = HEAP.with(|h| h.alloc_aligned(csize, align));
+    if c.is_null() {
+        return enomem();
+    }
+    to_user(c)
+}
+
+/// The chunk of user pointer `p` after the checks every pointer passed back
+/// to us gets: 16-aligned and carrying our mark. Reports and aborts otherwise.
+#[inline]
+unsafe fn chunk_of(p: *mut u8) -> *mut Chunk {
+    if p as usize & (ALIGN - 1) != 0 {
+        fatal("invalid pointer (not 16-aligned, not from malloc)", p);
+    }
+    let c = from_user(p);
+    if (*c).head & MARK == 0 {
+        fatal("invalid pointer (not allocated by memalloc)", p);
+    }
+    c
+}
+
+/// free.
+#[inline]
+pub unsafe fn dealloc(p: *mut u8) {
+    if p.is_null() {
+        return;
+    }
+    let c = chunk_of(p);
+    if is_mmapped(c) {
+        large::free(c);
+        return;
+    }
+    let r = HEAP.with(|h| {
+        h.validate(c)?;
+        h.free(c);
+        Ok(())
+    });
+    if let Err(e) = r {
+        fatal(e, p);
+    }
+}
+
+/// realloc, with glibc's `realloc(p, 0)` = free.
+pub unsafe fn realloc_impl(p: *mut u8, n: usize) -> *mut u8 {
+    if p.is_null() {
+        return alloc(n);
+    }
+    if n == 0 {
+        dealloc(p);
+        return null_mut();
+    }
+    let c = chunk_of(p);
+    let csize = match request_to_size(n) {
+        Some(s) => s,
+        None => return enomem(),
+    };
+    let threshold = config::mmap_threshold();
+    if is_mmapped(c) {
+        let old = large::usable(c);
+        if csize >= threshold {
+            let q = large::realloc(c, n);
+            return if q.is_null() { enomem() } else { q };
+        }
+        return move_block(p, old, n, |p| large::free(from_user(p)));
+    }
+    let r = HEAP.with(|h| {
+        h.validate(c)?;
+        Ok(if csize < threshold || csize <= size(c) {
+            h.resize_in_place(c, csize)
+        } else {
+            false
+        })
+    });
+    match r {
+        Err(e) => fatal(e, p),
+        Ok(true) => p,
+        Ok(false) => move_block(p, usable(c), n, |p| dealloc(p)),
+    }
+}
+
+/// Moves a block to a new allocation of `n` bytes; the old block stays
+/// intact if that fails.
+unsafe fn move_block(
+    p: *mut u8,
+    old_usable: usize,
+    n: usize,
+    free_old: impl FnOnce(*mut u8),
+) -> *mut u8 {
+    let q = alloc(n);
+    if q.is_null() {
+        return q;
+    }
+    core::ptr::copy_nonoverlapping(p, q, old_usable.min(n));
+    free_old(p);
+    q
+}
+
+/// calloc: zeroed; fresh mappings are not cleared again.
+pub fn calloc_impl(n: usize, m: usize) -> *mut u8 {
+    let total = match n.checked_mul(m) {
+        Some(t) => t,
+        None => return enomem(),
+    };
+    let csize = match request_to_size(total) {
+        Some(s) => s,
+        None => return enomem(),
+    };
+    if csize >= config::mmap_threshold() {
+        return alloc_large(total, ALIGN); // fresh anonymous pages are zero
+    }
+    let p = alloc(total);
+    if !p.is_null() {
+        // SAFETY: p holds at least total bytes.
+        unsafe { core::ptr::write_bytes(p, 0, total) };
+    }
+    p
+}
+
+/// malloc_usable_size.
+pub unsafe fn usable_size(p: *mut u8) -> usize {
+    if p.is_null() {
+        return 0;
+    }
+    let c = chunk_of(p);
+    if is_mmapped(c) {
+        return large::usable(c);
+    }
+    if is_free(c) {
+        fatal("malloc_usable_size of a freed block", p);
+    }
+    usable(c)
+}
+
+fn is_pow2(a: usize) -> bool {
+    a != 0 && a & (a - 1) == 0
+}
+
+// ---- the exported ABI ----------------------------------------------------
+
+macro_rules! export {
+    ($(#[$m:meta])* fn $name:ident($($a:ident: $t:ty),*) $(-> $r:ty)? $body:block) => {
+        $(#[$m])*
+        #[cfg_attr(not(test), no_mangle)]
+        pub unsafe extern "C" fn $name($($a: $t),*) $(-> $r)? $body
+    };
+}
+
+export!(
+    /// malloc(3).
+    fn malloc(n: usize) -> *mut c_void {
+        alloc(n) as *mut c_void
+    }
+);
+export!(
+    /// glibc's internal alias of malloc.
+    fn __libc_malloc(n: usize) -> *mut c_void {
+        alloc(n) as *mut c_void
+    }
+);
+export!(
+    /// free(3): preserves errno.
+    fn free(p: *mut c_void) {
+        dealloc(p as *mut u8)
+    }
+);
+export!(
+    fn __libc_free(p: *mut c_void) {
+        dealloc(p as *mut u8)
+    }
+);
+export!(
+    /// cfree: an old alias of free.
+    fn cfree(p: *mut c_void) {
+        dealloc(p as *mut u8)
+    }
+);
+export!(
+    /// C23 free_sized: the size is a hint; we free as free does.
+    fn free_sized(p: *mut c_void, _size: usize) {
+        dealloc(p as *mut u8)
+    }
+);
+export!(
+    /// C23 free_aligned_sized.
+    fn free_aligned_sized(p: *mut c_void, _align: usize, _size: usize) {
+        dealloc(p as *mut u8)
+    }
+);
+export!(
+    /// calloc(3): NULL + ENOMEM when n * m overflows.
+    fn calloc(n: usize, m: usize) -> *mut c_void {
+        calloc_impl(n, m) as *mut c_void
+    }
+);
+export!(
+    fn __libc_calloc(n: usize, m: usize) -> *mut c_void {
+        calloc_impl(n, m) as *mut c_void
+    }
+);
+export!(
+    /// realloc(3).
+    fn realloc(p: *mut c_void, n: usize) -> *mut c_void {
+        realloc_impl(p as *mut u8, n) as *mut c_void
+    }
+);
+export!(
+    fn __libc_realloc(p: *mut c_void, n: usize) -> *mut c_void {
+        realloc_impl(p as *mut u8, n) as *mut c_void
+    }
+);
+export!(
+    /// reallocarray(3): NULL + ENOMEM on overflow, the block untouched.
+    fn reallocarray(p: *mut c_void, n: usize, m: usize) -> *mut c_void {
+        match n.checked_mul(m) {
+            Some(t) => realloc_impl(p as *mut u8, t) as *mut c_void,
+            None => enomem() as *mut c_void,
+        }
+    }
+);
+export!(
+    /// posix_memalign(3): EINVAL unless alignment is a power of two multiple
+    /// of sizeof(void *); ENOMEM; never touches errno.
+    fn posix_memalign(out: *mut *mut c_void, align: usize, n: usize) -> i32 {
+        if !is_pow2(align) || align % core::mem::size_of::<*mut c_void>() != 0 {
+            return libc::EINVAL;
+        }
+        let _e = os::ErrnoGuard::new();
+        let p = alloc_aligned(align, n);
+        if p.is_null() {
+            return libc::ENOMEM;
+        }
+        *out = p as *mut c_void;
+        0
+    }
+);
+export!(
+    fn __posix_memalign(out: *mut *mut c_void, align: usize, n: usize) -> i32 {
+        posix_memalign(out, align, n)
+    }
+);
+export!(
+    /// aligned_alloc(3): NULL + EINVAL unless alignment is a power of two
+    /// (glibc 2.38 behaviour).
+    fn aligned_alloc(align: usize, n: usize) -> *mut c_void {
+        if !is_pow2(align) {
+            os::set_errno(libc::EINVAL);
+            return null_mut();
+        }
+        alloc_aligned(align, n) as *mut c_void
+    }
+);
+export!(
+    /// memalign(3): an alignment that is not a power of two is rounded up to
+    /// one, as glibc does; beyond SIZE_MAX/2 + 1 it is EINVAL.
+    fn memalign(align: usize, n: usize) -> *mut c_void {
+        if align > usize::MAX / 2 + 1 {
+            os::set_errno(libc::EINVAL);
+            return null_mut();
+        }
+        alloc_aligned(align.max(1).next_power_of_two(), n) as *mut c_void
+    }
+);
+export!(
+    fn __libc_memalign(align: usize, n: usize) -> *mut c_void {
+        memalign(align, n)
+    }
+);
+export!(
+    /// valloc(3): page-aligned.
+    fn valloc(n: usize) -> *mut c_void {
+        alloc_aligned(os::PAGE, n) as *mut c_void
+    }
+);
+export!(
+    fn __libc_valloc(n: usize) -> *mut c_void {
+        valloc(n)
+    }
+);
+export!(
+    /// pvalloc(3): page-aligned, size rounded up to whole pages.
+    fn pvalloc(n: usize) -> *mut c_void {
+        match n.checked_add(os::PAGE - 1) {
+            Some(r) => alloc_aligned(os::PAGE, r & !(os::PAGE - 1)) as *mut c_void,
+            None => enomem() as *mut c_void,
+        }
+    }
+);
+export!(
+    fn __libc_pvalloc(n: usize) -> *mut c_void {
+        pvalloc(n)
+    }
+);
+export!(
+    /// malloc_usable_size(3).
+    fn malloc_usable_size(p: *mut c_void) -> usize {
+        usable_size(p as *mut u8)
+    }
+);
+export!(
+    /// malloc_trim(3): 1 if memory went back to the OS.
+    fn malloc_trim(pad: usize) -> i32 {
+        HEAP.with(|h| h.trim(pad)) as i32
+    }
+);
+export!(
+    /// mallopt(3).
+    fn mallopt(param: i32, value: i32) -> i32 {
+        config::mallopt(param, value)
+    }
+);
+export!(
+    /// mallinfo2(3).
+    fn mallinfo2() -> crate::stats::Mallinfo2 {
+        crate::stats::mallinfo2()
+    }
+);
+export!(
+    /// mallinfo(3): mallinfo2 with fields clamped to int.
+    fn mallinfo() -> crate::stats::Mallinfo {
+        crate::stats::mallinfo()
+    }
+);
+export!(
+    /// malloc_stats(3): a summary on stderr.
+    fn malloc_stats() {
+        crate::stats::malloc_stats()
+    }
+);
+export!(
+    /// malloc_info(3): glibc's XML shape; options must be 0.
+    fn malloc_info(options: i32, fp: *mut libc::FILE) -> i32 {
+        crate::stats::malloc_info(options, fp)
+    }
+);
+
+// ---- extensions ------------------------------------------------------------
+
+export!(
+    /// Writes every region, block and the TLSF bitmaps to `fd`.
+    fn memalloc_dump(fd: i32) {
+        crate::stats::dump(fd)
+    }
+);
+export!(
+    /// Number of broken heap invariants (0 = consistent).
+    fn memalloc_check() -> usize {
+        HEAP.with(|h| h.check().0)
+    }
+);
+export!(
+    /// Fills `*out` with the heap's figures.
+    fn memalloc_get_stats(out: *mut crate::stats::Stats) {
+        if !out.is_null() {
+            *out = crate::stats::stats();
+        }
+    }
+);
+
+export!(
+    /// Creates a pool over caller memory; null if too small.
+    fn memalloc_pool_create(mem: *mut c_void, bytes: usize) -> *mut crate::pool::Pool {
+        crate::pool::create(mem as *mut u8, bytes)
+    }
+);
+export!(
+    /// Adds a region of caller memory to a pool; 0 on success.
+    fn memalloc_pool_add_region(p: *mut crate::pool::Pool, mem: *mut c_void, bytes: usize) -> i32 {
+        crate::pool::add_region(p, mem as *mut u8, bytes)
+    }
+);
+export!(
+    fn memalloc_pool_malloc(p: *mut crate::pool::Pool, n: usize) -> *mut c_void {
+        crate::pool::malloc(p, n) as *mut c_void
+    }
+);
+export!(
+    fn memalloc_pool_memalign(p: *mut crate::pool::Pool, align: usize, n: usize) -> *mut c_void {
+        crate::pool::memalign(p, align, n) as *mut c_void
+    }
+);
+export!(
+    fn memalloc_pool_realloc(p: *mut crate::pool::Pool, q: *mut c_void, n: usize) -> *mut c_void {
+        crate::pool::realloc(p, q as *mut u8, n) as *mut c_void
+    }
+);
+export!(
+    fn memalloc_pool_free(p: *mut crate::pool::Pool, q: *mut c_void) {
+        crate::pool::free(p, q as *mut u8)
+    }
+);
+export!(
+    fn memalloc_pool_check(p: *mut crate::pool::Pool) -> usize {
+        crate::pool::check(p)
+    }
+);
+export!(
+    fn memalloc_pool_destroy(p: *mut crate::pool::Pool) {
+        crate::pool::destroy(p)
+    }
+);

@@ -1,0 +1,436 @@
+//! The shared heap: one TLSF index over the break region and any mmap'd
+//! regions, behind one lock.
+//!
+//! Owns: where heap memory comes from and when it goes back.
+//! - The break region grows with `sbrk` (by the request plus `top_pad`,
+//!   rounded to pages) and shrinks with a negative `sbrk` as soon as its free
+//!   tail exceeds `trim_threshold`, keeping `top_pad` bytes. Before moving the
+//!   break we check that `sbrk(0)` is still our end: if anything else moved it,
+//!   or it cannot grow (ENOMEM, RLIMIT_DATA), the heap continues in mmap'd
+//!   regions.
+//! - mmap'd regions (at least `REGION_MIN`) are unmapped as soon as they are
+//!   wholly free, except the last one, kept against thrashing.
+//!
+//! Invariant: every region in `regions` is indexed by `tlsf` and
+//! `in_use == sum of used chunk sizes`. Cost: the TLSF operation plus, rarely,
+//! one system call; the lock is a futex mutex (see `lock`).
+
+use crate::chunk::*;
+use crate::config;
+use crate::lock::Lock;
+use crate::os;
+use crate::region::{Region, RegionList, KIND_BRK, KIND_MMAP};
+use crate::tlsf::{RegionCheck, Tlsf};
+use core::cell::UnsafeCell;
+use core::ptr::null_mut;
+
+/// Smallest mmap'd heap region.
+const REGION_MIN: usize = 1 << 20;
+
+/// The heap's state; only touched under [`HEAP`]'s lock.
+pub struct Heap {
+    pub tlsf: Tlsf,
+    pub regions: RegionList,
+    brk: Region,
+    brk_started: bool,
+    brk_usable: bool,
+    mmap_regions: usize,
+    /// Bytes of chunks in use.
+    pub in_use: usize,
+    pub peak_in_use: usize,
+    pub brk_bytes: usize,
+    pub mmap_region_bytes: usize,
+    pub released: usize,
+}
+
+/// The process heap.
+pub struct GlobalHeap {
+    lock: Lock,
+    heap: UnsafeCell<Heap>,
+}
+
+// SAFETY: the heap is only reached through `with`, which holds the lock.
+unsafe impl Sync for GlobalHeap {}
+
+pub static HEAP: GlobalHeap = GlobalHeap {
+    lock: Lock::new(),
+    heap: UnsafeCell::new(Heap {
+        tlsf: Tlsf::new(),
+        regions: RegionList::new(),
+        brk: Region::empty(KIND_BRK),
+        brk_started: false,
+        brk_usable: true,
+        mmap_regions: 0,
+        in_use: 0,
+        peak_in_use: 0,
+        brk_bytes: 0,
+        mmap_region_bytes: 0,
+        released: 0,
+    }),
+};
+
+impl GlobalHeap {
+    /// Runs `f` on the heap under the lock.
+    #[inline]
+    pub fn with<R>(&self, f: impl FnOnce(&mut Heap) -> R) -> R {
+        let _g = self.lock.guard();
+        // SAFETY: the lock gives exclusive access.
+        f(unsafe { &mut *self.heap.get() })
+    }
+
+    /// The heap lock (for the fork handlers).
+    pub fn lock(&self) -> &Lock {
+        &self.lock
+    }
+}
+
+impl Heap {
+    /// Allocates a chunk of `csize` bytes, growing the heap if needed.
+    /// Null when memory is exhausted.
+    #[inline]
+    pub fn alloc(&mut self, csize: usize) -> *mut Chunk {
+        // SAFETY: the index and regions are consistent under the lock.
+        unsafe {
+            let mut c = self.tlsf.alloc(csize);
+            if c.is_null() {
+                c = self.alloc_slow(csize, 0);
+            }
+            if !c.is_null() {
+                self.account_alloc(size(c));
+            }
+            c
+        }
+    }
+
+    /// Allocates a chunk of `csize` bytes whose user pointer is aligned to
+    /// `align` (> 16).
+    pub fn alloc_aligned(&mut self, csize: usize, align: usize) -> *mut Chunk {
+        // SAFETY: as alloc.
+        unsafe {
+            let mut c = self.tlsf.alloc_aligned(csize, align);
+            if c.is_null() {
+                c = self.alloc_slow(csize, align);
+            }
+            if !c.is_null() {
+                self.account_alloc(size(c));
+            }
+            c
+        }
+    }
+
+    #[inline]
+    fn account_alloc(&mut self, s: usize) {
+        self.in_use += s;
+        if self.in_use > self.peak_in_use {
+            self.peak_in_use = self.in_use;
+        }
+    }
+
+    #[cold]
+    unsafe fn alloc_slow(&mut self, csize: usize, align: usize) -> *mut Chunk {
+        let need = if align == 0 {
+            csize
+        } else {
+            csize + align + MIN_CHUNK
+        };
+        if self.grow(need) {
+            let c = if align == 0 {
+                self.tlsf.alloc(csize)
+            } else {
+                self.tlsf.alloc_aligned(csize, align)
+            };
+            if !c.is_null() {
+                return c;
+            }
+        }
+        null_mut()
+    }
+
+    /// Adds at least `need` bytes of free space (one chunk that can hold it).
+    unsafe fn grow(&mut self, need: usize) -> bool {
+        if self.brk_usable && self.grow_brk(need) {
+            return true;
+        }
+        self.grow_mmap(need)
+    }
+
+    unsafe fn grow_brk(&mut self, need: usize) -> bool {
+        let pad = config::get().top_pad;
+        if !self.brk_started {
+            let cur = os::brk_top() as usize;
+            if cur as isize == -1 {
+                self.brk_usable = false;
+                return false;
+            }
+            let want = match (align_up(cur, ALIGN) + need + SENTINEL).checked_add(pad) {
+                Some(e) => align_up(e, os::PAGE) - cur,
+                None => return false,
+            };
+            let old = os::brk_grow(want);
+            if old.is_null() {
+                self.brk_usable = false;
+                return false;
+            }
+            // Normally old == cur; if another thread of the program moved the
+            // break in between, our region simply starts where sbrk says.
+            let (start, end) = (old, old.add(want));
+            let r = &mut self.brk as *mut Region;
+            if !self.tlsf.add_region(start, end, r) {
+                return false;
+            }
+            self.regions.push(r);
+            self.brk_started = true;
+            self.brk_bytes = want;
+            return true;
+        }
+        let end = self.brk.end;
+        if os::brk_top() != end {
+            // Something else moved the break (a direct sbrk/brk user): we
+            // cannot extend our region contiguously any more.
+            self.brk_usable = false;
+            return false;
+        }
+        let sent = self.brk.sentinel();
+        let tail_free = if is_prev_free(sent) {
+            (*sent).prev_size
+        } else {
+            0
+        };
+        let more = need.saturating_sub(tail_free);
+        let new_end = match (end as usize).checked_add(more + pad) {
+            Some(e) => align_up(e, os::PAGE),
+            None => return false,
+        };
+        let incr = new_end - end as usize;
+        let old = os::brk_grow(incr);
+        if old.is_null() {
+            self.brk_usable = false;
+            return false;
+        }
+        if old != end {
+            self.brk_usable = false;
+            return false;
+        }
+        self.tlsf.grow_tail(end, incr);
+        self.brk_bytes += incr;
+        true
+    }
+
+    unsafe fn grow_mmap(&mut self, need: usize) -> bool {
+        let hdr = align_up(core::mem::size_of::<Region>(), ALIGN);
+        let len = match need.checked_add(hdr + SENTINEL + os::PAGE) {
+            Some(l) => align_up(l.max(REGION_MIN), os::PAGE),
+            None => return false,
+        };
+        let base = os::map(len);
+        if base.is_null() {
+            return false;
+        }
+        let r = base as *mut Region;
+        r.write(Region::empty(KIND_MMAP));
+        (*r).map_base = base;
+        (*r).map_len = len;
+        if !self.tlsf.add_region(base.add(hdr), base.add(len), r) {
+            os::unmap(base, len);
+            return false;
+        }
+        self.regions.push(r);
+        self.mmap_regions += 1;
+        self.mmap_region_bytes += len;
+        true
+    }
+
+    /// Frees in-use chunk `c`, then gives memory back to the OS if the free
+    /// tail of the break passed the trim threshold or an mmap'd region
+    /// became wholly free.
+    #[inline]
+    pub fn free(&mut self, c: *mut Chunk) {
+        // SAFETY: c was validated by the caller as an in-use chunk of ours.
+        unsafe {
+            self.in_use -= size(c);
+            let f = self.tlsf.free(c);
+            let n = next(f);
+            if is_sentinel(n) {
+                self.release_tail(f, n);
+            }
+        }
+    }
+
+    #[cold]
+    unsafe fn release_tail(&mut self, f: *mut Chunk, sent: *mut Chunk) {
+        let r = sentinel_region(sent);
+        if (*r).kind == KIND_BRK {
+            let cfg = config::get();
+            if size(f) > cfg.trim_threshold {
+                self.trim_brk(cfg.top_pad);
+            }
+        } else if (*r).kind == KIND_MMAP && f as *mut u8 == (*r).start && self.mmap_regions > 1 {
+            self.tlsf.unlink(f);
+            self.regions.remove(r);
+            self.mmap_regions -= 1;
+            self.mmap_region_bytes -= (*r).map_len;
+            self.released += (*r).map_len;
+            os::unmap((*r).map_base, (*r).map_len);
+        }
+    }
+
+    /// Shrinks the break so that about `keep` free bytes stay at its tail.
+    /// Returns the bytes released.
+    pub fn trim_brk(&mut self, keep: usize) -> usize {
+        if !self.brk_started {
+            return 0;
+        }
+        // SAFETY: the break region is ours; we check sbrk(0) before moving it.
+        unsafe {
+            let end = self.brk.end;
+            if os::brk_top() != end {
+                return 0;
+            }
+            let cut = self.tlsf.shrink_tail(end, keep, os::PAGE);
+            if cut == 0 {
+                return 0;
+            }
+            if !os::brk_shrink(cut) {
+                // The break did not move: take the memory back.
+                self.tlsf.grow_tail(self.brk.end, cut);
+                return 0;
+            }
+            self.brk_bytes -= cut;
+            self.released += cut;
+            cut
+        }
+    }
+
+    /// malloc_trim: shrinks the break down to `pad` free bytes and discards
+    /// the whole pages inside every free chunk. Returns whether any memory
+    /// went back.
+    pub fn trim(&mut self, pad: usize) -> bool {
+        let mut any = self.trim_brk(pad) != 0;
+        let mut discarded = 0;
+        // SAFETY: free chunks hold no user data; only whole pages past the
+        // list links are discarded.
+        unsafe {
+            self.tlsf.for_each_free(|c| {
+                let lo = align_up(c as usize + MIN_CHUNK, os::PAGE);
+                let hi = (c as usize + size(c)) & !(os::PAGE - 1);
+                if hi > lo && os::discard(lo as *mut u8, hi - lo) {
+                    discarded += hi - lo;
+                }
+            });
+        }
+        if discarded != 0 {
+            self.released += discarded;
+            any = true;
+        }
+        any
+    }
+
+    /// Tries to resize in-use chunk `c` to `csize` in place, extending the
+    /// break when `c` is its last chunk.
+    pub fn resize_in_place(&mut self, c: *mut Chunk, csize: usize) -> bool {
+        // SAFETY: c is an in-use chunk of ours (validated by the caller).
+        unsafe {
+            let old = size(c);
+            let mut ok = self.tlsf.resize_in_place(c, csize);
+            if !ok && self.brk_usable && self.brk_started && self.tail_of_brk(c) {
+                // Grow the break under the tail chunk (string building).
+                if self.grow_brk(csize - old) {
+                    ok = self.tlsf.resize_in_place(c, csize);
+                }
+            }
+            if ok {
+                self.in_use = self.in_use - old + size(c);
+                if self.in_use > self.peak_in_use {
+                    self.peak_in_use = self.in_use;
+                }
+                let n = next(c);
+                if is_free(n) && is_sentinel(next(n)) {
+                    self.release_tail(n, next(n));
+                }
+            }
+            ok
+        }
+    }
+
+    /// Is `c` followed only by free space (or nothing) up to the break's end?
+    unsafe fn tail_of_brk(&self, c: *mut Chunk) -> bool {
+        let n = next(c);
+        let nn = if is_free(n) { next(n) } else { n };
+        nn == self.brk.sentinel()
+    }
+
+    /// Checks a chunk passed to free/realloc before trusting it: the error to
+    /// report for a double free or a header that is not one of ours. The
+    /// caller reports after releasing the lock.
+    #[inline]
+    pub fn validate(&self, c: *mut Chunk) -> Result<(), &'static str> {
+        // SAFETY: the header words were read by the caller already; the next
+        // header is inside the same region if the size is sane.
+        unsafe {
+            let h = (*c).head;
+            let s = h & SIZE_MASK;
+            if h & FREE != 0 {
+                return Err("double free (block is already free)");
+            }
+            if s < MIN_CHUNK
+                || s > MAX_REQUEST * 2
+                || (self.brk_started
+                    && self.brk.contains(c as *const u8)
+                    && (c as usize + s) > self.brk.end as usize - SENTINEL)
+            {
+                return Err("invalid pointer (corrupted block header)");
+            }
+            let n = next(c);
+            if (*n).head & (MARK | PREV_FREE | MMAPPED) != MARK {
+                return Err("invalid pointer or heap overflow (next block header corrupted)");
+            }
+        }
+        Ok(())
+    }
+
+    /// Walks every region and the index; returns the number of broken
+    /// invariants, and what the walks found in total.
+    pub fn check(&self) -> (usize, RegionCheck) {
+        let mut total = RegionCheck::default();
+        let mut bad = 0;
+        // SAFETY: under the lock every region descriptor is live.
+        unsafe {
+            let mut r = self.regions.head;
+            while !r.is_null() {
+                let rc = self.tlsf.check_region(r);
+                bad += rc.bad;
+                total.free_chunks += rc.free_chunks;
+                total.free_bytes += rc.free_bytes;
+                total.used_chunks += rc.used_chunks;
+                total.used_bytes += rc.used_bytes;
+                r = (*r).next;
+            }
+            let regions = &self.regions;
+            bad += self.tlsf.check_lists(|p| !regions.find(p).is_null());
+        }
+        if total.free_chunks != self.tlsf.free_count || total.free_bytes != self.tlsf.free_bytes {
+            bad += 1;
+        }
+        if total.used_bytes != self.in_use {
+            bad += 1;
+        }
+        total.bad = bad;
+        (bad, total)
+    }
+
+    /// Free bytes at the tail of the break (glibc's keepcost).
+    pub fn brk_tail_free(&self) -> usize {
+        if !self.brk_started {
+            return 0;
+        }
+        let s = self.brk.sentinel();
+        // SAFETY: the sentinel of a started break region is live.
+        unsafe {
+            if is_prev_free(s) {
+                (*s).prev_size
+            } else {
+                0
+            }
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! memalloc: a malloc replacement for Linux.
+//!
+//! Layers, each using only the ones below it:
+//! ```text
+//! export   C ABI: argument rules, errno, overflow and alignment checks
+//! heap     the shared heap: one TLSF index over the break and mmap'd regions
+//! large    blocks at or above the mmap threshold, mapped on their own
+//! tlsf     two-level segregated fit over header-linked chunks (O(1))
+//! region   region descriptors; chunk: header accessors
+//! os       every system call
+//! ```
+//! Cross-cutting: `lock` (futex mutex), `config` (environment, mallopt),
+//! `stats` (figures, dump), `report` (output without allocating), `pool`
+//! (TLSF heaps over caller memory).
+//!
+//! Nothing in this crate allocates through Rust's allocator: in the cdylib
+//! that would call our own exported malloc.
+
+#![warn(missing_docs)]
+#![allow(missing_docs)] // accessors and ABI shims document themselves by name
+#![allow(clippy::missing_safety_doc)]
+
+pub mod chunk;
+pub mod config;
+pub mod export;
+pub mod heap;
+pub mod large;
+pub mod lock;
+pub mod os;
+pub mod pool;
+pub mod region;
+pub mod report;
+pub mod stats;
+pub mod tlsf;
+
+/// Runs when the library is loaded: checks the page size, reads the
+/// environment, and registers the fork handlers (pthread_atfork allocates, so
+/// it is called here, never under a lock).
+#[cfg(not(test))]
+#[ctor::ctor]
+fn memalloc_init() {
+    os::check_page_size();
+    let _ = config::get();
+    // SAFETY: the handlers only take and release our locks.
+    unsafe {
+        libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child));
+    }
+}
+
+/// Before fork: take every allocator lock, so the child never inherits a lock
+/// held by a thread that does not exist there.
+extern "C" fn fork_prepare() {
+    heap::HEAP.lock().lock();
+    large::lock().lock();
+}
+
+extern "C" fn fork_parent() {
+    large::lock().unlock();
+    heap::HEAP.lock().unlock();
+}
+
+extern "C" fn fork_child() {
+    large::lock().reset_after_fork();
+    heap::HEAP.lock().reset_after_fork();
+}

@@ -1,0 +1,89 @@
+//! The lock used where sharing is unavoidable (the shared heap, the list of
+//! large blocks).
+//!
+//! A futex mutex after Drepper's "Futexes Are Tricky" (mutex 2): state 0 =
+//! free, 1 = held, 2 = held with waiters. It spins briefly (the critical
+//! sections are short), then sleeps in the kernel, so that a holder preempted
+//! with more threads than cores does not have its time slice burnt by
+//! spinners. Uncontended cost: one compare-exchange to lock, one swap to
+//! unlock. Allocates nothing.
+
+use core::sync::atomic::{AtomicU32, Ordering};
+
+/// A futex-backed mutex that never allocates.
+pub struct Lock {
+    state: AtomicU32,
+}
+
+const SPINS: u32 = 64;
+
+impl Lock {
+    /// An unlocked lock.
+    pub const fn new() -> Self {
+        Lock {
+            state: AtomicU32::new(0),
+        }
+    }
+
+    /// Takes the lock.
+    #[inline]
+    pub fn lock(&self) {
+        if self
+            .state
+            .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            self.lock_slow();
+        }
+    }
+
+    #[cold]
+    fn lock_slow(&self) {
+        for _ in 0..SPINS {
+            core::hint::spin_loop();
+            if self.state.load(Ordering::Relaxed) == 0
+                && self
+                    .state
+                    .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return;
+            }
+        }
+        // Mark contended; whoever unlocks then wakes a sleeper.
+        while self.state.swap(2, Ordering::Acquire) != 0 {
+            crate::os::futex_wait(&self.state, 2);
+        }
+    }
+
+    /// Releases the lock.
+    #[inline]
+    pub fn unlock(&self) {
+        if self.state.swap(0, Ordering::Release) == 2 {
+            crate::os::futex_wake(&self.state);
+        }
+    }
+
+    /// Makes the lock free again in a forked child, where the thread that held
+    /// it (the forking thread, in the prepare handler) is the only thread.
+    pub fn reset_after_fork(&self) {
+        self.state.store(0, Ordering::Relaxed);
+    }
+
+    /// Takes the lock and returns a guard that releases it.
+    #[inline]
+    pub fn guard(&self) -> Guard<'_> {
+        self.lock();
+        Guard(self)
+    }
+}
+
+/// Releases its lock when dropped.
+pub struct Guard<'a>(&'a Lock);
+
+impl Drop for Guard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.0.unlock();
+    }
+}

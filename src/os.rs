@@ -1,0 +1,219 @@
+//! The only module that makes system calls.
+//!
+//! Owns: `sbrk`, `mmap`, `munmap`, `mremap`, `madvise`, `write`, `abort` and
+//! the futex calls used by [`crate::lock`]. Every call is counted in
+//! [`SYSCALLS`] for the statistics. Calls that may run on a `free` path
+//! (`munmap`, a negative `sbrk`, `madvise`) preserve `errno`, because `free`
+//! must not change it (POSIX.1-2024; glibc 2.33+ guarantees it too).
+
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+/// The page size. x86_64 and aarch64 Linux with 4 KiB pages; checked at start
+/// against `sysconf(_SC_PAGESIZE)` by [`check_page_size`].
+pub const PAGE: usize = 4096;
+
+/// Number of memory-management system calls made so far.
+pub static SYSCALLS: AtomicUsize = AtomicUsize::new(0);
+
+#[inline]
+fn count() {
+    SYSCALLS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Saves `errno` and puts it back when dropped.
+pub struct ErrnoGuard(i32);
+
+impl ErrnoGuard {
+    #[inline]
+    pub fn new() -> Self {
+        // SAFETY: __errno_location always returns this thread's errno slot.
+        ErrnoGuard(unsafe { *libc::__errno_location() })
+    }
+}
+
+impl Drop for ErrnoGuard {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { *libc::__errno_location() = self.0 }
+    }
+}
+
+/// Sets this thread's `errno`.
+#[inline]
+pub fn set_errno(e: i32) {
+    // SAFETY: __errno_location always returns this thread's errno slot.
+    unsafe { *libc::__errno_location() = e }
+}
+
+/// Aborts if the kernel's page size is not [`PAGE`].
+pub fn check_page_size() {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let ps = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if ps != PAGE as libc::c_long {
+        crate::report::fatal_msg("unsupported page size (memalloc is built for 4 KiB pages)");
+    }
+}
+
+/// The current program break.
+pub fn brk_top() -> *mut u8 {
+    count();
+    // SAFETY: sbrk(0) only reads the break.
+    unsafe { libc::sbrk(0) as *mut u8 }
+}
+
+/// Moves the break up by `incr` bytes; returns the old break, or null.
+///
+/// # Safety
+/// The caller holds the heap lock (sbrk is not thread-safe).
+pub unsafe fn brk_grow(incr: usize) -> *mut u8 {
+    count();
+    if incr > isize::MAX as usize {
+        return core::ptr::null_mut();
+    }
+    let p = libc::sbrk(incr as libc::intptr_t);
+    if p as isize == -1 {
+        core::ptr::null_mut()
+    } else {
+        p as *mut u8
+    }
+}
+
+/// Moves the break down by `decr` bytes; returns whether it moved.
+///
+/// # Safety
+/// The caller holds the heap lock and owns the memory released.
+pub unsafe fn brk_shrink(decr: usize) -> bool {
+    let _e = ErrnoGuard::new();
+    count();
+    libc::sbrk(-(decr as libc::intptr_t)) as isize != -1
+}
+
+/// Maps `len` bytes of fresh zeroed anonymous memory; null on failure.
+pub fn map(len: usize) -> *mut u8 {
+    count();
+    // SAFETY: an anonymous private mapping at an address the kernel chooses
+    // touches no existing memory.
+    let p = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        core::ptr::null_mut()
+    } else {
+        p as *mut u8
+    }
+}
+
+/// Unmaps `[p, p + len)`.
+///
+/// # Safety
+/// The range is a mapping (or part of one) this allocator owns, and nothing
+/// refers to it any more.
+pub unsafe fn unmap(p: *mut u8, len: usize) {
+    if len == 0 {
+        return;
+    }
+    let _e = ErrnoGuard::new();
+    count();
+    libc::munmap(p as *mut libc::c_void, len);
+}
+
+/// Resizes the mapping at `p`, possibly moving it; null on failure (the old
+/// mapping is then unchanged).
+///
+/// # Safety
+/// `[p, p + old)` is a whole mapping this allocator owns.
+pub unsafe fn remap(p: *mut u8, old: usize, new: usize) -> *mut u8 {
+    count();
+    let q = libc::mremap(p as *mut libc::c_void, old, new, libc::MREMAP_MAYMOVE);
+    if q == libc::MAP_FAILED {
+        core::ptr::null_mut()
+    } else {
+        q as *mut u8
+    }
+}
+
+/// Tells the kernel that the pages of `[p, p + len)` may be dropped; they read
+/// as zero afterwards.
+///
+/// # Safety
+/// The range is page-aligned, owned by this allocator and holds no live data.
+pub unsafe fn discard(p: *mut u8, len: usize) -> bool {
+    let _e = ErrnoGuard::new();
+    count();
+    libc::madvise(p as *mut libc::c_void, len, libc::MADV_DONTNEED) == 0
+}
+
+/// Writes all of `buf` to `fd`, retrying on short writes and EINTR.
+pub fn write_all(fd: i32, mut buf: &[u8]) {
+    let _e = ErrnoGuard::new();
+    while !buf.is_empty() {
+        // SAFETY: buf is a valid slice for its length.
+        let n = unsafe { libc::write(fd, buf.as_ptr() as *const libc::c_void, buf.len()) };
+        if n < 0 {
+            // SAFETY: reading errno.
+            if unsafe { *libc::__errno_location() } == libc::EINTR {
+                continue;
+            }
+            return;
+        }
+        if n == 0 {
+            return;
+        }
+        buf = &buf[n as usize..];
+    }
+}
+
+/// Ends the process with SIGABRT.
+pub fn abort() -> ! {
+    // SAFETY: abort never returns.
+    unsafe { libc::abort() }
+}
+
+/// Sleeps while `*word == val` (FUTEX_WAIT, private).
+pub fn futex_wait(word: &AtomicU32, val: u32) {
+    // SAFETY: the futex word is a live AtomicU32; a spurious wake is harmless.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            val,
+            core::ptr::null::<libc::timespec>(),
+        );
+    }
+}
+
+/// Wakes one waiter on `word` (FUTEX_WAKE, private).
+pub fn futex_wake(word: &AtomicU32) {
+    // SAFETY: as above.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            1,
+        );
+    }
+}
+
+/// Reads an environment variable without allocating; None if unset.
+pub fn getenv(name: &core::ffi::CStr) -> Option<&'static [u8]> {
+    // SAFETY: getenv returns a pointer into the environment block (or null),
+    // which lives for the process; we do not modify it.
+    unsafe {
+        let p = libc::getenv(name.as_ptr());
+        if p.is_null() {
+            None
+        } else {
+            Some(core::ffi::CStr::from_ptr(p).to_bytes())
+        }
+    }
+}

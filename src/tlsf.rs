@@ -1,0 +1,770 @@
+//! Two-level segregated fit (Masmano, Ripoll, Crespo, Real: "TLSF: a new
+//! dynamic memory allocator for real-time systems", ECRTS 2004), over the
+//! chunks of any number of regions.
+//!
+//! Owns: the free lists and their two bitmaps. Free chunks of size `s` live in
+//! list `(fl, sl)` = [`mapping_insert`]`(s)`: `fl` is the power-of-two range,
+//! `sl` one of `SL_COUNT` equal subdivisions of it; sizes below `SMALL` share
+//! `fl = 0` in steps of 16.
+//!
+//! Invariants: bit `fl` of `fl_bitmap` is set iff `sl_bitmap[fl] != 0`; bit
+//! `sl` of `sl_bitmap[fl]` is set iff list `(fl, sl)` is non-empty; every chunk
+//! in list `(fl, sl)` is FREE and maps to `(fl, sl)`; `free_count` and
+//! `free_bytes` sum the listed chunks.
+//!
+//! Cost: every operation is O(1) in the worst case: a search is two
+//! find-first-set instructions on the bitmaps after rounding the request up to
+//! the next list boundary ("good fit": any chunk of that list fits, so no list
+//! is walked); free coalesces with at most two neighbours found through the
+//! boundary tags. No path walks a list, except `check` and `trim`.
+
+use crate::chunk::*;
+use crate::region::Region;
+use core::ptr::null_mut;
+
+/// log2 of the number of second-level lists per first-level range.
+pub const SL_LOG2: usize = 5;
+/// Second-level lists per first-level range.
+pub const SL_COUNT: usize = 1 << SL_LOG2;
+const ALIGN_LOG2: usize = 4;
+/// The first range handled by the logarithmic mapping: below it, lists are
+/// 16 bytes apart (512 with 32 lists of 16 bytes).
+const FL_SHIFT: usize = SL_LOG2 + ALIGN_LOG2;
+pub const SMALL: usize = 1 << FL_SHIFT;
+/// The largest chunk size indexed is below 2^FL_MAX_LOG2.
+const FL_MAX_LOG2: usize = 48;
+/// First-level ranges.
+pub const FL_COUNT: usize = FL_MAX_LOG2 - FL_SHIFT + 1;
+
+const _: () = assert!(SMALL / SL_COUNT == ALIGN);
+const _: () = assert!(FL_COUNT <= 64);
+const _: () = assert!(MAX_REQUEST < (1 << FL_MAX_LOG2) / 2);
+
+/// The list for a free chunk of `size` (round down).
+#[inline(always)]
+pub fn mapping_insert(size: usize) -> (usize, usize) {
+    if size < SMALL {
+        (0, size / (SMALL / SL_COUNT))
+    } else {
+        let msb = usize::BITS as usize - 1 - size.leading_zeros() as usize;
+        let sl = (size >> (msb - SL_LOG2)) ^ SL_COUNT;
+        (msb - FL_SHIFT + 1, sl)
+    }
+}
+
+/// The first list whose every chunk can hold `size` (round up).
+#[inline(always)]
+pub fn mapping_search(size: usize) -> (usize, usize) {
+    if size < SMALL {
+        mapping_insert(size)
+    } else {
+        let msb = usize::BITS as usize - 1 - size.leading_zeros() as usize;
+        mapping_insert(size + (1 << (msb - SL_LOG2)) - 1)
+    }
+}
+
+/// The TLSF index. Plain data: a pool places one in caller memory.
+#[repr(C)]
+pub struct Tlsf {
+    fl_bitmap: u64,
+    sl_bitmap: [u32; FL_COUNT],
+    heads: [[*mut Chunk; SL_COUNT]; FL_COUNT],
+    /// Number of free chunks indexed.
+    pub free_count: usize,
+    /// Sum of their sizes.
+    pub free_bytes: usize,
+}
+
+impl Tlsf {
+    /// An empty index.
+    pub const fn new() -> Self {
+        Tlsf {
+            fl_bitmap: 0,
+            sl_bitmap: [0; FL_COUNT],
+            heads: [[null_mut(); SL_COUNT]; FL_COUNT],
+            free_count: 0,
+            free_bytes: 0,
+        }
+    }
+
+    /// Adds free chunk `c` to its list.
+    ///
+    /// # Safety
+    /// `c` is a FREE chunk not in any list.
+    #[inline]
+    unsafe fn insert(&mut self, c: *mut Chunk) {
+        let (fl, sl) = mapping_insert(size(c));
+        let head = self.heads[fl][sl];
+        (*c).next_free = head;
+        (*c).prev_free = null_mut();
+        if !head.is_null() {
+            (*head).prev_free = c;
+        }
+        self.heads[fl][sl] = c;
+        self.fl_bitmap |= 1 << fl;
+        self.sl_bitmap[fl] |= 1 << sl;
+        self.free_count += 1;
+        self.free_bytes += size(c);
+    }
+
+    /// Removes `c` from its list.
+    ///
+    /// # Safety
+    /// `c` is in the list its size maps to.
+    #[inline]
+    unsafe fn remove(&mut self, c: *mut Chunk) {
+        let (fl, sl) = mapping_insert(size(c));
+        let (n, p) = ((*c).next_free, (*c).prev_free);
+        if !n.is_null() {
+            (*n).prev_free = p;
+        }
+        if !p.is_null() {
+            (*p).next_free = n;
+        } else {
+            self.heads[fl][sl] = n;
+            if n.is_null() {
+                self.sl_bitmap[fl] &= !(1 << sl);
+                if self.sl_bitmap[fl] == 0 {
+                    self.fl_bitmap &= !(1 << fl);
+                }
+            }
+        }
+        self.free_count -= 1;
+        self.free_bytes -= size(c);
+    }
+
+    /// Finds, unlinks and returns a free chunk of at least `size` bytes, or null.
+    #[inline]
+    unsafe fn take(&mut self, size: usize) -> *mut Chunk {
+        let (mut fl, sl) = mapping_search(size);
+        if fl >= FL_COUNT {
+            return null_mut();
+        }
+        let mut sl_map = self.sl_bitmap[fl] & (!0u32 << sl);
+        if sl_map == 0 {
+            let fl_map = if fl + 1 >= 64 {
+                0
+            } else {
+                self.fl_bitmap & (!0u64 << (fl + 1))
+            };
+            if fl_map == 0 {
+                return null_mut();
+            }
+            fl = fl_map.trailing_zeros() as usize;
+            sl_map = self.sl_bitmap[fl];
+        }
+        let sl = sl_map.trailing_zeros() as usize;
+        let c = self.heads[fl][sl];
+        debug_assert!(!c.is_null() && crate::chunk::size(c) >= size);
+        self.remove(c);
+        c
+    }
+
+    /// Makes `[start, end)` a region: one free chunk and a sentinel pointing
+    /// at `region`. Returns false if the range is too small.
+    ///
+    /// # Safety
+    /// The range is writable memory owned by the caller for as long as the
+    /// index is used, and overlaps no other region.
+    pub unsafe fn add_region(&mut self, start: *mut u8, end: *mut u8, region: *mut Region) -> bool {
+        let s = align_up(start as usize, ALIGN);
+        let e = (end as usize) & !(ALIGN - 1);
+        if e < s || e - s < MIN_CHUNK + SENTINEL {
+            return false;
+        }
+        let c = s as *mut Chunk;
+        (*c).head = (e - s - SENTINEL) | MARK;
+        let sent = next(c);
+        (*sent).head = MARK;
+        (*sent).next_free = region as *mut Chunk;
+        (*region).start = s as *mut u8;
+        (*region).end = e as *mut u8;
+        self.release(c);
+        true
+    }
+
+    /// Allocates a chunk of `csize` bytes (a chunk size, see
+    /// [`request_to_size`]); null if no free chunk is big enough.
+    ///
+    /// # Safety
+    /// The index and its regions are consistent.
+    #[inline]
+    pub unsafe fn alloc(&mut self, csize: usize) -> *mut Chunk {
+        let c = self.take(csize);
+        if c.is_null() {
+            return c;
+        }
+        (*c).head &= !FREE;
+        self.split(c, csize);
+        mark_used(c);
+        c
+    }
+
+    /// Allocates a chunk of `csize` bytes whose user pointer is aligned to
+    /// `align` (a power of two above 16). The leading and trailing slack goes
+    /// back to the free lists, so at most `align` bytes are ever wasted.
+    ///
+    /// # Safety
+    /// As [`alloc`](Self::alloc).
+    pub unsafe fn alloc_aligned(&mut self, csize: usize, align: usize) -> *mut Chunk {
+        let need = match csize.checked_add(align + MIN_CHUNK) {
+            Some(n) if n <= MAX_REQUEST * 2 => n,
+            _ => return null_mut(),
+        };
+        let mut c = self.take(need);
+        if c.is_null() {
+            return c;
+        }
+        (*c).head &= !FREE;
+        let u = to_user(c) as usize;
+        let mut gap = align_up(u, align) - u;
+        if gap != 0 && gap < MIN_CHUNK {
+            gap += align;
+        }
+        if gap != 0 {
+            let lead = c;
+            c = (lead as *mut u8).add(gap) as *mut Chunk;
+            (*c).head = (size(lead) - gap) | MARK;
+            set_size(lead, gap);
+            self.release(lead); // sets PREV_FREE on c
+        }
+        self.split(c, csize);
+        mark_used(c);
+        c
+    }
+
+    /// Frees in-use chunk `c`, coalescing with free neighbours. Returns the
+    /// resulting free chunk (already indexed).
+    ///
+    /// # Safety
+    /// `c` is an in-use chunk of a region of this index.
+    #[inline]
+    pub unsafe fn free(&mut self, c: *mut Chunk) -> *mut Chunk {
+        self.release(c)
+    }
+
+    /// Coalesces `c` with its free neighbours and indexes the result.
+    #[inline]
+    unsafe fn release(&mut self, mut c: *mut Chunk) -> *mut Chunk {
+        let n = next(c);
+        if is_free(n) {
+            self.remove(n);
+            set_size(c, size(c) + size(n));
+        }
+        if is_prev_free(c) {
+            let p = prev(c);
+            self.remove(p);
+            set_size(p, size(p) + size(c));
+            c = p;
+        }
+        mark_free(c);
+        self.insert(c);
+        c
+    }
+
+    /// Cuts in-use (or unlisted) chunk `c` down to `csize`, freeing the rest
+    /// if it can form a chunk.
+    #[inline]
+    unsafe fn split(&mut self, c: *mut Chunk, csize: usize) {
+        let total = size(c);
+        if total >= csize + MIN_CHUNK {
+            let rest = (c as *mut u8).add(csize) as *mut Chunk;
+            (*rest).head = (total - csize) | MARK;
+            set_size(c, csize);
+            self.release(rest);
+        }
+    }
+
+    /// Resizes in-use chunk `c` to `csize` in place: shrinks by splitting, or
+    /// grows into a free next chunk. Returns false (and changes nothing) if it
+    /// cannot.
+    ///
+    /// # Safety
+    /// `c` is an in-use chunk of a region of this index.
+    pub unsafe fn resize_in_place(&mut self, c: *mut Chunk, csize: usize) -> bool {
+        let old = size(c);
+        if csize <= old {
+            self.split(c, csize);
+            return true;
+        }
+        let n = next(c);
+        if is_free(n) && old + size(n) >= csize {
+            self.remove(n);
+            set_size(c, old + size(n));
+            (*next(c)).head &= !PREV_FREE;
+            self.split(c, csize);
+            return true;
+        }
+        false
+    }
+
+    /// Extends the region ending at `end` by `added` bytes (a multiple of 16)
+    /// of fresh memory right after it; the new space becomes free and
+    /// coalesces with a free tail. Returns the new end.
+    ///
+    /// # Safety
+    /// `end` is the end of a region of this index; `[end, end + added)` is
+    /// writable memory owned by the caller.
+    pub unsafe fn grow_tail(&mut self, end: *mut u8, added: usize) -> *mut u8 {
+        let old = end.sub(SENTINEL) as *mut Chunk;
+        let region = sentinel_region(old);
+        (*old).head = added | MARK | ((*old).head & PREV_FREE);
+        let sent = next(old);
+        (*sent).head = MARK;
+        (*sent).next_free = region as *mut Chunk;
+        let new_end = end.add(added);
+        (*region).end = new_end;
+        self.release(old);
+        new_end
+    }
+
+    /// If the region ending at `end` has a free tail chunk, cuts the region so
+    /// that about `keep` free bytes remain and the new end is a multiple of
+    /// `unit`. Returns the bytes cut (0 if none); the caller gives them back.
+    ///
+    /// # Safety
+    /// `end` is the end of a region of this index.
+    pub unsafe fn shrink_tail(&mut self, end: *mut u8, keep: usize, unit: usize) -> usize {
+        let sent = end.sub(SENTINEL) as *mut Chunk;
+        if !is_prev_free(sent) {
+            return 0;
+        }
+        let region = sentinel_region(sent);
+        let t = prev(sent);
+        let t_addr = t as usize;
+        let mut new_end = align_up(t_addr + keep.min(size(t)) + SENTINEL, unit);
+        let mut t_size = new_end - SENTINEL - t_addr;
+        if t_size != 0 && t_size < MIN_CHUNK {
+            new_end += unit;
+            t_size += unit;
+        }
+        if new_end >= end as usize {
+            return 0;
+        }
+        self.remove(t);
+        let new_sent;
+        if t_size == 0 {
+            new_sent = t;
+            (*new_sent).head = MARK; // t's predecessor is in use: no PREV_FREE
+        } else {
+            set_size(t, t_size);
+            new_sent = next(t);
+            (*new_sent).head = MARK;
+            mark_free(t);
+            self.insert(t);
+        }
+        (*new_sent).next_free = region as *mut Chunk;
+        (*region).end = new_end as *mut u8;
+        end as usize - new_end
+    }
+
+    /// Unindexes free chunk `c` (the caller is about to give its memory away).
+    ///
+    /// # Safety
+    /// `c` is FREE and indexed.
+    pub unsafe fn unlink(&mut self, c: *mut Chunk) {
+        self.remove(c);
+    }
+
+    /// Calls `f` on every free chunk. Not O(1): for trim and check only.
+    ///
+    /// # Safety
+    /// The index is consistent.
+    pub unsafe fn for_each_free(&self, mut f: impl FnMut(*mut Chunk)) {
+        for fl in 0..FL_COUNT {
+            for sl in 0..SL_COUNT {
+                let mut c = self.heads[fl][sl];
+                while !c.is_null() {
+                    let n = (*c).next_free;
+                    f(c);
+                    c = n;
+                }
+            }
+        }
+    }
+
+    /// The first-level bitmap.
+    pub fn fl_bitmap(&self) -> u64 {
+        self.fl_bitmap
+    }
+
+    /// The second-level bitmap of range `fl`.
+    pub fn sl_bitmap(&self, fl: usize) -> u32 {
+        self.sl_bitmap[fl]
+    }
+
+    /// Checks the lists and bitmaps; returns the number of broken invariants.
+    /// `in_region` says whether an address lies in one of the index's regions.
+    /// Walks at most `free_count + 1` chunks per list, so a cycle is counted,
+    /// not followed forever.
+    ///
+    /// # Safety
+    /// Chunk pointers in the lists are readable (checked with `in_region`
+    /// before reading).
+    pub unsafe fn check_lists(&self, in_region: impl Fn(*const u8) -> bool) -> usize {
+        let mut bad = 0;
+        let mut count = 0usize;
+        let mut bytes = 0usize;
+        for fl in 0..FL_COUNT {
+            if ((self.fl_bitmap >> fl) & 1 != 0) != (self.sl_bitmap[fl] != 0) {
+                bad += 1;
+            }
+            for sl in 0..SL_COUNT {
+                let head = self.heads[fl][sl];
+                if ((self.sl_bitmap[fl] >> sl) & 1 != 0) != !head.is_null() {
+                    bad += 1;
+                }
+                let mut prevc: *mut Chunk = null_mut();
+                let mut c = head;
+                let mut steps = 0;
+                while !c.is_null() {
+                    steps += 1;
+                    if steps > self.free_count + 1 || !in_region(c as *const u8) {
+                        bad += 1;
+                        break;
+                    }
+                    if !is_free(c) || mapping_insert(size(c)) != (fl, sl) || (*c).prev_free != prevc
+                    {
+                        bad += 1;
+                    }
+                    count += 1;
+                    bytes += size(c);
+                    prevc = c;
+                    c = (*c).next_free;
+                }
+            }
+        }
+        if count != self.free_count || bytes != self.free_bytes {
+            bad += 1;
+        }
+        bad
+    }
+
+    /// Walks the chunks of `region`; returns (broken invariants, free chunks,
+    /// free bytes, used chunks, used bytes).
+    ///
+    /// # Safety
+    /// `region` describes a live region of this index.
+    pub unsafe fn check_region(&self, region: *const Region) -> RegionCheck {
+        let mut r = RegionCheck::default();
+        let (start, end) = ((*region).start as usize, (*region).end as usize);
+        let mut c = start as *mut Chunk;
+        let mut prev_free = false;
+        let mut prev_size = 0usize;
+        loop {
+            let a = c as usize;
+            if a < start || a + SENTINEL > end || a % ALIGN != 0 {
+                r.bad += 1;
+                break;
+            }
+            let h = (*c).head;
+            if h & MARK == 0 || h & MMAPPED != 0 {
+                r.bad += 1;
+            }
+            if ((h & PREV_FREE) != 0) != prev_free {
+                r.bad += 1;
+            }
+            if prev_free && (*c).prev_size != prev_size {
+                r.bad += 1;
+            }
+            if is_sentinel(c) {
+                if a + SENTINEL != end
+                    || h & FREE != 0
+                    || sentinel_region(c) as *const Region != region
+                {
+                    r.bad += 1;
+                }
+                break;
+            }
+            let s = size(c);
+            if s < MIN_CHUNK || s % ALIGN != 0 {
+                r.bad += 1;
+                break;
+            }
+            let free = h & FREE != 0;
+            if free {
+                if prev_free {
+                    r.bad += 1; // two adjacent free chunks
+                }
+                r.free_chunks += 1;
+                r.free_bytes += s;
+            } else {
+                r.used_chunks += 1;
+                r.used_bytes += s;
+            }
+            prev_free = free;
+            prev_size = s;
+            c = next(c);
+        }
+        r
+    }
+}
+
+/// What a walk of one region found.
+#[derive(Default, Debug, Clone, Copy)]
+pub struct RegionCheck {
+    pub bad: usize,
+    pub free_chunks: usize,
+    pub free_bytes: usize,
+    pub used_chunks: usize,
+    pub used_bytes: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    //! The index on a plain buffer, with a full check after every step and a
+    //! shadow model of what each live block must hold.
+    use super::*;
+    use crate::region::{Region, KIND_POOL};
+
+    /// A small deterministic generator (xorshift64*).
+    pub struct Rng(u64);
+    impl Rng {
+        pub fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        pub fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    struct Arena {
+        _buf: Vec<u128>,
+        tlsf: Box<Tlsf>,
+        region: Box<Region>,
+    }
+
+    impl Arena {
+        fn new(bytes: usize) -> Arena {
+            let mut buf = vec![0u128; bytes / 16];
+            let mut tlsf = Box::new(Tlsf::new());
+            let mut region = Box::new(Region::empty(KIND_POOL));
+            let start = buf.as_mut_ptr() as *mut u8;
+            unsafe {
+                assert!(tlsf.add_region(start, start.add(bytes), &mut *region));
+            }
+            Arena {
+                _buf: buf,
+                tlsf,
+                region,
+            }
+        }
+        fn check(&self) -> RegionCheck {
+            unsafe {
+                let rc = self.tlsf.check_region(&*self.region);
+                let r = &*self.region;
+                let bad = rc.bad + self.tlsf.check_lists(|p| r.contains(p));
+                assert_eq!(bad, 0, "heap invariants broken");
+                assert_eq!(rc.free_chunks, self.tlsf.free_count);
+                assert_eq!(rc.free_bytes, self.tlsf.free_bytes);
+                rc
+            }
+        }
+    }
+
+    #[test]
+    fn mapping_rounds_to_a_list_that_fits() {
+        for s in (MIN_CHUNK..1 << 20).step_by(16) {
+            let (fl, sl) = mapping_insert(s);
+            assert!(fl < FL_COUNT && sl < SL_COUNT);
+            let (sfl, ssl) = mapping_search(s);
+            // Every chunk in list (sfl, ssl) is at least s.
+            let lo = if sfl == 0 {
+                ssl * 16
+            } else {
+                (SL_COUNT + ssl) << (sfl - 1 + FL_SHIFT - SL_LOG2)
+            };
+            assert!(lo >= s, "size {s}: list ({sfl},{ssl}) starts at {lo}");
+            assert!((sfl, ssl) >= (fl, sl));
+        }
+        assert_eq!(mapping_insert(511), (0, 31));
+        assert_eq!(mapping_insert(512), (1, 0));
+        assert_eq!(mapping_insert(1 << 20), (12, 0));
+    }
+
+    #[test]
+    fn alloc_free_coalesce_back_to_one_chunk() {
+        let a = &mut Arena::new(1 << 16);
+        let whole = a.check();
+        assert_eq!(whole.free_chunks, 1);
+        let mut cs = vec![];
+        unsafe {
+            for i in 0..50 {
+                let c = a.tlsf.alloc(request_to_size(i * 7).unwrap());
+                assert!(!c.is_null());
+                assert_eq!(to_user(c) as usize % 16, 0);
+                cs.push(c);
+                a.check();
+            }
+            // free every other, then the rest: everything must coalesce
+            for c in cs.iter().step_by(2) {
+                a.tlsf.free(*c);
+                a.check();
+            }
+            for c in cs.iter().skip(1).step_by(2) {
+                a.tlsf.free(*c);
+                a.check();
+            }
+        }
+        let end = a.check();
+        assert_eq!(end.free_chunks, 1);
+        assert_eq!(end.free_bytes, whole.free_bytes);
+    }
+
+    #[test]
+    fn exhaustion_returns_null_and_keeps_heap_consistent() {
+        let a = &mut Arena::new(1 << 14);
+        unsafe {
+            let mut n = 0;
+            while !a.tlsf.alloc(256).is_null() {
+                n += 1;
+                a.check();
+            }
+            assert!(n > 40);
+            assert!(a.tlsf.alloc(request_to_size(1 << 20).unwrap()).is_null());
+        }
+        a.check();
+    }
+
+    #[test]
+    fn aligned_allocations_are_aligned_and_waste_at_most_the_alignment() {
+        let a = &mut Arena::new(1 << 22);
+        unsafe {
+            for shift in 5..17 {
+                let align = 1usize << shift;
+                let before = a.tlsf.free_bytes;
+                let c = a.tlsf.alloc_aligned(request_to_size(100).unwrap(), align);
+                assert!(!c.is_null());
+                assert_eq!(to_user(c) as usize % align, 0);
+                assert!(size(c) < request_to_size(100).unwrap() + MIN_CHUNK);
+                assert!(before - a.tlsf.free_bytes <= size(c));
+                a.check();
+            }
+        }
+    }
+
+    #[test]
+    fn resize_in_place_grows_into_free_neighbour_and_shrinks() {
+        let a = &mut Arena::new(1 << 16);
+        unsafe {
+            let c1 = a.tlsf.alloc(64);
+            let c2 = a.tlsf.alloc(64);
+            let _c3 = a.tlsf.alloc(64);
+            a.tlsf.free(c2);
+            assert!(a.tlsf.resize_in_place(c1, 128));
+            assert_eq!(size(c1), 128);
+            a.check();
+            assert!(!a.tlsf.resize_in_place(c1, 256)); // c3 is in the way
+            assert!(a.tlsf.resize_in_place(c1, 32));
+            a.check();
+        }
+    }
+
+    #[test]
+    fn grow_and_shrink_tail() {
+        let bytes = 1 << 16;
+        let mut buf = vec![0u128; 4 * bytes / 16];
+        let mut tlsf = Box::new(Tlsf::new());
+        let mut region = Box::new(Region::empty(KIND_POOL));
+        let start = buf.as_mut_ptr() as *mut u8;
+        unsafe {
+            assert!(tlsf.add_region(start, start.add(bytes), &mut *region));
+            let c = tlsf.alloc(1024);
+            let end = tlsf.grow_tail(region.end, bytes);
+            assert_eq!(end, start.add(2 * bytes));
+            assert_eq!(tlsf.check_region(&*region).bad, 0);
+            assert_eq!(tlsf.check_region(&*region).free_chunks, 1);
+            let cut = tlsf.shrink_tail(region.end, 4096, 4096);
+            assert!(cut > bytes, "cut {cut}");
+            assert_eq!(
+                region.end as usize % 4096,
+                start.add(2 * bytes).sub(cut) as usize % 4096
+            );
+            let rc = tlsf.check_region(&*region);
+            assert_eq!(rc.bad + tlsf.check_lists(|p| region.contains(p)), 0);
+            assert!(rc.free_bytes <= 4096 + 4096 && rc.free_bytes >= 4096);
+            tlsf.free(c);
+            // shrink to nothing: the whole region is one free chunk, cut it all
+            let cut2 = tlsf.shrink_tail(region.end, 0, 16);
+            assert!(cut2 > 0);
+            let rc = tlsf.check_region(&*region);
+            assert_eq!(rc.bad, 0);
+            assert_eq!(rc.free_chunks + rc.used_chunks, 0);
+            assert_eq!(tlsf.free_count, 0);
+        }
+    }
+
+    #[test]
+    fn randomised_against_a_shadow_model() {
+        let a = &mut Arena::new(1 << 20);
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        // (user pointer, requested bytes, fill byte)
+        let mut live: Vec<(*mut u8, usize, u8)> = vec![];
+        for step in 0..20_000u32 {
+            let op = rng.below(10);
+            unsafe {
+                if op < 5 || live.is_empty() {
+                    let n = if rng.below(10) == 0 {
+                        rng.below(20_000)
+                    } else {
+                        rng.below(600)
+                    } as usize;
+                    let align = if rng.below(8) == 0 {
+                        1usize << (5 + rng.below(8))
+                    } else {
+                        16
+                    };
+                    let cs = request_to_size(n).unwrap();
+                    let c = if align > 16 {
+                        a.tlsf.alloc_aligned(cs, align)
+                    } else {
+                        a.tlsf.alloc(cs)
+                    };
+                    if c.is_null() {
+                        continue;
+                    }
+                    let p = to_user(c);
+                    assert_eq!(p as usize % align, 0);
+                    assert!(usable(c) >= n);
+                    for (q, m, _) in &live {
+                        assert!(p.add(n) <= *q || q.add(*m) <= p, "overlap at step {step}");
+                    }
+                    let fill = step as u8;
+                    core::ptr::write_bytes(p, fill, n);
+                    live.push((p, n, fill));
+                } else if op < 8 {
+                    let i = rng.below(live.len() as u64) as usize;
+                    let (p, n, fill) = live.swap_remove(i);
+                    assert!(
+                        (0..n).all(|k| *p.add(k) == fill),
+                        "block corrupted at step {step}"
+                    );
+                    a.tlsf.free(from_user(p));
+                } else {
+                    let i = rng.below(live.len() as u64) as usize;
+                    let (p, n, fill) = live[i];
+                    let m = rng.below(2000) as usize;
+                    if a.tlsf
+                        .resize_in_place(from_user(p), request_to_size(m).unwrap())
+                    {
+                        assert!((0..n.min(m)).all(|k| *p.add(k) == fill));
+                        assert!(usable(from_user(p)) >= m);
+                        core::ptr::write_bytes(p, fill, m);
+                        live[i].1 = m;
+                    }
+                }
+            }
+            a.check();
+        }
+        for (p, n, fill) in live.drain(..) {
+            unsafe {
+                assert!((0..n).all(|k| *p.add(k) == fill));
+                a.tlsf.free(from_user(p));
+            }
+        }
+        assert_eq!(a.check().free_chunks, 1);
+    }
+}
