@@ -7,12 +7,14 @@
 //! Exported names are `#[no_mangle]` only outside `cargo test`, so that unit
 //! tests run on the system allocator and test the algorithms on buffers.
 
+use crate::cache::{self, class_of, zone_of, SMALL_MAX};
 use crate::chunk::*;
 use crate::config;
 use crate::heap::HEAP;
 use crate::large;
 use crate::os;
 use crate::report::fatal;
+use crate::zonemap;
 use core::ffi::c_void;
 use core::ptr::null_mut;
 
@@ -25,8 +27,21 @@ fn enomem() -> *mut u8 {
 }
 
 /// malloc: a block of at least `n` bytes, 16-aligned; null + ENOMEM.
-#[inline]
+#[inline(always)]
 pub fn alloc(n: usize) -> *mut u8 {
+    if n <= SMALL_MAX {
+        let p = cache::alloc(class_of(n));
+        if p.is_null() {
+            return enomem();
+        }
+        return p;
+    }
+    alloc_medium(n)
+}
+
+/// Requests above the small classes: the TLSF heap, or a mapping of their own.
+#[inline(never)]
+fn alloc_medium(n: usize) -> *mut u8 {
     let csize = match request_to_size(n) {
         Some(s) => s,
         None => return enomem(),
@@ -86,8 +101,18 @@ unsafe fn chunk_of(p: *mut u8) -> *mut Chunk {
 }
 
 /// free.
-#[inline]
+#[inline(always)]
 pub unsafe fn dealloc(p: *mut u8) {
+    if zonemap::is_zone(p) {
+        cache::free(zone_of(p), p);
+        return;
+    }
+    dealloc_chunk(p)
+}
+
+/// free of a pointer that is not in a zone: a heap chunk or a large block.
+#[inline(never)]
+unsafe fn dealloc_chunk(p: *mut u8) {
     if p.is_null() {
         return;
     }
@@ -114,6 +139,13 @@ pub unsafe fn realloc_impl(p: *mut u8, n: usize) -> *mut u8 {
     if n == 0 {
         dealloc(p);
         return null_mut();
+    }
+    if zonemap::is_zone(p) {
+        let old = cache::usable(zone_of(p));
+        if n <= old && n > old / 2 {
+            return p;
+        }
+        return move_block(p, old, n, |p| dealloc(p));
     }
     let c = chunk_of(p);
     let csize = match request_to_size(n) {
@@ -186,6 +218,9 @@ pub fn calloc_impl(n: usize, m: usize) -> *mut u8 {
 pub unsafe fn usable_size(p: *mut u8) -> usize {
     if p.is_null() {
         return 0;
+    }
+    if zonemap::is_zone(p) {
+        return cache::usable(zone_of(p));
     }
     let c = chunk_of(p);
     if is_mmapped(c) {

@@ -24,8 +24,21 @@ use crate::tlsf::{RegionCheck, Tlsf};
 use core::cell::UnsafeCell;
 use core::ptr::null_mut;
 
+/// Bytes freed between two purges of large free chunks.
+const PURGE_STEP: usize = 8 << 20;
+/// Free chunks at least this big have their inner pages purged.
+const PURGE_MIN: usize = 256 << 10;
+
 /// Smallest mmap'd heap region.
 const REGION_MIN: usize = 1 << 20;
+
+/// Bytes of heap chunks in use, mirrored for readers without the lock.
+static IN_USE_HINT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// Bytes of heap chunks in use (a relaxed snapshot).
+pub fn in_use_hint() -> usize {
+    IN_USE_HINT.load(core::sync::atomic::Ordering::Relaxed)
+}
 
 /// The heap's state; only touched under [`HEAP`]'s lock.
 pub struct Heap {
@@ -37,10 +50,11 @@ pub struct Heap {
     mmap_regions: usize,
     /// Bytes of chunks in use.
     pub in_use: usize,
-    pub peak_in_use: usize,
     pub brk_bytes: usize,
     pub mmap_region_bytes: usize,
     pub released: usize,
+    /// Bytes freed since the last purge of large free chunks.
+    dirty: usize,
 }
 
 /// The process heap.
@@ -62,10 +76,10 @@ pub static HEAP: GlobalHeap = GlobalHeap {
         brk_usable: true,
         mmap_regions: 0,
         in_use: 0,
-        peak_in_use: 0,
         brk_bytes: 0,
         mmap_region_bytes: 0,
         released: 0,
+        dirty: 0,
     }),
 };
 
@@ -121,9 +135,8 @@ impl Heap {
     #[inline]
     fn account_alloc(&mut self, s: usize) {
         self.in_use += s;
-        if self.in_use > self.peak_in_use {
-            self.peak_in_use = self.in_use;
-        }
+        IN_USE_HINT.store(self.in_use, core::sync::atomic::Ordering::Relaxed);
+        crate::stats::note_peak(self.in_use + crate::large::bytes());
     }
 
     #[cold]
@@ -247,13 +260,41 @@ impl Heap {
     pub fn free(&mut self, c: *mut Chunk) {
         // SAFETY: c was validated by the caller as an in-use chunk of ours.
         unsafe {
-            self.in_use -= size(c);
+            let s = size(c);
+            self.in_use -= s;
+            IN_USE_HINT.store(self.in_use, core::sync::atomic::Ordering::Relaxed);
             let f = self.tlsf.free(c);
             let n = next(f);
             if is_sentinel(n) {
                 self.release_tail(f, n);
             }
+            self.dirty += s;
+            if self.dirty >= PURGE_STEP {
+                self.purge();
+            }
         }
+    }
+
+    /// Returns the whole pages inside large free chunks to the OS
+    /// (`MADV_DONTNEED`), so that RSS falls after a burst even where the break
+    /// cannot shrink. Runs once per `PURGE_STEP` bytes freed; visits only the
+    /// chunks of `PURGE_MIN` bytes or more.
+    #[cold]
+    fn purge(&mut self) {
+        self.dirty = 0;
+        let mut n = 0;
+        // SAFETY: free chunks hold no user data; only whole pages past the
+        // list links are discarded.
+        unsafe {
+            self.tlsf.for_each_free_from(PURGE_MIN, |c| {
+                let lo = align_up(c as usize + MIN_CHUNK, os::PAGE);
+                let hi = (c as usize + size(c)) & !(os::PAGE - 1);
+                if hi > lo && os::discard(lo as *mut u8, hi - lo) {
+                    n += hi - lo;
+                }
+            });
+        }
+        self.released += n;
     }
 
     #[cold]
@@ -340,9 +381,7 @@ impl Heap {
             }
             if ok {
                 self.in_use = self.in_use - old + size(c);
-                if self.in_use > self.peak_in_use {
-                    self.peak_in_use = self.in_use;
-                }
+                crate::stats::note_peak(self.in_use + crate::large::bytes());
                 let n = next(c);
                 if is_free(n) && is_sentinel(next(n)) {
                     self.release_tail(n, next(n));
@@ -416,6 +455,33 @@ impl Heap {
         }
         total.bad = bad;
         (bad, total)
+    }
+
+    /// Walks the regions for zones: (zone count, bytes of zone chunks, bytes
+    /// of blocks in use in them). Reads owner-only counters racily: a figure
+    /// for statistics, not an invariant.
+    pub fn zone_usage(&self) -> (usize, usize, usize) {
+        let (mut zones, mut chunk_bytes, mut used) = (0, 0, 0);
+        // SAFETY: under the lock every region and chunk header is consistent;
+        // a zone header is live while its chunk is in use.
+        unsafe {
+            let mut r = self.regions.head;
+            while !r.is_null() {
+                let mut c = (*r).start as *mut Chunk;
+                while !is_sentinel(c) {
+                    if !is_free(c) && crate::zonemap::is_zone(to_user(c)) {
+                        let z = to_user(c) as *const crate::cache::Zone;
+                        zones += 1;
+                        chunk_bytes += size(c);
+                        used += core::ptr::read_volatile(&(*z).used) as usize
+                            * (*z).block_size as usize;
+                    }
+                    c = next(c);
+                }
+                r = (*r).next;
+            }
+        }
+        (zones, chunk_bytes, used)
     }
 
     /// Free bytes at the tail of the break (glibc's keepcost).

@@ -14,6 +14,7 @@ use crate::chunk::*;
 use crate::lock::Lock;
 use crate::os;
 use core::ptr::null_mut;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 #[repr(C)]
 struct LargeHdr {
@@ -37,6 +38,22 @@ struct List {
 }
 
 static LOCK: Lock = Lock::new();
+/// Bytes mapped for large blocks (mirrors LIST.bytes, readable without the lock).
+static BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// Bytes unmapped (or given back by a shrinking mremap) so far.
+static RELEASED: AtomicUsize = AtomicUsize::new(0);
+
+/// Bytes of large blocks given back to the OS so far.
+pub fn released() -> usize {
+    RELEASED.load(Ordering::Relaxed)
+}
+
+/// Bytes mapped for large blocks now.
+#[inline]
+pub fn bytes() -> usize {
+    BYTES.load(Ordering::Relaxed)
+}
 static mut LIST: List = List {
     head: null_mut(),
     count: 0,
@@ -65,6 +82,8 @@ unsafe fn link(h: *mut LargeHdr) {
     list.head = h;
     list.count += 1;
     list.bytes += (*h).len;
+    BYTES.store(list.bytes, Ordering::Relaxed);
+    crate::stats::note_peak(list.bytes + crate::heap::in_use_hint());
 }
 
 /// Unlinks `h`; the caller holds LOCK.
@@ -80,6 +99,7 @@ unsafe fn unlink_locked(h: *mut LargeHdr) {
     }
     list.count -= 1;
     list.bytes -= (*h).len;
+    BYTES.store(list.bytes, Ordering::Relaxed);
 }
 
 /// Maps a block of `n` usable bytes whose user pointer is aligned to `align`
@@ -162,6 +182,7 @@ pub unsafe fn free(c: *mut Chunk) {
     }
     (*h).tag = 0; // a second free of the same pointer faults or is caught
     os::unmap(h as *mut u8, len);
+    RELEASED.fetch_add(len, Ordering::Relaxed);
 }
 
 /// Resizes large chunk `c` to hold `n` bytes with `mremap`; returns the new
@@ -197,6 +218,11 @@ pub unsafe fn realloc(c: *mut Chunk, n: usize) -> *mut u8 {
         (*(*nh).next).prev = nh;
     }
     list.bytes = list.bytes - len + new_len;
+    if new_len < len {
+        RELEASED.fetch_add(len - new_len, Ordering::Relaxed);
+    }
+    BYTES.store(list.bytes, Ordering::Relaxed);
+    crate::stats::note_peak(list.bytes + crate::heap::in_use_hint());
     (*nh).len = new_len;
     (*nh).tag = tag_of(nh);
     let nc = nb.add(off) as *mut Chunk;

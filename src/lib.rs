@@ -3,13 +3,15 @@
 //! Layers, each using only the ones below it:
 //! ```text
 //! export   C ABI: argument rules, errno, overflow and alignment checks
+//! cache    size classes, zones, per-thread caches (small objects, no lock)
 //! heap     the shared heap: one TLSF index over the break and mmap'd regions
 //! large    blocks at or above the mmap threshold, mapped on their own
 //! tlsf     two-level segregated fit over header-linked chunks (O(1))
 //! region   region descriptors; chunk: header accessors
 //! os       every system call
 //! ```
-//! Cross-cutting: `lock` (futex mutex), `config` (environment, mallopt),
+//! Cross-cutting: `tls` (the initial-exec thread slot), `zonemap` (which
+//! 64 KiB granules are zones), `lock` (futex mutex), `config` (environment, mallopt),
 //! `stats` (figures, dump), `report` (output without allocating), `pool`
 //! (TLSF heaps over caller memory).
 //!
@@ -20,6 +22,7 @@
 #![allow(missing_docs)] // accessors and ABI shims document themselves by name
 #![allow(clippy::missing_safety_doc)]
 
+pub mod cache;
 pub mod chunk;
 pub mod config;
 pub mod export;
@@ -31,7 +34,9 @@ pub mod pool;
 pub mod region;
 pub mod report;
 pub mod stats;
+pub mod tls;
 pub mod tlsf;
+pub mod zonemap;
 
 /// Runs when the library is loaded: checks the page size, reads the
 /// environment, and registers the fork handlers (pthread_atfork allocates, so
@@ -50,6 +55,7 @@ fn memalloc_init() {
 /// Before fork: take every allocator lock, so the child never inherits a lock
 /// held by a thread that does not exist there.
 extern "C" fn fork_prepare() {
+    cache::shared_lock().lock();
     heap::HEAP.lock().lock();
     large::lock().lock();
 }
@@ -57,9 +63,11 @@ extern "C" fn fork_prepare() {
 extern "C" fn fork_parent() {
     large::lock().unlock();
     heap::HEAP.lock().unlock();
+    cache::shared_lock().unlock();
 }
 
 extern "C" fn fork_child() {
     large::lock().reset_after_fork();
     heap::HEAP.lock().reset_after_fork();
+    cache::shared_lock().reset_after_fork();
 }

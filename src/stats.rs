@@ -13,6 +13,19 @@ use crate::region::{KIND_BRK, KIND_MMAP};
 use crate::report::StackBuf;
 use crate::tlsf::{FL_COUNT, SL_COUNT};
 use core::fmt::Write;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+/// The most bytes ever held in heap chunks (zones counted whole) plus large
+/// mappings: an upper bound of the bytes in use at any moment.
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+/// Records a new total of bytes held; keeps the maximum.
+#[inline]
+pub fn note_peak(total: usize) {
+    if total > PEAK.load(Ordering::Relaxed) {
+        PEAK.fetch_max(total, Ordering::Relaxed);
+    }
+}
 
 /// `struct memalloc_stats` of memalloc.h.
 #[repr(C)]
@@ -65,8 +78,8 @@ pub struct Mallinfo {
 pub fn stats() -> Stats {
     let (large_count, large_bytes) = large::totals();
     let mut s = HEAP.with(|h| Stats {
-        in_use: h.in_use,
-        peak_in_use: h.peak_in_use,
+        in_use: small_adjusted_in_use(h),
+        peak_in_use: PEAK.load(Ordering::Relaxed),
         heap_bytes: h.brk_bytes + h.mmap_region_bytes,
         brk_bytes: h.brk_bytes,
         mmap_region_bytes: h.mmap_region_bytes,
@@ -78,10 +91,19 @@ pub fn stats() -> Stats {
         syscalls: 0,
     });
     s.in_use += large_bytes;
+    s.released_bytes += large::released();
+    s.peak_in_use = s.peak_in_use.max(s.in_use);
     s.large_bytes = large_bytes;
     s.large_count = large_count;
     s.syscalls = os::SYSCALLS.load(core::sync::atomic::Ordering::Relaxed);
     s
+}
+
+/// Bytes in use in the heap regions, counting zone blocks in use rather
+/// than whole zones.
+fn small_adjusted_in_use(h: &crate::heap::Heap) -> usize {
+    let (_, zone_chunks, zone_used) = h.zone_usage();
+    h.in_use - zone_chunks + zone_used
 }
 
 pub fn mallinfo2() -> Mallinfo2 {
@@ -94,7 +116,7 @@ pub fn mallinfo2() -> Mallinfo2 {
         hblkhd,
         usmblks: 0,
         fsmblks: 0,
-        uordblks: h.in_use,
+        uordblks: small_adjusted_in_use(h),
         fordblks: h.tlsf.free_bytes,
         keepcost: h.brk_tail_free(),
     })

@@ -383,6 +383,28 @@ impl Tlsf {
         }
     }
 
+    /// Calls `f` on every free chunk of at least `min` bytes (possibly some
+    /// a little smaller, from the list `min` falls in). Not O(1): for purging.
+    ///
+    /// # Safety
+    /// The index is consistent.
+    pub unsafe fn for_each_free_from(&self, min: usize, mut f: impl FnMut(*mut Chunk)) {
+        let (fl0, _) = mapping_insert(min);
+        let mut map = self.fl_bitmap & (!0u64 << fl0);
+        while map != 0 {
+            let fl = map.trailing_zeros() as usize;
+            map &= map - 1;
+            for sl in 0..SL_COUNT {
+                let mut c = self.heads[fl][sl];
+                while !c.is_null() {
+                    let n = (*c).next_free;
+                    f(c);
+                    c = n;
+                }
+            }
+        }
+    }
+
     /// The first-level bitmap.
     pub fn fl_bitmap(&self) -> u64 {
         self.fl_bitmap

@@ -1,0 +1,715 @@
+//! Size classes, zones and per-thread caches: the small-object layer.
+//!
+//! **Size classes** (`CLASS_SIZE`): 16-byte steps to 128, then four classes
+//! per power of two up to `SMALL_MAX`, so internal waste stays under 12.5%
+//! above 128 bytes (and under 16 bytes below).
+//!
+//! **Zones**: 64 KiB runs of one class's blocks, taken from the TLSF heap as
+//! one 64 KiB-aligned chunk (the chunk exactly tiles 64 KiB, so consecutive
+//! zones waste nothing) and marked in the `zonemap`. A block has no header:
+//! `free(p)` finds its zone by masking `p`. The free list lives inside the
+//! free blocks. Blocks are carved lazily, a batch at a time, so a young zone
+//! touches only the pages it uses.
+//!
+//! **Ownership**: each zone is owned by one thread cache. The owner pops and
+//! pushes the zone's `free` list with plain loads and stores; any other thread
+//! pushes onto the zone's atomic `remote` list (one compare-exchange), and the
+//! owner takes the whole remote list with one swap when it runs dry (a batch).
+//! Invariant, per zone: `used == blocks handed out and not yet collected
+//! back`, i.e. `used + len(free) + len(remote) + (capacity - carved) ==
+//! capacity`. When `used` reaches 0 on a zone that is not its class's current
+//! one, the zone goes back to the heap, so the break can shrink after a burst.
+//!
+//! **Thread caches**: per class, the current zone, a list of zones with free
+//! blocks (`avail`) and a list of exhausted ones (`full`). At thread exit (a
+//! pthread key destructor) empty zones go back to the heap and the rest are
+//! abandoned to a global per-class list, from which the next thread that needs
+//! that class adopts them. After its cache is gone, a thread's small requests
+//! go to the TLSF heap, so `free` after the key destructors still works.
+//!
+//! Fast path cost: malloc is a TLS load, two loads to reach the zone's free
+//! list, a pop and a counter increment; free is a zone-map lookup, an owner
+//! compare, a push and a decrement. No lock and no atomic read-modify-write.
+
+use crate::chunk::{self, to_user, ALIGN};
+use crate::heap::HEAP;
+use crate::lock::Lock;
+use crate::tls;
+use crate::zonemap::{self, ZONE_SIZE};
+use core::ptr::{addr_of, addr_of_mut, null_mut};
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+/// Largest size served from zones.
+pub const SMALL_MAX: usize = 1024;
+/// Number of size classes.
+pub const NCLASS: usize = 20;
+/// Block size of each class.
+pub const CLASS_SIZE: [u32; NCLASS] = [
+    16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024,
+];
+
+/// Class of a request, indexed by `(n + 15) / 16`.
+static CLASS_OF: [u8; SMALL_MAX / 16 + 1] = {
+    let mut t = [0u8; SMALL_MAX / 16 + 1];
+    let mut i = 0;
+    while i < t.len() {
+        let n = if i == 0 { 1 } else { i * 16 };
+        let mut c = 0;
+        while (CLASS_SIZE[c] as usize) < n {
+            c += 1;
+        }
+        t[i] = c as u8;
+        i += 1;
+    }
+    t
+};
+
+/// The class serving `n` bytes (`n <= SMALL_MAX`).
+#[inline(always)]
+pub fn class_of(n: usize) -> usize {
+    CLASS_OF[(n + 15) >> 4] as usize
+}
+
+/// A free block: the link to the next one.
+#[repr(C)]
+pub struct Block {
+    pub next: *mut Block,
+}
+
+/// Zone states (which list of its owner holds it).
+const CURRENT: u32 = 0;
+const AVAIL: u32 = 1;
+const FULL: u32 = 2;
+const ABANDONED: u32 = 3;
+
+/// Bytes before the first block.
+pub const ZONE_HDR: usize = 128;
+/// The zone chunk spans [z - 16, z + ZONE_SIZE - 16): blocks must end before
+/// the next chunk's header word at z + ZONE_SIZE - 8.
+const ZONE_END: usize = ZONE_SIZE - chunk::OVERHEAD;
+
+/// A zone header, at the zone's 64 KiB-aligned start.
+#[repr(C, align(64))]
+pub struct Zone {
+    /// Owner only: blocks ready to hand out.
+    pub free: *mut Block,
+    /// Owner only: blocks handed out and not collected back.
+    pub used: u32,
+    /// Which list of the owner holds the zone (CURRENT, AVAIL, FULL, ABANDONED).
+    state: u32,
+    pub capacity: u32,
+    /// Blocks carved into `free` so far.
+    pub carved: u32,
+    pub block_size: u32,
+    pub class: u32,
+    /// The owning cache; null when abandoned.
+    pub owner: AtomicPtr<Cache>,
+    next: *mut Zone,
+    prev: *mut Zone,
+    _pad0: usize,
+    /// Frees from other threads (its own cache line).
+    pub remote: AtomicPtr<Block>,
+    _pad1: [usize; 7],
+}
+
+const _: () = assert!(core::mem::size_of::<Zone>() == ZONE_HDR);
+
+/// A list of zones (owner's avail/full lists, the abandoned lists).
+#[derive(Clone, Copy)]
+struct ZoneList {
+    head: *mut Zone,
+    tail: *mut Zone,
+}
+
+impl ZoneList {
+    const fn new() -> Self {
+        ZoneList {
+            head: null_mut(),
+            tail: null_mut(),
+        }
+    }
+    unsafe fn push_front(&mut self, z: *mut Zone) {
+        (*z).prev = null_mut();
+        (*z).next = self.head;
+        if self.head.is_null() {
+            self.tail = z;
+        } else {
+            (*self.head).prev = z;
+        }
+        self.head = z;
+    }
+    unsafe fn push_back(&mut self, z: *mut Zone) {
+        (*z).next = null_mut();
+        (*z).prev = self.tail;
+        if self.tail.is_null() {
+            self.head = z;
+        } else {
+            (*self.tail).next = z;
+        }
+        self.tail = z;
+    }
+    unsafe fn unlink(&mut self, z: *mut Zone) {
+        if (*z).prev.is_null() {
+            self.head = (*z).next;
+        } else {
+            (*(*z).prev).next = (*z).next;
+        }
+        if (*z).next.is_null() {
+            self.tail = (*z).prev;
+        } else {
+            (*(*z).next).prev = (*z).prev;
+        }
+        (*z).next = null_mut();
+        (*z).prev = null_mut();
+    }
+    unsafe fn pop_front(&mut self) -> *mut Zone {
+        let z = self.head;
+        if !z.is_null() {
+            self.unlink(z);
+        }
+        z
+    }
+}
+
+/// Cache states.
+const LIVE: u32 = 0;
+const EMPTY: u32 = 1;
+const DEAD: u32 = 2;
+
+/// A thread's cache.
+#[repr(C)]
+pub struct Cache {
+    /// The zone each class allocates from (`EMPTY_ZONE` if none).
+    pub current: [*mut Zone; NCLASS],
+    avail: [ZoneList; NCLASS],
+    full: [ZoneList; NCLASS],
+    state: u32,
+    next_free: *mut Cache,
+}
+
+/// A zone with no free block: the current zone of every class of a cache
+/// that has none, so the fast path misses without a test of its own.
+/// Never written.
+pub static mut EMPTY_ZONE: Zone = Zone {
+    free: null_mut(),
+    used: 0,
+    capacity: 0,
+    carved: 0,
+    block_size: 0,
+    class: 0,
+    state: CURRENT,
+    owner: AtomicPtr::new(null_mut()),
+    next: null_mut(),
+    prev: null_mut(),
+    _pad0: 0,
+    remote: AtomicPtr::new(null_mut()),
+    _pad1: [0; 7],
+};
+
+const fn static_cache(state: u32) -> Cache {
+    Cache {
+        // SAFETY: only the address is taken.
+        current: [addr_of_mut!(EMPTY_ZONE); NCLASS],
+        avail: [ZoneList::new(); NCLASS],
+        full: [ZoneList::new(); NCLASS],
+        state,
+        next_free: null_mut(),
+    }
+}
+
+/// The cache of a thread that has not allocated yet. Never written.
+pub static mut EMPTY_CACHE: Cache = static_cache(EMPTY);
+/// The cache of a thread whose cache was torn down at exit. Never written.
+pub static mut DEAD_CACHE: Cache = static_cache(DEAD);
+
+/// Global state shared by all caches, under `SHARED_LOCK`.
+struct Shared {
+    abandoned: [ZoneList; NCLASS],
+    free_caches: *mut Cache,
+}
+static SHARED_LOCK: Lock = Lock::new();
+static mut SHARED: Shared = Shared {
+    abandoned: [ZoneList::new(); NCLASS],
+    free_caches: null_mut(),
+};
+static KEY: spin::Once<libc::pthread_key_t> = spin::Once::new();
+
+/// The lock of the shared lists (for the fork handlers).
+pub fn shared_lock() -> &'static Lock {
+    &SHARED_LOCK
+}
+
+/// The zone holding small block `p`.
+#[inline(always)]
+pub fn zone_of(p: *const u8) -> *mut Zone {
+    (p as usize & !(ZONE_SIZE - 1)) as *mut Zone
+}
+
+// ---- fast paths ------------------------------------------------------------
+
+/// Allocates a block of class `cls` for this thread; null + nothing else on
+/// exhaustion (the caller sets errno).
+#[inline(always)]
+pub fn alloc(cls: usize) -> *mut u8 {
+    let tc = tls::get();
+    // SAFETY: tc is this thread's cache or a static one; its current zone is
+    // a live zone owned by tc, or EMPTY_ZONE whose free list is always null.
+    unsafe {
+        let z = (*tc).current[cls];
+        let b = (*z).free;
+        if !b.is_null() {
+            (*z).free = (*b).next;
+            (*z).used += 1;
+            return b as *mut u8;
+        }
+        alloc_slow(tc, cls)
+    }
+}
+
+/// Frees block `p` of zone `z`.
+///
+/// # Safety
+/// `p` is a live block of zone `z`.
+#[inline(always)]
+pub unsafe fn free(z: *mut Zone, p: *mut u8) {
+    let tc = tls::get();
+    let b = p as *mut Block;
+    if (*z).owner.load(Ordering::Relaxed) == tc {
+        let old = (*z).free;
+        (*b).next = old;
+        (*z).free = b;
+        (*z).used -= 1;
+        // Only a zone that is not current changes lists (dry -> avail,
+        // empty -> heap); the current zone never leaves the fast path.
+        if (*z).state != CURRENT && (old.is_null() || (*z).used == 0) {
+            free_local_slow(tc, z);
+        }
+    } else {
+        free_remote(z, b);
+    }
+}
+
+/// Pushes `b` on `z`'s remote list; a block of an abandoned zone is put back
+/// at once, and the zone retired when that empties it.
+#[inline]
+unsafe fn free_remote(z: *mut Zone, b: *mut Block) {
+    if (*z).owner.load(Ordering::Acquire).is_null() && free_abandoned(z, b) {
+        return;
+    }
+    let mut head = (*z).remote.load(Ordering::Relaxed);
+    loop {
+        (*b).next = head;
+        match (*z)
+            .remote
+            .compare_exchange_weak(head, b, Ordering::Release, Ordering::Relaxed)
+        {
+            Ok(_) => return,
+            Err(h) => head = h,
+        }
+    }
+}
+
+// ---- slow paths ------------------------------------------------------------
+
+/// Frees `b` into abandoned zone `z` under the shared lock (abandoned zones
+/// belong to whoever holds it). False if `z` was adopted meanwhile.
+#[cold]
+#[inline(never)]
+unsafe fn free_abandoned(z: *mut Zone, b: *mut Block) -> bool {
+    let empty = {
+        let _g = SHARED_LOCK.guard();
+        if !(*z).owner.load(Ordering::Relaxed).is_null() {
+            return false;
+        }
+        collect(z);
+        (*b).next = (*z).free;
+        (*z).free = b;
+        (*z).used -= 1;
+        if (*z).used == 0 {
+            (*addr_of_mut!(SHARED)).abandoned[(*z).class as usize].unlink(z);
+        }
+        (*z).used == 0
+    };
+    if empty {
+        retire(z);
+    }
+    true
+}
+
+/// The current zone of `cls` is dry: collect, carve, switch zones or make a
+/// new one.
+#[cold]
+#[inline(never)]
+unsafe fn alloc_slow(mut tc: *mut Cache, cls: usize) -> *mut u8 {
+    if (*tc).state != LIVE {
+        if (*tc).state == EMPTY {
+            tc = init_cache();
+        }
+        if tc.is_null() || (*tc).state == DEAD {
+            return heap_small(cls);
+        }
+    }
+    let c = &mut *tc;
+    let empty = addr_of_mut!(EMPTY_ZONE);
+    loop {
+        let z = c.current[cls];
+        if z != empty {
+            if collect(z) == 0 && (*z).free.is_null() && !carve(z) {
+                // Exhausted: park it with the full zones.
+                (*z).state = FULL;
+                c.full[cls].push_back(z);
+                c.current[cls] = empty;
+            }
+            let z = c.current[cls];
+            if z != empty {
+                let b = (*z).free;
+                if !b.is_null() {
+                    (*z).free = (*b).next;
+                    (*z).used += 1;
+                    return b as *mut u8;
+                }
+            }
+        }
+        let next = find_zone(c, cls);
+        if next.is_null() {
+            return null_mut();
+        }
+        (*next).state = CURRENT;
+        c.current[cls] = next;
+    }
+}
+
+/// A zone with free blocks for `cls`: from the avail list, a full zone that
+/// received remote frees (the oldest few are checked), an abandoned zone, or
+/// a new one. Null when memory is exhausted.
+unsafe fn find_zone(c: &mut Cache, cls: usize) -> *mut Zone {
+    let z = c.avail[cls].pop_front();
+    if !z.is_null() {
+        return z;
+    }
+    for _ in 0..4 {
+        let z = c.full[cls].head;
+        if z.is_null() {
+            break;
+        }
+        c.full[cls].unlink(z);
+        if collect(z) != 0 {
+            return z;
+        }
+        c.full[cls].push_back(z);
+    }
+    let z = adopt(c, cls);
+    if !z.is_null() {
+        return z;
+    }
+    new_zone(c, cls)
+}
+
+/// Moves the remote list of `z` into its free list; returns how many blocks.
+#[inline]
+unsafe fn collect(z: *mut Zone) -> u32 {
+    if (*z).remote.load(Ordering::Relaxed).is_null() {
+        return 0;
+    }
+    let list = (*z).remote.swap(null_mut(), Ordering::Acquire);
+    let mut n = 1;
+    let mut t = list;
+    while !(*t).next.is_null() {
+        t = (*t).next;
+        n += 1;
+    }
+    (*t).next = (*z).free;
+    (*z).free = list;
+    (*z).used -= n;
+    n
+}
+
+/// Carves the next batch of never-used blocks into the free list (at least
+/// 8 blocks, or up to the next page); false if the zone is fully carved.
+unsafe fn carve(z: *mut Zone) -> bool {
+    let (cap, done) = ((*z).capacity, (*z).carved);
+    if done == cap {
+        return false;
+    }
+    let bs = (*z).block_size as usize;
+    let base = z as usize + ZONE_HDR;
+    let start = base + done as usize * bs;
+    let page_end = (start + bs + 4095) & !4095;
+    let by_page = ((page_end - start) / bs) as u32;
+    let n = by_page.max(8).min(cap - done);
+    let mut head = (*z).free;
+    let mut i = n;
+    while i > 0 {
+        i -= 1;
+        let b = (start + i as usize * bs) as *mut Block;
+        (*b).next = head;
+        head = b;
+    }
+    (*z).free = head;
+    (*z).carved = done + n;
+    true
+}
+
+/// Takes a 64 KiB-aligned chunk from the heap and makes it a zone of `cls`
+/// owned by `c`.
+unsafe fn new_zone(c: &mut Cache, cls: usize) -> *mut Zone {
+    let z = HEAP.with(|h| {
+        let ch = h.alloc_aligned(ZONE_SIZE, ZONE_SIZE);
+        if ch.is_null() {
+            return null_mut();
+        }
+        let z = to_user(ch) as *mut Zone;
+        if !zonemap::set(z as *const u8) {
+            h.free(ch);
+            return null_mut();
+        }
+        z
+    });
+    if z.is_null() {
+        return z;
+    }
+    let bs = CLASS_SIZE[cls];
+    z.write(Zone {
+        free: null_mut(),
+        used: 0,
+        capacity: ((ZONE_END - ZONE_HDR) / bs as usize) as u32,
+        carved: 0,
+        block_size: bs,
+        class: cls as u32,
+        state: CURRENT,
+        owner: AtomicPtr::new(c as *mut Cache),
+        next: null_mut(),
+        prev: null_mut(),
+        _pad0: 0,
+        remote: AtomicPtr::new(null_mut()),
+        _pad1: [0; 7],
+    });
+    carve(z);
+    z
+}
+
+/// Gives an empty zone back to the heap.
+unsafe fn retire(z: *mut Zone) {
+    HEAP.with(|h| {
+        zonemap::clear(z as *const u8);
+        h.free(chunk::from_user(z as *mut u8));
+    });
+}
+
+/// Takes a zone of `cls` abandoned by an exited thread.
+unsafe fn adopt(c: &mut Cache, cls: usize) -> *mut Zone {
+    loop {
+        let z = {
+            let _g = SHARED_LOCK.guard();
+            let z = (*addr_of_mut!(SHARED)).abandoned[cls].pop_front();
+            if !z.is_null() {
+                (*z).owner.store(c as *mut Cache, Ordering::Relaxed);
+            }
+            z
+        };
+        if z.is_null() {
+            return z;
+        }
+        collect(z);
+        if !(*z).free.is_null() || (*z).carved < (*z).capacity {
+            if (*z).free.is_null() {
+                carve(z);
+            }
+            return z;
+        }
+        (*z).state = FULL;
+        c.full[cls].push_back(z);
+    }
+}
+
+/// Owner free that emptied the zone or refilled a dry one.
+#[cold]
+#[inline(never)]
+unsafe fn free_local_slow(tc: *mut Cache, z: *mut Zone) {
+    let c = &mut *tc;
+    let cls = (*z).class as usize;
+    match (*z).state {
+        AVAIL if (*z).used == 0 => c.avail[cls].unlink(z),
+        FULL => {
+            c.full[cls].unlink(z);
+            if (*z).used != 0 {
+                (*z).state = AVAIL;
+                c.avail[cls].push_front(z);
+                return;
+            }
+        }
+        _ => return, // the current zone stays, even empty: no thrashing
+    }
+    retire(z);
+    // The class is shrinking (a burst is being freed): an empty current zone
+    // goes too, so that the break can shrink past it.
+    let cur = c.current[cls];
+    if cur != addr_of_mut!(EMPTY_ZONE) && (*cur).used == 0 {
+        c.current[cls] = addr_of_mut!(EMPTY_ZONE);
+        retire(cur);
+    }
+}
+
+/// Small request served by the TLSF heap (threads without a cache).
+#[cold]
+unsafe fn heap_small(cls: usize) -> *mut u8 {
+    let cs = chunk::request_to_size(CLASS_SIZE[cls] as usize).unwrap_or(0);
+    let ch = HEAP.with(|h| h.alloc(cs));
+    if ch.is_null() {
+        null_mut()
+    } else {
+        to_user(ch)
+    }
+}
+
+/// Gives this thread a cache; returns it, or null (the caller falls back to
+/// the heap).
+#[cold]
+unsafe fn init_cache() -> *mut Cache {
+    // While we set up, small requests of this thread go to the heap
+    // (pthread_setspecific may allocate).
+    tls::set(addr_of!(DEAD_CACHE));
+    let key = *KEY.call_once(|| {
+        let mut k: libc::pthread_key_t = 0;
+        if libc::pthread_key_create(&mut k, Some(thread_exit)) != 0 {
+            return libc::pthread_key_t::MAX;
+        }
+        k
+    });
+    let mut c = {
+        let _g = SHARED_LOCK.guard();
+        let s = &mut *addr_of_mut!(SHARED);
+        let c = s.free_caches;
+        if !c.is_null() {
+            s.free_caches = (*c).next_free;
+        }
+        c
+    };
+    if c.is_null() {
+        let cs = chunk::request_to_size(core::mem::size_of::<Cache>()).unwrap_or(0);
+        let ch = HEAP.with(|h| h.alloc_aligned(cs, 64));
+        if ch.is_null() {
+            tls::set(addr_of!(EMPTY_CACHE));
+            return null_mut();
+        }
+        c = to_user(ch) as *mut Cache;
+    }
+    c.write(static_cache(LIVE));
+    if key == libc::pthread_key_t::MAX
+        || libc::pthread_setspecific(key, c as *const libc::c_void) != 0
+    {
+        // No destructor means no clean exit: serve this thread from the heap.
+        recycle(c);
+        return null_mut();
+    }
+    tls::set(c);
+    c
+}
+
+unsafe fn recycle(c: *mut Cache) {
+    let _g = SHARED_LOCK.guard();
+    let s = &mut *addr_of_mut!(SHARED);
+    (*c).next_free = s.free_caches;
+    s.free_caches = c;
+}
+
+/// The pthread key destructor: returns the cache's empty zones to the heap and
+/// abandons the rest to the shared lists.
+unsafe extern "C" fn thread_exit(arg: *mut libc::c_void) {
+    let c = arg as *mut Cache;
+    tls::set(addr_of!(DEAD_CACHE));
+    if c.is_null() {
+        return;
+    }
+    let empty = addr_of_mut!(EMPTY_ZONE);
+    for cls in 0..NCLASS {
+        let cur = (*c).current[cls];
+        if cur != empty {
+            release_zone(cur);
+        }
+        loop {
+            let z = (*c).avail[cls].pop_front();
+            if z.is_null() {
+                break;
+            }
+            release_zone(z);
+        }
+        loop {
+            let z = (*c).full[cls].pop_front();
+            if z.is_null() {
+                break;
+            }
+            release_zone(z);
+        }
+    }
+    recycle(c);
+}
+
+/// At owner exit: an empty zone goes to the heap, another is abandoned.
+unsafe fn release_zone(z: *mut Zone) {
+    collect(z);
+    if (*z).used == 0 {
+        retire(z);
+        return;
+    }
+    (*z).state = ABANDONED;
+    let _g = SHARED_LOCK.guard();
+    (*z).owner.store(null_mut(), Ordering::Release);
+    (*addr_of_mut!(SHARED)).abandoned[(*z).class as usize].push_back(z);
+}
+
+/// malloc_trim's part: retires abandoned zones whose blocks have all been
+/// freed by other threads. Returns how many.
+pub fn trim_abandoned() -> usize {
+    let mut n = 0;
+    // SAFETY: abandoned zones are only touched under SHARED_LOCK.
+    unsafe {
+        for cls in 0..NCLASS {
+            let mut todo = ZoneList::new();
+            {
+                let _g = SHARED_LOCK.guard();
+                let s = &mut *addr_of_mut!(SHARED);
+                let mut z = s.abandoned[cls].head;
+                while !z.is_null() {
+                    let nx = (*z).next;
+                    collect(z);
+                    if (*z).used == 0 {
+                        s.abandoned[cls].unlink(z);
+                        todo.push_back(z);
+                    }
+                    z = nx;
+                }
+            }
+            loop {
+                let z = todo.pop_front();
+                if z.is_null() {
+                    break;
+                }
+                retire(z);
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// Usable bytes of a block of zone `z`.
+///
+/// # Safety
+/// `z` is a live zone.
+#[inline]
+pub unsafe fn usable(z: *const Zone) -> usize {
+    (*z).block_size as usize
+}
+
+/// Is `p` where a block of `z` starts?
+///
+/// # Safety
+/// `z` is a live zone.
+#[inline]
+pub unsafe fn is_block_start(z: *const Zone, p: *const u8) -> bool {
+    let off = (p as usize).wrapping_sub(z as usize + ZONE_HDR);
+    off < ((*z).capacity * (*z).block_size) as usize && off % (*z).block_size as usize == 0
+}
+
+const _: () = assert!(ZONE_HDR % ALIGN == 0);
