@@ -83,33 +83,61 @@ const FULL: u32 = 2;
 const ABANDONED: u32 = 3;
 
 /// Bytes before the first block.
-pub const ZONE_HDR: usize = 128;
+pub const ZONE_HDR: usize = 192;
 /// The zone chunk spans [z - 16, z + ZONE_SIZE - 16): blocks must end before
 /// the next chunk's header word at z + ZONE_SIZE - 8.
 const ZONE_END: usize = ZONE_SIZE - chunk::OVERHEAD;
 
-/// A zone header, at the zone's 64 KiB-aligned start.
+/// A zone header, at the zone's 64 KiB-aligned start: three cache lines, so
+/// that the owner's writes (line 1) and other threads' pushes (line 2) never
+/// make a free on another core miss on what it reads (line 0).
 #[repr(C, align(64))]
 pub struct Zone {
-    /// Owner only: blocks ready to hand out.
+    // line 0: read by every free; written only when the zone changes hands
+    /// The owning cache; null when abandoned.
+    pub owner: AtomicPtr<Cache>,
+    pub block_size: u32,
+    pub class: u32,
+    pub capacity: u32,
+    _pad0: [u32; 11],
+    // line 1: the owner's
+    /// Blocks ready to hand out.
     pub free: *mut Block,
-    /// Owner only: blocks handed out and not collected back.
+    /// Blocks handed out and not collected back.
     pub used: u32,
     /// Which list of the owner holds the zone (CURRENT, AVAIL, FULL, ABANDONED).
     state: u32,
-    pub capacity: u32,
     /// Blocks carved into `free` so far.
     pub carved: u32,
-    pub block_size: u32,
-    pub class: u32,
-    /// The owning cache; null when abandoned.
-    pub owner: AtomicPtr<Cache>,
+    _pad1: u32,
     next: *mut Zone,
     prev: *mut Zone,
-    _pad0: usize,
-    /// Frees from other threads (its own cache line).
+    _pad2: [usize; 3],
+    // line 2: other threads' frees
     pub remote: AtomicPtr<Block>,
-    _pad1: [usize; 7],
+    _pad3: [usize; 7],
+}
+
+impl Zone {
+    const fn new(owner: *mut Cache, block_size: u32, class: u32, capacity: u32) -> Zone {
+        Zone {
+            owner: AtomicPtr::new(owner),
+            block_size,
+            class,
+            capacity,
+            _pad0: [0; 11],
+            free: null_mut(),
+            used: 0,
+            state: CURRENT,
+            carved: 0,
+            _pad1: 0,
+            next: null_mut(),
+            prev: null_mut(),
+            _pad2: [0; 3],
+            remote: AtomicPtr::new(null_mut()),
+            _pad3: [0; 7],
+        }
+    }
 }
 
 const _: () = assert!(core::mem::size_of::<Zone>() == ZONE_HDR);
@@ -183,28 +211,29 @@ pub struct Cache {
     pub current: [*mut Zone; NCLASS],
     avail: [ZoneList; NCLASS],
     full: [ZoneList; NCLASS],
+    /// Frees of other threads' blocks, batched per class while they hit the
+    /// same zone, then pushed with one compare-exchange.
+    pending: [Pending; NCLASS],
     state: u32,
     next_free: *mut Cache,
 }
 
+/// A batch of blocks of one zone freed by a thread that does not own it.
+#[derive(Clone, Copy)]
+struct Pending {
+    zone: *mut Zone,
+    head: *mut Block,
+    tail: *mut Block,
+    count: u32,
+}
+
+/// Blocks batched before a remote push.
+const PENDING_MAX: u32 = 32;
+
 /// A zone with no free block: the current zone of every class of a cache
 /// that has none, so the fast path misses without a test of its own.
 /// Never written.
-pub static mut EMPTY_ZONE: Zone = Zone {
-    free: null_mut(),
-    used: 0,
-    capacity: 0,
-    carved: 0,
-    block_size: 0,
-    class: 0,
-    state: CURRENT,
-    owner: AtomicPtr::new(null_mut()),
-    next: null_mut(),
-    prev: null_mut(),
-    _pad0: 0,
-    remote: AtomicPtr::new(null_mut()),
-    _pad1: [0; 7],
-};
+pub static mut EMPTY_ZONE: Zone = Zone::new(null_mut(), 0, 0, 0);
 
 const fn static_cache(state: u32) -> Cache {
     Cache {
@@ -212,6 +241,12 @@ const fn static_cache(state: u32) -> Cache {
         current: [addr_of_mut!(EMPTY_ZONE); NCLASS],
         avail: [ZoneList::new(); NCLASS],
         full: [ZoneList::new(); NCLASS],
+        pending: [Pending {
+            zone: null_mut(),
+            head: null_mut(),
+            tail: null_mut(),
+            count: 0,
+        }; NCLASS],
         state,
         next_free: null_mut(),
     }
@@ -285,46 +320,101 @@ pub unsafe fn free(z: *mut Zone, p: *mut u8) {
             free_local_slow(tc, z);
         }
     } else {
-        free_remote(z, b);
+        free_remote(tc, z, b);
     }
 }
 
-/// Pushes `b` on `z`'s remote list; a block of an abandoned zone is put back
-/// at once, and the zone retired when that empties it.
+/// Frees a block of another thread's zone: batched in this thread's pending
+/// list for the block's class while consecutive frees hit the same zone.
 #[inline]
-unsafe fn free_remote(z: *mut Zone, b: *mut Block) {
-    if (*z).owner.load(Ordering::Acquire).is_null() && free_abandoned(z, b) {
+unsafe fn free_remote(tc: *mut Cache, z: *mut Zone, b: *mut Block) {
+    if (*tc).state != LIVE {
+        push_remote(z, b, b, 1);
         return;
     }
-    let mut head = (*z).remote.load(Ordering::Relaxed);
+    let p = &mut (*tc).pending[(*z).class as usize];
+    if p.zone == z {
+        (*b).next = p.head;
+        p.head = b;
+        p.count += 1;
+        if p.count >= PENDING_MAX {
+            flush_pending(p);
+        }
+        return;
+    }
+    if !p.zone.is_null() {
+        flush_pending(p);
+    }
+    (*b).next = null_mut();
+    *p = Pending {
+        zone: z,
+        head: b,
+        tail: b,
+        count: 1,
+    };
+}
+
+/// Pushes a pending batch to its zone.
+#[inline]
+unsafe fn flush_pending(p: &mut Pending) {
+    push_remote(p.zone, p.head, p.tail, p.count);
+    p.zone = null_mut();
+}
+
+/// Pushes the chain `head..=tail` of `n` blocks on `z`'s remote list; blocks
+/// of an abandoned zone are put back at once, and the zone retired when that
+/// empties it.
+#[inline]
+unsafe fn push_remote(z: *mut Zone, head: *mut Block, tail: *mut Block, n: u32) {
+    if (*z).owner.load(Ordering::Acquire).is_null() && free_abandoned(z, head, tail, n) {
+        return;
+    }
+    let mut top = (*z).remote.load(Ordering::Relaxed);
     loop {
-        (*b).next = head;
+        (*tail).next = top;
         match (*z)
             .remote
-            .compare_exchange_weak(head, b, Ordering::Release, Ordering::Relaxed)
+            .compare_exchange_weak(top, head, Ordering::Release, Ordering::Relaxed)
         {
             Ok(_) => return,
-            Err(h) => head = h,
+            Err(h) => top = h,
+        }
+    }
+}
+
+/// Pushes every pending batch of this thread (before exit, on malloc_trim).
+pub fn flush_all_pending() {
+    let tc = tls::get();
+    // SAFETY: tc is this thread's cache; only live caches have batches.
+    unsafe {
+        if (*tc).state != LIVE {
+            return;
+        }
+        for p in (*tc).pending.iter_mut() {
+            if !p.zone.is_null() {
+                flush_pending(p);
+            }
         }
     }
 }
 
 // ---- slow paths ------------------------------------------------------------
 
-/// Frees `b` into abandoned zone `z` under the shared lock (abandoned zones
-/// belong to whoever holds it). False if `z` was adopted meanwhile.
+/// Frees the chain `head..=tail` of `n` blocks into abandoned zone `z` under
+/// the shared lock (abandoned zones belong to whoever holds it). False if `z`
+/// was adopted meanwhile.
 #[cold]
 #[inline(never)]
-unsafe fn free_abandoned(z: *mut Zone, b: *mut Block) -> bool {
+unsafe fn free_abandoned(z: *mut Zone, head: *mut Block, tail: *mut Block, n: u32) -> bool {
     let empty = {
         let _g = SHARED_LOCK.guard();
         if !(*z).owner.load(Ordering::Relaxed).is_null() {
             return false;
         }
         collect(z);
-        (*b).next = (*z).free;
-        (*z).free = b;
-        (*z).used -= 1;
+        (*tail).next = (*z).free;
+        (*z).free = head;
+        (*z).used -= n;
         if (*z).used == 0 {
             (*addr_of_mut!(SHARED)).abandoned[(*z).class as usize].unlink(z);
         }
@@ -469,21 +559,8 @@ unsafe fn new_zone(c: &mut Cache, cls: usize) -> *mut Zone {
         return z;
     }
     let bs = CLASS_SIZE[cls];
-    z.write(Zone {
-        free: null_mut(),
-        used: 0,
-        capacity: ((ZONE_END - ZONE_HDR) / bs as usize) as u32,
-        carved: 0,
-        block_size: bs,
-        class: cls as u32,
-        state: CURRENT,
-        owner: AtomicPtr::new(c as *mut Cache),
-        next: null_mut(),
-        prev: null_mut(),
-        _pad0: 0,
-        remote: AtomicPtr::new(null_mut()),
-        _pad1: [0; 7],
-    });
+    let cap = ((ZONE_END - ZONE_HDR) / bs as usize) as u32;
+    z.write(Zone::new(c as *mut Cache, bs, cls as u32, cap));
     carve(z);
     z
 }
@@ -617,10 +694,15 @@ unsafe fn recycle(c: *mut Cache) {
 /// abandons the rest to the shared lists.
 unsafe extern "C" fn thread_exit(arg: *mut libc::c_void) {
     let c = arg as *mut Cache;
-    tls::set(addr_of!(DEAD_CACHE));
     if c.is_null() {
         return;
     }
+    for p in (*c).pending.iter_mut() {
+        if !p.zone.is_null() {
+            flush_pending(p);
+        }
+    }
+    tls::set(addr_of!(DEAD_CACHE));
     let empty = addr_of_mut!(EMPTY_ZONE);
     for cls in 0..NCLASS {
         let cur = (*c).current[cls];
