@@ -40,12 +40,14 @@ use core::ptr::{addr_of, addr_of_mut, null_mut};
 use core::sync::atomic::{AtomicPtr, Ordering};
 
 /// Largest size served from zones.
-pub const SMALL_MAX: usize = 1024;
+pub const SMALL_MAX: usize = 4096;
 /// Number of size classes.
-pub const NCLASS: usize = 20;
-/// Block size of each class.
+pub const NCLASS: usize = 28;
+/// Block size of each class. A 64 KiB zone holds 15 blocks of the largest
+/// (6% of it unused); the others leave under 3% unused.
 pub const CLASS_SIZE: [u32; NCLASS] = [
     16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024,
+    1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096,
 ];
 
 /// Class of a request, indexed by `(n + 15) / 16`.

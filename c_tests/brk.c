@@ -1,0 +1,81 @@
+/*
+ * brk.c - the program break follows the heap: it grows while small blocks are
+ * allocated and falls back when the free tail passes the trim threshold
+ * (128 KiB), without a malloc_trim call; a large block is mapped on its own
+ * and leaves the break alone.
+ *
+ * memalloc only (glibc keeps freed blocks in its tcache, so its top chunk
+ * does not always reach the tail; other allocators do not use brk at all).
+ */
+#define _GNU_SOURCE
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+
+#define KiB ((long)1024)
+#define MiB (1024 * KiB)
+
+enum { BLOCK = 1000, NBLK = 4200 };  /* ~4 MiB, far below the mmap threshold */
+static void *blk[NBLK];
+
+static long brk_delta(const void *from)
+{
+    return (long)((uintptr_t)sbrk(0) - (uintptr_t)from);
+}
+
+static void grow_and_shrink(int round)
+{
+    void *start = sbrk(0);
+    for (int i = 0; i < NBLK; i++) {
+        blk[i] = malloc(opaque(BLOCK));
+        CHECK(blk[i] != NULL);
+        pattern_fill(blk[i], BLOCK);
+    }
+    long grown = brk_delta(start);
+    for (int i = NBLK - 1; i >= 0; i--) {
+        CHECK_PATTERN(blk[i], BLOCK);
+        free(blk[i]);
+    }
+    long left = brk_delta(start);
+    printf("round %d: break %p, +%ld KiB after %d x %d bytes, %+ld KiB after freeing them\n",
+           round, start, grown / KiB, NBLK, BLOCK, left / KiB);
+    CHECKF(grown >= 3 * MiB, "the break grew by only %ld KiB for %d KiB of small blocks",
+           grown / KiB, NBLK * BLOCK / 1024);
+    CHECKF(left <= 256 * KiB, "the break stayed %ld KiB above its start after freeing the tail",
+           left / KiB);
+}
+
+static void large_block(void)
+{
+    void *start = sbrk(0);
+    size_t n = opaque(1 * MiB);
+    unsigned char *p = malloc(n);
+    CHECK(p != NULL);
+    long moved = brk_delta(start);
+    memset(p, 0x6b, n);
+    printf("1 MiB block at %p: break moved %+ld KiB\n", (void *)p, moved / KiB);
+    CHECKF(moved <= 256 * KiB && moved >= -256 * KiB, "a 1 MiB block moved the break by %ld KiB",
+           moved / KiB);
+    CHECK(p[0] == 0x6b && p[n - 1] == 0x6b);
+    free(p);
+    long after = brk_delta(start);
+    CHECKF(after <= 256 * KiB && after >= -256 * KiB, "freeing the 1 MiB block moved the break by %ld KiB",
+           after / KiB);
+}
+
+int main(void)
+{
+    check_begin();
+    /* stdio's buffer first, so that it is not the last block of the heap */
+    printf("brk test: %d blocks of %d bytes\n", NBLK, BLOCK);
+    fflush(stdout);
+    grow_and_shrink(1);
+    grow_and_shrink(2);  /* repeatable: the trimmed space is taken again */
+    large_block();
+    check_done("brk");
+    return 0;
+}

@@ -1,0 +1,231 @@
+/*
+ * threads.c - threaded stress with a cookie checked before every free.
+ *
+ * 64 threads allocate blocks of random sizes (1..5000 bytes mostly, 1 in 100
+ * of 100..300 KiB), fill each with a pattern derived from its address and
+ * size, and swap them through a shared, lock-protected exchange array, so
+ * that most frees happen on another thread than the malloc.  Every block's
+ * whole pattern is checked before it is freed or reallocated; realloc'd
+ * blocks are checked to keep their contents.  At the end the heap must be
+ * consistent (memalloc_check, looked up at run time so the test also runs
+ * under other allocators) and the bytes in use back where they started.
+ *
+ *   threads [ops-per-thread [threads]]      defaults: 20000 64
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "memalloc.h"
+#include "check.h"
+
+#define KiB ((size_t)1024)
+#define MiB (1024 * KiB)
+
+enum { NSLOTS = 1024, LOCAL = 32, MAX_THREADS = 1024 };
+
+struct slot {
+    pthread_mutex_t lock;
+    void *p;
+    size_t n;
+    int owner;  /* index of the thread that allocated p */
+};
+
+static struct slot slots[NSLOTS];
+static long ops_per_thread = 20000;
+static int nthreads = 64;
+
+struct counters {
+    unsigned long allocs, frees, cross_frees, reallocs;
+};
+static struct counters totals[MAX_THREADS];
+
+static size_t random_size(uint64_t r)
+{
+    if (r % 100 == 0)
+        return 100 * KiB + (size_t)((r >> 8) % (200 * KiB));  /* large: mmap'd */
+    if ((r >> 8) % 2 == 0)
+        return 1 + (size_t)((r >> 16) % 256);                 /* the common small case */
+    return 1 + (size_t)((r >> 16) % 5000);
+}
+
+/* A new block of n bytes, by one of the allocation calls, filled. */
+static void *new_block(uint64_t r, size_t n)
+{
+    void *p = NULL;
+    switch ((r >> 40) % 8) {
+    case 0: {
+        p = calloc(1, n);
+        CHECK(p != NULL);
+        const unsigned char *b = p;
+        size_t i = 0;
+        while (i < n && b[i] == 0)
+            i++;
+        CHECKF(i == n, "calloc(%zu) = %p not zeroed at %zu", n, p, i);
+        break;
+    }
+    case 1: {
+        size_t a = (size_t)16 << ((r >> 44) % 9);  /* 16..4096 */
+        CHECK(posix_memalign(&p, a, n) == 0);
+        CHECKF(((uintptr_t)p & (a - 1)) == 0, "posix_memalign(%zu) = %p", a, p);
+        break;
+    }
+    default:
+        p = malloc(n);
+        break;
+    }
+    CHECKF(p != NULL, "allocation of %zu bytes failed", n);
+    CHECKF(((uintptr_t)p & (required_alignment(n) - 1)) == 0, "%p (%zu bytes) misaligned", p, n);
+    pattern_fill(p, n);
+    return p;
+}
+
+static void *worker(void *arg)
+{
+    int self = (int)(intptr_t)arg;
+    uint64_t seed = 0x9E3779B97F4A7C15ULL * (uint64_t)(self + 1);
+    struct { void *p; size_t n; } local[LOCAL];
+    memset(local, 0, sizeof local);
+    struct counters c = {0, 0, 0, 0};
+
+    for (long op = 0; op < ops_per_thread; op++) {
+        uint64_t r = rng_next(&seed);
+        uint64_t r2 = rng_next(&seed);
+        unsigned kind = (unsigned)(r % 100);
+        size_t n = random_size(r2);
+        if (kind < 70) {
+            /* swap a new block into a random slot; free what was there */
+            void *p = new_block(r2, n);
+            c.allocs++;
+            struct slot *s = &slots[(r >> 8) % NSLOTS];
+            pthread_mutex_lock(&s->lock);
+            void *old = s->p;
+            size_t oldn = s->n;
+            int owner = s->owner;
+            s->p = p;
+            s->n = n;
+            s->owner = self;
+            pthread_mutex_unlock(&s->lock);
+            if (old != NULL) {
+                CHECK_PATTERN(old, oldn);
+                free(old);
+                c.frees++;
+                if (owner != self)
+                    c.cross_frees++;
+            }
+        } else if (kind < 85) {
+            /* replace a thread-local block */
+            int j = (int)((r >> 8) % LOCAL);
+            if (local[j].p != NULL) {
+                CHECK_PATTERN(local[j].p, local[j].n);
+                free(local[j].p);
+                c.frees++;
+            }
+            local[j].p = new_block(r2, n);
+            local[j].n = n;
+            c.allocs++;
+        } else {
+            /* realloc a thread-local block: contents must move with it */
+            int j = (int)((r >> 8) % LOCAL);
+            if (local[j].p == NULL) {
+                local[j].p = new_block(r2, n);
+                local[j].n = n;
+                c.allocs++;
+                continue;
+            }
+            size_t oldn = local[j].n;
+            CHECK_PATTERN(local[j].p, oldn);
+            uintptr_t old = (uintptr_t)local[j].p;
+            void *q = realloc(local[j].p, n);
+            CHECKF(q != NULL, "realloc(%zu -> %zu)", oldn, n);
+            CHECKF(((uintptr_t)q & (required_alignment(n) - 1)) == 0, "realloc(%zu) -> %p", n, q);
+            size_t keep = oldn < n ? oldn : n;
+            size_t bad = pattern_find_bad(q, old, oldn, keep);
+            CHECKF(bad == (size_t)-1, "realloc %zu -> %zu lost contents at offset %zu", oldn, n, bad);
+            pattern_fill(q, n);
+            local[j].p = q;
+            local[j].n = n;
+            c.reallocs++;
+        }
+    }
+    for (int j = 0; j < LOCAL; j++) {
+        if (local[j].p != NULL) {
+            CHECK_PATTERN(local[j].p, local[j].n);
+            free(local[j].p);
+            c.frees++;
+        }
+    }
+    totals[self] = c;
+    check_flush();
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    check_begin();
+    if (argc > 1)
+        ops_per_thread = atol(argv[1]);
+    if (argc > 2)
+        nthreads = atoi(argv[2]);
+    CHECK(ops_per_thread > 0);
+    CHECK(nthreads > 0 && nthreads <= MAX_THREADS);
+
+    size_t (*check_heap)(void) = (size_t (*)(void))memalloc_sym("memalloc_check");
+    void (*get_stats)(struct memalloc_stats *) =
+        (void (*)(struct memalloc_stats *))memalloc_sym("memalloc_get_stats");
+
+    printf("threads: %d threads x %ld operations\n", nthreads, ops_per_thread);
+    fflush(stdout);
+    struct memalloc_stats s0, s1;
+    if (get_stats != NULL)
+        get_stats(&s0);
+
+    for (int i = 0; i < NSLOTS; i++)
+        CHECK(pthread_mutex_init(&slots[i].lock, NULL) == 0);
+    pthread_t *tid = malloc(sizeof *tid * (size_t)nthreads);
+    CHECK(tid != NULL);
+    for (int i = 0; i < nthreads; i++)
+        CHECK(pthread_create(&tid[i], NULL, worker, (void *)(intptr_t)i) == 0);
+    for (int i = 0; i < nthreads; i++)
+        CHECK(pthread_join(tid[i], NULL) == 0);
+    free(tid);
+
+    unsigned long left = 0;
+    for (int i = 0; i < NSLOTS; i++) {
+        if (slots[i].p != NULL) {
+            CHECK_PATTERN(slots[i].p, slots[i].n);
+            free(slots[i].p);
+            slots[i].p = NULL;
+            left++;
+        }
+    }
+    struct counters sum = {0, 0, 0, 0};
+    for (int i = 0; i < nthreads; i++) {
+        sum.allocs += totals[i].allocs;
+        sum.frees += totals[i].frees;
+        sum.cross_frees += totals[i].cross_frees;
+        sum.reallocs += totals[i].reallocs;
+    }
+    printf("%lu allocations, %lu reallocs, %lu frees (%lu cross-thread), %lu freed by main\n",
+           sum.allocs, sum.reallocs, sum.frees, sum.cross_frees, left);
+    /* every block was freed exactly once */
+    CHECKF(sum.allocs == sum.frees + left, "allocs %lu != frees %lu + %lu", sum.allocs, sum.frees, left);
+
+    if (check_heap != NULL) {
+        size_t broken = check_heap();
+        CHECKF(broken == 0, "memalloc_check() = %zu after the stress", broken);
+    }
+    if (get_stats != NULL) {
+        get_stats(&s1);
+        printf("in_use %zu -> %zu bytes, heap %zu -> %zu bytes\n", s0.in_use, s1.in_use,
+               s0.heap_bytes, s1.heap_bytes);
+        CHECKF(s1.in_use <= s0.in_use + 1 * MiB,
+               "in_use %zu -> %zu after every block was freed", s0.in_use, s1.in_use);
+    }
+    check_done("threads");
+    return 0;
+}
