@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# scripts/test.sh [--quick] — memalloc's whole test run, stage by stage.
+#
+#   a  tools      install what the tests need, only if missing
+#   b  build      cargo build --release
+#   c  unit       cargo test --release
+#   d  symbols    every C ABI symbol is exported by libmemalloc.so
+#   e  c_tests    bash c_tests/run.sh
+#   f  real       bash scripts/real_programs.sh
+#
+# Stops at the first failing stage, naming it. The last line is always
+# `N passed, M failed` (with `, K skipped` when a failure stopped the run),
+# counting stages. Exit status 0 only if every stage passed.
+#
+#   --quick   run every stage, but shorter: exports MEMALLOC_TEST_QUICK=1,
+#             which the sub-scripts honour (smaller data, less churn)
+set -uo pipefail
+
+usage() {
+    sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+}
+
+QUICK=0
+for arg in "$@"; do
+    case "$arg" in
+        --quick) QUICK=1 ;;
+        -h | --help) usage; exit 0 ;;
+        *) echo "test.sh: unknown argument: $arg" >&2; usage >&2; exit 2 ;;
+    esac
+done
+
+SCRIPTS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
+ROOT="$(cd "$SCRIPTS/.." && pwd -P)"
+LIB="$ROOT/target/release/libmemalloc.so"
+cd "$ROOT" || exit 1
+
+if [[ $QUICK -eq 1 ]]; then
+    export MEMALLOC_TEST_QUICK=1
+fi
+# Every stage tests this repository's library, whatever a caller exported
+# to validate the scripts against another allocator.
+unset MEMALLOC_LIB
+# cargo may be installed for the user but not on a non-login PATH.
+if ! command -v cargo >/dev/null 2>&1 && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+
+STAGES=(a b c d e f)
+PASSED=0
+FAILED=0
+START=$SECONDS
+
+summary() {
+    local skipped=$((${#STAGES[@]} - PASSED - FAILED))
+    echo
+    echo "test.sh: total time $((SECONDS - START))s"
+    if [[ $skipped -gt 0 ]]; then
+        echo "$PASSED passed, $FAILED failed, $skipped skipped"
+    else
+        echo "$PASSED passed, $FAILED failed"
+    fi
+}
+
+# run_stage ID DESCRIPTION COMMAND... — run one stage; stop everything if it fails.
+run_stage() {
+    local id="$1" desc="$2" t0=$SECONDS rc
+    shift 2
+    echo
+    echo "=== stage $id: $desc ==="
+    "$@"
+    rc=$?
+    if [[ $rc -eq 0 ]]; then
+        echo "=== stage $id: $desc: PASS ($((SECONDS - t0))s) ==="
+        PASSED=$((PASSED + 1))
+        return 0
+    fi
+    [[ $rc -eq 124 ]] && echo "test.sh: stage $id timed out"
+    echo "=== stage $id: $desc: FAILED (exit $rc, $((SECONDS - t0))s) ==="
+    FAILED=$((FAILED + 1))
+    echo
+    if [[ "$id" == "${STAGES[-1]}" ]]; then
+        echo "test.sh: FAILED at stage $id ($desc)"
+    else
+        echo "test.sh: STOPPED at stage $id ($desc); the later stages were not run"
+    fi
+    summary
+    exit 1
+}
+
+# with_timeout SECONDS COMMAND... — a stuck stage fails instead of hanging CI.
+with_timeout() {
+    local secs="$1"
+    shift
+    timeout -k 30 "$secs" "$@" </dev/null
+}
+
+# --------------------------------------------------------------- stages ---
+stage_tools() {
+    bash "$SCRIPTS/ensure_tools.sh" \
+        gcc=gcc cc=gcc make=make python3=python3 perl=perl git=git xz=xz-utils \
+        nm=binutils timeout=coreutils diff=diffutils awk=mawk || return 1
+    if ! command -v cargo >/dev/null 2>&1; then
+        echo "test.sh: cargo not found (a Rust toolchain is needed; see rustup)" >&2
+        return 1
+    fi
+    echo "tools: $(cargo --version), $(gcc --version | head -n 1), python3 $(python3 -c 'import platform; print(platform.python_version())')"
+}
+
+stage_build() {
+    with_timeout 900 cargo build --release || return $?
+    if [[ ! -f "$LIB" ]]; then
+        echo "test.sh: cargo build succeeded but $LIB does not exist" >&2
+        return 1
+    fi
+}
+
+stage_unit() {
+    with_timeout 900 cargo test --release
+}
+
+ABI_SYMBOLS=(
+    malloc free calloc realloc reallocarray posix_memalign aligned_alloc memalign
+    valloc pvalloc malloc_usable_size cfree free_sized free_aligned_sized malloc_trim
+    mallinfo mallinfo2 mallopt malloc_stats malloc_info
+    __libc_malloc __libc_free __libc_calloc __libc_realloc __libc_memalign
+    __libc_valloc __libc_pvalloc __posix_memalign
+    memalloc_dump memalloc_check memalloc_get_stats
+    memalloc_pool_create memalloc_pool_malloc memalloc_pool_free memalloc_pool_realloc
+    memalloc_pool_memalign memalloc_pool_add_region memalloc_pool_destroy memalloc_pool_check
+)
+
+stage_symbols() {
+    local defined missing=() wrong=() sym type
+    if [[ ! -f "$LIB" ]]; then
+        echo "test.sh: $LIB does not exist" >&2
+        return 1
+    fi
+    # "ADDRESS TYPE NAME[@VERSION]" -> "NAME TYPE"
+    defined="$(nm -D --defined-only "$LIB" | awk 'NF >= 3 { sub(/@.*/, "", $3); print $3, $2 }')" || return 1
+    for sym in "${ABI_SYMBOLS[@]}"; do
+        type="$(awk -v s="$sym" '$1 == s { print $2; exit }' <<<"$defined")"
+        if [[ -z "$type" ]]; then
+            missing+=("$sym")
+        elif [[ "$type" != [TtWi] ]]; then
+            wrong+=("$sym($type)")
+        fi
+    done
+    if [[ ${#missing[@]} -gt 0 ]]; then
+        echo "missing from the dynamic symbol table (${#missing[@]}): ${missing[*]}"
+    fi
+    if [[ ${#wrong[@]} -gt 0 ]]; then
+        echo "exported but not as functions: ${wrong[*]}"
+    fi
+    if [[ ${#missing[@]} -gt 0 || ${#wrong[@]} -gt 0 ]]; then
+        return 1
+    fi
+    echo "all ${#ABI_SYMBOLS[@]} ABI symbols are exported"
+}
+
+stage_c_tests() {
+    if [[ ! -f "$ROOT/c_tests/run.sh" ]]; then
+        echo "test.sh: c_tests/run.sh not found" >&2
+        return 1
+    fi
+    with_timeout 900 bash "$ROOT/c_tests/run.sh"
+}
+
+stage_real() {
+    # The library built in stage b, as is: no rebuild here.
+    MEMALLOC_LIB="$LIB" with_timeout 900 bash "$SCRIPTS/real_programs.sh"
+}
+
+run_stage a "install missing tools" stage_tools
+run_stage b "cargo build --release" stage_build
+run_stage c "cargo test --release (unit tests)" stage_unit
+run_stage d "exported ABI symbols (nm -D)" stage_symbols
+run_stage e "C tests (c_tests/run.sh)" stage_c_tests
+run_stage f "real programs (scripts/real_programs.sh)" stage_real
+
+echo
+echo "test.sh: all stages passed"
+summary
+exit 0
