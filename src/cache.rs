@@ -216,8 +216,13 @@ pub struct Cache {
     /// Frees of other threads' blocks, batched per class while they hit the
     /// same zone, then pushed with one compare-exchange.
     pending: [Pending; NCLASS],
+    /// Allocations served per class (statistics).
+    pub allocs: [usize; NCLASS],
     state: u32,
     next_free: *mut Cache,
+    /// Links in the list of live caches (statistics).
+    live_next: *mut Cache,
+    live_prev: *mut Cache,
 }
 
 /// A batch of blocks of one zone freed by a thread that does not own it.
@@ -249,8 +254,11 @@ const fn static_cache(state: u32) -> Cache {
             tail: null_mut(),
             count: 0,
         }; NCLASS],
+        allocs: [0; NCLASS],
         state,
         next_free: null_mut(),
+        live_next: null_mut(),
+        live_prev: null_mut(),
     }
 }
 
@@ -263,12 +271,37 @@ pub static mut DEAD_CACHE: Cache = static_cache(DEAD);
 struct Shared {
     abandoned: [ZoneList; NCLASS],
     free_caches: *mut Cache,
+    /// Live caches, for the statistics.
+    live: *mut Cache,
+    /// Allocations per class of caches that have exited.
+    allocs: [usize; NCLASS],
 }
 static SHARED_LOCK: Lock = Lock::new();
 static mut SHARED: Shared = Shared {
     abandoned: [ZoneList::new(); NCLASS],
     free_caches: null_mut(),
+    live: null_mut(),
+    allocs: [0; NCLASS],
 };
+
+/// Allocations served per size class so far, all threads (live caches are
+/// read without their owners' cooperation: a figure, not an invariant).
+pub fn class_allocs() -> [usize; NCLASS] {
+    let _g = SHARED_LOCK.guard();
+    // SAFETY: the live list and totals are only changed under SHARED_LOCK.
+    unsafe {
+        let s = &*addr_of!(SHARED);
+        let mut t = s.allocs;
+        let mut c = s.live;
+        while !c.is_null() {
+            for (i, n) in t.iter_mut().enumerate() {
+                *n += core::ptr::read_volatile(&(*c).allocs[i]);
+            }
+            c = (*c).live_next;
+        }
+        t
+    }
+}
 static KEY: spin::Once<libc::pthread_key_t> = spin::Once::new();
 
 /// The lock of the shared lists (for the fork handlers).
@@ -297,6 +330,7 @@ pub fn alloc(cls: usize) -> *mut u8 {
         if !b.is_null() {
             (*z).free = (*b).next;
             (*z).used += 1;
+            (*tc).allocs[cls] += 1;
             return b as *mut u8;
         }
         alloc_slow(tc, cls)
@@ -458,6 +492,7 @@ unsafe fn alloc_slow(mut tc: *mut Cache, cls: usize) -> *mut u8 {
                 if !b.is_null() {
                     (*z).free = (*b).next;
                     (*z).used += 1;
+                    c.allocs[cls] += 1;
                     return b as *mut u8;
                 }
             }
@@ -681,6 +716,15 @@ unsafe fn init_cache() -> *mut Cache {
         recycle(c);
         return null_mut();
     }
+    {
+        let _g = SHARED_LOCK.guard();
+        let s = &mut *addr_of_mut!(SHARED);
+        (*c).live_next = s.live;
+        if !s.live.is_null() {
+            (*s.live).live_prev = c;
+        }
+        s.live = c;
+    }
     tls::set(c);
     c
 }
@@ -724,6 +768,21 @@ unsafe extern "C" fn thread_exit(arg: *mut libc::c_void) {
                 break;
             }
             release_zone(z);
+        }
+    }
+    {
+        let _g = SHARED_LOCK.guard();
+        let s = &mut *addr_of_mut!(SHARED);
+        for (i, n) in s.allocs.iter_mut().enumerate() {
+            *n += (*c).allocs[i];
+        }
+        if (*c).live_prev.is_null() {
+            s.live = (*c).live_next;
+        } else {
+            (*(*c).live_prev).live_next = (*c).live_next;
+        }
+        if !(*c).live_next.is_null() {
+            (*(*c).live_next).live_prev = (*c).live_prev;
         }
     }
     recycle(c);

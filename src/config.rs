@@ -6,11 +6,15 @@
 //! | `MEMALLOC_TRIM_THRESHOLD`   | 128 KiB  | free tail of the break that triggers a shrink |
 //! | `MEMALLOC_TOP_PAD`          | 64 KiB   | slack added when growing, kept when shrinking |
 //! | `MEMALLOC_MMAP_THRESHOLD`   | 128 KiB  | requests at or above it get their own mapping |
+//! | `MEMALLOC_STATS`            | 0        | 1: print a statistics summary on stderr at exit |
+//! | `MEMALLOC_TRACE`            | unset    | file: record the heap size over time (one line per change) |
+//! | `MEMALLOC_DUMP`             | unset    | file: write a heap dump at exit |
+//! | `MEMALLOC_VERBOSE`          | 0        | 1: print the settings at start |
 //!
-//! Sizes accept a `k`, `m` or `g` suffix. A bad value prints a warning and the
-//! default is used.
+//! Sizes accept a `k`, `m` or `g` suffix. A bad value, or a `MEMALLOC_`
+//! variable that is not one of these, prints a warning and is ignored.
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
 /// The largest mmap threshold mallopt accepts (glibc's
 /// DEFAULT_MMAP_THRESHOLD_MAX on 64-bit: 32 MiB).
@@ -26,7 +30,25 @@ pub struct Settings {
 static TRIM_THRESHOLD: AtomicUsize = AtomicUsize::new(128 << 10);
 static TOP_PAD: AtomicUsize = AtomicUsize::new(64 << 10);
 static MMAP_THRESHOLD: AtomicUsize = AtomicUsize::new(128 << 10);
+static STATS: AtomicBool = AtomicBool::new(false);
+static VERBOSE: AtomicBool = AtomicBool::new(false);
+static TRACE: AtomicPtr<u8> = AtomicPtr::new(core::ptr::null_mut());
+static DUMP: AtomicPtr<u8> = AtomicPtr::new(core::ptr::null_mut());
 static INIT: spin::Once<()> = spin::Once::new();
+
+/// The variables we read; any other `MEMALLOC_*` gets a warning.
+const KNOWN: [&[u8]; 9] = [
+    b"MEMALLOC_TRIM_THRESHOLD",
+    b"MEMALLOC_TOP_PAD",
+    b"MEMALLOC_MMAP_THRESHOLD",
+    b"MEMALLOC_STATS",
+    b"MEMALLOC_TRACE",
+    b"MEMALLOC_DUMP",
+    b"MEMALLOC_VERBOSE",
+    // read by the test and benchmark scripts, not by the library
+    b"MEMALLOC_LIB",
+    b"MEMALLOC_EXPECT",
+];
 
 /// The settings, reading the environment on the first call.
 #[inline]
@@ -46,14 +68,93 @@ pub fn mmap_threshold() -> usize {
     MMAP_THRESHOLD.load(Ordering::Relaxed)
 }
 
+/// Reads the environment once (idempotent; the first allocation calls it).
 #[inline]
-fn init() {
+pub fn init() {
     if !INIT.is_completed() {
         INIT.call_once(read_env);
     }
 }
 
+/// Print statistics at exit?
+pub fn stats() -> bool {
+    init();
+    STATS.load(Ordering::Relaxed)
+}
+
+/// Print the settings at start?
+pub fn verbose() -> bool {
+    init();
+    VERBOSE.load(Ordering::Relaxed)
+}
+
+/// The trace file's name (NUL-terminated, from the environment), or null.
+pub fn trace_path() -> *const u8 {
+    init();
+    TRACE.load(Ordering::Relaxed)
+}
+
+/// The exit dump file's name, or null.
+pub fn dump_path() -> *const u8 {
+    init();
+    DUMP.load(Ordering::Relaxed)
+}
+
+fn read_flag(name: &core::ffi::CStr, slot: &AtomicBool) {
+    if let Some(v) = crate::os::getenv(name) {
+        match v {
+            b"1" | b"yes" | b"on" | b"true" => slot.store(true, Ordering::Relaxed),
+            b"0" | b"no" | b"off" | b"false" | b"" => slot.store(false, Ordering::Relaxed),
+            _ => crate::report::warn(format_args!(
+                "{}: bad value '{}' (use 1 or 0), ignored",
+                name.to_str().unwrap_or("?"),
+                core::str::from_utf8(v).unwrap_or("?")
+            )),
+        }
+    }
+}
+
+fn read_path(name: &core::ffi::CStr, slot: &AtomicPtr<u8>) {
+    if let Some(v) = crate::os::getenv(name) {
+        if !v.is_empty() {
+            slot.store(v.as_ptr() as *mut u8, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Warns about `MEMALLOC_*` variables we do not know (a typo would otherwise
+/// be silently ignored).
+fn check_unknown() {
+    extern "C" {
+        static environ: *const *const libc::c_char;
+    }
+    // SAFETY: environ is a NULL-terminated array of C strings, read only.
+    unsafe {
+        let mut e = environ;
+        if e.is_null() {
+            return;
+        }
+        while !(*e).is_null() {
+            let var = core::ffi::CStr::from_ptr(*e).to_bytes();
+            let name = var.split(|&b| b == b'=').next().unwrap_or(var);
+            if name.starts_with(b"MEMALLOC_") && !KNOWN.contains(&name) {
+                crate::report::warn(format_args!(
+                    "unknown variable {} ignored",
+                    core::str::from_utf8(name).unwrap_or("?")
+                ));
+            }
+            e = e.add(1);
+        }
+    }
+}
+
 fn read_env() {
+    crate::guard::init_secrets();
+    check_unknown();
+    read_flag(c"MEMALLOC_STATS", &STATS);
+    read_flag(c"MEMALLOC_VERBOSE", &VERBOSE);
+    read_path(c"MEMALLOC_TRACE", &TRACE);
+    read_path(c"MEMALLOC_DUMP", &DUMP);
     read_size(c"MEMALLOC_TRIM_THRESHOLD", &TRIM_THRESHOLD, usize::MAX / 2);
     read_size(c"MEMALLOC_TOP_PAD", &TOP_PAD, 1 << 30);
     read_size(

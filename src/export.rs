@@ -53,6 +53,7 @@ fn alloc_medium(n: usize) -> *mut u8 {
     if c.is_null() {
         return enomem();
     }
+    crate::stats::MEDIUM_ALLOCS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     to_user(c)
 }
 

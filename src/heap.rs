@@ -87,6 +87,7 @@ impl GlobalHeap {
     /// Runs `f` on the heap under the lock.
     #[inline]
     pub fn with<R>(&self, f: impl FnOnce(&mut Heap) -> R) -> R {
+        config::init();
         let _g = self.lock.guard();
         // SAFETY: the lock gives exclusive access.
         f(unsafe { &mut *self.heap.get() })
@@ -194,6 +195,7 @@ impl Heap {
             self.regions.push(r);
             self.brk_started = true;
             self.brk_bytes = want;
+            self.traced();
             return true;
         }
         let end = self.brk.end;
@@ -226,6 +228,7 @@ impl Heap {
         }
         self.tlsf.grow_tail(end, incr);
         self.brk_bytes += incr;
+        self.traced();
         true
     }
 
@@ -250,6 +253,7 @@ impl Heap {
         self.regions.push(r);
         self.mmap_regions += 1;
         self.mmap_region_bytes += len;
+        self.traced();
         true
     }
 
@@ -312,6 +316,7 @@ impl Heap {
             self.mmap_region_bytes -= (*r).map_len;
             self.released += (*r).map_len;
             os::unmap((*r).map_base, (*r).map_len);
+            self.traced();
         }
     }
 
@@ -338,6 +343,7 @@ impl Heap {
             }
             self.brk_bytes -= cut;
             self.released += cut;
+            self.traced();
             cut
         }
     }
@@ -482,6 +488,12 @@ impl Heap {
             }
         }
         (zones, chunk_bytes, used)
+    }
+
+    /// Tells the trace (if any) the heap's new size.
+    #[inline]
+    fn traced(&self) {
+        crate::stats::trace_heap(self.brk_bytes + self.mmap_region_bytes);
     }
 
     /// Free bytes at the tail of the break (glibc's keepcost).

@@ -108,6 +108,8 @@ pub fn alloc(n: usize, align: usize) -> *mut u8 {
     if n > MAX_REQUEST || align > MAX_REQUEST {
         return null_mut();
     }
+    crate::config::init();
+    crate::stats::LARGE_ALLOCS.fetch_add(1, Ordering::Relaxed);
     // SAFETY: we own the fresh mappings we cut and write.
     unsafe {
         let (base, len, user);
@@ -142,6 +144,7 @@ pub fn alloc(n: usize, align: usize) -> *mut u8 {
         (*c).prev_size = off;
         (*c).head = (len - off) | MMAPPED | MARK;
         link(h);
+        crate::stats::trace_event();
         user
     }
 }
@@ -183,6 +186,7 @@ pub unsafe fn free(c: *mut Chunk) {
     (*h).tag = 0; // a second free of the same pointer faults or is caught
     os::unmap(h as *mut u8, len);
     RELEASED.fetch_add(len, Ordering::Relaxed);
+    crate::stats::trace_event();
 }
 
 /// Resizes large chunk `c` to hold `n` bytes with `mremap`; returns the new
@@ -227,6 +231,8 @@ pub unsafe fn realloc(c: *mut Chunk, n: usize) -> *mut u8 {
     (*nh).tag = tag_of(nh);
     let nc = nb.add(off) as *mut Chunk;
     (*nc).head = (new_len - off) | MMAPPED | MARK;
+    drop(_g);
+    crate::stats::trace_event();
     to_user(nc)
 }
 

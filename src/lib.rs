@@ -26,6 +26,7 @@ pub mod cache;
 pub mod chunk;
 pub mod config;
 pub mod export;
+pub mod guard;
 pub mod heap;
 pub mod large;
 pub mod lock;
@@ -45,7 +46,19 @@ pub mod zonemap;
 #[ctor::ctor]
 fn memalloc_init() {
     os::check_page_size();
-    let _ = config::get();
+    config::init();
+    if config::verbose() {
+        let s = config::get();
+        report::note(format_args!(
+            "settings: trim_threshold {} top_pad {} mmap_threshold {} stats {}",
+            s.trim_threshold,
+            s.top_pad,
+            s.mmap_threshold,
+            config::stats() as u8
+        ));
+    }
+    stats::trace_open();
+    stats::register_exit();
     // SAFETY: the handlers only take and release our locks.
     unsafe {
         libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child));

@@ -36,6 +36,7 @@ pub unsafe fn create(mem: *mut u8, bytes: usize) -> *mut Pool {
     if mem.is_null() {
         return null_mut();
     }
+    crate::config::init();
     let base = align_up(mem as usize, ALIGN);
     let end = (mem as usize).saturating_add(bytes);
     let hdr = align_up(core::mem::size_of::<Pool>(), ALIGN);

@@ -91,6 +91,16 @@ pub fn fatal_msg(what: &str) -> ! {
     crate::os::abort()
 }
 
+/// Prints an informational line `memalloc: ...` on stderr.
+#[cold]
+pub fn note(args: fmt::Arguments<'_>) {
+    use fmt::Write;
+    let mut b = StackBuf::<256>::new(2);
+    let _ = b.write_str("memalloc: ");
+    let _ = b.write_fmt(args);
+    let _ = b.write_str("\n");
+}
+
 /// Prints a warning line `memalloc: warning: ...` on stderr.
 #[cold]
 pub fn warn(args: fmt::Arguments<'_>) {

@@ -179,11 +179,167 @@ pub unsafe fn malloc_info(options: i32, fp: *mut libc::FILE) -> i32 {
     0
 }
 
+// ---- MEMALLOC_TRACE ----------------------------------------------------------
+
+static TRACE_FD: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::new(-1);
+static TRACE_T0: AtomicUsize = AtomicUsize::new(0);
+/// Bytes of heap regions (break + mmap'd), mirrored for the trace.
+static HEAP_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+fn now_ns() -> usize {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid out-parameter.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as usize * 1_000_000_000 + ts.tv_nsec as usize
+}
+
+/// Opens the trace file named by MEMALLOC_TRACE (from the constructor).
+pub fn trace_open() {
+    let path = crate::config::trace_path();
+    if path.is_null() {
+        return;
+    }
+    // SAFETY: path is a NUL-terminated string from the environment.
+    let fd = unsafe {
+        libc::open(
+            path as *const libc::c_char,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_APPEND | libc::O_CLOEXEC,
+            0o644,
+        )
+    };
+    if fd < 0 {
+        crate::report::warn(format_args!(
+            "MEMALLOC_TRACE: cannot open the file, no trace"
+        ));
+        return;
+    }
+    TRACE_T0.store(now_ns(), Ordering::Relaxed);
+    TRACE_FD.store(fd, Ordering::Relaxed);
+}
+
+/// Records the heap's size after a change: `ns heap_bytes large_bytes
+/// in_use`, one line, one write (atomic with O_APPEND).
+pub fn trace_heap(heap_bytes: usize) {
+    HEAP_BYTES.store(heap_bytes, Ordering::Relaxed);
+    trace_event();
+}
+
+/// Records a change of the large blocks (or of the heap, via trace_heap).
+pub fn trace_event() {
+    let fd = TRACE_FD.load(Ordering::Relaxed);
+    if fd < 0 {
+        return;
+    }
+    let large = large::bytes();
+    let t = now_ns().saturating_sub(TRACE_T0.load(Ordering::Relaxed));
+    let mut b = StackBuf::<128>::new(-1);
+    let _ = writeln!(
+        b,
+        "{} {} {} {}",
+        t,
+        HEAP_BYTES.load(Ordering::Relaxed),
+        large,
+        crate::heap::in_use_hint() + large
+    );
+    os::write_all(fd, b.as_bytes());
+}
+
+// ---- exit report -------------------------------------------------------------
+
+/// Registers the exit report if MEMALLOC_STATS or MEMALLOC_DUMP asks for one
+/// (from the constructor: atexit may allocate).
+pub fn register_exit() {
+    if crate::config::stats() || !crate::config::dump_path().is_null() {
+        extern "C" fn at_exit() {
+            exit_report();
+        }
+        // SAFETY: registering a plain function.
+        unsafe { libc::atexit(at_exit) };
+    }
+}
+
+fn exit_report() {
+    if crate::config::stats() {
+        summary(2);
+    }
+    let path = crate::config::dump_path();
+    if !path.is_null() {
+        // SAFETY: path is a NUL-terminated string from the environment.
+        let fd = unsafe {
+            libc::open(
+                path as *const libc::c_char,
+                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+                0o644,
+            )
+        };
+        if fd >= 0 {
+            dump(fd);
+            // SAFETY: closing the descriptor we opened.
+            unsafe { libc::close(fd) };
+        } else {
+            crate::report::warn(format_args!("MEMALLOC_DUMP: cannot open the file, no dump"));
+        }
+    }
+}
+
+/// The MEMALLOC_STATS summary.
+pub fn summary(fd: i32) {
+    let s = stats();
+    let allocs = crate::cache::class_allocs();
+    let (medium, large_n) = (
+        MEDIUM_ALLOCS.load(Ordering::Relaxed),
+        LARGE_ALLOCS.load(Ordering::Relaxed),
+    );
+    let mut b = StackBuf::<4096>::new(fd);
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    let _ = writeln!(b, "memalloc statistics (pid {})", pid);
+    let _ = writeln!(b, "  in use now         {:>14} bytes", s.in_use);
+    let _ = writeln!(b, "  in use at peak     {:>14} bytes", s.peak_in_use);
+    let _ = writeln!(b, "  heap (break)       {:>14} bytes", s.brk_bytes);
+    let _ = writeln!(b, "  heap (mmap'd)      {:>14} bytes", s.mmap_region_bytes);
+    let _ = writeln!(
+        b,
+        "  large blocks       {:>14} bytes in {} blocks",
+        s.large_bytes, s.large_count
+    );
+    let _ = writeln!(
+        b,
+        "  free in heap       {:>14} bytes in {} blocks",
+        s.free_bytes, s.free_blocks
+    );
+    let _ = writeln!(b, "  returned to the OS {:>14} bytes", s.released_bytes);
+    let _ = writeln!(b, "  system calls       {:>14}", s.syscalls);
+    let _ = writeln!(b, "  allocations by size class:");
+    for (i, n) in allocs.iter().enumerate() {
+        if *n != 0 {
+            let _ = writeln!(
+                b,
+                "    <= {:>5} bytes  {:>14}",
+                crate::cache::CLASS_SIZE[i],
+                n
+            );
+        }
+    }
+    let _ = writeln!(b, "    medium (heap)    {:>14}", medium);
+    let _ = writeln!(b, "    large (mmap)     {:>14}", large_n);
+}
+
+/// Allocations served by the TLSF heap for requests above the small classes.
+pub static MEDIUM_ALLOCS: AtomicUsize = AtomicUsize::new(0);
+/// Blocks mapped on their own.
+pub static LARGE_ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
 /// memalloc_dump: every region and chunk, the mapped blocks and the TLSF
 /// bitmaps. Holds the heap lock while writing.
 pub fn dump(fd: i32) {
     let mut b = StackBuf::<4096>::new(fd);
     let _ = writeln!(b, "memalloc heap dump");
+    // per class: (zones, blocks used, capacity)
+    let mut zones = [(0usize, 0usize, 0usize); crate::cache::NCLASS];
     HEAP.with(|h| {
         // SAFETY: under the heap lock every region and chunk is consistent.
         unsafe {
@@ -204,11 +360,46 @@ pub fn dump(fd: i32) {
                 );
                 let mut c = (*r).start as *mut Chunk;
                 while !is_sentinel(c) {
-                    let state = if is_free(c) { "free" } else { "used" };
-                    let _ = writeln!(b, "  block {:p} size {} {}", to_user(c), size(c), state);
+                    let u = to_user(c);
+                    if is_free(c) {
+                        let _ = writeln!(b, "  block {:p} size {} free", u, size(c));
+                    } else if crate::zonemap::is_zone(u) {
+                        let z = u as *const crate::cache::Zone;
+                        let (cls, bs) = ((*z).class as usize, (*z).block_size as usize);
+                        let used = core::ptr::read_volatile(&(*z).used) as usize;
+                        let cap = (*z).capacity as usize;
+                        let _ = writeln!(
+                            b,
+                            "  block {:p} size {} zone class {} block {} used {}/{}",
+                            u,
+                            size(c),
+                            cls,
+                            bs,
+                            used,
+                            cap
+                        );
+                        zones[cls].0 += 1;
+                        zones[cls].1 += used;
+                        zones[cls].2 += cap;
+                    } else {
+                        let _ = writeln!(b, "  block {:p} size {} used", u, size(c));
+                    }
                     c = next(c);
                 }
                 r = (*r).next;
+            }
+            for (cls, z) in zones.iter().enumerate() {
+                if z.0 != 0 {
+                    let _ = writeln!(
+                        b,
+                        "zones class {} block {}: {} zones, {}/{} blocks used",
+                        cls,
+                        crate::cache::CLASS_SIZE[cls],
+                        z.0,
+                        z.1,
+                        z.2
+                    );
+                }
             }
             let t = &h.tlsf;
             let _ = writeln!(
