@@ -72,10 +72,45 @@ pub fn class_of(n: usize) -> usize {
     CLASS_OF[(n + 15) >> 4] as usize
 }
 
-/// A free block: the link to the next one.
+/// A free block. In a zone's free list `next` is encoded (see `enc`); in a
+/// remote or pending list it is a plain pointer, null-terminated. `mark` is
+/// the free-list key while the block is free and 0 once handed out, so a
+/// second free of it is recognised.
 #[repr(C)]
 pub struct Block {
     pub next: *mut Block,
+    pub mark: usize,
+}
+
+/// The encoded link stored in free block `at` to `next`. Both lie in the same
+/// zone (the list ends with the zone's own address), so `enc ^ key` is below
+/// ZONE_SIZE for every genuine link: a link overwritten by a heap overflow
+/// or a use after free decodes outside the zone and is reported instead of
+/// handing out an arbitrary address.
+#[inline(always)]
+fn enc(next: *mut Block, at: *mut Block) -> *mut Block {
+    (next as usize ^ at as usize ^ crate::guard::list_key()) as *mut Block
+}
+
+/// Decodes the link of free block `b`; reports a corrupted list.
+#[inline(always)]
+unsafe fn dec(b: *mut Block) -> *mut Block {
+    let t = (*b).next as usize ^ crate::guard::list_key();
+    if t >= ZONE_SIZE {
+        corrupt_list(b);
+    }
+    (t ^ b as usize) as *mut Block
+}
+
+/// Reports a corrupted free list. (Declared to return, so that callers on
+/// the fast path reach it with a jump rather than a call.)
+#[cold]
+#[inline(never)]
+fn corrupt_list(b: *mut Block) -> *mut u8 {
+    crate::report::fatal(
+        "heap corruption (free list link overwritten, use after free?)",
+        b as *const u8,
+    )
 }
 
 /// Zone states (which list of its owner holds it).
@@ -101,9 +136,17 @@ pub struct Zone {
     pub block_size: u32,
     pub class: u32,
     pub capacity: u32,
-    _pad0: [u32; 11],
+    /// capacity * block_size: block offsets are below it.
+    area: u32,
+    /// u64::MAX / block_size + 1: `off` is a multiple of the block size iff
+    /// `off * div_magic <= div_magic - 1` (Lemire, "Faster remainder by
+    /// direct computation", 2019).
+    div_magic: u64,
+    /// div_magic - 1.
+    div_limit: u64,
+    _pad0: [u32; 6],
     // line 1: the owner's
-    /// Blocks ready to hand out.
+    /// Blocks ready to hand out (encoded list, ending with the zone itself).
     pub free: *mut Block,
     /// Blocks handed out and not collected back.
     pub used: u32,
@@ -121,14 +164,31 @@ pub struct Zone {
 }
 
 impl Zone {
-    const fn new(owner: *mut Cache, block_size: u32, class: u32, capacity: u32) -> Zone {
+    const fn new(
+        owner: *mut Cache,
+        block_size: u32,
+        class: u32,
+        capacity: u32,
+        free: *mut Block,
+    ) -> Zone {
         Zone {
             owner: AtomicPtr::new(owner),
             block_size,
             class,
             capacity,
-            _pad0: [0; 11],
-            free: null_mut(),
+            area: capacity * block_size,
+            div_magic: if block_size == 0 {
+                0
+            } else {
+                u64::MAX / block_size as u64 + 1
+            },
+            div_limit: if block_size == 0 {
+                0
+            } else {
+                u64::MAX / block_size as u64
+            },
+            _pad0: [0; 6],
+            free,
             used: 0,
             state: CURRENT,
             carved: 0,
@@ -240,7 +300,8 @@ const PENDING_MAX: u32 = 32;
 /// A zone with no free block: the current zone of every class of a cache
 /// that has none, so the fast path misses without a test of its own.
 /// Never written.
-pub static mut EMPTY_ZONE: Zone = Zone::new(null_mut(), 0, 0, 0);
+pub static mut EMPTY_ZONE: Zone =
+    Zone::new(null_mut(), 0, 0, 0, addr_of_mut!(EMPTY_ZONE) as *mut Block);
 
 const fn static_cache(state: u32) -> Cache {
     Cache {
@@ -323,12 +384,17 @@ pub fn zone_of(p: *const u8) -> *mut Zone {
 pub fn alloc(cls: usize) -> *mut u8 {
     let tc = tls::get();
     // SAFETY: tc is this thread's cache or a static one; its current zone is
-    // a live zone owned by tc, or EMPTY_ZONE whose free list is always null.
+    // a live zone owned by tc, or EMPTY_ZONE whose free list is always empty.
     unsafe {
         let z = (*tc).current[cls];
         let b = (*z).free;
-        if !b.is_null() {
-            (*z).free = (*b).next;
+        if b != z as *mut Block {
+            let t = (*b).next as usize ^ crate::guard::list_key();
+            if t >= ZONE_SIZE {
+                return corrupt_list(b);
+            }
+            (*z).free = (t ^ b as usize) as *mut Block;
+            (*b).mark = 0;
             (*z).used += 1;
             (*tc).allocs[cls] += 1;
             return b as *mut u8;
@@ -343,21 +409,67 @@ pub fn alloc(cls: usize) -> *mut u8 {
 /// `p` is a live block of zone `z`.
 #[inline(always)]
 pub unsafe fn free(z: *mut Zone, p: *mut u8) {
+    let key = crate::guard::list_key();
     let tc = tls::get();
     let b = p as *mut Block;
+    if !block_ok(z, p, key) {
+        return bad_block(p, "free");
+    }
+    (*b).mark = key;
     if (*z).owner.load(Ordering::Relaxed) == tc {
         let old = (*z).free;
-        (*b).next = old;
+        (*b).next = (old as usize ^ b as usize ^ key) as *mut Block;
         (*z).free = b;
-        (*z).used -= 1;
+        let used = (*z).used - 1;
+        (*z).used = used;
         // Only a zone that is not current changes lists (dry -> avail,
         // empty -> heap); the current zone never leaves the fast path.
-        if (*z).state != CURRENT && (old.is_null() || (*z).used == 0) {
+        if (*z).state != CURRENT && (old == z as *mut Block || used == 0) {
             free_local_slow(tc, z);
         }
     } else {
         free_remote(tc, z, b);
     }
+}
+
+/// The checks every pointer into a zone gets: it is where a block starts
+/// (not an interior or misaligned pointer) and that block is not free.
+/// About eight instructions.
+#[inline(always)]
+unsafe fn block_ok(z: *mut Zone, p: *mut u8, key: usize) -> bool {
+    let off = ((p as usize & (ZONE_SIZE - 1)) as u64).wrapping_sub(ZONE_HDR as u64);
+    off < (*z).area as u64
+        && off.wrapping_mul((*z).div_magic) <= (*z).div_limit
+        && (*(p as *mut Block)).mark != key
+}
+
+/// `block_ok`, reporting and aborting on failure; `what` names the call.
+#[inline(always)]
+pub unsafe fn check_block(z: *mut Zone, p: *mut u8, what: &'static str) {
+    if !block_ok(z, p, crate::guard::list_key()) {
+        bad_block(p, what);
+    }
+}
+
+/// Reports a bad pointer into a zone: freed already, or not a block start.
+#[cold]
+#[inline(never)]
+fn bad_block(p: *mut u8, what: &'static str) {
+    let z = zone_of(p);
+    let off = ((p as usize & (ZONE_SIZE - 1)) as u64).wrapping_sub(ZONE_HDR as u64);
+    // SAFETY: p lies in a live zone (the zone map said so).
+    let freed = unsafe {
+        off < (*z).area as u64
+            && off.wrapping_mul((*z).div_magic) <= (*z).div_limit
+            && (*(p as *mut Block)).mark == crate::guard::list_key()
+    };
+    let msg = match (what, freed) {
+        ("free", true) => "double free",
+        ("realloc", true) => "realloc of a freed block",
+        (_, true) => "malloc_usable_size of a freed block",
+        _ => "invalid pointer (not the start of a block)",
+    };
+    crate::report::fatal(msg, p)
 }
 
 /// Frees a block of another thread's zone: batched in this thread's pending
@@ -448,8 +560,8 @@ unsafe fn free_abandoned(z: *mut Zone, head: *mut Block, tail: *mut Block, n: u3
             return false;
         }
         collect(z);
-        (*tail).next = (*z).free;
-        (*z).free = head;
+        (*tail).next = null_mut();
+        splice(z, head);
         (*z).used -= n;
         if (*z).used == 0 {
             (*addr_of_mut!(SHARED)).abandoned[(*z).class as usize].unlink(z);
@@ -466,7 +578,15 @@ unsafe fn free_abandoned(z: *mut Zone, head: *mut Block, tail: *mut Block, n: u3
 /// new one.
 #[cold]
 #[inline(never)]
-unsafe fn alloc_slow(mut tc: *mut Cache, cls: usize) -> *mut u8 {
+unsafe fn alloc_slow(tc: *mut Cache, cls: usize) -> *mut u8 {
+    let p = refill(tc, cls);
+    if p.is_null() {
+        crate::os::set_errno(libc::ENOMEM);
+    }
+    p
+}
+
+unsafe fn refill(mut tc: *mut Cache, cls: usize) -> *mut u8 {
     if (*tc).state != LIVE {
         if (*tc).state == EMPTY {
             tc = init_cache();
@@ -480,7 +600,7 @@ unsafe fn alloc_slow(mut tc: *mut Cache, cls: usize) -> *mut u8 {
     loop {
         let z = c.current[cls];
         if z != empty {
-            if collect(z) == 0 && (*z).free.is_null() && !carve(z) {
+            if collect(z) == 0 && (*z).free == z as *mut Block && !carve(z) {
                 // Exhausted: park it with the full zones.
                 (*z).state = FULL;
                 c.full[cls].push_back(z);
@@ -489,8 +609,9 @@ unsafe fn alloc_slow(mut tc: *mut Cache, cls: usize) -> *mut u8 {
             let z = c.current[cls];
             if z != empty {
                 let b = (*z).free;
-                if !b.is_null() {
-                    (*z).free = (*b).next;
+                if b != z as *mut Block {
+                    (*z).free = dec(b);
+                    (*b).mark = 0;
                     (*z).used += 1;
                     c.allocs[cls] += 1;
                     return b as *mut u8;
@@ -539,15 +660,29 @@ unsafe fn collect(z: *mut Zone) -> u32 {
         return 0;
     }
     let list = (*z).remote.swap(null_mut(), Ordering::Acquire);
-    let mut n = 1;
-    let mut t = list;
-    while !(*t).next.is_null() {
-        t = (*t).next;
-        n += 1;
-    }
-    (*t).next = (*z).free;
-    (*z).free = list;
+    let n = splice(z, list);
     (*z).used -= n;
+    n
+}
+
+/// Puts the plain null-terminated list `list` (from remote frees) in front
+/// of `z`'s free list, encoding its links; returns its length. Every block
+/// must lie in `z`.
+unsafe fn splice(z: *mut Zone, list: *mut Block) -> u32 {
+    let mut n = 0;
+    let mut b = list;
+    while !b.is_null() {
+        if (b as usize ^ z as usize) >= ZONE_SIZE {
+            corrupt_list(b);
+        }
+        let nx = (*b).next;
+        (*b).next = enc(if nx.is_null() { (*z).free } else { nx }, b);
+        n += 1;
+        b = nx;
+    }
+    if !list.is_null() {
+        (*z).free = list;
+    }
     n
 }
 
@@ -569,7 +704,7 @@ unsafe fn carve(z: *mut Zone) -> bool {
     while i > 0 {
         i -= 1;
         let b = (start + i as usize * bs) as *mut Block;
-        (*b).next = head;
+        (*b).next = enc(head, b);
         head = b;
     }
     (*z).free = head;
@@ -597,7 +732,13 @@ unsafe fn new_zone(c: &mut Cache, cls: usize) -> *mut Zone {
     }
     let bs = CLASS_SIZE[cls];
     let cap = ((ZONE_END - ZONE_HDR) / bs as usize) as u32;
-    z.write(Zone::new(c as *mut Cache, bs, cls as u32, cap));
+    z.write(Zone::new(
+        c as *mut Cache,
+        bs,
+        cls as u32,
+        cap,
+        z as *mut Block,
+    ));
     carve(z);
     z
 }
@@ -625,8 +766,8 @@ unsafe fn adopt(c: &mut Cache, cls: usize) -> *mut Zone {
             return z;
         }
         collect(z);
-        if !(*z).free.is_null() || (*z).carved < (*z).capacity {
-            if (*z).free.is_null() {
+        if (*z).free != z as *mut Block || (*z).carved < (*z).capacity {
+            if (*z).free == z as *mut Block {
                 carve(z);
             }
             return z;
@@ -843,16 +984,6 @@ pub fn trim_abandoned() -> usize {
 #[inline]
 pub unsafe fn usable(z: *const Zone) -> usize {
     (*z).block_size as usize
-}
-
-/// Is `p` where a block of `z` starts?
-///
-/// # Safety
-/// `z` is a live zone.
-#[inline]
-pub unsafe fn is_block_start(z: *const Zone, p: *const u8) -> bool {
-    let off = (p as usize).wrapping_sub(z as usize + ZONE_HDR);
-    off < ((*z).capacity * (*z).block_size) as usize && off % (*z).block_size as usize == 0
 }
 
 const _: () = assert!(ZONE_HDR % ALIGN == 0);

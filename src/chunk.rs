@@ -33,8 +33,10 @@ pub const MMAPPED: usize = 4;
 pub const MARK: usize = 8;
 /// All flag bits.
 pub const FLAGS: usize = 15;
-/// The size bits of a head word (bits 48-63 are reserved for an integrity tag).
+/// The size bits of a head word.
 pub const SIZE_MASK: usize = 0x0000_ffff_ffff_fff0;
+/// Size and flags: the bits the tag covers.
+pub const LOW_MASK: usize = 0x0000_ffff_ffff_ffff;
 
 /// Alignment of every chunk and every user pointer.
 pub const ALIGN: usize = 16;
@@ -95,9 +97,41 @@ pub unsafe fn is_prev_free(c: *const Chunk) -> bool {
 pub unsafe fn is_mmapped(c: *const Chunk) -> bool {
     (*c).head & MMAPPED != 0
 }
+/// The integrity tag of a head word with size and flags `low` at `c`:
+/// 16 bits of a keyed hash of the address and the word (bits 48-63). A
+/// pointer offset into user data finds a word whose tag does not match.
+#[inline(always)]
+pub fn tag(c: *const Chunk, low: usize) -> usize {
+    let x = (c as usize ^ low ^ crate::guard::tag_key()).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    x & !LOW_MASK
+}
+/// Writes the head word (size | flags) with its tag.
+#[inline(always)]
+pub unsafe fn set_head(c: *mut Chunk, low: usize) {
+    (*c).head = low | tag(c, low);
+}
+/// The head word's size and flags.
+#[inline(always)]
+pub unsafe fn head(c: *const Chunk) -> usize {
+    (*c).head & LOW_MASK
+}
+/// Does the head word carry our mark and a valid tag?
+#[inline(always)]
+pub unsafe fn head_ok(c: *const Chunk) -> bool {
+    let h = (*c).head;
+    h & MARK != 0 && tag(c, h & LOW_MASK) == h & !LOW_MASK
+}
 #[inline(always)]
 pub unsafe fn set_size(c: *mut Chunk, size: usize) {
-    (*c).head = ((*c).head & !SIZE_MASK) | size;
+    set_head(c, (head(c) & !SIZE_MASK) | size);
+}
+#[inline(always)]
+pub unsafe fn set_flags(c: *mut Chunk, f: usize) {
+    set_head(c, head(c) | f);
+}
+#[inline(always)]
+pub unsafe fn clear_flags(c: *mut Chunk, f: usize) {
+    set_head(c, head(c) & !f);
 }
 #[inline(always)]
 pub unsafe fn next(c: *const Chunk) -> *mut Chunk {
@@ -123,16 +157,16 @@ pub unsafe fn usable(c: *const Chunk) -> usize {
 /// Marks `c` in use: clears FREE here and PREV_FREE on the next chunk.
 #[inline(always)]
 pub unsafe fn mark_used(c: *mut Chunk) {
-    (*c).head &= !FREE;
-    (*next(c)).head &= !PREV_FREE;
+    clear_flags(c, FREE);
+    clear_flags(next(c), PREV_FREE);
 }
 /// Marks `c` free: sets FREE here, the footer, and PREV_FREE on the next chunk.
 #[inline(always)]
 pub unsafe fn mark_free(c: *mut Chunk) {
-    (*c).head |= FREE;
+    set_flags(c, FREE);
     let n = next(c);
     (*n).prev_size = size(c);
-    (*n).head |= PREV_FREE;
+    set_flags(n, PREV_FREE);
 }
 /// Is `c` a region sentinel (size 0)?
 #[inline(always)]

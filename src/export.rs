@@ -30,11 +30,7 @@ fn enomem() -> *mut u8 {
 #[inline(always)]
 pub fn alloc(n: usize) -> *mut u8 {
     if n <= SMALL_MAX {
-        let p = cache::alloc(class_of(n));
-        if p.is_null() {
-            return enomem();
-        }
-        return p;
+        return cache::alloc(class_of(n)); // sets errno itself on failure
     }
     alloc_medium(n)
 }
@@ -88,15 +84,25 @@ pub fn alloc_aligned(align: usize, n: usize) -> *mut u8 {
 }
 
 /// The chunk of user pointer `p` after the checks every pointer passed back
-/// to us gets: 16-aligned and carrying our mark. Reports and aborts otherwise.
+/// to us gets: 16-aligned, inside memory we mapped, and a header whose keyed
+/// tag matches. Reports and aborts otherwise.
 #[inline]
 unsafe fn chunk_of(p: *mut u8) -> *mut Chunk {
     if p as usize & (ALIGN - 1) != 0 {
-        fatal("invalid pointer (not 16-aligned, not from malloc)", p);
+        fatal("invalid pointer (misaligned, not from malloc)", p);
     }
     let c = from_user(p);
-    if (*c).head & MARK == 0 {
-        fatal("invalid pointer (not allocated by memalloc)", p);
+    if !zonemap::is_ours(c as *const u8) {
+        fatal(
+            "invalid pointer (not from memalloc, or already freed and unmapped)",
+            p,
+        );
+    }
+    if !head_ok(c) {
+        fatal(
+            "corrupted block header (heap overflow?) or invalid pointer",
+            p,
+        );
     }
     c
 }
@@ -142,6 +148,7 @@ pub unsafe fn realloc_impl(p: *mut u8, n: usize) -> *mut u8 {
         return null_mut();
     }
     if zonemap::is_zone(p) {
+        cache::check_block(zone_of(p), p, "realloc");
         let old = cache::usable(zone_of(p));
         if n <= old && n > old / 2 {
             return p;
@@ -149,6 +156,9 @@ pub unsafe fn realloc_impl(p: *mut u8, n: usize) -> *mut u8 {
         return move_block(p, old, n, |p| dealloc(p));
     }
     let c = chunk_of(p);
+    if is_free(c) {
+        fatal("realloc of a freed block", p);
+    }
     let csize = match request_to_size(n) {
         Some(s) => s,
         None => return enomem(),
@@ -221,6 +231,7 @@ pub unsafe fn usable_size(p: *mut u8) -> usize {
         return 0;
     }
     if zonemap::is_zone(p) {
+        cache::check_block(zone_of(p), p, "malloc_usable_size");
         return cache::usable(zone_of(p));
     }
     let c = chunk_of(p);

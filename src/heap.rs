@@ -189,6 +189,10 @@ impl Heap {
             // break in between, our region simply starts where sbrk says.
             let (start, end) = (old, old.add(want));
             let r = &mut self.brk as *mut Region;
+            if !crate::zonemap::add_ours(start, end) {
+                os::brk_shrink(want);
+                return false;
+            }
             if !self.tlsf.add_region(start, end, r) {
                 return false;
             }
@@ -226,6 +230,10 @@ impl Heap {
             self.brk_usable = false;
             return false;
         }
+        if !crate::zonemap::grow_ours(end, end.add(incr)) {
+            os::brk_shrink(incr);
+            return false;
+        }
         self.tlsf.grow_tail(end, incr);
         self.brk_bytes += incr;
         self.traced();
@@ -242,11 +250,16 @@ impl Heap {
         if base.is_null() {
             return false;
         }
+        if !crate::zonemap::add_ours(base, base.add(len)) {
+            os::unmap(base, len);
+            return false;
+        }
         let r = base as *mut Region;
         r.write(Region::empty(KIND_MMAP));
         (*r).map_base = base;
         (*r).map_len = len;
         if !self.tlsf.add_region(base.add(hdr), base.add(len), r) {
+            crate::zonemap::remove_ours(base, base.add(len));
             os::unmap(base, len);
             return false;
         }
@@ -315,6 +328,7 @@ impl Heap {
             self.mmap_regions -= 1;
             self.mmap_region_bytes -= (*r).map_len;
             self.released += (*r).map_len;
+            crate::zonemap::remove_ours((*r).map_base, (*r).map_base.add((*r).map_len));
             os::unmap((*r).map_base, (*r).map_len);
             self.traced();
         }
@@ -341,6 +355,7 @@ impl Heap {
                 self.tlsf.grow_tail(self.brk.end, cut);
                 return 0;
             }
+            crate::zonemap::shrink_ours(end, self.brk.end);
             self.brk_bytes -= cut;
             self.released += cut;
             self.traced();
@@ -404,30 +419,34 @@ impl Heap {
         nn == self.brk.sentinel()
     }
 
-    /// Checks a chunk passed to free/realloc before trusting it: the error to
-    /// report for a double free or a header that is not one of ours. The
-    /// caller reports after releasing the lock.
+    /// Checks a chunk passed to free/realloc before trusting it (its own
+    /// header was checked by the caller): the error to report for a double
+    /// free, or for neighbours whose headers an overflow or underflow
+    /// overwrote. The caller reports after releasing the lock.
     #[inline]
     pub fn validate(&self, c: *mut Chunk) -> Result<(), &'static str> {
-        // SAFETY: the header words were read by the caller already; the next
-        // header is inside the same region if the size is sane.
+        // SAFETY: c's header is ours (tag checked), so its size leads to the
+        // next header inside the same region.
         unsafe {
-            let h = (*c).head;
-            let s = h & SIZE_MASK;
+            let h = head(c);
             if h & FREE != 0 {
-                return Err("double free (block is already free)");
+                return Err("double free");
             }
-            if s < MIN_CHUNK
-                || s > MAX_REQUEST * 2
-                || (self.brk_started
-                    && self.brk.contains(c as *const u8)
-                    && (c as usize + s) > self.brk.end as usize - SENTINEL)
-            {
-                return Err("invalid pointer (corrupted block header)");
+            let s = h & SIZE_MASK;
+            if s < MIN_CHUNK || s > MAX_REQUEST * 2 {
+                return Err("invalid pointer or corrupted block header");
             }
             let n = next(c);
-            if (*n).head & (MARK | PREV_FREE | MMAPPED) != MARK {
-                return Err("invalid pointer or heap overflow (next block header corrupted)");
+            if !head_ok(n) || head(n) & (PREV_FREE | MMAPPED) != 0 {
+                return Err("heap overflow (the next block's header was overwritten)");
+            }
+            if h & PREV_FREE != 0 {
+                let p = prev(c);
+                if !head_ok(p) || !is_free(p) || size(p) != (*c).prev_size {
+                    return Err(
+                        "heap corruption (the previous block's header or footer was overwritten)",
+                    );
+                }
             }
         }
         Ok(())

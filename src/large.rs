@@ -29,8 +29,6 @@ struct LargeHdr {
 
 /// From the mapping base to the user pointer when no alignment is asked.
 const LEAD: usize = 64;
-const TAG: usize = 0x6d65_6d61_6c6c_6f63; // "memalloc"
-
 struct List {
     head: *mut LargeHdr,
     count: usize,
@@ -65,9 +63,10 @@ pub fn lock() -> &'static Lock {
     &LOCK
 }
 
+/// The mapping header's check word: a keyed hash of its address.
 #[inline]
 fn tag_of(h: *const LargeHdr) -> usize {
-    TAG ^ (h as usize)
+    ((h as usize) ^ crate::guard::tag_key()).wrapping_mul(0xff51_afd7_ed55_8ccd)
 }
 
 unsafe fn link(h: *mut LargeHdr) {
@@ -135,6 +134,10 @@ pub fn alloc(n: usize, align: usize) -> *mut u8 {
             len = e - b;
             user = u as *mut u8;
         }
+        if !crate::zonemap::add_ours(base, base.add(len)) {
+            os::unmap(base, len);
+            return null_mut();
+        }
         let h = base as *mut LargeHdr;
         (*h).len = len;
         (*h).tag = tag_of(h);
@@ -142,7 +145,7 @@ pub fn alloc(n: usize, align: usize) -> *mut u8 {
         let off = c as usize - base as usize;
         (*h).off = off;
         (*c).prev_size = off;
-        (*c).head = (len - off) | MMAPPED | MARK;
+        set_head(c, (len - off) | MMAPPED | MARK);
         link(h);
         crate::stats::trace_event();
         user
@@ -183,7 +186,8 @@ pub unsafe fn free(c: *mut Chunk) {
         let _g = LOCK.guard();
         unlink_locked(h);
     }
-    (*h).tag = 0; // a second free of the same pointer faults or is caught
+    (*h).tag = 0;
+    crate::zonemap::remove_ours(h as *mut u8, (h as *mut u8).add(len));
     os::unmap(h as *mut u8, len);
     RELEASED.fetch_add(len, Ordering::Relaxed);
     crate::stats::trace_event();
@@ -210,6 +214,10 @@ pub unsafe fn realloc(c: *mut Chunk, n: usize) -> *mut u8 {
     if nb.is_null() {
         return null_mut();
     }
+    crate::zonemap::remove_ours(h as *mut u8, (h as *mut u8).add(len));
+    if !crate::zonemap::add_ours(nb, nb.add(new_len)) {
+        crate::report::fatal_msg("out of memory for the address map");
+    }
     let nh = nb as *mut LargeHdr;
     let list = &mut *core::ptr::addr_of_mut!(LIST);
     // Relink: the neighbours still point at the old address.
@@ -230,7 +238,7 @@ pub unsafe fn realloc(c: *mut Chunk, n: usize) -> *mut u8 {
     (*nh).len = new_len;
     (*nh).tag = tag_of(nh);
     let nc = nb.add(off) as *mut Chunk;
-    (*nc).head = (new_len - off) | MMAPPED | MARK;
+    set_head(nc, (new_len - off) | MMAPPED | MARK);
     drop(_g);
     crate::stats::trace_event();
     to_user(nc)

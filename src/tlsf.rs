@@ -115,6 +115,17 @@ impl Tlsf {
     unsafe fn remove(&mut self, c: *mut Chunk) {
         let (fl, sl) = mapping_insert(size(c));
         let (n, p) = ((*c).next_free, (*c).prev_free);
+        // Safe unlinking: the neighbours must point back at c (an overflow
+        // that rewrote the links cannot turn this into a write elsewhere).
+        if (!n.is_null() && (*n).prev_free != c)
+            || (if p.is_null() {
+                self.heads[fl][sl] != c
+            } else {
+                (*p).next_free != c
+            })
+        {
+            crate::report::fatal("heap corruption (free list links overwritten)", to_user(c));
+        }
         if !n.is_null() {
             (*n).prev_free = p;
         }
@@ -173,9 +184,9 @@ impl Tlsf {
             return false;
         }
         let c = s as *mut Chunk;
-        (*c).head = (e - s - SENTINEL) | MARK;
+        set_head(c, (e - s - SENTINEL) | MARK);
         let sent = next(c);
-        (*sent).head = MARK;
+        set_head(sent, MARK);
         (*sent).next_free = region as *mut Chunk;
         (*region).start = s as *mut u8;
         (*region).end = e as *mut u8;
@@ -194,7 +205,7 @@ impl Tlsf {
         if c.is_null() {
             return c;
         }
-        (*c).head &= !FREE;
+        clear_flags(c, FREE);
         self.split(c, csize);
         mark_used(c);
         c
@@ -215,7 +226,7 @@ impl Tlsf {
         if c.is_null() {
             return c;
         }
-        (*c).head &= !FREE;
+        clear_flags(c, FREE);
         let u = to_user(c) as usize;
         let mut gap = align_up(u, align) - u;
         if gap != 0 && gap < MIN_CHUNK {
@@ -224,7 +235,7 @@ impl Tlsf {
         if gap != 0 {
             let lead = c;
             c = (lead as *mut u8).add(gap) as *mut Chunk;
-            (*c).head = (size(lead) - gap) | MARK;
+            set_head(c, (size(lead) - gap) | MARK);
             set_size(lead, gap);
             self.release(lead); // sets PREV_FREE on c
         }
@@ -240,6 +251,9 @@ impl Tlsf {
     /// `c` is an in-use chunk of a region of this index.
     #[inline]
     pub unsafe fn free(&mut self, c: *mut Chunk) -> *mut Chunk {
+        // Mark it first: if c merges into its predecessor, its stale header
+        // still says FREE, so a second free of it is recognised.
+        set_flags(c, FREE);
         self.release(c)
     }
 
@@ -269,7 +283,7 @@ impl Tlsf {
         let total = size(c);
         if total >= csize + MIN_CHUNK {
             let rest = (c as *mut u8).add(csize) as *mut Chunk;
-            (*rest).head = (total - csize) | MARK;
+            set_head(rest, (total - csize) | MARK);
             set_size(c, csize);
             self.release(rest);
         }
@@ -291,7 +305,7 @@ impl Tlsf {
         if is_free(n) && old + size(n) >= csize {
             self.remove(n);
             set_size(c, old + size(n));
-            (*next(c)).head &= !PREV_FREE;
+            clear_flags(next(c), PREV_FREE);
             self.split(c, csize);
             return true;
         }
@@ -308,9 +322,9 @@ impl Tlsf {
     pub unsafe fn grow_tail(&mut self, end: *mut u8, added: usize) -> *mut u8 {
         let old = end.sub(SENTINEL) as *mut Chunk;
         let region = sentinel_region(old);
-        (*old).head = added | MARK | ((*old).head & PREV_FREE);
+        set_head(old, added | MARK | (head(old) & PREV_FREE));
         let sent = next(old);
-        (*sent).head = MARK;
+        set_head(sent, MARK);
         (*sent).next_free = region as *mut Chunk;
         let new_end = end.add(added);
         (*region).end = new_end;
@@ -345,11 +359,11 @@ impl Tlsf {
         let new_sent;
         if t_size == 0 {
             new_sent = t;
-            (*new_sent).head = MARK; // t's predecessor is in use: no PREV_FREE
+            set_head(new_sent, MARK); // t's predecessor is in use: no PREV_FREE
         } else {
             set_size(t, t_size);
             new_sent = next(t);
-            (*new_sent).head = MARK;
+            set_head(new_sent, MARK);
             mark_free(t);
             self.insert(t);
         }
@@ -479,8 +493,11 @@ impl Tlsf {
                 r.bad += 1;
                 break;
             }
-            let h = (*c).head;
-            if h & MARK == 0 || h & MMAPPED != 0 {
+            if !head_ok(c) {
+                r.bad += 1;
+            }
+            let h = head(c);
+            if h & MMAPPED != 0 {
                 r.bad += 1;
             }
             if ((h & PREV_FREE) != 0) != prev_free {
