@@ -10,6 +10,9 @@
 //! | `MEMALLOC_TRACE`            | unset    | file: record the heap size over time (one line per change) |
 //! | `MEMALLOC_DUMP`             | unset    | file: write a heap dump at exit |
 //! | `MEMALLOC_VERBOSE`          | 0        | 1: print the settings at start |
+//! | `MEMALLOC_DEBUG`            | 0        | 1: fill patterns, canaries, guard pages, quarantine (see `debug`) |
+//! | `MEMALLOC_FAIL_AFTER`       | unset    | N: fault injection, the memory system calls after the first N fail |
+//! | `MEMALLOC_FAIL_COUNT`       | unset    | K: with FAIL_AFTER, only K calls fail, later ones succeed |
 //!
 //! Sizes accept a `k`, `m` or `g` suffix. A bad value, or a `MEMALLOC_`
 //! variable that is not one of these, prints a warning and is ignored.
@@ -31,13 +34,17 @@ static TRIM_THRESHOLD: AtomicUsize = AtomicUsize::new(128 << 10);
 static TOP_PAD: AtomicUsize = AtomicUsize::new(64 << 10);
 static MMAP_THRESHOLD: AtomicUsize = AtomicUsize::new(128 << 10);
 static STATS: AtomicBool = AtomicBool::new(false);
+static DEBUG: AtomicBool = AtomicBool::new(false);
 static VERBOSE: AtomicBool = AtomicBool::new(false);
 static TRACE: AtomicPtr<u8> = AtomicPtr::new(core::ptr::null_mut());
 static DUMP: AtomicPtr<u8> = AtomicPtr::new(core::ptr::null_mut());
 static INIT: spin::Once<()> = spin::Once::new();
 
 /// The variables we read; any other `MEMALLOC_*` gets a warning.
-const KNOWN: [&[u8]; 9] = [
+const KNOWN: [&[u8]; 12] = [
+    b"MEMALLOC_DEBUG",
+    b"MEMALLOC_FAIL_AFTER",
+    b"MEMALLOC_FAIL_COUNT",
     b"MEMALLOC_TRIM_THRESHOLD",
     b"MEMALLOC_TOP_PAD",
     b"MEMALLOC_MMAP_THRESHOLD",
@@ -80,6 +87,13 @@ pub fn init() {
 pub fn stats() -> bool {
     init();
     STATS.load(Ordering::Relaxed)
+}
+
+/// Debug mode?
+#[inline]
+pub fn debug() -> bool {
+    init();
+    DEBUG.load(Ordering::Relaxed)
 }
 
 /// Print the settings at start?
@@ -152,6 +166,13 @@ fn read_env() {
     crate::guard::init_secrets();
     check_unknown();
     read_flag(c"MEMALLOC_STATS", &STATS);
+    read_flag(c"MEMALLOC_DEBUG", &DEBUG);
+    read_size(
+        c"MEMALLOC_FAIL_AFTER",
+        &crate::os::FAIL_AFTER,
+        usize::MAX - 1,
+    );
+    read_size(c"MEMALLOC_FAIL_COUNT", &crate::os::FAIL_COUNT, usize::MAX);
     read_flag(c"MEMALLOC_VERBOSE", &VERBOSE);
     read_path(c"MEMALLOC_TRACE", &TRACE);
     read_path(c"MEMALLOC_DUMP", &DUMP);

@@ -30,7 +30,7 @@ fn enomem() -> *mut u8 {
 #[inline(always)]
 pub fn alloc(n: usize) -> *mut u8 {
     if n <= SMALL_MAX {
-        return cache::alloc(class_of(n)); // sets errno itself on failure
+        return cache::alloc(class_of(n), n); // sets errno itself on failure
     }
     alloc_medium(n)
 }
@@ -38,6 +38,9 @@ pub fn alloc(n: usize) -> *mut u8 {
 /// Requests above the small classes: the TLSF heap, or a mapping of their own.
 #[inline(never)]
 fn alloc_medium(n: usize) -> *mut u8 {
+    if config::debug() {
+        return or_enomem(crate::debug::alloc(n, ALIGN));
+    }
     let csize = match request_to_size(n) {
         Some(s) => s,
         None => return enomem(),
@@ -53,6 +56,15 @@ fn alloc_medium(n: usize) -> *mut u8 {
     to_user(c)
 }
 
+#[inline]
+fn or_enomem(p: *mut u8) -> *mut u8 {
+    if p.is_null() {
+        enomem()
+    } else {
+        p
+    }
+}
+
 #[cold]
 fn alloc_large(n: usize, align: usize) -> *mut u8 {
     let p = large::alloc(n, align);
@@ -66,6 +78,9 @@ fn alloc_large(n: usize, align: usize) -> *mut u8 {
 pub fn alloc_aligned(align: usize, n: usize) -> *mut u8 {
     if align <= ALIGN {
         return alloc(n);
+    }
+    if config::debug() {
+        return or_enomem(crate::debug::alloc(n, align));
     }
     let csize = match request_to_size(n) {
         Some(s) if align <= MAX_REQUEST => s,
@@ -92,6 +107,9 @@ unsafe fn chunk_of(p: *mut u8) -> *mut Chunk {
         fatal("invalid pointer (misaligned, not from malloc)", p);
     }
     let c = from_user(p);
+    if !crate::guard::CHECKS {
+        return c;
+    }
     if !zonemap::is_ours(c as *const u8) {
         fatal(
             "invalid pointer (not from memalloc, or already freed and unmapped)",
@@ -124,6 +142,9 @@ unsafe fn dealloc_chunk(p: *mut u8) {
         return;
     }
     let c = chunk_of(p);
+    if config::debug() {
+        return debug_free(p, c);
+    }
     if is_mmapped(c) {
         large::free(c);
         return;
@@ -136,6 +157,36 @@ unsafe fn dealloc_chunk(p: *mut u8) {
     if let Err(e) = r {
         fatal(e, p);
     }
+}
+
+/// free in debug mode: the heap's checks, then the canary and quarantine.
+#[cold]
+unsafe fn debug_free(p: *mut u8, c: *mut Chunk) {
+    if !is_mmapped(c) {
+        if let Err(e) = HEAP.with(|h| h.validate(c)) {
+            fatal(e, p);
+        }
+    }
+    crate::debug::free(p, c);
+}
+
+/// realloc in debug mode: always a new block, so that a stale pointer to the
+/// old one finds it in quarantine.
+#[cold]
+unsafe fn debug_realloc(p: *mut u8, c: *mut Chunk, n: usize) -> *mut u8 {
+    if !is_mmapped(c) {
+        if let Err(e) = HEAP.with(|h| h.validate(c)) {
+            fatal(e, p);
+        }
+    }
+    let old = crate::debug::requested(p, c);
+    let q = alloc(n);
+    if q.is_null() {
+        return q;
+    }
+    core::ptr::copy_nonoverlapping(p, q, old.min(n));
+    crate::debug::free(p, c);
+    q
 }
 
 /// realloc, with glibc's `realloc(p, 0)` = free.
@@ -158,6 +209,9 @@ pub unsafe fn realloc_impl(p: *mut u8, n: usize) -> *mut u8 {
     let c = chunk_of(p);
     if is_free(c) {
         fatal("realloc of a freed block", p);
+    }
+    if config::debug() {
+        return debug_realloc(p, c, n);
     }
     let csize = match request_to_size(n) {
         Some(s) => s,
@@ -214,7 +268,7 @@ pub fn calloc_impl(n: usize, m: usize) -> *mut u8 {
         Some(s) => s,
         None => return enomem(),
     };
-    if csize >= config::mmap_threshold() {
+    if csize >= config::mmap_threshold() && !config::debug() {
         return alloc_large(total, ALIGN); // fresh anonymous pages are zero
     }
     let p = alloc(total);
@@ -235,11 +289,14 @@ pub unsafe fn usable_size(p: *mut u8) -> usize {
         return cache::usable(zone_of(p));
     }
     let c = chunk_of(p);
-    if is_mmapped(c) {
-        return large::usable(c);
-    }
     if is_free(c) {
         fatal("malloc_usable_size of a freed block", p);
+    }
+    if config::debug() {
+        return crate::debug::requested(p, c);
+    }
+    if is_mmapped(c) {
+        return large::usable(c);
     }
     usable(c)
 }
@@ -412,7 +469,10 @@ export!(
 export!(
     /// malloc_trim(3): 1 if memory went back to the OS.
     fn malloc_trim(pad: usize) -> i32 {
-        HEAP.with(|h| h.trim(pad)) as i32
+        crate::debug::drain();
+        cache::flush_all_pending();
+        let zones = cache::trim_abandoned();
+        (HEAP.with(|h| h.trim(pad)) || zones != 0) as i32
     }
 );
 export!(

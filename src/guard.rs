@@ -42,3 +42,8 @@ pub fn tag_key() -> usize {
 pub fn list_key() -> usize {
     LIST_KEY.load(Ordering::Relaxed)
 }
+
+/// Are the default integrity checks compiled in? Only the `unchecked`
+/// feature turns them off, to measure what they cost (`scripts/bench.sh
+/// --checks-cost`); never use it in production.
+pub const CHECKS: bool = !cfg!(feature = "unchecked");

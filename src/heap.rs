@@ -425,6 +425,9 @@ impl Heap {
     /// overwrote. The caller reports after releasing the lock.
     #[inline]
     pub fn validate(&self, c: *mut Chunk) -> Result<(), &'static str> {
+        if !crate::guard::CHECKS {
+            return Ok(());
+        }
         // SAFETY: c's header is ours (tag checked), so its size leads to the
         // next header inside the same region.
         unsafe {

@@ -24,7 +24,8 @@ struct LargeHdr {
     tag: usize,
     /// From `base` to the chunk header.
     off: usize,
-    _pad: usize,
+    /// The requested size (kept for debug mode).
+    req: usize,
 }
 
 /// From the mapping base to the user pointer when no alignment is asked.
@@ -138,9 +139,17 @@ pub fn alloc(n: usize, align: usize) -> *mut u8 {
             os::unmap(base, len);
             return null_mut();
         }
+        finish(base, len, user, n)
+    }
+}
+
+/// Writes the headers of a new mapping and links it.
+unsafe fn finish(base: *mut u8, len: usize, user: *mut u8, n: usize) -> *mut u8 {
+    {
         let h = base as *mut LargeHdr;
         (*h).len = len;
         (*h).tag = tag_of(h);
+        (*h).req = n;
         let c = from_user(user);
         let off = c as usize - base as usize;
         (*h).off = off;
@@ -152,12 +161,45 @@ pub fn alloc(n: usize, align: usize) -> *mut u8 {
     }
 }
 
+/// A block of `n` bytes (debug mode) that ends right before a PROT_NONE
+/// guard page, so that an overflow faults at once. Null on failure.
+pub fn alloc_guarded(n: usize, align: usize) -> *mut u8 {
+    if n > MAX_REQUEST || align > MAX_REQUEST {
+        return null_mut();
+    }
+    crate::config::init();
+    // SAFETY: we own the fresh mapping we cut and write.
+    unsafe {
+        let body = align_up(n + LEAD + align + ALIGN, os::PAGE);
+        let len = body + os::PAGE;
+        let base = os::map(len);
+        if base.is_null() {
+            return null_mut();
+        }
+        let guard = base.add(body);
+        if !os::protect_none(guard, os::PAGE) || !crate::zonemap::add_ours(base, base.add(len)) {
+            os::unmap(base, len);
+            return null_mut();
+        }
+        let user = ((guard as usize - align_up(n, ALIGN)) & !(align - 1)) as *mut u8;
+        finish(base, len, user, n)
+    }
+}
+
+/// The size requested for large block `c` (debug mode's usable size).
+///
+/// # Safety
+/// `c` carries MMAPPED and came from this module.
+pub unsafe fn requested(c: *mut Chunk) -> usize {
+    (*header_of(c)).req
+}
+
 /// The mapping header of large chunk `c`, after checking it; reports and
 /// aborts on a forged or corrupted header.
 unsafe fn header_of(c: *mut Chunk) -> *mut LargeHdr {
     let off = (*c).prev_size;
     let base = (c as usize).wrapping_sub(off);
-    if off < LEAD - HDR || off >= os::PAGE + LEAD || base % os::PAGE != 0 {
+    if off < LEAD - HDR || base % os::PAGE != 0 || !crate::zonemap::is_ours(base as *const u8) {
         crate::report::fatal("invalid pointer (corrupted large block header)", to_user(c));
     }
     let h = base as *mut LargeHdr;

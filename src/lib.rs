@@ -25,6 +25,7 @@
 pub mod cache;
 pub mod chunk;
 pub mod config;
+pub mod debug;
 pub mod export;
 pub mod guard;
 pub mod heap;
@@ -68,6 +69,7 @@ fn memalloc_init() {
 /// Before fork: take every allocator lock, so the child never inherits a lock
 /// held by a thread that does not exist there.
 extern "C" fn fork_prepare() {
+    debug::lock().lock();
     cache::shared_lock().lock();
     heap::HEAP.lock().lock();
     large::lock().lock();
@@ -77,10 +79,12 @@ extern "C" fn fork_parent() {
     large::lock().unlock();
     heap::HEAP.lock().unlock();
     cache::shared_lock().unlock();
+    debug::lock().unlock();
 }
 
 extern "C" fn fork_child() {
     large::lock().reset_after_fork();
     heap::HEAP.lock().reset_after_fork();
     cache::shared_lock().reset_after_fork();
+    debug::lock().reset_after_fork();
 }

@@ -20,6 +20,28 @@ fn count() {
     SYSCALLS.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Fault injection (`MEMALLOC_FAIL_AFTER=N`, `MEMALLOC_FAIL_COUNT=K`): after
+/// N calls that acquire memory (sbrk up, mmap, mremap), the next K fail with
+/// ENOMEM (all of them if K is unset).
+static ACQUIRED: AtomicUsize = AtomicUsize::new(0);
+pub static FAIL_AFTER: AtomicUsize = AtomicUsize::new(usize::MAX);
+pub static FAIL_COUNT: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// Should this memory-acquiring call fail (fault injection)?
+#[inline]
+fn injected_failure() -> bool {
+    let after = FAIL_AFTER.load(Ordering::Relaxed);
+    if after == usize::MAX {
+        return false;
+    }
+    let k = ACQUIRED.fetch_add(1, Ordering::Relaxed);
+    if k >= after && k - after < FAIL_COUNT.load(Ordering::Relaxed) {
+        set_errno(libc::ENOMEM);
+        return true;
+    }
+    false
+}
+
 /// Saves `errno` and puts it back when dropped.
 pub struct ErrnoGuard(i32);
 
@@ -68,7 +90,7 @@ pub fn brk_top() -> *mut u8 {
 /// The caller holds the heap lock (sbrk is not thread-safe).
 pub unsafe fn brk_grow(incr: usize) -> *mut u8 {
     count();
-    if incr > isize::MAX as usize {
+    if incr > isize::MAX as usize || injected_failure() {
         return core::ptr::null_mut();
     }
     let p = libc::sbrk(incr as libc::intptr_t);
@@ -92,6 +114,9 @@ pub unsafe fn brk_shrink(decr: usize) -> bool {
 /// Maps `len` bytes of fresh zeroed anonymous memory; null on failure.
 pub fn map(len: usize) -> *mut u8 {
     count();
+    if injected_failure() {
+        return core::ptr::null_mut();
+    }
     // SAFETY: an anonymous private mapping at an address the kernel chooses
     // touches no existing memory.
     let p = unsafe {
@@ -132,12 +157,24 @@ pub unsafe fn unmap(p: *mut u8, len: usize) {
 /// `[p, p + old)` is a whole mapping this allocator owns.
 pub unsafe fn remap(p: *mut u8, old: usize, new: usize) -> *mut u8 {
     count();
+    if new > old && injected_failure() {
+        return core::ptr::null_mut();
+    }
     let q = libc::mremap(p as *mut libc::c_void, old, new, libc::MREMAP_MAYMOVE);
     if q == libc::MAP_FAILED {
         core::ptr::null_mut()
     } else {
         q as *mut u8
     }
+}
+
+/// Makes `[p, p + len)` inaccessible (a guard page).
+///
+/// # Safety
+/// The range is page-aligned and part of a mapping this allocator owns.
+pub unsafe fn protect_none(p: *mut u8, len: usize) -> bool {
+    count();
+    libc::mprotect(p as *mut libc::c_void, len, libc::PROT_NONE) == 0
 }
 
 /// Tells the kernel that the pages of `[p, p + len)` may be dropped; they read

@@ -117,13 +117,13 @@ impl Tlsf {
         let (n, p) = ((*c).next_free, (*c).prev_free);
         // Safe unlinking: the neighbours must point back at c (an overflow
         // that rewrote the links cannot turn this into a write elsewhere).
-        if (!n.is_null() && (*n).prev_free != c)
-            || (if p.is_null() {
-                self.heads[fl][sl] != c
+        let linked_back = (n.is_null() || (*n).prev_free == c)
+            && (if p.is_null() {
+                self.heads[fl][sl] == c
             } else {
-                (*p).next_free != c
-            })
-        {
+                (*p).next_free == c
+            });
+        if crate::guard::CHECKS && !linked_back {
             crate::report::fatal("heap corruption (free list links overwritten)", to_user(c));
         }
         if !n.is_null() {
