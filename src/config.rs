@@ -14,6 +14,10 @@
 //! | `MEMALLOC_FAIL_AFTER`       | unset    | N: fault injection, the memory system calls after the first N fail |
 //! | `MEMALLOC_FAIL_COUNT`       | unset    | K: with FAIL_AFTER, only K calls fail, later ones succeed |
 //!
+//! Until either threshold is set (here or by mallopt), both follow the
+//! program as glibc's do: freeing a block mapped on its own raises the mmap
+//! threshold to its size (at most 32 MiB) and the trim threshold to twice that.
+//!
 //! Sizes accept a `k`, `m` or `g` suffix. A bad value, or a `MEMALLOC_`
 //! variable that is not one of these, prints a warning and is ignored.
 
@@ -34,6 +38,8 @@ static TRIM_THRESHOLD: AtomicUsize = AtomicUsize::new(128 << 10);
 static TOP_PAD: AtomicUsize = AtomicUsize::new(64 << 10);
 static MMAP_THRESHOLD: AtomicUsize = AtomicUsize::new(128 << 10);
 static STATS: AtomicBool = AtomicBool::new(false);
+/// Thresholds follow the program (see `raise_thresholds`) until set by hand.
+static DYNAMIC: AtomicBool = AtomicBool::new(true);
 static DEBUG: AtomicBool = AtomicBool::new(false);
 static VERBOSE: AtomicBool = AtomicBool::new(false);
 static TRACE: AtomicPtr<u8> = AtomicPtr::new(core::ptr::null_mut());
@@ -87,6 +93,22 @@ pub fn init() {
 pub fn stats() -> bool {
     init();
     STATS.load(Ordering::Relaxed)
+}
+
+/// A block of `size` bytes mapped on its own was freed: as glibc does
+/// (malloc.c, "dynamic mmap threshold"), later blocks of that size come from
+/// the heap instead, where freeing them costs no system call and reusing
+/// them no page faults: the mmap threshold rises to `size` (up to
+/// MMAP_THRESHOLD_MAX) and the trim threshold to twice that. Not once the
+/// program or the environment set either threshold.
+pub fn raise_thresholds(size: usize) {
+    if DYNAMIC.load(Ordering::Relaxed)
+        && size > MMAP_THRESHOLD.load(Ordering::Relaxed)
+        && size <= MMAP_THRESHOLD_MAX
+    {
+        MMAP_THRESHOLD.store(size, Ordering::Relaxed);
+        TRIM_THRESHOLD.store(2 * size, Ordering::Relaxed);
+    }
 }
 
 /// Debug mode?
@@ -188,7 +210,12 @@ fn read_env() {
 fn read_size(name: &core::ffi::CStr, slot: &AtomicUsize, max: usize) {
     if let Some(v) = crate::os::getenv(name) {
         match parse_size(v) {
-            Some(n) if n <= max => slot.store(n, Ordering::Relaxed),
+            Some(n) if n <= max => {
+                if core::ptr::eq(slot, &TRIM_THRESHOLD) || core::ptr::eq(slot, &MMAP_THRESHOLD) {
+                    DYNAMIC.store(false, Ordering::Relaxed);
+                }
+                slot.store(n, Ordering::Relaxed)
+            }
             _ => crate::report::warn(format_args!(
                 "{}: bad value '{}', using the default {}",
                 name.to_str().unwrap_or("?"),
@@ -235,9 +262,13 @@ pub const M_MXFAST: i32 = 1;
 pub fn mallopt(param: i32, value: i32) -> i32 {
     init();
     match param {
-        M_TRIM_THRESHOLD if value >= 0 => TRIM_THRESHOLD.store(value as usize, Ordering::Relaxed),
+        M_TRIM_THRESHOLD if value >= 0 => {
+            DYNAMIC.store(false, Ordering::Relaxed);
+            TRIM_THRESHOLD.store(value as usize, Ordering::Relaxed)
+        }
         M_TOP_PAD if value >= 0 => TOP_PAD.store(value as usize, Ordering::Relaxed),
         M_MMAP_THRESHOLD if value >= 0 && value as usize <= MMAP_THRESHOLD_MAX => {
+            DYNAMIC.store(false, Ordering::Relaxed);
             MMAP_THRESHOLD.store(value as usize, Ordering::Relaxed)
         }
         // Accepted for compatibility; memalloc has no fastbins, arenas or

@@ -237,7 +237,25 @@ pub unsafe fn realloc_impl(p: *mut u8, n: usize) -> *mut u8 {
     match r {
         Err(e) => fatal(e, p),
         Ok(true) => p,
-        Ok(false) => move_block(p, usable(c), n, |p| dealloc(p)),
+        Ok(false) => {
+            // A block that grows and must move gets 1/8 headroom (below the
+            // mmap threshold), so that growing by small steps moves it
+            // O(log n) times instead of once per step (string building).
+            let old = usable(c);
+            let roomy = if n > old && n < threshold {
+                n.max(old + old / 8)
+            } else {
+                n
+            };
+            if roomy != n {
+                let _e = os::ErrnoGuard::new(); // a failure here is not the caller's
+                let q = move_block(p, old, roomy, |p| dealloc(p));
+                if !q.is_null() {
+                    return q;
+                }
+            }
+            move_block(p, old, n, |p| dealloc(p))
+        }
     }
 }
 

@@ -26,6 +26,8 @@ use core::ptr::null_mut;
 
 /// Bytes freed between two purges of large free chunks.
 const PURGE_STEP: usize = 8 << 20;
+/// At most one purge per this many nanoseconds.
+const PURGE_INTERVAL_NS: usize = 250_000_000;
 /// Free chunks at least this big have their inner pages purged.
 const PURGE_MIN: usize = 256 << 10;
 
@@ -55,6 +57,8 @@ pub struct Heap {
     pub released: usize,
     /// Bytes freed since the last purge of large free chunks.
     dirty: usize,
+    /// When the last purge ran (CLOCK_MONOTONIC ns).
+    last_purge: usize,
 }
 
 /// The process heap.
@@ -80,6 +84,7 @@ pub static HEAP: GlobalHeap = GlobalHeap {
         mmap_region_bytes: 0,
         released: 0,
         dirty: 0,
+        last_purge: 0,
     }),
 };
 
@@ -142,11 +147,12 @@ impl Heap {
 
     #[cold]
     unsafe fn alloc_slow(&mut self, csize: usize, align: usize) -> *mut Chunk {
-        let need = if align == 0 {
+        // Grow by what a search is sure to find (TLSF rounds requests up).
+        let need = crate::tlsf::search_size(if align == 0 {
             csize
         } else {
             csize + align + MIN_CHUNK
-        };
+        });
         if self.grow(need) {
             let c = if align == 0 {
                 self.tlsf.alloc(csize)
@@ -287,8 +293,22 @@ impl Heap {
             }
             self.dirty += s;
             if self.dirty >= PURGE_STEP {
-                self.purge();
+                self.maybe_purge();
             }
+        }
+    }
+
+    /// Purges if the last purge is at least `PURGE_INTERVAL_NS` old: memory
+    /// a program frees and soon reuses is not given back and faulted in again
+    /// over and over (jemalloc and mimalloc delay purging for the same
+    /// reason), while a heap that stays free after a burst goes back at the
+    /// next free past the interval.
+    #[cold]
+    fn maybe_purge(&mut self) {
+        let now = crate::stats::now_ns();
+        if now.wrapping_sub(self.last_purge) >= PURGE_INTERVAL_NS {
+            self.last_purge = now;
+            self.purge();
         }
     }
 

@@ -224,6 +224,7 @@ pub unsafe fn usable(c: *mut Chunk) -> usize {
 pub unsafe fn free(c: *mut Chunk) {
     let h = header_of(c);
     let len = (*h).len;
+    crate::config::raise_thresholds(size(c) - HDR);
     {
         let _g = LOCK.guard();
         unlink_locked(h);

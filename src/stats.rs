@@ -186,7 +186,8 @@ static TRACE_T0: AtomicUsize = AtomicUsize::new(0);
 /// Bytes of heap regions (break + mmap'd), mirrored for the trace.
 static HEAP_BYTES: AtomicUsize = AtomicUsize::new(0);
 
-fn now_ns() -> usize {
+/// CLOCK_MONOTONIC in nanoseconds (vDSO: no system call).
+pub fn now_ns() -> usize {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

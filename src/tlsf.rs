@@ -63,6 +63,20 @@ pub fn mapping_search(size: usize) -> (usize, usize) {
     }
 }
 
+/// The smallest free chunk that a search for `size` is sure to find: `size`
+/// rounded up to the next list boundary (good fit skips the lists below).
+/// Grow a heap by at least this much to serve a request of `size`.
+#[inline]
+pub fn search_size(size: usize) -> usize {
+    if size < SMALL {
+        size
+    } else {
+        let msb = usize::BITS as usize - 1 - size.leading_zeros() as usize;
+        let step = 1 << (msb - SL_LOG2);
+        (size + step - 1) & !(step - 1)
+    }
+}
+
 /// The TLSF index. Plain data: a pool places one in caller memory.
 #[repr(C)]
 pub struct Tlsf {
@@ -622,6 +636,19 @@ mod tests {
         assert_eq!(mapping_insert(511), (0, 31));
         assert_eq!(mapping_insert(512), (1, 0));
         assert_eq!(mapping_insert(1 << 20), (12, 0));
+    }
+
+    #[test]
+    fn a_chunk_of_search_size_is_always_found() {
+        for s in (MIN_CHUNK..1 << 22).step_by(4096 + 16) {
+            let need = search_size(s);
+            assert!(need >= s);
+            // a free chunk of exactly `need` bytes is in a list the search visits
+            assert!(
+                mapping_insert(need) >= mapping_search(s),
+                "size {s} need {need}"
+            );
+        }
     }
 
     #[test]
