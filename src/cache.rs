@@ -118,6 +118,7 @@ const CURRENT: u32 = 0;
 const AVAIL: u32 = 1;
 const FULL: u32 = 2;
 const ABANDONED: u32 = 3;
+const SPARE: u32 = 4;
 
 /// Bytes before the first block.
 pub const ZONE_HDR: usize = 192;
@@ -273,6 +274,8 @@ pub struct Cache {
     pub current: [*mut Zone; NCLASS],
     avail: [ZoneList; NCLASS],
     full: [ZoneList; NCLASS],
+    /// One empty zone kept per class (see `keep_or_retire`).
+    spare: [*mut Zone; NCLASS],
     /// Frees of other threads' blocks, batched per class while they hit the
     /// same zone, then pushed with one compare-exchange.
     pending: [Pending; NCLASS],
@@ -309,6 +312,7 @@ const fn static_cache(state: u32) -> Cache {
         current: [addr_of_mut!(EMPTY_ZONE); NCLASS],
         avail: [ZoneList::new(); NCLASS],
         full: [ZoneList::new(); NCLASS],
+        spare: [null_mut(); NCLASS],
         pending: [Pending {
             zone: null_mut(),
             head: null_mut(),
@@ -533,7 +537,8 @@ unsafe fn push_remote(z: *mut Zone, head: *mut Block, tail: *mut Block, n: u32) 
     }
 }
 
-/// Pushes every pending batch of this thread (before exit, on malloc_trim).
+/// malloc_trim's part for the calling thread: pushes its pending batches
+/// and gives its spare zones back to the heap.
 pub fn flush_all_pending() {
     let tc = tls::get();
     // SAFETY: tc is this thread's cache; only live caches have batches.
@@ -544,6 +549,12 @@ pub fn flush_all_pending() {
         for p in (*tc).pending.iter_mut() {
             if !p.zone.is_null() {
                 flush_pending(p);
+            }
+        }
+        for z in (*tc).spare.iter_mut() {
+            if !z.is_null() {
+                retire(*z);
+                *z = null_mut();
             }
         }
     }
@@ -644,6 +655,11 @@ unsafe fn refill(mut tc: *mut Cache, cls: usize) -> *mut u8 {
 unsafe fn find_zone(c: &mut Cache, cls: usize) -> *mut Zone {
     let z = c.avail[cls].pop_front();
     if !z.is_null() {
+        return z;
+    }
+    let z = c.spare[cls];
+    if !z.is_null() {
+        c.spare[cls] = null_mut();
         return z;
     }
     for _ in 0..4 {
@@ -806,13 +822,32 @@ unsafe fn free_local_slow(tc: *mut Cache, z: *mut Zone) {
         }
         _ => return, // the current zone stays, even empty: no thrashing
     }
-    retire(z);
+    keep_or_retire(c, cls, z);
     // The class is shrinking (a burst is being freed): an empty current zone
     // goes too, so that the break can shrink past it.
     let cur = c.current[cls];
     if cur != addr_of_mut!(EMPTY_ZONE) && (*cur).used == 0 {
         c.current[cls] = addr_of_mut!(EMPTY_ZONE);
-        retire(cur);
+        keep_or_retire(c, cls, cur);
+    }
+}
+
+/// An empty zone leaves the lists: the cache keeps one empty zone per class
+/// as a spare (a program cycling through a window of blocks would otherwise
+/// hand a zone back to the heap and take a new one on every turn), the one
+/// at the lowest address, so that the break can still shrink above it. The
+/// other goes back to the heap.
+unsafe fn keep_or_retire(c: &mut Cache, cls: usize, z: *mut Zone) {
+    let spare = c.spare[cls];
+    if spare.is_null() {
+        (*z).state = SPARE;
+        c.spare[cls] = z;
+    } else if z < spare {
+        (*z).state = SPARE;
+        c.spare[cls] = z;
+        retire(spare);
+    } else {
+        retire(z);
     }
 }
 
@@ -906,6 +941,9 @@ unsafe extern "C" fn thread_exit(arg: *mut libc::c_void) {
         let cur = (*c).current[cls];
         if cur != empty {
             release_zone(cur);
+        }
+        if !(*c).spare[cls].is_null() {
+            retire((*c).spare[cls]);
         }
         loop {
             let z = (*c).avail[cls].pop_front();
