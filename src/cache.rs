@@ -119,6 +119,8 @@ const AVAIL: u32 = 1;
 const FULL: u32 = 2;
 const ABANDONED: u32 = 3;
 const SPARE: u32 = 4;
+/// An abandoned zone whose last block came back: being retired.
+const RETIRING: u32 = 5;
 
 /// Bytes before the first block.
 pub const ZONE_HDR: usize = 192;
@@ -161,7 +163,11 @@ pub struct Zone {
     _pad2: [usize; 3],
     // line 2: other threads' frees
     pub remote: AtomicPtr<Block>,
-    _pad3: [usize; 7],
+    /// Guards the zone while abandoned: frees into it take this lock, not
+    /// the shared one, so threads freeing into different abandoned zones do
+    /// not wait for each other.
+    alock: Lock,
+    _pad3: [u32; 13],
 }
 
 impl Zone {
@@ -198,7 +204,8 @@ impl Zone {
             prev: null_mut(),
             _pad2: [0; 3],
             remote: AtomicPtr::new(null_mut()),
-            _pad3: [0; 7],
+            alock: Lock::new(),
+            _pad3: [0; 13],
         }
     }
 }
@@ -568,8 +575,8 @@ pub fn flush_all_pending() {
 #[cold]
 #[inline(never)]
 unsafe fn free_abandoned(z: *mut Zone, head: *mut Block, tail: *mut Block, n: u32) -> bool {
-    let empty = {
-        let _g = SHARED_LOCK.guard();
+    {
+        let _g = (*z).alock.guard();
         if !(*z).owner.load(Ordering::Relaxed).is_null() {
             return false;
         }
@@ -577,14 +584,19 @@ unsafe fn free_abandoned(z: *mut Zone, head: *mut Block, tail: *mut Block, n: u3
         (*tail).next = null_mut();
         splice(z, head);
         (*z).used -= n;
-        if (*z).used == 0 {
-            (*addr_of_mut!(SHARED)).abandoned[(*z).class as usize].unlink(z);
+        if (*z).used != 0 {
+            return true;
         }
-        (*z).used == 0
-    };
-    if empty {
-        retire(z);
+        // The last block came back. Nobody else retires or adopts a
+        // RETIRING zone; we unlink it under the shared lock (taken after the
+        // zone's lock is released: the order elsewhere is shared, then zone).
+        (*z).state = RETIRING;
     }
+    {
+        let _g = SHARED_LOCK.guard();
+        (*addr_of_mut!(SHARED)).abandoned[(*z).class as usize].unlink(z);
+    }
+    retire(z);
     true
 }
 
@@ -783,9 +795,18 @@ unsafe fn adopt(c: &mut Cache, cls: usize) -> *mut Zone {
     loop {
         let z = {
             let _g = SHARED_LOCK.guard();
-            let z = (*addr_of_mut!(SHARED)).abandoned[cls].pop_front();
+            let list = &mut (*addr_of_mut!(SHARED)).abandoned[cls];
+            let mut z = list.head;
+            while !z.is_null() {
+                let _zg = (*z).alock.guard();
+                if (*z).state != RETIRING {
+                    (*z).owner.store(c as *mut Cache, Ordering::Relaxed);
+                    break;
+                }
+                z = (*z).next;
+            }
             if !z.is_null() {
-                (*z).owner.store(c as *mut Cache, Ordering::Relaxed);
+                list.unlink(z);
             }
             z
         };
@@ -985,8 +1006,9 @@ unsafe fn release_zone(z: *mut Zone) {
         retire(z);
         return;
     }
-    (*z).state = ABANDONED;
     let _g = SHARED_LOCK.guard();
+    let _zg = (*z).alock.guard();
+    (*z).state = ABANDONED;
     (*z).owner.store(null_mut(), Ordering::Release);
     (*addr_of_mut!(SHARED)).abandoned[(*z).class as usize].push_back(z);
 }
@@ -1005,10 +1027,14 @@ pub fn trim_abandoned() -> usize {
                 let mut z = s.abandoned[cls].head;
                 while !z.is_null() {
                     let nx = (*z).next;
-                    collect(z);
-                    if (*z).used == 0 {
-                        s.abandoned[cls].unlink(z);
-                        todo.push_back(z);
+                    let _zg = (*z).alock.guard();
+                    if (*z).state != RETIRING {
+                        collect(z);
+                        if (*z).used == 0 {
+                            (*z).state = RETIRING;
+                            s.abandoned[cls].unlink(z);
+                            todo.push_back(z);
+                        }
                     }
                     z = nx;
                 }
