@@ -319,11 +319,18 @@ impl Heap {
     #[cold]
     fn purge(&mut self) {
         self.dirty = 0;
+        let n = self.discard_free(PURGE_MIN);
+        self.released += n;
+    }
+
+    /// Discards the whole pages inside every free chunk of at least `min`
+    /// bytes; returns how many bytes.
+    fn discard_free(&mut self, min: usize) -> usize {
         let mut n = 0;
         // SAFETY: free chunks hold no user data; only whole pages past the
         // list links are discarded.
         unsafe {
-            self.tlsf.for_each_free_from(PURGE_MIN, |c| {
+            self.tlsf.for_each_free_from(min, |c| {
                 let lo = align_up(c as usize + MIN_CHUNK, os::PAGE);
                 let hi = (c as usize + size(c)) & !(os::PAGE - 1);
                 if hi > lo && os::discard(lo as *mut u8, hi - lo) {
@@ -331,7 +338,7 @@ impl Heap {
                 }
             });
         }
-        self.released += n;
+        n
     }
 
     #[cold]
@@ -388,18 +395,7 @@ impl Heap {
     /// went back.
     pub fn trim(&mut self, pad: usize) -> bool {
         let mut any = self.trim_brk(pad) != 0;
-        let mut discarded = 0;
-        // SAFETY: free chunks hold no user data; only whole pages past the
-        // list links are discarded.
-        unsafe {
-            self.tlsf.for_each_free(|c| {
-                let lo = align_up(c as usize + MIN_CHUNK, os::PAGE);
-                let hi = (c as usize + size(c)) & !(os::PAGE - 1);
-                if hi > lo && os::discard(lo as *mut u8, hi - lo) {
-                    discarded += hi - lo;
-                }
-            });
-        }
+        let discarded = self.discard_free(0);
         if discarded != 0 {
             self.released += discarded;
             any = true;

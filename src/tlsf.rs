@@ -394,25 +394,9 @@ impl Tlsf {
         self.remove(c);
     }
 
-    /// Calls `f` on every free chunk. Not O(1): for trim and check only.
-    ///
-    /// # Safety
-    /// The index is consistent.
-    pub unsafe fn for_each_free(&self, mut f: impl FnMut(*mut Chunk)) {
-        for fl in 0..FL_COUNT {
-            for sl in 0..SL_COUNT {
-                let mut c = self.heads[fl][sl];
-                while !c.is_null() {
-                    let n = (*c).next_free;
-                    f(c);
-                    c = n;
-                }
-            }
-        }
-    }
-
     /// Calls `f` on every free chunk of at least `min` bytes (possibly some
-    /// a little smaller, from the list `min` falls in). Not O(1): for purging.
+    /// a little smaller, from the list `min` falls in). Not O(1): for purging
+    /// and malloc_trim only.
     ///
     /// # Safety
     /// The index is consistent.

@@ -42,21 +42,29 @@ struct Leaf {
 
 static L1: [AtomicPtr<Leaf>; L1_LEN] = [const { AtomicPtr::new(core::ptr::null_mut()) }; L1_LEN];
 
-/// Does a zone start at the 64 KiB granule holding `p`?
+/// The byte of the granule holding `p`, if its leaf exists.
 #[inline(always)]
-pub fn is_zone(p: *const u8) -> bool {
+fn granule(p: *const u8) -> Option<&'static AtomicU8> {
     let a = p as usize;
     let i = a >> L1_SHIFT;
     if i >= L1_LEN {
-        return false;
+        return None;
     }
     let leaf = L1[i].load(Ordering::Acquire);
     if leaf.is_null() {
-        return false;
+        return None;
     }
-    let g = (a >> ZONE_SHIFT) & (GRANULES - 1);
-    // SAFETY: leaves are never freed; g < GRANULES.
-    unsafe { (*leaf).granule[g].load(Ordering::Relaxed) & ZONE_BIT != 0 }
+    // SAFETY: leaves are never freed; the index is below GRANULES.
+    Some(unsafe { &(*leaf).granule[(a >> ZONE_SHIFT) & (GRANULES - 1)] })
+}
+
+/// Does a zone start at the 64 KiB granule holding `p`?
+#[inline(always)]
+pub fn is_zone(p: *const u8) -> bool {
+    match granule(p) {
+        Some(g) => g.load(Ordering::Relaxed) & ZONE_BIT != 0,
+        None => false,
+    }
 }
 
 static LEAF_LOCK: crate::lock::Lock = crate::lock::Lock::new();
@@ -163,18 +171,9 @@ fn for_granules(s: usize, e: usize, mut f: impl FnMut(&AtomicU8)) {
 /// Does one of our mappings overlap the 64 KiB granule of `p`?
 #[inline]
 pub fn is_ours(p: *const u8) -> bool {
-    let a = p as usize;
-    let i = a >> L1_SHIFT;
-    if i >= L1_LEN {
-        return false;
-    }
-    let leaf = L1[i].load(Ordering::Acquire);
-    if leaf.is_null() {
-        return false;
-    }
-    // SAFETY: leaves are never freed.
-    unsafe {
-        (*leaf).granule[(a >> ZONE_SHIFT) & (GRANULES - 1)].load(Ordering::Acquire) & !ZONE_BIT != 0
+    match granule(p) {
+        Some(g) => g.load(Ordering::Acquire) & !ZONE_BIT != 0,
+        None => false,
     }
 }
 
