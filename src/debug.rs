@@ -118,6 +118,14 @@ pub unsafe fn requested(p: *mut u8, c: *mut Chunk) -> usize {
     n
 }
 
+/// Is `p` waiting in the quarantine (freed, not yet reusable)?
+pub fn in_quarantine(p: *mut u8) -> bool {
+    let _g = LOCK.guard();
+    // SAFETY: under LOCK.
+    let q = unsafe { &*core::ptr::addr_of!(Q) };
+    (0..q.len).any(|i| q.ring[(q.head + i) % QUARANTINE] == p)
+}
+
 /// Frees debug block `p`: canary check, fill, quarantine.
 ///
 /// # Safety

@@ -179,6 +179,9 @@ unsafe fn debug_realloc(p: *mut u8, c: *mut Chunk, n: usize) -> *mut u8 {
             fatal(e, p);
         }
     }
+    if crate::debug::in_quarantine(p) {
+        fatal("realloc of a freed block", p);
+    }
     let old = crate::debug::requested(p, c);
     let q = alloc(n);
     if q.is_null() {
@@ -311,6 +314,9 @@ pub unsafe fn usable_size(p: *mut u8) -> usize {
         fatal("malloc_usable_size of a freed block", p);
     }
     if config::debug() {
+        if crate::debug::in_quarantine(p) {
+            fatal("malloc_usable_size of a freed block", p);
+        }
         return crate::debug::requested(p, c);
     }
     if is_mmapped(c) {
