@@ -1,12 +1,28 @@
 #!/usr/bin/env bash
-# scripts/run.sh CMD ARGS... — run CMD with libmemalloc preloaded.
+# scripts/run.sh [OPTIONS] CMD ARGS... — run CMD with libmemalloc preloaded.
 #
 # Builds the release library first (cargo build --release, quietly) when
 # target/release/libmemalloc.so is missing or older than any file in src/ or
-# Cargo.toml, then execs CMD with LD_PRELOAD=<absolute path of the .so>
+# Cargo.toml, then runs CMD with LD_PRELOAD=<absolute path of the .so>
 # prepended to any existing LD_PRELOAD. Works from any working directory.
 # `scripts/run.sh --build` only brings the library up to date and prints
 # its path.
+#
+# Options (before CMD; `--` ends them):
+#   --stats            MEMALLOC_STATS=1: the library prints a summary on
+#                      stderr at exit
+#   --trace FILE       MEMALLOC_TRACE=FILE (emptied first): one line per heap
+#                      size change; after CMD, scripts/plot_trace draws
+#                      FILE.svg
+#   --heapmap OUT.svg  MEMALLOC_DUMP=<temp file>: a heap dump at exit, which
+#                      scripts/heapmap draws into OUT.svg
+# Without --trace and --heapmap, CMD is exec'd. With either, CMD runs as a
+# child (only CMD gets LD_PRELOAD and the MEMALLOC_ variables, not the
+# drawing scripts); the pictures are drawn after it exits, even when it failed
+# or was interrupted with Ctrl-C; run.sh exits with CMD's status. Every
+# process CMD starts inherits the variables: the trace gathers the lines of
+# all of them (plot_trace draws each restart of the clock as a new run), and
+# the heap map shows the dump of the process that exits last (usually CMD).
 #
 # Environment:
 #   MEMALLOC_LIB=/path/to/lib.so   preload this library instead (no build);
@@ -16,26 +32,59 @@ set -uo pipefail
 
 usage() {
     cat >&2 <<'EOF'
-usage: scripts/run.sh CMD [ARGS...]
+usage: scripts/run.sh [--stats] [--trace FILE] [--heapmap OUT.svg] [--] CMD [ARGS...]
        scripts/run.sh --build
 
 Runs CMD with libmemalloc.so preloaded (LD_PRELOAD), building the release
 library first if it is missing or out of date. With --build, only brings
 the library up to date and prints its path.
 
+  --stats            print the library's statistics on stderr when CMD exits
+                     (MEMALLOC_STATS=1)
+  --trace FILE       record the heap size over time in FILE (MEMALLOC_TRACE;
+                     FILE is emptied first), then plot it into FILE.svg
+  --heapmap OUT.svg  dump the heap when CMD exits (MEMALLOC_DUMP), then draw
+                     it into OUT.svg
+  With --trace or --heapmap, CMD runs as a child and run.sh exits with its
+  exit status.
+
   MEMALLOC_LIB=/path/lib.so   preload that library instead, without building
 EOF
 }
 
-if [[ $# -eq 0 ]]; then
+BUILD_ONLY=0
+STATS=0
+TRACE=
+HEAPMAP=
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        -h | --help) usage; exit 0 ;;
+        --build) BUILD_ONLY=1; shift ;;
+        --stats) STATS=1; shift ;;
+        --trace | --heapmap)
+            if [[ $# -lt 2 || -z "$2" ]]; then
+                echo "run.sh: $1 needs a file name" >&2
+                usage
+                exit 2
+            fi
+            if [[ "$1" == --trace ]]; then TRACE="$2"; else HEAPMAP="$2"; fi
+            shift 2
+            ;;
+        --trace=?*) TRACE="${1#--trace=}"; shift ;;
+        --heapmap=?*) HEAPMAP="${1#--heapmap=}"; shift ;;
+        --) shift; break ;;
+        -*)
+            echo "run.sh: unknown option $1 (options go before CMD; put -- before a CMD that starts with -)" >&2
+            usage
+            exit 2
+            ;;
+        *) break ;;
+    esac
+done
+if [[ $BUILD_ONLY -eq 0 && $# -eq 0 ]]; then
     usage
     exit 2
 fi
-BUILD_ONLY=0
-case "$1" in
-    -h | --help) usage; exit 0 ;;
-    --build) BUILD_ONLY=1 ;;
-esac
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 
@@ -78,5 +127,69 @@ if [[ $BUILD_ONLY -eq 1 ]]; then
     exit 0
 fi
 
-export LD_PRELOAD="$LIB${LD_PRELOAD:+:$LD_PRELOAD}"
-exec "$@"
+ENVS=("LD_PRELOAD=$LIB${LD_PRELOAD:+:$LD_PRELOAD}")
+[[ $STATS -eq 1 ]] && ENVS+=(MEMALLOC_STATS=1)
+
+if [[ -z "$TRACE" && -z "$HEAPMAP" ]]; then
+    export "${ENVS[@]}"
+    exec "$@"
+fi
+
+# The library opens these paths from CMD's working directory, which CMD may
+# change: make them absolute.
+absolute() {
+    case "$1" in
+        /*) printf '%s\n' "$1" ;;
+        *) printf '%s\n' "$PWD/$1" ;;
+    esac
+}
+
+DUMP=
+trap '[[ -n "$DUMP" ]] && rm -f "$DUMP"' EXIT
+if [[ -n "$TRACE" ]]; then
+    TRACE="$(absolute "$TRACE")"
+    # The library appends; a trace of this run starts empty.
+    if ! : >"$TRACE"; then
+        echo "run.sh: cannot write the trace file $TRACE" >&2
+        exit 1
+    fi
+    ENVS+=("MEMALLOC_TRACE=$TRACE")
+fi
+if [[ -n "$HEAPMAP" ]]; then
+    HEAPMAP="$(absolute "$HEAPMAP")"
+    if ! DUMP="$(mktemp "${TMPDIR:-/tmp}/memalloc-dump.XXXXXX")"; then
+        echo "run.sh: cannot create a temporary file for the heap dump" >&2
+        exit 1
+    fi
+    ENVS+=("MEMALLOC_DUMP=$DUMP")
+fi
+
+# Only CMD gets the variables: a subshell exports them and execs CMD. (`env
+# VAR=... CMD` would run env itself preloaded, and its heap would write to
+# the trace before the exec.) Ctrl-C stops CMD, not the drawing after it:
+# the trap is reset to the default in CMD by the exec.
+trap ':' INT
+(export "${ENVS[@]}" && exec "$@")
+rc=$?
+trap - INT
+
+# The command, shortened, names the pictures.
+NAME="$*"
+[[ ${#NAME} -gt 80 ]] && NAME="${NAME:0:77}..."
+if [[ -n "$TRACE" ]]; then
+    if [[ -s "$TRACE" ]]; then
+        python3 "$ROOT/scripts/plot_trace" --name "$NAME" "$TRACE" "$TRACE.svg" ||
+            echo "run.sh: could not plot $TRACE" >&2
+    else
+        echo "run.sh: $TRACE is empty: no trace was written (CMD did not start, or $LIB does not know MEMALLOC_TRACE)" >&2
+    fi
+fi
+if [[ -n "$HEAPMAP" ]]; then
+    if [[ -s "$DUMP" ]]; then
+        python3 "$ROOT/scripts/heapmap" --name "$NAME" "$DUMP" "$HEAPMAP" ||
+            echo "run.sh: could not draw the heap map $HEAPMAP" >&2
+    else
+        echo "run.sh: no heap dump was written, so no $HEAPMAP (CMD killed by a signal or did not start, or $LIB does not know MEMALLOC_DUMP)" >&2
+    fi
+fi
+exit $rc

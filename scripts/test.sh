@@ -6,7 +6,9 @@
 #   c  unit       cargo test --release
 #   d  symbols    every C ABI symbol is exported by libmemalloc.so
 #   e  c_tests    bash c_tests/run.sh
-#   f  real       bash scripts/real_programs.sh
+#   f  install    bash tests/install_test.sh (install.sh, pkg-config, C builds)
+#   g  scripts    bash tests/scripts_test.sh (heapmap, plot_trace, run.sh options)
+#   h  real       bash scripts/real_programs.sh
 #
 # Stops at the first failing stage, naming it. The last line is always
 # `N passed, M failed` (with `, K skipped` when a failure stopped the run),
@@ -17,7 +19,7 @@
 set -uo pipefail
 
 usage() {
-    sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 QUICK=0
@@ -45,7 +47,7 @@ if ! command -v cargo >/dev/null 2>&1 && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
     export PATH="$HOME/.cargo/bin:$PATH"
 fi
 
-STAGES=(a b c d e f)
+STAGES=(a b c d e f g h)
 PASSED=0
 FAILED=0
 START=$SECONDS
@@ -165,6 +167,14 @@ stage_c_tests() {
     with_timeout 900 bash "$ROOT/c_tests/run.sh"
 }
 
+stage_install() {
+    with_timeout 600 bash "$ROOT/tests/install_test.sh"
+}
+
+stage_scripts() {
+    with_timeout 600 bash "$ROOT/tests/scripts_test.sh"
+}
+
 stage_real() {
     # The library built in stage b, as is: no rebuild here.
     MEMALLOC_LIB="$LIB" with_timeout 900 bash "$SCRIPTS/real_programs.sh"
@@ -175,7 +185,9 @@ run_stage b "cargo build --release" stage_build
 run_stage c "cargo test --release (unit tests)" stage_unit
 run_stage d "exported ABI symbols (nm -D)" stage_symbols
 run_stage e "C tests (c_tests/run.sh)" stage_c_tests
-run_stage f "real programs (scripts/real_programs.sh)" stage_real
+run_stage f "installation (tests/install_test.sh)" stage_install
+run_stage g "heap map, trace plot, run.sh options (tests/scripts_test.sh)" stage_scripts
+run_stage h "real programs (scripts/real_programs.sh)" stage_real
 
 echo
 echo "test.sh: all stages passed"

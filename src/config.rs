@@ -47,7 +47,7 @@ static DUMP: AtomicPtr<u8> = AtomicPtr::new(core::ptr::null_mut());
 static INIT: spin::Once<()> = spin::Once::new();
 
 /// The variables we read; any other `MEMALLOC_*` gets a warning.
-const KNOWN: [&[u8]; 12] = [
+const KNOWN: [&[u8]; 13] = [
     b"MEMALLOC_DEBUG",
     b"MEMALLOC_FAIL_AFTER",
     b"MEMALLOC_FAIL_COUNT",
@@ -58,9 +58,11 @@ const KNOWN: [&[u8]; 12] = [
     b"MEMALLOC_TRACE",
     b"MEMALLOC_DUMP",
     b"MEMALLOC_VERBOSE",
-    // read by the test and benchmark scripts, not by the library
+    // read by the test and benchmark scripts, not by the library (as is any
+    // MEMALLOC_TEST_* or MEMALLOC_BENCH_*)
     b"MEMALLOC_LIB",
     b"MEMALLOC_EXPECT",
+    b"MEMALLOC_KEEP_TMP",
 ];
 
 /// The settings, reading the environment on the first call.
@@ -173,7 +175,11 @@ fn check_unknown() {
         while !(*e).is_null() {
             let var = core::ffi::CStr::from_ptr(*e).to_bytes();
             let name = var.split(|&b| b == b'=').next().unwrap_or(var);
-            if name.starts_with(b"MEMALLOC_") && !KNOWN.contains(&name) {
+            if name.starts_with(b"MEMALLOC_")
+                && !KNOWN.contains(&name)
+                && !name.starts_with(b"MEMALLOC_TEST_")
+                && !name.starts_with(b"MEMALLOC_BENCH_")
+            {
                 crate::report::warn(format_args!(
                     "unknown variable {} ignored",
                     core::str::from_utf8(name).unwrap_or("?")

@@ -207,7 +207,7 @@ pub fn trace_open() {
     let fd = unsafe {
         libc::open(
             path as *const libc::c_char,
-            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_APPEND | libc::O_CLOEXEC,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC,
             0o644,
         )
     };
@@ -217,6 +217,12 @@ pub fn trace_open() {
         ));
         return;
     }
+    // Appended, not truncated: every process of a command (a shell and its
+    // children) adds its own run, each opened by a `# pid` line.
+    let mut b = StackBuf::<64>::new(-1);
+    // SAFETY: getpid has no preconditions.
+    let _ = writeln!(b, "# pid {}", unsafe { libc::getpid() });
+    os::write_all(fd, b.as_bytes());
     TRACE_T0.store(now_ns(), Ordering::Relaxed);
     TRACE_FD.store(fd, Ordering::Relaxed);
 }
@@ -250,10 +256,13 @@ pub fn trace_event() {
 
 // ---- exit report -------------------------------------------------------------
 
-/// Registers the exit report if MEMALLOC_STATS or MEMALLOC_DUMP asks for one
-/// (from the constructor: atexit may allocate).
+/// Registers the exit report if MEMALLOC_STATS, MEMALLOC_DUMP or
+/// MEMALLOC_TRACE asks for one (from the constructor: atexit may allocate).
 pub fn register_exit() {
-    if crate::config::stats() || !crate::config::dump_path().is_null() {
+    if crate::config::stats()
+        || !crate::config::dump_path().is_null()
+        || TRACE_FD.load(Ordering::Relaxed) >= 0
+    {
         extern "C" fn at_exit() {
             exit_report();
         }
@@ -263,6 +272,9 @@ pub fn register_exit() {
 }
 
 fn exit_report() {
+    // The trace's last line: in-use bytes change without the heap's size
+    // changing, so sample them once more.
+    trace_event();
     if crate::config::stats() {
         summary(2);
     }
