@@ -26,6 +26,8 @@ use core::ptr::null_mut;
 
 /// Bytes freed between two purges of large free chunks.
 const PURGE_STEP: usize = 8 << 20;
+/// A growth of the break this soon after a trim counts as a cycle.
+const THRASH_NS: usize = 250_000_000;
 /// At most one purge per this many nanoseconds.
 const PURGE_INTERVAL_NS: usize = 250_000_000;
 /// Free chunks at least this big have their inner pages purged.
@@ -59,6 +61,12 @@ pub struct Heap {
     dirty: usize,
     /// When the last purge ran (CLOCK_MONOTONIC ns).
     last_purge: usize,
+    /// When the break was last trimmed, 0 once it grew again.
+    last_trim: usize,
+    /// Grow-right-after-trim cycles in a row.
+    cycles: u32,
+    /// Extra free tail kept on trims while the program cycles.
+    pad_boost: usize,
 }
 
 /// The process heap.
@@ -85,6 +93,9 @@ pub static HEAP: GlobalHeap = GlobalHeap {
         released: 0,
         dirty: 0,
         last_purge: 0,
+        last_trim: 0,
+        cycles: 0,
+        pad_boost: 0,
     }),
 };
 
@@ -215,6 +226,7 @@ impl Heap {
             self.brk_usable = false;
             return false;
         }
+        self.note_growth();
         let sent = self.brk.sentinel();
         let tail_free = if is_prev_free(sent) {
             (*sent).prev_size
@@ -346,8 +358,11 @@ impl Heap {
         let r = sentinel_region(sent);
         if (*r).kind == KIND_BRK {
             let cfg = config::get();
-            if size(f) > cfg.trim_threshold {
-                self.trim_brk(cfg.top_pad);
+            let keep = cfg.top_pad + self.pad_boost;
+            if size(f) > cfg.trim_threshold && size(f) > keep + os::PAGE {
+                if self.trim_brk(keep) != 0 {
+                    self.last_trim = crate::stats::now_ns();
+                }
             }
         } else if (*r).kind == KIND_MMAP && f as *mut u8 == (*r).start && self.mmap_regions > 1 {
             self.tlsf.unlink(f);
@@ -526,6 +541,28 @@ impl Heap {
             }
         }
         (zones, chunk_bytes, used)
+    }
+
+    /// The break grows again: if it was just trimmed, the program is cycling
+    /// (grow, free the tail, grow again), and every cycle would cost two
+    /// system calls and page faults on fresh pages. After a few cycles in a
+    /// row, each less than THRASH_NS apart, trims keep a growing boost of
+    /// free tail (doubling from 1 MiB up to 64 MiB); a quiet second resets it.
+    fn note_growth(&mut self) {
+        if self.last_trim == 0 {
+            return;
+        }
+        let since = crate::stats::now_ns().wrapping_sub(self.last_trim);
+        if since < THRASH_NS {
+            self.cycles += 1;
+            if self.cycles >= 3 {
+                self.pad_boost = (self.pad_boost * 2).clamp(1 << 20, 64 << 20);
+            }
+        } else if since > 4 * THRASH_NS {
+            self.cycles = 0;
+            self.pad_boost = 0;
+        }
+        self.last_trim = 0;
     }
 
     /// Tells the trace (if any) the heap's new size.
