@@ -6,9 +6,10 @@
 #   c  unit       cargo test --release
 #   d  symbols    every C ABI symbol is exported by libmemalloc.so
 #   e  c_tests    bash c_tests/run.sh
-#   f  install    bash tests/install_test.sh (install.sh, pkg-config, C builds)
-#   g  scripts    bash tests/scripts_test.sh (heapmap, plot_trace, run.sh options)
-#   h  real       bash scripts/real_programs.sh
+#   f  hardening  bash c_tests/hardening.sh (misuse, faults, 32-thread stress)
+#   g  install    bash tests/install_test.sh (install.sh, pkg-config, C builds)
+#   h  scripts    bash tests/scripts_test.sh (heapmap, plot_trace, run.sh options)
+#   i  real       bash scripts/real_programs.sh
 #
 # Stops at the first failing stage, naming it. The last line is always
 # `N passed, M failed` (with `, K skipped` when a failure stopped the run),
@@ -167,6 +168,10 @@ stage_c_tests() {
     with_timeout 900 bash "$ROOT/c_tests/run.sh"
 }
 
+stage_hardening() {
+    with_timeout 900 bash "$ROOT/c_tests/hardening.sh"
+}
+
 stage_install() {
     with_timeout 600 bash "$ROOT/tests/install_test.sh"
 }
@@ -185,9 +190,10 @@ run_stage b "cargo build --release" stage_build
 run_stage c "cargo test --release (unit tests)" stage_unit
 run_stage d "exported ABI symbols (nm -D)" stage_symbols
 run_stage e "C tests (c_tests/run.sh)" stage_c_tests
-run_stage f "installation (tests/install_test.sh)" stage_install
-run_stage g "heap map, trace plot, run.sh options (tests/scripts_test.sh)" stage_scripts
-run_stage h "real programs (scripts/real_programs.sh)" stage_real
+run_stage f "misuse, faults and load (c_tests/hardening.sh)" stage_hardening
+run_stage g "installation (tests/install_test.sh)" stage_install
+run_stage h "heap map, trace plot, run.sh options (tests/scripts_test.sh)" stage_scripts
+run_stage i "real programs (scripts/real_programs.sh)" stage_real
 
 echo
 echo "test.sh: all stages passed"

@@ -1,0 +1,296 @@
+/*
+ * misuse.c - one heap bug per run, to check that it is caught and reported.
+ *
+ *   misuse CASE       commits the misuse CASE, then prints "survived CASE"
+ *                     and exits 0 if the allocator let it pass
+ *   misuse --list     prints the case names, one per line
+ *
+ * Before the misuse a case prints "report-address 0x..." on stdout: the
+ * address a report must name.  c_tests/misuse.sh runs every case under
+ * memalloc (linked and preloaded) and expects death by SIGABRT with one
+ * stderr line "memalloc: <error> at 0x<that address>" (SIGSEGV and nothing
+ * on stderr for debug-guard-page-overflow);
+ * scripts/misuse_table.sh runs the basic cases under other allocators too and
+ * records what each does.  The program never checks anything itself: what
+ * happens to it is the result.
+ *
+ * Sizes: "small" blocks (64 bytes) come from memalloc's zones, "medium"
+ * blocks (20000 bytes) are TLSF heap chunks with headers, "large" blocks
+ * (1 MiB) are mapped on their own.  Medium blocks are allocated between two
+ * others that stay in use, so that a free never coalesces them or moves the
+ * break, and every case is deterministic.  The pointers pass through
+ * opaque_ptr so that the compiler sees neither the double free nor the
+ * out-of-bounds write (it would warn, or drop the dead stores).
+ *
+ * The debug-* cases are meant for MEMALLOC_DEBUG=1 (fill patterns, canaries,
+ * guard pages, quarantine).
+ */
+#define _GNU_SOURCE
+#include <malloc.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+
+#define KiB ((size_t)1024)
+#define MiB (1024 * KiB)
+
+enum { SMALL = 64, MEDIUM = 20000 };
+
+static _Alignas(64) char global_buf[256] = "a global buffer, never returned by malloc";
+
+/* Prints the address the report must name ("report-address 0x..."), for the
+ * runner to compare with the address in the stderr line. */
+static void expect_report_at(const void *p)
+{
+    printf("report-address %p\n", p);
+}
+
+/* A medium block between two blocks that stay in use (never freed: the
+ * process dies or exits right after the misuse). */
+static unsigned char *fenced_medium(void)
+{
+    void *before = opaque_ptr(malloc(MEDIUM));
+    unsigned char *p = opaque_ptr(malloc(MEDIUM));
+    void *after = opaque_ptr(malloc(MEDIUM));
+    if (before == NULL || p == NULL || after == NULL) {
+        fprintf(stderr, "misuse: setup malloc failed\n");
+        exit(2);
+    }
+    memset(p, 0, MEDIUM);
+    return p;
+}
+
+static void double_free_small(void)
+{
+    void *p = opaque_ptr(malloc(SMALL));
+    expect_report_at(p);
+    free(p);
+    free(opaque_ptr(p));
+}
+
+static void double_free_medium(void)
+{
+    unsigned char *p = fenced_medium();
+    expect_report_at(p);
+    free(p);
+    free(opaque_ptr(p));
+}
+
+static void double_free_large(void)
+{
+    void *p = opaque_ptr(malloc(1 * MiB));
+    memset(p, 1, 4096);
+    expect_report_at(p);
+    free(p);
+    free(opaque_ptr(p));
+}
+
+static __attribute__((noinline)) void free_stack(void)
+{
+    _Alignas(64) char buf[256];
+    snprintf(buf, sizeof buf, "%s", "a local buffer on the stack, never returned by malloc");
+    expect_report_at(buf + 64);
+    free(opaque_ptr(buf + 64));
+    /* keep buf live past the free */
+    opaque_ptr(buf);
+}
+
+static void free_global(void)
+{
+    expect_report_at(global_buf + 64);
+    free(opaque_ptr(global_buf + 64));
+}
+
+static void free_interior_small(void)
+{
+    unsigned char *p = opaque_ptr(malloc(SMALL));
+    memset(p, 0, SMALL);
+    expect_report_at(p + 32);
+    free(opaque_ptr(p + 32));
+}
+
+static void free_interior_medium(void)
+{
+    unsigned char *p = fenced_medium();
+    expect_report_at(p + 4096);
+    free(opaque_ptr(p + 4096));
+}
+
+static void free_misaligned(void)
+{
+    unsigned char *p = opaque_ptr(malloc(SMALL));
+    memset(p, 0, SMALL);
+    expect_report_at(p + 8);
+    free(opaque_ptr(p + 8));
+}
+
+static void realloc_freed(void)
+{
+    void *p = opaque_ptr(malloc(SMALL));
+    expect_report_at(p);
+    free(p);
+    void *q = realloc(opaque_ptr(p), 2 * SMALL);
+    opaque_ptr(q);
+}
+
+static void usable_size_freed(void)
+{
+    void *p = opaque_ptr(malloc(SMALL));
+    expect_report_at(p);
+    free(p);
+    size_t n = malloc_usable_size(opaque_ptr(p));
+    printf("malloc_usable_size of a freed block: %zu\n", n);
+}
+
+/* Writes 16 bytes past the end of a medium block: over the next chunk's
+ * header (memalloc, glibc: the size word sits right before the next block),
+ * then frees the block that overflowed. */
+static void overflow_into_next_header(void)
+{
+    unsigned char *p = fenced_medium();
+    unsigned char *q = opaque_ptr(malloc(MEDIUM));
+    (void)q;
+    size_t n = malloc_usable_size(p);
+    expect_report_at(p);
+    memset(opaque_ptr(p), 'A', n + 16);
+    free(opaque_ptr(p));
+}
+
+/* The same overflow, then the block whose header was overwritten is freed. */
+static void overflow_free_next(void)
+{
+    void *before = opaque_ptr(malloc(MEDIUM));
+    unsigned char *p = opaque_ptr(malloc(MEDIUM));
+    unsigned char *q = opaque_ptr(malloc(MEDIUM));
+    void *after = opaque_ptr(malloc(MEDIUM));
+    (void)before;
+    (void)after;
+    size_t n = malloc_usable_size(p);
+    if ((uintptr_t)q != (uintptr_t)p + n + 8)
+        printf("note: blocks not adjacent (%p, %p)\n", (void *)p, (void *)q);
+    expect_report_at(q);
+    memset(opaque_ptr(p), 'A', n + 16);
+    free(opaque_ptr(q));
+}
+
+/* Writes the 16 bytes before a medium block (its own header), then frees it. */
+static void underflow(void)
+{
+    unsigned char *p = fenced_medium();
+    expect_report_at(p);
+    memset(opaque_ptr(p - 16), 'U', 16);
+    free(opaque_ptr(p));
+}
+
+/* Use after free: the first word of a freed small block (where free lists
+ * keep their link) is overwritten with an address the attacker chose, then
+ * the same size is allocated twice (the second malloc would return that
+ * address if the link were trusted). */
+static void uaf_freelist(void)
+{
+    uintptr_t *p = opaque_ptr(malloc(SMALL));
+    expect_report_at(p);
+    free(p);
+    *(uintptr_t *)opaque_ptr(p) = (uintptr_t)global_buf;
+    void *a = opaque_ptr(malloc(SMALL));
+    void *b = opaque_ptr(malloc(SMALL));
+    printf("after the use after free: malloc gave %p then %p (global_buf is %p)\n", a, b,
+           (void *)global_buf);
+    if (a == (void *)global_buf || b == (void *)global_buf)
+        printf("hijacked: malloc returned the planted address\n");
+}
+
+/* ---- debug mode (MEMALLOC_DEBUG=1) ---------------------------------------- */
+
+/* One byte past the requested size (inside the block's slack, where no
+ * header lies: only a canary can see it). */
+static void debug_canary_overflow(void)
+{
+    unsigned char *p = opaque_ptr(malloc(100));
+    expect_report_at(p);
+    p[100] = 0;
+    opaque_ptr(p);
+    free(p);
+}
+
+/* Writes one byte into a freed block, then frees enough other blocks to push
+ * it out of the quarantine, where it is checked. */
+static void debug_write_after_free(void)
+{
+    unsigned char *p = opaque_ptr(malloc(100));
+    expect_report_at(p + 10);
+    free(p);
+    ((unsigned char *)opaque_ptr(p))[10] = 0x42;
+    for (int i = 0; i < 3000; i++)
+        free(opaque_ptr(malloc(100)));
+}
+
+/* Writes past the end of a large block, up to a page, into its guard page. */
+static void debug_guard_page_overflow(void)
+{
+    size_t n = 1 * MiB;
+    volatile unsigned char *p = opaque_ptr(malloc(n));
+    for (size_t i = n; i < n + 2 * 4096; i++)
+        p[i] = 0x47;
+}
+
+static void debug_double_free_quarantine(void)
+{
+    void *p = opaque_ptr(malloc(100));
+    expect_report_at(p);
+    free(p);
+    free(opaque_ptr(p));
+}
+
+static const struct {
+    const char *name;
+    void (*run)(void);
+} cases[] = {
+    {"double-free-small", double_free_small},
+    {"double-free-medium", double_free_medium},
+    {"double-free-large", double_free_large},
+    {"free-stack", free_stack},
+    {"free-global", free_global},
+    {"free-interior-small", free_interior_small},
+    {"free-interior-medium", free_interior_medium},
+    {"free-misaligned", free_misaligned},
+    {"realloc-freed", realloc_freed},
+    {"usable-size-freed", usable_size_freed},
+    {"overflow-into-next-header", overflow_into_next_header},
+    {"overflow-free-next", overflow_free_next},
+    {"underflow", underflow},
+    {"uaf-freelist", uaf_freelist},
+    {"debug-canary-overflow", debug_canary_overflow},
+    {"debug-write-after-free", debug_write_after_free},
+    {"debug-guard-page-overflow", debug_guard_page_overflow},
+    {"debug-double-free-quarantine", debug_double_free_quarantine},
+};
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: misuse CASE | --list\n");
+        return 2;
+    }
+    size_t ncases = sizeof cases / sizeof cases[0];
+    if (strcmp(argv[1], "--list") == 0) {
+        for (size_t i = 0; i < ncases; i++)
+            printf("%s\n", cases[i].name);
+        return 0;
+    }
+    for (size_t i = 0; i < ncases; i++) {
+        if (strcmp(argv[1], cases[i].name) == 0) {
+            /* stdout unbuffered: what was printed before a crash is seen */
+            setvbuf(stdout, NULL, _IONBF, 0);
+            cases[i].run();
+            printf("survived %s\n", cases[i].name);
+            return 0;
+        }
+    }
+    fprintf(stderr, "misuse: unknown case %s (try --list)\n", argv[1]);
+    return 2;
+}
