@@ -12,8 +12,8 @@
 #   stress   c_tests/stress.c: 32 threads of random calls with patterns and
 #            hand-overs for 5 s (120 s with --long), linked and preloaded;
 #            then 3 s (30 s) preloaded under MEMALLOC_DEBUG=1
-# --long also makes faults.sh longer (see there).  Takes about 2 minutes on
-# 2 cores (--long: about 10).  Every test runs linked with -lmemalloc and
+# --long also makes faults.sh longer (see there).  Takes 2-2.5 minutes on
+# 2 cores (--long: about 12).  Every test runs linked with -lmemalloc and
 # under LD_PRELOAD.  Logs go to target/c_tests/hardening/logs.
 # Ends with the line "N passed, M failed" over all of them; exits 1 if any
 # failed.

@@ -256,10 +256,12 @@ pub fn trace_event() {
 
 // ---- exit report -------------------------------------------------------------
 
-/// Registers the exit report if MEMALLOC_STATS, MEMALLOC_DUMP or
-/// MEMALLOC_TRACE asks for one (from the constructor: atexit may allocate).
+/// Registers the exit report if MEMALLOC_STATS, MEMALLOC_DEBUG, MEMALLOC_DUMP
+/// or MEMALLOC_TRACE asks for one (from the constructor: atexit may
+/// allocate).
 pub fn register_exit() {
     if crate::config::stats()
+        || crate::config::debug()
         || !crate::config::dump_path().is_null()
         || TRACE_FD.load(Ordering::Relaxed) >= 0
     {
@@ -272,6 +274,11 @@ pub fn register_exit() {
 }
 
 fn exit_report() {
+    // Debug mode: every block still in quarantine is checked for writes
+    // after free before the process goes.
+    if crate::config::debug() {
+        crate::debug::drain();
+    }
     // The trace's last line: in-use bytes change without the heap's size
     // changing, so sample them once more.
     trace_event();
