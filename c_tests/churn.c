@@ -250,8 +250,12 @@ int main(int argc, char **argv)
         CHECKF(s2.in_use <= s0.in_use + 1 * MiB, "in_use %zu -> %zu with every block freed",
                s0.in_use, s2.in_use);
         /* what exited threads held was reused, not leaked: the second half
-         * of the threads did not grow the heap like the first */
-        CHECKF(s2.heap_bytes <= s1.heap_bytes + 8 * MiB,
+         * of the threads did not grow the heap like the first. The bound
+         * leaves room for fragmentation: where 64 KiB-aligned zones of exited
+         * threads fall in the break varies from run to run (measured: the
+         * heap moved by 0 to 15 MiB between the halves, in_use flat), while a
+         * leak of one zone per exited thread would add over 60 MiB here. */
+        CHECKF(s2.heap_bytes <= s1.heap_bytes + 24 * MiB,
                "heap grew from %zu to %zu bytes over the second %d threads", s1.heap_bytes,
                s2.heap_bytes, total - total / 2);
     }
