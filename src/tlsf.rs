@@ -580,6 +580,7 @@ mod tests {
             let mut tlsf = Box::new(Tlsf::new());
             let mut region = Box::new(Region::empty(KIND_POOL));
             let start = buf.as_mut_ptr() as *mut u8;
+            // SAFETY: the test buffer outlives the index, and every chunk used came from it.
             unsafe {
                 assert!(tlsf.add_region(start, start.add(bytes), &mut *region));
             }
@@ -590,6 +591,7 @@ mod tests {
             }
         }
         fn check(&self) -> RegionCheck {
+            // SAFETY: the test buffer outlives the index, and every chunk used came from it.
             unsafe {
                 let rc = self.tlsf.check_region(&*self.region);
                 let r = &*self.region;
@@ -641,6 +643,7 @@ mod tests {
         let whole = a.check();
         assert_eq!(whole.free_chunks, 1);
         let mut cs = vec![];
+        // SAFETY: the test buffer outlives the index, and every chunk used came from it.
         unsafe {
             for i in 0..50 {
                 let c = a.tlsf.alloc(request_to_size(i * 7).unwrap());
@@ -667,6 +670,7 @@ mod tests {
     #[test]
     fn exhaustion_returns_null_and_keeps_heap_consistent() {
         let a = &mut Arena::new(1 << 14);
+        // SAFETY: the test buffer outlives the index, and every chunk used came from it.
         unsafe {
             let mut n = 0;
             while !a.tlsf.alloc(256).is_null() {
@@ -682,6 +686,7 @@ mod tests {
     #[test]
     fn aligned_allocations_are_aligned_and_waste_at_most_the_alignment() {
         let a = &mut Arena::new(1 << 22);
+        // SAFETY: the test buffer outlives the index, and every chunk used came from it.
         unsafe {
             for shift in 5..17 {
                 let align = 1usize << shift;
@@ -699,6 +704,7 @@ mod tests {
     #[test]
     fn resize_in_place_grows_into_free_neighbour_and_shrinks() {
         let a = &mut Arena::new(1 << 16);
+        // SAFETY: the test buffer outlives the index, and every chunk used came from it.
         unsafe {
             let c1 = a.tlsf.alloc(64);
             let c2 = a.tlsf.alloc(64);
@@ -720,6 +726,7 @@ mod tests {
         let mut tlsf = Box::new(Tlsf::new());
         let mut region = Box::new(Region::empty(KIND_POOL));
         let start = buf.as_mut_ptr() as *mut u8;
+        // SAFETY: the test buffer outlives the index, and every chunk used came from it.
         unsafe {
             assert!(tlsf.add_region(start, start.add(bytes), &mut *region));
             let c = tlsf.alloc(1024);
@@ -755,6 +762,7 @@ mod tests {
         let mut live: Vec<(*mut u8, usize, u8)> = vec![];
         for step in 0..20_000u32 {
             let op = rng.below(10);
+            // SAFETY: the test buffer outlives the index, and every chunk used came from it.
             unsafe {
                 if op < 5 || live.is_empty() {
                     let n = if rng.below(10) == 0 {
@@ -810,6 +818,7 @@ mod tests {
             a.check();
         }
         for (p, n, fill) in live.drain(..) {
+            // SAFETY: the test buffer outlives the index, and every chunk used came from it.
             unsafe {
                 assert!((0..n).all(|k| *p.add(k) == fill));
                 a.tlsf.free(from_user(p));
