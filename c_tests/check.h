@@ -25,6 +25,7 @@
 #define _GNU_SOURCE
 #endif
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -241,5 +242,21 @@ static inline size_t pattern_find_bad(const void *p, uintptr_t addr, size_t n, s
         CHECKF(bad_ == (size_t)-1, "block %p of %zu bytes corrupt at offset %zu", \
                (void *)(p), (size_t)(n), bad_);                             \
     } while (0)
+
+/* The process's resident set size in bytes (/proc/self/statm). */
+static size_t rss_bytes(void) __attribute__((unused));
+static size_t rss_bytes(void)
+{
+    char buf[256];
+    int fd = open("/proc/self/statm", O_RDONLY);
+    CHECK(fd >= 0);
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    CHECK(n > 0);
+    buf[n] = '\0';
+    unsigned long size = 0, resident = 0;
+    CHECK(sscanf(buf, "%lu %lu", &size, &resident) == 2);
+    return (size_t)resident * (size_t)sysconf(_SC_PAGESIZE);
+}
 
 #endif /* CHECK_H */

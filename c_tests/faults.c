@@ -542,20 +542,6 @@ static size_t proc_status_kb(const char *field)
     return 0;
 }
 
-static size_t rss_bytes(void)
-{
-    char buf[256];
-    int fd = open("/proc/self/statm", O_RDONLY);
-    CHECK(fd >= 0);
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    CHECK(n > 0);
-    buf[n] = '\0';
-    unsigned long size = 0, resident = 0;
-    CHECK(sscanf(buf, "%lu %lu", &size, &resident) == 2);
-    return (size_t)resident * (size_t)sysconf(_SC_PAGESIZE);
-}
-
 struct blist {
     struct blk *b;
     size_t n, cap;

@@ -216,20 +216,6 @@ static void *worker(void *arg)
     return NULL;
 }
 
-static size_t rss_bytes(void)
-{
-    char buf[256];
-    int fd = open("/proc/self/statm", O_RDONLY);
-    CHECK(fd >= 0);
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    CHECK(n > 0);
-    buf[n] = '\0';
-    unsigned long size = 0, resident = 0;
-    CHECK(sscanf(buf, "%lu %lu", &size, &resident) == 2);
-    return (size_t)resident * (size_t)sysconf(_SC_PAGESIZE);
-}
-
 static double mib(size_t b)
 {
     return b / (double)MiB;

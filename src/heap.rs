@@ -245,6 +245,12 @@ impl Heap {
             return false;
         }
         if old != end {
+            // Another thread of the program moved the break between our
+            // check and our sbrk: what we got is not next to our region.
+            // Give it back if the break is still ours to move, and stay off it.
+            if os::brk_top() == old.add(incr) {
+                os::brk_shrink(incr);
+            }
             self.brk_usable = false;
             return false;
         }

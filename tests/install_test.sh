@@ -27,16 +27,8 @@ bash "$SCRIPTS/ensure_tools.sh" pkg-config=pkg-config cc=gcc ldd=libc-bin \
     exit 1
 }
 
-PASSED=0
-FAILED=0
-ok() { echo "ok   $*"; PASSED=$((PASSED + 1)); }
-fail() { echo "FAIL $*"; FAILED=$((FAILED + 1)); }
-# check DESCRIPTION COMMAND... — one check from a command's status.
-check() {
-    local desc="$1"
-    shift
-    if "$@"; then ok "$desc"; else fail "$desc"; fi
-}
+# shellcheck source=tests/lib.sh
+source "$ROOT/tests/lib.sh"
 
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/memalloc-install.XXXXXX")"
 if [[ "${MEMALLOC_KEEP_TMP:-0}" == 1 ]]; then

@@ -39,15 +39,8 @@ bash "$SCRIPTS/ensure_tools.sh" python3=python3 cc=gcc || {
     exit 1
 }
 
-PASSED=0
-FAILED=0
-ok() { echo "ok   $*"; PASSED=$((PASSED + 1)); }
-fail() { echo "FAIL $*"; FAILED=$((FAILED + 1)); }
-check() {
-    local desc="$1"
-    shift
-    if "$@"; then ok "$desc"; else fail "$desc"; fi
-}
+# shellcheck source=tests/lib.sh
+source "$ROOT/tests/lib.sh"
 # count SVG QUERY — the number of QUERY (tag or tag.class) in SVG, or -1.
 count() {
     local out
