@@ -186,22 +186,33 @@ static void underflow(void)
     free(opaque_ptr(p));
 }
 
-/* Use after free: the first word of a freed small block (where free lists
- * keep their link) is overwritten with an address the attacker chose, then
- * the same size is allocated twice (the second malloc would return that
- * address if the link were trusted). */
+/* Use after free: the first word of a freed small block (where a zone's free
+ * list keeps its link) is overwritten with an address the attacker chose,
+ * then the same size is allocated until the block would come back (a malloc
+ * would return that address if the link were trusted). The block is freed
+ * before 63 others, so that it has left the thread's bin (an array, with no
+ * link in the block) for its zone's free list by the time it is written. */
 static void uaf_freelist(void)
 {
+    enum { OTHERS = 63, TRIES = 256 };
+    void *others[OTHERS];
+    for (int i = 0; i < OTHERS; i++)
+        others[i] = opaque_ptr(malloc(SMALL));
     uintptr_t *p = opaque_ptr(malloc(SMALL));
     expect_report_at(p);
     free(p);
+    for (int i = 0; i < OTHERS; i++)
+        free(others[i]);
     *(uintptr_t *)opaque_ptr(p) = (uintptr_t)global_buf;
-    void *a = opaque_ptr(malloc(SMALL));
-    void *b = opaque_ptr(malloc(SMALL));
-    printf("after the use after free: malloc gave %p then %p (global_buf is %p)\n", a, b,
+    for (int i = 0; i < TRIES; i++) {
+        void *a = opaque_ptr(malloc(SMALL));
+        if (a == (void *)global_buf) {
+            printf("hijacked: malloc returned the planted address %p\n", a);
+            return;
+        }
+    }
+    printf("after the use after free: %d mallocs, none returned global_buf (%p)\n", TRIES,
            (void *)global_buf);
-    if (a == (void *)global_buf || b == (void *)global_buf)
-        printf("hijacked: malloc returned the planted address\n");
 }
 
 /* ---- debug mode (MEMALLOC_DEBUG=1) ---------------------------------------- */

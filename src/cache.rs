@@ -27,9 +27,17 @@
 //! that class adopts them. After its cache is gone, a thread's small requests
 //! go to the TLSF heap, so `free` after the key destructors still works.
 //!
-//! Fast path cost: malloc is a TLS load, two loads to reach the zone's free
-//! list, a pop and a counter increment; free is a zone-map lookup, an owner
-//! compare, a push and a decrement. No lock and no atomic read-modify-write.
+//! **Bins**: in front of the zones, each cache keeps per class a small stack
+//! of blocks freed by the thread into its own zones (`Cache::bin`); malloc
+//! pops it first. Blocks from every zone of the class mix there, so a
+//! program cycling through more blocks than a zone holds does not switch
+//! zones on every turn, and a pop is an array load rather than a load from
+//! the (possibly cold) block itself.
+//!
+//! Fast path cost: malloc is a TLS load, a bin count test and an array pop
+//! (or, with the bin empty, two loads to reach the zone's free list and a
+//! pop); free is a zone-map lookup, the block checks, an owner compare and an
+//! array push. No lock and no atomic read-modify-write.
 
 use crate::chunk::{self, to_user, ALIGN};
 use crate::heap::HEAP;
@@ -279,6 +287,15 @@ const DEAD: u32 = 2;
 pub struct Cache {
     /// The zone each class allocates from (`EMPTY_ZONE` if none).
     pub current: [*mut Zone; NCLASS],
+    /// Blocks in each class's bin.
+    bin_n: [u32; NCLASS],
+    /// Per class, a stack of freed blocks of this cache's own zones, served
+    /// first (last freed, first reused: the block is still in the cache).
+    /// A program cycling through more blocks than one zone holds would
+    /// otherwise free into one zone while allocating from another, and
+    /// switch zones every `capacity` calls. Blocks in a bin count as used
+    /// by their zone; a full bin gives its older half back to the zones.
+    bin: [[*mut Block; BIN_CAP]; NCLASS],
     avail: [ZoneList; NCLASS],
     full: [ZoneList; NCLASS],
     /// One empty zone kept per class (see `keep_or_retire`).
@@ -307,6 +324,9 @@ struct Pending {
 /// Blocks batched before a remote push.
 const PENDING_MAX: u32 = 32;
 
+/// Capacity of a class's bin.
+const BIN_CAP: usize = 32;
+
 /// A zone with no free block: the current zone of every class of a cache
 /// that has none, so the fast path misses without a test of its own.
 /// Never written.
@@ -317,6 +337,8 @@ const fn static_cache(state: u32) -> Cache {
     Cache {
         // SAFETY: only the address is taken.
         current: [addr_of_mut!(EMPTY_ZONE); NCLASS],
+        bin_n: [0; NCLASS],
+        bin: [[null_mut(); BIN_CAP]; NCLASS],
         avail: [ZoneList::new(); NCLASS],
         full: [ZoneList::new(); NCLASS],
         spare: [null_mut(); NCLASS],
@@ -397,6 +419,15 @@ pub fn alloc(cls: usize, n: usize) -> *mut u8 {
     // SAFETY: tc is this thread's cache or a static one; its current zone is
     // a live zone owned by tc, or EMPTY_ZONE whose free list is always empty.
     unsafe {
+        // (cls < NCLASS, and a count never exceeds BIN_CAP.)
+        let k = *(*tc).bin_n.get_unchecked(cls) as usize;
+        if k != 0 {
+            let b = *(*tc).bin.get_unchecked(cls).get_unchecked(k - 1);
+            *(*tc).bin_n.get_unchecked_mut(cls) = k as u32 - 1;
+            (*b).mark = 0;
+            *(*tc).allocs.get_unchecked_mut(cls) += 1;
+            return b as *mut u8;
+        }
         let z = (*tc).current[cls];
         let b = (*z).free;
         if b != z as *mut Block {
@@ -428,18 +459,61 @@ pub unsafe fn free(z: *mut Zone, p: *mut u8) {
     }
     (*b).mark = key;
     if (*z).owner.load(Ordering::Relaxed) == tc {
-        let old = (*z).free;
-        (*b).next = (old as usize ^ b as usize ^ key) as *mut Block;
-        (*z).free = b;
-        let used = (*z).used - 1;
-        (*z).used = used;
-        // Only a zone that is not current changes lists (dry -> avail,
-        // empty -> heap); the current zone never leaves the fast path.
-        if (*z).state != CURRENT && (old == z as *mut Block || used == 0) {
-            free_local_slow(tc, z);
+        // (A zone's class is below NCLASS; n is checked against BIN_CAP.)
+        let cls = (*z).class as usize;
+        let n = *(*tc).bin_n.get_unchecked(cls) as usize;
+        if n < BIN_CAP {
+            *(*tc).bin.get_unchecked_mut(cls).get_unchecked_mut(n) = b;
+            *(*tc).bin_n.get_unchecked_mut(cls) = n as u32 + 1;
+        } else {
+            spill_bin(tc, cls, b);
         }
     } else {
         free_remote(tc, z, b);
+    }
+}
+
+/// Gives free block `b` (already marked free) back to its zone `z`, owned
+/// by `tc`.
+#[inline(always)]
+unsafe fn free_to_zone(tc: *mut Cache, z: *mut Zone, b: *mut Block) {
+    let old = (*z).free;
+    (*b).next = enc(old, b);
+    (*z).free = b;
+    let used = (*z).used - 1;
+    (*z).used = used;
+    // Only a zone that is not current changes lists (dry -> avail,
+    // empty -> heap); the current zone never stops being current here.
+    if (*z).state != CURRENT && (old == z as *mut Block || used == 0) {
+        free_local_slow(tc, z);
+    }
+}
+
+/// The bin of `cls` is full: its older half goes back to the zones, and `b`
+/// goes in.
+#[cold]
+#[inline(never)]
+unsafe fn spill_bin(tc: *mut Cache, cls: usize, b: *mut Block) {
+    const HALF: usize = BIN_CAP / 2;
+    for i in 0..HALF {
+        let x = (*tc).bin[cls][i];
+        free_to_zone(tc, zone_of(x as *const u8), x);
+    }
+    let bin = &mut (*tc).bin[cls];
+    bin.copy_within(HALF.., 0);
+    bin[BIN_CAP - HALF] = b;
+    (*tc).bin_n[cls] = (BIN_CAP - HALF + 1) as u32;
+}
+
+/// Gives every block of `tc`'s bins back to the zones.
+unsafe fn drain_bins(tc: *mut Cache) {
+    for cls in 0..NCLASS {
+        let n = (*tc).bin_n[cls] as usize;
+        (*tc).bin_n[cls] = 0;
+        for i in 0..n {
+            let x = (*tc).bin[cls][i];
+            free_to_zone(tc, zone_of(x as *const u8), x);
+        }
     }
 }
 
@@ -544,8 +618,9 @@ unsafe fn push_remote(z: *mut Zone, head: *mut Block, tail: *mut Block, n: u32) 
     }
 }
 
-/// malloc_trim's part for the calling thread: pushes its pending batches
-/// and gives its spare zones back to the heap.
+/// malloc_trim's part for the calling thread: empties its bins into their
+/// zones, pushes its pending batches and gives its spare zones back to the
+/// heap.
 pub fn flush_all_pending() {
     let tc = tls::get();
     // SAFETY: tc is this thread's cache; only live caches have batches.
@@ -553,6 +628,7 @@ pub fn flush_all_pending() {
         if (*tc).state != LIVE {
             return;
         }
+        drain_bins(tc);
         for p in (*tc).pending.iter_mut() {
             if !p.zone.is_null() {
                 flush_pending(p);
@@ -951,6 +1027,7 @@ unsafe extern "C" fn thread_exit(arg: *mut libc::c_void) {
     if c.is_null() {
         return;
     }
+    drain_bins(c);
     for p in (*c).pending.iter_mut() {
         if !p.zone.is_null() {
             flush_pending(p);
