@@ -13,6 +13,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/mman.h>
+#include <malloc.h>
 #include <unistd.h>
 
 #include "memalloc.h"
@@ -247,6 +248,10 @@ static void test_stats(void)
            s2.large_count);
     CHECKF(s4.in_use + big <= s3.in_use, "in_use %zu -> %zu after freeing 4 MiB", s3.in_use,
            s4.in_use);
+    /* the freed mapping is kept for reuse until malloc_trim (or a second) */
+    CHECK(malloc_trim(0) == 1);
+    memalloc_get_stats(&s4);
+    check_stats_sane(&s4);
     CHECKF(s4.released_bytes >= s3.released_bytes + big,
            "released_bytes %zu -> %zu after unmapping 4 MiB", s3.released_bytes, s4.released_bytes);
     CHECKF(s4.syscalls > s2.syscalls, "syscalls %zu -> %zu across a mmap + munmap", s2.syscalls,
@@ -426,6 +431,67 @@ static void test_pools(void)
     CHECK(memalloc_check() == 0);
 }
 
+/* ---- freed large mappings kept for reuse ---------------------------------- */
+
+/* A freed block of its own mapping is kept (up to MEMALLOC_LARGE_CACHE bytes,
+ * for up to a second) and serves the next large request of about its size;
+ * calloc clears it; a second free of it is still a double free (misuse.sh);
+ * malloc_trim and a second of quiet give the memory back. */
+static void test_large_cache(void)
+{
+    CHECK(mallopt(M_MMAP_THRESHOLD, 128 * 1024) == 1); /* fixed: no heap blocks this big */
+    const size_t n = 1 << 20;
+    unsigned char *p = malloc(opaque(n));
+    CHECK(p != NULL);
+    memset(p, 0xA5, n);
+    free(opaque_ptr(p));
+    unsigned char *q = calloc(opaque(1), opaque(n - 4096));
+    CHECKF(q == p, "calloc after free of a mapping: %p, expected the kept %p", (void *)q, (void *)p);
+    for (size_t i = 0; i < n - 4096; i++)
+        if (q[i] != 0) {
+            CHECKF(0, "calloc'd reused mapping non-zero at %zu", i);
+            break;
+        }
+    free(q);
+
+    /* 8 x 4 MiB touched and freed: 32 MiB stays resident, kept */
+    enum { K = 8 };
+    const size_t big = 4 << 20;
+    void *b[K];
+    for (int i = 0; i < K; i++) {
+        b[i] = malloc(opaque(big));
+        CHECK(b[i] != NULL);
+        memset(b[i], i + 1, big);
+    }
+    size_t before = rss_bytes();
+    for (int i = 0; i < K; i++)
+        free(b[i]);
+    size_t kept = rss_bytes();
+    CHECKF(kept + 8 * MiB > before, "rss %zu -> %zu: freed mappings were not kept", before, kept);
+    CHECK(malloc_trim(0) == 1);
+    size_t trimmed = rss_bytes();
+    CHECKF(trimmed + 24 * MiB < kept, "rss %zu -> %zu after malloc_trim: kept mappings stayed",
+           kept, trimmed);
+
+    /* kept mappings older than a second go at the next large operation */
+    for (int i = 0; i < K; i++) {
+        b[i] = malloc(opaque(big));
+        CHECK(b[i] != NULL);
+        memset(b[i], i + 1, big);
+    }
+    for (int i = 0; i < K; i++)
+        free(b[i]);
+    kept = rss_bytes();
+    usleep(1200 * 1000);
+    void *x = malloc(opaque(300 * 1024)); /* no kept mapping fits: a new one, after ageing */
+    CHECK(x != NULL);
+    size_t aged = rss_bytes();
+    CHECKF(aged + 24 * MiB < kept, "rss %zu -> %zu a second after the frees: kept mappings stayed",
+           kept, aged);
+    free(x);
+    CHECK(memalloc_check() == 0);
+}
+
 int main(void)
 {
     check_begin();
@@ -435,6 +501,7 @@ int main(void)
     test_check();
     test_stats();
     test_pools();
+    test_large_cache(); /* last: it fixes the mmap threshold */
     check_done("extensions");
     return 0;
 }

@@ -6,6 +6,7 @@
 //! | `MEMALLOC_TRIM_THRESHOLD`   | 128 KiB  | free tail of the break that triggers a shrink |
 //! | `MEMALLOC_TOP_PAD`          | 64 KiB   | slack added when growing, kept when shrinking |
 //! | `MEMALLOC_MMAP_THRESHOLD`   | 128 KiB  | requests at or above it get their own mapping |
+//! | `MEMALLOC_LARGE_CACHE`      | 64 MiB   | freed own mappings kept (up to 1 s) for reuse; 0: none |
 //! | `MEMALLOC_STATS`            | 0        | 1: print a statistics summary on stderr at exit |
 //! | `MEMALLOC_TRACE`            | unset    | file: record the heap size over time (one line per change) |
 //! | `MEMALLOC_DUMP`             | unset    | file: write a heap dump at exit |
@@ -37,6 +38,7 @@ pub struct Settings {
 static TRIM_THRESHOLD: AtomicUsize = AtomicUsize::new(128 << 10);
 static TOP_PAD: AtomicUsize = AtomicUsize::new(64 << 10);
 static MMAP_THRESHOLD: AtomicUsize = AtomicUsize::new(128 << 10);
+static LARGE_CACHE: AtomicUsize = AtomicUsize::new(64 << 20);
 static STATS: AtomicBool = AtomicBool::new(false);
 /// Thresholds follow the program (see `raise_thresholds`) until set by hand.
 static DYNAMIC: AtomicBool = AtomicBool::new(true);
@@ -47,7 +49,8 @@ static DUMP: AtomicPtr<u8> = AtomicPtr::new(core::ptr::null_mut());
 static INIT: spin::Once<()> = spin::Once::new();
 
 /// The variables we read; any other `MEMALLOC_*` gets a warning.
-const KNOWN: [&[u8]; 13] = [
+const KNOWN: [&[u8]; 14] = [
+    b"MEMALLOC_LARGE_CACHE",
     b"MEMALLOC_DEBUG",
     b"MEMALLOC_FAIL_AFTER",
     b"MEMALLOC_FAIL_COUNT",
@@ -115,6 +118,12 @@ pub fn raise_thresholds(size: usize) {
 
 /// Debug mode?
 #[inline]
+/// Bytes of freed large mappings kept for reuse, at most.
+pub fn large_cache() -> usize {
+    init();
+    LARGE_CACHE.load(Ordering::Relaxed)
+}
+
 pub fn debug() -> bool {
     init();
     DEBUG.load(Ordering::Relaxed)
@@ -206,6 +215,7 @@ fn read_env() {
     read_path(c"MEMALLOC_DUMP", &DUMP);
     read_size(c"MEMALLOC_TRIM_THRESHOLD", &TRIM_THRESHOLD, usize::MAX / 2);
     read_size(c"MEMALLOC_TOP_PAD", &TOP_PAD, 1 << 30);
+    read_size(c"MEMALLOC_LARGE_CACHE", &LARGE_CACHE, 1 << 40);
     read_size(
         c"MEMALLOC_MMAP_THRESHOLD",
         &MMAP_THRESHOLD,

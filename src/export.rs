@@ -46,7 +46,7 @@ fn alloc_medium(n: usize) -> *mut u8 {
         None => return enomem(),
     };
     if csize >= config::mmap_threshold() {
-        return alloc_large(n, ALIGN);
+        return alloc_large(n, ALIGN, false);
     }
     let c = HEAP.with(|h| h.alloc(csize));
     if c.is_null() {
@@ -66,8 +66,8 @@ fn or_enomem(p: *mut u8) -> *mut u8 {
 }
 
 #[cold]
-fn alloc_large(n: usize, align: usize) -> *mut u8 {
-    let p = large::alloc(n, align);
+fn alloc_large(n: usize, align: usize, zero: bool) -> *mut u8 {
+    let p = large::alloc(n, align, zero);
     if p.is_null() {
         return enomem();
     }
@@ -89,7 +89,7 @@ pub fn alloc_aligned(align: usize, n: usize) -> *mut u8 {
     // Alignments beyond 1 MiB would make the break grow by the alignment; a
     // mapping of its own wastes less (the slack is unmapped).
     if csize >= config::mmap_threshold() || align > (1 << 20) {
-        return alloc_large(n, align);
+        return alloc_large(n, align, false);
     }
     let c = HEAP.with(|h| h.alloc_aligned(csize, align));
     if c.is_null() {
@@ -290,7 +290,7 @@ pub fn calloc_impl(n: usize, m: usize) -> *mut u8 {
         None => return enomem(),
     };
     if csize >= config::mmap_threshold() && !config::debug() {
-        return alloc_large(total, ALIGN); // fresh anonymous pages are zero
+        return alloc_large(total, ALIGN, true); // cleared only if reused
     }
     let p = alloc(total);
     if !p.is_null() {
@@ -496,7 +496,8 @@ export!(
         crate::debug::drain();
         cache::flush_all_pending();
         let zones = cache::trim_abandoned();
-        (HEAP.with(|h| h.trim(pad)) || zones != 0) as i32
+        let kept = large::trim();
+        (HEAP.with(|h| h.trim(pad)) || zones != 0 || kept != 0) as i32
     }
 );
 export!(

@@ -67,6 +67,8 @@ pub struct Heap {
     cycles: u32,
     /// Extra free tail kept on trims while the program cycles.
     pad_boost: usize,
+    /// Bytes the last trim gave back.
+    last_cut: usize,
 }
 
 /// The process heap.
@@ -96,6 +98,7 @@ pub static HEAP: GlobalHeap = GlobalHeap {
         last_trim: 0,
         cycles: 0,
         pad_boost: 0,
+        last_cut: 0,
     }),
 };
 
@@ -366,8 +369,10 @@ impl Heap {
             let cfg = config::get();
             let keep = cfg.top_pad + self.pad_boost;
             if size(f) > cfg.trim_threshold && size(f) > keep + os::PAGE {
-                if self.trim_brk(keep) != 0 {
+                let cut = self.trim_brk(keep);
+                if cut != 0 {
                     self.last_trim = crate::stats::now_ns();
+                    self.last_cut = cut;
                 }
             }
         } else if (*r).kind == KIND_MMAP && f as *mut u8 == (*r).start && self.mmap_regions > 1 {
@@ -551,9 +556,10 @@ impl Heap {
 
     /// The break grows again: if it was just trimmed, the program is cycling
     /// (grow, free the tail, grow again), and every cycle would cost two
-    /// system calls and page faults on fresh pages. After a few cycles in a
-    /// row, each less than THRASH_NS apart, trims keep a growing boost of
-    /// free tail (doubling from 1 MiB up to 64 MiB); a quiet second resets it.
+    /// system calls and page faults on every fresh page. From the second
+    /// cycle in a row, each less than THRASH_NS apart, trims keep as much
+    /// free tail as the last one gave back (up to 64 MiB): what the program
+    /// took back at once. A quiet second resets it.
     fn note_growth(&mut self) {
         if self.last_trim == 0 {
             return;
@@ -561,8 +567,8 @@ impl Heap {
         let since = crate::stats::now_ns().wrapping_sub(self.last_trim);
         if since < THRASH_NS {
             self.cycles += 1;
-            if self.cycles >= 3 {
-                self.pad_boost = (self.pad_boost * 2).clamp(1 << 20, 64 << 20);
+            if self.cycles >= 2 {
+                self.pad_boost = self.pad_boost.max(self.last_cut).clamp(1 << 20, 64 << 20);
             }
         } else if since > 4 * THRASH_NS {
             self.cycles = 0;
