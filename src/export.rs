@@ -207,7 +207,7 @@ pub unsafe fn realloc_impl(p: *mut u8, n: usize) -> *mut u8 {
         if n <= old && n > old / 2 {
             return p;
         }
-        return move_block(p, old, n, |p| dealloc(p));
+        return move_growing(p, old, n, config::mmap_threshold());
     }
     let c = chunk_of(p);
     if is_free(c) {
@@ -231,7 +231,12 @@ pub unsafe fn realloc_impl(p: *mut u8, n: usize) -> *mut u8 {
     }
     let r = HEAP.with(|h| {
         h.validate(c)?;
-        Ok(if csize < threshold || csize <= size(c) {
+        let have = size(c);
+        Ok(if csize <= have && csize > have / 2 {
+            // Fits, and not worth a split: keep the headroom a growing
+            // block was given, so the next steps do not move it.
+            true
+        } else if csize < threshold || csize <= have {
             h.resize_in_place(c, csize)
         } else {
             false
@@ -240,26 +245,28 @@ pub unsafe fn realloc_impl(p: *mut u8, n: usize) -> *mut u8 {
     match r {
         Err(e) => fatal(e, p),
         Ok(true) => p,
-        Ok(false) => {
-            // A block that grows and must move gets 1/8 headroom (below the
-            // mmap threshold), so that growing by small steps moves it
-            // O(log n) times instead of once per step (string building).
-            let old = usable(c);
-            let roomy = if n > old && n < threshold {
-                n.max(old + old / 8)
-            } else {
-                n
-            };
-            if roomy != n {
-                let _e = os::ErrnoGuard::new(); // a failure here is not the caller's
-                let q = move_block(p, old, roomy, |p| dealloc(p));
-                if !q.is_null() {
-                    return q;
-                }
-            }
-            move_block(p, old, n, |p| dealloc(p))
+        Ok(false) => move_growing(p, usable(c), n, threshold),
+    }
+}
+
+/// Moves a block of `old` usable bytes to a new one of `n` bytes. A block
+/// that grows gets a quarter of headroom (below the mmap threshold), so that
+/// growing by small steps moves it O(log n) times instead of once per size
+/// class or step (string building; tcmalloc does the same).
+unsafe fn move_growing(p: *mut u8, old: usize, n: usize, threshold: usize) -> *mut u8 {
+    let roomy = if n > old && n < threshold {
+        n.max(old + old / 4).min(threshold - 1)
+    } else {
+        n
+    };
+    if roomy != n {
+        let _e = os::ErrnoGuard::new(); // a failure here is not the caller's
+        let q = move_block(p, old, roomy, |p| dealloc(p));
+        if !q.is_null() {
+            return q;
         }
     }
+    move_block(p, old, n, |p| dealloc(p))
 }
 
 /// Moves a block to a new allocation of `n` bytes; the old block stays

@@ -327,6 +327,12 @@ impl Heap {
     #[cold]
     fn maybe_purge(&mut self) {
         let now = crate::stats::now_ns();
+        if self.last_purge == 0 {
+            // The first time: start the clock, so that a program's first
+            // 8 MiB of frees do not purge what it is about to reuse.
+            self.last_purge = now;
+            return;
+        }
         if now.wrapping_sub(self.last_purge) >= PURGE_INTERVAL_NS {
             self.last_purge = now;
             self.purge();
