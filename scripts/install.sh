@@ -64,9 +64,9 @@ HDR="$ROOT/include/memalloc.h"
 
 # The libraries a Rust staticlib needs from the system, as
 # `cargo rustc --release --lib --crate-type staticlib -- --print native-static-libs`
-# prints them (Rust 1.8x, x86_64-linux-gnu): libgcc_s for unwinding tables,
-# the rest for std.
-STATIC_LIBS="-lgcc_s -lutil -lrt -lpthread -lm -ldl -lc"
+# prints them (x86_64-linux-gnu): only libc, as the library is no_std (no
+# libgcc_s, no std's libraries).
+STATIC_LIBS="-lc"
 
 VERSION="$(sed -n 's/^version *= *"\(.*\)".*/\1/p' "$ROOT/Cargo.toml" | head -n 1)"
 DESCRIPTION="$(sed -n 's/^description *= *"\(.*\)".*/\1/p' "$ROOT/Cargo.toml" | head -n 1)"

@@ -801,8 +801,15 @@ unsafe fn splice(z: *mut Zone, list: *mut Block) -> u32 {
     n
 }
 
-/// Carves the next batch of never-used blocks into the free list (at least
-/// 8 blocks, or up to the next page); false if the zone is fully carved.
+/// Carves the next batch of never-used blocks into the free list: the
+/// blocks that start in the page of the first one, and 8 blocks if those
+/// start no further than the next page; false if the zone is fully carved.
+///
+/// Carving writes a link at the start of each block, which makes its page
+/// resident: a batch of 8 blocks of a big class (8 × 4 KiB) would commit
+/// 32 KiB for a program that takes one (a stdio buffer). So a batch never
+/// reaches more than a page past the first block; small classes (up to
+/// 512 bytes) still get at least 8 blocks per batch.
 unsafe fn carve(z: *mut Zone) -> bool {
     let (cap, done) = ((*z).capacity, (*z).carved);
     if done == cap {
@@ -811,9 +818,14 @@ unsafe fn carve(z: *mut Zone) -> bool {
     let bs = (*z).block_size as usize;
     let base = z as usize + ZONE_HDR;
     let start = base + done as usize * bs;
-    let page_end = (start + bs + 4095) & !4095;
-    let by_page = ((page_end - start) / bs) as u32;
-    let n = by_page.max(8).min(cap - done);
+    let page_end = (start | 4095) + 1;
+    let in_page = (page_end - start).div_ceil(bs) as u32;
+    let n = if start + 7 * bs < page_end + 4096 {
+        in_page.max(8)
+    } else {
+        in_page
+    };
+    let n = n.min(cap - done);
     let mut head = (*z).free;
     let mut i = n;
     while i > 0 {

@@ -17,7 +17,15 @@
 //!
 //! Nothing in this crate allocates through Rust's allocator: in the cdylib
 //! that would call our own exported malloc.
+//!
+//! The library itself is `no_std` (core and libc only). Linking std would
+//! bring its panic and backtrace machinery (gimli, addr2line, miniz: about
+//! 200 KiB of text) and a dependency on libgcc_s.so.1 for unwinding, which
+//! every preloaded process would then map and relocate: about 0.2 MiB of
+//! resident memory for nothing, since we never unwind. The unit tests
+//! (`cfg(test)`) and the `gd-tls` feature (a std `thread_local!`) keep std.
 
+#![cfg_attr(not(any(test, feature = "gd-tls")), no_std)]
 #![warn(missing_docs)]
 #![allow(missing_docs)] // accessors and ABI shims document themselves by name
 #![allow(clippy::missing_safety_doc)]
@@ -39,6 +47,25 @@ pub mod stats;
 pub mod tls;
 pub mod tlsf;
 pub mod zonemap;
+
+// Without std nothing asks the linker for libc (the libc crate leaves that to
+// std): name it, so the library records its NEEDED entry and versioned
+// symbols (pthread_atfork, say, comes from libc_nonshared.a).
+#[cfg(not(any(test, feature = "gd-tls")))]
+#[link(name = "c")]
+extern "C" {}
+
+/// A panic is a bug in memalloc (the code avoids every panicking path it
+/// can): say where, without allocating, and abort as `panic = "abort"` would.
+#[cfg(not(any(test, feature = "gd-tls")))]
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    match info.location() {
+        Some(l) => report::note(format_args!("internal panic at {}:{}", l.file(), l.line())),
+        None => report::note(format_args!("internal panic")),
+    }
+    os::abort()
+}
 
 /// Runs when the library is loaded: checks the page size, reads the
 /// environment, and registers the fork handlers (pthread_atfork allocates, so
