@@ -130,16 +130,21 @@ const SPARE: u32 = 4;
 /// An abandoned zone whose last block came back: being retired.
 const RETIRING: u32 = 5;
 
-/// Bytes before the first block.
-pub const ZONE_HDR: usize = 192;
-/// The zone chunk spans [z - 16, z + ZONE_SIZE - 16): blocks must end before
-/// the next chunk's header word at z + ZONE_SIZE - 8.
-const ZONE_END: usize = ZONE_SIZE - chunk::OVERHEAD;
+/// Bytes from the zone's 64 KiB-aligned start to its first block: the heap
+/// chunk's header, then the `Zone`.
+pub const ZONE_HDR: usize = chunk::HDR + core::mem::size_of::<Zone>();
+/// The zone's chunk spans exactly its 64 KiB granule (the chunk, not its user
+/// pointer, is aligned), so its header lies in the zone's own first page:
+/// a zone costs no page of its neighbour's, and blocks may run to the end of
+/// the granule (the next chunk's header starts there).
+const ZONE_END: usize = ZONE_SIZE;
 
-/// A zone header, at the zone's 64 KiB-aligned start: three cache lines, so
-/// that the owner's writes (line 1) and other threads' pushes (line 2) never
-/// make a free on another core miss on what it reads (line 0).
-#[repr(C, align(64))]
+/// A zone header, right after the chunk header at the zone's 64 KiB-aligned
+/// start (`Zone` pointers are the chunk's user pointers, start + 16). Laid
+/// out on cache lines: line 0 after the chunk header, lines 1 and 2 whole,
+/// so that the owner's writes (line 1) and other threads' pushes (line 2)
+/// never make a free on another core miss on what it reads (line 0).
+#[repr(C)]
 pub struct Zone {
     // line 0: read by every free; written only when the zone changes hands
     /// The owning cache; null when abandoned.
@@ -155,7 +160,7 @@ pub struct Zone {
     div_magic: u64,
     /// div_magic - 1.
     div_limit: u64,
-    _pad0: [u32; 6],
+    _pad0: [u32; 2],
     // line 1: the owner's
     /// Blocks ready to hand out (encoded list, ending with the zone itself).
     pub free: *mut Block,
@@ -202,7 +207,7 @@ impl Zone {
             } else {
                 u64::MAX / block_size as u64
             },
-            _pad0: [0; 6],
+            _pad0: [0; 2],
             free,
             used: 0,
             state: CURRENT,
@@ -218,7 +223,8 @@ impl Zone {
     }
 }
 
-const _: () = assert!(core::mem::size_of::<Zone>() == ZONE_HDR);
+const _: () = assert!(ZONE_HDR == 192 && (chunk::HDR + core::mem::offset_of!(Zone, free)) % 64 == 0);
+const _: () = assert!((chunk::HDR + core::mem::offset_of!(Zone, remote)) % 64 == 0);
 
 /// A list of zones (owner's avail/full lists, the abandoned lists).
 #[derive(Clone, Copy)]
@@ -406,7 +412,7 @@ pub fn shared_lock() -> &'static Lock {
 /// The zone holding small block `p`.
 #[inline(always)]
 pub fn zone_of(p: *const u8) -> *mut Zone {
-    (p as usize & !(ZONE_SIZE - 1)) as *mut Zone
+    ((p as usize & !(ZONE_SIZE - 1)) + chunk::HDR) as *mut Zone
 }
 
 // ---- fast paths ------------------------------------------------------------
@@ -816,7 +822,7 @@ unsafe fn carve(z: *mut Zone) -> bool {
         return false;
     }
     let bs = (*z).block_size as usize;
-    let base = z as usize + ZONE_HDR;
+    let base = (z as usize & !(ZONE_SIZE - 1)) + ZONE_HDR;
     let start = base + done as usize * bs;
     let page_end = (start | 4095) + 1;
     let in_page = (page_end - start).div_ceil(bs) as u32;
@@ -843,7 +849,7 @@ unsafe fn carve(z: *mut Zone) -> bool {
 /// owned by `c`.
 unsafe fn new_zone(c: &mut Cache, cls: usize) -> *mut Zone {
     let z = HEAP.with(|h| {
-        let ch = h.alloc_aligned(ZONE_SIZE, ZONE_SIZE);
+        let ch = h.alloc_aligned_at(ZONE_SIZE, ZONE_SIZE, 0);
         if ch.is_null() {
             return null_mut();
         }

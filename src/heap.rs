@@ -127,7 +127,7 @@ impl Heap {
         unsafe {
             let mut c = self.tlsf.alloc(csize);
             if c.is_null() {
-                c = self.alloc_slow(csize, 0);
+                c = self.alloc_slow(csize, 0, 0);
             }
             if !c.is_null() {
                 self.account_alloc(size(c));
@@ -139,11 +139,17 @@ impl Heap {
     /// Allocates a chunk of `csize` bytes whose user pointer is aligned to
     /// `align` (> 16).
     pub fn alloc_aligned(&mut self, csize: usize, align: usize) -> *mut Chunk {
+        self.alloc_aligned_at(csize, align, HDR)
+    }
+
+    /// Allocates a chunk of `csize` bytes whose address plus `at` is aligned
+    /// to `align` (see `Tlsf::alloc_aligned_at`).
+    pub fn alloc_aligned_at(&mut self, csize: usize, align: usize, at: usize) -> *mut Chunk {
         // SAFETY: as alloc.
         unsafe {
-            let mut c = self.tlsf.alloc_aligned(csize, align);
+            let mut c = self.tlsf.alloc_aligned_at(csize, align, at);
             if c.is_null() {
-                c = self.alloc_slow(csize, align);
+                c = self.alloc_slow(csize, align, at);
             }
             if !c.is_null() {
                 self.account_alloc(size(c));
@@ -160,7 +166,7 @@ impl Heap {
     }
 
     #[cold]
-    unsafe fn alloc_slow(&mut self, csize: usize, align: usize) -> *mut Chunk {
+    unsafe fn alloc_slow(&mut self, csize: usize, align: usize, at: usize) -> *mut Chunk {
         // Grow by what a search is sure to find (TLSF rounds requests up).
         let need = crate::tlsf::search_size(if align == 0 {
             csize
@@ -171,7 +177,7 @@ impl Heap {
             let c = if align == 0 {
                 self.tlsf.alloc(csize)
             } else {
-                self.tlsf.alloc_aligned(csize, align)
+                self.tlsf.alloc_aligned_at(csize, align, at)
             };
             if !c.is_null() {
                 return c;

@@ -232,6 +232,16 @@ impl Tlsf {
     /// # Safety
     /// As [`alloc`](Self::alloc).
     pub unsafe fn alloc_aligned(&mut self, csize: usize, align: usize) -> *mut Chunk {
+        self.alloc_aligned_at(csize, align, HDR)
+    }
+
+    /// Allocates a chunk of `csize` bytes such that the chunk's address plus
+    /// `at` is aligned to `align` (`at` = HDR: the user pointer; 0: the
+    /// chunk itself, so that its header lies in its first aligned page).
+    ///
+    /// # Safety
+    /// As [`alloc`](Self::alloc).
+    pub unsafe fn alloc_aligned_at(&mut self, csize: usize, align: usize, at: usize) -> *mut Chunk {
         let need = match csize.checked_add(align + MIN_CHUNK) {
             Some(n) if n <= MAX_REQUEST * 2 => n,
             _ => return null_mut(),
@@ -241,7 +251,7 @@ impl Tlsf {
             return c;
         }
         clear_flags(c, FREE);
-        let u = to_user(c) as usize;
+        let u = c as usize + at;
         let mut gap = align_up(u, align) - u;
         if gap != 0 && gap < MIN_CHUNK {
             gap += align;
@@ -696,6 +706,27 @@ mod tests {
                 assert_eq!(to_user(c) as usize % align, 0);
                 assert!(size(c) < request_to_size(100).unwrap() + MIN_CHUNK);
                 assert!(before - a.tlsf.free_bytes <= size(c));
+                a.check();
+            }
+        }
+    }
+
+    #[test]
+    fn chunk_aligned_allocations_tile_their_granule() {
+        let a = &mut Arena::new(1 << 22);
+        // SAFETY: the test buffer outlives the index, and every chunk used came from it.
+        unsafe {
+            let mut prev: *mut Chunk = null_mut();
+            for _ in 0..8 {
+                // As zones: the chunk itself aligned, exactly one granule.
+                let c = a.tlsf.alloc_aligned_at(1 << 16, 1 << 16, 0);
+                assert!(!c.is_null());
+                assert_eq!(c as usize % (1 << 16), 0);
+                assert_eq!(size(c), 1 << 16);
+                if !prev.is_null() && next(prev) == c {
+                    assert!(!is_prev_free(c));
+                }
+                prev = c;
                 a.check();
             }
         }
