@@ -38,7 +38,7 @@ fi
 cases=$(cat <<'EOF'
 double-free-small            |default|ABRT|double free
 double-free-medium           |default|ABRT|double free
-double-free-large            |default|ABRT|double free
+double-free-large            |default|ABRT|invalid pointer \(not from memalloc, or already freed and unmapped\)
 free-stack                   |default|ABRT|invalid pointer \(not from memalloc, or already freed and unmapped\)
 free-global                  |default|ABRT|invalid pointer \(not from memalloc, or already freed and unmapped\)
 free-interior-small          |default|ABRT|invalid pointer \(not the start of a block\)

@@ -116,14 +116,19 @@ pub fn raise_thresholds(size: usize) {
     }
 }
 
-/// Debug mode?
-#[inline]
 /// Bytes of freed large mappings kept for reuse, at most.
 pub fn large_cache() -> usize {
     init();
     LARGE_CACHE.load(Ordering::Relaxed)
 }
 
+/// Do the thresholds still follow the program (see `raise_thresholds`)?
+pub fn dynamic_thresholds() -> bool {
+    DYNAMIC.load(Ordering::Relaxed)
+}
+
+/// Debug mode?
+#[inline]
 pub fn debug() -> bool {
     init();
     DEBUG.load(Ordering::Relaxed)

@@ -6,8 +6,10 @@
 //!   c = u - 16  prev_size = c - base, head = (len - (c - base)) | MMAPPED | MARK
 //!   u           user pointer (aligned as requested), usable to base + len
 //! ```
-//! realloc resizes a mapping with `mremap`, which may move it. free keeps the
-//! mapping, resident, in a small cache of freed mappings (`Kept`), from which
+//! realloc resizes a mapping with `mremap`, which may move it. free keeps a
+//! mapping of 8 MiB or more (any size once the thresholds are fixed by
+//! `mallopt` or the environment), resident, in a small cache of freed
+//! mappings (`Kept`), from which
 //! later large requests are served: a program that frees and allocates large
 //! blocks in turn would otherwise fault in every page of every block again
 //! (the cost that made this layer 3x slower than tcmalloc, which keeps freed
@@ -454,8 +456,17 @@ pub unsafe fn free(c: *mut Chunk) {
         unlink_locked(h);
     }
     (*h).tag = 0;
-    if (*h).off == LEAD - HDR && !crate::config::debug() {
-        // A plain mapping (not aligned, not guarded): keep it for reuse.
+    let usable = size(c) - HDR;
+    if (*h).off == LEAD - HDR
+        && (usable * 4 > crate::config::MMAP_THRESHOLD_MAX || !crate::config::dynamic_thresholds())
+        && !crate::config::debug()
+    {
+        // A plain mapping (not aligned, not guarded) of 8 MiB or more, or
+        // any with fixed thresholds: keep it for reuse. (Freeing a smaller
+        // one has just raised the dynamic threshold past its size, so the
+        // heap serves blocks of that size from now on, and a kept copy
+        // would mostly hold memory; a big one can still serve the blocks
+        // above the threshold, or grow into one with mremap.)
         set_head(c, (len - (*h).off) | MMAPPED | MARK | FREE);
         keep(h as *mut u8, len);
     } else {
