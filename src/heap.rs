@@ -33,6 +33,9 @@ const PURGE_INTERVAL_NS: usize = 250_000_000;
 /// Free chunks at least this big have their inner pages purged.
 const PURGE_MIN: usize = 256 << 10;
 
+/// The most free tail a trim keeps while a program cycles (see `note_growth`).
+const BOOST_MAX: usize = 128 << 20;
+
 /// Smallest mmap'd heap region.
 const REGION_MIN: usize = 1 << 20;
 
@@ -569,9 +572,9 @@ impl Heap {
     /// The break grows again: if it was just trimmed, the program is cycling
     /// (grow, free the tail, grow again), and every cycle would cost two
     /// system calls and page faults on every fresh page. From the second
-    /// cycle in a row, each less than THRASH_NS apart, trims keep as much
-    /// free tail as the last one gave back (up to 64 MiB): what the program
-    /// took back at once. A quiet second resets it.
+    /// such cycle in a row, each less than THRASH_NS apart, trims keep as much more
+    /// free tail as the last one gave back (up to BOOST_MAX in all): what the
+    /// program took back at once. A quiet second resets it.
     fn note_growth(&mut self) {
         if self.last_trim == 0 {
             return;
@@ -580,7 +583,8 @@ impl Heap {
         if since < THRASH_NS {
             self.cycles += 1;
             if self.cycles >= 2 {
-                self.pad_boost = self.pad_boost.max(self.last_cut).clamp(1 << 20, 64 << 20);
+                // What was kept plus what was cut: what the program took.
+                self.pad_boost = (self.pad_boost + self.last_cut).clamp(1 << 20, BOOST_MAX);
             }
         } else if since > 4 * THRASH_NS {
             self.cycles = 0;
