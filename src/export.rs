@@ -103,18 +103,27 @@ pub fn alloc_aligned(align: usize, n: usize) -> *mut u8 {
 /// tag matches. Reports and aborts otherwise.
 #[inline]
 unsafe fn chunk_of(p: *mut u8) -> *mut Chunk {
+    if crate::guard::CHECKS && !zonemap::is_ours(from_user(p) as *const u8) {
+        if p as usize & (ALIGN - 1) != 0 {
+            fatal("invalid pointer (misaligned, not from malloc)", p);
+        }
+        fatal(
+            "invalid pointer (not from memalloc, or already freed and unmapped)",
+            p,
+        );
+    }
+    chunk_of_in_ours(p)
+}
+
+/// `chunk_of` for a pointer whose header lies in memory of ours.
+#[inline(always)]
+unsafe fn chunk_of_in_ours(p: *mut u8) -> *mut Chunk {
     if p as usize & (ALIGN - 1) != 0 {
         fatal("invalid pointer (misaligned, not from malloc)", p);
     }
     let c = from_user(p);
     if !crate::guard::CHECKS {
         return c;
-    }
-    if !zonemap::is_ours(c as *const u8) {
-        fatal(
-            "invalid pointer (not from memalloc, or already freed and unmapped)",
-            p,
-        );
     }
     if !head_ok(c) {
         fatal(
@@ -128,20 +137,28 @@ unsafe fn chunk_of(p: *mut u8) -> *mut Chunk {
 /// free.
 #[inline(always)]
 pub unsafe fn dealloc(p: *mut u8) {
-    if zonemap::is_zone(p) {
+    let bits = zonemap::bits(p);
+    if bits & zonemap::ZONE_BIT != 0 {
         cache::free(zone_of(p), p);
         return;
     }
-    dealloc_chunk(p)
+    dealloc_chunk(p, bits)
 }
 
 /// free of a pointer that is not in a zone: a heap chunk or a large block.
+/// `bits`: the zone map's byte for `p`'s granule.
 #[inline(never)]
-unsafe fn dealloc_chunk(p: *mut u8) {
+unsafe fn dealloc_chunk(p: *mut u8, bits: u8) {
     if p.is_null() {
         return;
     }
-    let c = chunk_of(p);
+    // The map said p's granule is ours: unless p's header lies in the
+    // granule below, that is what chunk_of would look up again.
+    let c = if bits != 0 && p as usize & (zonemap::ZONE_SIZE - 1) >= HDR {
+        chunk_of_in_ours(p)
+    } else {
+        chunk_of(p)
+    };
     if config::debug() {
         return debug_free(p, c);
     }

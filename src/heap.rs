@@ -340,12 +340,13 @@ impl Heap {
             // The first time: start the clock, so that a program's first
             // 8 MiB of frees do not purge what it is about to reuse.
             self.last_purge = now;
-            return;
-        }
-        if now.wrapping_sub(self.last_purge) >= PURGE_INTERVAL_NS {
+        } else if now.wrapping_sub(self.last_purge) >= PURGE_INTERVAL_NS {
             self.last_purge = now;
             self.purge();
         }
+        // Look at the clock again after another PURGE_STEP bytes, not at
+        // every free until the interval is over.
+        self.dirty = 0;
     }
 
     /// Returns the whole pages inside large free chunks to the OS

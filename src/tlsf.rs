@@ -219,9 +219,22 @@ impl Tlsf {
         if c.is_null() {
             return c;
         }
-        clear_flags(c, FREE);
-        self.split(c, csize);
-        mark_used(c);
+        // c was free, so (the heap being coalesced) its predecessor and its
+        // successor are in use: c has no PREV_FREE, and the successor has
+        // PREV_FREE. Each header is written once (a tag is a multiply).
+        let total = size(c);
+        if total >= csize + MIN_CHUNK {
+            set_head(c, csize | MARK);
+            let rest = (c as *mut u8).add(csize) as *mut Chunk;
+            let rs = total - csize;
+            set_head(rest, rs | MARK | FREE);
+            // The successor keeps PREV_FREE; its footer moves.
+            (*next(rest)).prev_size = rs;
+            self.insert(rest);
+        } else {
+            set_head(c, total | MARK);
+            clear_flags(next(c), PREV_FREE);
+        }
         c
     }
 
@@ -275,10 +288,35 @@ impl Tlsf {
     /// `c` is an in-use chunk of a region of this index.
     #[inline]
     pub unsafe fn free(&mut self, c: *mut Chunk) -> *mut Chunk {
-        // Mark it first: if c merges into its predecessor, its stale header
-        // still says FREE, so a second free of it is recognised.
-        set_flags(c, FREE);
-        self.release(c)
+        // As `release`, with each header written once.
+        let h = head(c);
+        let mut sz = h & SIZE_MASK;
+        let n = (c as *mut u8).add(sz) as *mut Chunk;
+        let n_free = is_free(n);
+        if n_free {
+            self.remove(n);
+            sz += size(n);
+        }
+        let mut start = c;
+        if h & PREV_FREE != 0 {
+            let p = prev(c);
+            self.remove(p);
+            sz += size(p);
+            start = p;
+            // c's header stays inside the merged chunk: it must say FREE,
+            // so that a second free of c is recognised.
+            set_head(c, h | FREE);
+        }
+        // start's predecessor is in use (chunks were coalesced).
+        set_head(start, sz | MARK | FREE);
+        let after = (start as *mut u8).add(sz) as *mut Chunk;
+        (*after).prev_size = sz;
+        if !n_free {
+            // (If n was free, its successor has PREV_FREE already.)
+            set_flags(after, PREV_FREE);
+        }
+        self.insert(start);
+        start
     }
 
     /// Coalesces `c` with its free neighbours and indexes the result.

@@ -33,7 +33,7 @@ const L1_LEN: usize = 1 << (47 - L1_SHIFT);
 const GRANULES: usize = 1 << (L1_SHIFT - ZONE_SHIFT);
 
 /// The zone bit of a granule's byte.
-const ZONE_BIT: u8 = 0x80;
+pub const ZONE_BIT: u8 = 0x80;
 
 #[repr(C)]
 struct Leaf {
@@ -56,6 +56,16 @@ fn granule(p: *const u8) -> Option<&'static AtomicU8> {
     }
     // SAFETY: leaves are never freed; the index is below GRANULES.
     Some(unsafe { &(*leaf).granule[(a >> ZONE_SHIFT) & (GRANULES - 1)] })
+}
+
+/// The map byte of the granule holding `p` (0 if unmapped): `ZONE_BIT` if a
+/// zone starts there, and in the low bits a count of our mappings over it.
+#[inline(always)]
+pub fn bits(p: *const u8) -> u8 {
+    match granule(p) {
+        Some(g) => g.load(Ordering::Relaxed),
+        None => 0,
+    }
 }
 
 /// Does a zone start at the 64 KiB granule holding `p`?
