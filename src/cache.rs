@@ -295,13 +295,6 @@ pub struct Cache {
     pub current: [*mut Zone; NCLASS],
     /// Blocks in each class's bin.
     bin_n: [u32; NCLASS],
-    /// Per class, a stack of freed blocks of this cache's own zones, served
-    /// first (last freed, first reused: the block is still in the cache).
-    /// A program cycling through more blocks than one zone holds would
-    /// otherwise free into one zone while allocating from another, and
-    /// switch zones every `capacity` calls. Blocks in a bin count as used
-    /// by their zone; a full bin gives its older half back to the zones.
-    bin: [[*mut Block; BIN_CAP]; NCLASS],
     avail: [ZoneList; NCLASS],
     full: [ZoneList; NCLASS],
     /// One empty zone kept per class (see `keep_or_retire`).
@@ -316,6 +309,14 @@ pub struct Cache {
     /// Links in the list of live caches (statistics).
     live_next: *mut Cache,
     live_prev: *mut Cache,
+    /// Per class, a stack of freed blocks of this cache's own zones, served
+    /// first (last freed, first reused: the block is still in the cache).
+    /// A program cycling through more blocks than one zone holds would
+    /// otherwise free into one zone while allocating from another, and
+    /// switch zones every `capacity` calls. Blocks in a bin count as used
+    /// by their zone; a full bin gives its older half back to the zones.
+    /// Last in the struct, and never initialised (see `init_fields`).
+    bin: [[*mut Block; BIN_CAP]; NCLASS],
 }
 
 /// A batch of blocks of one zone freed by a thread that does not own it.
@@ -1010,7 +1011,7 @@ unsafe fn init_cache() -> *mut Cache {
         }
         c = to_user(ch) as *mut Cache;
     }
-    c.write(static_cache(LIVE));
+    init_fields(c);
     if key == libc::pthread_key_t::MAX
         || libc::pthread_setspecific(key, c as *const libc::c_void) != 0
     {
@@ -1029,6 +1030,38 @@ unsafe fn init_cache() -> *mut Cache {
     }
     tls::set(c);
     c
+}
+
+/// Initialises every field of cache `c` but the bins' slots, which are only
+/// read below their counts: writing them all would make two more pages of a
+/// thread's cache resident for nothing (a thread uses a few classes).
+unsafe fn init_fields(c: *mut Cache) {
+    let s = static_cache(LIVE);
+    let Cache {
+        current,
+        bin_n,
+        bin: _,
+        avail,
+        full,
+        spare,
+        pending,
+        allocs,
+        state,
+        next_free,
+        live_next,
+        live_prev,
+    } = s;
+    addr_of_mut!((*c).current).write(current);
+    addr_of_mut!((*c).bin_n).write(bin_n);
+    addr_of_mut!((*c).avail).write(avail);
+    addr_of_mut!((*c).full).write(full);
+    addr_of_mut!((*c).spare).write(spare);
+    addr_of_mut!((*c).pending).write(pending);
+    addr_of_mut!((*c).allocs).write(allocs);
+    addr_of_mut!((*c).state).write(state);
+    addr_of_mut!((*c).next_free).write(next_free);
+    addr_of_mut!((*c).live_next).write(live_next);
+    addr_of_mut!((*c).live_prev).write(live_prev);
 }
 
 unsafe fn recycle(c: *mut Cache) {
