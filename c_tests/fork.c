@@ -1,8 +1,8 @@
 /*
  * fork.c - fork while other threads allocate.
  *
- * 8 threads keep allocating, checking and freeing; the main thread forks 200
- * times.  Each child allocates small, medium and large blocks, reallocs,
+ * 8 threads keep allocating, checking and freeing, and one more frees blocks
+ * into zones abandoned by exited threads; the main thread forks 200 times.  Each child allocates small, medium and large blocks, reallocs,
  * callocs, frees a block the parent allocated before the fork, sometimes
  * starts a thread that allocates, checks its patterns and the heap
  * (memalloc_check, looked up at run time), and _exit(0)s.  A child that does
@@ -13,6 +13,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -89,6 +90,59 @@ static void *background(void *arg)
     return (void *)(uintptr_t)ops;
 }
 
+/* ---- frees into abandoned zones around the forks ---------------------------
+ * A short-lived thread allocates HAND small blocks and exits: its zones are
+ * abandoned with the blocks live. The handoff thread then frees them one by
+ * one, each free taking the abandoned zone's own lock, while the main thread
+ * forks. A child frees the blocks not yet freed: were a zone lock held by
+ * the handoff thread at the fork still held in the child, it would hang. */
+enum { HAND = 512, HAND_SIZE = 48 };
+static void *hand[HAND];
+static int hand_next = HAND; /* blocks below it are freed (or being freed) */
+static pthread_mutex_t hand_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void *hand_alloc(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < HAND; i++) {
+        hand[i] = malloc(HAND_SIZE);
+        CHECK(hand[i] != NULL);
+        pattern_fill(hand[i], HAND_SIZE);
+    }
+    return NULL;
+}
+
+static void *handoff(void *arg)
+{
+    (void)arg;
+    unsigned long rounds = 0;
+    while (!__atomic_load_n(&stop, __ATOMIC_RELAXED)) {
+        pthread_t t;
+        CHECK(pthread_create(&t, NULL, hand_alloc, NULL) == 0);
+        CHECK(pthread_join(t, NULL) == 0);
+        __atomic_store_n(&hand_next, 0, __ATOMIC_RELEASE);
+        for (;;) {
+            /* the mutex is taken around each free (not the fork: the child
+             * never takes it), so a child sees hand_next exact */
+            pthread_mutex_lock(&hand_mu);
+            int i = hand_next;
+            if (i == HAND) {
+                pthread_mutex_unlock(&hand_mu);
+                break;
+            }
+            CHECK_PATTERN(hand[i], HAND_SIZE);
+            free(hand[i]);
+            hand_next = i + 1;
+            pthread_mutex_unlock(&hand_mu);
+            if (i % 64 == 63)
+                usleep(100);
+        }
+        rounds++;
+    }
+    check_flush();
+    return (void *)(uintptr_t)rounds;
+}
+
 static void *child_thread(void *arg)
 {
     (void)arg;
@@ -112,6 +166,15 @@ static void child(int k, void *inherited, size_t inherited_n)
     /* a block from before the fork is intact and freeable here */
     CHECK_PATTERN(inherited, inherited_n);
     free(inherited);
+
+    /* the handoff blocks not yet freed: into abandoned zones (a free the
+     * parent's handoff thread was making at the fork may be half done: the
+     * block at hand_next is skipped) */
+    for (int i = hand_next + 1; i < HAND; i++) {
+        CHECK_PATTERN(hand[i], HAND_SIZE);
+        free(hand[i]);
+    }
+    malloc_trim(0); /* frees of other threads' blocks are batched: push them now */
 
     enum { NB = 40 };
     void *p[NB];
@@ -193,9 +256,10 @@ int main(int argc, char **argv)
     sa.sa_handler = on_alarm;
     CHECK(sigaction(SIGALRM, &sa, NULL) == 0);
 
-    pthread_t tid[NTHREADS];
+    pthread_t tid[NTHREADS], hand_tid;
     for (int i = 0; i < NTHREADS; i++)
         CHECK(pthread_create(&tid[i], NULL, background, (void *)(intptr_t)i) == 0);
+    CHECK(pthread_create(&hand_tid, NULL, handoff, NULL) == 0);
 
     uint64_t seed = 42;
     for (int k = 0; k < forks; k++) {
@@ -234,7 +298,10 @@ int main(int argc, char **argv)
         CHECK(pthread_join(tid[i], &r) == 0);
         ops += (unsigned long)(uintptr_t)r;
     }
-    printf("%d children exited 0; background threads made %lu operations\n", forks, ops);
+    void *hr = NULL;
+    CHECK(pthread_join(hand_tid, &hr) == 0);
+    printf("%d children exited 0; background threads made %lu operations; %lu handoff rounds\n",
+           forks, ops, (unsigned long)(uintptr_t)hr);
     if (check_heap != NULL)
         CHECK(check_heap() == 0);
     check_done("fork");

@@ -410,6 +410,26 @@ pub fn shared_lock() -> &'static Lock {
     &SHARED_LOCK
 }
 
+/// In a fork child: frees into abandoned zones take the zone's own lock
+/// without the shared one, so a thread of the parent may have held one at
+/// the fork; it does not exist in the child, so the locks are reset. (Every
+/// such zone is on an abandoned list: it leaves the list only after its lock
+/// is released. The fork handlers hold SHARED_LOCK, which every other user
+/// of a zone lock takes first.)
+pub fn reset_zone_locks_after_fork() {
+    // SAFETY: single-threaded child; the lists are consistent (SHARED_LOCK
+    // was held across the fork).
+    unsafe {
+        for list in (*addr_of!(SHARED)).abandoned.iter() {
+            let mut z = list.head;
+            while !z.is_null() {
+                (*z).alock.reset_after_fork();
+                z = (*z).next;
+            }
+        }
+    }
+}
+
 /// The zone holding small block `p`.
 #[inline(always)]
 pub fn zone_of(p: *const u8) -> *mut Zone {

@@ -100,9 +100,11 @@ extern "C" fn fork_prepare() {
     cache::shared_lock().lock();
     heap::HEAP.lock().lock();
     large::lock().lock();
+    zonemap::leaf_lock().lock();
 }
 
 extern "C" fn fork_parent() {
+    zonemap::leaf_lock().unlock();
     large::lock().unlock();
     heap::HEAP.lock().unlock();
     cache::shared_lock().unlock();
@@ -110,6 +112,8 @@ extern "C" fn fork_parent() {
 }
 
 extern "C" fn fork_child() {
+    zonemap::leaf_lock().reset_after_fork();
+    cache::reset_zone_locks_after_fork();
     large::lock().reset_after_fork();
     heap::HEAP.lock().reset_after_fork();
     cache::shared_lock().reset_after_fork();

@@ -79,6 +79,11 @@ pub fn is_zone(p: *const u8) -> bool {
 
 static LEAF_LOCK: crate::lock::Lock = crate::lock::Lock::new();
 
+/// The lock that serialises mapping new leaves (for the fork handlers).
+pub fn leaf_lock() -> &'static crate::lock::Lock {
+    &LEAF_LOCK
+}
+
 /// The leaf for address `a`, mapped on first use; null if out of range or
 /// the mapping failed.
 fn leaf_of(a: usize) -> *mut Leaf {
