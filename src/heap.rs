@@ -335,7 +335,10 @@ impl Heap {
     /// next free past the interval.
     #[cold]
     fn maybe_purge(&mut self) {
-        let now = crate::stats::now_ns();
+        // (Until the purge, every free looks at the clock: a program that
+        // went quiet gets its memory back at its next free. The coarse clock
+        // costs a few nanoseconds.)
+        let now = crate::stats::coarse_ns();
         if self.last_purge == 0 {
             // The first time: start the clock, so that a program's first
             // 8 MiB of frees do not purge what it is about to reuse.
@@ -344,9 +347,6 @@ impl Heap {
             self.last_purge = now;
             self.purge();
         }
-        // Look at the clock again after another PURGE_STEP bytes, not at
-        // every free until the interval is over.
-        self.dirty = 0;
     }
 
     /// Returns the whole pages inside large free chunks to the OS
@@ -387,7 +387,7 @@ impl Heap {
             if size(f) > cfg.trim_threshold && size(f) > keep + os::PAGE {
                 let cut = self.trim_brk(keep);
                 if cut != 0 {
-                    self.last_trim = crate::stats::now_ns();
+                    self.last_trim = crate::stats::coarse_ns();
                     self.last_cut = cut;
                 }
             }
@@ -580,7 +580,7 @@ impl Heap {
         if self.last_trim == 0 {
             return;
         }
-        let since = crate::stats::now_ns().wrapping_sub(self.last_trim);
+        let since = crate::stats::coarse_ns().wrapping_sub(self.last_trim);
         if since < THRASH_NS {
             self.cycles += 1;
             if self.cycles >= 2 {

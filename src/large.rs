@@ -207,7 +207,7 @@ unsafe fn take_kept(len: usize) -> Option<(*mut u8, usize)> {
         if set.n == 0 {
             return None;
         }
-        set.age(crate::stats::now_ns(), &mut ev);
+        set.age(crate::stats::coarse_ns(), &mut ev);
         set.best(len).map(|i| set.remove(i))
     };
     ev.release();
@@ -238,7 +238,7 @@ unsafe fn keep(base: *mut u8, len: usize) {
     let k = Kept {
         base,
         len,
-        at: crate::stats::now_ns(),
+        at: crate::stats::coarse_ns(),
     };
     if len > cap {
         ev.push(k);

@@ -187,6 +187,20 @@ static TRACE_T0: AtomicUsize = AtomicUsize::new(0);
 static HEAP_BYTES: AtomicUsize = AtomicUsize::new(0);
 
 /// CLOCK_MONOTONIC in nanoseconds (vDSO: no system call).
+/// CLOCK_MONOTONIC_COARSE in ns: a read of the vDSO's last tick (a few
+/// nanoseconds, a few ms of resolution), for the allocator's own timing
+/// decisions (purge intervals, cycle detection, aging), which may look at
+/// the clock on every free.
+pub fn coarse_ns() -> usize {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid out-parameter.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as usize * 1_000_000_000 + ts.tv_nsec as usize
+}
+
 pub fn now_ns() -> usize {
     let mut ts = libc::timespec {
         tv_sec: 0,
