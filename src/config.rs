@@ -17,7 +17,8 @@
 //!
 //! Until either threshold is set (here or by mallopt), both follow the
 //! program as glibc's do: freeing a block mapped on its own raises the mmap
-//! threshold to its size (at most 32 MiB) and the trim threshold to twice that.
+//! threshold to its size (at most 64 MiB, twice glibc's limit) and the trim
+//! threshold to twice that.
 //!
 //! Sizes accept a `k`, `m` or `g` suffix. A bad value, or a `MEMALLOC_`
 //! variable that is not one of these, prints a warning and is ignored.
@@ -27,6 +28,12 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 /// The largest mmap threshold mallopt accepts (glibc's
 /// DEFAULT_MMAP_THRESHOLD_MAX on 64-bit: 32 MiB).
 pub const MMAP_THRESHOLD_MAX: usize = 32 << 20;
+
+/// The largest the dynamic mmap threshold rises to: twice glibc's, so that
+/// a program freeing and allocating blocks of 32 MiB (glibc's largest)
+/// gets them from the heap, which keeps their pages, rather than mapping
+/// and faulting them in every time.
+pub const DYNAMIC_MMAP_MAX: usize = 2 * MMAP_THRESHOLD_MAX;
 
 /// The settings in force.
 pub struct Settings {
@@ -109,7 +116,7 @@ pub fn stats() -> bool {
 pub fn raise_thresholds(size: usize) {
     if DYNAMIC.load(Ordering::Relaxed)
         && size > MMAP_THRESHOLD.load(Ordering::Relaxed)
-        && size <= MMAP_THRESHOLD_MAX
+        && size <= DYNAMIC_MMAP_MAX
     {
         MMAP_THRESHOLD.store(size, Ordering::Relaxed);
         TRIM_THRESHOLD.store(2 * size, Ordering::Relaxed);

@@ -462,11 +462,11 @@ pub unsafe fn free(c: *mut Chunk) {
         && !crate::config::debug()
     {
         // A plain mapping (not aligned, not guarded) of 8 MiB or more, or
-        // any with fixed thresholds: keep it for reuse. (Freeing a smaller
-        // one has just raised the dynamic threshold past its size, so the
-        // heap serves blocks of that size from now on, and a kept copy
-        // would mostly hold memory; a big one can still serve the blocks
-        // above the threshold, or grow into one with mremap.)
+        // any once the thresholds are fixed: keep it for reuse. (Freeing a
+        // smaller one has just raised the dynamic threshold past its size,
+        // so the heap serves blocks of that size from now on, and a kept
+        // copy would mostly hold memory; a big one can still serve the
+        // blocks above the threshold, or grow into one with mremap.)
         set_head(c, (len - (*h).off) | MMAPPED | MARK | FREE);
         keep(h as *mut u8, len);
     } else {
