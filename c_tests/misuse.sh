@@ -66,6 +66,7 @@ realloc-freed                |debug  |ABRT|realloc of a freed block( \([^)]*\))?
 usable-size-freed            |debug  |ABRT|malloc_usable_size of a freed block( \([^)]*\))?
 overflow-into-next-header    |debug  |ABRT|heap overflow \(the canary after the block was overwritten\)
 underflow                    |debug  |ABRT|corrupted block header \(heap overflow\?\) or invalid pointer
+uaf-freelist                 |debug  |ABRT|write after free \(a freed block was modified\)
 EOF
 )
 

@@ -88,7 +88,7 @@ extra=(
     "free-interior-medium|free of an interior pointer (20000 B block + 4096)"
     "overflow-free-next|header overwritten: overflow, then free the next block"
     "underflow|header overwritten: the 16 B before a block, then free it"
-    "uaf-freelist|use after free: free-list link of a 64 B block overwritten, malloc x2"
+    "uaf-freelist|use after free: free-list link of a 64 B block overwritten (freed before 63 others), then malloc up to 256 times"
     "debug-canary-overflow|1 byte past a 100 B block (in its slack), then free"
     "debug-write-after-free|1 byte written into a freed 100 B block, 3000 frees later"
     "debug-double-free-quarantine|double free, 100 B block, right away"
@@ -107,7 +107,7 @@ names_bug() {
     realloc-freed) words='freed|double free' ;;
     usable-size-freed) words='freed' ;;
     overflow-* | underflow) words='overflow|corrupt|invalid next size|header' ;;
-    uaf-freelist) words='corrupt|use after free|free list' ;;
+    uaf-freelist) words='corrupt|use after free|write after free|free list' ;;
     debug-canary-overflow) words='overflow|canary|corrupt' ;;
     debug-write-after-free) words='after free|modified|corrupt' ;;
     *) words='.' ;;
