@@ -2,12 +2,13 @@
  * fork.c - fork while other threads allocate.
  *
  * 8 threads keep allocating, checking and freeing, and one more frees blocks
- * into zones abandoned by exited threads; the main thread forks 200 times.  Each child allocates small, medium and large blocks, reallocs,
- * callocs, frees a block the parent allocated before the fork, sometimes
- * starts a thread that allocates, checks its patterns and the heap
- * (memalloc_check, looked up at run time), and _exit(0)s.  A child that does
- * not finish within 30 s is a deadlock (an allocator lock held across fork):
- * the test kills it and fails.
+ * into zones abandoned by exited threads; the main thread forks 200 times.
+ * Each child allocates small, medium and large blocks, reallocs, callocs,
+ * frees a block the parent allocated before the fork and the abandoned
+ * blocks not yet freed, sometimes starts a thread that allocates, checks its
+ * patterns and the heap (memalloc_check, looked up at run time), and
+ * _exit(0)s.  A child that does not finish within 30 s is a deadlock (an
+ * allocator lock held across fork): the test kills it and fails.
  *
  *   fork [forks]      default: 200
  */
