@@ -223,7 +223,8 @@ impl Zone {
     }
 }
 
-const _: () = assert!(ZONE_HDR == 192 && (chunk::HDR + core::mem::offset_of!(Zone, free)) % 64 == 0);
+const _: () =
+    assert!(ZONE_HDR == 192 && (chunk::HDR + core::mem::offset_of!(Zone, free)) % 64 == 0);
 const _: () = assert!((chunk::HDR + core::mem::offset_of!(Zone, remote)) % 64 == 0);
 
 /// A list of zones (owner's avail/full lists, the abandoned lists).
