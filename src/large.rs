@@ -9,11 +9,11 @@
 //! realloc resizes a mapping with `mremap`, which may move it. free keeps a
 //! mapping of 8 MiB or more (any size once the thresholds are fixed by
 //! `mallopt` or the environment), resident, in a small cache of freed
-//! mappings (`Kept`), from which
-//! later large requests are served: a program that frees and allocates large
-//! blocks in turn would otherwise fault in every page of every block again
-//! (the cost that made this layer 3x slower than tcmalloc, which keeps freed
-//! spans, on the `large` benchmark). The cache is bounded (8 mappings,
+//! mappings (`Kept`), from which later large requests are served: a program
+//! that frees and allocates large blocks in turn would otherwise fault in
+//! every page of every block again (the cost that made this layer 3x slower
+//! than tcmalloc, which keeps freed spans, on the `large` benchmark). The
+//! cache is bounded (8 mappings,
 //! `MEMALLOC_LARGE_CACHE` bytes, 64 MiB by default, 0 turns it off) and
 //! aged: at every large operation, mappings kept for over a second are
 //! unmapped; `malloc_trim` unmaps them all. The list lock is held only to
@@ -77,7 +77,7 @@ static mut LIST: List = List {
 struct Kept {
     base: *mut u8,
     len: usize,
-    /// When it was freed (CLOCK_MONOTONIC ns).
+    /// When it was freed (`stats::coarse_ns`).
     at: usize,
 }
 

@@ -342,6 +342,11 @@ pub fn summary(fd: i32) {
     );
     let _ = writeln!(
         b,
+        "  kept for reuse     {:>14} bytes of freed large blocks",
+        crate::large::kept_bytes()
+    );
+    let _ = writeln!(
+        b,
         "  free in heap       {:>14} bytes in {} blocks",
         s.free_bytes, s.free_blocks
     );
