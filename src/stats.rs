@@ -186,29 +186,29 @@ static TRACE_T0: AtomicUsize = AtomicUsize::new(0);
 /// Bytes of heap regions (break + mmap'd), mirrored for the trace.
 static HEAP_BYTES: AtomicUsize = AtomicUsize::new(0);
 
-/// CLOCK_MONOTONIC in nanoseconds (vDSO: no system call).
-/// CLOCK_MONOTONIC_COARSE in ns: a read of the vDSO's last tick (a few
-/// nanoseconds, a few ms of resolution), for the allocator's own timing
-/// decisions (purge intervals, cycle detection, aging), which may look at
-/// the clock on every free.
-pub fn coarse_ns() -> usize {
+/// Clock `id` in nanoseconds (vDSO: no system call).
+#[inline]
+fn clock_ns(id: libc::clockid_t) -> usize {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: ts is a valid out-parameter.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    unsafe { libc::clock_gettime(id, &mut ts) };
     ts.tv_sec as usize * 1_000_000_000 + ts.tv_nsec as usize
 }
 
+/// CLOCK_MONOTONIC_COARSE in ns: a read of the vDSO's last tick (a few
+/// nanoseconds, a few ms of resolution), for the allocator's own timing
+/// decisions (purge intervals, cycle detection, ageing), which may look at
+/// the clock on every free.
+pub fn coarse_ns() -> usize {
+    clock_ns(libc::CLOCK_MONOTONIC_COARSE)
+}
+
+/// CLOCK_MONOTONIC in nanoseconds (the trace's timestamps).
 pub fn now_ns() -> usize {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid out-parameter.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as usize * 1_000_000_000 + ts.tv_nsec as usize
+    clock_ns(libc::CLOCK_MONOTONIC)
 }
 
 /// Opens the trace file named by MEMALLOC_TRACE (from the constructor).
