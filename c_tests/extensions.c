@@ -182,6 +182,32 @@ static void test_check(void)
         }
     }
     CHECK(memalloc_check() == 0);
+
+    /* and it sees corruption: a medium block's header tag (bits 48-63 of
+     * the word before the block), then a zone's block size (the zone
+     * header follows the 16-byte chunk header at the 64 KiB boundary:
+     * owner, then block_size), each written over and put back */
+    unsigned char *m = malloc(opaque(20000));
+    CHECK(m != NULL);
+    uint64_t *head = opaque_ptr((void *)((uintptr_t)m - 8));
+    uint64_t saved = *head;
+    *head ^= (uint64_t)1 << 60;
+    size_t broken = memalloc_check();
+    *head = saved;
+    CHECKF(broken >= 1, "memalloc_check() = %zu with a medium header's tag broken", broken);
+    CHECK(memalloc_check() == 0);
+    free(m);
+
+    unsigned char *small = malloc(opaque(64));
+    CHECK(small != NULL);
+    uint32_t *bs = (uint32_t *)(((uintptr_t)small & ~(uintptr_t)0xffff) + 16 + 8);
+    CHECKF(*bs == 64, "block size %u at the zone header of a 64-byte block", *bs);
+    *bs = 80;
+    broken = memalloc_check();
+    *bs = 64;
+    CHECKF(broken >= 1, "memalloc_check() = %zu with a zone's block size rewritten", broken);
+    CHECK(memalloc_check() == 0);
+    free(small);
 }
 
 /* ---- memalloc_get_stats --------------------------------------------------- */

@@ -870,12 +870,24 @@ unsafe fn carve(z: *mut Zone) -> bool {
 /// Takes a 64 KiB-aligned chunk from the heap and makes it a zone of `cls`
 /// owned by `c`.
 unsafe fn new_zone(c: &mut Cache, cls: usize) -> *mut Zone {
+    let bs = CLASS_SIZE[cls];
+    let cap = ((ZONE_END - ZONE_HDR) / bs as usize) as u32;
     let z = HEAP.with(|h| {
         let ch = h.alloc_aligned_at(ZONE_SIZE, ZONE_SIZE, 0);
         if ch.is_null() {
             return null_mut();
         }
+        // The header is written before the zone map says "zone": a heap
+        // walk (memalloc_check, the statistics, a fork child's) under the
+        // heap lock never meets a zone without one.
         let z = to_user(ch) as *mut Zone;
+        z.write(Zone::new(
+            c as *mut Cache,
+            bs,
+            cls as u32,
+            cap,
+            z as *mut Block,
+        ));
         if !zonemap::set(z as *const u8) {
             h.free(ch);
             return null_mut();
@@ -885,15 +897,6 @@ unsafe fn new_zone(c: &mut Cache, cls: usize) -> *mut Zone {
     if z.is_null() {
         return z;
     }
-    let bs = CLASS_SIZE[cls];
-    let cap = ((ZONE_END - ZONE_HDR) / bs as usize) as u32;
-    z.write(Zone::new(
-        c as *mut Cache,
-        bs,
-        cls as u32,
-        cap,
-        z as *mut Block,
-    ));
     carve(z);
     z
 }
@@ -1199,6 +1202,30 @@ pub fn trim_abandoned() -> usize {
         }
     }
     n
+}
+
+/// memalloc_check's test of zone `z`: the header fields fixed when the zone
+/// was made still agree with its class, and its counters are in range.
+///
+/// # Safety
+/// `z` is a live zone (its chunk is in use). The counters belong to the
+/// owner thread and are read racily; each stays in range at every moment.
+pub unsafe fn zone_ok(z: *const Zone) -> bool {
+    let cls = (*z).class as usize;
+    if cls >= NCLASS || z as usize & (ZONE_SIZE - 1) != chunk::HDR {
+        return false;
+    }
+    let bs = CLASS_SIZE[cls];
+    let cap = ((ZONE_END - ZONE_HDR) / bs as usize) as u32;
+    let used = core::ptr::read_volatile(addr_of!((*z).used));
+    let carved = core::ptr::read_volatile(addr_of!((*z).carved));
+    (*z).block_size == bs
+        && (*z).capacity == cap
+        && (*z).area == cap * bs
+        && (*z).div_magic == u64::MAX / bs as u64 + 1
+        && (*z).div_limit == u64::MAX / bs as u64
+        && used <= cap
+        && carved <= cap
 }
 
 /// Usable bytes of a block of zone `z`.

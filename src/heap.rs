@@ -533,6 +533,18 @@ impl Heap {
             let regions = &self.regions;
             bad += self.tlsf.check_lists(|p| !regions.find(p).is_null());
         }
+        // Zones: their chunk must span its granule, and the header fields
+        // fixed at creation must still hold (an overflow from the chunk
+        // below would have rewritten them). Only over a sound chunk chain:
+        // the walk follows sizes without the checks of check_region.
+        if bad == 0 {
+            self.for_each_zone(|c, z| {
+                // SAFETY: c is a live chunk, z its zone (for_each_zone).
+                if unsafe { size(c) != crate::zonemap::ZONE_SIZE || !crate::cache::zone_ok(z) } {
+                    bad += 1;
+                }
+            });
+        }
         if total.free_chunks != self.tlsf.free_count || total.free_bytes != self.tlsf.free_bytes {
             bad += 1;
         }
@@ -543,11 +555,8 @@ impl Heap {
         (bad, total)
     }
 
-    /// Walks the regions for zones: (zone count, bytes of zone chunks, bytes
-    /// of blocks in use in them). Reads owner-only counters racily: a figure
-    /// for statistics, not an invariant.
-    pub fn zone_usage(&self) -> (usize, usize, usize) {
-        let (mut zones, mut chunk_bytes, mut used) = (0, 0, 0);
+    /// Calls `f(chunk, zone)` for every zone chunk of the heap.
+    fn for_each_zone(&self, mut f: impl FnMut(*mut Chunk, *const crate::cache::Zone)) {
         // SAFETY: under the lock every region and chunk header is consistent;
         // a zone header is live while its chunk is in use.
         unsafe {
@@ -556,17 +565,28 @@ impl Heap {
                 let mut c = (*r).start as *mut Chunk;
                 while !is_sentinel(c) {
                     if !is_free(c) && crate::zonemap::is_zone(to_user(c)) {
-                        let z = to_user(c) as *const crate::cache::Zone;
-                        zones += 1;
-                        chunk_bytes += size(c);
-                        used += core::ptr::read_volatile(&(*z).used) as usize
-                            * (*z).block_size as usize;
+                        f(c, to_user(c) as *const crate::cache::Zone);
                     }
                     c = next(c);
                 }
                 r = (*r).next;
             }
         }
+    }
+
+    /// Walks the regions for zones: (zone count, bytes of zone chunks, bytes
+    /// of blocks in use in them). Reads owner-only counters racily: a figure
+    /// for statistics, not an invariant.
+    pub fn zone_usage(&self) -> (usize, usize, usize) {
+        let (mut zones, mut chunk_bytes, mut used) = (0, 0, 0);
+        self.for_each_zone(|c, z| {
+            zones += 1;
+            // SAFETY: c is a live chunk, z its zone (for_each_zone).
+            unsafe {
+                chunk_bytes += size(c);
+                used += core::ptr::read_volatile(&(*z).used) as usize * (*z).block_size as usize;
+            }
+        });
         (zones, chunk_bytes, used)
     }
 
