@@ -20,7 +20,7 @@ use crate::config;
 use crate::lock::Lock;
 use crate::os;
 use crate::region::{Region, RegionList, KIND_BRK, KIND_MMAP};
-use crate::tlsf::{RegionCheck, Tlsf};
+use crate::tlsf::{RegionCheck, Tlsf, PURGED, STAMP_MIN, STAMP_OFF};
 use core::cell::UnsafeCell;
 use core::ptr::null_mut;
 
@@ -30,6 +30,8 @@ const PURGE_STEP: usize = 8 << 20;
 const THRASH_NS: usize = 250_000_000;
 /// At most one purge per this many nanoseconds.
 const PURGE_INTERVAL_NS: usize = 250_000_000;
+/// Free chunks are stamped with `coarse_ns() >> EPOCH_SHIFT` (268 ms).
+const EPOCH_SHIFT: u32 = 28;
 /// Free chunks at least this big have their inner pages purged.
 const PURGE_MIN: usize = 256 << 10;
 
@@ -339,6 +341,10 @@ impl Heap {
         // went quiet gets its memory back at its next free. The coarse clock
         // costs a few nanoseconds.)
         let now = crate::stats::coarse_ns();
+        // Free chunks are stamped with the interval they were indexed in
+        // (as of the last look at the clock; intervals of 2^28 ns, about the
+        // purge interval): the purge leaves this one's.
+        self.tlsf.epoch = now >> EPOCH_SHIFT;
         if self.last_purge == 0 {
             // The first time: start the clock, so that a program's first
             // 8 MiB of frees do not purge what it is about to reuse.
@@ -356,23 +362,31 @@ impl Heap {
     #[cold]
     fn purge(&mut self) {
         self.dirty = 0;
-        let n = self.discard_free(PURGE_MIN);
+        // Only chunks indexed before the current interval: one freed (or cut
+        // from) in this one may be about to be reused, and discarding it
+        // would fault it in again.
+        let n = self.discard_free(PURGE_MIN, self.tlsf.epoch);
         self.released += n;
     }
 
     /// Discards the whole pages inside every free chunk of at least `min`
-    /// bytes; returns how many bytes.
-    fn discard_free(&mut self, min: usize) -> usize {
+    /// bytes last indexed before epoch `before` and not discarded since;
+    /// returns how many bytes.
+    fn discard_free(&mut self, min: usize, before: usize) -> usize {
         let mut n = 0;
         // SAFETY: free chunks hold no user data; only whole pages past the
-        // list links are discarded.
+        // list links and the stamp are discarded.
         unsafe {
-            self.tlsf.for_each_free_from(min, |c| {
-                let lo = align_up(c as usize + MIN_CHUNK, os::PAGE);
+            self.tlsf.for_each_free_from(min.max(STAMP_MIN), |c| {
+                if crate::tlsf::stamp(c) >= before {
+                    return; // recent, or discarded already
+                }
+                let lo = align_up(c as usize + STAMP_OFF + 8, os::PAGE);
                 let hi = (c as usize + size(c)) & !(os::PAGE - 1);
                 if hi > lo && os::discard(lo as *mut u8, hi - lo) {
                     n += hi - lo;
                 }
+                crate::tlsf::set_stamp(c, PURGED);
             });
         }
         n
@@ -437,7 +451,7 @@ impl Heap {
     /// went back.
     pub fn trim(&mut self, pad: usize) -> bool {
         let mut any = self.trim_brk(pad) != 0;
-        let discarded = self.discard_free(0);
+        let discarded = self.discard_free(0, PURGED);
         if discarded != 0 {
             self.released += discarded;
             any = true;

@@ -87,6 +87,36 @@ pub struct Tlsf {
     pub free_count: usize,
     /// Sum of their sizes.
     pub free_bytes: usize,
+    /// The current epoch: every free chunk of `STAMP_MIN` bytes or more is
+    /// stamped with it when indexed (see `stamp`); the heap sets it from the
+    /// clock (a purge interval's number).
+    pub epoch: usize,
+}
+
+/// Where a free chunk keeps its stamp: past its list links.
+pub const STAMP_OFF: usize = 32;
+/// Free chunks this big or more carry a stamp.
+pub const STAMP_MIN: usize = 4096;
+/// The stamp of a free chunk whose pages were discarded since it was indexed.
+pub const PURGED: usize = usize::MAX;
+
+/// The epoch in which free chunk `c` (of `STAMP_MIN` bytes or more) was last
+/// indexed, or `PURGED`.
+///
+/// # Safety
+/// `c` is an indexed free chunk of at least `STAMP_MIN` bytes.
+#[inline]
+pub unsafe fn stamp(c: *const Chunk) -> usize {
+    *((c as *const u8).add(STAMP_OFF) as *const usize)
+}
+
+/// Sets the stamp of free chunk `c`.
+///
+/// # Safety
+/// As [`stamp`].
+#[inline]
+pub unsafe fn set_stamp(c: *mut Chunk, v: usize) {
+    *((c as *mut u8).add(STAMP_OFF) as *mut usize) = v;
 }
 
 impl Tlsf {
@@ -98,6 +128,7 @@ impl Tlsf {
             heads: [[null_mut(); SL_COUNT]; FL_COUNT],
             free_count: 0,
             free_bytes: 0,
+            epoch: 0,
         }
     }
 
@@ -107,7 +138,11 @@ impl Tlsf {
     /// `c` is a FREE chunk not in any list.
     #[inline]
     unsafe fn insert(&mut self, c: *mut Chunk) {
-        let (fl, sl) = mapping_insert(size(c));
+        let s = size(c);
+        if s >= STAMP_MIN {
+            set_stamp(c, self.epoch);
+        }
+        let (fl, sl) = mapping_insert(s);
         let head = self.heads[fl][sl];
         (*c).next_free = head;
         (*c).prev_free = null_mut();
