@@ -138,9 +138,27 @@ impl Tlsf {
     /// `c` is a FREE chunk not in any list.
     #[inline]
     unsafe fn insert(&mut self, c: *mut Chunk) {
+        self.insert_stamped(c, self.epoch);
+    }
+
+    /// The stamp a chunk merged from `c` (free, about to be unlinked) and
+    /// others carries: the oldest, so that a big idle chunk a small free
+    /// merges into still counts as idle.
+    #[inline]
+    unsafe fn older(&self, stamp: usize, c: *const Chunk) -> usize {
+        if size(c) >= STAMP_MIN {
+            stamp.min(crate::tlsf::stamp(c))
+        } else {
+            stamp
+        }
+    }
+
+    /// `insert`, with stamp `st` (see `stamp`).
+    #[inline]
+    unsafe fn insert_stamped(&mut self, c: *mut Chunk, st: usize) {
         let s = size(c);
         if s >= STAMP_MIN {
-            set_stamp(c, self.epoch);
+            set_stamp(c, st);
         }
         let (fl, sl) = mapping_insert(s);
         let head = self.heads[fl][sl];
@@ -326,15 +344,18 @@ impl Tlsf {
         // As `release`, with each header written once.
         let h = head(c);
         let mut sz = h & SIZE_MASK;
+        let mut st = self.epoch;
         let n = (c as *mut u8).add(sz) as *mut Chunk;
         let n_free = is_free(n);
         if n_free {
+            st = self.older(st, n);
             self.remove(n);
             sz += size(n);
         }
         let mut start = c;
         if h & PREV_FREE != 0 {
             let p = prev(c);
+            st = self.older(st, p);
             self.remove(p);
             sz += size(p);
             start = p;
@@ -350,26 +371,29 @@ impl Tlsf {
             // (If n was free, its successor has PREV_FREE already.)
             set_flags(after, PREV_FREE);
         }
-        self.insert(start);
+        self.insert_stamped(start, st);
         start
     }
 
     /// Coalesces `c` with its free neighbours and indexes the result.
     #[inline]
     unsafe fn release(&mut self, mut c: *mut Chunk) -> *mut Chunk {
+        let mut st = self.epoch;
         let n = next(c);
         if is_free(n) {
+            st = self.older(st, n);
             self.remove(n);
             set_size(c, size(c) + size(n));
         }
         if is_prev_free(c) {
             let p = prev(c);
+            st = self.older(st, p);
             self.remove(p);
             set_size(p, size(p) + size(c));
             c = p;
         }
         mark_free(c);
-        self.insert(c);
+        self.insert_stamped(c, st);
         c
     }
 
