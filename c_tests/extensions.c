@@ -185,8 +185,9 @@ static void test_check(void)
 
     /* and it sees corruption: a medium block's header tag (bits 48-63 of
      * the word before the block), then a zone's block size (the zone
-     * header follows the 16-byte chunk header at the 64 KiB boundary:
-     * owner, then block_size), each written over and put back */
+     * header follows the 16-byte chunk header at the 64 KiB boundary, after
+     * colour * 64 bytes, the colour being address bits 16-19: owner, then
+     * block_size), each written over and put back */
     unsigned char *m = malloc(opaque(20000));
     CHECK(m != NULL);
     uint64_t *head = opaque_ptr((void *)((uintptr_t)m - 8));
@@ -200,7 +201,8 @@ static void test_check(void)
 
     unsigned char *small = malloc(opaque(64));
     CHECK(small != NULL);
-    uint32_t *bs = (uint32_t *)(((uintptr_t)small & ~(uintptr_t)0xffff) + 16 + 8);
+    uintptr_t granule = (uintptr_t)small & ~(uintptr_t)0xffff;
+    uint32_t *bs = (uint32_t *)(granule + 16 + ((granule >> 16) & 15) * 64 + 8);
     CHECKF(*bs == 64, "block size %u at the zone header of a 64-byte block", *bs);
     *bs = 80;
     broken = memalloc_check();

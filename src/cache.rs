@@ -43,7 +43,7 @@ use crate::chunk::{self, to_user, ALIGN};
 use crate::heap::HEAP;
 use crate::lock::Lock;
 use crate::tls;
-use crate::zonemap::{self, ZONE_SIZE};
+use crate::zonemap::{self, ZONE_SHIFT, ZONE_SIZE};
 use core::ptr::{addr_of, addr_of_mut, null_mut};
 use core::sync::atomic::{AtomicPtr, Ordering};
 
@@ -130,9 +130,33 @@ const SPARE: u32 = 4;
 /// An abandoned zone whose last block came back: being retired.
 const RETIRING: u32 = 5;
 
-/// Bytes from the zone's 64 KiB-aligned start to its first block: the heap
-/// chunk's header, then the `Zone`.
+/// Bytes from the zone's 64 KiB-aligned start to its first block when its
+/// colour is 0: the heap chunk's header, then the `Zone`.
 pub const ZONE_HDR: usize = chunk::HDR + core::mem::size_of::<Zone>();
+/// Zone headers are coloured: a zone's header sits `colour * 64` bytes after
+/// its chunk header, the colour taken from address bits 16-19, and its
+/// blocks start after the header. Uncoloured, every header would start 16
+/// bytes into a 64 KiB granule, so all of them would fall in the same few
+/// sets of a cache indexed by the low address bits (a 1 MiB 8-way L2 keeps
+/// only 16 lines 64 KiB apart), and the owner's pops, spills and collects,
+/// and remote frees, would miss on them. 16 colours spread them over 16
+/// times as many sets, for at most 960 bytes (1.5%) of a zone. (`free`
+/// reads the zone map's entry, not the header: see `zonemap`.)
+const COLOURS: usize = 16;
+/// Bytes between a zone's granule and its header: `HDR + colour * 64`.
+#[inline(always)]
+const fn zone_offset(granule: usize) -> usize {
+    chunk::HDR + ((granule >> (ZONE_SHIFT - 6)) & ((COLOURS - 1) << 6))
+}
+/// The zone header of the zone at 64 KiB-aligned `granule`.
+#[inline(always)]
+pub fn zone_at(granule: usize) -> *mut Zone {
+    (granule + zone_offset(granule)) as *mut Zone
+}
+/// Blocks a zone of `bs`-byte blocks at `granule` holds.
+const fn zone_capacity(granule: usize, bs: usize) -> u32 {
+    ((ZONE_END - zone_offset(granule) - core::mem::size_of::<Zone>()) / bs) as u32
+}
 /// The zone's chunk spans exactly its 64 KiB granule (the chunk, not its user
 /// pointer, is aligned), so its header lies in the zone's own first page:
 /// a zone costs no page of its neighbour's, and blocks may run to the end of
@@ -434,7 +458,19 @@ pub fn reset_zone_locks_after_fork() {
 /// The zone holding small block `p`.
 #[inline(always)]
 pub fn zone_of(p: *const u8) -> *mut Zone {
-    ((p as usize & !(ZONE_SIZE - 1)) + chunk::HDR) as *mut Zone
+    zone_at(p as usize & !(ZONE_SIZE - 1))
+}
+
+/// Offset of zone `z`'s first block in its granule.
+#[inline]
+fn first_offset(z: *const Zone) -> u32 {
+    (z as usize + core::mem::size_of::<Zone>()) as u32 & (ZONE_SIZE as u32 - 1)
+}
+
+/// Offset of `p` from the first block of zone `z`.
+#[inline(always)]
+fn block_offset(z: *const Zone, p: *const u8) -> u64 {
+    (p as usize).wrapping_sub(z as usize + core::mem::size_of::<Zone>()) as u64
 }
 
 // ---- fast paths ------------------------------------------------------------
@@ -473,22 +509,26 @@ pub fn alloc(cls: usize, n: usize) -> *mut u8 {
     }
 }
 
-/// Frees block `p` of zone `z`.
+/// Frees block `p` of the zone whose zone-map info is `info`. Reads nothing
+/// of the zone's header unless the zone is another thread's (see
+/// [`zonemap::ZoneInfo`]).
 ///
 /// # Safety
-/// `p` is a live block of zone `z`.
+/// `p` lies in a zone's granule and `info` is that granule's info.
 #[inline(always)]
-pub unsafe fn free(z: *mut Zone, p: *mut u8) {
+pub unsafe fn free(info: *const zonemap::ZoneInfo, p: *mut u8) {
     let key = crate::guard::list_key();
     let tc = tls::get();
     let b = p as *mut Block;
-    if !block_ok(z, p, key) {
+    let e = &*info;
+    if !block_ok_info(e, p, key) {
         return bad_block(p, "free");
     }
     (*b).mark = key;
-    if (*z).owner.load(Ordering::Relaxed) == tc {
-        // (A zone's class is below NCLASS; n is checked against BIN_CAP.)
-        let cls = (*z).class as usize;
+    if e.owner.load(Ordering::Relaxed) == tc as usize {
+        // (A zone's class is below NCLASS, fixed while the zone lives.)
+        let cls = e.class();
+        // (n is checked against BIN_CAP.)
         let n = *(*tc).bin_n.get_unchecked(cls) as usize;
         if n < BIN_CAP {
             *(*tc).bin.get_unchecked_mut(cls).get_unchecked_mut(n) = b;
@@ -497,7 +537,7 @@ pub unsafe fn free(z: *mut Zone, p: *mut u8) {
             spill_bin(tc, cls, b);
         }
     } else {
-        free_remote(tc, z, b);
+        free_remote(tc, zone_of(p), b);
     }
 }
 
@@ -553,10 +593,19 @@ unsafe fn block_ok(z: *mut Zone, p: *mut u8, key: usize) -> bool {
     if !crate::guard::CHECKS {
         return true;
     }
-    let off = ((p as usize & (ZONE_SIZE - 1)) as u64).wrapping_sub(ZONE_HDR as u64);
+    let off = block_offset(z, p);
     off < (*z).area as u64
         && off.wrapping_mul((*z).div_magic) <= (*z).div_limit
         && (*(p as *mut Block)).mark != key
+}
+
+/// `block_ok` from the zone's entry in the zone map instead of its header.
+#[inline(always)]
+unsafe fn block_ok_info(e: &zonemap::ZoneInfo, p: *mut u8, key: usize) -> bool {
+    if !crate::guard::CHECKS {
+        return true;
+    }
+    e.block_at(p) && (*(p as *mut Block)).mark != key
 }
 
 /// `block_ok`, reporting and aborting on failure; `what` names the call.
@@ -572,7 +621,7 @@ pub unsafe fn check_block(z: *mut Zone, p: *mut u8, what: &'static str) {
 #[inline(never)]
 fn bad_block(p: *mut u8, what: &'static str) {
     let z = zone_of(p);
-    let off = ((p as usize & (ZONE_SIZE - 1)) as u64).wrapping_sub(ZONE_HDR as u64);
+    let off = block_offset(z, p);
     // SAFETY: p lies in a live zone (the zone map said so).
     let freed = unsafe {
         off < (*z).area as u64
@@ -844,7 +893,7 @@ unsafe fn carve(z: *mut Zone) -> bool {
         return false;
     }
     let bs = (*z).block_size as usize;
-    let base = (z as usize & !(ZONE_SIZE - 1)) + ZONE_HDR;
+    let base = z as usize + core::mem::size_of::<Zone>();
     let start = base + done as usize * bs;
     let page_end = (start | 4095) + 1;
     let in_page = (page_end - start).div_ceil(bs) as u32;
@@ -871,16 +920,16 @@ unsafe fn carve(z: *mut Zone) -> bool {
 /// owned by `c`.
 unsafe fn new_zone(c: &mut Cache, cls: usize) -> *mut Zone {
     let bs = CLASS_SIZE[cls];
-    let cap = ((ZONE_END - ZONE_HDR) / bs as usize) as u32;
     let z = HEAP.with(|h| {
         let ch = h.alloc_aligned_at(ZONE_SIZE, ZONE_SIZE, 0);
         if ch.is_null() {
             return null_mut();
         }
+        let cap = zone_capacity(ch as usize, bs as usize);
         // The header is written before the zone map says "zone": a heap
         // walk (memalloc_check, the statistics, a fork child's) under the
         // heap lock never meets a zone without one.
-        let z = to_user(ch) as *mut Zone;
+        let z = zone_at(ch as usize);
         z.write(Zone::new(
             c as *mut Cache,
             bs,
@@ -888,7 +937,15 @@ unsafe fn new_zone(c: &mut Cache, cls: usize) -> *mut Zone {
             cap,
             z as *mut Block,
         ));
-        if !zonemap::set(z as *const u8) {
+        let (first, magic, area) = (first_offset(z), (*z).div_magic, (*z).area);
+        if !zonemap::set(
+            z as *const u8,
+            c as *mut Cache as usize,
+            cls as u32,
+            first,
+            magic,
+            area,
+        ) {
             h.free(ch);
             return null_mut();
         }
@@ -904,8 +961,9 @@ unsafe fn new_zone(c: &mut Cache, cls: usize) -> *mut Zone {
 /// Gives an empty zone back to the heap.
 unsafe fn retire(z: *mut Zone) {
     HEAP.with(|h| {
-        zonemap::clear(z as *const u8);
-        h.free(chunk::from_user(z as *mut u8));
+        let g = z as usize & !(ZONE_SIZE - 1);
+        zonemap::clear(g as *const u8);
+        h.free(g as *mut chunk::Chunk);
     });
 }
 
@@ -920,6 +978,9 @@ unsafe fn adopt(c: &mut Cache, cls: usize) -> *mut Zone {
                 let _zg = (*z).alock.guard();
                 if (*z).state != RETIRING {
                     (*z).owner.store(c as *mut Cache, Ordering::Relaxed);
+                    zonemap::info(z as *const u8)
+                        .owner
+                        .store(c as *mut Cache as usize, Ordering::Relaxed);
                     break;
                 }
                 z = (*z).next;
@@ -1162,6 +1223,9 @@ unsafe fn release_zone(z: *mut Zone) {
     let _zg = (*z).alock.guard();
     (*z).state = ABANDONED;
     (*z).owner.store(null_mut(), Ordering::Release);
+    zonemap::info(z as *const u8)
+        .owner
+        .store(0, Ordering::Release);
     (*addr_of_mut!(SHARED)).abandoned[(*z).class as usize].push_back(z);
 }
 
@@ -1205,18 +1269,20 @@ pub fn trim_abandoned() -> usize {
 }
 
 /// memalloc_check's test of zone `z`: the header fields fixed when the zone
-/// was made still agree with its class, and its counters are in range.
+/// was made still agree with its class and with its zone-map entry (which
+/// `free` reads instead of the header), and its counters are in range.
 ///
 /// # Safety
 /// `z` is a live zone (its chunk is in use). The counters belong to the
 /// owner thread and are read racily; each stays in range at every moment.
 pub unsafe fn zone_ok(z: *const Zone) -> bool {
     let cls = (*z).class as usize;
-    if cls >= NCLASS || z as usize & (ZONE_SIZE - 1) != chunk::HDR {
+    let g = z as usize & !(ZONE_SIZE - 1);
+    if cls >= NCLASS || z != zone_at(g) {
         return false;
     }
     let bs = CLASS_SIZE[cls];
-    let cap = ((ZONE_END - ZONE_HDR) / bs as usize) as u32;
+    let cap = zone_capacity(g, bs as usize);
     let used = core::ptr::read_volatile(addr_of!((*z).used));
     let carved = core::ptr::read_volatile(addr_of!((*z).carved));
     (*z).block_size == bs
@@ -1226,6 +1292,9 @@ pub unsafe fn zone_ok(z: *const Zone) -> bool {
         && (*z).div_limit == u64::MAX / bs as u64
         && used <= cap
         && carved <= cap
+        && zonemap::is_zone(z as *const u8)
+        && zonemap::info(z as *const u8).fixed()
+            == (cls as u32, first_offset(z), (*z).div_magic, (*z).area)
 }
 
 /// Usable bytes of a block of zone `z`.

@@ -137,9 +137,9 @@ unsafe fn chunk_of_in_ours(p: *mut u8) -> *mut Chunk {
 /// free.
 #[inline(always)]
 pub unsafe fn dealloc(p: *mut u8) {
-    let bits = zonemap::bits(p);
+    let (bits, info) = zonemap::lookup(p);
     if bits & zonemap::ZONE_BIT != 0 {
-        cache::free(zone_of(p), p);
+        cache::free(info, p);
         return;
     }
     dealloc_chunk(p, bits)

@@ -579,7 +579,7 @@ impl Heap {
                 let mut c = (*r).start as *mut Chunk;
                 while !is_sentinel(c) {
                     if !is_free(c) && crate::zonemap::is_zone(to_user(c)) {
-                        f(c, to_user(c) as *const crate::cache::Zone);
+                        f(c, crate::cache::zone_at(c as usize));
                     }
                     c = next(c);
                 }

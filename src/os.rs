@@ -188,6 +188,18 @@ pub unsafe fn discard(p: *mut u8, len: usize) -> bool {
     libc::madvise(p as *mut libc::c_void, len, libc::MADV_DONTNEED) == 0
 }
 
+/// Asks the kernel not to back `[p, p + len)` with transparent huge pages (a
+/// sparse table would cost a 2 MiB page where it touches 4 KiB). Advisory:
+/// failure is ignored.
+///
+/// # Safety
+/// The range is a mapping this allocator owns.
+pub unsafe fn no_huge_pages(p: *mut u8, len: usize) {
+    let _e = ErrnoGuard::new();
+    count();
+    libc::madvise(p as *mut libc::c_void, len, libc::MADV_NOHUGEPAGE);
+}
+
 /// Writes all of `buf` to `fd`, retrying on short writes and EINTR.
 pub fn write_all(fd: i32, mut buf: &[u8]) {
     let _e = ErrnoGuard::new();

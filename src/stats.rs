@@ -403,7 +403,7 @@ pub fn dump(fd: i32) {
                     if is_free(c) {
                         let _ = writeln!(b, "  block {:p} size {} free", u, size(c));
                     } else if crate::zonemap::is_zone(u) {
-                        let z = u as *const crate::cache::Zone;
+                        let z = crate::cache::zone_at(c as usize);
                         let (cls, bs) = ((*z).class as usize, (*z).block_size as usize);
                         let used = core::ptr::read_volatile(&(*z).used) as usize;
                         let cap = (*z).capacity as usize;

@@ -4,9 +4,10 @@
 //! `p - 16`) from the pointer alone. Zones are 64 KiB-aligned, so one byte per
 //! 64 KiB granule answers it: a two-level radix map, like tcmalloc's page map.
 //! Level 1 is a static array indexed by address bits 32-46 (256 KiB of .bss,
-//! touched only where used); level 2 is a 64 KiB byte array per 4 GiB of
-//! address space, mapped on first use and never freed. Bit 7 of a granule's
-//! byte is the zone bit; bits 0-6 count our mappings over it (below).
+//! touched only where used); level 2 is an array of 32-byte entries per 4 GiB
+//! of address space (2 MiB of address space, a page of it per 8 MiB used),
+//! mapped on first use and never freed. Bit 7 of a granule's byte is the zone
+//! bit; bits 0-6 count our mappings over it (below).
 //!
 //! Invariant: bit(g) is set iff a live zone starts at granule g. A bit only
 //! changes while no block of that granule is live (zone creation and
@@ -14,13 +15,23 @@
 //! Cost of a lookup: two dependent loads and a byte test (about 13
 //! instructions with the range check).
 //!
+//! Beside the byte, a granule's entry holds what `free` needs of the zone
+//! starting there: its owner, class and block geometry ([`ZoneInfo`]), so a
+//! `free` reads nothing of the zone's header. A zone header sits at the same
+//! offset of every 64 KiB granule, so all headers fall in the same few sets
+//! of a cache indexed by the low address bits (a 1 MiB 8-way L2 holds only
+//! 16 lines 64 KiB apart): a free that read its zone's header missed
+//! whenever more than a handful of zones were in use. Entries lie 32 bytes
+//! apart, two to a cache line, like tcmalloc's page map entries.
+//!
 //! The same leaves count, per granule, how many of our mappings (heap
 //! regions, large blocks) overlap it: `free` of a pointer whose granule
 //! counts zero reports "not allocated by memalloc" instead of reading a
 //! header that is not there (a stack or global address, a block already
 //! unmapped).
 
-use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 
 /// log2 of the zone size and alignment.
 pub const ZONE_SHIFT: usize = 16;
@@ -35,16 +46,74 @@ const GRANULES: usize = 1 << (L1_SHIFT - ZONE_SHIFT);
 /// The zone bit of a granule's byte.
 pub const ZONE_BIT: u8 = 0x80;
 
+/// A granule's entry: its map byte and, while the zone bit is set, what
+/// `free` needs of the zone starting there: its owner (a mirror of
+/// `Zone::owner`, written at the same points) and, fixed while the zone
+/// lives, its class and the block geometry of `cache::block_ok`.
+/// (The fixed fields are plain memory, not atomics: x86 code generation
+/// does not fold an atomic load into the instruction that uses it.)
+#[repr(C, align(32))]
+pub struct ZoneInfo {
+    pub owner: AtomicUsize,
+    /// `u64::MAX / block_size + 1`, as in `cache::block_ok`.
+    div_magic: UnsafeCell<u64>,
+    /// Offset of the first block in the granule (zone headers are coloured).
+    first: UnsafeCell<u32>,
+    /// Bytes of blocks (capacity * block size).
+    area: UnsafeCell<u32>,
+    class: UnsafeCell<u32>,
+    bits: AtomicU8,
+    _pad: [u8; 3],
+}
+
+impl ZoneInfo {
+    /// The zone's class.
+    #[inline(always)]
+    pub fn class(&self) -> usize {
+        // SAFETY: written only before the zone bit is set (`set`), and read
+        // by holders of the zone's blocks, which were handed out after.
+        unsafe { *self.class.get() as usize }
+    }
+
+    /// The fixed fields: (class, first block's offset, divisibility
+    /// constant, area), for `memalloc_check`.
+    pub fn fixed(&self) -> (u32, u32, u64, u32) {
+        // SAFETY: as in `class`.
+        unsafe {
+            (
+                *self.class.get(),
+                *self.first.get(),
+                *self.div_magic.get(),
+                *self.area.get(),
+            )
+        }
+    }
+
+    /// Is `p`, in this entry's granule, where a block of its zone starts?
+    /// (Its offset from the first block is below the area and a multiple of
+    /// the block size: `cache::block_ok`'s test, in 32-bit arithmetic, where
+    /// an offset before the first block wraps to above any area.)
+    #[inline(always)]
+    pub fn block_at(&self, p: *const u8) -> bool {
+        // SAFETY: as in `class`.
+        unsafe {
+            let off = (p as u32 & (ZONE_SIZE as u32 - 1)).wrapping_sub(*self.first.get());
+            let magic = *self.div_magic.get();
+            off < *self.area.get() && (off as u64).wrapping_mul(magic) < magic
+        }
+    }
+}
+
 #[repr(C)]
 struct Leaf {
-    granule: [AtomicU8; GRANULES],
+    entry: [ZoneInfo; GRANULES],
 }
 
 static L1: [AtomicPtr<Leaf>; L1_LEN] = [const { AtomicPtr::new(core::ptr::null_mut()) }; L1_LEN];
 
-/// The byte of the granule holding `p`, if its leaf exists.
+/// The leaf and index of the granule holding `p`, if its leaf exists.
 #[inline(always)]
-fn granule(p: *const u8) -> Option<&'static AtomicU8> {
+fn slot(p: *const u8) -> Option<(&'static Leaf, usize)> {
     let a = p as usize;
     let i = a >> L1_SHIFT;
     if i >= L1_LEN {
@@ -54,8 +123,37 @@ fn granule(p: *const u8) -> Option<&'static AtomicU8> {
     if leaf.is_null() {
         return None;
     }
-    // SAFETY: leaves are never freed; the index is below GRANULES.
-    Some(unsafe { &(*leaf).granule[(a >> ZONE_SHIFT) & (GRANULES - 1)] })
+    // SAFETY: leaves are never freed.
+    Some((unsafe { &*leaf }, (a >> ZONE_SHIFT) & (GRANULES - 1)))
+}
+
+/// The byte of the granule holding `p`, if its leaf exists.
+#[inline(always)]
+fn granule(p: *const u8) -> Option<&'static AtomicU8> {
+    // (The index is below GRANULES.)
+    slot(p).map(|(leaf, g)| unsafe { &leaf.entry.get_unchecked(g).bits })
+}
+
+/// `free`'s lookup: the map byte of `p`'s granule (0 if unmapped) and, when
+/// it has the zone bit, the zone's info.
+#[inline(always)]
+pub fn lookup(p: *const u8) -> (u8, *const ZoneInfo) {
+    match slot(p) {
+        // SAFETY: g < GRANULES.
+        Some((leaf, g)) => unsafe {
+            let e = leaf.entry.get_unchecked(g);
+            (e.bits.load(Ordering::Relaxed), e)
+        },
+        None => (0, core::ptr::null()),
+    }
+}
+
+/// The info of the zone starting at the granule holding `p` (which must be
+/// marked a zone).
+#[inline]
+pub fn info(p: *const u8) -> &'static ZoneInfo {
+    let (leaf, g) = slot(p).expect("zone map: info of an unmapped granule");
+    &leaf.entry[g]
 }
 
 /// The map byte of the granule holding `p` (0 if unmapped): `ZONE_BIT` if a
@@ -102,21 +200,35 @@ fn leaf_of(a: usize) -> *mut Leaf {
     }
     let m = crate::os::map(core::mem::size_of::<Leaf>()) as *mut Leaf;
     if !m.is_null() {
+        // SAFETY: m is the mapping just made.
+        unsafe { crate::os::no_huge_pages(m as *mut u8, core::mem::size_of::<Leaf>()) };
         L1[i].store(m, Ordering::Release);
     }
     m
 }
 
-/// Marks granule of `z` as a zone; false if the leaf could not be mapped.
-pub fn set(z: *const u8) -> bool {
+/// Marks granule of `z` as a zone of class `class` owned by `owner`, whose
+/// blocks start at offset `first` of the granule, take `area` bytes and
+/// have the divisibility constant `div_magic`; false if the leaf could not
+/// be mapped.
+pub fn set(z: *const u8, owner: usize, class: u32, first: u32, div_magic: u64, area: u32) -> bool {
     let a = z as usize;
     let leaf = leaf_of(a);
     if leaf.is_null() {
         return false;
     }
     let g = (a >> ZONE_SHIFT) & (GRANULES - 1);
-    // SAFETY: leaves are never freed; g < GRANULES.
-    unsafe { (*leaf).granule[g].fetch_or(ZONE_BIT, Ordering::Release) };
+    // SAFETY: leaves are never freed; g < GRANULES. The info is written
+    // before the bit (Release): whoever sees the bit sees the info.
+    unsafe {
+        let e = &(*leaf).entry[g];
+        e.owner.store(owner, Ordering::Relaxed);
+        *e.div_magic.get() = div_magic;
+        *e.first.get() = first;
+        *e.area.get() = area;
+        *e.class.get() = class;
+        e.bits.fetch_or(ZONE_BIT, Ordering::Release)
+    };
     true
 }
 
@@ -178,7 +290,7 @@ fn for_granules(s: usize, e: usize, mut f: impl FnMut(&AtomicU8)) {
         let leaf = L1[a >> L1_SHIFT].load(Ordering::Acquire);
         // SAFETY: add_ours mapped every leaf of the range; leaves are never
         // freed.
-        unsafe { f(&(*leaf).granule[g & (GRANULES - 1)]) };
+        unsafe { f(&(*leaf).entry[g & (GRANULES - 1)].bits) };
         g += 1;
     }
 }
@@ -201,5 +313,9 @@ pub fn clear(z: *const u8) {
     }
     let g = (a >> ZONE_SHIFT) & (GRANULES - 1);
     // SAFETY: as in is_zone.
-    unsafe { (*leaf).granule[g].fetch_and(!ZONE_BIT, Ordering::Release) };
+    unsafe {
+        (*leaf).entry[g]
+            .bits
+            .fetch_and(!ZONE_BIT, Ordering::Release)
+    };
 }
