@@ -361,25 +361,33 @@ impl Heap {
     /// chunks of `PURGE_MIN` bytes or more.
     #[cold]
     fn purge(&mut self) {
-        self.dirty = 0;
         // Only chunks indexed before the current interval: one freed (or cut
         // from) in this one may be about to be reused, and discarding it
-        // would fault it in again.
-        let n = self.discard_free(PURGE_MIN, self.tlsf.epoch);
+        // would fault it in again. The bytes left count as freed since this
+        // purge, so the first free past the next interval purges them (else
+        // a burst freed just before a purge stayed resident until 8 MiB more
+        // were freed, which an idle program never does).
+        let (n, left) = self.discard_free(PURGE_MIN, self.tlsf.epoch);
+        self.dirty = left;
         self.released += n;
     }
 
     /// Discards the whole pages inside every free chunk of at least `min`
     /// bytes last indexed before epoch `before` and not discarded since;
-    /// returns how many bytes.
-    fn discard_free(&mut self, min: usize, before: usize) -> usize {
-        let mut n = 0;
+    /// returns how many bytes, and the bytes of the chunks left because
+    /// they were indexed at or after `before`.
+    fn discard_free(&mut self, min: usize, before: usize) -> (usize, usize) {
+        let (mut n, mut left) = (0, 0);
         // SAFETY: free chunks hold no user data; only whole pages past the
         // list links and the stamp are discarded.
         unsafe {
             self.tlsf.for_each_free_from(min.max(STAMP_MIN), |c| {
-                if crate::tlsf::stamp(c) >= before {
-                    return; // recent, or discarded already
+                let t = crate::tlsf::stamp(c);
+                if t >= before {
+                    if t != PURGED {
+                        left += size(c); // recent
+                    }
+                    return;
                 }
                 let lo = align_up(c as usize + STAMP_OFF + 8, os::PAGE);
                 let hi = (c as usize + size(c)) & !(os::PAGE - 1);
@@ -389,7 +397,7 @@ impl Heap {
                 crate::tlsf::set_stamp(c, PURGED);
             });
         }
-        n
+        (n, left)
     }
 
     #[cold]
@@ -451,7 +459,7 @@ impl Heap {
     /// went back.
     pub fn trim(&mut self, pad: usize) -> bool {
         let mut any = self.trim_brk(pad) != 0;
-        let discarded = self.discard_free(0, PURGED);
+        let (discarded, _) = self.discard_free(0, PURGED);
         if discarded != 0 {
             self.released += discarded;
             any = true;
