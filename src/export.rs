@@ -253,8 +253,10 @@ pub unsafe fn realloc_impl(p: *mut u8, n: usize) -> *mut u8 {
             // Fits, and not worth a split: keep the headroom a growing
             // block was given, so the next steps do not move it.
             true
-        } else if csize < threshold || csize <= have {
-            h.resize_in_place(c, csize)
+        } else if csize <= have {
+            h.resize_in_place(c, csize, csize)
+        } else if csize < threshold {
+            h.resize_in_place(c, csize, roomy_size(have, csize, threshold))
         } else {
             false
         })
@@ -264,6 +266,15 @@ pub unsafe fn realloc_impl(p: *mut u8, n: usize) -> *mut u8 {
         Ok(true) => p,
         Ok(false) => move_growing(p, usable(c), n, threshold),
     }
+}
+
+/// The chunk size a chunk of `have` bytes growing in place to `csize`
+/// (below `threshold`) takes where it can: a quarter of headroom, as
+/// `move_growing` gives a moved block, so that a string grown by small steps
+/// does not go through the free lists at every step.
+fn roomy_size(have: usize, csize: usize, threshold: usize) -> usize {
+    let t = threshold & !(ALIGN - 1);
+    ((have + have / 4 + ALIGN - 1) & !(ALIGN - 1)).clamp(csize, t.max(csize))
 }
 
 /// Moves a block of `old` usable bytes to a new one of `n` bytes. A block

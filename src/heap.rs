@@ -468,16 +468,22 @@ impl Heap {
     }
 
     /// Tries to resize in-use chunk `c` to `csize` in place, extending the
-    /// break when `c` is its last chunk.
-    pub fn resize_in_place(&mut self, c: *mut Chunk, csize: usize) -> bool {
+    /// break when `c` is its last chunk. A growing chunk takes up to `want`
+    /// bytes (`>= csize`) where its free neighbour has them: headroom for
+    /// the next steps of a block that grows by small steps.
+    pub fn resize_in_place(&mut self, c: *mut Chunk, csize: usize, want: usize) -> bool {
         // SAFETY: c is an in-use chunk of ours (validated by the caller).
         unsafe {
             let old = size(c);
-            let mut ok = self.tlsf.resize_in_place(c, csize);
+            let mut ok = if csize <= old {
+                self.tlsf.resize_in_place(c, csize)
+            } else {
+                self.tlsf.grow_in_place(c, csize, want)
+            };
             if !ok && self.brk_usable && self.brk_started && self.tail_of_brk(c) {
                 // Grow the break under the tail chunk (string building).
                 if self.grow_brk(csize - old) {
-                    ok = self.tlsf.resize_in_place(c, csize);
+                    ok = self.tlsf.grow_in_place(c, csize, want);
                 }
             }
             if ok {

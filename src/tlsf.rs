@@ -422,12 +422,25 @@ impl Tlsf {
             self.split(c, csize);
             return true;
         }
+        self.grow_in_place(c, csize, csize)
+    }
+
+    /// Grows in-use chunk `c` into a free next chunk: to `want` bytes if the
+    /// neighbour holds them, else to all of it if that makes `csize`
+    /// (`csize <= want`, both multiples of 16, above `size(c)`). Returns
+    /// false (and changes nothing) if not even `csize` fits.
+    ///
+    /// # Safety
+    /// `c` is an in-use chunk of a region of this index.
+    pub unsafe fn grow_in_place(&mut self, c: *mut Chunk, csize: usize, want: usize) -> bool {
+        let old = size(c);
         let n = next(c);
         if is_free(n) && old + size(n) >= csize {
             self.remove(n);
-            set_size(c, old + size(n));
+            let total = old + size(n);
+            set_size(c, total);
             clear_flags(next(c), PREV_FREE);
-            self.split(c, csize);
+            self.split(c, want.min(total));
             return true;
         }
         false
@@ -843,6 +856,28 @@ mod tests {
             a.check();
             assert!(!a.tlsf.resize_in_place(c1, 256)); // c3 is in the way
             assert!(a.tlsf.resize_in_place(c1, 32));
+            a.check();
+        }
+    }
+
+    #[test]
+    fn grow_in_place_takes_headroom_where_the_neighbour_has_it() {
+        let a = &mut Arena::new(1 << 16);
+        // SAFETY: the test buffer outlives the index, and every chunk used came from it.
+        unsafe {
+            let c1 = a.tlsf.alloc(64);
+            let c2 = a.tlsf.alloc(256);
+            let _c3 = a.tlsf.alloc(64);
+            a.tlsf.free(c2);
+            // The neighbour (256) holds the headroom: 64 -> 160 asked, 224 wanted.
+            assert!(a.tlsf.grow_in_place(c1, 160, 224));
+            assert_eq!(size(c1), 224);
+            a.check();
+            // 96 bytes of neighbour left: not enough for 512, but 320 fits.
+            assert!(a.tlsf.grow_in_place(c1, 320, 512));
+            assert_eq!(size(c1), 320);
+            assert!(!a.tlsf.grow_in_place(c1, 336, 512)); // c3 is in the way
+            assert_eq!(size(c1), 320);
             a.check();
         }
     }
