@@ -2,7 +2,10 @@
  * brk.c - the program break follows the heap: it grows while small blocks are
  * allocated and falls back when the free tail passes the trim threshold
  * (128 KiB), without a malloc_trim call; a large block is mapped on its own
- * and leaves the break alone.
+ * and leaves the break alone. A program that takes the space back at once
+ * (within 250 ms of the trim) is cycling: its next trims keep a free tail of
+ * up to twice what it took, so that every cycle does not fault the pages in
+ * again; a second later the break falls back fully again.
  *
  * memalloc only (glibc keeps freed blocks in its tcache, so its top chunk
  * does not always reach the tail; other allocators do not use brk at all).
@@ -12,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -27,7 +31,8 @@ static long brk_delta(const void *from)
     return (long)((uintptr_t)sbrk(0) - (uintptr_t)from);
 }
 
-static void grow_and_shrink(int round)
+/* One round; returns how far above its start the break stayed. */
+static long grow_and_shrink(int round)
 {
     void *start = sbrk(0);
     for (int i = 0; i < NBLK; i++) {
@@ -45,6 +50,11 @@ static void grow_and_shrink(int round)
            round, start, grown / KiB, NBLK, BLOCK, left / KiB);
     CHECKF(grown >= 3 * MiB, "the break grew by only %ld KiB for %d KiB of small blocks",
            grown / KiB, NBLK * BLOCK / 1024);
+    return left;
+}
+
+static void check_shrunk(long left)
+{
     CHECKF(left <= 256 * KiB, "the break stayed %ld KiB above its start after freeing the tail",
            left / KiB);
 }
@@ -73,8 +83,17 @@ int main(void)
     /* stdio's buffer first, so that it is not the last block of the heap */
     printf("brk test: %d blocks of %d bytes\n", NBLK, BLOCK);
     fflush(stdout);
-    grow_and_shrink(1);
-    grow_and_shrink(2);  /* repeatable: the trimmed space is taken again */
+    void *base = sbrk(0);
+    check_shrunk(grow_and_shrink(1));
+    /* at once again: a cycle; the kept tail is bounded by what was taken */
+    long kept = grow_and_shrink(2);
+    CHECKF(kept <= 2 * NBLK * BLOCK + 256 * KiB, "a cycling program kept %ld KiB of free tail",
+           kept / KiB);
+    /* quiet for over a second: the next trim keeps no extra tail */
+    struct timespec pause = {1, 200 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+    grow_and_shrink(3);
+    check_shrunk(brk_delta(base)); /* what round 2 kept is gone too */
     large_block();
     check_done("brk");
     return 0;

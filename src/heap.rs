@@ -37,6 +37,8 @@ const PURGE_MIN: usize = 256 << 10;
 
 /// The most free tail a trim keeps while a program cycles (see `note_growth`).
 const BOOST_MAX: usize = 128 << 20;
+/// A trim this long after the last cycle keeps no extra tail.
+const BOOST_LIFE_NS: usize = 1_000_000_000;
 
 /// Smallest mmap'd heap region.
 const REGION_MIN: usize = 1 << 20;
@@ -68,8 +70,8 @@ pub struct Heap {
     last_purge: usize,
     /// When the break was last trimmed, 0 once it grew again.
     last_trim: usize,
-    /// Grow-right-after-trim cycles in a row.
-    cycles: u32,
+    /// When `pad_boost` last grew (coarse clock).
+    boost_at: usize,
     /// Extra free tail kept on trims while the program cycles.
     pad_boost: usize,
     /// Bytes the last trim gave back.
@@ -101,7 +103,7 @@ pub static HEAP: GlobalHeap = GlobalHeap {
         dirty: 0,
         last_purge: 0,
         last_trim: 0,
-        cycles: 0,
+        boost_at: 0,
         pad_boost: 0,
         last_cut: 0,
     }),
@@ -405,6 +407,11 @@ impl Heap {
         let r = sentinel_region(sent);
         if (*r).kind == KIND_BRK {
             let cfg = config::get();
+            if self.pad_boost != 0
+                && crate::stats::coarse_ns().wrapping_sub(self.boost_at) > BOOST_LIFE_NS
+            {
+                self.pad_boost = 0; // the program stopped cycling
+            }
             let keep = cfg.top_pad + self.pad_boost;
             if size(f) > cfg.trim_threshold && size(f) > keep + os::PAGE {
                 let cut = self.trim_brk(keep);
@@ -625,21 +632,17 @@ impl Heap {
     /// the last one kept plus what it gave back (up to BOOST_MAX): what the
     /// program took back at once, with room for the next swing, which is
     /// seldom smaller (bench/large: the first cycle's 55 MiB, kept once,
-    /// would be cut again in steps of 2-17 MiB). A quiet second resets it.
+    /// would be cut again in steps of 2-17 MiB). A trim more than
+    /// BOOST_LIFE_NS after the last cycle keeps no extra tail again.
     fn note_growth(&mut self) {
         if self.last_trim == 0 {
             return;
         }
-        let since = crate::stats::coarse_ns().wrapping_sub(self.last_trim);
-        if since < THRASH_NS {
-            self.cycles += 1;
-            if self.cycles >= 1 {
-                // What was kept plus what was cut: what the program took.
-                self.pad_boost = ((self.pad_boost + self.last_cut) * 2).clamp(1 << 20, BOOST_MAX);
-            }
-        } else if since > 4 * THRASH_NS {
-            self.cycles = 0;
-            self.pad_boost = 0;
+        let now = crate::stats::coarse_ns();
+        if now.wrapping_sub(self.last_trim) < THRASH_NS {
+            // What was kept plus what was cut: what the program took.
+            self.pad_boost = ((self.pad_boost + self.last_cut) * 2).clamp(1 << 20, BOOST_MAX);
+            self.boost_at = now;
         }
         self.last_trim = 0;
     }
