@@ -36,7 +36,8 @@
 //!
 //! Fast path cost: malloc is a TLS load, a bin count test and an array pop
 //! (or, with the bin empty, two loads to reach the zone's free list and a
-//! pop); free is a zone-map lookup, the block checks, an owner compare and an
+//! pop); free is a zone-map lookup, the block checks and an owner compare
+//! against the map's entry (not the zone header: see `zonemap`), and an
 //! array push. No lock and no atomic read-modify-write.
 
 use crate::chunk::{self, to_user, ALIGN};

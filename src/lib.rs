@@ -11,7 +11,7 @@
 //! os       every system call
 //! ```
 //! Cross-cutting: `tls` (the initial-exec thread slot), `zonemap` (which
-//! 64 KiB granules are zones), `lock` (futex mutex), `config` (environment, mallopt),
+//! 64 KiB granules are zones, and what `free` needs of each zone), `lock` (futex mutex), `config` (environment, mallopt),
 //! `stats` (figures, dump), `report` (output without allocating), `pool`
 //! (TLSF heaps over caller memory).
 //!
