@@ -5,8 +5,8 @@
 //! 64 KiB granule answers it: a two-level radix map, like tcmalloc's page map.
 //! Level 1 is a static array indexed by address bits 32-46 (256 KiB of .bss,
 //! touched only where used); level 2 is an array of 32-byte entries per 4 GiB
-//! of address space (2 MiB of address space, a page of it per 8 MiB used),
-//! mapped on first use and never freed. Bit 7 of a granule's byte is the zone
+//! of address space (a 2 MiB mapping, of which a page covers 8 MiB of our
+//! memory), mapped on first use and never freed. Bit 7 of a granule's byte is the zone
 //! bit; bits 0-6 count our mappings over it (below).
 //!
 //! Invariant: bit(g) is set iff a live zone starts at granule g. A bit only
@@ -130,7 +130,7 @@ fn slot(p: *const u8) -> Option<(&'static Leaf, usize)> {
 /// The byte of the granule holding `p`, if its leaf exists.
 #[inline(always)]
 fn granule(p: *const u8) -> Option<&'static AtomicU8> {
-    // (The index is below GRANULES.)
+    // SAFETY: `slot` gives an index below GRANULES.
     slot(p).map(|(leaf, g)| unsafe { &leaf.entry.get_unchecked(g).bits })
 }
 
