@@ -480,12 +480,6 @@ fn first_offset(z: *const Zone) -> u32 {
     (z as usize + core::mem::size_of::<Zone>()) as u32 & (ZONE_SIZE as u32 - 1)
 }
 
-/// Offset of `p` from the first block of zone `z`.
-#[inline(always)]
-fn block_offset(z: *const Zone, p: *const u8) -> u64 {
-    (p as usize).wrapping_sub(z as usize + core::mem::size_of::<Zone>()) as u64
-}
-
 // ---- fast paths ------------------------------------------------------------
 
 /// Allocates a block of class `cls` (for a request of `n` bytes) for this
@@ -534,7 +528,7 @@ pub unsafe fn free(info: *const zonemap::ZoneInfo, p: *mut u8) {
     let tc = tls::get();
     let b = p as *mut Block;
     let e = &*info;
-    if !block_ok_info(e, p, key) {
+    if !block_ok(e, p, key) {
         return bad_block(p, "free");
     }
     (*b).mark = key;
@@ -601,32 +595,22 @@ unsafe fn drain_bins(tc: *mut Cache) {
 }
 
 /// The checks every pointer into a zone gets: it is where a block starts
-/// (not an interior or misaligned pointer) and that block is not free.
-/// About eight instructions.
+/// (not an interior or misaligned pointer: the zone map's entry `e` for its
+/// granule says where blocks lie) and that block is not free. About nine
+/// instructions.
 #[inline(always)]
-unsafe fn block_ok(z: *mut Zone, p: *mut u8, key: usize) -> bool {
-    if !crate::guard::CHECKS {
-        return true;
-    }
-    let off = block_offset(z, p);
-    off < (*z).area as u64
-        && off.wrapping_mul((*z).div_magic) <= (*z).div_limit
-        && (*(p as *mut Block)).mark != key
-}
-
-/// `block_ok` from the zone's entry in the zone map instead of its header.
-#[inline(always)]
-unsafe fn block_ok_info(e: &zonemap::ZoneInfo, p: *mut u8, key: usize) -> bool {
+unsafe fn block_ok(e: &zonemap::ZoneInfo, p: *mut u8, key: usize) -> bool {
     if !crate::guard::CHECKS {
         return true;
     }
     e.block_at(p) && (*(p as *mut Block)).mark != key
 }
 
-/// `block_ok`, reporting and aborting on failure; `what` names the call.
+/// `block_ok` for `p` in a zone's granule, reporting and aborting on
+/// failure; `what` names the call.
 #[inline(always)]
-pub unsafe fn check_block(z: *mut Zone, p: *mut u8, what: &'static str) {
-    if !block_ok(z, p, crate::guard::list_key()) {
+pub unsafe fn check_block(p: *mut u8, what: &'static str) {
+    if !block_ok(zonemap::info(p), p, crate::guard::list_key()) {
         bad_block(p, what);
     }
 }
@@ -635,14 +619,10 @@ pub unsafe fn check_block(z: *mut Zone, p: *mut u8, what: &'static str) {
 #[cold]
 #[inline(never)]
 fn bad_block(p: *mut u8, what: &'static str) {
-    let z = zone_of(p);
-    let off = block_offset(z, p);
-    // SAFETY: p lies in a live zone (the zone map said so).
-    let freed = unsafe {
-        off < (*z).area as u64
-            && off.wrapping_mul((*z).div_magic) <= (*z).div_limit
-            && (*(p as *mut Block)).mark == crate::guard::list_key()
-    };
+    // SAFETY: p lies in a live zone (the zone map said so), so its first
+    // bytes are ours to read.
+    let freed = zonemap::info(p).block_at(p)
+        && unsafe { (*(p as *mut Block)).mark == crate::guard::list_key() };
     let msg = match (what, freed) {
         ("free", true) => "double free",
         ("realloc", true) => "realloc of a freed block",

@@ -219,7 +219,7 @@ pub unsafe fn realloc_impl(p: *mut u8, n: usize) -> *mut u8 {
         return null_mut();
     }
     if zonemap::is_zone(p) {
-        cache::check_block(zone_of(p), p, "realloc");
+        cache::check_block(p, "realloc");
         let old = cache::usable(zone_of(p));
         if n <= old && n > old / 2 {
             return p;
@@ -341,7 +341,7 @@ pub unsafe fn usable_size(p: *mut u8) -> usize {
         return 0;
     }
     if zonemap::is_zone(p) {
-        cache::check_block(zone_of(p), p, "malloc_usable_size");
+        cache::check_block(p, "malloc_usable_size");
         return cache::usable(zone_of(p));
     }
     let c = chunk_of(p);
