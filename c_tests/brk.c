@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -77,12 +78,42 @@ static void large_block(void)
            after / KiB);
 }
 
+/* A new zone touches one page, the one holding its header and first blocks:
+ * the break's sentinel, written below each new break, must not leave another
+ * resident page in the middle of a later zone's granule. Each size here is a
+ * class of its own, served by a zone of 64 KiB. */
+static void zone_pages(void)
+{
+    enum { ZONE = 64 * 1024, PAGES = ZONE / 4096 };
+    void *p[16];
+    for (int i = 0; i < 16; i++) {
+        size_t n = 16 * (size_t)(i + 1);
+        p[i] = malloc(n);
+        CHECK(p[i] != NULL);
+        memset(p[i], 0x5a, n);
+    }
+    for (int i = 0; i < 16; i++) {
+        char *g = (char *)((uintptr_t)p[i] & ~(uintptr_t)(ZONE - 1));
+        unsigned char v[PAGES];
+        CHECK(mincore(g, ZONE, v) == 0);
+        char map[PAGES + 1];
+        for (int k = 0; k < PAGES; k++)
+            map[k] = (v[k] & 1) ? '1' : '0';
+        map[PAGES] = 0;
+        CHECKF(strcmp(map, "1000000000000000") == 0,
+               "the zone of a %d-byte block at %p has resident pages %s", 16 * (i + 1), p[i], map);
+    }
+    for (int i = 0; i < 16; i++)
+        free(p[i]);
+}
+
 int main(void)
 {
     check_begin();
     /* stdio's buffer first, so that it is not the last block of the heap */
     printf("brk test: %d blocks of %d bytes\n", NBLK, BLOCK);
     fflush(stdout);
+    zone_pages();
     void *base = sbrk(0);
     check_shrunk(grow_and_shrink(1));
     /* at once again: a cycle; the kept tail is bounded by what was taken */

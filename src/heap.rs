@@ -209,8 +209,11 @@ impl Heap {
                 self.brk_usable = false;
                 return false;
             }
-            let want = match (align_up(cur, ALIGN) + need + SENTINEL).checked_add(pad) {
-                Some(e) => align_up(e, os::PAGE) - cur,
+            let want = match (align_up(cur, ALIGN) + need + SENTINEL)
+                .checked_add(pad)
+                .and_then(break_end)
+            {
+                Some(e) => e - cur,
                 None => return false,
             };
             let old = os::brk_grow(want);
@@ -250,8 +253,8 @@ impl Heap {
             0
         };
         let more = need.saturating_sub(tail_free);
-        let new_end = match (end as usize).checked_add(more + pad) {
-            Some(e) => align_up(e, os::PAGE),
+        let new_end = match (end as usize).checked_add(more + pad).and_then(break_end) {
+            Some(e) => e,
             None => return false,
         };
         let incr = new_end - end as usize;
@@ -668,4 +671,18 @@ impl Heap {
             }
         }
     }
+}
+
+/// Where the break goes when it grows to at least `e`: one page past a zone
+/// granule's start. The break's sentinel is written in the page below the
+/// break, and that page stays resident; placed there, it is the page where
+/// a zone that later takes the granule keeps its header and first blocks.
+/// (A page-aligned break left a page touched at a random place in most
+/// granules: 32 threads of `threads32` held 194 such pages, 0.8 MiB, in
+/// their 384 zones.)
+fn break_end(e: usize) -> Option<usize> {
+    let g = crate::zonemap::ZONE_SIZE;
+    e.saturating_sub(os::PAGE)
+        .checked_add(g - 1)
+        .map(|x| (x & !(g - 1)) + os::PAGE)
 }
