@@ -10,6 +10,12 @@
  * consistent (memalloc_check, looked up at run time so the test also runs
  * under other allocators) and the bytes in use back where they started.
  *
+ * First, a hand-off: the main thread allocates 16384 blocks, a thread frees
+ * and replaces each of them three times, and the main thread frees the last
+ * ones. Under memalloc the heap must not grow by another copy of the blocks:
+ * the thread reuses the blocks it frees for the main thread, which never
+ * allocates in between to collect them.
+ *
  *   threads [ops-per-thread [threads]]      defaults: 20000 64
  */
 #define _GNU_SOURCE
@@ -164,6 +170,46 @@ static void *worker(void *arg)
     return NULL;
 }
 
+enum { HANDOFF = 16384, HANDOFF_SIZE = 200, HANDOFF_ROUNDS = 3 };
+static void *handoff_blocks[HANDOFF];
+
+static void *handoff_worker(void *arg)
+{
+    (void)arg;
+    for (int r = 0; r < HANDOFF_ROUNDS; r++) {
+        for (int i = 0; i < HANDOFF; i++) {
+            CHECK_PATTERN(handoff_blocks[i], HANDOFF_SIZE);
+            free(handoff_blocks[i]);
+            handoff_blocks[i] = new_block((uint64_t)i * 7919 + (uint64_t)r, HANDOFF_SIZE);
+        }
+    }
+    return NULL;
+}
+
+static void handoff(void (*get_stats)(struct memalloc_stats *))
+{
+    struct memalloc_stats s0, s1;
+    for (int i = 0; i < HANDOFF; i++)
+        handoff_blocks[i] = new_block((uint64_t)i, HANDOFF_SIZE);
+    if (get_stats != NULL)
+        get_stats(&s0);
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, handoff_worker, NULL) == 0);
+    CHECK(pthread_join(t, NULL) == 0);
+    if (get_stats != NULL) {
+        get_stats(&s1);
+        printf("hand-off: heap %zu -> %zu bytes for %zu bytes of blocks\n", s0.heap_bytes,
+               s1.heap_bytes, (size_t)HANDOFF * HANDOFF_SIZE);
+        CHECKF(s1.heap_bytes <= s0.heap_bytes + 1 * MiB,
+               "the heap grew from %zu to %zu bytes while a thread replaced another's blocks",
+               s0.heap_bytes, s1.heap_bytes);
+    }
+    for (int i = 0; i < HANDOFF; i++) {
+        CHECK_PATTERN(handoff_blocks[i], HANDOFF_SIZE);
+        free(handoff_blocks[i]);
+    }
+}
+
 int main(int argc, char **argv)
 {
     check_begin();
@@ -180,6 +226,7 @@ int main(int argc, char **argv)
 
     printf("threads: %d threads x %ld operations\n", nthreads, ops_per_thread);
     fflush(stdout);
+    handoff(get_stats);
     struct memalloc_stats s0, s1;
     if (get_stats != NULL)
         get_stats(&s0);

@@ -28,11 +28,14 @@
 //! go to the TLSF heap, so `free` after the key destructors still works.
 //!
 //! **Bins**: in front of the zones, each cache keeps per class a small stack
-//! of blocks freed by the thread into its own zones (`Cache::bin`); malloc
-//! pops it first. Blocks from every zone of the class mix there, so a
-//! program cycling through more blocks than a zone holds does not switch
-//! zones on every turn, and a pop is an array load rather than a load from
-//! the (possibly cold) block itself.
+//! of blocks the thread freed (`Cache::bin`); malloc pops it first. Blocks
+//! from every zone of the class mix there, so a program cycling through more
+//! blocks than a zone holds does not switch zones on every turn, and a pop
+//! is an array load rather than a load from the (possibly cold) block
+//! itself. A thread that allocates a class also keeps there the blocks of
+//! that class it frees for other threads (`free_foreign`), and reuses them;
+//! a block leaving a bin goes back to its zone, through the remote list if
+//! the zone is another thread's.
 //!
 //! Fast path cost: malloc is a TLS load, a bin count test and an array pop
 //! (or, with the bin empty, two loads to reach the zone's free list and a
@@ -340,8 +343,10 @@ pub struct Cache {
     /// Links in the list of live caches (statistics).
     live_next: *mut Cache,
     live_prev: *mut Cache,
-    /// Per class, a stack of freed blocks of this cache's own zones, served
-    /// first (last freed, first reused: the block is still in the cache).
+    /// Per class, a stack of freed blocks, served first (last freed, first
+    /// reused: the block is still in the cache). Mostly of this cache's own
+    /// zones; other threads' blocks too once the thread allocates the class
+    /// (`free_foreign`).
     /// A program cycling through more blocks than one zone holds would
     /// otherwise free into one zone while allocating from another, and
     /// switch zones every `capacity` calls. Blocks in a bin count as used
@@ -545,7 +550,56 @@ pub unsafe fn free(info: *const zonemap::ZoneInfo, p: *mut u8) {
             spill_bin(tc, cls, b);
         }
     } else {
-        free_remote(tc, zone_of(p), b);
+        free_foreign(tc, e.class(), b);
+    }
+}
+
+/// Frees block `b` of class `cls` from a zone `tc` does not own. A live
+/// cache keeps it in its bin, like a block of its own, for its next malloc
+/// of the class: a thread that frees what others allocated (a server
+/// thread taking over requests) reuses those blocks instead of carving its
+/// own while they wait on a remote list for an owner that may never
+/// allocate again (larson: the main thread's 8 MiB of first blocks). A
+/// block leaving the bin goes back through its zone's owner (`give_back`).
+/// Out of line: inlined, it made every free save registers.
+#[inline(never)]
+unsafe fn free_foreign(tc: *mut Cache, cls: usize, b: *mut Block) {
+    // (The static caches have neither pops nor allocations.)
+    let st = (*tc).bin_state[cls];
+    let n = st as u16 as usize; // (BIN_COUNT)
+    if n < BIN_CAP && (st >= BIN_POP || (*tc).allocs[cls] != 0) {
+        (*tc).bin[cls * BIN_CAP + n] = b;
+        (*tc).bin_state[cls] = st + 1;
+        return;
+    }
+    free_foreign_slow(tc, cls, b);
+}
+
+/// `free_foreign` when the bin does not take the block: a thread that never
+/// allocates the class (a consumer) would only pass it on later, so it goes
+/// to its zone at once; a full bin spills.
+#[cold]
+#[inline(never)]
+unsafe fn free_foreign_slow(tc: *mut Cache, cls: usize, b: *mut Block) {
+    let st = (*tc).bin_state[cls];
+    if (*tc).state != LIVE {
+        push_remote(zone_of(b as *const u8), b, b, 1);
+    } else if st < BIN_POP && (*tc).allocs[cls] == 0 {
+        free_remote(tc, zone_of(b as *const u8), b);
+    } else {
+        spill_bin(tc, cls, b);
+    }
+}
+
+/// Gives block `x`, leaving `tc`'s bin, back to its zone: at once if the
+/// zone is `tc`'s, else through the zone's remote list.
+#[inline]
+unsafe fn give_back(tc: *mut Cache, x: *mut Block) {
+    let z = zone_of(x as *const u8);
+    if zonemap::info(x as *const u8).owner.load(Ordering::Relaxed) == tc as usize {
+        free_to_zone(tc, z, x);
+    } else {
+        free_remote(tc, z, x);
     }
 }
 
@@ -572,8 +626,7 @@ unsafe fn free_to_zone(tc: *mut Cache, z: *mut Zone, b: *mut Block) {
 unsafe fn spill_bin(tc: *mut Cache, cls: usize, b: *mut Block) {
     const HALF: usize = BIN_CAP / 2;
     for i in 0..HALF {
-        let x = (*tc).bin[cls * BIN_CAP + i];
-        free_to_zone(tc, zone_of(x as *const u8), x);
+        give_back(tc, (*tc).bin[cls * BIN_CAP + i]);
     }
     let bin = &mut (&mut (*tc).bin)[cls * BIN_CAP..(cls + 1) * BIN_CAP];
     bin.copy_within(HALF.., 0);
@@ -588,8 +641,7 @@ unsafe fn drain_bins(tc: *mut Cache) {
         let n = ((*tc).bin_state[cls] & BIN_COUNT) as usize;
         (*tc).bin_state[cls] &= !BIN_COUNT;
         for i in 0..n {
-            let x = (*tc).bin[cls * BIN_CAP + i];
-            free_to_zone(tc, zone_of(x as *const u8), x);
+            give_back(tc, (*tc).bin[cls * BIN_CAP + i]);
         }
     }
 }
