@@ -57,7 +57,8 @@ pub struct Heap {
     pub regions: RegionList,
     brk: Region,
     brk_started: bool,
-    brk_usable: bool,
+    /// The break cannot (or may no longer) be grown.
+    brk_failed: bool,
     mmap_regions: usize,
     /// Bytes of chunks in use.
     pub in_use: usize,
@@ -92,9 +93,13 @@ pub static HEAP: GlobalHeap = GlobalHeap {
     heap: UnsafeCell::new(Heap {
         tlsf: Tlsf::new(),
         regions: RegionList::new(),
-        brk: Region::empty(KIND_BRK),
+        // (Kind 0 until the region starts: every field of HEAP is zero, so
+        // it lies in .bss and only the pages the program touches are
+        // resident. In .data, a first read mapped all of the library's
+        // writable pages.)
+        brk: Region::empty(0),
         brk_started: false,
-        brk_usable: true,
+        brk_failed: false,
         mmap_regions: 0,
         in_use: 0,
         brk_bytes: 0,
@@ -195,7 +200,7 @@ impl Heap {
 
     /// Adds at least `need` bytes of free space (one chunk that can hold it).
     unsafe fn grow(&mut self, need: usize) -> bool {
-        if self.brk_usable && self.grow_brk(need) {
+        if !self.brk_failed && self.grow_brk(need) {
             return true;
         }
         self.grow_mmap(need)
@@ -206,7 +211,7 @@ impl Heap {
         if !self.brk_started {
             let cur = os::brk_top() as usize;
             if cur as isize == -1 {
-                self.brk_usable = false;
+                self.brk_failed = true;
                 return false;
             }
             let want = match (align_up(cur, ALIGN) + need + SENTINEL)
@@ -218,12 +223,13 @@ impl Heap {
             };
             let old = os::brk_grow(want);
             if old.is_null() {
-                self.brk_usable = false;
+                self.brk_failed = true;
                 return false;
             }
             // Normally old == cur; if another thread of the program moved the
             // break in between, our region simply starts where sbrk says.
             let (start, end) = (old, old.add(want));
+            self.brk.kind = KIND_BRK;
             let r = &mut self.brk as *mut Region;
             if !crate::zonemap::add_ours(start, end) {
                 os::brk_shrink(want);
@@ -242,7 +248,7 @@ impl Heap {
         if os::brk_top() != end {
             // Something else moved the break (a direct sbrk/brk user): we
             // cannot extend our region contiguously any more.
-            self.brk_usable = false;
+            self.brk_failed = true;
             return false;
         }
         self.note_growth();
@@ -260,7 +266,7 @@ impl Heap {
         let incr = new_end - end as usize;
         let old = os::brk_grow(incr);
         if old.is_null() {
-            self.brk_usable = false;
+            self.brk_failed = true;
             return false;
         }
         if old != end {
@@ -270,7 +276,7 @@ impl Heap {
             if os::brk_top() == old.add(incr) {
                 os::brk_shrink(incr);
             }
-            self.brk_usable = false;
+            self.brk_failed = true;
             return false;
         }
         if !crate::zonemap::grow_ours(end, end.add(incr)) {
@@ -490,7 +496,7 @@ impl Heap {
             } else {
                 self.tlsf.grow_in_place(c, csize, want)
             };
-            if !ok && self.brk_usable && self.brk_started && self.tail_of_brk(c) {
+            if !ok && !self.brk_failed && self.brk_started && self.tail_of_brk(c) {
                 // Grow the break under the tail chunk (string building).
                 if self.grow_brk(csize - old) {
                     ok = self.tlsf.grow_in_place(c, csize, want);
