@@ -221,6 +221,40 @@ pub fn write_all(fd: i32, mut buf: &[u8]) {
 }
 
 /// Ends the process with SIGABRT.
+/// A close-on-exec duplicate of `fd`, numbered 100 or above (out of the
+/// way of the descriptors a program counts on), with the device and inode
+/// of its file; None if `fd` is not open.
+pub fn dup_high(fd: i32) -> Option<(i32, u64, u64)> {
+    // SAFETY: plain system calls on descriptors.
+    unsafe {
+        let d = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 100);
+        if d < 0 {
+            return None;
+        }
+        match file_id(d) {
+            Some((dev, ino)) => Some((d, dev, ino)),
+            None => {
+                libc::close(d);
+                None
+            }
+        }
+    }
+}
+
+/// The (device, inode) of the file open at `fd`, or None if none is.
+pub fn file_id(fd: i32) -> Option<(u64, u64)> {
+    let _e = ErrnoGuard::new();
+    let mut st = core::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes the whole struct on success.
+    unsafe {
+        if libc::fstat(fd, st.as_mut_ptr()) != 0 {
+            return None;
+        }
+        let st = st.assume_init();
+        Some((st.st_dev, st.st_ino))
+    }
+}
+
 pub fn abort() -> ! {
     // SAFETY: abort never returns.
     unsafe { libc::abort() }

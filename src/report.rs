@@ -5,6 +5,50 @@
 //! writes one line, `memalloc: <error> at <address>`, then aborts.
 
 use core::fmt;
+use core::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+
+/// A duplicate of the stderr the program started with, kept while an exit
+/// report is wanted (`keep_stderr`): a program may close its stderr before
+/// the report is written (coreutils close stdout and stderr in an atexit
+/// handler of their own, which runs before ours), and the report would be
+/// lost. -1 if none.
+static KEPT_FD: AtomicI32 = AtomicI32::new(-1);
+/// The device and inode of that stderr: the kept descriptor is written only
+/// while it still names that file, never one the program opened in its place
+/// after closing it.
+static KEPT_DEV: AtomicU64 = AtomicU64::new(0);
+static KEPT_INO: AtomicU64 = AtomicU64::new(0);
+
+/// Keeps a duplicate of stderr for the reports (from the constructor, when
+/// an exit report is wanted).
+pub fn keep_stderr() {
+    if KEPT_FD.load(Ordering::Relaxed) >= 0 {
+        return;
+    }
+    if let Some((fd, dev, ino)) = crate::os::dup_high(2) {
+        KEPT_DEV.store(dev, Ordering::Relaxed);
+        KEPT_INO.store(ino, Ordering::Relaxed);
+        KEPT_FD.store(fd, Ordering::Release);
+    }
+}
+
+/// Where reports go: stderr, or if it is closed, the duplicate of the
+/// original one (`keep_stderr`) while that still names the same file.
+pub fn err_fd() -> i32 {
+    let kept = KEPT_FD.load(Ordering::Acquire);
+    if kept < 0 || crate::os::file_id(2).is_some() {
+        return 2;
+    }
+    let id = (
+        KEPT_DEV.load(Ordering::Relaxed),
+        KEPT_INO.load(Ordering::Relaxed),
+    );
+    if crate::os::file_id(kept) == Some(id) {
+        kept
+    } else {
+        2
+    }
+}
 
 /// A fixed-size output buffer that flushes to `fd` when full.
 pub struct StackBuf<const N: usize> {
@@ -73,7 +117,7 @@ impl<const N: usize> Drop for StackBuf<N> {
 #[inline(never)]
 pub fn fatal(what: &str, addr: *const u8) -> ! {
     use fmt::Write;
-    let mut b = StackBuf::<256>::new(2);
+    let mut b = StackBuf::<256>::new(err_fd());
     let _ = write!(b, "memalloc: {} at {:p}\n", what, addr);
     b.flush();
     crate::os::abort()
@@ -83,7 +127,7 @@ pub fn fatal(what: &str, addr: *const u8) -> ! {
 #[cold]
 #[inline(never)]
 pub fn fatal_msg(what: &str) -> ! {
-    let mut b = StackBuf::<256>::new(2);
+    let mut b = StackBuf::<256>::new(err_fd());
     b.push(b"memalloc: ");
     b.push(what.as_bytes());
     b.push(b"\n");
@@ -95,7 +139,7 @@ pub fn fatal_msg(what: &str) -> ! {
 #[cold]
 pub fn note(args: fmt::Arguments<'_>) {
     use fmt::Write;
-    let mut b = StackBuf::<256>::new(2);
+    let mut b = StackBuf::<256>::new(err_fd());
     let _ = b.write_str("memalloc: ");
     let _ = b.write_fmt(args);
     let _ = b.write_str("\n");
@@ -105,7 +149,7 @@ pub fn note(args: fmt::Arguments<'_>) {
 #[cold]
 pub fn warn(args: fmt::Arguments<'_>) {
     use fmt::Write;
-    let mut b = StackBuf::<256>::new(2);
+    let mut b = StackBuf::<256>::new(err_fd());
     let _ = b.write_str("memalloc: warning: ");
     let _ = b.write_fmt(args);
     let _ = b.write_str("\n");

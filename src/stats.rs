@@ -279,6 +279,7 @@ pub fn register_exit() {
         || !crate::config::dump_path().is_null()
         || TRACE_FD.load(Ordering::Relaxed) >= 0
     {
+        crate::report::keep_stderr();
         extern "C" fn at_exit() {
             exit_report();
         }
@@ -297,7 +298,7 @@ fn exit_report() {
     // changing, so sample them once more.
     trace_event();
     if crate::config::stats() {
-        summary(2);
+        summary(crate::report::err_fd());
     }
     let path = crate::config::dump_path();
     if !path.is_null() {

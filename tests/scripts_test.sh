@@ -197,6 +197,10 @@ check "run.sh --heapmap: CMD killed by SIGTERM gives 143 (got $rc)" test $rc -eq
 check "run.sh --heapmap: says why there is no heap map" grep -q "no heap dump was written" h3.err
 check "run.sh --stats alone (exec'd) prints the summary" \
     bash -c '"$1" --stats true 2>&1 >/dev/null | grep -q "memalloc statistics"' _ "$RUN"
+# coreutils close stdout and stderr in an atexit handler that runs before the
+# library's: the summary goes to the copy of stderr the library kept.
+check "run.sh --stats ls: the summary survives ls closing its stderr" \
+    bash -c '"$1" --stats ls / 2>&1 >/dev/null | grep -q "memalloc statistics"' _ "$RUN"
 
 printf 'stale line\n1 2 3 4\n' >t3.txt
 env_out="$("$RUN" --trace t3.txt sh -c 'echo "$LD_PRELOAD|$MEMALLOC_TRACE"' 2>/dev/null)"
