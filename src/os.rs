@@ -225,6 +225,7 @@ pub fn write_all(fd: i32, mut buf: &[u8]) {
 /// way of the descriptors a program counts on), with the device and inode
 /// of its file; None if `fd` is not open.
 pub fn dup_high(fd: i32) -> Option<(i32, u64, u64)> {
+    let _e = ErrnoGuard::new();
     // SAFETY: plain system calls on descriptors.
     unsafe {
         let d = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 100);
