@@ -174,7 +174,9 @@ const ZONE_END: usize = ZONE_SIZE;
 /// never make a free on another core miss on what it reads (line 0).
 #[repr(C)]
 pub struct Zone {
-    // line 0: read by every free; written only when the zone changes hands
+    // line 0: fixed while the zone lives, but for its owner (each field
+    // that `free` needs is mirrored in the zone map's entry, which it reads
+    // instead: see `zonemap::ZoneInfo`)
     /// The owning cache; null when abandoned.
     pub owner: AtomicPtr<Cache>,
     pub block_size: u32,
@@ -182,13 +184,11 @@ pub struct Zone {
     pub capacity: u32,
     /// capacity * block_size: block offsets are below it.
     area: u32,
-    /// u64::MAX / block_size + 1: `off` is a multiple of the block size iff
-    /// `off * div_magic <= div_magic - 1` (Lemire, "Faster remainder by
-    /// direct computation", 2019).
+    /// u64::MAX / block_size + 1: a 32-bit `off` is a multiple of the block
+    /// size iff `off * div_magic < div_magic` (mod 2^64; Lemire, "Faster
+    /// remainder by direct computation", 2019).
     div_magic: u64,
-    /// div_magic - 1.
-    div_limit: u64,
-    _pad0: [u32; 2],
+    _pad0: [u32; 4],
     // line 1: the owner's
     /// Blocks ready to hand out (encoded list, ending with the zone itself).
     pub free: *mut Block,
@@ -230,12 +230,7 @@ impl Zone {
             } else {
                 u64::MAX / block_size as u64 + 1
             },
-            div_limit: if block_size == 0 {
-                0
-            } else {
-                u64::MAX / block_size as u64
-            },
-            _pad0: [0; 2],
+            _pad0: [0; 4],
             free,
             used: 0,
             state: CURRENT,
@@ -1349,7 +1344,6 @@ pub unsafe fn zone_ok(z: *const Zone) -> bool {
         && (*z).capacity == cap
         && (*z).area == cap * bs
         && (*z).div_magic == u64::MAX / bs as u64 + 1
-        && (*z).div_limit == u64::MAX / bs as u64
         && used <= cap
         && carved <= cap
         && zonemap::is_zone(z as *const u8)

@@ -220,7 +220,6 @@ pub fn write_all(fd: i32, mut buf: &[u8]) {
     }
 }
 
-/// Ends the process with SIGABRT.
 /// A close-on-exec duplicate of `fd`, numbered 100 or above (out of the
 /// way of the descriptors a program counts on), with the device and inode
 /// of its file; None if `fd` is not open.
@@ -256,6 +255,7 @@ pub fn file_id(fd: i32) -> Option<(u64, u64)> {
     }
 }
 
+/// Ends the process with SIGABRT.
 pub fn abort() -> ! {
     // SAFETY: abort never returns.
     unsafe { libc::abort() }
