@@ -20,7 +20,7 @@ use crate::config;
 use crate::lock::Lock;
 use crate::os;
 use crate::region::{Region, RegionList, KIND_BRK, KIND_MMAP};
-use crate::tlsf::{RegionCheck, Tlsf, PURGED, STAMP_MIN, STAMP_OFF};
+use crate::tlsf::{RegionCheck, Tlsf, PARTIAL, PURGED, STAMP_MIN, STAMP_OFF};
 use core::cell::UnsafeCell;
 use core::ptr::null_mut;
 
@@ -34,6 +34,11 @@ const PURGE_INTERVAL_NS: usize = 250_000_000;
 const EPOCH_SHIFT: u32 = 28;
 /// Free chunks at least this big have their inner pages purged.
 const PURGE_MIN: usize = 256 << 10;
+/// At most this many bytes are discarded per call: a purge goes on over the
+/// next frees, so that no single free pays for a heap's worth of madvise
+/// (discarding costs about 55 us per resident MiB here, so a purge of a
+/// 200 MiB heap in one call took 11 ms).
+const PURGE_BUDGET: usize = 512 << 10;
 
 /// The most free tail a trim keeps while a program cycles (see `note_growth`).
 const BOOST_MAX: usize = 128 << 20;
@@ -69,6 +74,13 @@ pub struct Heap {
     dirty: usize,
     /// When the last purge ran (CLOCK_MONOTONIC ns).
     last_purge: usize,
+    /// A purge that ran out of budget: the list to resume its walk from
+    /// (see `Tlsf::walk_free_from`), else None.
+    purge_at: Option<usize>,
+    /// The epoch that purge started in: chunks indexed since are left.
+    purge_before: usize,
+    /// Bytes that purge left so far (chunks indexed in its epoch).
+    purge_left: usize,
     /// When the break was last trimmed, 0 once it grew again.
     last_trim: usize,
     /// When `pad_boost` last grew (coarse clock).
@@ -107,6 +119,9 @@ pub static HEAP: GlobalHeap = GlobalHeap {
         released: 0,
         dirty: 0,
         last_purge: 0,
+        purge_at: None,
+        purge_before: 0,
+        purge_left: 0,
         last_trim: 0,
         boost_at: 0,
         pad_boost: 0,
@@ -345,9 +360,14 @@ impl Heap {
     /// a program frees and soon reuses is not given back and faulted in again
     /// over and over (jemalloc and mimalloc delay purging for the same
     /// reason), while a heap that stays free after a burst goes back at the
-    /// next free past the interval.
+    /// next free past the interval. A purge that ran out of budget goes on
+    /// at once.
     #[cold]
     fn maybe_purge(&mut self) {
+        if self.purge_at.is_some() || self.tlsf.partial_low != usize::MAX {
+            self.purge();
+            return;
+        }
         // (Until the purge, every free looks at the clock: a program that
         // went quiet gets its memory back at its next free. The coarse clock
         // costs a few nanoseconds.)
@@ -362,53 +382,101 @@ impl Heap {
             self.last_purge = now;
         } else if now.wrapping_sub(self.last_purge) >= PURGE_INTERVAL_NS {
             self.last_purge = now;
+            self.purge_at = Some(0);
+            self.purge_before = self.tlsf.epoch;
+            self.purge_left = 0;
             self.purge();
         }
     }
 
     /// Returns the whole pages inside large free chunks to the OS
     /// (`MADV_DONTNEED`), so that RSS falls after a burst even where the break
-    /// cannot shrink. Runs once per `PURGE_STEP` bytes freed; visits only the
-    /// chunks of `PURGE_MIN` bytes or more.
+    /// cannot shrink. Starts once per `PURGE_STEP` bytes freed; visits only
+    /// the chunks of `PURGE_MIN` bytes or more, and discards at most
+    /// `PURGE_BUDGET` bytes per call, resuming at the next free.
     #[cold]
     fn purge(&mut self) {
-        // Only chunks indexed before the current interval: one freed (or cut
+        // Only chunks indexed before the purge's interval: one freed (or cut
         // from) in this one may be about to be reused, and discarding it
         // would fault it in again. The bytes left count as freed since this
         // purge, so the first free past the next interval purges them (else
         // a burst freed just before a purge stayed resident until 8 MiB more
         // were freed, which an idle program never does).
-        let (n, left) = self.discard_free(PURGE_MIN, self.tlsf.epoch);
-        self.dirty = left;
+        // (A chunk the walk left part way through may have moved to another
+        // list since, when cut from or merged: it goes on from there.)
+        let from = self
+            .purge_at
+            .unwrap_or(usize::MAX)
+            .min(self.tlsf.partial_low);
+        self.tlsf.partial_low = usize::MAX;
+        let (n, left, at) = self.discard_free(PURGE_MIN, self.purge_before, from, PURGE_BUDGET);
         self.released += n;
+        self.purge_left += left;
+        self.purge_at = at;
+        // Until it ends, every free comes back here (`free` tests `dirty`).
+        self.dirty = if at.is_some() {
+            PURGE_STEP
+        } else {
+            self.purge_left
+        };
     }
 
-    /// Discards the whole pages inside every free chunk of at least `min`
-    /// bytes last indexed before epoch `before` and not discarded since;
-    /// returns how many bytes, and the bytes of the chunks left because
-    /// they were indexed at or after `before`.
-    fn discard_free(&mut self, min: usize, before: usize) -> (usize, usize) {
+    /// Discards the whole pages inside the free chunks of at least `min`
+    /// bytes last indexed before epoch `before` and not discarded since,
+    /// walking the lists from number `from`, until `budget` bytes were
+    /// discarded. Returns how many bytes, the bytes of the chunks left
+    /// because they were indexed at or after `before`, and the list to
+    /// resume from if the budget ran out (see `Tlsf::walk_free_from`).
+    fn discard_free(
+        &mut self,
+        min: usize,
+        before: usize,
+        from: usize,
+        budget: usize,
+    ) -> (usize, usize, Option<usize>) {
         let (mut n, mut left) = (0, 0);
         // SAFETY: free chunks hold no user data; only whole pages past the
         // list links and the stamp are discarded.
-        unsafe {
-            self.tlsf.for_each_free_from(min.max(STAMP_MIN), |c| {
+        let at = unsafe {
+            self.tlsf.walk_free_from(min.max(STAMP_MIN), from, |c| {
                 let t = crate::tlsf::stamp(c);
-                if t >= before {
-                    if t != PURGED {
-                        left += size(c); // recent
-                    }
-                    return;
+                let base = c as usize;
+                let lo = align_up(base + STAMP_OFF + 8, os::PAGE);
+                let hi = (base + size(c)) & !(os::PAGE - 1);
+                // Pages from `top` up are discarded already.
+                let top = if t == PURGED {
+                    return true;
+                } else if crate::tlsf::is_partial(t) {
+                    (base + (t & !PARTIAL)).min(hi)
+                } else if t >= before {
+                    left += size(c); // recent
+                    return true;
+                } else {
+                    hi
+                };
+                if top <= lo {
+                    crate::tlsf::set_stamp(c, PURGED);
+                    return true;
                 }
-                let lo = align_up(c as usize + STAMP_OFF + 8, os::PAGE);
-                let hi = (c as usize + size(c)) & !(os::PAGE - 1);
-                if hi > lo && os::discard(lo as *mut u8, hi - lo) {
-                    n += hi - lo;
+                if n >= budget {
+                    return false;
                 }
-                crate::tlsf::set_stamp(c, PURGED);
-            });
-        }
-        (n, left)
+                // From the top down, so that the part left keeps its header.
+                let start = (top.saturating_sub(budget - n) & !(os::PAGE - 1)).max(lo);
+                if os::discard(start as *mut u8, top - start) {
+                    n += top - start;
+                }
+                // A chunk left part way through is where the walk resumes.
+                let st = if start == lo {
+                    PURGED
+                } else {
+                    PARTIAL | (start - base)
+                };
+                crate::tlsf::set_stamp(c, st);
+                start == lo
+            })
+        };
+        (n, left, at)
     }
 
     #[cold]
@@ -475,7 +543,7 @@ impl Heap {
     /// went back.
     pub fn trim(&mut self, pad: usize) -> bool {
         let mut any = self.trim_brk(pad) != 0;
-        let (discarded, _) = self.discard_free(0, PURGED);
+        let (discarded, _, _) = self.discard_free(0, PURGED, 0, usize::MAX);
         if discarded != 0 {
             self.released += discarded;
             any = true;

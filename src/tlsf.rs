@@ -91,6 +91,10 @@ pub struct Tlsf {
     /// stamped with it when indexed (see `stamp`); the heap sets it from the
     /// clock (a purge interval's number).
     pub epoch: usize,
+    /// The lowest list number (`fl * SL_COUNT + sl`) a partly discarded
+    /// chunk was indexed in since the heap last looked (see `PARTIAL`),
+    /// `usize::MAX` if none: a purge goes on from there.
+    pub partial_low: usize,
 }
 
 /// Where a free chunk keeps its stamp: past its list links.
@@ -99,6 +103,16 @@ pub const STAMP_OFF: usize = 32;
 pub const STAMP_MIN: usize = 4096;
 /// The stamp of a free chunk whose pages were discarded since it was indexed.
 pub const PURGED: usize = usize::MAX;
+/// A stamp with this bit set and other than `PURGED` says the chunk's pages
+/// from offset `stamp & !PARTIAL` on were discarded, and those below were not
+/// yet: a purge that ran out of budget in the chunk (see `Heap::purge`).
+pub const PARTIAL: usize = 1 << (usize::BITS - 1);
+
+/// Is stamp `t` a partial one (see `PARTIAL`)?
+#[inline]
+pub fn is_partial(t: usize) -> bool {
+    t & PARTIAL != 0 && t != PURGED
+}
 
 /// The epoch in which free chunk `c` (of `STAMP_MIN` bytes or more) was last
 /// indexed, or `PURGED`.
@@ -129,6 +143,7 @@ impl Tlsf {
             free_count: 0,
             free_bytes: 0,
             epoch: 0,
+            partial_low: usize::MAX,
         }
     }
 
@@ -147,7 +162,14 @@ impl Tlsf {
     #[inline]
     unsafe fn older(&self, stamp: usize, c: *const Chunk) -> usize {
         if size(c) >= STAMP_MIN {
-            stamp.min(crate::tlsf::stamp(c))
+            let t = crate::tlsf::stamp(c);
+            // A partial stamp's offset is `c`'s own: it does not carry over
+            // to a merged chunk (`free` carries it where it can).
+            if is_partial(t) {
+                stamp
+            } else {
+                stamp.min(t)
+            }
         } else {
             stamp
         }
@@ -161,6 +183,9 @@ impl Tlsf {
             set_stamp(c, st);
         }
         let (fl, sl) = mapping_insert(s);
+        if is_partial(st) {
+            self.partial_low = self.partial_low.min(fl * SL_COUNT + sl);
+        }
         let head = self.heads[fl][sl];
         (*c).next_free = head;
         (*c).prev_free = null_mut();
@@ -277,13 +302,14 @@ impl Tlsf {
         // PREV_FREE. Each header is written once (a tag is a multiply).
         let total = size(c);
         if total >= csize + MIN_CHUNK {
+            let st = self.cut_stamp(c, csize);
             set_head(c, csize | MARK);
             let rest = (c as *mut u8).add(csize) as *mut Chunk;
             let rs = total - csize;
             set_head(rest, rs | MARK | FREE);
             // The successor keeps PREV_FREE; its footer moves.
             (*next(rest)).prev_size = rs;
-            self.insert(rest);
+            self.insert_stamped(rest, st);
         } else {
             set_head(c, total | MARK);
             clear_flags(next(c), PREV_FREE);
@@ -316,6 +342,7 @@ impl Tlsf {
         if c.is_null() {
             return c;
         }
+        let whole = c;
         clear_flags(c, FREE);
         let u = c as usize + at;
         let mut gap = align_up(u, align) - u;
@@ -329,9 +356,31 @@ impl Tlsf {
             set_size(lead, gap);
             self.release(lead); // sets PREV_FREE on c
         }
-        self.split(c, csize);
+        let st = self.cut_stamp(whole, c as usize - whole as usize + csize);
+        self.split_stamped(c, csize, st);
         mark_used(c);
         c
+    }
+
+    /// The stamp of the part of free chunk `c` (just taken from its list)
+    /// from offset `cut` on, once the part below is cut off: the current
+    /// epoch (cut from, so maybe about to be reused), but if a purge is part
+    /// way through `c`, what it has discarded, so that it goes on where it
+    /// was (a purge discards from the top down).
+    #[inline]
+    unsafe fn cut_stamp(&self, c: *const Chunk, cut: usize) -> usize {
+        if size(c) >= STAMP_MIN {
+            let t = crate::tlsf::stamp(c);
+            if is_partial(t) {
+                let off = t & !PARTIAL;
+                return if off > cut {
+                    PARTIAL | (off - cut)
+                } else {
+                    PURGED
+                };
+            }
+        }
+        self.epoch
     }
 
     /// Frees in-use chunk `c`, coalescing with free neighbours. Returns the
@@ -345,19 +394,31 @@ impl Tlsf {
         let h = head(c);
         let mut sz = h & SIZE_MASK;
         let mut st = self.epoch;
+        // A purge part way through the next chunk goes on in the merged one:
+        // what it discarded is the same suffix (see `cut_stamp`).
+        let mut part = 0;
         let n = (c as *mut u8).add(sz) as *mut Chunk;
         let n_free = is_free(n);
         if n_free {
-            st = self.older(st, n);
+            let ns = size(n);
+            if ns >= STAMP_MIN && is_partial(crate::tlsf::stamp(n)) {
+                part = sz + (crate::tlsf::stamp(n) & !PARTIAL);
+            } else {
+                st = self.older(st, n);
+            }
             self.remove(n);
-            sz += size(n);
+            sz += ns;
         }
         let mut start = c;
         if h & PREV_FREE != 0 {
             let p = prev(c);
             st = self.older(st, p);
             self.remove(p);
-            sz += size(p);
+            let ps = size(p);
+            sz += ps;
+            if part != 0 {
+                part += ps;
+            }
             start = p;
             // c's header stays inside the merged chunk: it must say FREE,
             // so that a second free of c is recognised.
@@ -371,14 +432,19 @@ impl Tlsf {
             // (If n was free, its successor has PREV_FREE already.)
             set_flags(after, PREV_FREE);
         }
-        self.insert_stamped(start, st);
+        self.insert_stamped(start, if part != 0 { PARTIAL | part } else { st });
         start
     }
 
     /// Coalesces `c` with its free neighbours and indexes the result.
     #[inline]
-    unsafe fn release(&mut self, mut c: *mut Chunk) -> *mut Chunk {
-        let mut st = self.epoch;
+    unsafe fn release(&mut self, c: *mut Chunk) -> *mut Chunk {
+        self.release_stamped(c, self.epoch)
+    }
+
+    /// `release`, stamping the result with `st` or an older neighbour's stamp.
+    #[inline]
+    unsafe fn release_stamped(&mut self, mut c: *mut Chunk, mut st: usize) -> *mut Chunk {
         let n = next(c);
         if is_free(n) {
             st = self.older(st, n);
@@ -401,12 +467,18 @@ impl Tlsf {
     /// if it can form a chunk.
     #[inline]
     unsafe fn split(&mut self, c: *mut Chunk, csize: usize) {
+        self.split_stamped(c, csize, self.epoch);
+    }
+
+    /// `split`, the rest stamped as by `release_stamped`.
+    #[inline]
+    unsafe fn split_stamped(&mut self, c: *mut Chunk, csize: usize, st: usize) {
         let total = size(c);
         if total >= csize + MIN_CHUNK {
             let rest = (c as *mut u8).add(csize) as *mut Chunk;
             set_head(rest, (total - csize) | MARK);
             set_size(c, csize);
-            self.release(rest);
+            self.release_stamped(rest, st);
         }
     }
 
@@ -515,26 +587,43 @@ impl Tlsf {
     }
 
     /// Calls `f` on every free chunk of at least `min` bytes (possibly some
-    /// a little smaller, from the list `min` falls in). Not O(1): for purging
-    /// and malloc_trim only.
+    /// a little smaller, from the list `min` falls in), from list number
+    /// `from` (`fl * SL_COUNT + sl`) on, while `f` returns true. Returns the
+    /// number of the list where `f` returned false, to resume from (its
+    /// chunks before the one `f` refused are visited again), or None once
+    /// every list was walked. Not O(1): for purging and malloc_trim only.
     ///
     /// # Safety
     /// The index is consistent.
-    pub unsafe fn for_each_free_from(&self, min: usize, mut f: impl FnMut(*mut Chunk)) {
+    pub unsafe fn walk_free_from(
+        &self,
+        min: usize,
+        from: usize,
+        mut f: impl FnMut(*mut Chunk) -> bool,
+    ) -> Option<usize> {
         let (fl0, _) = mapping_insert(min);
-        let mut map = self.fl_bitmap & (!0u64 << fl0);
+        let from = from.max(fl0 * SL_COUNT);
+        let mut map = self.fl_bitmap & (!0u64 << (from / SL_COUNT));
         while map != 0 {
             let fl = map.trailing_zeros() as usize;
             map &= map - 1;
-            for sl in 0..SL_COUNT {
+            let sl0 = if fl == from / SL_COUNT {
+                from % SL_COUNT
+            } else {
+                0
+            };
+            for sl in sl0..SL_COUNT {
                 let mut c = self.heads[fl][sl];
                 while !c.is_null() {
                     let n = (*c).next_free;
-                    f(c);
+                    if !f(c) {
+                        return Some(fl * SL_COUNT + sl);
+                    }
                     c = n;
                 }
             }
         }
+        None
     }
 
     /// The first-level bitmap.
