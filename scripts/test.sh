@@ -4,7 +4,8 @@
 #   a  tools      install what the tests need, only if missing
 #   b  build      cargo build --release
 #   c  unit       cargo test --release
-#   d  symbols    every C ABI symbol is exported by libmemalloc.so
+#   d  symbols    every C ABI symbol is exported by libmemalloc.so; the heap
+#                 state lies in .bss
 #   e  c_tests    bash c_tests/run.sh
 #   f  hardening  bash c_tests/hardening.sh (misuse, faults, 32-thread stress)
 #   g  install    bash tests/install_test.sh (install.sh, pkg-config, C builds)
@@ -158,6 +159,15 @@ stage_symbols() {
         return 1
     fi
     echo "all ${#ABI_SYMBOLS[@]} ABI symbols are exported"
+    # The heap's state starts all zero, so it lies in .bss. A non-zero
+    # initialiser moves its 10 KiB to .data, whose pages the first read of
+    # any static maps at once (RSS of every program).
+    type="$(nm -C "$LIB" | awk '$3 == "memalloc::heap::HEAP" { print $2; exit }')"
+    if [[ "$type" != [bB] ]]; then
+        echo "memalloc::heap::HEAP is not in .bss (nm type '${type:-none}'): give it a zero initialiser"
+        return 1
+    fi
+    echo "the heap's state is in .bss"
 }
 
 stage_c_tests() {
@@ -188,7 +198,7 @@ stage_real() {
 run_stage a "install missing tools" stage_tools
 run_stage b "cargo build --release" stage_build
 run_stage c "cargo test --release (unit tests)" stage_unit
-run_stage d "exported ABI symbols (nm -D)" stage_symbols
+run_stage d "exported ABI symbols, heap state in .bss (nm)" stage_symbols
 run_stage e "C tests (c_tests/run.sh)" stage_c_tests
 run_stage f "misuse, faults and load (c_tests/hardening.sh)" stage_hardening
 run_stage g "installation (tests/install_test.sh)" stage_install

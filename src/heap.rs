@@ -364,7 +364,7 @@ impl Heap {
     /// at once.
     #[cold]
     fn maybe_purge(&mut self) {
-        if self.purge_at.is_some() || self.tlsf.partial_low != usize::MAX {
+        if self.purge_at.is_some() || self.tlsf.partial_from != 0 {
             self.purge();
             return;
         }
@@ -404,11 +404,11 @@ impl Heap {
         // were freed, which an idle program never does).
         // (A chunk the walk left part way through may have moved to another
         // list since, when cut from or merged: it goes on from there.)
-        let from = self
-            .purge_at
-            .unwrap_or(usize::MAX)
-            .min(self.tlsf.partial_low);
-        self.tlsf.partial_low = usize::MAX;
+        let from = match self.tlsf.partial_from {
+            0 => self.purge_at.unwrap_or(usize::MAX),
+            k => self.purge_at.unwrap_or(usize::MAX).min(k - 1),
+        };
+        self.tlsf.partial_from = 0;
         let (n, left, at) = self.discard_free(PURGE_MIN, self.purge_before, from, PURGE_BUDGET);
         self.released += n;
         self.purge_left += left;

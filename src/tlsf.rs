@@ -91,10 +91,11 @@ pub struct Tlsf {
     /// stamped with it when indexed (see `stamp`); the heap sets it from the
     /// clock (a purge interval's number).
     pub epoch: usize,
-    /// The lowest list number (`fl * SL_COUNT + sl`) a partly discarded
-    /// chunk was indexed in since the heap last looked (see `PARTIAL`),
-    /// `usize::MAX` if none: a purge goes on from there.
-    pub partial_low: usize,
+    /// One more than the lowest list number (`fl * SL_COUNT + sl`) a partly
+    /// discarded chunk was indexed in since the heap last looked (see
+    /// `PARTIAL`), 0 if none: a purge goes on from there. (Zero for none,
+    /// so that the heap's static stays all zero, in .bss.)
+    pub partial_from: usize,
 }
 
 /// Where a free chunk keeps its stamp: past its list links.
@@ -143,7 +144,7 @@ impl Tlsf {
             free_count: 0,
             free_bytes: 0,
             epoch: 0,
-            partial_low: usize::MAX,
+            partial_from: 0,
         }
     }
 
@@ -184,7 +185,10 @@ impl Tlsf {
         }
         let (fl, sl) = mapping_insert(s);
         if is_partial(st) {
-            self.partial_low = self.partial_low.min(fl * SL_COUNT + sl);
+            let k = fl * SL_COUNT + sl + 1;
+            if self.partial_from == 0 || k < self.partial_from {
+                self.partial_from = k;
+            }
         }
         let head = self.heads[fl][sl];
         (*c).next_free = head;
