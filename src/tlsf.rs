@@ -880,6 +880,82 @@ mod tests {
         assert_eq!(end.free_bytes, whole.free_bytes);
     }
 
+    /// The one free chunk of `a` (the arena has no other).
+    fn only_free(a: &Arena) -> *mut Chunk {
+        let mut found: *mut Chunk = null_mut();
+        // SAFETY: the index is consistent.
+        unsafe {
+            a.tlsf.walk_free_from(0, 0, |c| {
+                assert!(found.is_null(), "more than one free chunk");
+                found = c;
+                true
+            });
+        }
+        assert!(!found.is_null());
+        found
+    }
+
+    #[test]
+    fn a_partial_purge_mark_follows_its_pages() {
+        let a = &mut Arena::new(1 << 20);
+        // SAFETY: the test buffer outlives the index, and every chunk used came from it.
+        unsafe {
+            let whole = only_free(a);
+            let ws = size(whole);
+            // a purge discarded the whole chunk from 600 KiB on
+            let off = 600 << 10;
+            set_stamp(whole, PARTIAL | off);
+            // cut from its bottom: the rest's mark is the same address
+            let csize = request_to_size(100_000).unwrap();
+            let c = a.tlsf.alloc(csize);
+            assert_eq!(c, whole);
+            let rest = only_free(a);
+            assert_eq!(rest as usize, whole as usize + csize);
+            assert_eq!(stamp(rest), PARTIAL | (off - csize));
+            assert_eq!(a.tlsf.partial_from, {
+                let (fl, sl) = mapping_insert(ws - csize);
+                fl * SL_COUNT + sl + 1
+            });
+            a.check();
+            // freed again, it merges from below: the mark is the whole chunk's again
+            let merged = a.tlsf.free(c);
+            assert_eq!(merged, whole);
+            assert_eq!(stamp(merged), PARTIAL | off);
+            a.check();
+            // a cut past the mark leaves a rest that is all discarded
+            let big = request_to_size(700 << 10).unwrap();
+            let c = a.tlsf.alloc(big);
+            assert_eq!(stamp(only_free(a)), PURGED);
+            a.tlsf.free(c);
+            // a free merging into a partial chunk from below carries the
+            // mark, moved by what it adds below
+            let c1 = a.tlsf.alloc(csize);
+            let c2 = a.tlsf.alloc(csize);
+            let rest = only_free(a);
+            set_stamp(rest, PARTIAL | (400 << 10));
+            a.tlsf.free(c1); // c2 lies between: not merged yet
+            let merged = a.tlsf.free(c2); // merges c1, c2 and the rest
+            assert_eq!(merged, c1);
+            assert_eq!(stamp(merged), PARTIAL | ((400 << 10) + 2 * csize));
+            a.check();
+            // merging into a partial chunk from above does not: the mark
+            // would claim the new top discarded. The result takes the
+            // oldest of the other stamps.
+            let c1 = a.tlsf.alloc(csize);
+            let c2 = a.tlsf.alloc(csize);
+            a.tlsf.epoch = 7;
+            let low = a.tlsf.free(c1);
+            set_stamp(low, PARTIAL | 8192);
+            let above = next(c2);
+            assert!(is_free(above));
+            set_stamp(above, 3);
+            let merged = a.tlsf.free(c2);
+            assert_eq!(merged, c1);
+            assert_eq!(stamp(merged), 3);
+            a.check();
+        }
+    }
+
     #[test]
     fn exhaustion_returns_null_and_keeps_heap_consistent() {
         let a = &mut Arena::new(1 << 14);
