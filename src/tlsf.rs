@@ -267,6 +267,17 @@ impl Tlsf {
         c
     }
 
+    /// Would `alloc(size)` find a free chunk? (The same search, without
+    /// taking the chunk.)
+    pub fn can_serve(&self, size: usize) -> bool {
+        let (fl, sl) = mapping_search(size);
+        if fl >= FL_COUNT {
+            return false;
+        }
+        self.sl_bitmap[fl] & (!0u32 << sl) != 0
+            || (fl + 1 < 64 && self.fl_bitmap & (!0u64 << (fl + 1)) != 0)
+    }
+
     /// Makes `[start, end)` a region: one free chunk and a sentinel pointing
     /// at `region`. Returns false if the range is too small.
     ///
