@@ -45,6 +45,10 @@ const BOOST_MAX: usize = 128 << 20;
 /// A trim this long after the last cycle keeps no extra tail.
 const BOOST_LIFE_NS: usize = 1_000_000_000;
 
+/// A block at the break's tail this big or more grows the break rather than
+/// move (see `resize_in_place`).
+const MOVE_MAX: usize = 256 << 10;
+
 /// Smallest mmap'd heap region.
 const REGION_MIN: usize = 1 << 20;
 
@@ -568,14 +572,16 @@ impl Heap {
                 && !self.brk_failed
                 && self.brk_started
                 && self.tail_of_brk(c)
-                && !self.tlsf.can_serve(want)
+                && (old >= MOVE_MAX || !self.tlsf.can_serve(want))
             {
                 // Grow the break under the tail chunk (string building), but
-                // only if no free chunk could take the block: else the block
-                // moves there. A string growing at the tail while the others
-                // moved into the holes below pushed the heap up for ever:
-                // 64 strings built to 64 KiB, 4000 times over, left a 36 MiB
-                // free hole under them and a 44 MiB break (glibc: 3.4 MiB).
+                // a small block moves instead where a free chunk can take it.
+                // A string growing at the tail while the others moved into
+                // the holes below pushed the heap up for ever: 64 strings
+                // built to 64 KiB, 4000 times over, left a 36 MiB free hole
+                // under them and a 44 MiB break (glibc: 3.4 MiB). A big
+                // block still grows in place: a move would copy it, and hold
+                // both copies at once (`bench/large`: +4 MiB of peak RSS).
                 if self.grow_brk(csize - old) {
                     ok = self.tlsf.grow_in_place(c, csize, want);
                 }
