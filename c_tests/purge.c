@@ -5,9 +5,9 @@
  * memalloc discards the whole pages of big free chunks (MADV_DONTNEED) that
  * stayed free for a purge interval (250 ms), starting at a free past the
  * interval. Discarding costs about 55 us per resident MiB, so one free that
- * discarded a whole heap's worth took milliseconds: a purge discards at most
- * 512 KiB per call and goes on at the next frees. malloc_trim(0) still
- * discards everything at once.
+ * discarded a whole heap's worth could take milliseconds: a purge discards
+ * at most 512 KiB per call and goes on at the next frees. malloc_trim(0)
+ * still discards everything at once.
  *
  * The test frees 16 MiB of blocks below a block that stays in use (so that
  * the break cannot fall), waits 0.3 s, and checks: the next free discards

@@ -36,8 +36,8 @@ const EPOCH_SHIFT: u32 = 28;
 const PURGE_MIN: usize = 256 << 10;
 /// At most this many bytes are discarded per call: a purge goes on over the
 /// next frees, so that no single free pays for a heap's worth of madvise
-/// (discarding costs about 55 us per resident MiB here, so a purge of a
-/// 200 MiB heap in one call took 11 ms).
+/// (discarding costs about 55 us per resident MiB here, so a purge of
+/// 200 MiB in one call would take about 11 ms).
 const PURGE_BUDGET: usize = 512 << 10;
 
 /// The most free tail a trim keeps while a program cycles (see `note_growth`).
