@@ -243,9 +243,22 @@ impl Tlsf {
     /// Finds, unlinks and returns a free chunk of at least `size` bytes, or null.
     #[inline]
     unsafe fn take(&mut self, size: usize) -> *mut Chunk {
+        let Some((fl, sl)) = self.find(size) else {
+            return null_mut();
+        };
+        let c = self.heads[fl][sl];
+        debug_assert!(!c.is_null() && crate::chunk::size(c) >= size);
+        self.remove(c);
+        c
+    }
+
+    /// The first non-empty list whose every chunk can hold `size` (good
+    /// fit: two bit scans), if any.
+    #[inline]
+    fn find(&self, size: usize) -> Option<(usize, usize)> {
         let (mut fl, sl) = mapping_search(size);
         if fl >= FL_COUNT {
-            return null_mut();
+            return None;
         }
         let mut sl_map = self.sl_bitmap[fl] & (!0u32 << sl);
         if sl_map == 0 {
@@ -255,27 +268,18 @@ impl Tlsf {
                 self.fl_bitmap & (!0u64 << (fl + 1))
             };
             if fl_map == 0 {
-                return null_mut();
+                return None;
             }
             fl = fl_map.trailing_zeros() as usize;
             sl_map = self.sl_bitmap[fl];
         }
-        let sl = sl_map.trailing_zeros() as usize;
-        let c = self.heads[fl][sl];
-        debug_assert!(!c.is_null() && crate::chunk::size(c) >= size);
-        self.remove(c);
-        c
+        Some((fl, sl_map.trailing_zeros() as usize))
     }
 
     /// Would `alloc(size)` find a free chunk? (The same search, without
     /// taking the chunk.)
     pub fn can_serve(&self, size: usize) -> bool {
-        let (fl, sl) = mapping_search(size);
-        if fl >= FL_COUNT {
-            return false;
-        }
-        self.sl_bitmap[fl] & (!0u32 << sl) != 0
-            || (fl + 1 < 64 && self.fl_bitmap & (!0u64 << (fl + 1)) != 0)
+        self.find(size).is_some()
     }
 
     /// Makes `[start, end)` a region: one free chunk and a sentinel pointing
