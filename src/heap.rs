@@ -20,7 +20,7 @@ use crate::config;
 use crate::lock::Lock;
 use crate::os;
 use crate::region::{Region, RegionList, KIND_BRK, KIND_MMAP};
-use crate::tlsf::{RegionCheck, Tlsf, PARTIAL, PURGED, STAMP_MIN, STAMP_OFF};
+use crate::tlsf::{is_partial, RegionCheck, Tlsf, PARTIAL, PURGED, STAMP_MIN, STAMP_OFF};
 use core::cell::UnsafeCell;
 use core::ptr::null_mut;
 
@@ -83,7 +83,9 @@ pub struct Heap {
     purge_at: Option<usize>,
     /// The epoch that purge started in: chunks indexed since are left.
     purge_before: usize,
-    /// Bytes that purge left so far (chunks indexed in its epoch).
+    /// Bytes that purge left so far (chunks indexed in its epoch; a list the
+    /// walk resumes in is counted again, which only starts the next purge
+    /// a little sooner).
     purge_left: usize,
     /// When the break was last trimmed, 0 once it grew again.
     last_trim: usize,
@@ -450,7 +452,7 @@ impl Heap {
                 // Pages from `top` up are discarded already.
                 let top = if t == PURGED {
                     return true;
-                } else if crate::tlsf::is_partial(t) {
+                } else if is_partial(t) {
                     (base + (t & !PARTIAL)).min(hi)
                 } else if t >= before {
                     left += size(c); // recent

@@ -622,6 +622,9 @@ impl Tlsf {
     ) -> Option<usize> {
         let (fl0, _) = mapping_insert(min);
         let from = from.max(fl0 * SL_COUNT);
+        if from >= FL_COUNT * SL_COUNT {
+            return None;
+        }
         let mut map = self.fl_bitmap & (!0u64 << (from / SL_COUNT));
         while map != 0 {
             let fl = map.trailing_zeros() as usize;
@@ -907,6 +910,10 @@ mod tests {
             });
         }
         assert!(!found.is_null());
+        // a resume point past the last list walks nothing
+        // SAFETY: as above.
+        let none = unsafe { a.tlsf.walk_free_from(0, usize::MAX, |_| panic!("walked")) };
+        assert_eq!(none, None);
         found
     }
 
