@@ -667,14 +667,21 @@ def mode_latency(args):
            "timed region itself costs ≈ %d %s, included in every figure). Percentiles come from a "
            "log-linear histogram (exact below 4096, else within 1.6%%). Each cell is the median over the "
            "runs; *worst* is the maximum over all runs. The worst case on a shared machine includes "
-           "interrupts and preemption, not only the allocator: read it next to p99.99. Scheduling: %s; "
+           "interrupts and preemption, not only the allocator: read it next to p99.99. *malloc >100k* "
+           "and *free >100k* count the calls that took more than 100000 %s each, and *faults* the minor "
+           "page faults of the timed phase (calls and the untimed writes to blocks alike); these counts "
+           "are less at the mercy of one unlucky event than the maximum. A minor page fault on this VM "
+           "occasionally costs 100-300 µs (a malloc that took one fault was timed at 207 µs), so the "
+           "number of faults taken in the timed phase bounds how often an allocator's calls can be hit. "
+           "Scheduling: %s; "
            "*preemptions* is the median count of involuntary context switches per run." % (
-               unit, ghz, timer, unit,
+               unit, ghz, timer, unit, unit,
                "SCHED_FIFO priority 1 (`chrt -f 1`), so ordinary tasks cannot preempt the run (it sleeps "
                "10 ms, untimed, every 100 ms so that the kernel's RT throttling never stops it)"
                if args.rt else "normal (SCHED_OTHER): other tasks on this machine can preempt the run"), ""]
     hdr = ["allocator", "runs", "malloc p50", "malloc p99", "malloc p99.99", "malloc max", "malloc worst",
-           "free p50", "free p99", "free p99.99", "free max", "free worst", "worst (µs)", "preemptions"]
+           "free p50", "free p99", "free p99.99", "free max", "free worst", "worst (µs)",
+           "malloc >100k", "free >100k", "faults", "preemptions"]
     md.append("| " + " | ".join(hdr) + " |")
     md.append("|" + "|".join(["---"] + ["---:"] * (len(hdr) - 1)) + "|")
     for aname, _ in args.allocs:
@@ -690,6 +697,9 @@ def mode_latency(args):
         cells += ["%.0f" % med[k] for k in LAT_KEYS[:4]] + ["%d" % wm]
         cells += ["%.0f" % med[k] for k in LAT_KEYS[4:]] + ["%d" % wf]
         cells.append("%.1f" % (max(wm, wf) / (ghz * 1e3)) if ghz and unit == "cycles" else "–")
+        for k in ("malloc_slow", "free_slow", "faults"):
+            vs = [int(r.fields[k]) for r in rs if k in r.fields]    # absent from older latency builds
+            cells.append("%.0f" % statistics.median(vs) if vs else "–")
         cells.append("%.0f" % statistics.median(r.nivcsw for r in rs))
         md.append("| " + " | ".join(cells) + " |")
     md.append("")
