@@ -5,7 +5,9 @@
  * and leaves the break alone. A program that takes the space back at once
  * (within 250 ms of the trim) is cycling: its next trims keep a free tail of
  * up to twice what it took, so that every cycle does not fault the pages in
- * again; a second later the break falls back fully again.
+ * again; a second later the break falls back fully again. Blocks mapped on
+ * their own, freed and taken again from the heap (whose threshold their free
+ * raised) are such a cycle too.
  *
  * memalloc only (glibc keeps freed blocks in its tcache, so its top chunk
  * does not always reach the tail; other allocators do not use brk at all).
@@ -17,6 +19,7 @@
 #include <string.h>
 #include <time.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -131,6 +134,73 @@ static void string_building(void)
         free(s[i].p);
 }
 
+static long minor_faults(void)
+{
+    struct rusage ru;
+    CHECK(getrusage(RUSAGE_SELF, &ru) == 0);
+    return ru.ru_minflt;
+}
+
+/* 16 blocks of 1 MiB from the heap, written; returns the page faults taken. */
+enum { MIB_BLOCKS = 16 };
+static long fill_mib_blocks(unsigned char **p, unsigned char c)
+{
+    long f0 = minor_faults();
+    for (int i = 0; i < MIB_BLOCKS; i++) {
+        p[i] = malloc(opaque(1 * MiB));
+        CHECK(p[i] != NULL);
+        memset(p[i], c, 1 * MiB);
+    }
+    return minor_faults() - f0;
+}
+
+static void free_mib_blocks(unsigned char **p, unsigned char c)
+{
+    for (int i = MIB_BLOCKS - 1; i >= 0; i--) {
+        CHECK(p[i][0] == c && p[i][1 * MiB - 1] == c);
+        free(p[i]);
+    }
+}
+
+/* Blocks mapped on their own and freed raise the mmap threshold: blocks of
+ * their size come from the heap from then on. A program that frees 16 MiB of
+ * 4 MiB mappings and at once takes as much from the heap, in 1 MiB blocks, is
+ * cycling as surely as one whose break was trimmed: when it frees them, the
+ * trim keeps the tail, and taking them again faults nothing in (it faulted
+ * all 4096 pages in again before). A second later, the break falls back. */
+static void mapped_then_heap(void)
+{
+    unsigned char *m[4], *p[MIB_BLOCKS];
+    for (int i = 0; i < 4; i++) {
+        m[i] = malloc(opaque(4 * MiB));
+        CHECK(m[i] != NULL);
+        memset(m[i], 0x3c, 4 * MiB);
+    }
+    void *start = sbrk(0);
+    for (int i = 0; i < 4; i++)
+        free(m[i]);
+    long first = fill_mib_blocks(p, 0x11);
+    void *top = sbrk(0);
+    long grown = brk_delta(start);
+    CHECKF(grown >= MIB_BLOCKS / 2 * MiB,
+           "%d blocks of 1 MiB after 4 MiB ones grew the break by only %ld KiB", MIB_BLOCKS,
+           grown / KiB);
+    free_mib_blocks(p, 0x11);
+    long cut = -brk_delta(top);
+    long again = fill_mib_blocks(p, 0x22);
+    free_mib_blocks(p, 0x22);
+    printf("mapped then heap: 16 MiB of blocks grew the break by %ld KiB and faulted %ld pages in; "
+           "freeing them cut %ld KiB; taken again, they faulted %ld\n",
+           grown / KiB, first, cut / KiB, again);
+    CHECKF(cut <= 256 * KiB, "the trim after unmapping and regrowing cut %ld KiB", cut / KiB);
+    CHECKF(again <= 256, "taking 16 MiB again faulted %ld pages in", again);
+    struct timespec pause = {1, 200 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+    fill_mib_blocks(p, 0x33);
+    free_mib_blocks(p, 0x33);
+    check_shrunk(brk_delta(start));
+}
+
 /* A new zone touches one page, the one holding its header and first blocks:
  * the break's sentinel, written below each new break, must not leave another
  * resident page in the middle of a later zone's granule. Each size here is a
@@ -180,6 +250,7 @@ int main(void)
     check_shrunk(brk_delta(base)); /* what round 2 kept is gone too */
     large_block();
     string_building();
+    mapped_then_heap();
     check_done("brk");
     return 0;
 }

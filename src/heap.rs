@@ -87,13 +87,14 @@ pub struct Heap {
     /// walk resumes in is counted again, which only starts the next purge
     /// a little sooner).
     purge_left: usize,
-    /// When the break was last trimmed, 0 once it grew again.
+    /// When the break was last trimmed (or own mappings were freed, see
+    /// `note_unmapped`), 0 once it grew again.
     last_trim: usize,
     /// When `pad_boost` last grew (coarse clock).
     boost_at: usize,
     /// Extra free tail kept on trims while the program cycles.
     pad_boost: usize,
-    /// Bytes the last trim gave back.
+    /// Bytes the last trim (or burst of unmaps) gave back.
     last_cut: usize,
 }
 
@@ -740,6 +741,23 @@ impl Heap {
             self.boost_at = now;
         }
         self.last_trim = 0;
+    }
+
+    /// The program freed `bytes` of blocks mapped on their own, whose size
+    /// the heap serves from now on (freeing them raised the dynamic mmap
+    /// threshold): a growth of the break soon after is the same cycle as
+    /// after a trim, the memory given back being taken again, so it counts
+    /// as one (`note_growth`). bench/realloc's vectors: batch 1 is mapped
+    /// and unmapped, batch 2 grows the break; without this, the trim after
+    /// batch 2 gave its 23 MiB back and batch 3 faulted them in again.
+    pub fn note_unmapped(&mut self, bytes: usize) {
+        let now = crate::stats::coarse_ns();
+        if self.last_trim != 0 && now.wrapping_sub(self.last_trim) < THRASH_NS {
+            self.last_cut = self.last_cut.saturating_add(bytes);
+        } else {
+            self.last_cut = bytes;
+        }
+        self.last_trim = now.max(1);
     }
 
     /// Tells the trace (if any) the heap's new size.

@@ -473,6 +473,9 @@ pub unsafe fn free(c: *mut Chunk) {
         crate::zonemap::remove_ours(h as *mut u8, (h as *mut u8).add(len));
         os::unmap(h as *mut u8, len);
         RELEASED.fetch_add(len, Ordering::Relaxed);
+        if crate::config::dynamic_thresholds() {
+            crate::heap::HEAP.with(|hp| hp.note_unmapped(len));
+        }
     }
     crate::stats::trace_event();
 }
