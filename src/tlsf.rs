@@ -323,12 +323,29 @@ impl Tlsf {
     }
 
     /// Allocates a chunk of `csize` bytes (a chunk size, see
-    /// [`request_to_size`]); null if no free chunk is big enough.
+    /// [`request_to_size`]); null if no free chunk is big enough. The rest
+    /// of the free chunk is split off if it can be a chunk (pools: their
+    /// callers count on the bytes they gave).
     ///
     /// # Safety
     /// The index and its regions are consistent.
     #[inline]
     pub unsafe fn alloc(&mut self, csize: usize) -> *mut Chunk {
+        self.alloc_with(csize, false)
+    }
+
+    /// `alloc`, but a rest under an eighth of the block stays with it (see
+    /// `keeps_rest`): the heap's, whose fresh pages fault in on first touch.
+    ///
+    /// # Safety
+    /// As [`alloc`](Self::alloc).
+    #[inline]
+    pub unsafe fn alloc_keeping(&mut self, csize: usize) -> *mut Chunk {
+        self.alloc_with(csize, true)
+    }
+
+    #[inline(always)]
+    unsafe fn alloc_with(&mut self, csize: usize, keep: bool) -> *mut Chunk {
         let c = self.take(csize);
         if c.is_null() {
             return c;
@@ -337,7 +354,7 @@ impl Tlsf {
         // successor are in use: c has no PREV_FREE, and the successor has
         // PREV_FREE. Each header is written once (a tag is a multiply).
         let total = size(c);
-        if total >= csize + MIN_CHUNK && !keeps_rest(csize, total) {
+        if total >= csize + MIN_CHUNK && !(keep && keeps_rest(csize, total)) {
             let st = self.cut_stamp(c, csize);
             set_head(c, csize | MARK);
             let rest = (c as *mut u8).add(csize) as *mut Chunk;
@@ -886,8 +903,9 @@ mod tests {
     }
 
     /// A hole of `hole` bytes, then a block in use above it: allocating
-    /// `csize` finds the hole first (the rest of the arena is bigger).
-    fn take_from_hole(a: &mut Arena, hole: usize, csize: usize) -> usize {
+    /// `csize` (`alloc_keeping` if `keep`) finds the hole first (the rest of
+    /// the arena is bigger).
+    fn take_from_hole(a: &mut Arena, hole: usize, csize: usize, keep: bool) -> usize {
         // SAFETY: the test buffer outlives the index, and every chunk used came from it.
         unsafe {
             let h = a.tlsf.alloc(hole);
@@ -895,7 +913,11 @@ mod tests {
             assert_eq!(size(h), hole);
             a.tlsf.free(h);
             a.check();
-            let c = a.tlsf.alloc(csize);
+            let c = if keep {
+                a.tlsf.alloc_keeping(csize)
+            } else {
+                a.tlsf.alloc(csize)
+            };
             assert_eq!(c, h, "the hole was not the chunk taken");
             a.check();
             let got = size(c);
@@ -910,30 +932,32 @@ mod tests {
     fn a_rest_under_an_eighth_stays_with_its_block() {
         let a = &mut Arena::new(1 << 20);
         assert_eq!(
-            take_from_hole(a, 9200, 8192),
+            take_from_hole(a, 9200, 8192, true),
             9200,
             "rest of 1008 < 8192 / 8: kept"
         );
         assert_eq!(
-            take_from_hole(a, 9216, 8192),
+            take_from_hole(a, 9216, 8192, true),
             8192,
             "rest of 1024 = 8192 / 8: split"
         );
         assert_eq!(
-            take_from_hole(a, 9200, 4096),
+            take_from_hole(a, 9200, 4096, true),
             4096,
             "rest above an eighth: split"
         );
         let big = KEEP_MAX + 16;
         assert_eq!(
-            take_from_hole(a, big + 4096, big),
+            take_from_hole(a, big + 4096, big, true),
             big,
             "blocks above KEEP_MAX split"
         );
         assert_eq!(
-            take_from_hole(a, KEEP_MAX + 4096, KEEP_MAX),
+            take_from_hole(a, KEEP_MAX + 4096, KEEP_MAX, true),
             KEEP_MAX + 4096
         );
+        // pools split every rest that can be a chunk
+        assert_eq!(take_from_hole(a, 9200, 8192, false), 8192);
     }
 
     #[test]
