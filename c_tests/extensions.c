@@ -464,7 +464,8 @@ static void test_pools(void)
 /* A freed block of its own mapping is kept (up to MEMALLOC_LARGE_CACHE bytes,
  * for up to a second) and serves the next large request of about its size;
  * calloc clears it; a second free of it is still a double free (misuse.sh);
- * malloc_trim and a second of quiet give the memory back. */
+ * malloc_trim gives the memory back, and so does the next large operation or
+ * free of a heap block a second later. */
 static void test_large_cache(void)
 {
     CHECK(mallopt(M_MMAP_THRESHOLD, 128 * 1024) == 1); /* fixed: no heap blocks this big */
@@ -517,6 +518,25 @@ static void test_large_cache(void)
     CHECKF(aged + 24 * MiB < kept, "rss %zu -> %zu a second after the frees: kept mappings stayed",
            kept, aged);
     free(x);
+
+    /* or at the next free of a heap block: a program may make no large
+     * operation again (its blocks of that size now come from the heap) */
+    for (int i = 0; i < K; i++) {
+        b[i] = malloc(opaque(big));
+        CHECK(b[i] != NULL);
+        memset(b[i], i + 1, big);
+    }
+    for (int i = 0; i < K; i++)
+        free(b[i]);
+    kept = rss_bytes();
+    unsigned char *h = malloc(opaque(20000)); /* below the threshold: a heap block */
+    CHECK(h != NULL);
+    memset(h, 0x11, 20000);
+    usleep(1200 * 1000);
+    free(opaque_ptr(h));
+    aged = rss_bytes();
+    CHECKF(aged + 24 * MiB < kept, "rss %zu -> %zu after a heap free a second later: kept mappings stayed",
+           kept, aged);
     CHECK(memalloc_check() == 0);
 }
 

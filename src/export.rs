@@ -174,6 +174,7 @@ unsafe fn dealloc_chunk(p: *mut u8, bits: u8) {
     if let Err(e) = r {
         fatal(e, p);
     }
+    large::expire();
 }
 
 /// free in debug mode: the heap's checks, then the canary and quarantine.

@@ -83,7 +83,8 @@ struct Kept {
 
 /// Mappings kept at most.
 const KEEP_COUNT: usize = 8;
-/// A mapping kept longer than this is unmapped at the next large operation.
+/// A mapping kept longer than this is unmapped at the next large operation,
+/// or the next free of a heap block (`expire`).
 const KEEP_NS: usize = 1_000_000_000;
 
 struct KeptSet {
@@ -104,6 +105,9 @@ static mut KEPT: KeptSet = KeptSet {
 };
 /// Bytes kept (mirrors KEPT.bytes, readable without the lock).
 static KEPT_BYTES: AtomicUsize = AtomicUsize::new(0);
+/// When the oldest kept mapping was freed, 0 if none is kept (mirrors KEPT,
+/// so that `expire` needs the lock only when one is due).
+static OLDEST: AtomicUsize = AtomicUsize::new(0);
 
 /// Bytes of freed large mappings kept for reuse now.
 pub fn kept_bytes() -> usize {
@@ -151,8 +155,18 @@ impl KeptSet {
         self.n -= 1;
         self.e[i] = self.e[self.n];
         self.bytes -= k.len;
-        KEPT_BYTES.store(self.bytes, Ordering::Relaxed);
+        self.publish();
         k
+    }
+    /// Mirrors the set's bytes and oldest time for readers without LOCK.
+    fn publish(&self) {
+        KEPT_BYTES.store(self.bytes, Ordering::Relaxed);
+        let oldest = if self.n == 0 {
+            0
+        } else {
+            self.e[self.oldest()].at.max(1)
+        };
+        OLDEST.store(oldest, Ordering::Relaxed);
     }
     /// Moves the mappings older than KEEP_NS to `out`.
     fn age(&mut self, now: usize, out: &mut Evicted) {
@@ -253,9 +267,36 @@ unsafe fn keep(base: *mut u8, len: usize) {
         set.e[set.n] = k;
         set.n += 1;
         set.bytes += len;
-        KEPT_BYTES.store(set.bytes, Ordering::Relaxed);
+        set.publish();
     }
     ev.release();
+}
+
+/// Unmaps the kept mappings older than KEEP_NS, if any. The heap's free
+/// calls it: a program whose later blocks all come from the heap (freeing a
+/// mapping raised the threshold past its size) makes no large operation that
+/// would age them, and kept them resident for good. Costs one relaxed load
+/// while nothing is kept.
+#[inline]
+pub fn expire() {
+    let oldest = OLDEST.load(Ordering::Relaxed);
+    if oldest == 0 || crate::stats::coarse_ns().wrapping_sub(oldest) < KEEP_NS {
+        return;
+    }
+    expire_slow();
+}
+
+#[cold]
+fn expire_slow() {
+    let mut ev = Evicted::new();
+    {
+        let _g = LOCK.guard();
+        // SAFETY: KEPT is only touched under LOCK.
+        let set = unsafe { &mut *core::ptr::addr_of_mut!(KEPT) };
+        set.age(crate::stats::coarse_ns(), &mut ev);
+    }
+    // SAFETY: the evicted mappings are ours and no longer listed anywhere.
+    unsafe { ev.release() };
 }
 
 /// Unmaps every kept mapping (malloc_trim); returns the bytes released.
