@@ -461,6 +461,26 @@ static void test_pools(void)
 
 /* ---- freed large mappings kept for reuse ---------------------------------- */
 
+/* Maps KEPT_BLOCKS blocks of 4 MiB and writes them: RSS after, in bytes. */
+enum { KEPT_BLOCKS = 8, KEPT_BIG = 4 << 20 };
+static size_t map_big_blocks(void **b)
+{
+    for (int i = 0; i < KEPT_BLOCKS; i++) {
+        b[i] = malloc(opaque(KEPT_BIG));
+        CHECK(b[i] != NULL);
+        memset(b[i], i + 1, KEPT_BIG);
+    }
+    return rss_bytes();
+}
+
+/* Frees them (the mappings are kept): RSS after, in bytes. */
+static size_t free_big_blocks(void **b)
+{
+    for (int i = 0; i < KEPT_BLOCKS; i++)
+        free(b[i]);
+    return rss_bytes();
+}
+
 /* A freed block of its own mapping is kept (up to MEMALLOC_LARGE_CACHE bytes,
  * for up to a second) and serves the next large request of about its size;
  * calloc clears it; a second free of it is still a double free (misuse.sh);
@@ -484,18 +504,9 @@ static void test_large_cache(void)
     free(q);
 
     /* 8 x 4 MiB touched and freed: 32 MiB stays resident, kept */
-    enum { K = 8 };
-    const size_t big = 4 << 20;
-    void *b[K];
-    for (int i = 0; i < K; i++) {
-        b[i] = malloc(opaque(big));
-        CHECK(b[i] != NULL);
-        memset(b[i], i + 1, big);
-    }
-    size_t before = rss_bytes();
-    for (int i = 0; i < K; i++)
-        free(b[i]);
-    size_t kept = rss_bytes();
+    void *b[KEPT_BLOCKS];
+    size_t before = map_big_blocks(b);
+    size_t kept = free_big_blocks(b);
     CHECKF(kept + 8 * MiB > before, "rss %zu -> %zu: freed mappings were not kept", before, kept);
     CHECK(malloc_trim(0) == 1);
     size_t trimmed = rss_bytes();
@@ -503,14 +514,8 @@ static void test_large_cache(void)
            kept, trimmed);
 
     /* kept mappings older than a second go at the next large operation */
-    for (int i = 0; i < K; i++) {
-        b[i] = malloc(opaque(big));
-        CHECK(b[i] != NULL);
-        memset(b[i], i + 1, big);
-    }
-    for (int i = 0; i < K; i++)
-        free(b[i]);
-    kept = rss_bytes();
+    map_big_blocks(b);
+    kept = free_big_blocks(b);
     usleep(1200 * 1000);
     void *x = malloc(opaque(300 * 1024)); /* no kept mapping fits: a new one, after ageing */
     CHECK(x != NULL);
@@ -521,22 +526,16 @@ static void test_large_cache(void)
 
     /* or at the next free of a heap block: a program may make no large
      * operation again (its blocks of that size now come from the heap) */
-    for (int i = 0; i < K; i++) {
-        b[i] = malloc(opaque(big));
-        CHECK(b[i] != NULL);
-        memset(b[i], i + 1, big);
-    }
-    for (int i = 0; i < K; i++)
-        free(b[i]);
-    kept = rss_bytes();
+    map_big_blocks(b);
+    kept = free_big_blocks(b);
     unsigned char *h = malloc(opaque(20000)); /* below the threshold: a heap block */
     CHECK(h != NULL);
     memset(h, 0x11, 20000);
     usleep(1200 * 1000);
     free(opaque_ptr(h));
     aged = rss_bytes();
-    CHECKF(aged + 24 * MiB < kept, "rss %zu -> %zu after a heap free a second later: kept mappings stayed",
-           kept, aged);
+    CHECKF(aged + 24 * MiB < kept,
+           "rss %zu -> %zu after a heap free a second later: kept mappings stayed", kept, aged);
     CHECK(memalloc_check() == 0);
 }
 
