@@ -107,9 +107,9 @@ pub const KEEP_MAX: usize = 128 << 10;
 /// `KEEP_MAX`. Splitting writes the rest's header just past the block's end,
 /// in a page that a program which fills only part of its buffer has never
 /// touched: a page fault inside malloc, the slowest malloc calls measured
-/// (bench/latency: one fault took 207 us). The slack of a kept rest is never
-/// touched unless the program writes it, or was already. Bigger blocks
-/// split: kept rests of large blocks raised bench/large's peak RSS by 5%.
+/// (bench/latency: one fault took 207 us). A kept rest's pages stay as they
+/// were, untouched until the program writes them. Bigger blocks split: kept
+/// rests of large blocks raised bench/large's peak RSS by 5%.
 #[inline]
 pub fn keeps_rest(csize: usize, total: usize) -> bool {
     csize <= KEEP_MAX && total - csize < csize >> 3
