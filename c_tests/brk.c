@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <malloc.h>
 #include <string.h>
 #include <time.h>
 #include <sys/mman.h>
@@ -230,6 +231,61 @@ static void zone_pages(void)
         free(p[i]);
 }
 
+/* A block cut from a free hole whose pages the program never touched (it
+ * wrote only parts of the buffer that was there) must not write its rest's
+ * header in one of them: that would be a page fault inside malloc. The rest
+ * starts at the next resident page instead, if the block at most doubles.
+ * (The sizes are above a zone's 64 KiB, so that no gap the zones left fits:
+ * the hole and the fence after it come from the top, in that order.) */
+static void untouched_hole(void)
+{
+    enum { PAGE = 4096 };
+    size_t n = 120 * KiB, want = 72 * KiB, touched = 100 * KiB, nf = 66 * KiB;
+    unsigned char *a = malloc(opaque(n));
+    unsigned char *fence = malloc(opaque(nf));
+    CHECK(a != NULL && fence != NULL);
+    CHECKF(fence > a, "the fence at %p lies below the hole at %p", (void *)fence, (void *)a);
+    memset(fence, 0x77, nf);
+    /* the free tail of the break taken too, so that the hole is the only
+     * free block that fits */
+    void *fill[8];
+    int nfill = 0;
+    for (size_t k; nfill < 8 && (k = mallinfo2().keepcost) >= want;) {
+        fill[nfill] = malloc(k < n ? k - 64 : n);
+        CHECK(fill[nfill] != NULL);
+        nfill++;
+    }
+    CHECKF(mallinfo2().keepcost < want, "the tail of the break still has %zu bytes free",
+           mallinfo2().keepcost);
+    a[0] = 1;
+    a[touched] = 1;
+    /* the pages between are untouched: the test's premise */
+    char *from = (char *)(((uintptr_t)a + want) & ~(uintptr_t)(PAGE - 1));
+    char *to = (char *)(((uintptr_t)a + touched) & ~(uintptr_t)(PAGE - 1));
+    unsigned char v[16];
+    CHECK(to - from <= 16 * PAGE && mincore(from, (size_t)(to - from), v) == 0);
+    for (long k = 0; k < (to - from) / PAGE; k++)
+        CHECKF(!(v[k] & 1), "page %p of a fresh %zu KiB block is resident before the test",
+               (void *)(from + k * PAGE), n / 1024);
+    free(a);
+    long f0 = minor_faults();
+    unsigned char *b = malloc(opaque(want));
+    long faults = minor_faults() - f0;
+    CHECK(b != NULL);
+    size_t usable = malloc_usable_size(b);
+    printf("untouched hole: malloc(%zu) at %p (hole %p) took %ld page faults; usable %zu\n", want,
+           (void *)b, (void *)a, faults, usable);
+    CHECKF(b == a, "malloc(%zu) took %p, not the hole at %p", want, (void *)b, (void *)a);
+    CHECKF(faults == 0, "malloc(%zu) from an untouched hole took %ld page faults", want, faults);
+    CHECKF(usable >= want && usable <= 2 * want, "usable size %zu for %zu bytes", usable, want);
+    memset(b, 0x42, want);
+    CHECK(b[0] == 0x42 && b[want - 1] == 0x42 && fence[nf - 1] == 0x77);
+    free(b);
+    free(fence);
+    while (nfill > 0)
+        free(fill[--nfill]);
+}
+
 int main(void)
 {
     check_begin();
@@ -237,6 +293,10 @@ int main(void)
     printf("brk test: %d blocks of %d bytes\n", NBLK, BLOCK);
     fflush(stdout);
     zone_pages();
+    untouched_hole();
+    /* quiet for over a second, so that the rounds below are not a cycle */
+    struct timespec quiet = {1, 200 * 1000 * 1000};
+    nanosleep(&quiet, NULL);
     void *base = sbrk(0);
     check_shrunk(grow_and_shrink(1));
     /* at once again: a cycle; the kept tail is bounded by what was taken */

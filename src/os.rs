@@ -1,6 +1,6 @@
 //! The only module that makes system calls.
 //!
-//! Owns: `sbrk`, `mmap`, `munmap`, `mremap`, `madvise`, `write`, `abort` and
+//! Owns: `sbrk`, `mmap`, `munmap`, `mremap`, `madvise`, `mincore`, `write`, `abort` and
 //! the futex calls used by [`crate::lock`]. Every call is counted in
 //! [`SYSCALLS`] for the statistics. Calls that may run on a `free` path
 //! (`munmap`, a negative `sbrk`, `madvise`) preserve `errno`, because `free`
@@ -186,6 +186,18 @@ pub unsafe fn discard(p: *mut u8, len: usize) -> bool {
     let _e = ErrnoGuard::new();
     count();
     libc::madvise(p as *mut libc::c_void, len, libc::MADV_DONTNEED) == 0
+}
+
+/// Which of the `n` pages from `p` are resident: bit 0 of `out[i]` for page
+/// `i` (`n <= out.len()`). False if the kernel could not tell.
+///
+/// # Safety
+/// `p` is page-aligned and the `n` pages are mapped.
+pub unsafe fn resident(p: *const u8, n: usize, out: &mut [u8]) -> bool {
+    debug_assert!(n <= out.len());
+    let _e = ErrnoGuard::new();
+    count();
+    libc::mincore(p as *mut libc::c_void, n * PAGE, out.as_mut_ptr()) == 0
 }
 
 /// Asks the kernel not to back `[p, p + len)` with transparent huge pages (a
