@@ -364,7 +364,7 @@ impl Tlsf {
     /// are those of the blocks that held it before, and a program that filled
     /// only part of a buffer never touched the others; writing a header there
     /// is a page fault inside malloc (in `bench/latency`, 3.9k of 48k medium
-    /// mallocs took one, the slowest calls measured; 0.3k with this). So the
+    /// mallocs took one, the slowest calls measured; 0.4k with this). So the
     /// kernel is asked (`mincore`) which of the next pages are resident, and
     /// the cut moves to the first that is, if the block at most doubles. The
     /// pages the block takes on are not resident: they cost address space,
