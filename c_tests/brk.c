@@ -7,7 +7,9 @@
  * up to twice what it took, so that every cycle does not fault the pages in
  * again; a second later the break falls back fully again. Blocks mapped on
  * their own, freed and taken again from the heap (whose threshold their free
- * raised) are such a cycle too.
+ * raised) are such a cycle too. A block cut from a hole whose pages the
+ * program never touched takes no page fault (its rest starts on a resident
+ * page), and still works when a seccomp filter forbids asking the kernel.
  *
  * memalloc only (glibc keeps freed blocks in its tcache, so its top chunk
  * does not always reach the tail; other allocators do not use brk at all).
@@ -16,8 +18,14 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <malloc.h>
+#include <stddef.h>
 #include <string.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -237,7 +245,7 @@ static void zone_pages(void)
  * starts at the next resident page instead, if the block at most doubles.
  * (The sizes are above a zone's 64 KiB, so that no gap the zones left fits:
  * the hole and the fence after it come from the top, in that order.) */
-static void untouched_hole(void)
+static void hole_split(int forbidden)
 {
     enum { PAGE = 4096 };
     size_t n = 120 * KiB, want = 72 * KiB, touched = 100 * KiB, nf = 66 * KiB;
@@ -263,27 +271,63 @@ static void untouched_hole(void)
     char *from = (char *)(((uintptr_t)a + want) & ~(uintptr_t)(PAGE - 1));
     char *to = (char *)(((uintptr_t)a + touched) & ~(uintptr_t)(PAGE - 1));
     unsigned char v[16];
-    CHECK(to - from <= 16 * PAGE && mincore(from, (size_t)(to - from), v) == 0);
-    for (long k = 0; k < (to - from) / PAGE; k++)
-        CHECKF(!(v[k] & 1), "page %p of a fresh %zu KiB block is resident before the test",
-               (void *)(from + k * PAGE), n / 1024);
+    CHECK(to - from <= 16 * PAGE);
+    if (forbidden) {
+        CHECK(mincore(from, (size_t)(to - from), v) == -1 && errno == EPERM);
+    } else {
+        CHECK(mincore(from, (size_t)(to - from), v) == 0);
+        for (long k = 0; k < (to - from) / PAGE; k++)
+            CHECKF(!(v[k] & 1), "page %p of a fresh %zu KiB block is resident before the test",
+                   (void *)(from + k * PAGE), n / 1024);
+    }
     free(a);
     long f0 = minor_faults();
     unsigned char *b = malloc(opaque(want));
     long faults = minor_faults() - f0;
     CHECK(b != NULL);
     size_t usable = malloc_usable_size(b);
-    printf("untouched hole: malloc(%zu) at %p (hole %p) took %ld page faults; usable %zu\n", want,
-           (void *)b, (void *)a, faults, usable);
+    printf("untouched hole%s: malloc(%zu) at %p (hole %p) took %ld page faults; usable %zu\n",
+           forbidden ? ", mincore forbidden" : "", want, (void *)b, (void *)a, faults, usable);
     CHECKF(b == a, "malloc(%zu) took %p, not the hole at %p", want, (void *)b, (void *)a);
-    CHECKF(faults == 0, "malloc(%zu) from an untouched hole took %ld page faults", want, faults);
-    CHECKF(usable >= want && usable <= 2 * want, "usable size %zu for %zu bytes", usable, want);
+    if (forbidden) {
+        /* the kernel will not tell: the block is cut at its size */
+        CHECKF(usable >= want && usable < want + 64, "usable size %zu for %zu bytes", usable, want);
+    } else {
+        CHECKF(faults == 0, "malloc(%zu) from an untouched hole took %ld page faults", want, faults);
+        CHECKF(usable >= want && usable <= 2 * want, "usable size %zu for %zu bytes", usable, want);
+    }
     memset(b, 0x42, want);
     CHECK(b[0] == 0x42 && b[want - 1] == 0x42 && fence[nf - 1] == 0x77);
     free(b);
     free(fence);
     while (nfill > 0)
         free(fill[--nfill]);
+}
+
+static void untouched_hole(void)
+{
+    hole_split(0);
+}
+
+/* A program whose seccomp filter forbids mincore (failing it with EPERM)
+ * still gets every block: the cut stays at the block's size, and memalloc
+ * stops asking. The filter cannot be lifted, so this comes last. */
+static void mincore_forbidden(void)
+{
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_mincore, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {(unsigned short)(sizeof f / sizeof f[0]), f};
+    CHECK(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0);
+    CHECK(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0);
+    for (int i = 0; i < 3; i++)
+        hole_split(1);
+    size_t (*check_heap)(void) = (size_t(*)(void))memalloc_sym("memalloc_check");
+    if (check_heap)
+        CHECKF(check_heap() == 0, "memalloc_check() = %zu under the filter", check_heap());
 }
 
 int main(void)
@@ -311,6 +355,7 @@ int main(void)
     large_block();
     string_building();
     mapped_then_heap();
+    mincore_forbidden();
     check_done("brk");
     return 0;
 }

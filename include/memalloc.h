@@ -60,7 +60,7 @@ struct memalloc_stats {
     size_t free_bytes;      /* free bytes inside the heap regions */
     size_t free_blocks;     /* number of free blocks inside the heap regions */
     size_t released_bytes;  /* bytes given back to the OS so far (break shrunk, unmapped, madvised) */
-    size_t syscalls;        /* sbrk/mmap/munmap/mremap/madvise calls made */
+    size_t syscalls;        /* sbrk/mmap/munmap/mremap/madvise/mincore calls made */
 };
 void memalloc_get_stats(struct memalloc_stats *out);
 

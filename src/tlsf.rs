@@ -376,7 +376,9 @@ impl Tlsf {
     /// resident one being the sentinel's, the cut would hand the block the
     /// heap's whole pad). And a program whose answers keep finding the page
     /// resident (`bench/realloc`: 97% of 8.4k) is asked less and less often
-    /// (`PROBE_MISSES`), since each call costs about 0.7 µs here.
+    /// (`PROBE_MISSES`), since each call costs about 0.7 µs here. If the call
+    /// fails (a seccomp filter that forbids it with an error), it is not made
+    /// again.
     ///
     /// # Safety
     /// `c` is a free chunk of `total` bytes of heap memory (mapped), and
@@ -402,7 +404,12 @@ impl Tlsf {
         }
         let n = core::cmp::min(CUT_SCAN, (limit - page) / PAGE + 1);
         let mut v = [0u8; CUT_SCAN];
-        if !crate::os::resident(page as *const u8, n, &mut v) || v[0] & 1 != 0 {
+        if !crate::os::resident(page as *const u8, n, &mut v) {
+            // not allowed here (a seccomp filter): never ask again
+            self.probe_skip = u32::MAX;
+            return csize;
+        }
+        if v[0] & 1 != 0 {
             self.probe_misses = self.probe_misses.saturating_add(1);
             if self.probe_misses >= PROBE_MISSES {
                 self.probe_skip = 1 << core::cmp::min(6, self.probe_misses - PROBE_MISSES);
