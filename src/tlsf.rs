@@ -433,15 +433,17 @@ impl Tlsf {
         // successor are in use: c has no PREV_FREE, and the successor has
         // PREV_FREE. Each header is written once (a tag is a multiply).
         let total = size(c);
-        let mut csize = csize;
-        if keep && total >= csize + MIN_CHUNK && !keeps_rest(csize, total) {
-            csize = self.resident_cut(c, csize, total);
-        }
         if total >= csize + MIN_CHUNK && !(keep && keeps_rest(csize, total)) {
-            let st = self.cut_stamp(c, csize);
-            set_head(c, csize | MARK);
-            let rest = (c as *mut u8).add(csize) as *mut Chunk;
-            let rs = total - csize;
+            // the heap's cut may move on, leaving a rest of MIN_CHUNK or more
+            let cut = if keep {
+                self.resident_cut(c, csize, total)
+            } else {
+                csize
+            };
+            let st = self.cut_stamp(c, cut);
+            set_head(c, cut | MARK);
+            let rest = (c as *mut u8).add(cut) as *mut Chunk;
+            let rs = total - cut;
             set_head(rest, rs | MARK | FREE);
             // The successor keeps PREV_FREE; its footer moves.
             (*next(rest)).prev_size = rs;
@@ -1334,6 +1336,84 @@ mod tests {
             assert_eq!(rc.free_chunks + rc.used_chunks, 0);
             assert_eq!(tlsf.free_count, 0);
         }
+    }
+
+    /// The heap's splits on memory whose pages are mostly not resident, as
+    /// a program leaves them that writes only the ends of its blocks: the
+    /// cuts that move to a resident page keep the index whole and the
+    /// blocks apart.
+    #[test]
+    fn randomised_heap_splits_over_untouched_pages() {
+        let bytes = 4 << 20;
+        let a = &mut Arena::new(bytes);
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        // (user pointer, requested bytes, fill byte)
+        let mut live: Vec<(*mut u8, usize, u8)> = vec![];
+        let (mut moved, mut splits) = (0, 0);
+        // SAFETY: the test buffer outlives the index, and every chunk used
+        // came from it; only whole pages inside the one free chunk are
+        // discarded, before any block is taken.
+        unsafe {
+            let start = a.region.start as usize;
+            let lo = align_up(start + 64, PAGE);
+            let hi = (a.region.end as usize - 64) & !(PAGE - 1);
+            let r = libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_DONTNEED);
+            assert_eq!(r, 0);
+        }
+        // the ends of a block: what the program writes and checks
+        let ends = |n: usize| (n.min(32), n.saturating_sub(32));
+        for step in 0..20_000u32 {
+            // SAFETY: as above.
+            unsafe {
+                let grow = if live.len() < 200 { 7 } else { 5 };
+                if rng.below(10) < grow || live.is_empty() {
+                    let n = if rng.below(4) == 0 {
+                        4096 + rng.below(60_000)
+                    } else {
+                        rng.below(600)
+                    } as usize;
+                    let cs = request_to_size(n).unwrap();
+                    let c = a.tlsf.alloc_keeping(cs);
+                    if c.is_null() {
+                        continue;
+                    }
+                    let p = to_user(c);
+                    assert!(usable(c) >= n);
+                    if size(c) >= cs + MIN_CHUNK && !keeps_rest(cs, size(c)) {
+                        moved += 1;
+                        assert!(
+                            size(c) <= 2 * cs,
+                            "a block more than doubled at step {step}"
+                        );
+                    }
+                    splits += 1;
+                    let fill = step as u8;
+                    let (head, tail) = ends(n);
+                    core::ptr::write_bytes(p, fill, head);
+                    core::ptr::write_bytes(p.add(tail), fill, n - tail);
+                    live.push((p, n, fill));
+                } else {
+                    let i = rng.below(live.len() as u64) as usize;
+                    let (p, n, fill) = live.swap_remove(i);
+                    let (head, tail) = ends(n);
+                    assert!(
+                        (0..head).chain(tail..n).all(|k| *p.add(k) == fill),
+                        "block corrupted at step {step}"
+                    );
+                    a.tlsf.free(from_user(p));
+                }
+            }
+            a.check();
+        }
+        for (p, _, _) in live.drain(..) {
+            // SAFETY: as above.
+            unsafe { a.tlsf.free(from_user(p)) };
+        }
+        assert_eq!(a.check().free_chunks, 1);
+        assert!(
+            moved > 100,
+            "only {moved} of {splits} blocks had their cut moved"
+        );
     }
 
     #[test]
