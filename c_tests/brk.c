@@ -9,7 +9,8 @@
  * their own, freed and taken again from the heap (whose threshold their free
  * raised) are such a cycle too. A block cut from a hole whose pages the
  * program never touched takes no page fault (its rest starts on a resident
- * page), and still works when a seccomp filter forbids asking the kernel.
+ * page); with a second thread that has a cache, or under a seccomp filter
+ * that forbids asking the kernel, it is cut at its size.
  *
  * memalloc only (glibc keeps freed blocks in its tcache, so its top chunk
  * does not always reach the tail; other allocators do not use brk at all).
@@ -20,6 +21,7 @@
 #include <stdlib.h>
 #include <errno.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <string.h>
 #include <linux/filter.h>
@@ -245,7 +247,11 @@ static void zone_pages(void)
  * starts at the next resident page instead, if the block at most doubles.
  * (The sizes are above a zone's 64 KiB, so that no gap the zones left fits:
  * the hole and the fence after it come from the top, in that order.) */
-static void hole_split(int forbidden)
+/* How hole_split runs: alone, under a filter that forbids mincore, or with
+ * a second thread holding a cache. */
+enum hole_mode { ALONE, FORBIDDEN, THREADED };
+
+static void hole_split(enum hole_mode mode)
 {
     enum { PAGE = 4096 };
     size_t n = 120 * KiB, want = 72 * KiB, touched = 100 * KiB, nf = 66 * KiB;
@@ -272,7 +278,7 @@ static void hole_split(int forbidden)
     char *to = (char *)(((uintptr_t)a + touched) & ~(uintptr_t)(PAGE - 1));
     unsigned char v[16];
     CHECK(to - from <= 16 * PAGE);
-    if (forbidden) {
+    if (mode == FORBIDDEN) {
         CHECK(mincore(from, (size_t)(to - from), v) == -1 && errno == EPERM);
     } else {
         CHECK(mincore(from, (size_t)(to - from), v) == 0);
@@ -287,10 +293,14 @@ static void hole_split(int forbidden)
     CHECK(b != NULL);
     size_t usable = malloc_usable_size(b);
     printf("untouched hole%s: malloc(%zu) at %p (hole %p) took %ld page faults; usable %zu\n",
-           forbidden ? ", mincore forbidden" : "", want, (void *)b, (void *)a, faults, usable);
+           mode == FORBIDDEN  ? ", mincore forbidden"
+           : mode == THREADED ? ", two threads"
+                              : "",
+           want, (void *)b, (void *)a, faults, usable);
     CHECKF(b == a, "malloc(%zu) took %p, not the hole at %p", want, (void *)b, (void *)a);
-    if (forbidden) {
-        /* the kernel will not tell: the block is cut at its size */
+    if (mode != ALONE) {
+        /* the kernel will not tell, or is not asked under the heap lock
+         * that another thread may wait for: the block is cut at its size */
         CHECKF(usable >= want && usable < want + 64, "usable size %zu for %zu bytes", usable, want);
     } else {
         CHECKF(faults == 0, "malloc(%zu) from an untouched hole took %ld page faults", want, faults);
@@ -306,7 +316,42 @@ static void hole_split(int forbidden)
 
 static void untouched_hole(void)
 {
-    hole_split(0);
+    hole_split(ALONE);
+}
+
+static pthread_mutex_t idle_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t idle_cv = PTHREAD_COND_INITIALIZER;
+static int idle_state; /* 1: the thread has its cache; 2: it may exit */
+
+static void *idle_thread(void *arg)
+{
+    (void)arg;
+    free(malloc(opaque(32))); /* a small block: the thread gets a cache */
+    pthread_mutex_lock(&idle_mu);
+    idle_state = 1;
+    pthread_cond_broadcast(&idle_cv);
+    while (idle_state != 2)
+        pthread_cond_wait(&idle_cv, &idle_mu);
+    pthread_mutex_unlock(&idle_mu);
+    return NULL;
+}
+
+/* With a second thread that has a cache, the heap does not ask the kernel
+ * while it holds its lock: a thread waiting for the lock would sleep. */
+static void untouched_hole_threaded(void)
+{
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, idle_thread, NULL) == 0);
+    pthread_mutex_lock(&idle_mu);
+    while (idle_state != 1)
+        pthread_cond_wait(&idle_cv, &idle_mu);
+    pthread_mutex_unlock(&idle_mu);
+    hole_split(THREADED);
+    pthread_mutex_lock(&idle_mu);
+    idle_state = 2;
+    pthread_cond_broadcast(&idle_cv);
+    pthread_mutex_unlock(&idle_mu);
+    CHECK(pthread_join(t, NULL) == 0);
 }
 
 /* A program whose seccomp filter forbids mincore (failing it with EPERM)
@@ -324,7 +369,7 @@ static void mincore_forbidden(void)
     CHECK(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0);
     CHECK(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0);
     for (int i = 0; i < 3; i++)
-        hole_split(1);
+        hole_split(FORBIDDEN);
     size_t (*check_heap)(void) = (size_t(*)(void))memalloc_sym("memalloc_check");
     if (check_heap)
         CHECKF(check_heap() == 0, "memalloc_check() = %zu under the filter", check_heap());
@@ -338,6 +383,7 @@ int main(void)
     fflush(stdout);
     zone_pages();
     untouched_hole();
+    untouched_hole_threaded();
     /* quiet for over a second, so that the rounds below are not a cycle */
     struct timespec quiet = {1, 200 * 1000 * 1000};
     nanosleep(&quiet, NULL);

@@ -49,7 +49,7 @@ use crate::lock::Lock;
 use crate::tls;
 use crate::zonemap::{self, ZONE_SHIFT, ZONE_SIZE};
 use core::ptr::{addr_of, addr_of_mut, null_mut};
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 /// Largest size served from zones.
 pub const SMALL_MAX: usize = 4096;
@@ -428,6 +428,16 @@ struct Shared {
     allocs: [usize; NCLASS],
 }
 static SHARED_LOCK: Lock = Lock::new();
+/// Live thread caches: the threads that allocated a small block and have
+/// not exited (a mirror of the length of `Shared::live`).
+static THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// Do two threads or more have a cache? Then the heap does not ask the
+/// kernel about pages while it holds its lock (see `Tlsf::resident_cut`).
+#[inline]
+pub fn several_threads() -> bool {
+    THREADS.load(Ordering::Relaxed) > 1
+}
 static mut SHARED: Shared = Shared {
     abandoned: [ZoneList::new(); NCLASS],
     free_caches: null_mut(),
@@ -1167,6 +1177,7 @@ unsafe fn init_cache() -> *mut Cache {
             (*s.live).live_prev = c;
         }
         s.live = c;
+        THREADS.fetch_add(1, Ordering::Relaxed);
     }
     tls::set(c);
     c
@@ -1263,6 +1274,7 @@ unsafe extern "C" fn thread_exit(arg: *mut libc::c_void) {
         if !(*c).live_next.is_null() {
             (*(*c).live_next).live_prev = (*c).live_prev;
         }
+        THREADS.fetch_sub(1, Ordering::Relaxed);
     }
     recycle(c);
 }

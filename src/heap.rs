@@ -159,7 +159,9 @@ impl Heap {
     pub fn alloc(&mut self, csize: usize) -> *mut Chunk {
         // SAFETY: the index and regions are consistent under the lock.
         unsafe {
-            let mut c = self.tlsf.alloc_keeping(csize);
+            let mut c = self
+                .tlsf
+                .alloc_keeping(csize, !crate::cache::several_threads());
             if c.is_null() {
                 c = self.alloc_slow(csize, 0, 0);
             }
@@ -209,7 +211,8 @@ impl Heap {
         });
         if self.grow(need) {
             let c = if align == 0 {
-                self.tlsf.alloc_keeping(csize)
+                self.tlsf
+                    .alloc_keeping(csize, !crate::cache::several_threads())
             } else {
                 self.tlsf.alloc_aligned_at(csize, align, at)
             };
