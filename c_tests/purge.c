@@ -6,12 +6,12 @@
  * stayed free for a purge interval (250 ms), starting at a free past the
  * interval. Discarding costs about 55 us per resident MiB, so one free that
  * discarded a whole heap's worth could take milliseconds: a purge discards
- * at most 512 KiB per call and goes on at the next frees. malloc_trim(0)
+ * at most 128 KiB per call and goes on at the next frees. malloc_trim(0)
  * still discards everything at once.
  *
  * The test frees 16 MiB of blocks below a block that stays in use (so that
  * the break cannot fall), waits 0.3 s, and checks: the next free discards
- * some but at most 512 KiB; the frees after it discard the rest (under 5% of
+ * some but at most 128 KiB; the frees after it discard the rest (under 5% of
  * the freed pages stay resident; each free also cuts a 64 KiB block from the
  * free space and gives it back, as a program would); the blocks
  * kept in use among the freed ones keep their bytes; and the freed pages are
@@ -40,7 +40,7 @@
 
 enum { NBLK = 164, KEEP_EVERY = 41 };
 #define BLOCK (100 * KiB) /* below the mmap threshold: heap chunks */
-#define BUDGET (512 * KiB)
+#define BUDGET (128 * KiB)
 
 static unsigned char *blk[NBLK];
 

@@ -22,7 +22,7 @@
  * the program prints the counts and five RSS figures: at the start, at the
  * peak, right after freeing everything, after a 0.3 s pause and 2000 more
  * malloc/free pairs of 64 KiB (memalloc purges free pages at most every
- * 250 ms, from a free on, at most 512 KiB per call), and after
+ * 250 ms, from a free on, at most 128 KiB per call), and after
  * malloc_trim(0).  It checks memalloc_check() == 0 (under
  * memalloc), that in_use is back to the start (within 1 MiB), and that RSS
  * after the pause, WITHOUT malloc_trim, is within max(16 MiB, 20% of the
@@ -316,8 +316,8 @@ int main(int argc, char **argv)
     if (get_stats != NULL)
         get_stats(&s1);
     /* memalloc purges free pages at most every 250 ms, from a free on, and
-     * at most 512 KiB per call: the same after a pause and the frees that
-     * take (2000 of 64 KiB: 1000 MiB, more than the heap ever holds here) */
+     * at most 128 KiB per call: the same after a pause and the frees that
+     * take (2000 of 64 KiB: 250 MiB, more than the heap ever holds here) */
     struct timespec pause = {0, 300 * 1000 * 1000};
     nanosleep(&pause, NULL);
     for (int i = 0; i < 2000; i++)

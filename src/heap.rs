@@ -37,8 +37,10 @@ const PURGE_MIN: usize = 256 << 10;
 /// At most this many bytes are discarded per call: a purge goes on over the
 /// next frees, so that no single free pays for a heap's worth of madvise
 /// (discarding costs about 55 us per resident MiB here, so a purge of
-/// 200 MiB in one call would take about 11 ms).
-const PURGE_BUDGET: usize = 512 << 10;
+/// 200 MiB in one call would take about 11 ms). 128 KiB take about 20k
+/// cycles: with 512 KiB, purge steps were 9-12 of the 11-17 frees per run of
+/// `bench/latency` that took over 100k cycles; with 128 KiB, 1-2.
+const PURGE_BUDGET: usize = 128 << 10;
 
 /// The most free tail a trim keeps while a program cycles (see `note_growth`).
 const BOOST_MAX: usize = 128 << 20;
