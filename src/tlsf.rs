@@ -404,7 +404,10 @@ impl Tlsf {
             return csize;
         }
         if self.probe_skip > 0 {
-            self.probe_skip -= 1;
+            // (u32::MAX: a call failed, never ask again)
+            if self.probe_skip != u32::MAX {
+                self.probe_skip -= 1;
+            }
             return csize;
         }
         let n = core::cmp::min(CUT_SCAN, (limit - page) / PAGE + 1);
