@@ -412,6 +412,8 @@ impl Tlsf {
         }
         let n = core::cmp::min(CUT_SCAN, (limit - page) / PAGE + 1);
         let mut v = [0u8; CUT_SCAN];
+        // SAFETY: `page` is page-aligned, and its n pages lie in chunk c
+        // (up to `limit`, below its end): mapped heap memory.
         if !crate::os::resident(page as *const u8, n, &mut v) {
             // not allowed here (a seccomp filter): never ask again
             self.probe_skip = u32::MAX;
@@ -953,6 +955,15 @@ mod tests {
                 region,
             }
         }
+        /// Drops the pages of `[from, to)` (page-aligned, inside a free
+        /// chunk), as pages a program never touched: no longer resident.
+        ///
+        /// # Safety
+        /// The range holds no header, link or live block.
+        unsafe fn discard(&self, from: usize, to: usize) {
+            let r = libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_DONTNEED);
+            assert_eq!(r, 0);
+        }
         fn check(&self) -> RegionCheck {
             // SAFETY: the test buffer outlives the index, and every chunk used came from it.
             unsafe {
@@ -1072,15 +1083,9 @@ mod tests {
             // program leaves a buffer it filled only the start of
             let first = align_up(h as usize + 64, PAGE);
             let last = (h as usize + hole) & !(PAGE - 1);
-            let discard = |from: usize, to: usize| {
-                assert_eq!(
-                    libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_DONTNEED),
-                    0
-                );
-            };
-            let touch = |at: usize| core::ptr::write_volatile(at as *mut u8, 1);
-            discard(first, last);
-            touch(first + 8 * PAGE);
+            a.discard(first, last);
+            // but one page, 8 in, which the program wrote
+            core::ptr::write_volatile((first + 8 * PAGE) as *mut u8, 1);
             // a block of 5 pages: its rest moves to the first resident page
             let c = a.tlsf.alloc_keeping(5 * PAGE, true);
             assert_eq!(c, h);
@@ -1365,8 +1370,7 @@ mod tests {
             let start = a.region.start as usize;
             let lo = align_up(start + 64, PAGE);
             let hi = (a.region.end as usize - 64) & !(PAGE - 1);
-            let r = libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_DONTNEED);
-            assert_eq!(r, 0);
+            a.discard(lo, hi);
         }
         // the ends of a block: what the program writes and checks
         let ends = |n: usize| (n.min(32), n.saturating_sub(32));
