@@ -120,6 +120,16 @@ static void free_interior_medium(void)
     free(opaque_ptr(p + 4096));
 }
 
+/* 1 MiB into a block of its own mapping: past the granule that holds its
+ * headers, which is all of it the zone map counts. */
+static void free_interior_large(void)
+{
+    unsigned char *p = opaque_ptr(malloc(4 * MiB));
+    memset(p, 0, 2 * MiB);
+    expect_report_at(p + MiB);
+    free(opaque_ptr(p + MiB));
+}
+
 static void free_misaligned(void)
 {
     unsigned char *p = opaque_ptr(malloc(SMALL));
@@ -268,6 +278,7 @@ static const struct {
     {"free-global", free_global},
     {"free-interior-small", free_interior_small},
     {"free-interior-medium", free_interior_medium},
+    {"free-interior-large", free_interior_large},
     {"free-misaligned", free_misaligned},
     {"realloc-freed", realloc_freed},
     {"usable-size-freed", usable_size_freed},

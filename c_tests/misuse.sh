@@ -43,6 +43,7 @@ free-stack                   |default|ABRT|invalid pointer \(not from memalloc, 
 free-global                  |default|ABRT|invalid pointer \(not from memalloc, or already freed and unmapped\)
 free-interior-small          |default|ABRT|invalid pointer \(not the start of a block\)
 free-interior-medium         |default|ABRT|corrupted block header \(heap overflow\?\) or invalid pointer
+free-interior-large          |default|ABRT|invalid pointer \(not from memalloc, or already freed and unmapped\)
 free-misaligned              |default|ABRT|invalid pointer \(not the start of a block\)
 realloc-freed                |default|ABRT|realloc of a freed block
 usable-size-freed            |default|ABRT|malloc_usable_size of a freed block
@@ -61,6 +62,7 @@ free-stack                   |debug  |ABRT|invalid pointer \(not from memalloc, 
 free-global                  |debug  |ABRT|invalid pointer \(not from memalloc, or already freed and unmapped\)
 free-interior-small          |debug  |ABRT|corrupted block header \(heap overflow\?\) or invalid pointer
 free-interior-medium         |debug  |ABRT|corrupted block header \(heap overflow\?\) or invalid pointer
+free-interior-large          |debug  |ABRT|invalid pointer \(not from memalloc, or already freed and unmapped\)
 free-misaligned              |debug  |ABRT|invalid pointer \(misaligned, not from malloc\)
 realloc-freed                |debug  |ABRT|realloc of a freed block( \([^)]*\))?
 usable-size-freed            |debug  |ABRT|malloc_usable_size of a freed block( \([^)]*\))?
