@@ -214,19 +214,23 @@ static void mapped_then_heap(void)
 
 /* A new zone touches one page, the one holding its header and first blocks:
  * the break's sentinel, written below each new break, must not leave another
- * resident page in the middle of a later zone's granule. Each size here is a
- * class of its own, served by a zone of 64 KiB. */
+ * resident page in the middle of a later zone's granule, and the zone's first
+ * batch of blocks must not reach into its second page (which 8 blocks of
+ * 384-512 bytes do). Each size here is served by a zone of 64 KiB of its
+ * class, new to the program. */
 static void zone_pages(void)
 {
-    enum { ZONE = 64 * 1024, PAGES = ZONE / 4096 };
-    void *p[16];
-    for (int i = 0; i < 16; i++) {
-        size_t n = 16 * (size_t)(i + 1);
+    enum { ZONE = 64 * 1024, PAGES = ZONE / 4096, N = 20 };
+    static const size_t size[N] = {16,  32,  48,  64,  80,  96,  112, 128, 144, 160,
+                                   176, 192, 208, 224, 240, 256, 320, 384, 448, 512};
+    void *p[N];
+    for (int i = 0; i < N; i++) {
+        size_t n = size[i];
         p[i] = malloc(n);
         CHECK(p[i] != NULL);
         memset(p[i], 0x5a, n);
     }
-    for (int i = 0; i < 16; i++) {
+    for (int i = 0; i < N; i++) {
         char *g = (char *)((uintptr_t)p[i] & ~(uintptr_t)(ZONE - 1));
         unsigned char v[PAGES];
         CHECK(mincore(g, ZONE, v) == 0);
@@ -235,9 +239,9 @@ static void zone_pages(void)
             map[k] = (v[k] & 1) ? '1' : '0';
         map[PAGES] = 0;
         CHECKF(strcmp(map, "1000000000000000") == 0,
-               "the zone of a %d-byte block at %p has resident pages %s", 16 * (i + 1), p[i], map);
+               "the zone of a %zu-byte block at %p has resident pages %s", size[i], p[i], map);
     }
-    for (int i = 0; i < 16; i++)
+    for (int i = 0; i < N; i++)
         free(p[i]);
 }
 

@@ -945,13 +945,17 @@ unsafe fn splice(z: *mut Zone, list: *mut Block) -> u32 {
 
 /// Carves the next batch of never-used blocks into the free list: the
 /// blocks that start in the page of the first one, and 8 blocks if those
-/// start no further than the next page; false if the zone is fully carved.
+/// start no further than the next page (but for a zone's first batch);
+/// false if the zone is fully carved.
 ///
 /// Carving writes a link at the start of each block, which makes its page
 /// resident: a batch of 8 blocks of a big class (8 × 4 KiB) would commit
 /// 32 KiB for a program that takes one (a stdio buffer). So a batch never
 /// reaches more than a page past the first block; small classes (up to
-/// 512 bytes) still get at least 8 blocks per batch.
+/// 512 bytes) still get at least 8 blocks per batch. A zone's first batch
+/// stays in the page of its header: the header's page holds 5-7 blocks of
+/// 384-512 bytes, and 8 would make a second page resident for a program (or
+/// a thread) that takes one or two (a `FILE` is 472 bytes).
 unsafe fn carve(z: *mut Zone) -> bool {
     let (cap, done) = ((*z).capacity, (*z).carved);
     if done == cap {
@@ -962,7 +966,7 @@ unsafe fn carve(z: *mut Zone) -> bool {
     let start = base + done as usize * bs;
     let page_end = (start | 4095) + 1;
     let in_page = (page_end - start).div_ceil(bs) as u32;
-    let n = if start + 7 * bs < page_end + 4096 {
+    let n = if done != 0 && start + 7 * bs < page_end + 4096 {
         in_page.max(8)
     } else {
         in_page
