@@ -53,6 +53,7 @@ const LEAD: usize = 64;
 fn ours_end(base: *mut u8, off: usize) -> *mut u8 {
     base.wrapping_add(off + HDR)
 }
+
 struct List {
     head: *mut LargeHdr,
     count: usize,

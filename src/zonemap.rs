@@ -24,11 +24,12 @@
 //! whenever more than a handful of zones were in use. Entries lie 32 bytes
 //! apart, two to a cache line, like tcmalloc's page map entries.
 //!
-//! The same leaves count, per granule, how many of our mappings (heap
-//! regions, large blocks) overlap it: `free` of a pointer whose granule
-//! counts zero reports "not allocated by memalloc" instead of reading a
-//! header that is not there (a stack or global address, a block already
-//! unmapped).
+//! The same leaves count, per granule, how many of our mappings overlap it
+//! (a heap region with all its granules, a large block with the granule of
+//! its headers only: see `large::ours_end`): `free` of a pointer whose
+//! header's granule counts zero reports "not allocated by memalloc" instead
+//! of reading a header that is not there (a stack or global address, a block
+//! already unmapped, a pointer into a large block's later granules).
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
