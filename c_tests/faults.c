@@ -29,6 +29,10 @@
  *                            heap, frees half, checks that allocations
  *                            succeed again, raises the limit back and
  *                            allocates 256 MiB.
+ *   faults quarantine        under MEMALLOC_DEBUG=1 and MEMALLOC_FAIL_AFTER:
+ *                            frees a block and mallocs its size again; says
+ *                            "reused" if it got the block back (the debug
+ *                            quarantine could not be mapped).
  *   faults threads [n]       n (default 10000) threads in waves of 50; each
  *                            fills its cache (a few hundred blocks over every
  *                            small size class, some medium and large), frees
@@ -676,6 +680,35 @@ static int fault_rlimit(int resource)
     return 0;
 }
 
+/* ---- (c2) debug mode without its quarantine ------------------------------ */
+
+/* Run under MEMALLOC_DEBUG=1 and MEMALLOC_FAIL_AFTER=N: debug mode maps its
+ * quarantine at its first free, and if that mapping fails the block goes
+ * back to the heap at once (checked for writes after free as it leaves).
+ * Prints "quarantine: reused" when the next malloc of the size got the
+ * freed block back, which the quarantine, had it been mapped, would have
+ * prevented. */
+static int fault_quarantine(void)
+{
+    unsigned char *p = malloc(100);
+    if (p != NULL) {
+        memset(p, 0x11, 100);
+        free(p);
+        unsigned char *q = malloc(100);
+        if (q == p)
+            printf("quarantine: reused\n");
+        if (q != NULL) {
+            memset(q, 0x22, 100);
+            free(q);
+        }
+    } else {
+        CHECK(errno == ENOMEM);
+    }
+    heap_ok("after the frees");
+    check_done("faults quarantine");
+    return 0;
+}
+
 /* ---- (d) 10,000 threads --------------------------------------------------- */
 
 enum { WAVE = 50, PER_THREAD = 320, KEEP = 8, SWAP = 256 };
@@ -1017,9 +1050,11 @@ int main(int argc, char **argv)
         return fault_rlimit(RLIMIT_DATA);
     if (strcmp(mode, "threads") == 0)
         return fault_threads(argc > 2 ? atoi(argv[2]) : 10000);
+    if (strcmp(mode, "quarantine") == 0)
+        return fault_quarantine();
     if (strcmp(mode, "reentry") == 0 && argc > 2)
         return fault_reentry(argv[2]);
     fprintf(stderr, "usage: faults inject [seed] | inject-threads [seed [threads]] | rlimit-as | "
-                    "rlimit-data | threads [n] | reentry LIB.so\n");
+                    "rlimit-data | quarantine | threads [n] | reentry LIB.so\n");
     return 2;
 }

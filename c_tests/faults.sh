@@ -14,6 +14,8 @@
 #   inject-threads  faults inject-threads (8 threads at once) under a set of
 #                 FAIL_AFTER / FAIL_COUNT values
 #   rlimit-as, rlimit-data   RLIMIT_AS / RLIMIT_DATA lowered in the program
+#   quarantine    debug mode when its quarantine cannot be mapped (the frees
+#                 go straight back), under MEMALLOC_FAIL_AFTER=0..12
 #   fork          c_tests/fork.c with 1000 forks while 8 threads allocate
 #                 (3000 with --long)
 #   threads       10,000 threads in waves (30,000 with --long); RSS bounded
@@ -162,6 +164,35 @@ inject_group() {
     fi
 }
 
+# debug mode whose quarantine cannot be mapped: `faults quarantine` under
+# MEMALLOC_DEBUG=1 and MEMALLOC_FAIL_AFTER=0..12 (one failure each). Every run
+# must end clean, and in at least one the failure must have hit the
+# quarantine's mapping: the freed block came back at once ("reused").
+quarantine_runs() {
+    local v=$1 name=quarantine
+    selected "$name" || return 0
+    local n bad=0 reused=0 first_bad= t0=$SECONDS log
+    for n in $(seq 0 12); do
+        log=$out/logs/$name.$v.$n.log
+        run_one "$v" "$log" 60 MEMALLOC_DEBUG=1 MEMALLOC_FAIL_AFTER=$n MEMALLOC_FAIL_COUNT=1 \
+            -- faults quarantine
+        if [ $rc -eq 0 ] && grep -q "^ok faults quarantine: " "$log"; then
+            grep -q "^quarantine: reused" "$log" && reused=$((reused + 1))
+        else
+            bad=$((bad + 1))
+            [ -n "$first_bad" ] || first_bad="MEMALLOC_FAIL_AFTER=$n: $(why_rc $rc) (log $log)"
+        fi
+    done
+    local label="$name ($(vlabel "$v")) [$((SECONDS - t0))s]"
+    if [ $bad -ne 0 ]; then
+        fail "$label: $bad of 13 runs failed; first: $first_bad"
+    elif [ $reused -eq 0 ]; then
+        fail "$label: no run failed the quarantine's mapping (no freed block came back at once)"
+    else
+        pass "$label: 13 runs clean; in $reused the quarantine could not be mapped and frees went straight back"
+    fi
+}
+
 # a single run expecting "ok NAME: ..." : TEST VARIANT OKNAME TIMEOUT ENV... -- BIN ARGS...
 single() {
     local test=$1 v=$2 okname=$3 t=$4
@@ -210,6 +241,7 @@ for v in linked plain; do
     inject_group inject-threads "$v" inject-threads "$thread_runs"
     single rlimit-as "$v" "faults rlimit-as" 60 -- faults rlimit-as
     single rlimit-data "$v" "faults rlimit-data" 60 -- faults rlimit-data
+    quarantine_runs "$v"
     single reentry "$v" "faults reentry" 60 FAULTS_CTOR_THREAD=1 -- \
         faults-reentry reentry "$out/libreentry.so"
     single threads "$v" "faults threads" 300 -- faults threads "$threads"

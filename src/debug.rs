@@ -20,6 +20,7 @@ use crate::heap::HEAP;
 use crate::lock::Lock;
 use crate::report::fatal;
 use core::ptr::null_mut;
+use core::sync::atomic::{AtomicPtr, Ordering};
 
 /// Byte written over a new block.
 pub const ALLOC_FILL: u8 = 0xaa;
@@ -40,12 +41,27 @@ struct Quarantine {
 }
 
 static LOCK: Lock = Lock::new();
-static mut Q: Quarantine = Quarantine {
-    ring: [null_mut(); QUARANTINE],
-    head: 0,
-    len: 0,
-    bytes: 0,
-};
+/// The quarantine, mapped at debug mode's first free. (As an 8 KiB static
+/// in `.bss` it lay between statics that every program touches, and cost
+/// each program a page.)
+static Q: AtomicPtr<Quarantine> = AtomicPtr::new(null_mut());
+
+/// The quarantine, mapped (zeroed: empty) on first use; None if that
+/// mapping failed, and freed blocks then go back at once.
+///
+/// # Safety
+/// The caller holds LOCK, and drops the reference before releasing it.
+unsafe fn quarantine() -> Option<&'static mut Quarantine> {
+    let mut q = Q.load(Ordering::Relaxed);
+    if q.is_null() {
+        q = crate::os::map(core::mem::size_of::<Quarantine>()) as *mut Quarantine;
+        if q.is_null() {
+            return None;
+        }
+        Q.store(q, Ordering::Relaxed);
+    }
+    Some(&mut *q)
+}
 
 /// The debug lock (for the fork handlers).
 pub fn lock() -> &'static Lock {
@@ -121,9 +137,9 @@ pub unsafe fn requested(p: *mut u8, c: *mut Chunk) -> usize {
 /// Is `p` waiting in the quarantine (freed, not yet reusable)?
 pub fn in_quarantine(p: *mut u8) -> bool {
     let _g = LOCK.guard();
-    // SAFETY: under LOCK.
-    let q = unsafe { &*core::ptr::addr_of!(Q) };
-    (0..q.len).any(|i| q.ring[(q.head + i) % QUARANTINE] == p)
+    let q = Q.load(Ordering::Relaxed);
+    // SAFETY: under LOCK; a mapped quarantine is never unmapped.
+    !q.is_null() && unsafe { (0..(*q).len).any(|i| (*q).ring[((*q).head + i) % QUARANTINE] == p) }
 }
 
 /// Frees debug block `p`: canary check, fill, quarantine.
@@ -138,7 +154,16 @@ pub unsafe fn free(p: *mut u8, c: *mut Chunk) {
     let len = usable(c);
     let evicted = {
         let _g = LOCK.guard();
-        let q = &mut *core::ptr::addr_of_mut!(Q);
+        let q = match quarantine() {
+            Some(q) => q,
+            None => {
+                drop(_g);
+                let _n = requested(p, c);
+                core::ptr::write_bytes(p, FREE_FILL, len);
+                release(p);
+                return;
+            }
+        };
         for i in 0..q.len {
             if q.ring[(q.head + i) % QUARANTINE] == p {
                 drop(_g);
@@ -195,10 +220,10 @@ pub fn drain() {
         let p = {
             let _g = LOCK.guard();
             // SAFETY: under LOCK.
-            let q = unsafe { &mut *core::ptr::addr_of_mut!(Q) };
-            if q.len == 0 {
-                return;
-            }
+            let q = match unsafe { quarantine() } {
+                Some(q) if q.len != 0 => q,
+                _ => return,
+            };
             let p = q.ring[q.head];
             q.head = (q.head + 1) % QUARANTINE;
             q.len -= 1;

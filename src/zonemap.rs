@@ -110,7 +110,19 @@ struct Leaf {
     entry: [ZoneInfo; GRANULES],
 }
 
-static L1: [AtomicPtr<Leaf>; L1_LEN] = [const { AtomicPtr::new(core::ptr::null_mut()) }; L1_LEN];
+/// Level 1, after the lock that serialises mapping new leaves. One static:
+/// the linker put the lock on its own, after the 256 KiB array, where it
+/// cost the first `leaf_of` a page of its own.
+#[repr(C)]
+struct Map {
+    leaf_lock: crate::lock::Lock,
+    l1: [AtomicPtr<Leaf>; L1_LEN],
+}
+
+static MAP: Map = Map {
+    leaf_lock: crate::lock::Lock::new(),
+    l1: [const { AtomicPtr::new(core::ptr::null_mut()) }; L1_LEN],
+};
 
 /// The leaf and index of the granule holding `p`, if its leaf exists.
 #[inline(always)]
@@ -120,7 +132,7 @@ fn slot(p: *const u8) -> Option<(&'static Leaf, usize)> {
     if i >= L1_LEN {
         return None;
     }
-    let leaf = L1[i].load(Ordering::Acquire);
+    let leaf = MAP.l1[i].load(Ordering::Acquire);
     if leaf.is_null() {
         return None;
     }
@@ -176,11 +188,9 @@ pub fn is_zone(p: *const u8) -> bool {
     }
 }
 
-static LEAF_LOCK: crate::lock::Lock = crate::lock::Lock::new();
-
 /// The lock that serialises mapping new leaves (for the fork handlers).
 pub fn leaf_lock() -> &'static crate::lock::Lock {
-    &LEAF_LOCK
+    &MAP.leaf_lock
 }
 
 /// The leaf for address `a`, mapped on first use; null if out of range or
@@ -190,12 +200,12 @@ fn leaf_of(a: usize) -> *mut Leaf {
     if i >= L1_LEN {
         return core::ptr::null_mut();
     }
-    let leaf = L1[i].load(Ordering::Acquire);
+    let leaf = MAP.l1[i].load(Ordering::Acquire);
     if !leaf.is_null() {
         return leaf;
     }
-    let _g = LEAF_LOCK.guard();
-    let leaf = L1[i].load(Ordering::Acquire);
+    let _g = MAP.leaf_lock.guard();
+    let leaf = MAP.l1[i].load(Ordering::Acquire);
     if !leaf.is_null() {
         return leaf;
     }
@@ -203,7 +213,7 @@ fn leaf_of(a: usize) -> *mut Leaf {
     if !m.is_null() {
         // SAFETY: m is the mapping just made.
         unsafe { crate::os::no_huge_pages(m as *mut u8, core::mem::size_of::<Leaf>()) };
-        L1[i].store(m, Ordering::Release);
+        MAP.l1[i].store(m, Ordering::Release);
     }
     m
 }
@@ -288,7 +298,7 @@ fn for_granules(s: usize, e: usize, mut f: impl FnMut(&AtomicU8)) {
     let last = (e - 1) >> ZONE_SHIFT;
     while g <= last {
         let a = g << ZONE_SHIFT;
-        let leaf = L1[a >> L1_SHIFT].load(Ordering::Acquire);
+        let leaf = MAP.l1[a >> L1_SHIFT].load(Ordering::Acquire);
         // SAFETY: add_ours mapped every leaf of the range; leaves are never
         // freed.
         unsafe { f(&(*leaf).entry[g & (GRANULES - 1)].bits) };
@@ -308,7 +318,7 @@ pub fn is_ours(p: *const u8) -> bool {
 /// Clears the granule of `z` (its zone is being retired).
 pub fn clear(z: *const u8) {
     let a = z as usize;
-    let leaf = L1[a >> L1_SHIFT].load(Ordering::Acquire);
+    let leaf = MAP.l1[a >> L1_SHIFT].load(Ordering::Acquire);
     if leaf.is_null() {
         return;
     }
