@@ -16,6 +16,9 @@
  * the thread reuses the blocks it frees for the main thread, which never
  * allocates in between to collect them.
  *
+ * Before both, under memalloc: a thread fills a zone, another frees its
+ * blocks, and the first must take them back before it carves its next zone.
+ *
  *   threads [ops-per-thread [threads]]      defaults: 20000 64
  */
 #define _GNU_SOURCE
@@ -24,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "memalloc.h"
@@ -210,6 +214,86 @@ static void handoff(void (*get_stats)(struct memalloc_stats *))
     }
 }
 
+/* Blocks another thread gave back are reused before new ones are carved.
+ * A producer thread fills a zone of 448-byte blocks (Z1) and takes one block
+ * of the next (Z2); a second thread frees Z1's blocks and exits; the
+ * producer then takes as many blocks again. They must come from Z1, whose
+ * blocks wait on its remote list, not from Z2's uncarved pages: Z2 keeps one
+ * or two resident pages. (The library before this test carved all of Z2, and
+ * a producer/consumer program's zones held twice the blocks in flight.) */
+enum { RB_SIZE = 448, RB_MAX = 512, ZONE = 64 * 1024 };
+static unsigned char *rb_blocks[RB_MAX];
+static int rb_n;
+
+static void *rb_free_them(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < rb_n; i++) {
+        CHECK_PATTERN(rb_blocks[i], RB_SIZE);
+        free(rb_blocks[i]);
+    }
+    return NULL;
+}
+
+static void *rb_producer(void *arg)
+{
+    (void)arg;
+    uintptr_t z1 = 0;
+    unsigned char *first_of_z2 = NULL;
+    for (int i = 0; i < RB_MAX; i++) {
+        unsigned char *p = new_block((uint64_t)i, RB_SIZE);
+        uintptr_t g = (uintptr_t)p & ~(uintptr_t)(ZONE - 1);
+        if (i == 0)
+            z1 = g;
+        if (g != z1) {
+            first_of_z2 = p;
+            break;
+        }
+        rb_blocks[rb_n++] = p;
+    }
+    CHECKF(first_of_z2 != NULL, "%d blocks of %d bytes all in one zone", RB_MAX, RB_SIZE);
+    uintptr_t z2 = (uintptr_t)first_of_z2 & ~(uintptr_t)(ZONE - 1);
+    int n = rb_n;
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, rb_free_them, NULL) == 0);
+    CHECK(pthread_join(t, NULL) == 0);
+    int in_z1 = 0;
+    for (int i = 0; i < n; i++) {
+        rb_blocks[i] = new_block((uint64_t)i + 1000, RB_SIZE);
+        in_z1 += ((uintptr_t)rb_blocks[i] & ~(uintptr_t)(ZONE - 1)) == z1;
+    }
+    unsigned char v[ZONE / 4096];
+    CHECK(mincore((void *)z2, ZONE, v) == 0);
+    int resident = 0;
+    for (int k = 0; k < ZONE / 4096; k++)
+        resident += v[k] & 1;
+    printf("reuse before carving: %d blocks freed by another thread, %d of the next %d came back "
+           "from their zone; the next zone has %d resident pages\n",
+           n, in_z1, n, resident);
+    /* Z2's first batch (the blocks in its first page) goes first */
+    CHECKF(in_z1 >= n - (4096 / RB_SIZE + 1),
+           "only %d of %d blocks came back from the zone where %d freed blocks waited", in_z1,
+           n, n);
+    CHECKF(resident <= 2,
+           "the producer's second zone has %d resident pages: it carved new blocks while %d "
+           "freed ones waited in the first",
+           resident, n);
+    for (int i = 0; i < n; i++) {
+        CHECK_PATTERN(rb_blocks[i], RB_SIZE);
+        free(rb_blocks[i]);
+    }
+    CHECK_PATTERN(first_of_z2, RB_SIZE);
+    free(first_of_z2);
+    return NULL;
+}
+
+static void reuse_before_carving(void)
+{
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, rb_producer, NULL) == 0);
+    CHECK(pthread_join(t, NULL) == 0);
+}
+
 int main(int argc, char **argv)
 {
     check_begin();
@@ -226,6 +310,8 @@ int main(int argc, char **argv)
 
     printf("threads: %d threads x %ld operations\n", nthreads, ops_per_thread);
     fflush(stdout);
+    if (get_stats != NULL)
+        reuse_before_carving(); /* memalloc's zones; first, on a heap with no freed pages */
     handoff(get_stats);
     struct memalloc_stats s0, s1;
     if (get_stats != NULL)
