@@ -10,7 +10,8 @@
  * raised) are such a cycle too. A block cut from a hole whose pages the
  * program never touched takes no page fault (its rest starts on a resident
  * page); with a second thread that has a cache, or under a seccomp filter
- * that forbids asking the kernel, it is cut at its size.
+ * that forbids asking the kernel, it is cut at its size. The heap starts at a
+ * 64 KiB granule.
  *
  * memalloc only (glibc keeps freed blocks in its tcache, so its top chunk
  * does not always reach the tail; other allocators do not use brk at all).
@@ -245,6 +246,30 @@ static void zone_pages(void)
         free(p[i]);
 }
 
+/* The heap starts at a 64 KiB granule wherever the kernel put the break
+ * (page-aligned, at random), so that its layout is the same in every run:
+ * the region that memalloc_dump reports for the break starts at one. */
+static void heap_starts_at_granule(void)
+{
+    void (*dump)(int) = (void (*)(int))memalloc_sym("memalloc_dump");
+    CHECK(dump != NULL);
+    int fd = memfd_create("memalloc_dump", 0);
+    CHECK(fd >= 0);
+    dump(fd);
+    static char text[1 << 16];
+    ssize_t n = pread(fd, text, sizeof text - 1, 0);
+    close(fd);
+    CHECK(n > 0);
+    text[n] = 0;
+    char *line = strstr(text, "\nregion ");
+    unsigned long start = 0, end = 0;
+    char kind[16] = "";
+    CHECK(line != NULL && sscanf(line, "\nregion %lx-%lx %15s", &start, &end, kind) == 3);
+    printf("heap start: the break's region is %#lx-%#lx (%s)\n", start, end, kind);
+    CHECKF(strcmp(kind, "brk") == 0, "the first region is %s, not the break's", kind);
+    CHECKF(start % (64 * 1024) == 0, "the heap starts at %#lx, not at a 64 KiB granule", start);
+}
+
 /* A block cut from a free hole whose pages the program never touched (it
  * wrote only parts of the buffer that was there) must not write its rest's
  * header in one of them: that would be a page fault inside malloc. The rest
@@ -385,6 +410,7 @@ int main(void)
     /* stdio's buffer first, so that it is not the last block of the heap */
     printf("brk test: %d blocks of %d bytes\n", NBLK, BLOCK);
     fflush(stdout);
+    heap_starts_at_granule();
     zone_pages();
     untouched_hole();
     untouched_hole_threaded();
