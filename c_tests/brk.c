@@ -11,7 +11,8 @@
  * program never touched takes no page fault (its rest starts on a resident
  * page); with a second thread that has a cache, or under a seccomp filter
  * that forbids asking the kernel, it is cut at its size. The heap starts at a
- * 64 KiB granule.
+ * 64 KiB granule; a program's first blocks of each size class share the
+ * heap's pages, and only later ones come from zones.
  *
  * memalloc only (glibc keeps freed blocks in its tcache, so its top chunk
  * does not always reach the tail; other allocators do not use brk at all).
@@ -32,6 +33,7 @@
 #include <time.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -227,6 +229,7 @@ static void zone_pages(void)
     void *p[N];
     for (int i = 0; i < N; i++) {
         size_t n = size[i];
+        warm_class(n);
         p[i] = malloc(n);
         CHECK(p[i] != NULL);
         memset(p[i], 0x5a, n);
@@ -268,6 +271,118 @@ static void heap_starts_at_granule(void)
     printf("heap start: the break's region is %#lx-%#lx (%s)\n", start, end, kind);
     CHECKF(strcmp(kind, "brk") == 0, "the first region is %s, not the break's", kind);
     CHECKF(start % (64 * 1024) == 0, "the heap starts at %#lx, not at a 64 KiB granule", start);
+}
+
+/* A thread's first allocations of a class come from the heap, where blocks
+ * of all sizes share pages: one block of each of the 28 classes (16 bytes to
+ * 4 KiB, 26 KiB in all) spans at most 12 pages, where a zone each would have
+ * made 28 resident (and two for each block of 2 KiB and up). From its
+ * COLD_ALLOCS-th allocation of a class on, the thread takes blocks of that
+ * class from a zone, one after the other, under a zone header that names the
+ * class's block size. This holds only while one thread has a cache: a second
+ * thread takes its blocks from zones from the first (heap blocks of two
+ * threads could share a cache line). Run in a new process (the test program
+ * again, with the argument "cold"), whose only thread has allocated nothing. */
+enum { NCOLD = 28, NQ = 2 * COLD_ALLOCS };
+
+/* Allocates NQ blocks of n bytes into q; returns the index of the first of
+ * the run of blocks n bytes apart that ends the list (-1 if none). */
+static int zone_run(unsigned char **q, size_t n)
+{
+    for (int i = 0; i < NQ; i++) {
+        q[i] = malloc(opaque(n));
+        CHECK(q[i] != NULL);
+    }
+    int from = -1;
+    for (int i = NQ - 1; i > 0 && q[i] - q[i - 1] == (ptrdiff_t)n; i--)
+        from = i - 1;
+    if (from >= 0) {
+        /* the zone's header: after the 16-byte chunk header at the 64 KiB
+         * granule and colour * 64 bytes (address bits 16-19), the owner,
+         * then the block size (as extensions.c reads it) */
+        uintptr_t g = (uintptr_t)q[from] & ~(uintptr_t)0xffff;
+        uint32_t bs = *(uint32_t *)(g + 16 + ((g >> 16) & 15) * 64 + 8);
+        CHECKF(bs == n, "block size %u in the zone header of a %zu-byte block", bs, n);
+    }
+    return from;
+}
+
+static void *second_thread(void *arg)
+{
+    unsigned char *q[NQ];
+    *(int *)arg = zone_run(q, 80);
+    for (int i = 0; i < NQ; i++)
+        free(q[i]);
+    check_flush();
+    return NULL;
+}
+
+static int cold_main(void)
+{
+    enum { PAGE = 4096, MAXPAGES = 12 };
+    static const size_t size[NCOLD] = {16,   32,   48,   64,   80,   96,   112,  128,
+                                       160,  192,  224,  256,  320,  384,  448,  512,
+                                       640,  768,  896,  1024, 1280, 1536, 1792, 2048,
+                                       2560, 3072, 3584, 4096};
+    unsigned char *p[NCOLD];
+    uintptr_t pages[NCOLD * 2];
+    int npages = 0;
+    for (int i = 0; i < NCOLD; i++) {
+        p[i] = malloc(opaque(size[i]));
+        CHECK(p[i] != NULL);
+        pattern_fill(p[i], size[i]);
+        for (uintptr_t pg = (uintptr_t)p[i] / PAGE; pg <= ((uintptr_t)p[i] + size[i] - 1) / PAGE;
+             pg++) {
+            int seen = 0;
+            for (int k = 0; k < npages; k++)
+                seen |= pages[k] == pg;
+            if (!seen && npages < NCOLD * 2)
+                pages[npages++] = pg;
+        }
+    }
+    /* one 48-byte block was taken above: the class's allocations
+     * 2..COLD_ALLOCS come from the heap (64 bytes apart, with their headers),
+     * the later ones from the class's new zone */
+    unsigned char *q[NQ];
+    int from = zone_run(q, 48);
+    pthread_t t;
+    int second = -2;
+    CHECK(pthread_create(&t, NULL, second_thread, &second) == 0);
+    CHECK(pthread_join(t, NULL) == 0);
+    printf("cold classes: one block of each of %d classes spans %d pages; the thread's 48-byte "
+           "blocks come from a zone from its allocation %d of the class on, a second thread's "
+           "80-byte blocks from its allocation %d on\n",
+           NCOLD, npages, from + 2, second + 1);
+    CHECKF(npages <= MAXPAGES, "one block of each of %d classes spans %d pages", NCOLD, npages);
+    CHECKF(from == COLD_ALLOCS - 1,
+           "the thread's 48-byte blocks are 48 bytes apart (a zone's) from its allocation %d of "
+           "the class on, not %d",
+           from + 2, COLD_ALLOCS + 1);
+    CHECKF(second == 0, "a second thread's 80-byte blocks come from a zone from its allocation "
+           "%d on, not its first", second + 1);
+    for (int i = 0; i < NQ; i++)
+        free(q[i]);
+    for (int i = 0; i < NCOLD; i++) {
+        CHECK_PATTERN(p[i], size[i]);
+        free(p[i]);
+    }
+    check_done("brk cold");
+    return 0;
+}
+
+static void cold_classes(void)
+{
+    fflush(stdout);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        execl("/proc/self/exe", "brk", "cold", (char *)NULL);
+        _exit(127);
+    }
+    int status = 0;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECKF(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+           "the cold-classes process ended with status %#x", status);
 }
 
 /* A block cut from a free hole whose pages the program never touched (it
@@ -404,13 +519,16 @@ static void mincore_forbidden(void)
         CHECKF(check_heap() == 0, "memalloc_check() = %zu under the filter", check_heap());
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc == 2 && strcmp(argv[1], "cold") == 0)
+        return cold_main(); /* before anything else allocates */
     check_begin();
     /* stdio's buffer first, so that it is not the last block of the heap */
     printf("brk test: %d blocks of %d bytes\n", NBLK, BLOCK);
     fflush(stdout);
     heap_starts_at_granule();
+    cold_classes();
     zone_pages();
     untouched_hole();
     untouched_hole_threaded();

@@ -100,6 +100,19 @@ static inline void *opaque_ptr(void *p)
     return p;
 }
 
+/* While one thread has a cache and the heap is small, memalloc serves that
+ * thread's first COLD_ALLOCS allocations of each size class from its TLSF
+ * heap, and only the later ones from the class's zones (src/cache.rs,
+ * COLD_ALLOCS; brk.c's cold_classes checks the number). A test about zones
+ * first makes this many allocations of its size in the thread that
+ * allocates: warm_class. (They count whether or not they are freed.) */
+#define COLD_ALLOCS 8
+static __attribute__((unused)) void warm_class(size_t n)
+{
+    for (int i = 0; i < COLD_ALLOCS; i++)
+        free(opaque_ptr(malloc(n)));
+}
+
 static int memalloc_expected(void)
 {
     const char *e = getenv("MEMALLOC_EXPECT");

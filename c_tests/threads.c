@@ -240,6 +240,7 @@ static void *rb_producer(void *arg)
     (void)arg;
     uintptr_t z1 = 0;
     unsigned char *first_of_z2 = NULL;
+    warm_class(RB_SIZE); /* the class's first blocks come from the heap */
     for (int i = 0; i < RB_MAX; i++) {
         unsigned char *p = new_block((uint64_t)i, RB_SIZE);
         uintptr_t g = (uintptr_t)p & ~(uintptr_t)(ZONE - 1);

@@ -24,6 +24,11 @@
 //! capacity`. When `used` reaches 0 on a zone that is not its class's current
 //! one, the zone goes back to the heap, so the break can shrink after a burst.
 //!
+//! **Cold classes**: while one thread has a cache and the heap is small, that
+//! thread's first `COLD_ALLOCS` allocations of each class come from the TLSF
+//! heap, where blocks of every size share pages; a zone, and its page, come
+//! with the class's ninth allocation.
+//!
 //! **Thread caches**: per class, the current zone, a list of zones with free
 //! blocks (`avail`) and a list of exhausted ones (`full`). At thread exit (a
 //! pthread key destructor) empty zones go back to the heap and the rest are
@@ -853,6 +858,20 @@ unsafe fn refill(mut tc: *mut Cache, cls: usize) -> *mut u8 {
     }
     let c = &mut *tc;
     let empty = addr_of_mut!(EMPTY_ZONE);
+    if c.allocs[cls] < COLD_ALLOCS
+        && c.current[cls] == empty
+        && crate::heap::in_use_hint() < COLD_HEAP
+        && !several_threads()
+        && no_abandoned(cls)
+    {
+        // A class this thread has barely used: from the heap (see
+        // `COLD_ALLOCS`).
+        let p = heap_small(cls);
+        if !p.is_null() {
+            c.allocs[cls] += 1;
+        }
+        return p;
+    }
     loop {
         let z = c.current[cls];
         if z != empty {
@@ -1153,7 +1172,38 @@ unsafe fn keep_or_retire(c: &mut Cache, cls: usize, z: *mut Zone) {
     }
 }
 
-/// Small request served by the TLSF heap (threads without a cache).
+/// A thread's first allocations of a class come from the TLSF heap, not a
+/// zone: a zone makes at least its header's page resident (two pages for
+/// blocks of 2 KiB and up), and its class's bin slots in the cache, for what
+/// may be one block. Short programs and threads touch many classes a few
+/// times each (`sleep 0.1` took 18 zones, 12 of them for one or two
+/// blocks: 96 KiB of heap resident, 44 KiB with this; glibc 16), where heap
+/// blocks share their pages. Only while one thread has a cache: heap blocks
+/// of two threads can share a cache line (false sharing, which zones, one
+/// thread's each, avoid), and threads would meet on the heap's lock. And
+/// only while the heap is small (`COLD_HEAP`), and when the class has no
+/// abandoned zones to adopt.
+const COLD_ALLOCS: usize = 8;
+
+/// No abandoned zone of `cls` waits (read without the lock: a hint).
+#[inline]
+fn no_abandoned(cls: usize) -> bool {
+    // SAFETY: a pointer-sized read of a static; a stale answer only sends
+    // one allocation to the heap or to a zone.
+    unsafe { core::ptr::read_volatile(addr_of!(SHARED.abandoned[cls].head)).is_null() }
+}
+
+/// Heap bytes in use (zones included) below which a class's first
+/// allocations go to the heap. In a bigger heap, a zone created late (at its
+/// class's ninth allocation rather than its first) would land wherever the
+/// heap has room, often high, and stay there as its class's current zone:
+/// `bench/realloc`'s strings had the zones of six classes scattered over the
+/// top 5 MiB of the heap, which the vectors after them then could not reuse
+/// (peak RSS 28.5-29.7 MB against 25.0-26.4; with this bound, 23.7-26.1).
+const COLD_HEAP: usize = 256 << 10;
+
+/// Small request served by the TLSF heap (threads without a cache, and the
+/// first allocations of a class: `COLD_ALLOCS`).
 #[cold]
 unsafe fn heap_small(cls: usize) -> *mut u8 {
     let cs = chunk::request_to_size(CLASS_SIZE[cls] as usize).unwrap_or(0);
