@@ -285,12 +285,12 @@ static void heap_starts_at_granule(void)
  * again, with the argument "cold"), whose only thread has allocated nothing. */
 enum { NCOLD = 28, NQ = 2 * COLD_ALLOCS };
 
-/* Allocates NQ blocks of n bytes into q; returns the index of the first of
+/* Allocates NQ blocks of req bytes into q; returns the index of the first of
  * the run of blocks n bytes apart that ends the list (-1 if none). */
-static int zone_run(unsigned char **q, size_t n)
+static int zone_run(unsigned char **q, size_t req, size_t n)
 {
     for (int i = 0; i < NQ; i++) {
-        q[i] = malloc(opaque(n));
+        q[i] = malloc(opaque(req));
         CHECK(q[i] != NULL);
     }
     int from = -1;
@@ -310,7 +310,9 @@ static int zone_run(unsigned char **q, size_t n)
 static void *second_thread(void *arg)
 {
     unsigned char *q[NQ];
-    *(int *)arg = zone_run(q, 80);
+    /* (a second thread is sparse: its requests of up to 256 bytes take
+     * 256-byte blocks, as threads.c checks) */
+    *(int *)arg = zone_run(q, 80, 256);
     for (int i = 0; i < NQ; i++)
         free(q[i]);
     check_flush();
@@ -344,14 +346,14 @@ static int cold_main(void)
      * 2..COLD_ALLOCS come from the heap (64 bytes apart, with their headers),
      * the later ones from the class's new zone */
     unsigned char *q[NQ];
-    int from = zone_run(q, 48);
+    int from = zone_run(q, 48, 48);
     pthread_t t;
     int second = -2;
     CHECK(pthread_create(&t, NULL, second_thread, &second) == 0);
     CHECK(pthread_join(t, NULL) == 0);
     printf("cold classes: one block of each of %d classes spans %d pages; the thread's 48-byte "
            "blocks come from a zone from its allocation %d of the class on, a second thread's "
-           "80-byte blocks from its allocation %d on\n",
+           "80-byte requests from its allocation %d on\n",
            NCOLD, npages, from + 2, second + 1);
     CHECKF(npages <= MAXPAGES, "one block of each of %d classes spans %d pages", NCOLD, npages);
     CHECKF(from == COLD_ALLOCS - 1,

@@ -17,11 +17,13 @@
  * allocates in between to collect them.
  *
  * Before both, under memalloc: a thread fills a zone, another frees its
- * blocks, and the first must take them back before it carves its next zone.
+ * blocks, and the first must take them back before it carves its next zone;
+ * and a second thread's first small blocks share one zone (it is sparse).
  *
  *   threads [ops-per-thread [threads]]      defaults: 20000 64
  */
 #define _GNU_SOURCE
+#include <malloc.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -288,6 +290,77 @@ static void *rb_producer(void *arg)
     return NULL;
 }
 
+/* A thread that starts while another has a cache starts sparse: its requests
+ * of up to 256 bytes take 256-byte blocks of one zone, so that 16 blocks of
+ * 12 sizes make one or two pages resident, not a zone's page each (the
+ * library before this test: 12 pages). Once that zone has SPARSE_USED (32)
+ * blocks out, the thread takes each size's own class: within 64 blocks held,
+ * a 48-byte request gets a 48-byte block. The main thread is not sparse. */
+enum { SPARSE_N = 16, SPARSE_USED = 32, SPARSE_SWITCH_MAX = 64, SPARSE_HOLD = 96 };
+
+static void *sparse_thread(void *arg)
+{
+    (void)arg;
+    enum { PAGE = 4096 };
+    unsigned char *p[SPARSE_N];
+    uintptr_t pages[2 * SPARSE_N];
+    int npages = 0;
+    for (int i = 0; i < SPARSE_N; i++) {
+        size_t n = 16 + (size_t)i * 16; /* 16..256 */
+        p[i] = malloc(opaque(n));
+        CHECK(p[i] != NULL);
+        pattern_fill(p[i], n);
+        CHECKF(malloc_usable_size(p[i]) == 256,
+               "a sparse thread's %zu-byte block has %zu usable bytes, not 256", n,
+               malloc_usable_size(p[i]));
+        for (uintptr_t pg = (uintptr_t)p[i] / PAGE; pg <= ((uintptr_t)p[i] + n - 1) / PAGE; pg++) {
+            int seen = 0;
+            for (int k = 0; k < npages; k++)
+                seen |= pages[k] == pg;
+            if (!seen)
+                pages[npages++] = pg;
+        }
+    }
+    /* then many 48-byte blocks, held: from some point they are the class's */
+    static unsigned char *q[SPARSE_HOLD];
+    int first_own = -1;
+    for (int i = 0; i < SPARSE_HOLD; i++) {
+        q[i] = malloc(opaque(48));
+        CHECK(q[i] != NULL);
+        if (first_own < 0 && malloc_usable_size(q[i]) == 48)
+            first_own = i;
+    }
+    printf("sparse thread: 16 blocks of 16-256 bytes span %d pages; its 48-byte blocks are "
+           "its own class's from number %d on (%d blocks out of its zone then)\n",
+           npages, first_own + 1, first_own + SPARSE_N);
+    CHECKF(npages <= 2, "16 blocks of a sparse thread span %d pages", npages);
+    CHECKF(first_own >= 0 && first_own + SPARSE_N >= SPARSE_USED &&
+               first_own + SPARSE_N <= SPARSE_SWITCH_MAX,
+           "the thread took its own classes after %d blocks of 256 bytes, not within %d-%d",
+           first_own + SPARSE_N, SPARSE_USED, SPARSE_SWITCH_MAX);
+    for (int i = 0; i < SPARSE_HOLD; i++)
+        free(q[i]);
+    for (int i = 0; i < SPARSE_N; i++) {
+        CHECK_PATTERN(p[i], 16 + (size_t)i * 16);
+        free(p[i]);
+    }
+    check_flush();
+    return NULL;
+}
+
+static void sparse_threads(void)
+{
+    warm_class(16);
+    void *m = malloc(opaque(16));
+    CHECK(m != NULL);
+    CHECKF(malloc_usable_size(m) == 16, "the main thread's 16-byte block has %zu usable bytes",
+           malloc_usable_size(m));
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, sparse_thread, NULL) == 0);
+    CHECK(pthread_join(t, NULL) == 0);
+    free(m);
+}
+
 static void reuse_before_carving(void)
 {
     pthread_t t;
@@ -313,6 +386,8 @@ int main(int argc, char **argv)
     fflush(stdout);
     if (get_stats != NULL)
         reuse_before_carving(); /* memalloc's zones; first, on a heap with no freed pages */
+    if (get_stats != NULL)
+        sparse_threads();
     handoff(get_stats);
     struct memalloc_stats s0, s1;
     if (get_stats != NULL)

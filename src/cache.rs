@@ -24,6 +24,11 @@
 //! capacity`. When `used` reaches 0 on a zone that is not its class's current
 //! one, the zone goes back to the heap, so the break can shrink after a burst.
 //!
+//! **Sparse threads**: a thread that starts while another has a cache takes
+//! 256-byte blocks for all its requests of up to 256 bytes, from one zone,
+//! until that zone has `SPARSE_USED` blocks out; then each size its own
+//! class. Each cache holds its class table (`CacheOf::class_of`).
+//!
 //! **Cold classes**: while one thread has a cache and the heap is small, that
 //! thread's first `COLD_ALLOCS` allocations of each class come from the TLSF
 //! heap, where blocks of every size share pages; a zone, and its page, come
@@ -87,7 +92,29 @@ static CLASS_OF: [u8; SMALL_MAX / 16 + 1] = {
     t
 };
 
-/// The class serving `n` bytes (`n <= SMALL_MAX`).
+/// Entries of a class table: one per 16 bytes of request, up to SMALL_MAX.
+const NSIZES: usize = SMALL_MAX / 16 + 1;
+
+/// The class a sparse thread's requests of up to 256 bytes take (see
+/// `SPARSE_USED`).
+const SPARSE_CLASS: usize = 11;
+const _: () = assert!(CLASS_SIZE[SPARSE_CLASS] == 256);
+
+/// `CLASS_OF`, but every request of up to 256 bytes takes `SPARSE_CLASS`.
+static CLASS_OF_SPARSE: [u8; NSIZES] = {
+    let mut t = CLASS_OF;
+    let mut i = 0;
+    while i < t.len() {
+        if t[i] < SPARSE_CLASS as u8 {
+            t[i] = SPARSE_CLASS as u8;
+        }
+        i += 1;
+    }
+    t
+};
+
+/// The class serving `n` bytes (`n <= SMALL_MAX`), for a thread that is not
+/// sparse.
 #[inline(always)]
 pub fn class_of(n: usize) -> usize {
     CLASS_OF[(n + 15) >> 4] as usize
@@ -332,6 +359,13 @@ pub type Cache = CacheOf<{ BIN_CAP * NCLASS }>;
 /// in .data, whose pages a first read maps all at once.
 #[repr(C)]
 pub struct CacheOf<const N: usize> {
+    /// The class of each request size, by `(n + 15) / 16`: `CLASS_OF`, or
+    /// `CLASS_OF_SPARSE` while the thread is sparse (see `SPARSE_USED`).
+    /// Here rather than a static, so that the fast path reads it from the
+    /// cache it already holds.
+    class_of: [u8; NSIZES],
+    /// The thread is sparse: `class_of` is `CLASS_OF_SPARSE`.
+    sparse: bool,
     /// The zone each class allocates from (`EMPTY_ZONE` if none).
     pub current: [*mut Zone; NCLASS],
     /// Per class: the blocks in the bin (the low 16 bits, `BIN_COUNT`) and,
@@ -396,6 +430,8 @@ pub static mut EMPTY_ZONE: Zone =
 
 const fn static_cache(state: u32) -> CacheOf<0> {
     CacheOf {
+        class_of: CLASS_OF,
+        sparse: false,
         // SAFETY: only the address is taken.
         current: [addr_of_mut!(EMPTY_ZONE); NCLASS],
         bin_state: [0; NCLASS],
@@ -514,14 +550,15 @@ fn first_offset(z: *const Zone) -> u32 {
 
 // ---- fast paths ------------------------------------------------------------
 
-/// Allocates a block of class `cls` (for a request of `n` bytes) for this
-/// thread; null + ENOMEM on exhaustion.
+/// Allocates a block for a request of `n <= SMALL_MAX` bytes for this thread;
+/// null + ENOMEM on exhaustion.
 #[inline(always)]
-pub fn alloc(cls: usize, n: usize) -> *mut u8 {
+pub fn alloc(n: usize) -> *mut u8 {
     let tc = tls::get();
     // SAFETY: tc is this thread's cache or a static one; its current zone is
     // a live zone owned by tc, or EMPTY_ZONE whose free list is always empty.
     unsafe {
+        let cls = *(*tc).class_of.get_unchecked((n + 15) >> 4) as usize;
         // (cls < NCLASS, and a count never exceeds BIN_CAP.)
         let st = *(*tc).bin_state.get_unchecked(cls);
         let k = st as u16 as usize; // (BIN_COUNT)
@@ -840,14 +877,14 @@ unsafe fn alloc_slow(n: usize, cls: usize, tc: *mut Cache) -> *mut u8 {
         }
         return p;
     }
-    let p = refill(tc, cls);
+    let p = refill(tc, cls, n);
     if p.is_null() {
         crate::os::set_errno(libc::ENOMEM);
     }
     p
 }
 
-unsafe fn refill(mut tc: *mut Cache, cls: usize) -> *mut u8 {
+unsafe fn refill(mut tc: *mut Cache, mut cls: usize, n: usize) -> *mut u8 {
     if (*tc).state != LIVE {
         if (*tc).state == EMPTY {
             tc = init_cache();
@@ -855,9 +892,20 @@ unsafe fn refill(mut tc: *mut Cache, cls: usize) -> *mut u8 {
         if tc.is_null() || (*tc).state == DEAD {
             return heap_small(cls);
         }
+        // The class came from the static cache's table; the new cache's
+        // may differ (a sparse thread's).
+        cls = (*tc).class_of[(n + 15) >> 4] as usize;
     }
     let c = &mut *tc;
     let empty = addr_of_mut!(EMPTY_ZONE);
+    if c.sparse && cls == SPARSE_CLASS {
+        let z = c.current[cls];
+        if z != empty && (*z).used >= SPARSE_USED {
+            // No longer sparse: each size takes its own class from now on.
+            c.class_of = CLASS_OF;
+            c.sparse = false;
+        }
+    }
     if c.allocs[cls] < COLD_ALLOCS
         && c.current[cls] == empty
         && crate::heap::in_use_hint() < COLD_HEAP
@@ -1172,6 +1220,24 @@ unsafe fn keep_or_retire(c: &mut Cache, cls: usize, z: *mut Zone) {
     }
 }
 
+/// Blocks a sparse thread may have out of its 256-byte zone (its bin's
+/// included) before it stops being sparse.
+///
+/// A zone makes at least its header's page resident, and a thread that keeps
+/// a few blocks live may spread them over many classes: each of the 32
+/// threads of `bench/threads32` keeps 16 blocks of 16-256 bytes live, over 12
+/// classes, so 12 pages a thread for 16 blocks. So a thread that starts while
+/// another has a cache starts *sparse*: its requests of up to 256 bytes all
+/// take 256-byte blocks, from one zone and one bin (the class table in its
+/// cache says so, so the fast path is unchanged). Once that zone has
+/// `SPARSE_USED` blocks out, at its next refill, the thread takes each size's
+/// own class from then on; the 256-byte blocks it holds stay valid. The
+/// waste is bounded: at most 32 blocks of 256 bytes, 8 KiB a thread. The
+/// first thread of a process starts with its own classes (a single-threaded
+/// program would only pay the waste), and its first blocks of each class
+/// come from the heap (`COLD_ALLOCS`).
+const SPARSE_USED: u32 = 32;
+
 /// A thread's first allocations of a class come from the TLSF heap, not a
 /// zone: a zone makes at least its header's page resident (two pages for
 /// blocks of 2 KiB and up), and its class's bin slots in the cache, for what
@@ -1247,7 +1313,8 @@ unsafe fn init_cache() -> *mut Cache {
         }
         c = to_user(ch) as *mut Cache;
     }
-    init_fields(c);
+    // A thread that starts while another has a cache starts sparse.
+    init_fields(c, THREADS.load(Ordering::Relaxed) >= 1);
     if key == libc::pthread_key_t::MAX
         || libc::pthread_setspecific(key, c as *const libc::c_void) != 0
     {
@@ -1272,9 +1339,11 @@ unsafe fn init_cache() -> *mut Cache {
 /// Initialises every field of cache `c` but the bins' slots, which are only
 /// read below their counts: writing them all would make two more pages of a
 /// thread's cache resident for nothing (a thread uses a few classes).
-unsafe fn init_fields(c: *mut Cache) {
+unsafe fn init_fields(c: *mut Cache, sparse: bool) {
     let s = static_cache(LIVE);
     let CacheOf {
+        class_of,
+        sparse: _,
         current,
         bin_state,
         bin: _,
@@ -1288,6 +1357,12 @@ unsafe fn init_fields(c: *mut Cache) {
         live_next,
         live_prev,
     } = s;
+    if sparse {
+        addr_of_mut!((*c).class_of).write(CLASS_OF_SPARSE);
+    } else {
+        addr_of_mut!((*c).class_of).write(class_of);
+    }
+    addr_of_mut!((*c).sparse).write(sparse);
     addr_of_mut!((*c).current).write(current);
     addr_of_mut!((*c).bin_state).write(bin_state);
     addr_of_mut!((*c).avail).write(avail);

@@ -7,7 +7,7 @@
 //! Exported names are `#[no_mangle]` only outside `cargo test`, so that unit
 //! tests run on the system allocator and test the algorithms on buffers.
 
-use crate::cache::{self, class_of, zone_of, SMALL_MAX};
+use crate::cache::{self, zone_of, SMALL_MAX};
 use crate::chunk::*;
 use crate::config;
 use crate::heap::HEAP;
@@ -30,7 +30,7 @@ fn enomem() -> *mut u8 {
 #[inline(always)]
 pub fn alloc(n: usize) -> *mut u8 {
     if n <= SMALL_MAX {
-        return cache::alloc(class_of(n), n); // sets errno itself on failure
+        return cache::alloc(n); // sets errno itself on failure
     }
     alloc_medium(n)
 }
