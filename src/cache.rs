@@ -1265,7 +1265,7 @@ fn no_abandoned(cls: usize) -> bool {
 /// heap has room, often high, and stay there as its class's current zone:
 /// `bench/realloc`'s strings had the zones of six classes scattered over the
 /// top 5 MiB of the heap, which the vectors after them then could not reuse
-/// (peak RSS 28.5-29.7 MB against 25.0-26.4; with this bound, 23.7-26.1).
+/// (peak RSS 27.8-29.0 MiB against 24.5-26.3; with this bound, 23.1-25.5).
 const COLD_HEAP: usize = 256 << 10;
 
 /// Small request served by the TLSF heap (threads without a cache, and the

@@ -798,9 +798,9 @@ impl Heap {
 /// so that its layout does not depend on where the kernel put the break
 /// (page-aligned, at random): the heap's first blocks and the free space
 /// after them start at the same offsets in their granules in every run.
-/// (`bench/large` peaked at 176 MB in 11 runs of 12 and at 166 MB in the one
-/// whose break started at a granule, once its few small blocks no longer
-/// took a zone at the heap's start; 166 MB in 6 of 6 with this.) The pages
+/// (`bench/large` peaked at 172 MiB in 11 runs of 12 and at 162 MiB in the
+/// one whose break started at a granule, once its few small blocks no longer
+/// took a zone at the heap's start; 162 MiB in 6 of 6 with this.) The pages
 /// skipped are never touched: they cost address space, not memory.
 fn heap_start(cur: usize) -> usize {
     align_up(cur, crate::zonemap::ZONE_SIZE)
