@@ -557,7 +557,9 @@ pub fn alloc(n: usize) -> *mut u8 {
     let tc = tls::get();
     // SAFETY: tc is this thread's cache or a static one; its current zone is
     // a live zone owned by tc, or EMPTY_ZONE whose free list is always empty.
+    debug_assert!(n <= SMALL_MAX);
     unsafe {
+        // (n <= SMALL_MAX, the caller's test: the index is below NSIZES.)
         let cls = *(*tc).class_of.get_unchecked((n + 15) >> 4) as usize;
         // (cls < NCLASS, and a count never exceeds BIN_CAP.)
         let st = *(*tc).bin_state.get_unchecked(cls);
