@@ -93,25 +93,79 @@ fn memalloc_init() {
     }
 }
 
+// Fork.
+//
+// While the process has only ever had one thread (glibc's
+// `__libc_single_threaded`, cleared by the first pthread_create, before the
+// new thread exists), no lock is taken around fork, as glibc's own malloc
+// does: the only thread that could hold one is the forking thread itself, and
+// it forks from inside the allocator only from a signal handler that
+// interrupted a call. Taking the lock there would wait for ever on a call
+// that cannot go on until the handler returns. Child and parent both go on
+// with the interrupted call where it stopped; as with glibc, that child may
+// rely only on async-signal-safe functions until it execs or exits.
+//
+// With several threads, the prepare handler takes glibc's stream list lock
+// (`_IO_list_lock`) before the allocator's locks. glibc's fork takes the same
+// lock only after every prepare handler has run, and a thread in fflush(NULL),
+// fopen or fclose holds it while it calls malloc or free: had we taken our
+// locks first, the forking thread would wait for the stream list lock while
+// that thread waited for ours. In this order, a thread that holds the list
+// lock and waits for an allocator lock waits for a thread that is not
+// waiting for the list lock (no allocator path uses stdio), so every wait
+// ends. The list lock is recursive: glibc's fork takes it again, drops it
+// once in the parent before our parent handler runs, and resets it in the
+// child (`_IO_list_resetlock`) before our child handler runs, which therefore
+// leaves it alone.
+
+extern "C" {
+    /// glibc (2.32 and later): nonzero while the process has one thread.
+    static __libc_single_threaded: u8;
+    fn _IO_list_lock();
+    fn _IO_list_unlock();
+}
+
+/// Whether the current fork took the locks (decided by the prepare handler,
+/// read by the parent and child handlers of the same fork).
+static FORK_LOCKED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
 /// Before fork: take every allocator lock, so the child never inherits a lock
-/// held by a thread that does not exist there.
+/// held by a thread that does not exist there (with several threads only).
 extern "C" fn fork_prepare() {
+    // SAFETY: a byte that glibc only ever writes before a thread exists.
+    let single =
+        unsafe { core::ptr::read_volatile(core::ptr::addr_of!(__libc_single_threaded)) } != 0;
+    if single {
+        FORK_LOCKED.store(false, core::sync::atomic::Ordering::Relaxed);
+        return;
+    }
+    // SAFETY: glibc's recursive stream list lock; released in fork_parent.
+    unsafe { _IO_list_lock() };
     debug::lock().lock();
     cache::shared_lock().lock();
     heap::HEAP.lock().lock();
     large::lock().lock();
     zonemap::leaf_lock().lock();
+    FORK_LOCKED.store(true, core::sync::atomic::Ordering::Relaxed);
 }
 
 extern "C" fn fork_parent() {
+    if !FORK_LOCKED.load(core::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
     zonemap::leaf_lock().unlock();
     large::lock().unlock();
     heap::HEAP.lock().unlock();
     cache::shared_lock().unlock();
     debug::lock().unlock();
+    // SAFETY: taken in fork_prepare by this thread.
+    unsafe { _IO_list_unlock() };
 }
 
 extern "C" fn fork_child() {
+    if !FORK_LOCKED.load(core::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
     zonemap::leaf_lock().reset_after_fork();
     cache::reset_zone_locks_after_fork();
     large::lock().reset_after_fork();
