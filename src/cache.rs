@@ -809,8 +809,12 @@ unsafe fn push_remote(z: *mut Zone, head: *mut Block, tail: *mut Block, n: u32) 
 }
 
 /// malloc_trim's part for the calling thread: empties its bins into their
-/// zones, pushes its pending batches and gives its spare zones back to the
-/// heap.
+/// zones, pushes its pending batches, and gives back to the heap every zone
+/// of its that is then empty: the spares, the current zones (which a free
+/// otherwise keeps, against thrashing: an empty current zone at the top of
+/// the heap would pin the free tail below it, and the break with it) and
+/// the others whose blocks other threads have all freed. (Other threads'
+/// caches are theirs alone; their zones go back when they exit.)
 pub fn flush_all_pending() {
     let tc = tls::get();
     // SAFETY: tc is this thread's cache; only live caches have batches.
@@ -828,6 +832,84 @@ pub fn flush_all_pending() {
             if !z.is_null() {
                 retire(*z);
                 *z = null_mut();
+            }
+        }
+        let c = &mut *tc;
+        let empty = addr_of_mut!(EMPTY_ZONE);
+        for cls in 0..NCLASS {
+            let cur = c.current[cls];
+            if cur != empty {
+                collect(cur);
+                if (*cur).used == 0 {
+                    c.current[cls] = empty;
+                    retire(cur);
+                }
+            }
+            let (avail, full) = (&mut c.avail[cls], &mut c.full[cls]);
+            retire_empty(avail, None);
+            retire_empty(full, Some(avail));
+        }
+    }
+}
+
+/// Collects the remote frees of every zone on `list` and gives back to the
+/// heap those left with no block out. With `avail` (`list` holds full
+/// zones), a zone that got free blocks but still has some out moves there,
+/// as a full zone has none.
+///
+/// # Safety
+/// The lists are of the calling thread's own cache.
+unsafe fn retire_empty(list: &mut ZoneList, mut avail: Option<&mut ZoneList>) {
+    let mut z = list.head;
+    while !z.is_null() {
+        let next = (*z).next;
+        if collect(z) != 0 {
+            if (*z).used == 0 {
+                list.unlink(z);
+                retire(z);
+            } else if let Some(a) = avail.as_deref_mut() {
+                list.unlink(z);
+                (*z).state = AVAIL;
+                a.push_back(z);
+            }
+        } else if (*z).used == 0 {
+            list.unlink(z);
+            retire(z);
+        }
+        z = next;
+    }
+}
+
+/// M_PERTURB's part for the calling thread: its bins go back to their zones
+/// and its current zones leave the fast path, so that its next allocation of
+/// each class takes the slow path, where the perturb byte is seen. (Other
+/// threads' bins and current zones serve what they hold unfilled, as glibc's
+/// tcache does, and then take the slow path too.)
+pub fn leave_fast_path() {
+    let tc = tls::get();
+    // SAFETY: tc is this thread's cache; its zones are its own.
+    unsafe {
+        if (*tc).state != LIVE {
+            return;
+        }
+        drain_bins(tc);
+        let c = &mut *tc;
+        let empty = addr_of_mut!(EMPTY_ZONE);
+        for cls in 0..NCLASS {
+            let z = c.current[cls];
+            if z == empty {
+                continue;
+            }
+            c.current[cls] = empty;
+            collect(z);
+            if (*z).used == 0 {
+                keep_or_retire(c, cls, z);
+            } else if (*z).free != z as *mut Block || (*z).carved < (*z).capacity {
+                (*z).state = AVAIL;
+                c.avail[cls].push_back(z);
+            } else {
+                (*z).state = FULL;
+                c.full[cls].push_back(z);
             }
         }
     }
@@ -887,6 +969,11 @@ unsafe fn alloc_slow(n: usize, cls: usize, tc: *mut Cache) -> *mut u8 {
 }
 
 unsafe fn refill(mut tc: *mut Cache, mut cls: usize, n: usize) -> *mut u8 {
+    if crate::config::perturb() != 0 {
+        // glibc's perturb byte is set: blocks come from the heap, filled, and
+        // a thread gets no cache meanwhile.
+        return crate::config::perturb_alloc(heap_small(cls), n);
+    }
     if (*tc).state != LIVE {
         if (*tc).state == EMPTY {
             tc = init_cache();
@@ -1457,6 +1544,29 @@ unsafe fn release_zone(z: *mut Zone) {
         .owner
         .store(0, Ordering::Release);
     (*addr_of_mut!(SHARED)).abandoned[(*z).class as usize].push_back(z);
+}
+
+/// malloc_trim's part: the caches of exited threads, kept for the next
+/// threads, go back to the heap (a cache lies in the heap, and one at its
+/// top would keep the break up). Returns how many.
+pub fn trim_free_caches() -> usize {
+    let mut list = {
+        let _g = SHARED_LOCK.guard();
+        // SAFETY: the list is only touched under SHARED_LOCK; we take it whole.
+        unsafe { core::mem::replace(&mut (*addr_of_mut!(SHARED)).free_caches, null_mut()) }
+    };
+    let mut n = 0;
+    while !list.is_null() {
+        // SAFETY: a cache on the free list belongs to no thread, and is a
+        // heap chunk of its own (`init_cache`).
+        unsafe {
+            let next = (*list).next_free;
+            HEAP.with(|h| h.free(chunk::from_user(list as *mut u8)));
+            list = next;
+        }
+        n += 1;
+    }
+    n
 }
 
 /// malloc_trim's part: retires abandoned zones whose blocks have all been

@@ -23,7 +23,7 @@
 //! Sizes accept a `k`, `m` or `g` suffix. A bad value, or a `MEMALLOC_`
 //! variable that is not one of these, prints a warning and is ignored.
 
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicUsize, Ordering};
 
 /// The largest mmap threshold mallopt accepts (glibc's
 /// DEFAULT_MMAP_THRESHOLD_MAX on 64-bit: 32 MiB).
@@ -226,13 +226,29 @@ fn read_env() {
     read_path(c"MEMALLOC_TRACE", &TRACE);
     read_path(c"MEMALLOC_DUMP", &DUMP);
     read_size(c"MEMALLOC_TRIM_THRESHOLD", &TRIM_THRESHOLD, usize::MAX / 2);
-    read_size(c"MEMALLOC_TOP_PAD", &TOP_PAD, 1 << 30);
+    read_size(c"MEMALLOC_TOP_PAD", &TOP_PAD, TOP_PAD_MAX);
+    read_perturb();
     read_size(c"MEMALLOC_LARGE_CACHE", &LARGE_CACHE, 1 << 40);
     read_size(
         c"MEMALLOC_MMAP_THRESHOLD",
         &MMAP_THRESHOLD,
         MMAP_THRESHOLD_MAX,
     );
+}
+
+/// glibc's MALLOC_PERTURB_ (its tunable glibc.malloc.perturb): a byte,
+/// 0-255, as M_PERTURB sets it. Programs' test suites set it.
+fn read_perturb() {
+    let name = c"MALLOC_PERTURB_";
+    if let Some(v) = crate::os::getenv(name) {
+        match parse_size(v) {
+            Some(b) if b <= 255 => set_perturb(b as i32),
+            _ => crate::report::warn(format_args!(
+                "MALLOC_PERTURB_: bad value '{}' (use 0-255), ignored",
+                core::str::from_utf8(v).unwrap_or("?")
+            )),
+        }
+    }
 }
 
 fn read_size(name: &core::ffi::CStr, slot: &AtomicUsize, max: usize) {
@@ -286,25 +302,105 @@ pub const M_ARENA_TEST: i32 = -7;
 pub const M_ARENA_MAX: i32 = -8;
 pub const M_MXFAST: i32 = 1;
 
-/// mallopt: 1 on success, 0 on a bad parameter or value (glibc's contract).
+/// glibc's largest M_MXFAST (malloc.c MAX_FAST_SIZE on 64-bit).
+const MXFAST_MAX: usize = 160;
+
+/// mallopt, with glibc 2.36's return values (malloc.c `__libc_mallopt` and
+/// its `do_set_*` helpers; measured on Debian 12): 1 for every parameter and
+/// value, even a parameter it does not know, except M_MXFAST above 160
+/// bytes, which is 0. Where glibc's helper takes a `size_t`, a negative
+/// value is a huge size, as there: `M_TRIM_THRESHOLD -1` never trims and
+/// `M_MMAP_THRESHOLD -1` never maps a block on its own.
+///
+/// | parameter | here |
+/// |---|---|
+/// | M_TRIM_THRESHOLD, M_MMAP_THRESHOLD | applied, and stop the thresholds following the program |
+/// | M_TOP_PAD | applied (above 1 GiB, as 1 GiB: the most MEMALLOC_TOP_PAD takes) |
+/// | M_MMAP_MAX | applied: no block gets a mapping of its own while that many are live (0 or less: never) |
+/// | M_PERTURB | applied: the fill bytes of glibc's `alloc_perturb` and `free_perturb` |
+/// | M_MXFAST, M_CHECK_ACTION, M_ARENA_TEST, M_ARENA_MAX | accepted and ignored: no fastbins or arenas here, and misuse always aborts |
 pub fn mallopt(param: i32, value: i32) -> i32 {
     init();
+    // glibc's size_t conversion of an int: -1 is SIZE_MAX.
+    let size = value as isize as usize;
     match param {
-        M_TRIM_THRESHOLD if value >= 0 => {
+        M_TRIM_THRESHOLD => {
             DYNAMIC.store(false, Ordering::Relaxed);
-            TRIM_THRESHOLD.store(value as usize, Ordering::Relaxed)
+            TRIM_THRESHOLD.store(size, Ordering::Relaxed)
         }
-        M_TOP_PAD if value >= 0 => TOP_PAD.store(value as usize, Ordering::Relaxed),
-        M_MMAP_THRESHOLD if value >= 0 && value as usize <= MMAP_THRESHOLD_MAX => {
+        M_TOP_PAD => {
             DYNAMIC.store(false, Ordering::Relaxed);
-            MMAP_THRESHOLD.store(value as usize, Ordering::Relaxed)
+            TOP_PAD.store(size.min(TOP_PAD_MAX), Ordering::Relaxed)
         }
-        // Accepted for compatibility; memalloc has no fastbins, arenas or
-        // perturb byte of glibc's kind.
-        M_MMAP_MAX | M_CHECK_ACTION | M_PERTURB | M_ARENA_TEST | M_ARENA_MAX | M_MXFAST => {}
-        _ => return 0,
+        M_MMAP_THRESHOLD => {
+            DYNAMIC.store(false, Ordering::Relaxed);
+            MMAP_THRESHOLD.store(size, Ordering::Relaxed)
+        }
+        M_MMAP_MAX => {
+            DYNAMIC.store(false, Ordering::Relaxed);
+            MMAP_MAX.store(value, Ordering::Relaxed)
+        }
+        M_PERTURB => set_perturb(value),
+        M_MXFAST if size > MXFAST_MAX => return 0,
+        _ => {}
     }
     1
+}
+
+/// glibc's perturb byte (M_PERTURB, MALLOC_PERTURB_): 0 is off.
+static PERTURB: AtomicI32 = AtomicI32::new(0);
+
+/// The live mappings of their own that blocks may have (M_MMAP_MAX; glibc's
+/// default).
+static MMAP_MAX: AtomicI32 = AtomicI32::new(65536);
+
+/// The most M_TOP_PAD and MEMALLOC_TOP_PAD take.
+const TOP_PAD_MAX: usize = 1 << 30;
+
+fn set_perturb(value: i32) {
+    PERTURB.store(value, Ordering::Relaxed);
+}
+
+/// The perturb byte in force, 0 when off. Blocks that do not come through a
+/// thread cache's bins or zones (which, like glibc's tcache, hand back what
+/// they hold unfilled) are filled with its complement when allocated, except
+/// by calloc, and with the byte itself when freed, as glibc does.
+#[inline]
+pub fn perturb() -> i32 {
+    PERTURB.load(Ordering::Relaxed)
+}
+
+/// glibc's `alloc_perturb`: with a perturb byte set, fills the `n` bytes of
+/// new block `p` with its complement. (Not on calloc's path.)
+///
+/// # Safety
+/// `p` is null or holds `n` writable bytes.
+#[inline]
+pub unsafe fn perturb_alloc(p: *mut u8, n: usize) -> *mut u8 {
+    let b = perturb();
+    if b != 0 && !p.is_null() {
+        core::ptr::write_bytes(p, (b ^ 0xff) as u8, n);
+    }
+    p
+}
+
+/// glibc's `free_perturb`: with a perturb byte set, fills the `n` bytes of
+/// freed block `p` with it, before the block goes back.
+///
+/// # Safety
+/// `p` holds `n` writable bytes that nobody reads as live data any more.
+#[inline]
+pub unsafe fn perturb_free(p: *mut u8, n: usize) {
+    let b = perturb();
+    if b != 0 {
+        core::ptr::write_bytes(p, b as u8, n);
+    }
+}
+
+/// How many mappings of their own blocks may have at once (M_MMAP_MAX).
+#[inline]
+pub fn mmap_max() -> i32 {
+    MMAP_MAX.load(Ordering::Relaxed)
 }
 
 #[cfg(test)]

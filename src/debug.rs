@@ -84,7 +84,8 @@ pub fn alloc(n: usize, align: usize) -> *mut u8 {
     };
     // SAFETY: we own the block we just allocated.
     unsafe {
-        if csize >= crate::config::mmap_threshold() || align > (1 << 20) {
+        let from = crate::large::threshold();
+        if csize >= from || (align > (1 << 20) && from != usize::MAX) {
             let p = crate::large::alloc_guarded(n, align.max(ALIGN));
             if !p.is_null() {
                 core::ptr::write_bytes(p, ALLOC_FILL, n);

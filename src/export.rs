@@ -45,7 +45,7 @@ fn alloc_medium(n: usize) -> *mut u8 {
         Some(s) => s,
         None => return enomem(),
     };
-    if csize >= config::mmap_threshold() {
+    if csize >= large::threshold() {
         return alloc_large(n, ALIGN, false);
     }
     let c = HEAP.with(|h| h.alloc(csize));
@@ -53,7 +53,8 @@ fn alloc_medium(n: usize) -> *mut u8 {
         return enomem();
     }
     crate::stats::MEDIUM_ALLOCS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-    to_user(c)
+    // SAFETY: the chunk holds at least n bytes.
+    unsafe { config::perturb_alloc(to_user(c), n) }
 }
 
 #[inline]
@@ -71,7 +72,11 @@ fn alloc_large(n: usize, align: usize, zero: bool) -> *mut u8 {
     if p.is_null() {
         return enomem();
     }
-    p
+    if zero {
+        return p;
+    }
+    // SAFETY: the block holds at least n bytes.
+    unsafe { config::perturb_alloc(p, n) }
 }
 
 /// An aligned block; `align` is a power of two.
@@ -87,15 +92,18 @@ pub fn alloc_aligned(align: usize, n: usize) -> *mut u8 {
         _ => return enomem(),
     };
     // Alignments beyond 1 MiB would make the break grow by the alignment; a
-    // mapping of its own wastes less (the slack is unmapped).
-    if csize >= config::mmap_threshold() || align > (1 << 20) {
+    // mapping of its own wastes less (the slack is unmapped), unless no
+    // block may have one (M_MMAP_MAX).
+    let from = large::threshold();
+    if csize >= from || (align > (1 << 20) && from != usize::MAX) {
         return alloc_large(n, align, false);
     }
     let c = HEAP.with(|h| h.alloc_aligned(csize, align));
     if c.is_null() {
         return enomem();
     }
-    to_user(c)
+    // SAFETY: the chunk holds at least n bytes.
+    unsafe { config::perturb_alloc(to_user(c), n) }
 }
 
 /// The chunk of user pointer `p` after the checks every pointer passed back
@@ -168,6 +176,7 @@ unsafe fn dealloc_chunk(p: *mut u8, bits: u8) {
     }
     let r = HEAP.with(|h| {
         h.validate(c)?;
+        config::perturb_free(p, usable(c));
         h.free(c);
         Ok(())
     });
@@ -225,7 +234,7 @@ pub unsafe fn realloc_impl(p: *mut u8, n: usize) -> *mut u8 {
         if n <= old && n > old / 2 {
             return p;
         }
-        return move_growing(p, old, n, config::mmap_threshold());
+        return move_growing(p, old, n, large::threshold());
     }
     let c = chunk_of(p);
     if is_free(c) {
@@ -238,7 +247,7 @@ pub unsafe fn realloc_impl(p: *mut u8, n: usize) -> *mut u8 {
         Some(s) => s,
         None => return enomem(),
     };
-    let threshold = config::mmap_threshold();
+    let threshold = large::threshold();
     if is_mmapped(c) {
         let old = large::usable(c);
         if csize >= threshold {
@@ -325,7 +334,7 @@ pub fn calloc_impl(n: usize, m: usize) -> *mut u8 {
         Some(s) => s,
         None => return enomem(),
     };
-    if csize >= config::mmap_threshold() && !config::debug() {
+    if csize >= large::threshold() && !config::debug() {
         return alloc_large(total, ALIGN, true); // cleared only if reused
     }
     let p = alloc(total);
@@ -449,14 +458,18 @@ export!(
 );
 export!(
     /// posix_memalign(3): EINVAL unless alignment is a power of two multiple
-    /// of sizeof(void *); ENOMEM; never touches errno.
+    /// of sizeof(void *), errno untouched; ENOMEM with errno ENOMEM, as
+    /// glibc leaves it (its threaded allocation-failure test checks errno
+    /// after a failed call); on success errno untouched.
     fn posix_memalign(out: *mut *mut c_void, align: usize, n: usize) -> i32 {
         if !is_pow2(align) || align % core::mem::size_of::<*mut c_void>() != 0 {
             return libc::EINVAL;
         }
-        let _e = os::ErrnoGuard::new();
+        let e = os::ErrnoGuard::new();
         let p = alloc_aligned(align, n);
         if p.is_null() {
+            drop(e);
+            os::set_errno(libc::ENOMEM);
             return libc::ENOMEM;
         }
         *out = p as *mut c_void;
@@ -531,7 +544,7 @@ export!(
     fn malloc_trim(pad: usize) -> i32 {
         crate::debug::drain();
         cache::flush_all_pending();
-        let zones = cache::trim_abandoned();
+        let zones = cache::trim_abandoned() + cache::trim_free_caches();
         let kept = large::trim();
         (HEAP.with(|h| h.trim(pad)) || zones != 0 || kept != 0) as i32
     }
@@ -539,7 +552,13 @@ export!(
 export!(
     /// mallopt(3).
     fn mallopt(param: i32, value: i32) -> i32 {
-        config::mallopt(param, value)
+        let r = config::mallopt(param, value);
+        if param == config::M_PERTURB && value != 0 {
+            // This thread's next small blocks take the slow path, which
+            // fills them.
+            cache::leave_fast_path();
+        }
+        r
     }
 );
 export!(

@@ -64,6 +64,21 @@ static LOCK: Lock = Lock::new();
 /// Bytes mapped for large blocks (mirrors LIST.bytes, readable without the lock).
 static BYTES: AtomicUsize = AtomicUsize::new(0);
 
+/// Blocks mapped now (mirrors LIST.count, readable without the lock).
+static COUNT: AtomicUsize = AtomicUsize::new(0);
+
+/// The chunk size from which a request gets a mapping of its own: the mmap
+/// threshold, or none while M_MMAP_MAX blocks have one (glibc's
+/// `n_mmaps_max`; 0 or less: never).
+#[inline]
+pub fn threshold() -> usize {
+    let max = crate::config::mmap_max();
+    if max <= 0 || COUNT.load(Ordering::Relaxed) >= max as usize {
+        return usize::MAX;
+    }
+    crate::config::mmap_threshold()
+}
+
 /// Bytes unmapped (or given back by a shrinking mremap) so far.
 static RELEASED: AtomicUsize = AtomicUsize::new(0);
 
@@ -351,6 +366,7 @@ unsafe fn link(h: *mut LargeHdr) {
     }
     list.head = h;
     list.count += 1;
+    COUNT.store(list.count, Ordering::Relaxed);
     list.bytes += (*h).len;
     BYTES.store(list.bytes, Ordering::Relaxed);
     crate::stats::note_peak(list.bytes + crate::heap::in_use_hint());
@@ -368,6 +384,7 @@ unsafe fn unlink_locked(h: *mut LargeHdr) {
         (*(*h).next).prev = (*h).prev;
     }
     list.count -= 1;
+    COUNT.store(list.count, Ordering::Relaxed);
     list.bytes -= (*h).len;
     BYTES.store(list.bytes, Ordering::Relaxed);
 }
