@@ -8,7 +8,8 @@
  *                            medium 5-100 KiB, large 1-8 MiB, calloc, realloc
  *                            growth, posix_memalign) until at least 5 calls
  *                            failed; every failure must be NULL + ENOMEM
- *                            (posix_memalign: returns ENOMEM, errno untouched;
+ *                            (posix_memalign: returns ENOMEM with errno ENOMEM,
+ *                            as glibc; errno untouched on success;
  *                            realloc: the old block intact; if the mix ends
  *                            without a failure, large blocks are held until
  *                            one fails), every successful
@@ -305,12 +306,12 @@ static void inject_ops(uint64_t seed, struct blk *live, struct inject_counts *c,
             size_t align = (size_t)64 << ((r >> 8) % 11); /* 64 .. 64 KiB */
             n = any_size(r >> 16);
             if ((r >> 60) % 2 == 0) {
-                errno = EDOM; /* a sentinel: posix_memalign must not touch errno */
+                errno = EDOM; /* a sentinel: untouched on success, ENOMEM on failure */
                 p = NULL;
                 int e = posix_memalign(&p, align, n);
                 if (e != 0) {
                     CHECKF(e == ENOMEM, "posix_memalign(%zu, %zu) = %d", align, n, e);
-                    CHECKF(errno == EDOM, "posix_memalign failed and changed errno to %d", errno);
+                    CHECKF(errno == ENOMEM, "posix_memalign failed with errno %d, not ENOMEM", errno);
                     after_failure(c, 3, live);
                     continue;
                 }
