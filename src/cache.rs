@@ -283,8 +283,8 @@ impl Zone {
 }
 
 const _: () =
-    assert!(ZONE_HDR == 192 && (chunk::HDR + core::mem::offset_of!(Zone, free)) % 64 == 0);
-const _: () = assert!((chunk::HDR + core::mem::offset_of!(Zone, remote)) % 64 == 0);
+    assert!(ZONE_HDR == 192 && (chunk::HDR + core::mem::offset_of!(Zone, free)).is_multiple_of(64));
+const _: () = assert!((chunk::HDR + core::mem::offset_of!(Zone, remote)).is_multiple_of(64));
 
 /// A list of zones (owner's avail/full lists, the abandoned lists).
 #[derive(Clone, Copy)]
@@ -726,6 +726,9 @@ unsafe fn block_ok(e: &zonemap::ZoneInfo, p: *mut u8, key: usize) -> bool {
 
 /// `block_ok` for `p` in a zone's granule, reporting and aborting on
 /// failure; `what` names the call.
+///
+/// # Safety
+/// `p` lies in a live zone (the zone map says its granule is one).
 #[inline(always)]
 pub unsafe fn check_block(p: *mut u8, what: &'static str) {
     if !block_ok(zonemap::info(p), p, crate::guard::list_key()) {
@@ -1116,6 +1119,7 @@ unsafe fn new_zone(c: &mut Cache, cls: usize) -> *mut Zone {
             magic,
             area,
         ) {
+            // SAFETY: ch came from this heap just above and is in use.
             h.free(ch);
             return null_mut();
         }
@@ -1133,6 +1137,8 @@ unsafe fn retire(z: *mut Zone) {
     HEAP.with(|h| {
         let g = z as usize & !(ZONE_SIZE - 1);
         zonemap::clear(g as *const u8);
+        // SAFETY: a zone's chunk starts at its granule and is in use until
+        // this free.
         h.free(g as *mut chunk::Chunk);
     });
 }
@@ -1535,4 +1541,4 @@ pub unsafe fn usable(z: *const Zone) -> usize {
     (*z).block_size as usize
 }
 
-const _: () = assert!(ZONE_HDR % ALIGN == 0);
+const _: () = assert!(ZONE_HDR.is_multiple_of(ALIGN));

@@ -355,8 +355,11 @@ impl Heap {
     /// Frees in-use chunk `c`, then gives memory back to the OS if the free
     /// tail of the break passed the trim threshold or an mmap'd region
     /// became wholly free.
+    ///
+    /// # Safety
+    /// `c` is an in-use chunk of this heap (as `validate` checks).
     #[inline]
-    pub fn free(&mut self, c: *mut Chunk) {
+    pub unsafe fn free(&mut self, c: *mut Chunk) {
         // SAFETY: c was validated by the caller as an in-use chunk of ours.
         unsafe {
             let s = size(c);
@@ -573,7 +576,10 @@ impl Heap {
     /// break when `c` is its last chunk. A growing chunk takes up to `want`
     /// bytes (`>= csize`) where its free neighbour has them: headroom for
     /// the next steps of a block that grows by small steps.
-    pub fn resize_in_place(&mut self, c: *mut Chunk, csize: usize, want: usize) -> bool {
+    ///
+    /// # Safety
+    /// `c` is an in-use chunk of this heap (as `validate` checks).
+    pub unsafe fn resize_in_place(&mut self, c: *mut Chunk, csize: usize, want: usize) -> bool {
         // SAFETY: c is an in-use chunk of ours (validated by the caller).
         unsafe {
             let old = size(c);
@@ -623,8 +629,12 @@ impl Heap {
     /// header was checked by the caller): the error to report for a double
     /// free, or for neighbours whose headers an overflow or underflow
     /// overwrote. The caller reports after releasing the lock.
+    ///
+    /// # Safety
+    /// `c`'s header lies in memory of this heap and carries a valid tag
+    /// (`head_ok`): its size then leads to the next header in the same region.
     #[inline]
-    pub fn validate(&self, c: *mut Chunk) -> Result<(), &'static str> {
+    pub unsafe fn validate(&self, c: *mut Chunk) -> Result<(), &'static str> {
         if !crate::guard::CHECKS {
             return Ok(());
         }
@@ -636,7 +646,7 @@ impl Heap {
                 return Err("double free");
             }
             let s = h & SIZE_MASK;
-            if s < MIN_CHUNK || s > MAX_REQUEST * 2 {
+            if !(MIN_CHUNK..=MAX_REQUEST * 2).contains(&s) {
                 return Err("invalid pointer or corrupted block header");
             }
             let n = next(c);

@@ -480,7 +480,10 @@ pub unsafe fn requested(c: *mut Chunk) -> usize {
 unsafe fn header_of(c: *mut Chunk) -> *mut LargeHdr {
     let off = (*c).prev_size;
     let base = (c as usize).wrapping_sub(off);
-    if off < LEAD - HDR || base % os::PAGE != 0 || !crate::zonemap::is_ours(base as *const u8) {
+    if off < LEAD - HDR
+        || !base.is_multiple_of(os::PAGE)
+        || !crate::zonemap::is_ours(base as *const u8)
+    {
         crate::report::fatal("invalid pointer (corrupted large block header)", to_user(c));
     }
     let h = base as *mut LargeHdr;

@@ -28,7 +28,6 @@
 #![cfg_attr(not(any(test, feature = "gd-tls")), no_std)]
 #![warn(missing_docs)]
 #![allow(missing_docs)] // accessors and ABI shims document themselves by name
-#![allow(clippy::missing_safety_doc)]
 
 pub mod cache;
 pub mod chunk;
@@ -95,6 +94,7 @@ fn memalloc_init() {
 
 /// Before fork: take every allocator lock, so the child never inherits a lock
 /// held by a thread that does not exist there.
+#[cfg(not(test))]
 extern "C" fn fork_prepare() {
     debug::lock().lock();
     cache::shared_lock().lock();
@@ -103,6 +103,7 @@ extern "C" fn fork_prepare() {
     zonemap::leaf_lock().lock();
 }
 
+#[cfg(not(test))]
 extern "C" fn fork_parent() {
     zonemap::leaf_lock().unlock();
     large::lock().unlock();
@@ -111,6 +112,7 @@ extern "C" fn fork_parent() {
     debug::lock().unlock();
 }
 
+#[cfg(not(test))]
 extern "C" fn fork_child() {
     zonemap::leaf_lock().reset_after_fork();
     cache::reset_zone_locks_after_fork();

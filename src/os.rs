@@ -53,6 +53,13 @@ impl ErrnoGuard {
     }
 }
 
+impl Default for ErrnoGuard {
+    /// Saves `errno`, as [`ErrnoGuard::new`].
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Drop for ErrnoGuard {
     #[inline]
     fn drop(&mut self) {

@@ -68,6 +68,12 @@ pub struct RegionList {
     pub head: *mut Region,
 }
 
+impl Default for RegionList {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl RegionList {
     pub const fn new() -> Self {
         RegionList {

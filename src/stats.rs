@@ -156,6 +156,9 @@ pub fn malloc_stats() {
 }
 
 /// malloc_info: glibc's XML shape, written with fwrite outside our locks.
+///
+/// # Safety
+/// `fp` is null or an open stdio stream.
 pub unsafe fn malloc_info(options: i32, fp: *mut libc::FILE) -> i32 {
     if options != 0 {
         os::set_errno(libc::EINVAL);
