@@ -9,7 +9,7 @@
 //! fast path needs no "is the cache initialised?" test.
 //!
 //! The `gd-tls` feature builds the same slot as a `thread_local!` instead, to
-//! measure the difference (see the README).
+//! measure the difference (see docs/performance.md).
 
 use crate::cache::{Cache, EMPTY_CACHE};
 
