@@ -58,12 +58,12 @@
 //! array push. No lock and no atomic read-modify-write.
 
 use crate::chunk::{self, to_user, ALIGN};
-use crate::heap::HEAP;
+use crate::events::{several_threads, THREADS};
+use crate::heap::{Heap, HEAP};
 use crate::lock::Lock;
-use crate::tls;
 use crate::zonemap::{self, ZONE_SHIFT, ZONE_SIZE};
 use core::ptr::{addr_of, addr_of_mut, null_mut};
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, Ordering};
 
 /// Largest size served from zones.
 pub const SMALL_MAX: usize = 4096;
@@ -463,6 +463,13 @@ fn static_cache_ptr(c: *const CacheOf<0>) -> *const Cache {
     c as *const Cache
 }
 
+/// This thread's cache: `tls::get()`, `tls::set(c)`, an initial-exec slot
+/// whose first value is the static empty cache (see `crate::tls`).
+mod tls {
+    use super::{Cache, EMPTY_CACHE};
+    crate::tls::thread_slot!(Cache = EMPTY_CACHE; get, set);
+}
+
 /// Global state shared by all caches, under `SHARED_LOCK`.
 struct Shared {
     abandoned: [ZoneList; NCLASS],
@@ -473,16 +480,8 @@ struct Shared {
     allocs: [usize; NCLASS],
 }
 static SHARED_LOCK: Lock = Lock::new();
-/// Live thread caches: the threads that allocated a small block and have
-/// not exited (a mirror of the length of `Shared::live`).
-static THREADS: AtomicUsize = AtomicUsize::new(0);
-
-/// Do two threads or more have a cache? Then the heap does not ask the
-/// kernel about pages while it holds its lock (see `Tlsf::resident_cut`).
-#[inline]
-pub fn several_threads() -> bool {
-    THREADS.load(Ordering::Relaxed) > 1
-}
+// `events::THREADS` counts the live thread caches (the length of
+// `Shared::live`), for `several_threads` here and in the heap.
 static mut SHARED: Shared = Shared {
     abandoned: [ZoneList::new(); NCLASS],
     free_caches: null_mut(),
@@ -1530,6 +1529,23 @@ pub unsafe fn zone_ok(z: *const Zone) -> bool {
         && zonemap::is_zone(z as *const u8)
         && zonemap::info(z as *const u8).fixed()
             == (cls as u32, first_offset(z), (*z).div_magic, (*z).area)
+}
+
+/// The zones of heap `h`: (zone count, bytes of zone chunks, bytes of
+/// blocks in use in them). Reads owner-only counters racily: a figure for
+/// statistics, not an invariant.
+pub fn zone_usage(h: &Heap) -> (usize, usize, usize) {
+    let (mut zones, mut chunk_bytes, mut used) = (0, 0, 0);
+    h.for_each_zone(|c| {
+        zones += 1;
+        let z = zone_at(c as usize);
+        // SAFETY: c is a live zone chunk (for_each_zone), z its header.
+        unsafe {
+            chunk_bytes += chunk::size(c);
+            used += core::ptr::read_volatile(&(*z).used) as usize * (*z).block_size as usize;
+        }
+    });
+    (zones, chunk_bytes, used)
 }
 
 /// Usable bytes of a block of zone `z`.

@@ -14,7 +14,7 @@
 //!
 //! A region ends with a 32-byte *sentinel*: a chunk of size 0, never free, whose
 //! word at +16 points to the region's descriptor (so the tail chunk finds its
-//! region in O(1)). Blocks mapped on their own ("large") carry the MMAPPED flag.
+//! region in O(1): `region::sentinel_region`). Blocks mapped on their own ("large") carry the MMAPPED flag.
 //!
 //! Invariants (checked by `Tlsf::check_region`): sizes are multiples of 16 and
 //! at least MIN_CHUNK; every header carries MARK; no two physically adjacent
@@ -233,12 +233,4 @@ pub unsafe fn mark_free(c: *mut Chunk) {
 #[inline(always)]
 pub unsafe fn is_sentinel(c: *const Chunk) -> bool {
     size(c) == 0
-}
-/// The region descriptor a sentinel points to.
-///
-/// # Safety
-/// `c` is a region's sentinel (see `is_sentinel`), readable.
-#[inline(always)]
-pub unsafe fn sentinel_region(c: *const Chunk) -> *mut crate::region::Region {
-    (*c).next_free as *mut crate::region::Region
 }

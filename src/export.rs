@@ -52,7 +52,7 @@ fn alloc_medium(n: usize) -> *mut u8 {
     if c.is_null() {
         return enomem();
     }
-    crate::stats::MEDIUM_ALLOCS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    crate::events::MEDIUM_ALLOCS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     to_user(c)
 }
 
@@ -601,7 +601,9 @@ export!(
 export!(
     /// Number of broken heap invariants (0 = consistent).
     fn memalloc_check() -> usize {
-        HEAP.with(|h| h.check().0)
+        // SAFETY: check calls zone_ok's closure with live zone chunks, whose
+        // zone header zone_at finds.
+        HEAP.with(|h| h.check(|c| cache::zone_ok(cache::zone_at(c as usize))).0)
     }
 );
 export!(

@@ -1,19 +1,31 @@
 //! memalloc: a malloc replacement for Linux.
 //!
-//! Layers, each using only the ones below it:
+//! Layers, top to bottom; each module uses only the layers below its own and
+//! the modules below it in its own layer. The table is `LAYERS` in
+//! `scripts/check_layers.py`, which `scripts/test.sh` runs (stage k) and
+//! which fails when an import points up. What a lower layer needs from a
+//! higher one is an interface the lower layer owns: `events` for figures,
+//! a closure for `Heap::check`'s zone test, `tls::thread_slot!` for the slot.
 //! ```text
-//! export   C ABI: argument rules, errno, overflow and alignment checks
-//! cache    size classes, zones, per-thread caches (small objects, no lock)
-//! heap     the shared heap: one TLSF index over the break and mmap'd regions
-//! large    blocks at or above the mmap threshold, mapped on their own
-//! tlsf     two-level segregated fit over header-linked chunks (O(1))
-//! region   region descriptors; chunk: header accessors
-//! os       every system call
+//! abi     export   the C ABI: argument rules, errno, overflow and alignment checks
+//! stats   stats    figures, mallinfo, malloc_info, the heap dump, the exit report
+//! small   cache    size classes, zones, per-thread caches (small objects, no lock)
+//! heap    debug    debug mode's blocks: fills, canaries, guard pages, quarantine
+//!         large    blocks at or above the mmap threshold, mapped on their own
+//!         heap     the shared heap: one TLSF index over the break and mmap'd regions
+//!         pool     TLSF heaps over caller memory
+//!         zonemap  which 64 KiB granules are ours and zones, and what free needs of a zone
+//!         tlsf     two-level segregated fit over header-linked chunks (O(1))
+//!         region   region descriptors
+//!         chunk    chunk header accessors
+//! sys     tls      how the initial-exec thread slot is declared
+//!         events   counters, peak and trace that lower layers publish for higher ones
+//!         config   environment variables and mallopt
+//!         report   output without allocating
+//!         lock     the futex mutex
+//!         guard    the per-process keys of the integrity checks
+//!         os       every system call
 //! ```
-//! Cross-cutting: `tls` (the initial-exec thread slot), `zonemap` (which
-//! 64 KiB granules are zones, and what `free` needs of each zone), `lock` (futex mutex), `config` (environment, mallopt),
-//! `stats` (figures, dump), `report` (output without allocating), `pool`
-//! (TLSF heaps over caller memory).
 //!
 //! Nothing in this crate allocates through Rust's allocator: in the cdylib
 //! that would call our own exported malloc.
@@ -33,6 +45,7 @@ pub mod cache;
 pub mod chunk;
 pub mod config;
 pub mod debug;
+pub mod events;
 pub mod export;
 pub mod guard;
 pub mod heap;

@@ -20,7 +20,7 @@
 
 use crate::chunk::*;
 use crate::os::PAGE;
-use crate::region::Region;
+use crate::region::{sentinel_region, Region};
 use core::ptr::null_mut;
 
 /// log2 of the number of second-level lists per first-level range.
