@@ -13,8 +13,9 @@ module: `use crate::m...`, `use crate::{m..., n...}`, and paths written inline,
 offending line, when:
   - a module uses a module of a higher layer, or a later one of its own layer;
   - src/lib.rs declares a module that LAYERS does not list, or LAYERS lists a
-    module that src/lib.rs does not declare;
-  - a module's file lies in a folder of src/ other than its layer's.
+    module that src/lib.rs does not declare, or src/lib.rs declares them in
+    another order than LAYERS, bottom up;
+  - a module's file is not src/LAYER/MODULE.rs, in the folder of its layer.
 src/lib.rs itself, the crate root, wires the layers together and may use any.
 
 ROOT defaults to the repository holding this script; tests/scripts_test.sh runs
@@ -53,9 +54,9 @@ def rank_table():
     return ranks
 
 
-def strip_comments(text):
-    """The text with // and /* */ comments blanked (newlines kept), and the
-    contents of string and char literals blanked too."""
+def strip_comments(text, strings=True):
+    """The text with // and /* */ comments blanked (newlines kept), and with
+    `strings`, the contents of string literals blanked too."""
     out = []
     i, n = 0, len(text)
     while i < n:
@@ -76,7 +77,7 @@ def strip_comments(text):
                     j += 1
             out.append(re.sub(r"[^\n]", " ", text[i:j]))
             i = j
-        elif c == '"' and not (i and text[i - 1] in "'"):
+        elif strings and c == '"' and not (i and text[i - 1] in "'"):
             # A plain string (raw strings with # are not used in src/).
             j = i + 1
             while j < n and text[j] != '"':
@@ -125,9 +126,10 @@ def uses(text):
 
 
 def declared_modules(root):
-    """module -> file path (relative to root), from src/lib.rs."""
+    """module -> file path (relative to root), from src/lib.rs, in the order
+    of the declarations."""
     lib = os.path.join(root, "src", "lib.rs")
-    text = strip_comments(open(lib, encoding="utf-8").read())
+    text = strip_comments(open(lib, encoding="utf-8").read(), strings=False)
     mods = {}
     pattern = r'((?:#\[[^\]]*\]\s*)*)(?:pub(?:\([^)]*\))?\s+)?mod\s+(\w+)\s*;'
     for m in re.finditer(pattern, text):
@@ -147,14 +149,17 @@ def main():
                       "does not list: add it to its layer" % name)
     for name in sorted(set(ranks) - set(mods)):
         errors.append("LAYERS lists module `%s`, which src/lib.rs does not declare" % name)
+    order = [m for m in mods if m in ranks]
+    if order != sorted(order, key=lambda m: ranks[m]):
+        errors.append("src/lib.rs declares the modules in another order than the layers, "
+                      "bottom up: %s" % " ".join(sorted(order, key=lambda m: ranks[m])))
     for name, path in sorted(mods.items()):
         if name not in ranks:
             continue
         li, mi, layer = ranks[name]
-        parts = os.path.normpath(path).split(os.sep)
-        if len(parts) > 2 and parts[1] != layer:
-            errors.append("%s: module `%s` belongs to layer `%s` but lies in src/%s/"
-                          % (path, name, layer, parts[1]))
+        want = os.path.join("src", layer, name + ".rs")
+        if os.path.normpath(path) != want:
+            errors.append("%s: module `%s` of layer `%s` belongs in %s" % (path, name, layer, want))
         full = os.path.join(root, path)
         if not os.path.exists(full):
             errors.append("%s: the file of module `%s` does not exist" % (path, name))

@@ -1,31 +1,13 @@
 //! memalloc: a malloc replacement for Linux.
 //!
-//! Layers, top to bottom; each module uses only the layers below its own and
-//! the modules below it in its own layer. The table is `LAYERS` in
-//! `scripts/check_layers.py`, which `scripts/test.sh` runs (stage k) and
-//! which fails when an import points up. What a lower layer needs from a
-//! higher one is an interface the lower layer owns: `events` for figures,
-//! a closure for `Heap::check`'s zone test, `tls::thread_slot!` for the slot.
-//! ```text
-//! abi     export   the C ABI: argument rules, errno, overflow and alignment checks
-//! stats   stats    figures, mallinfo, malloc_info, the heap dump, the exit report
-//! small   cache    size classes, zones, per-thread caches (small objects, no lock)
-//! heap    debug    debug mode's blocks: fills, canaries, guard pages, quarantine
-//!         large    blocks at or above the mmap threshold, mapped on their own
-//!         heap     the shared heap: one TLSF index over the break and mmap'd regions
-//!         pool     TLSF heaps over caller memory
-//!         zonemap  which 64 KiB granules are ours and zones, and what free needs of a zone
-//!         tlsf     two-level segregated fit over header-linked chunks (O(1))
-//!         region   region descriptors
-//!         chunk    chunk header accessors
-//! sys     tls      how the initial-exec thread slot is declared
-//!         events   counters, peak and trace that lower layers publish for higher ones
-//!         config   environment variables and mallopt
-//!         report   output without allocating
-//!         lock     the futex mutex
-//!         guard    the per-process keys of the integrity checks
-//!         os       every system call
-//! ```
+//! The modules form layers, each in its folder of `src/`, declared below
+//! from the bottom up: each module uses only the modules declared before it
+//! (the layers below its own, and the modules before it in its layer).
+//! `scripts/check_layers.py` holds the table of layers and fails when an
+//! import points up (stage k of `scripts/test.sh`); docs/design.md draws it.
+//! What a lower layer needs from a higher one is an interface the lower
+//! layer owns: `events` for figures, closures for `Heap::check`'s zone test
+//! and `Heap::for_each_zone`, `tls::thread_slot!` for the thread slot.
 //!
 //! Nothing in this crate allocates through Rust's allocator: in the cdylib
 //! that would call our own exported malloc.
@@ -41,24 +23,69 @@
 #![warn(missing_docs)]
 #![allow(missing_docs)] // accessors and ABI shims document themselves by name
 
-pub mod cache;
-pub mod chunk;
-pub mod config;
-pub mod debug;
-pub mod events;
-pub mod export;
-pub mod guard;
-pub mod heap;
-pub mod large;
-pub mod lock;
+// ---- sys/: the process and the OS -----------------------------------------
+// os: every system call, and the clocks
+#[path = "sys/os.rs"]
 pub mod os;
-pub mod pool;
-pub mod region;
+// guard: the per-process keys of the integrity checks
+#[path = "sys/guard.rs"]
+pub mod guard;
+// lock: the futex mutex
+#[path = "sys/lock.rs"]
+pub mod lock;
+// report: output without allocating; the fatal path
+#[path = "sys/report.rs"]
 pub mod report;
-pub mod stats;
+// config: environment variables and mallopt
+#[path = "sys/config.rs"]
+pub mod config;
+// events: counters, peak and trace that lower layers publish for higher ones
+#[path = "sys/events.rs"]
+pub mod events;
+// tls: how the initial-exec thread slot is declared
+#[path = "sys/tls.rs"]
 pub mod tls;
+
+// ---- heap/: the general heap ----------------------------------------------
+// chunk: chunk header accessors
+#[path = "heap/chunk.rs"]
+pub mod chunk;
+// region: region descriptors
+#[path = "heap/region.rs"]
+pub mod region;
+// tlsf: two-level segregated fit over header-linked chunks (O(1))
+#[path = "heap/tlsf.rs"]
 pub mod tlsf;
+// zonemap: which 64 KiB granules are ours and zones; what free needs of a zone
+#[path = "heap/zonemap.rs"]
 pub mod zonemap;
+// pool: TLSF heaps over caller memory
+#[path = "heap/pool.rs"]
+pub mod pool;
+// heap: the shared heap: one TLSF index over the break and mmap'd regions
+#[path = "heap/heap.rs"]
+pub mod heap;
+// large: blocks at or above the mmap threshold, mapped on their own
+#[path = "heap/large.rs"]
+pub mod large;
+// debug: debug mode's blocks: fills, canaries, guard pages, quarantine
+#[path = "heap/debug.rs"]
+pub mod debug;
+
+// ---- small/: small blocks -------------------------------------------------
+// cache: size classes, zones, per-thread caches (no lock)
+#[path = "small/cache.rs"]
+pub mod cache;
+
+// ---- stats/: figures about the layers below -------------------------------
+// stats: statistics, mallinfo, malloc_info, the heap dump, the exit report
+#[path = "stats/stats.rs"]
+pub mod stats;
+
+// ---- abi/: the C ABI ------------------------------------------------------
+// export: glibc's allocator family and the extensions: argument rules, errno
+#[path = "abi/export.rs"]
+pub mod export;
 
 // Without std nothing asks the linker for libc (the libc crate leaves that to
 // std): name it, so the library records its NEEDED entry and versioned

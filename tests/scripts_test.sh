@@ -21,7 +21,8 @@
 #     split into runs, bad lines reported, an empty file refused;
 #   * scripts/check_layers.py: passes on the repository, and fails on copies
 #     of src/ given an import from a higher layer (a use line, an inline path,
-#     a use group), or a module its table does not list; not on a comment.
+#     a use group, a macro's $crate path), a module its table does not list,
+#     or a module in another layer's folder; not on a comment.
 #
 # Builds the library through run.sh if needed. Keeps the temp dir with
 # MEMALLOC_KEEP_TMP=1. Ends with `N passed, M failed`; exit 1 on a failure.
@@ -339,6 +340,12 @@ printf 'pub mod extra;\n' >>lc/src/lib.rs
 python3 "$LAYERS" lc >lc.out 2>&1
 check "check_layers: a module its table does not list fails" \
     bash -c '[[ $1 -eq 1 ]] && grep -q "module .extra., which LAYERS" lc.out' _ $?
+rm -rf lc && mkdir lc && cp -r "$ROOT/src" lc/
+mv lc/src/sys/events.rs lc/src/heap/events.rs
+sed -i 's|"sys/events.rs"|"heap/events.rs"|' lc/src/lib.rs
+python3 "$LAYERS" lc >lc.out 2>&1
+check "check_layers: a module in another layer's folder fails" \
+    bash -c '[[ $1 -eq 1 ]] && grep -q "module .events. of layer .sys. belongs in src/sys/events.rs" lc.out' _ $?
 
 echo "$PASSED passed, $FAILED failed"
 [[ $FAILED -eq 0 ]]
