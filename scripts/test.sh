@@ -9,8 +9,11 @@
 #   e  c_tests    bash c_tests/run.sh
 #   f  hardening  bash c_tests/hardening.sh (misuse, faults, 32-thread stress)
 #   g  install    bash tests/install_test.sh (install.sh, pkg-config, C builds)
-#   h  scripts    bash tests/scripts_test.sh (heapmap, plot_trace, run.sh options)
+#   h  scripts    bash tests/scripts_test.sh (heapmap, plot_trace, run.sh options,
+#                 check_layers.py)
 #   i  real       bash scripts/real_programs.sh
+#   j  lint       cargo clippy --all-targets -- -D warnings; cargo fmt --check
+#   k  layers     python3 scripts/check_layers.py: no module uses a layer above
 #
 # Stops at the first failing stage, naming it. The last line is always
 # `N passed, M failed` (with `, K skipped` when a failure stopped the run),
@@ -21,7 +24,7 @@
 set -uo pipefail
 
 usage() {
-    sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 QUICK=0
@@ -49,7 +52,7 @@ if ! command -v cargo >/dev/null 2>&1 && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
     export PATH="$HOME/.cargo/bin:$PATH"
 fi
 
-STAGES=(a b c d e f g h)
+STAGES=(a b c d e f g h i j k)
 PASSED=0
 FAILED=0
 START=$SECONDS
@@ -107,7 +110,17 @@ stage_tools() {
         echo "test.sh: cargo not found (a Rust toolchain is needed; see rustup)" >&2
         return 1
     fi
-    echo "tools: $(cargo --version), $(gcc --version | head -n 1), python3 $(python3 -c 'import platform; print(platform.python_version())')"
+    # Stage j's linters: rustup components, added if the toolchain lacks them.
+    local comp
+    for comp in clippy rustfmt; do
+        if ! cargo "${comp/rustfmt/fmt}" --version >/dev/null 2>&1; then
+            if ! command -v rustup >/dev/null 2>&1 || ! rustup component add "$comp"; then
+                echo "test.sh: cannot install the $comp component (rustup component add $comp)" >&2
+                return 1
+            fi
+        fi
+    done
+    echo "tools: $(cargo --version), $(cargo clippy --version), $(gcc --version | head -n 1), python3 $(python3 -c 'import platform; print(platform.python_version())')"
 }
 
 stage_build() {
@@ -190,6 +203,22 @@ stage_scripts() {
     with_timeout 600 bash "$ROOT/tests/scripts_test.sh"
 }
 
+stage_lint() {
+    # Clippy over the library, its unit tests and both measurement features,
+    # with every warning an error; then the formatting.
+    local features
+    for features in "" "--features unchecked" "--features gd-tls"; do
+        echo "cargo clippy --all-targets ${features}"
+        # shellcheck disable=SC2086 # the features are two words, or none
+        with_timeout 900 cargo clippy --all-targets $features -- -D warnings || return $?
+    done
+    cargo fmt --check || { echo "test.sh: run cargo fmt" >&2; return 1; }
+}
+
+stage_layers() {
+    python3 "$SCRIPTS/check_layers.py" "$ROOT"
+}
+
 stage_real() {
     # The library built in stage b, as is: no rebuild here.
     MEMALLOC_LIB="$LIB" with_timeout 900 bash "$SCRIPTS/real_programs.sh"
@@ -204,6 +233,8 @@ run_stage f "misuse, faults and load (c_tests/hardening.sh)" stage_hardening
 run_stage g "installation (tests/install_test.sh)" stage_install
 run_stage h "heap map, trace plot, run.sh options (tests/scripts_test.sh)" stage_scripts
 run_stage i "real programs (scripts/real_programs.sh)" stage_real
+run_stage j "cargo clippy -D warnings, cargo fmt --check" stage_lint
+run_stage k "layers point down (scripts/check_layers.py)" stage_layers
 
 echo
 echo "test.sh: all stages passed"

@@ -1,19 +1,13 @@
 //! memalloc: a malloc replacement for Linux.
 //!
-//! Layers, each using only the ones below it:
-//! ```text
-//! export   C ABI: argument rules, errno, overflow and alignment checks
-//! cache    size classes, zones, per-thread caches (small objects, no lock)
-//! heap     the shared heap: one TLSF index over the break and mmap'd regions
-//! large    blocks at or above the mmap threshold, mapped on their own
-//! tlsf     two-level segregated fit over header-linked chunks (O(1))
-//! region   region descriptors; chunk: header accessors
-//! os       every system call
-//! ```
-//! Cross-cutting: `tls` (the initial-exec thread slot), `zonemap` (which
-//! 64 KiB granules are zones, and what `free` needs of each zone), `lock` (futex mutex), `config` (environment, mallopt),
-//! `stats` (figures, dump), `report` (output without allocating), `pool`
-//! (TLSF heaps over caller memory).
+//! The modules form layers, each in its folder of `src/`, declared below
+//! from the bottom up: each module uses only the modules declared before it
+//! (the layers below its own, and the modules before it in its layer).
+//! `scripts/check_layers.py` holds the table of layers and fails when an
+//! import points up (stage k of `scripts/test.sh`); docs/design.md draws it.
+//! What a lower layer needs from a higher one is an interface the lower
+//! layer owns: `events` for figures, closures for `Heap::check`'s zone test
+//! and `Heap::for_each_zone`, `tls::thread_slot!` for the thread slot.
 //!
 //! Nothing in this crate allocates through Rust's allocator: in the cdylib
 //! that would call our own exported malloc.
@@ -28,25 +22,70 @@
 #![cfg_attr(not(any(test, feature = "gd-tls")), no_std)]
 #![warn(missing_docs)]
 #![allow(missing_docs)] // accessors and ABI shims document themselves by name
-#![allow(clippy::missing_safety_doc)]
 
-pub mod cache;
-pub mod chunk;
-pub mod config;
-pub mod debug;
-pub mod export;
-pub mod guard;
-pub mod heap;
-pub mod large;
-pub mod lock;
+// ---- sys/: the process and the OS -----------------------------------------
+// os: every system call, and the clocks
+#[path = "sys/os.rs"]
 pub mod os;
-pub mod pool;
-pub mod region;
+// guard: the per-process keys of the integrity checks
+#[path = "sys/guard.rs"]
+pub mod guard;
+// lock: the futex mutex
+#[path = "sys/lock.rs"]
+pub mod lock;
+// report: output without allocating; the fatal path
+#[path = "sys/report.rs"]
 pub mod report;
-pub mod stats;
+// config: environment variables and mallopt
+#[path = "sys/config.rs"]
+pub mod config;
+// events: counters, peak and trace that lower layers publish for higher ones
+#[path = "sys/events.rs"]
+pub mod events;
+// tls: how the initial-exec thread slot is declared
+#[path = "sys/tls.rs"]
 pub mod tls;
+
+// ---- heap/: the general heap ----------------------------------------------
+// chunk: chunk header accessors
+#[path = "heap/chunk.rs"]
+pub mod chunk;
+// region: region descriptors
+#[path = "heap/region.rs"]
+pub mod region;
+// tlsf: two-level segregated fit over header-linked chunks (O(1))
+#[path = "heap/tlsf.rs"]
 pub mod tlsf;
+// zonemap: which 64 KiB granules are ours and zones; what free needs of a zone
+#[path = "heap/zonemap.rs"]
 pub mod zonemap;
+// pool: TLSF heaps over caller memory
+#[path = "heap/pool.rs"]
+pub mod pool;
+// heap: the shared heap: one TLSF index over the break and mmap'd regions
+#[path = "heap/heap.rs"]
+pub mod heap;
+// large: blocks at or above the mmap threshold, mapped on their own
+#[path = "heap/large.rs"]
+pub mod large;
+// debug: debug mode's blocks: fills, canaries, guard pages, quarantine
+#[path = "heap/debug.rs"]
+pub mod debug;
+
+// ---- small/: small blocks -------------------------------------------------
+// cache: size classes, zones, per-thread caches (no lock)
+#[path = "small/cache.rs"]
+pub mod cache;
+
+// ---- stats/: figures about the layers below -------------------------------
+// stats: statistics, mallinfo, malloc_info, the heap dump, the exit report
+#[path = "stats/stats.rs"]
+pub mod stats;
+
+// ---- abi/: the C ABI ------------------------------------------------------
+// export: glibc's allocator family and the extensions: argument rules, errno
+#[path = "abi/export.rs"]
+pub mod export;
 
 // Without std nothing asks the linker for libc (the libc crate leaves that to
 // std): name it, so the library records its NEEDED entry and versioned
@@ -118,6 +157,7 @@ fn memalloc_init() {
 // child (`_IO_list_resetlock`) before our child handler runs, which therefore
 // leaves it alone.
 
+#[cfg(not(test))]
 extern "C" {
     /// glibc (2.32 and later): nonzero while the process has one thread.
     static __libc_single_threaded: u8;
@@ -127,10 +167,12 @@ extern "C" {
 
 /// Whether the current fork took the locks (decided by the prepare handler,
 /// read by the parent and child handlers of the same fork).
+#[cfg(not(test))]
 static FORK_LOCKED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// Before fork: take every allocator lock, so the child never inherits a lock
 /// held by a thread that does not exist there (with several threads only).
+#[cfg(not(test))]
 extern "C" fn fork_prepare() {
     // SAFETY: a byte that glibc only ever writes before a thread exists.
     let single =
@@ -149,6 +191,7 @@ extern "C" fn fork_prepare() {
     FORK_LOCKED.store(true, core::sync::atomic::Ordering::Relaxed);
 }
 
+#[cfg(not(test))]
 extern "C" fn fork_parent() {
     if !FORK_LOCKED.load(core::sync::atomic::Ordering::Relaxed) {
         return;
@@ -162,6 +205,7 @@ extern "C" fn fork_parent() {
     unsafe { _IO_list_unlock() };
 }
 
+#[cfg(not(test))]
 extern "C" fn fork_child() {
     if !FORK_LOCKED.load(core::sync::atomic::Ordering::Relaxed) {
         return;

@@ -18,7 +18,11 @@
 #     one file, --scale log, --min-width, stdin/stdout, an empty or foreign
 #     file refused; and on a real dump, one block counted per block line;
 #   * plot_trace on synthetic traces: long ones reduced, restarted clocks
-#     split into runs, bad lines reported, an empty file refused.
+#     split into runs, bad lines reported, an empty file refused;
+#   * scripts/check_layers.py: passes on the repository, and fails on copies
+#     of src/ given an import from a higher layer (a use line, an inline path,
+#     a use group, a macro's $crate path), a module its table does not list,
+#     or a module in another layer's folder; not on a comment.
 #
 # Builds the library through run.sh if needed. Keeps the temp dir with
 # MEMALLOC_KEEP_TMP=1. Ends with `N passed, M failed`; exit 1 on a failure.
@@ -302,6 +306,46 @@ printf '100 10 0 5\n' >one.txt
 check "plot_trace: one sample still gives a picture" at_least 1 one.txt.svg circle
 "$PLOT" empty.txt 2>/dev/null
 check "plot_trace refuses an empty file (exit 1)" test $? -eq 1
+
+# ------------------------------------------------------- check_layers ---
+LAYERS="$SCRIPTS/check_layers.py"
+python3 "$LAYERS" "$ROOT" >layers.out 2>&1
+check "check_layers: every module of the repository uses only lower layers" test $? -eq 0
+# layer_case DESC MODULE LINE EXPECT — on a fresh copy of src/, append LINE to
+# MODULE's file; check_layers must exit EXPECT (0 or 1), and on a failure name
+# the module.
+layer_case() {
+    local desc="$1" module="$2" line="$3" expect="$4" path rc
+    rm -rf lc && mkdir lc && cp -r "$ROOT/src" lc/ || return 1
+    # The module's file: its #[path] in lib.rs, else src/MODULE.rs.
+    path="$(grep -B1 -E "^pub mod $module;" lc/src/lib.rs | sed -n 's/.*path *= *"\([^"]*\)".*/\1/p')"
+    printf '\n%s\n' "$line" >>"lc/src/${path:-$module.rs}"
+    python3 "$LAYERS" lc >lc.out 2>&1
+    rc=$?
+    if [[ $rc -eq $expect ]] && { [[ $expect -eq 0 ]] || grep -q "\`$module\` uses" lc.out; }; then
+        ok "check_layers: $desc (exit $rc)"
+    else
+        fail "check_layers: $desc (exit $rc, expected $expect)"
+        show lc.out
+    fi
+}
+layer_case "the heap importing the small layer fails" heap 'use crate::cache::SMALL_MAX;' 1
+layer_case "os calling the heap by an inline path fails" os 'pub fn bad() -> usize { crate::heap::in_use_hint() }' 1
+layer_case "tlsf importing large (later in its layer) in a use group fails" tlsf 'use crate::{chunk::ALIGN, large::alloc};' 1
+layer_case "events reaching stats from a macro fails" events 'macro_rules! bad { () => { $crate::stats::stats() }; }' 1
+layer_case "a use in a comment is no use" os '// use crate::export::alloc;' 0
+rm -rf lc && mkdir lc && cp -r "$ROOT/src" lc/
+printf 'pub mod extra;\n' >>lc/src/lib.rs
+: >lc/src/extra.rs
+python3 "$LAYERS" lc >lc.out 2>&1
+check "check_layers: a module its table does not list fails" \
+    bash -c '[[ $1 -eq 1 ]] && grep -q "module .extra., which LAYERS" lc.out' _ $?
+rm -rf lc && mkdir lc && cp -r "$ROOT/src" lc/
+mv lc/src/sys/events.rs lc/src/heap/events.rs
+sed -i 's|"sys/events.rs"|"heap/events.rs"|' lc/src/lib.rs
+python3 "$LAYERS" lc >lc.out 2>&1
+check "check_layers: a module in another layer's folder fails" \
+    bash -c '[[ $1 -eq 1 ]] && grep -q "module .events. of layer .sys. belongs in src/sys/events.rs" lc.out' _ $?
 
 echo "$PASSED passed, $FAILED failed"
 [[ $FAILED -eq 0 ]]

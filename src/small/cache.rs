@@ -58,12 +58,12 @@
 //! array push. No lock and no atomic read-modify-write.
 
 use crate::chunk::{self, to_user, ALIGN};
-use crate::heap::HEAP;
+use crate::events::{several_threads, THREADS};
+use crate::heap::{Heap, HEAP};
 use crate::lock::Lock;
-use crate::tls;
 use crate::zonemap::{self, ZONE_SHIFT, ZONE_SIZE};
 use core::ptr::{addr_of, addr_of_mut, null_mut};
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, Ordering};
 
 /// Largest size served from zones.
 pub const SMALL_MAX: usize = 4096;
@@ -283,8 +283,8 @@ impl Zone {
 }
 
 const _: () =
-    assert!(ZONE_HDR == 192 && (chunk::HDR + core::mem::offset_of!(Zone, free)) % 64 == 0);
-const _: () = assert!((chunk::HDR + core::mem::offset_of!(Zone, remote)) % 64 == 0);
+    assert!(ZONE_HDR == 192 && (chunk::HDR + core::mem::offset_of!(Zone, free)).is_multiple_of(64));
+const _: () = assert!((chunk::HDR + core::mem::offset_of!(Zone, remote)).is_multiple_of(64));
 
 /// A list of zones (owner's avail/full lists, the abandoned lists).
 #[derive(Clone, Copy)]
@@ -463,6 +463,13 @@ fn static_cache_ptr(c: *const CacheOf<0>) -> *const Cache {
     c as *const Cache
 }
 
+/// This thread's cache: `tls::get()`, `tls::set(c)`, an initial-exec slot
+/// whose first value is the static empty cache (see `crate::tls`).
+mod tls {
+    use super::{Cache, EMPTY_CACHE};
+    crate::tls::thread_slot!(Cache = EMPTY_CACHE; get, set);
+}
+
 /// Global state shared by all caches, under `SHARED_LOCK`.
 struct Shared {
     abandoned: [ZoneList; NCLASS],
@@ -473,16 +480,8 @@ struct Shared {
     allocs: [usize; NCLASS],
 }
 static SHARED_LOCK: Lock = Lock::new();
-/// Live thread caches: the threads that allocated a small block and have
-/// not exited (a mirror of the length of `Shared::live`).
-static THREADS: AtomicUsize = AtomicUsize::new(0);
-
-/// Do two threads or more have a cache? Then the heap does not ask the
-/// kernel about pages while it holds its lock (see `Tlsf::resident_cut`).
-#[inline]
-pub fn several_threads() -> bool {
-    THREADS.load(Ordering::Relaxed) > 1
-}
+// `events::THREADS` counts the live thread caches (the length of
+// `Shared::live`), for `several_threads` here and in the heap.
 static mut SHARED: Shared = Shared {
     abandoned: [ZoneList::new(); NCLASS],
     free_caches: null_mut(),
@@ -726,6 +725,9 @@ unsafe fn block_ok(e: &zonemap::ZoneInfo, p: *mut u8, key: usize) -> bool {
 
 /// `block_ok` for `p` in a zone's granule, reporting and aborting on
 /// failure; `what` names the call.
+///
+/// # Safety
+/// `p` lies in a live zone (the zone map says its granule is one).
 #[inline(always)]
 pub unsafe fn check_block(p: *mut u8, what: &'static str) {
     if !block_ok(zonemap::info(p), p, crate::guard::list_key()) {
@@ -1203,6 +1205,7 @@ unsafe fn new_zone(c: &mut Cache, cls: usize) -> *mut Zone {
             magic,
             area,
         ) {
+            // SAFETY: ch came from this heap just above and is in use.
             h.free(ch);
             return null_mut();
         }
@@ -1220,6 +1223,8 @@ unsafe fn retire(z: *mut Zone) {
     HEAP.with(|h| {
         let g = z as usize & !(ZONE_SIZE - 1);
         zonemap::clear(g as *const u8);
+        // SAFETY: a zone's chunk starts at its granule and is in use until
+        // this free.
         h.free(g as *mut chunk::Chunk);
     });
 }
@@ -1636,6 +1641,23 @@ pub unsafe fn zone_ok(z: *const Zone) -> bool {
             == (cls as u32, first_offset(z), (*z).div_magic, (*z).area)
 }
 
+/// The zones of heap `h`: (zone count, bytes of zone chunks, bytes of
+/// blocks in use in them). Reads owner-only counters racily: a figure for
+/// statistics, not an invariant.
+pub fn zone_usage(h: &Heap) -> (usize, usize, usize) {
+    let (mut zones, mut chunk_bytes, mut used) = (0, 0, 0);
+    h.for_each_zone(|c| {
+        zones += 1;
+        let z = zone_at(c as usize);
+        // SAFETY: c is a live zone chunk (for_each_zone), z its header.
+        unsafe {
+            chunk_bytes += chunk::size(c);
+            used += core::ptr::read_volatile(&(*z).used) as usize * (*z).block_size as usize;
+        }
+    });
+    (zones, chunk_bytes, used)
+}
+
 /// Usable bytes of a block of zone `z`.
 ///
 /// # Safety
@@ -1645,4 +1667,4 @@ pub unsafe fn usable(z: *const Zone) -> usize {
     (*z).block_size as usize
 }
 
-const _: () = assert!(ZONE_HDR % ALIGN == 0);
+const _: () = assert!(ZONE_HDR.is_multiple_of(ALIGN));

@@ -13,19 +13,7 @@ use crate::region::{KIND_BRK, KIND_MMAP};
 use crate::report::StackBuf;
 use crate::tlsf::{FL_COUNT, SL_COUNT};
 use core::fmt::Write;
-use core::sync::atomic::{AtomicUsize, Ordering};
-
-/// The most bytes ever held in heap chunks (zones counted whole) plus large
-/// mappings: an upper bound of the bytes in use at any moment.
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-/// Records a new total of bytes held; keeps the maximum.
-#[inline]
-pub fn note_peak(total: usize) {
-    if total > PEAK.load(Ordering::Relaxed) {
-        PEAK.fetch_max(total, Ordering::Relaxed);
-    }
-}
+use core::sync::atomic::Ordering;
 
 /// `struct memalloc_stats` of memalloc.h.
 #[repr(C)]
@@ -79,7 +67,7 @@ pub fn stats() -> Stats {
     let (large_count, large_bytes) = large::totals();
     let mut s = HEAP.with(|h| Stats {
         in_use: small_adjusted_in_use(h),
-        peak_in_use: PEAK.load(Ordering::Relaxed),
+        peak_in_use: crate::events::peak(),
         heap_bytes: h.brk_bytes + h.mmap_region_bytes,
         brk_bytes: h.brk_bytes,
         mmap_region_bytes: h.mmap_region_bytes,
@@ -102,7 +90,7 @@ pub fn stats() -> Stats {
 /// Bytes in use in the heap regions, counting zone blocks in use rather
 /// than whole zones.
 fn small_adjusted_in_use(h: &crate::heap::Heap) -> usize {
-    let (_, zone_chunks, zone_used) = h.zone_usage();
+    let (_, zone_chunks, zone_used) = crate::cache::zone_usage(h);
     h.in_use - zone_chunks + zone_used
 }
 
@@ -156,6 +144,9 @@ pub fn malloc_stats() {
 }
 
 /// malloc_info: glibc's XML shape, written with fwrite outside our locks.
+///
+/// # Safety
+/// `fp` is null or an open stdio stream.
 pub unsafe fn malloc_info(options: i32, fp: *mut libc::FILE) -> i32 {
     if options != 0 {
         os::set_errno(libc::EINVAL);
@@ -180,36 +171,6 @@ pub unsafe fn malloc_info(options: i32, fp: *mut libc::FILE) -> i32 {
 }
 
 // ---- MEMALLOC_TRACE ----------------------------------------------------------
-
-static TRACE_FD: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::new(-1);
-static TRACE_T0: AtomicUsize = AtomicUsize::new(0);
-/// Bytes of heap regions (break + mmap'd), mirrored for the trace.
-static HEAP_BYTES: AtomicUsize = AtomicUsize::new(0);
-
-/// Clock `id` in nanoseconds (vDSO: no system call).
-#[inline]
-fn clock_ns(id: libc::clockid_t) -> usize {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid out-parameter.
-    unsafe { libc::clock_gettime(id, &mut ts) };
-    ts.tv_sec as usize * 1_000_000_000 + ts.tv_nsec as usize
-}
-
-/// CLOCK_MONOTONIC_COARSE in ns: a read of the vDSO's last tick (a few
-/// nanoseconds, a few ms of resolution), for the allocator's own timing
-/// decisions (purge intervals, cycle detection, ageing), which may look at
-/// the clock on every free.
-pub fn coarse_ns() -> usize {
-    clock_ns(libc::CLOCK_MONOTONIC_COARSE)
-}
-
-/// CLOCK_MONOTONIC in nanoseconds (the trace's timestamps).
-pub fn now_ns() -> usize {
-    clock_ns(libc::CLOCK_MONOTONIC)
-}
 
 /// Opens the trace file named by MEMALLOC_TRACE (from the constructor).
 pub fn trace_open() {
@@ -237,35 +198,7 @@ pub fn trace_open() {
     // SAFETY: getpid has no preconditions.
     let _ = writeln!(b, "# pid {}", unsafe { libc::getpid() });
     os::write_all(fd, b.as_bytes());
-    TRACE_T0.store(now_ns(), Ordering::Relaxed);
-    TRACE_FD.store(fd, Ordering::Relaxed);
-}
-
-/// Records the heap's size after a change: `ns heap_bytes large_bytes
-/// in_use`, one line, one write (atomic with O_APPEND).
-pub fn trace_heap(heap_bytes: usize) {
-    HEAP_BYTES.store(heap_bytes, Ordering::Relaxed);
-    trace_event();
-}
-
-/// Records a change of the large blocks (or of the heap, via trace_heap).
-pub fn trace_event() {
-    let fd = TRACE_FD.load(Ordering::Relaxed);
-    if fd < 0 {
-        return;
-    }
-    let large = large::bytes();
-    let t = now_ns().saturating_sub(TRACE_T0.load(Ordering::Relaxed));
-    let mut b = StackBuf::<128>::new(-1);
-    let _ = writeln!(
-        b,
-        "{} {} {} {}",
-        t,
-        HEAP_BYTES.load(Ordering::Relaxed),
-        large,
-        crate::heap::in_use_hint() + large
-    );
-    os::write_all(fd, b.as_bytes());
+    crate::events::trace_start(fd);
 }
 
 // ---- exit report -------------------------------------------------------------
@@ -277,7 +210,7 @@ pub fn register_exit() {
     if crate::config::stats()
         || crate::config::debug()
         || !crate::config::dump_path().is_null()
-        || TRACE_FD.load(Ordering::Relaxed) >= 0
+        || crate::events::tracing()
     {
         crate::report::keep_stderr();
         extern "C" fn at_exit() {
@@ -296,7 +229,7 @@ fn exit_report() {
     }
     // The trace's last line: in-use bytes change without the heap's size
     // changing, so sample them once more.
-    trace_event();
+    crate::events::trace_event();
     if crate::config::stats() {
         summary(crate::report::err_fd());
     }
@@ -325,8 +258,8 @@ pub fn summary(fd: i32) {
     let s = stats();
     let allocs = crate::cache::class_allocs();
     let (medium, large_n) = (
-        MEDIUM_ALLOCS.load(Ordering::Relaxed),
-        LARGE_ALLOCS.load(Ordering::Relaxed),
+        crate::events::MEDIUM_ALLOCS.load(Ordering::Relaxed),
+        crate::events::LARGE_ALLOCS.load(Ordering::Relaxed),
     );
     let mut b = StackBuf::<4096>::new(fd);
     // SAFETY: getpid has no preconditions.
@@ -367,11 +300,6 @@ pub fn summary(fd: i32) {
     let _ = writeln!(b, "    medium (heap)    {:>14}", medium);
     let _ = writeln!(b, "    large (mmap)     {:>14}", large_n);
 }
-
-/// Allocations served by the TLSF heap for requests above the small classes.
-pub static MEDIUM_ALLOCS: AtomicUsize = AtomicUsize::new(0);
-/// Blocks mapped on their own.
-pub static LARGE_ALLOCS: AtomicUsize = AtomicUsize::new(0);
 
 /// memalloc_dump: every region and chunk, the mapped blocks and the TLSF
 /// bitmaps. Holds the heap lock while writing.

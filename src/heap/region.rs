@@ -63,9 +63,24 @@ impl Region {
     }
 }
 
+/// The region descriptor sentinel `c` points to.
+///
+/// # Safety
+/// `c` is a region's sentinel (see `chunk::is_sentinel`), readable.
+#[inline(always)]
+pub unsafe fn sentinel_region(c: *const Chunk) -> *mut Region {
+    (*c).next_free as *mut Region
+}
+
 /// A doubly-linked list of regions (head only; the descriptors hold links).
 pub struct RegionList {
     pub head: *mut Region,
+}
+
+impl Default for RegionList {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl RegionList {

@@ -61,8 +61,7 @@ struct List {
 }
 
 static LOCK: Lock = Lock::new();
-/// Bytes mapped for large blocks (mirrors LIST.bytes, readable without the lock).
-static BYTES: AtomicUsize = AtomicUsize::new(0);
+// `events::large_bytes` mirrors LIST.bytes, readable without the lock.
 
 /// Blocks mapped now (mirrors LIST.count, readable without the lock).
 static COUNT: AtomicUsize = AtomicUsize::new(0);
@@ -87,11 +86,6 @@ pub fn released() -> usize {
     RELEASED.load(Ordering::Relaxed)
 }
 
-/// Bytes mapped for large blocks now.
-#[inline]
-pub fn bytes() -> usize {
-    BYTES.load(Ordering::Relaxed)
-}
 static mut LIST: List = List {
     head: null_mut(),
     count: 0,
@@ -105,7 +99,7 @@ static mut LIST: List = List {
 struct Kept {
     base: *mut u8,
     len: usize,
-    /// When it was freed (`stats::coarse_ns`).
+    /// When it was freed (`os::coarse_ns`).
     at: usize,
 }
 
@@ -250,7 +244,7 @@ unsafe fn take_kept(len: usize) -> Option<(*mut u8, usize)> {
         if set.n == 0 {
             return None;
         }
-        set.age(crate::stats::coarse_ns(), &mut ev);
+        set.age(os::coarse_ns(), &mut ev);
         set.best(len).map(|i| set.remove(i))
     };
     ev.release();
@@ -281,7 +275,7 @@ unsafe fn keep(base: *mut u8, len: usize) {
     let k = Kept {
         base,
         len,
-        at: crate::stats::coarse_ns(),
+        at: os::coarse_ns(),
     };
     if len > cap {
         ev.push(k);
@@ -309,7 +303,7 @@ unsafe fn keep(base: *mut u8, len: usize) {
 #[inline]
 pub fn expire() {
     let oldest = OLDEST.load(Ordering::Relaxed);
-    if oldest == 0 || crate::stats::coarse_ns().wrapping_sub(oldest) < KEEP_NS {
+    if oldest == 0 || os::coarse_ns().wrapping_sub(oldest) < KEEP_NS {
         return;
     }
     expire_slow();
@@ -322,7 +316,7 @@ fn expire_slow() {
         let _g = LOCK.guard();
         // SAFETY: KEPT is only touched under LOCK.
         let set = unsafe { &mut *core::ptr::addr_of_mut!(KEPT) };
-        set.age(crate::stats::coarse_ns(), &mut ev);
+        set.age(os::coarse_ns(), &mut ev);
     }
     // SAFETY: the evicted mappings are ours and no longer listed anywhere.
     unsafe { ev.release() };
@@ -368,8 +362,7 @@ unsafe fn link(h: *mut LargeHdr) {
     list.count += 1;
     COUNT.store(list.count, Ordering::Relaxed);
     list.bytes += (*h).len;
-    BYTES.store(list.bytes, Ordering::Relaxed);
-    crate::stats::note_peak(list.bytes + crate::heap::in_use_hint());
+    crate::events::large_bytes_rose(list.bytes);
 }
 
 /// Unlinks `h`; the caller holds LOCK.
@@ -386,7 +379,7 @@ unsafe fn unlink_locked(h: *mut LargeHdr) {
     list.count -= 1;
     COUNT.store(list.count, Ordering::Relaxed);
     list.bytes -= (*h).len;
-    BYTES.store(list.bytes, Ordering::Relaxed);
+    crate::events::set_large_bytes(list.bytes);
 }
 
 /// Maps a block of `n` usable bytes whose user pointer is aligned to `align`
@@ -397,7 +390,7 @@ pub fn alloc(n: usize, align: usize, zero: bool) -> *mut u8 {
         return null_mut();
     }
     crate::config::init();
-    crate::stats::LARGE_ALLOCS.fetch_add(1, Ordering::Relaxed);
+    crate::events::LARGE_ALLOCS.fetch_add(1, Ordering::Relaxed);
     // SAFETY: we own the fresh mappings we cut and write.
     unsafe {
         let (base, len, user);
@@ -451,7 +444,7 @@ unsafe fn finish(base: *mut u8, len: usize, user: *mut u8, n: usize) -> *mut u8 
         (*c).prev_size = off;
         set_head(c, (len - off) | MMAPPED | MARK);
         link(h);
-        crate::stats::trace_event();
+        crate::events::trace_event();
         user
     }
 }
@@ -497,7 +490,10 @@ pub unsafe fn requested(c: *mut Chunk) -> usize {
 unsafe fn header_of(c: *mut Chunk) -> *mut LargeHdr {
     let off = (*c).prev_size;
     let base = (c as usize).wrapping_sub(off);
-    if off < LEAD - HDR || base % os::PAGE != 0 || !crate::zonemap::is_ours(base as *const u8) {
+    if off < LEAD - HDR
+        || !base.is_multiple_of(os::PAGE)
+        || !crate::zonemap::is_ours(base as *const u8)
+    {
         crate::report::fatal("invalid pointer (corrupted large block header)", to_user(c));
     }
     let h = base as *mut LargeHdr;
@@ -552,7 +548,7 @@ pub unsafe fn free(c: *mut Chunk) {
             crate::heap::HEAP.with(|hp| hp.note_unmapped(len));
         }
     }
-    crate::stats::trace_event();
+    crate::events::trace_event();
 }
 
 /// Resizes large chunk `c` to hold `n` bytes with `mremap`; returns the new
@@ -595,14 +591,13 @@ pub unsafe fn realloc(c: *mut Chunk, n: usize) -> *mut u8 {
     if new_len < len {
         RELEASED.fetch_add(len - new_len, Ordering::Relaxed);
     }
-    BYTES.store(list.bytes, Ordering::Relaxed);
-    crate::stats::note_peak(list.bytes + crate::heap::in_use_hint());
+    crate::events::large_bytes_rose(list.bytes);
     (*nh).len = new_len;
     (*nh).tag = tag_of(nh);
     let nc = nb.add(off) as *mut Chunk;
     set_head(nc, (new_len - off) | MMAPPED | MARK);
     drop(_g);
-    crate::stats::trace_event();
+    crate::events::trace_event();
     to_user(nc)
 }
 

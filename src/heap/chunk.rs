@@ -14,7 +14,7 @@
 //!
 //! A region ends with a 32-byte *sentinel*: a chunk of size 0, never free, whose
 //! word at +16 points to the region's descriptor (so the tail chunk finds its
-//! region in O(1)). Blocks mapped on their own ("large") carry the MMAPPED flag.
+//! region in O(1): `region::sentinel_region`). Blocks mapped on their own ("large") carry the MMAPPED flag.
 //!
 //! Invariants (checked by `Tlsf::check_region`): sizes are multiples of 16 and
 //! at least MIN_CHUNK; every header carries MARK; no two physically adjacent
@@ -77,22 +77,40 @@ pub const fn request_to_size(n: usize) -> Option<usize> {
     Some(if s < MIN_CHUNK { MIN_CHUNK } else { s })
 }
 
-// The accessors below take raw pointers.
-// # Safety (all of them): `c` points to a readable chunk header in memory this
-// allocator (or a pool's owner) gave it; writers also need it writable.
+// The accessors below take raw pointers. Their common contract (each one's
+// `# Safety` says which part applies): `c` points to a chunk header in
+// memory this allocator (or a pool's owner) gave it, readable; writers also
+// need it writable; the neighbour accessors need the neighbour's header to be
+// there too (the size or `prev_size` word is intact).
 
+/// The chunk's size in bytes (flags masked off).
+///
+/// # Safety
+/// `c` is a readable chunk header (see the contract above).
 #[inline(always)]
 pub unsafe fn size(c: *const Chunk) -> usize {
     (*c).head & SIZE_MASK
 }
+/// Is the chunk free (in the TLSF lists)?
+///
+/// # Safety
+/// `c` is a readable chunk header (see the contract above).
 #[inline(always)]
 pub unsafe fn is_free(c: *const Chunk) -> bool {
     (*c).head & FREE != 0
 }
+/// Is the physically previous chunk free (`prev_size` valid)?
+///
+/// # Safety
+/// `c` is a readable chunk header (see the contract above).
 #[inline(always)]
 pub unsafe fn is_prev_free(c: *const Chunk) -> bool {
     (*c).head & PREV_FREE != 0
 }
+/// Is the chunk a block mapped on its own?
+///
+/// # Safety
+/// `c` is a readable chunk header (see the contract above).
 #[inline(always)]
 pub unsafe fn is_mmapped(c: *const Chunk) -> bool {
     (*c).head & MMAPPED != 0
@@ -106,37 +124,68 @@ pub fn tag(c: *const Chunk, low: usize) -> usize {
     x & !LOW_MASK
 }
 /// Writes the head word (size | flags) with its tag.
+///
+/// # Safety
+/// `c` is a writable chunk header (see the contract above).
 #[inline(always)]
 pub unsafe fn set_head(c: *mut Chunk, low: usize) {
     (*c).head = low | tag(c, low);
 }
 /// The head word's size and flags.
+///
+/// # Safety
+/// `c` is a readable chunk header (see the contract above).
 #[inline(always)]
 pub unsafe fn head(c: *const Chunk) -> usize {
     (*c).head & LOW_MASK
 }
 /// Does the head word carry our mark and a valid tag?
+///
+/// # Safety
+/// `c` is a readable chunk header (see the contract above).
 #[inline(always)]
 pub unsafe fn head_ok(c: *const Chunk) -> bool {
     let h = (*c).head;
     h & MARK != 0 && tag(c, h & LOW_MASK) == h & !LOW_MASK
 }
+/// Sets the size, keeping the flags (the tag is rewritten).
+///
+/// # Safety
+/// `c` is a writable chunk header (see the contract above).
 #[inline(always)]
 pub unsafe fn set_size(c: *mut Chunk, size: usize) {
     set_head(c, (head(c) & !SIZE_MASK) | size);
 }
+/// Sets flag bits `f` (the tag is rewritten).
+///
+/// # Safety
+/// `c` is a writable chunk header (see the contract above).
 #[inline(always)]
 pub unsafe fn set_flags(c: *mut Chunk, f: usize) {
     set_head(c, head(c) | f);
 }
+/// Clears flag bits `f` (the tag is rewritten).
+///
+/// # Safety
+/// `c` is a writable chunk header (see the contract above).
 #[inline(always)]
 pub unsafe fn clear_flags(c: *mut Chunk, f: usize) {
     set_head(c, head(c) & !f);
 }
+/// The physically next chunk.
+///
+/// # Safety
+/// `c` is a readable chunk header with an intact size; the result is only
+/// a header if `c` is not a sentinel.
 #[inline(always)]
 pub unsafe fn next(c: *const Chunk) -> *mut Chunk {
     (c as *mut u8).add(size(c)) as *mut Chunk
 }
+/// The physically previous chunk.
+///
+/// # Safety
+/// `c` is a readable chunk header with PREV_FREE set, so that `prev_size`
+/// holds the previous chunk's size.
 #[inline(always)]
 pub unsafe fn prev(c: *const Chunk) -> *mut Chunk {
     (c as *mut u8).sub((*c).prev_size) as *mut Chunk
@@ -150,17 +199,26 @@ pub fn to_user(c: *mut Chunk) -> *mut u8 {
     (c as *mut u8).wrapping_add(HDR)
 }
 /// Usable bytes of an in-use heap chunk.
+///
+/// # Safety
+/// `c` is a readable chunk header (see the contract above).
 #[inline(always)]
 pub unsafe fn usable(c: *const Chunk) -> usize {
     size(c) - OVERHEAD
 }
 /// Marks `c` in use: clears FREE here and PREV_FREE on the next chunk.
+///
+/// # Safety
+/// `c` and the chunk after it are writable chunk headers.
 #[inline(always)]
 pub unsafe fn mark_used(c: *mut Chunk) {
     clear_flags(c, FREE);
     clear_flags(next(c), PREV_FREE);
 }
 /// Marks `c` free: sets FREE here, the footer, and PREV_FREE on the next chunk.
+///
+/// # Safety
+/// `c` and the chunk after it are writable chunk headers.
 #[inline(always)]
 pub unsafe fn mark_free(c: *mut Chunk) {
     set_flags(c, FREE);
@@ -169,12 +227,10 @@ pub unsafe fn mark_free(c: *mut Chunk) {
     set_flags(n, PREV_FREE);
 }
 /// Is `c` a region sentinel (size 0)?
+///
+/// # Safety
+/// `c` is a readable chunk header (see the contract above).
 #[inline(always)]
 pub unsafe fn is_sentinel(c: *const Chunk) -> bool {
     size(c) == 0
-}
-/// The region descriptor a sentinel points to.
-#[inline(always)]
-pub unsafe fn sentinel_region(c: *const Chunk) -> *mut crate::region::Region {
-    (*c).next_free as *mut crate::region::Region
 }

@@ -205,6 +205,8 @@ unsafe fn release(p: *mut u8) {
             fatal("write after free (a freed block was modified)", p.add(i));
         }
     }
+    // SAFETY: c's header was checked when the block entered the quarantine,
+    // and validate checks it is still in use before it is freed.
     let r = HEAP.with(|h| {
         h.validate(c)?;
         h.free(c);

@@ -20,7 +20,7 @@
 
 use crate::chunk::*;
 use crate::os::PAGE;
-use crate::region::Region;
+use crate::region::{sentinel_region, Region};
 use core::ptr::null_mut;
 
 /// log2 of the number of second-level lists per first-level range.
@@ -161,6 +161,12 @@ pub unsafe fn stamp(c: *const Chunk) -> usize {
 #[inline]
 pub unsafe fn set_stamp(c: *mut Chunk, v: usize) {
     *((c as *mut u8).add(STAMP_OFF) as *mut usize) = v;
+}
+
+impl Default for Tlsf {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Tlsf {
@@ -805,7 +811,9 @@ impl Tlsf {
             }
             for sl in 0..SL_COUNT {
                 let head = self.heads[fl][sl];
-                if ((self.sl_bitmap[fl] >> sl) & 1 != 0) != !head.is_null() {
+                // The bit is set iff the list is non-empty.
+                let bit = (self.sl_bitmap[fl] >> sl) & 1 != 0;
+                if bit == head.is_null() {
                     bad += 1;
                 }
                 let mut prevc: *mut Chunk = null_mut();
@@ -847,7 +855,7 @@ impl Tlsf {
         let mut prev_size = 0usize;
         loop {
             let a = c as usize;
-            if a < start || a + SENTINEL > end || a % ALIGN != 0 {
+            if a < start || a + SENTINEL > end || !a.is_multiple_of(ALIGN) {
                 r.bad += 1;
                 break;
             }
@@ -867,14 +875,14 @@ impl Tlsf {
             if is_sentinel(c) {
                 if a + SENTINEL != end
                     || h & FREE != 0
-                    || sentinel_region(c) as *const Region != region
+                    || !core::ptr::eq(sentinel_region(c), region)
                 {
                     r.bad += 1;
                 }
                 break;
             }
             let s = size(c);
-            if s < MIN_CHUNK || s % ALIGN != 0 {
+            if s < MIN_CHUNK || !s.is_multiple_of(ALIGN) {
                 r.bad += 1;
                 break;
             }

@@ -52,7 +52,7 @@ fn alloc_medium(n: usize) -> *mut u8 {
     if c.is_null() {
         return enomem();
     }
-    crate::stats::MEDIUM_ALLOCS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    crate::events::MEDIUM_ALLOCS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     // SAFETY: the chunk holds at least n bytes.
     unsafe { config::perturb_alloc(to_user(c), n) }
 }
@@ -143,6 +143,10 @@ unsafe fn chunk_of_in_ours(p: *mut u8) -> *mut Chunk {
 }
 
 /// free.
+///
+/// # Safety
+/// `p` is null or a pointer this allocator returned and has not freed. (A
+/// pointer that is neither is reported when the checks can tell, not trusted.)
 #[inline(always)]
 pub unsafe fn dealloc(p: *mut u8) {
     let (bits, info) = zonemap::lookup(p);
@@ -174,6 +178,7 @@ unsafe fn dealloc_chunk(p: *mut u8, bits: u8) {
         large::free(c);
         return;
     }
+    // SAFETY: chunk_of checked c's header; validate checks it is in use.
     let r = HEAP.with(|h| {
         h.validate(c)?;
         config::perturb_free(p, usable(c));
@@ -190,6 +195,7 @@ unsafe fn dealloc_chunk(p: *mut u8, bits: u8) {
 #[cold]
 unsafe fn debug_free(p: *mut u8, c: *mut Chunk) {
     if !is_mmapped(c) {
+        // SAFETY: chunk_of checked c's header.
         if let Err(e) = HEAP.with(|h| h.validate(c)) {
             fatal(e, p);
         }
@@ -202,6 +208,7 @@ unsafe fn debug_free(p: *mut u8, c: *mut Chunk) {
 #[cold]
 unsafe fn debug_realloc(p: *mut u8, c: *mut Chunk, n: usize) -> *mut u8 {
     if !is_mmapped(c) {
+        // SAFETY: chunk_of checked c's header.
         if let Err(e) = HEAP.with(|h| h.validate(c)) {
             fatal(e, p);
         }
@@ -220,6 +227,10 @@ unsafe fn debug_realloc(p: *mut u8, c: *mut Chunk, n: usize) -> *mut u8 {
 }
 
 /// realloc, with glibc's `realloc(p, 0)` = free.
+///
+/// # Safety
+/// `p` is null or a pointer this allocator returned and has not freed. (A
+/// pointer that is neither is reported when the checks can tell, not trusted.)
 pub unsafe fn realloc_impl(p: *mut u8, n: usize) -> *mut u8 {
     if p.is_null() {
         return alloc(n);
@@ -256,6 +267,8 @@ pub unsafe fn realloc_impl(p: *mut u8, n: usize) -> *mut u8 {
         }
         return move_block(p, old, n, |p| large::free(from_user(p)));
     }
+    // SAFETY: chunk_of checked c's header; validate checks it is in use
+    // before resize_in_place touches it.
     let r = HEAP.with(|h| {
         h.validate(c)?;
         let have = size(c);
@@ -346,6 +359,10 @@ pub fn calloc_impl(n: usize, m: usize) -> *mut u8 {
 }
 
 /// malloc_usable_size.
+///
+/// # Safety
+/// `p` is null or a pointer this allocator returned and has not freed. (A
+/// pointer that is neither is reported when the checks can tell, not trusted.)
 pub unsafe fn usable_size(p: *mut u8) -> usize {
     if p.is_null() {
         return 0;
@@ -379,6 +396,12 @@ fn is_pow2(a: usize) -> bool {
 macro_rules! export {
     ($(#[$m:meta])* fn $name:ident($($a:ident: $t:ty),*) $(-> $r:ty)? $body:block) => {
         $(#[$m])*
+        ///
+        /// # Safety
+        /// The C contract of the function (its manual page; `memalloc.h` for
+        /// the extensions): a block pointer is null or one this allocator
+        /// returned and has not freed, an out-pointer is writable, a pool is
+        /// one `memalloc_pool_create` made and not destroyed.
         #[cfg_attr(not(test), no_mangle)]
         pub unsafe extern "C" fn $name($($a: $t),*) $(-> $r)? $body
     };
@@ -462,7 +485,7 @@ export!(
     /// glibc leaves it (its threaded allocation-failure test checks errno
     /// after a failed call); on success errno untouched.
     fn posix_memalign(out: *mut *mut c_void, align: usize, n: usize) -> i32 {
-        if !is_pow2(align) || align % core::mem::size_of::<*mut c_void>() != 0 {
+        if !is_pow2(align) || !align.is_multiple_of(core::mem::size_of::<*mut c_void>()) {
             return libc::EINVAL;
         }
         let e = os::ErrnoGuard::new();
@@ -597,7 +620,9 @@ export!(
 export!(
     /// Number of broken heap invariants (0 = consistent).
     fn memalloc_check() -> usize {
-        HEAP.with(|h| h.check().0)
+        // SAFETY: check calls zone_ok's closure with live zone chunks, whose
+        // zone header zone_at finds.
+        HEAP.with(|h| h.check(|c| cache::zone_ok(cache::zone_at(c as usize))).0)
     }
 );
 export!(

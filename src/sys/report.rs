@@ -118,7 +118,7 @@ impl<const N: usize> Drop for StackBuf<N> {
 pub fn fatal(what: &str, addr: *const u8) -> ! {
     use fmt::Write;
     let mut b = StackBuf::<256>::new(err_fd());
-    let _ = write!(b, "memalloc: {} at {:p}\n", what, addr);
+    let _ = writeln!(b, "memalloc: {} at {:p}", what, addr);
     b.flush();
     crate::os::abort()
 }

@@ -78,6 +78,12 @@ impl Lock {
     }
 }
 
+impl Default for Lock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Releases its lock when dropped.
 pub struct Guard<'a>(&'a Lock);
 

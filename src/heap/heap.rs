@@ -19,7 +19,7 @@ use crate::chunk::*;
 use crate::config;
 use crate::lock::Lock;
 use crate::os;
-use crate::region::{Region, RegionList, KIND_BRK, KIND_MMAP};
+use crate::region::{sentinel_region, Region, RegionList, KIND_BRK, KIND_MMAP};
 use crate::tlsf::{is_partial, RegionCheck, Tlsf, PARTIAL, PURGED, STAMP_MIN, STAMP_OFF};
 use core::cell::UnsafeCell;
 use core::ptr::null_mut;
@@ -54,12 +54,9 @@ const MOVE_MAX: usize = 256 << 10;
 /// Smallest mmap'd heap region.
 const REGION_MIN: usize = 1 << 20;
 
-/// Bytes of heap chunks in use, mirrored for readers without the lock.
-static IN_USE_HINT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
-
-/// Bytes of heap chunks in use (a relaxed snapshot).
+/// Bytes of heap chunks in use (a relaxed snapshot, without the lock).
 pub fn in_use_hint() -> usize {
-    IN_USE_HINT.load(core::sync::atomic::Ordering::Relaxed)
+    crate::events::heap_in_use()
 }
 
 /// The heap's state; only touched under [`HEAP`]'s lock.
@@ -163,7 +160,7 @@ impl Heap {
         unsafe {
             let mut c = self
                 .tlsf
-                .alloc_keeping(csize, !crate::cache::several_threads());
+                .alloc_keeping(csize, !crate::events::several_threads());
             if c.is_null() {
                 c = self.alloc_slow(csize, 0, 0);
             }
@@ -199,8 +196,7 @@ impl Heap {
     #[inline]
     fn account_alloc(&mut self, s: usize) {
         self.in_use += s;
-        IN_USE_HINT.store(self.in_use, core::sync::atomic::Ordering::Relaxed);
-        crate::stats::note_peak(self.in_use + crate::large::bytes());
+        crate::events::heap_in_use_rose(self.in_use);
     }
 
     #[cold]
@@ -214,7 +210,7 @@ impl Heap {
         if self.grow(need) {
             let c = if align == 0 {
                 self.tlsf
-                    .alloc_keeping(csize, !crate::cache::several_threads())
+                    .alloc_keeping(csize, !crate::events::several_threads())
             } else {
                 self.tlsf.alloc_aligned_at(csize, align, at)
             };
@@ -355,13 +351,16 @@ impl Heap {
     /// Frees in-use chunk `c`, then gives memory back to the OS if the free
     /// tail of the break passed the trim threshold or an mmap'd region
     /// became wholly free.
+    ///
+    /// # Safety
+    /// `c` is an in-use chunk of this heap (as `validate` checks).
     #[inline]
-    pub fn free(&mut self, c: *mut Chunk) {
+    pub unsafe fn free(&mut self, c: *mut Chunk) {
         // SAFETY: c was validated by the caller as an in-use chunk of ours.
         unsafe {
             let s = size(c);
             self.in_use -= s;
-            IN_USE_HINT.store(self.in_use, core::sync::atomic::Ordering::Relaxed);
+            crate::events::set_heap_in_use(self.in_use);
             let f = self.tlsf.free(c);
             let n = next(f);
             if is_sentinel(n) {
@@ -389,7 +388,7 @@ impl Heap {
         // (Until the purge, every free looks at the clock: a program that
         // went quiet gets its memory back at its next free. The coarse clock
         // costs a few nanoseconds.)
-        let now = crate::stats::coarse_ns();
+        let now = os::coarse_ns();
         // Free chunks are stamped with the interval they were indexed in
         // (as of the last look at the clock; intervals of 2^28 ns, about the
         // purge interval): the purge leaves this one's.
@@ -502,16 +501,14 @@ impl Heap {
         let r = sentinel_region(sent);
         if (*r).kind == KIND_BRK {
             let cfg = config::get();
-            if self.pad_boost != 0
-                && crate::stats::coarse_ns().wrapping_sub(self.boost_at) > BOOST_LIFE_NS
-            {
+            if self.pad_boost != 0 && os::coarse_ns().wrapping_sub(self.boost_at) > BOOST_LIFE_NS {
                 self.pad_boost = 0; // the program stopped cycling
             }
             let keep = cfg.top_pad + self.pad_boost;
             if size(f) > cfg.trim_threshold && size(f) > keep + os::PAGE {
                 let cut = self.trim_brk(keep);
                 if cut != 0 {
-                    self.last_trim = crate::stats::coarse_ns();
+                    self.last_trim = os::coarse_ns();
                     self.last_cut = cut;
                 }
             }
@@ -573,7 +570,10 @@ impl Heap {
     /// break when `c` is its last chunk. A growing chunk takes up to `want`
     /// bytes (`>= csize`) where its free neighbour has them: headroom for
     /// the next steps of a block that grows by small steps.
-    pub fn resize_in_place(&mut self, c: *mut Chunk, csize: usize, want: usize) -> bool {
+    ///
+    /// # Safety
+    /// `c` is an in-use chunk of this heap (as `validate` checks).
+    pub unsafe fn resize_in_place(&mut self, c: *mut Chunk, csize: usize, want: usize) -> bool {
         // SAFETY: c is an in-use chunk of ours (validated by the caller).
         unsafe {
             let old = size(c);
@@ -602,7 +602,7 @@ impl Heap {
             }
             if ok {
                 self.in_use = self.in_use - old + size(c);
-                crate::stats::note_peak(self.in_use + crate::large::bytes());
+                crate::events::heap_in_use_rose(self.in_use);
                 let n = next(c);
                 if is_free(n) && is_sentinel(next(n)) {
                     self.release_tail(n, next(n));
@@ -623,8 +623,12 @@ impl Heap {
     /// header was checked by the caller): the error to report for a double
     /// free, or for neighbours whose headers an overflow or underflow
     /// overwrote. The caller reports after releasing the lock.
+    ///
+    /// # Safety
+    /// `c`'s header lies in memory of this heap and carries a valid tag
+    /// (`head_ok`): its size then leads to the next header in the same region.
     #[inline]
-    pub fn validate(&self, c: *mut Chunk) -> Result<(), &'static str> {
+    pub unsafe fn validate(&self, c: *mut Chunk) -> Result<(), &'static str> {
         if !crate::guard::CHECKS {
             return Ok(());
         }
@@ -636,7 +640,7 @@ impl Heap {
                 return Err("double free");
             }
             let s = h & SIZE_MASK;
-            if s < MIN_CHUNK || s > MAX_REQUEST * 2 {
+            if !(MIN_CHUNK..=MAX_REQUEST * 2).contains(&s) {
                 return Err("invalid pointer or corrupted block header");
             }
             let n = next(c);
@@ -656,8 +660,10 @@ impl Heap {
     }
 
     /// Walks every region and the index; returns the number of broken
-    /// invariants, and what the walks found in total.
-    pub fn check(&self) -> (usize, RegionCheck) {
+    /// invariants, and what the walks found in total. `zone_ok(c)` is the
+    /// small layer's test of the zone header in zone chunk `c` (live and in
+    /// use when it is called).
+    pub fn check(&self, mut zone_ok: impl FnMut(*mut Chunk) -> bool) -> (usize, RegionCheck) {
         let mut total = RegionCheck::default();
         let mut bad = 0;
         // SAFETY: under the lock every region descriptor is live.
@@ -680,9 +686,9 @@ impl Heap {
         // below would have rewritten them). Only over a sound chunk chain:
         // the walk follows sizes without the checks of check_region.
         if bad == 0 {
-            self.for_each_zone(|c, z| {
-                // SAFETY: c is a live chunk, z its zone (for_each_zone).
-                if unsafe { size(c) != crate::zonemap::ZONE_SIZE || !crate::cache::zone_ok(z) } {
+            self.for_each_zone(|c| {
+                // SAFETY: c is a live chunk (for_each_zone).
+                if unsafe { size(c) != crate::zonemap::ZONE_SIZE } || !zone_ok(c) {
                     bad += 1;
                 }
             });
@@ -697,8 +703,9 @@ impl Heap {
         (bad, total)
     }
 
-    /// Calls `f(chunk, zone)` for every zone chunk of the heap.
-    fn for_each_zone(&self, mut f: impl FnMut(*mut Chunk, *const crate::cache::Zone)) {
+    /// Calls `f(chunk)` for every zone chunk of the heap (in use, and marked
+    /// a zone in the zone map); the zone header in it is the small layer's.
+    pub fn for_each_zone(&self, mut f: impl FnMut(*mut Chunk)) {
         // SAFETY: under the lock every region and chunk header is consistent;
         // a zone header is live while its chunk is in use.
         unsafe {
@@ -707,29 +714,13 @@ impl Heap {
                 let mut c = (*r).start as *mut Chunk;
                 while !is_sentinel(c) {
                     if !is_free(c) && crate::zonemap::is_zone(to_user(c)) {
-                        f(c, crate::cache::zone_at(c as usize));
+                        f(c);
                     }
                     c = next(c);
                 }
                 r = (*r).next;
             }
         }
-    }
-
-    /// Walks the regions for zones: (zone count, bytes of zone chunks, bytes
-    /// of blocks in use in them). Reads owner-only counters racily: a figure
-    /// for statistics, not an invariant.
-    pub fn zone_usage(&self) -> (usize, usize, usize) {
-        let (mut zones, mut chunk_bytes, mut used) = (0, 0, 0);
-        self.for_each_zone(|c, z| {
-            zones += 1;
-            // SAFETY: c is a live chunk, z its zone (for_each_zone).
-            unsafe {
-                chunk_bytes += size(c);
-                used += core::ptr::read_volatile(&(*z).used) as usize * (*z).block_size as usize;
-            }
-        });
-        (zones, chunk_bytes, used)
     }
 
     /// The break grows again: if it was just trimmed, the program is cycling
@@ -745,7 +736,7 @@ impl Heap {
         if self.last_trim == 0 {
             return;
         }
-        let now = crate::stats::coarse_ns();
+        let now = os::coarse_ns();
         if now.wrapping_sub(self.last_trim) < THRASH_NS {
             // What was kept plus what was cut: what the program took.
             self.pad_boost = ((self.pad_boost + self.last_cut) * 2).clamp(1 << 20, BOOST_MAX);
@@ -762,7 +753,7 @@ impl Heap {
     /// and unmapped, batch 2 grows the break; without this, the trim after
     /// batch 2 gave its 23 MiB back and batch 3 faulted them in again.
     pub fn note_unmapped(&mut self, bytes: usize) {
-        let now = crate::stats::coarse_ns();
+        let now = os::coarse_ns();
         if self.last_trim != 0 && now.wrapping_sub(self.last_trim) < THRASH_NS {
             self.last_cut = self.last_cut.saturating_add(bytes);
         } else {
@@ -774,7 +765,7 @@ impl Heap {
     /// Tells the trace (if any) the heap's new size.
     #[inline]
     fn traced(&self) {
-        crate::stats::trace_heap(self.brk_bytes + self.mmap_region_bytes);
+        crate::events::trace_heap(self.brk_bytes + self.mmap_region_bytes);
     }
 
     /// Free bytes at the tail of the break (glibc's keepcost).

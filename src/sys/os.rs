@@ -1,8 +1,9 @@
 //! The only module that makes system calls.
 //!
-//! Owns: `sbrk`, `mmap`, `munmap`, `mremap`, `madvise`, `mincore`, `write`, `abort` and
-//! the futex calls used by [`crate::lock`]. Every call is counted in
-//! [`SYSCALLS`] for the statistics. Calls that may run on a `free` path
+//! Owns: `sbrk`, `mmap`, `munmap`, `mremap`, `madvise`, `mincore`, `write`, `abort`,
+//! the futex calls used by `lock`, and the clocks (vDSO reads, not system
+//! calls). It uses no other module of the crate. Every system call is counted
+//! in [`SYSCALLS`] for the statistics. Calls that may run on a `free` path
 //! (`munmap`, a negative `sbrk`, `madvise`) preserve `errno`, because `free`
 //! must not change it (POSIX.1-2024; glibc 2.33+ guarantees it too).
 
@@ -53,6 +54,13 @@ impl ErrnoGuard {
     }
 }
 
+impl Default for ErrnoGuard {
+    /// Saves `errno`, as [`ErrnoGuard::new`].
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Drop for ErrnoGuard {
     #[inline]
     fn drop(&mut self) {
@@ -73,8 +81,39 @@ pub fn check_page_size() {
     // SAFETY: sysconf has no memory-safety preconditions.
     let ps = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     if ps != PAGE as libc::c_long {
-        crate::report::fatal_msg("unsupported page size (memalloc is built for 4 KiB pages)");
+        // (From the constructor, before any report could need the kept
+        // stderr of `report`, which is above this module.)
+        write_all(
+            2,
+            b"memalloc: unsupported page size (memalloc is built for 4 KiB pages)\n",
+        );
+        abort();
     }
+}
+
+/// Clock `id` in nanoseconds (vDSO: no system call).
+#[inline]
+fn clock_ns(id: libc::clockid_t) -> usize {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid out-parameter.
+    unsafe { libc::clock_gettime(id, &mut ts) };
+    ts.tv_sec as usize * 1_000_000_000 + ts.tv_nsec as usize
+}
+
+/// CLOCK_MONOTONIC_COARSE in ns: a read of the vDSO's last tick (a few
+/// nanoseconds, a few ms of resolution), for the allocator's own timing
+/// decisions (purge intervals, cycle detection, ageing), which may look at
+/// the clock on every free.
+pub fn coarse_ns() -> usize {
+    clock_ns(libc::CLOCK_MONOTONIC_COARSE)
+}
+
+/// CLOCK_MONOTONIC in nanoseconds (the trace's timestamps).
+pub fn now_ns() -> usize {
+    clock_ns(libc::CLOCK_MONOTONIC)
 }
 
 /// The current program break.

@@ -63,7 +63,7 @@ pub unsafe fn create(mem: *mut u8, bytes: usize) -> *mut Pool {
 }
 
 unsafe fn checked<'a>(p: *mut Pool) -> &'a mut Pool {
-    if p.is_null() || (p as usize) % ALIGN != 0 || (*p).magic != POOL_MAGIC {
+    if p.is_null() || !(p as usize).is_multiple_of(ALIGN) || (*p).magic != POOL_MAGIC {
         fatal("invalid pool", p as *const u8);
     }
     &mut *p
@@ -139,7 +139,7 @@ pub unsafe fn memalign(p: *mut Pool, align: usize, n: usize) -> *mut u8 {
 /// Checks a pointer handed back to the pool: inside one of its regions,
 /// aligned, ours and in use. Returns the error to report.
 unsafe fn validate(pool: &Pool, q: *mut u8) -> Result<*mut Chunk, &'static str> {
-    if q as usize % ALIGN != 0 || pool.regions.find(q).is_null() {
+    if !(q as usize).is_multiple_of(ALIGN) || pool.regions.find(q).is_null() {
         return Err("invalid pointer (not from this pool)");
     }
     let c = from_user(q);
