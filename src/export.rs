@@ -53,6 +53,26 @@ fn alloc_medium(n: usize) -> *mut u8 {
         return enomem();
     }
     crate::stats::MEDIUM_ALLOCS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    if crate::prof::active() {
+        return crate::prof::counted(to_user(c), n);
+    }
+    to_user(c)
+}
+
+/// A block of `n` bytes that is a heap chunk or a mapping of its own, never
+/// a zone's (a sampled small request: see `prof`); null + ENOMEM.
+pub fn alloc_chunk(n: usize) -> *mut u8 {
+    let csize = match request_to_size(n) {
+        Some(s) => s,
+        None => return enomem(),
+    };
+    if csize >= config::mmap_threshold() {
+        return or_enomem(large::alloc(n, ALIGN, false));
+    }
+    let c = HEAP.with(|h| h.alloc(csize));
+    if c.is_null() {
+        return enomem();
+    }
     to_user(c)
 }
 
@@ -70,6 +90,9 @@ fn alloc_large(n: usize, align: usize, zero: bool) -> *mut u8 {
     let p = large::alloc(n, align, zero);
     if p.is_null() {
         return enomem();
+    }
+    if crate::prof::active() {
+        return crate::prof::counted(p, n);
     }
     p
 }
@@ -94,6 +117,9 @@ pub fn alloc_aligned(align: usize, n: usize) -> *mut u8 {
     let c = HEAP.with(|h| h.alloc_aligned(csize, align));
     if c.is_null() {
         return enomem();
+    }
+    if crate::prof::active() {
+        return crate::prof::counted(to_user(c), n);
     }
     to_user(c)
 }
@@ -151,6 +177,9 @@ pub unsafe fn dealloc(p: *mut u8) {
 unsafe fn dealloc_chunk(p: *mut u8, bits: u8) {
     if p.is_null() {
         return;
+    }
+    if crate::prof::active() {
+        crate::prof::freed(p);
     }
     // The map said p's granule is ours: unless p's header lies in the
     // granule below, that is what chunk_of would look up again.
@@ -242,7 +271,13 @@ pub unsafe fn realloc_impl(p: *mut u8, n: usize) -> *mut u8 {
     if is_mmapped(c) {
         let old = large::usable(c);
         if csize >= threshold {
+            if crate::prof::active() {
+                crate::prof::freed(p);
+            }
             let q = large::realloc(c, n);
+            if crate::prof::active() && !q.is_null() {
+                return crate::prof::counted(q, n);
+            }
             return if q.is_null() { enomem() } else { q };
         }
         return move_block(p, old, n, |p| large::free(from_user(p)));
@@ -573,6 +608,13 @@ export!(
     /// Writes every region, block and the TLSF bitmaps to `fd`.
     fn memalloc_dump(fd: i32) {
         crate::stats::dump(fd)
+    }
+);
+export!(
+    /// Writes the heap profile's live samples to `fd` in the collapsed-stack
+    /// format (see `prof`); nothing unless MEMALLOC_PROF=1.
+    fn memalloc_prof_dump(fd: i32) {
+        crate::prof::dump(fd)
     }
 );
 export!(

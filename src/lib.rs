@@ -41,6 +41,7 @@ pub mod large;
 pub mod lock;
 pub mod os;
 pub mod pool;
+pub mod prof;
 pub mod region;
 pub mod report;
 pub mod stats;
@@ -86,6 +87,7 @@ fn memalloc_init() {
         ));
     }
     stats::trace_open();
+    prof::prime();
     stats::register_exit();
     // SAFETY: the handlers only take and release our locks.
     unsafe {
@@ -96,6 +98,7 @@ fn memalloc_init() {
 /// Before fork: take every allocator lock, so the child never inherits a lock
 /// held by a thread that does not exist there.
 extern "C" fn fork_prepare() {
+    prof::lock().lock();
     debug::lock().lock();
     cache::shared_lock().lock();
     heap::HEAP.lock().lock();
@@ -109,6 +112,7 @@ extern "C" fn fork_parent() {
     heap::HEAP.lock().unlock();
     cache::shared_lock().unlock();
     debug::lock().unlock();
+    prof::lock().unlock();
 }
 
 extern "C" fn fork_child() {
@@ -118,4 +122,5 @@ extern "C" fn fork_child() {
     heap::HEAP.lock().reset_after_fork();
     cache::shared_lock().reset_after_fork();
     debug::lock().reset_after_fork();
+    prof::after_fork_child();
 }

@@ -278,6 +278,7 @@ pub fn register_exit() {
         || crate::config::debug()
         || !crate::config::dump_path().is_null()
         || TRACE_FD.load(Ordering::Relaxed) >= 0
+        || crate::prof::active()
     {
         crate::report::keep_stderr();
         extern "C" fn at_exit() {
@@ -297,6 +298,7 @@ fn exit_report() {
     // The trace's last line: in-use bytes change without the heap's size
     // changing, so sample them once more.
     trace_event();
+    crate::prof::exit_report();
     if crate::config::stats() {
         summary(crate::report::err_fd());
     }
