@@ -625,7 +625,9 @@ enum Figure {
 /// Writes one frame: `name [object+0xoffset]`, the offset one byte before
 /// the return address (inside the call), relative to the object's load bias
 /// (what addr2line takes, PIE or not).
-fn write_frame<const N: usize>(b: &mut crate::report::StackBuf<N>, ret: usize) {
+/// `exe`: the program's path, for its own frames (the loader names the
+/// program as it was started, maybe relative, or not at all).
+fn write_frame<const N: usize>(b: &mut crate::report::StackBuf<N>, ret: usize, exe: &[u8]) {
     let a = ret.wrapping_sub(1);
     match object_of(a) {
         Some((bias, info)) => {
@@ -636,11 +638,13 @@ fn write_frame<const N: usize>(b: &mut crate::report::StackBuf<N>, ret: usize) {
                 b.push(b" ");
             }
             b.push(b"[");
-            if !info.dli_fname.is_null() {
+            let f: &[u8] = if info.dli_fname.is_null() {
+                b""
+            } else {
                 // SAFETY: as above.
-                let f = unsafe { core::ffi::CStr::from_ptr(info.dli_fname) }.to_bytes();
-                push_clean(b, f);
-            }
+                unsafe { core::ffi::CStr::from_ptr(info.dli_fname) }.to_bytes()
+            };
+            push_clean(b, if f.first() == Some(&b'/') { f } else { exe });
             let _ = write!(b, "+{:#x}]", a - bias);
         }
         None => {
@@ -663,6 +667,16 @@ fn push_clean<const N: usize>(b: &mut crate::report::StackBuf<N>, s: &[u8]) {
 
 /// Writes every stack with a non-zero figure to `fd`, one line each.
 fn write_report(fd: i32, fig: Figure) {
+    let mut exe = [0u8; 512];
+    // SAFETY: readlink writes at most exe.len() bytes.
+    let n = unsafe {
+        libc::readlink(
+            c"/proc/self/exe".as_ptr(),
+            exe.as_mut_ptr() as *mut libc::c_char,
+            exe.len(),
+        )
+    };
+    let exe = &exe[..n.clamp(0, 512) as usize];
     let _g = LOCK.guard();
     let mut b = crate::report::StackBuf::<4096>::new(fd);
     // SAFETY: the tables are only touched under LOCK.
@@ -682,7 +696,7 @@ fn write_report(fd: i32, fig: Figure) {
                 b.push(b"[unknown]");
             }
             for i in (0..s.depth).rev() {
-                write_frame(&mut b, s.frames[i]);
+                write_frame(&mut b, s.frames[i], exe);
                 if i != 0 {
                     b.push(b";");
                 }
