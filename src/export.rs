@@ -299,6 +299,12 @@ pub unsafe fn realloc_impl(p: *mut u8, n: usize) -> *mut u8 {
     });
     match r {
         Err(e) => fatal(e, p),
+        Ok(true) if crate::prof::active() => {
+            // Resized in place: its sample (if any) goes, and the block
+            // counts as a new allocation of n bytes.
+            crate::prof::freed(p);
+            crate::prof::counted(p, n)
+        }
         Ok(true) => p,
         Ok(false) => move_growing(p, usable(c), n, threshold),
     }

@@ -58,8 +58,9 @@
 //! (default `memalloc-prof`). A fork child starts a profile of its own
 //! (`after_fork_child`) and writes its own files at its exit.
 //!
-//! Known limits: allocations before the constructor are not sampled; a heap
-//! block resized in place by realloc keeps its sample's weight.
+//! A heap block that realloc resizes in place counts as freed and allocated
+//! again at its new size; one that moves, likewise (malloc + free).
+//! Known limit: allocations before the constructor are not sampled.
 
 use crate::lock::Lock;
 use core::fmt::Write;
