@@ -347,7 +347,12 @@ pub fn take(n: usize) -> bool {
 
 /// The bytes a sample of an `n`-byte block stands for: `n / P(sampled)`.
 fn weight(n: usize) -> u64 {
-    let rate = RATE.load(Ordering::Relaxed) as f64;
+    weight_at(n, RATE.load(Ordering::Relaxed))
+}
+
+/// `weight` at rate `rate`.
+fn weight_at(n: usize, rate: usize) -> u64 {
+    let rate = rate as f64;
     let x = n as f64 / rate;
     let p = 1.0 - exp_neg(x);
     if p <= 0.0 {
@@ -840,13 +845,61 @@ mod tests {
         }
     }
 
+    /// The sample table against a model: random records and frees (many
+    /// colliding in the probe sequences), then every live address is found
+    /// and every freed one is gone; the live total matches.
+    #[test]
+    fn samples_against_a_model() {
+        configure(true, 4096, null_mut());
+        prime();
+        assert!(READY.load(Ordering::Relaxed));
+        let mut live: std::collections::HashMap<usize, u64> = Default::default();
+        let mut x: u64 = 0x1234_5678_9abc_def1;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let base = 0x7000_0000_0000usize;
+        for _ in 0..200_000 {
+            let r = next();
+            // Addresses from a small range: frequent reuse and collisions.
+            let a = base + ((r as usize >> 8) % 60_000) * 16;
+            if r & 1 == 0 || live.len() > 40_000 {
+                // (Freeing an address never sampled has no effect.)
+                live.remove(&a);
+                freed(a as *mut u8);
+            } else if let std::collections::hash_map::Entry::Vacant(v) = live.entry(a) {
+                let n = 1 + (r as usize >> 40) % 5000;
+                record(a as *mut u8, n);
+                v.insert(weight(n));
+            }
+        }
+        let _g = LOCK.guard();
+        // SAFETY: read under LOCK.
+        let t = unsafe { &*addr_of!(TABLES) };
+        assert_eq!(t.nsamples, live.len());
+        assert_eq!(t.live_total, live.values().sum::<u64>());
+        let mut found = 0;
+        for i in 0..SAMPLE_SLOTS {
+            // SAFETY: i < SAMPLE_SLOTS.
+            let e = unsafe { *t.samples.add(i) };
+            if e.addr != 0 {
+                assert_eq!(live.get(&e.addr), Some(&e.weight));
+                found += 1;
+            }
+        }
+        assert_eq!(found, live.len());
+        assert!(t.peak_total >= t.live_total);
+    }
+
     #[test]
     fn weights_are_size_over_probability() {
-        RATE.store(1000, Ordering::Relaxed);
         // Small blocks stand for about the rate; big ones for themselves.
-        assert!((weight(1) as i64 - 1000).abs() <= 1);
-        assert_eq!(weight(1_000_000), 1_000_000);
-        let w = weight(1000) as f64;
+        assert!((weight_at(1, 1000) as i64 - 1000).abs() <= 1);
+        assert_eq!(weight_at(1_000_000, 1000), 1_000_000);
+        let w = weight_at(1000, 1000) as f64;
         assert!((w - 1000.0 / (1.0 - (-1.0f64).exp())).abs() < 1.0);
     }
 }
