@@ -13,7 +13,8 @@
 //! Cross-cutting: `tls` (the initial-exec thread slot), `zonemap` (which
 //! 64 KiB granules are zones, and what `free` needs of each zone), `lock` (futex mutex), `config` (environment, mallopt),
 //! `stats` (figures, dump), `report` (output without allocating), `pool`
-//! (TLSF heaps over caller memory).
+//! (TLSF heaps over caller memory), `prof` (the sampling heap profiler,
+//! `MEMALLOC_PROF=1`).
 //!
 //! Nothing in this crate allocates through Rust's allocator: in the cdylib
 //! that would call our own exported malloc.
