@@ -48,6 +48,13 @@ void memalloc_dump(int fd);
  * (0 means consistent). */
 size_t memalloc_check(void);
 
+/* With MEMALLOC_PROF=1 (the heap profiler, docs/profiler.md): writes the
+ * sampled blocks live now to fd, one line per call stack in the collapsed
+ * format ("frame;frame;... bytes", outermost first; each frame
+ * "name [object+0xoffset]", which scripts/memprof symbolizes).  Writes
+ * nothing when profiling is off. */
+void memalloc_prof_dump(int fd);
+
 /* Figures about the process heap, all in bytes unless named otherwise. */
 struct memalloc_stats {
     size_t in_use;          /* bytes handed out to the program (usable sizes) */

@@ -3,7 +3,8 @@
 # commands that are absent.
 #
 # Each argument names a command and the Debian package that provides it
-# (e.g. `xz=xz-utils`). Commands already on PATH are left alone; for the
+# (e.g. `xz=xz-utils`), or `cargo:CRATE` for a command that a crate installs
+# with `cargo install --locked` (e.g. `inferno-flamegraph=cargo:inferno`). Commands already on PATH are left alone; for the
 # rest, the packages are installed quietly with apt-get (running
 # `apt-get update` only if the first attempt fails). Prints what it installs.
 # Exits 0 when every command is available afterwards, 1 otherwise (listing
@@ -12,10 +13,21 @@ set -uo pipefail
 
 missing_cmds=()
 missing_pkgs=()
+[[ -d "$HOME/.cargo/bin" ]] && PATH="$PATH:$HOME/.cargo/bin"
 for pair in "$@"; do
     cmd="${pair%%=*}"
     pkg="${pair#*=}"
     [[ -z "$pkg" || "$pkg" == "$pair" ]] && pkg="$cmd"
+    if [[ "$pkg" == cargo:* ]]; then
+        command -v "$cmd" >/dev/null 2>&1 && continue
+        echo "ensure_tools: missing $cmd; cargo install --locked ${pkg#cargo:}" >&2
+        if ! command -v cargo >/dev/null 2>&1 || ! cargo install --locked --quiet "${pkg#cargo:}" >&2 ||
+            ! command -v "$cmd" >/dev/null 2>&1; then
+            echo "ensure_tools: could not install $cmd with cargo" >&2
+            exit 1
+        fi
+        continue
+    fi
     if ! command -v "$cmd" >/dev/null 2>&1; then
         missing_cmds+=("$cmd")
         # De-duplicate packages (several commands may share one).

@@ -16,7 +16,12 @@
 #                      FILE.svg
 #   --heapmap OUT.svg  MEMALLOC_DUMP=<temp file>: a heap dump at exit, which
 #                      scripts/heapmap draws into OUT.svg
-# Without --trace and --heapmap, CMD is exec'd. With either, CMD runs as a
+#   --profile OUT.svg  MEMALLOC_PROF=1 (the heap profiler, docs/profiler.md):
+#                      scripts/memprof draws the bytes live at the peak into
+#                      OUT.svg and those still live at exit into OUT.leak.svg
+#                      (with inferno-flamegraph), and keeps the symbolized
+#                      stacks in OUT.{peak,leak,total}.folded
+# Without --trace, --heapmap and --profile, CMD is exec'd. With one, CMD runs as a
 # child (only CMD gets LD_PRELOAD and the MEMALLOC_ variables, not the
 # drawing scripts); the pictures are drawn after it exits, even when it failed
 # or was interrupted with Ctrl-C; run.sh exits with CMD's status. Every
@@ -32,7 +37,7 @@ set -uo pipefail
 
 usage() {
     cat >&2 <<'EOF'
-usage: scripts/run.sh [--stats] [--trace FILE] [--heapmap OUT.svg] [--] CMD [ARGS...]
+usage: scripts/run.sh [--stats] [--trace FILE] [--heapmap OUT.svg] [--profile OUT.svg] [--] CMD [ARGS...]
        scripts/run.sh --build
 
 Runs CMD with libmemalloc.so preloaded (LD_PRELOAD), building the release
@@ -45,7 +50,10 @@ the library up to date and prints its path.
                      FILE is emptied first), then plot it into FILE.svg
   --heapmap OUT.svg  dump the heap when CMD exits (MEMALLOC_DUMP), then draw
                      it into OUT.svg
-  With --trace or --heapmap, CMD runs as a child and run.sh exits with its
+  --profile OUT.svg  profile the heap (MEMALLOC_PROF=1), then draw the flame
+                     graph of the bytes live at the peak into OUT.svg and of
+                     those live at exit (leaks) into OUT.leak.svg
+  With --trace, --heapmap or --profile, CMD runs as a child and run.sh exits with its
   exit status.
 
   MEMALLOC_LIB=/path/lib.so   preload that library instead, without building
@@ -56,22 +64,28 @@ BUILD_ONLY=0
 STATS=0
 TRACE=
 HEAPMAP=
+PROFILE=
 while [[ $# -gt 0 ]]; do
     case "$1" in
         -h | --help) usage; exit 0 ;;
         --build) BUILD_ONLY=1; shift ;;
         --stats) STATS=1; shift ;;
-        --trace | --heapmap)
+        --trace | --heapmap | --profile)
             if [[ $# -lt 2 || -z "$2" ]]; then
                 echo "run.sh: $1 needs a file name" >&2
                 usage
                 exit 2
             fi
-            if [[ "$1" == --trace ]]; then TRACE="$2"; else HEAPMAP="$2"; fi
+            case "$1" in
+                --trace) TRACE="$2" ;;
+                --heapmap) HEAPMAP="$2" ;;
+                *) PROFILE="$2" ;;
+            esac
             shift 2
             ;;
         --trace=?*) TRACE="${1#--trace=}"; shift ;;
         --heapmap=?*) HEAPMAP="${1#--heapmap=}"; shift ;;
+        --profile=?*) PROFILE="${1#--profile=}"; shift ;;
         --) shift; break ;;
         -*)
             echo "run.sh: unknown option $1 (options go before CMD; put -- before a CMD that starts with -)" >&2
@@ -130,7 +144,7 @@ fi
 ENVS=("LD_PRELOAD=$LIB${LD_PRELOAD:+:$LD_PRELOAD}")
 [[ $STATS -eq 1 ]] && ENVS+=(MEMALLOC_STATS=1)
 
-if [[ -z "$TRACE" && -z "$HEAPMAP" ]]; then
+if [[ -z "$TRACE" && -z "$HEAPMAP" && -z "$PROFILE" ]]; then
     export "${ENVS[@]}"
     exec "$@"
 fi
@@ -145,7 +159,8 @@ absolute() {
 }
 
 DUMP=
-trap '[[ -n "$DUMP" ]] && rm -f "$DUMP"' EXIT
+PROFDIR=
+trap '[[ -n "$DUMP" ]] && rm -f "$DUMP"; [[ -n "$PROFDIR" ]] && rm -rf "$PROFDIR"' EXIT
 if [[ -n "$TRACE" ]]; then
     TRACE="$(absolute "$TRACE")"
     # The library appends; a trace of this run starts empty.
@@ -163,13 +178,21 @@ if [[ -n "$HEAPMAP" ]]; then
     fi
     ENVS+=("MEMALLOC_DUMP=$DUMP")
 fi
+if [[ -n "$PROFILE" ]]; then
+    PROFILE="$(absolute "$PROFILE")"
+    if ! PROFDIR="$(mktemp -d "${TMPDIR:-/tmp}/memalloc-prof.XXXXXX")"; then
+        echo "run.sh: cannot create a temporary directory for the profile" >&2
+        exit 1
+    fi
+    ENVS+=(MEMALLOC_PROF=1 "MEMALLOC_PROF_OUT=$PROFDIR/p")
+fi
 
 # Only CMD gets the variables: a subshell exports them and execs CMD. (`env
 # VAR=... CMD` would run env itself preloaded, and its heap would write to
 # the trace before the exec.) Ctrl-C stops CMD, not the drawing after it:
 # the trap is reset to the default in CMD by the exec.
 trap ':' INT
-(export "${ENVS[@]}" && exec "$@")
+(export "${ENVS[@]}" && { [[ -z "$PROFDIR" ]] || echo "$BASHPID" >"$PROFDIR/pid"; } && exec "$@")
 rc=$?
 trap - INT
 
@@ -190,6 +213,18 @@ if [[ -n "$HEAPMAP" ]]; then
             echo "run.sh: could not draw the heap map $HEAPMAP" >&2
     else
         echo "run.sh: no heap dump was written, so no $HEAPMAP (CMD killed by a signal or did not start, or $LIB does not know MEMALLOC_DUMP)" >&2
+    fi
+fi
+if [[ -n "$PROFILE" ]]; then
+    # The profile of CMD itself (its children write their own, by pid).
+    pid="$(cat "$PROFDIR/pid" 2>/dev/null)"
+    if [[ -n "$pid" && -s "$PROFDIR/p.$pid.total" ]]; then
+        bash "$ROOT/scripts/ensure_tools.sh" addr2line=binutils inferno-flamegraph=cargo:inferno >&2 ||
+            echo "run.sh: could not install the flame-graph tool" >&2
+        python3 "$ROOT/scripts/memprof" draw "$PROFDIR/p.$pid" "$PROFILE" --title "$NAME" ||
+            echo "run.sh: could not draw the profile $PROFILE" >&2
+    else
+        echo "run.sh: no heap profile was written, so no $PROFILE (CMD killed by a signal, exited with _exit, or did not start, or $LIB does not know MEMALLOC_PROF)" >&2
     fi
 fi
 exit $rc

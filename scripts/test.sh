@@ -14,6 +14,8 @@
 #   i  real       bash scripts/real_programs.sh
 #   j  lint       cargo clippy --all-targets -- -D warnings; cargo fmt --check
 #   k  layers     python3 scripts/check_layers.py: no module uses a layer above
+#   l  profiler   bash c_tests/prof.sh (heap profiler: accuracy, threads, fork,
+#                 memalloc_prof_dump, run.sh --profile)
 #
 # Stops at the first failing stage, naming it. The last line is always
 # `N passed, M failed` (with `, K skipped` when a failure stopped the run),
@@ -24,7 +26,7 @@
 set -uo pipefail
 
 usage() {
-    sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 QUICK=0
@@ -52,7 +54,7 @@ if ! command -v cargo >/dev/null 2>&1 && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
     export PATH="$HOME/.cargo/bin:$PATH"
 fi
 
-STAGES=(a b c d e f g h i j k)
+STAGES=(a b c d e f g h i j k l)
 PASSED=0
 FAILED=0
 START=$SECONDS
@@ -105,7 +107,8 @@ with_timeout() {
 stage_tools() {
     bash "$SCRIPTS/ensure_tools.sh" \
         gcc=gcc cc=gcc make=make python3=python3 perl=perl git=git xz=xz-utils \
-        nm=binutils timeout=coreutils diff=diffutils awk=mawk || return 1
+        nm=binutils timeout=coreutils diff=diffutils awk=mawk addr2line=binutils \
+        inferno-flamegraph=cargo:inferno || return 1
     if ! command -v cargo >/dev/null 2>&1; then
         echo "test.sh: cargo not found (a Rust toolchain is needed; see rustup)" >&2
         return 1
@@ -141,7 +144,7 @@ ABI_SYMBOLS=(
     mallinfo mallinfo2 mallopt malloc_stats malloc_info
     __libc_malloc __libc_free __libc_calloc __libc_realloc __libc_memalign
     __libc_valloc __libc_pvalloc __posix_memalign
-    memalloc_dump memalloc_check memalloc_get_stats
+    memalloc_dump memalloc_check memalloc_get_stats memalloc_prof_dump
     memalloc_pool_create memalloc_pool_malloc memalloc_pool_free memalloc_pool_realloc
     memalloc_pool_memalign memalloc_pool_add_region memalloc_pool_destroy memalloc_pool_check
 )
@@ -219,6 +222,10 @@ stage_layers() {
     python3 "$SCRIPTS/check_layers.py" "$ROOT"
 }
 
+stage_prof() {
+    with_timeout 900 bash "$ROOT/c_tests/prof.sh"
+}
+
 stage_real() {
     # The library built in stage b, as is: no rebuild here.
     MEMALLOC_LIB="$LIB" with_timeout 900 bash "$SCRIPTS/real_programs.sh"
@@ -235,6 +242,7 @@ run_stage h "heap map, trace plot, run.sh options (tests/scripts_test.sh)" stage
 run_stage i "real programs (scripts/real_programs.sh)" stage_real
 run_stage j "cargo clippy -D warnings, cargo fmt --check" stage_lint
 run_stage k "layers point down (scripts/check_layers.py)" stage_layers
+run_stage l "heap profiler (c_tests/prof.sh)" stage_prof
 
 echo
 echo "test.sh: all stages passed"

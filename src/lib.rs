@@ -36,6 +36,9 @@ pub mod lock;
 // report: output without allocating; the fatal path
 #[path = "sys/report.rs"]
 pub mod report;
+// prof: the sampling heap profiler (MEMALLOC_PROF=1): samples, stacks, reports
+#[path = "sys/prof.rs"]
+pub mod prof;
 // config: environment variables and mallopt
 #[path = "sys/config.rs"]
 pub mod config;
@@ -125,6 +128,7 @@ fn memalloc_init() {
         ));
     }
     stats::trace_open();
+    prof::prime();
     stats::register_exit();
     // SAFETY: the handlers only take and release our locks.
     unsafe {
@@ -183,6 +187,7 @@ extern "C" fn fork_prepare() {
     }
     // SAFETY: glibc's recursive stream list lock; released in fork_parent.
     unsafe { _IO_list_lock() };
+    prof::lock().lock();
     debug::lock().lock();
     cache::shared_lock().lock();
     heap::HEAP.lock().lock();
@@ -201,6 +206,7 @@ extern "C" fn fork_parent() {
     heap::HEAP.lock().unlock();
     cache::shared_lock().unlock();
     debug::lock().unlock();
+    prof::lock().unlock();
     // SAFETY: taken in fork_prepare by this thread.
     unsafe { _IO_list_unlock() };
 }
@@ -208,6 +214,12 @@ extern "C" fn fork_parent() {
 #[cfg(not(test))]
 extern "C" fn fork_child() {
     if !FORK_LOCKED.load(core::sync::atomic::Ordering::Relaxed) {
+        // One thread, no lock taken: the child starts a profile of its own
+        // unless the fork interrupted the profiler (a signal handler's
+        // fork), whose call then goes on in the child with the tables.
+        if !prof::lock().is_locked() {
+            prof::after_fork_child();
+        }
         return;
     }
     zonemap::leaf_lock().reset_after_fork();
@@ -216,4 +228,5 @@ extern "C" fn fork_child() {
     heap::HEAP.lock().reset_after_fork();
     cache::shared_lock().reset_after_fork();
     debug::lock().reset_after_fork();
+    prof::after_fork_child();
 }

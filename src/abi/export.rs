@@ -54,7 +54,11 @@ fn alloc_medium(n: usize) -> *mut u8 {
     }
     crate::events::MEDIUM_ALLOCS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     // SAFETY: the chunk holds at least n bytes.
-    unsafe { config::perturb_alloc(to_user(c), n) }
+    let p = unsafe { config::perturb_alloc(to_user(c), n) };
+    if crate::prof::active() {
+        return crate::prof::counted(p, n);
+    }
+    p
 }
 
 #[inline]
@@ -72,11 +76,16 @@ fn alloc_large(n: usize, align: usize, zero: bool) -> *mut u8 {
     if p.is_null() {
         return enomem();
     }
-    if zero {
-        return p;
+    let p = if zero {
+        p
+    } else {
+        // SAFETY: the block holds at least n bytes.
+        unsafe { config::perturb_alloc(p, n) }
+    };
+    if crate::prof::active() {
+        return crate::prof::counted(p, n);
     }
-    // SAFETY: the block holds at least n bytes.
-    unsafe { config::perturb_alloc(p, n) }
+    p
 }
 
 /// An aligned block; `align` is a power of two.
@@ -103,7 +112,11 @@ pub fn alloc_aligned(align: usize, n: usize) -> *mut u8 {
         return enomem();
     }
     // SAFETY: the chunk holds at least n bytes.
-    unsafe { config::perturb_alloc(to_user(c), n) }
+    let p = unsafe { config::perturb_alloc(to_user(c), n) };
+    if crate::prof::active() {
+        return crate::prof::counted(p, n);
+    }
+    p
 }
 
 /// The chunk of user pointer `p` after the checks every pointer passed back
@@ -163,6 +176,9 @@ pub unsafe fn dealloc(p: *mut u8) {
 unsafe fn dealloc_chunk(p: *mut u8, bits: u8) {
     if p.is_null() {
         return;
+    }
+    if crate::prof::active() {
+        crate::prof::freed(p);
     }
     // The map said p's granule is ours: unless p's header lies in the
     // granule below, that is what chunk_of would look up again.
@@ -262,7 +278,13 @@ pub unsafe fn realloc_impl(p: *mut u8, n: usize) -> *mut u8 {
     if is_mmapped(c) {
         let old = large::usable(c);
         if csize >= threshold {
+            if crate::prof::active() {
+                crate::prof::freed(p);
+            }
             let q = large::realloc(c, n);
+            if crate::prof::active() && !q.is_null() {
+                return crate::prof::counted(q, n);
+            }
             return if q.is_null() { enomem() } else { q };
         }
         return move_block(p, old, n, |p| large::free(from_user(p)));
@@ -286,6 +308,12 @@ pub unsafe fn realloc_impl(p: *mut u8, n: usize) -> *mut u8 {
     });
     match r {
         Err(e) => fatal(e, p),
+        Ok(true) if crate::prof::active() => {
+            // Resized in place: its sample (if any) goes, and the block
+            // counts as a new allocation of n bytes.
+            crate::prof::freed(p);
+            crate::prof::counted(p, n)
+        }
         Ok(true) => p,
         Ok(false) => move_growing(p, usable(c), n, threshold),
     }
@@ -615,6 +643,13 @@ export!(
     /// Writes every region, block and the TLSF bitmaps to `fd`.
     fn memalloc_dump(fd: i32) {
         crate::stats::dump(fd)
+    }
+);
+export!(
+    /// Writes the heap profile's live samples to `fd` in the collapsed-stack
+    /// format (see `prof`); nothing unless MEMALLOC_PROF=1.
+    fn memalloc_prof_dump(fd: i32) {
+        crate::prof::dump(fd)
     }
 );
 export!(

@@ -366,15 +366,16 @@ pub struct CacheOf<const N: usize> {
     class_of: [u8; NSIZES],
     /// The thread is sparse: `class_of` is `CLASS_OF_SPARSE`.
     sparse: bool,
-    /// The zone each class allocates from (`EMPTY_ZONE` if none).
-    pub current: [*mut Zone; NCLASS],
+    /// The zone each class allocates from (`EMPTY_ZONE` if none); one more
+    /// for `TRAP_CLASS`, always `EMPTY_ZONE`.
+    pub current: [*mut Zone; NCLASS + 1],
     /// Per class: the blocks in the bin (the low 16 bits, `BIN_COUNT`) and,
     /// above them, the allocations the bin served (statistics, in units of
     /// `BIN_POP`). One word, so a pop counts itself with the store that
     /// updates the bin: a separate counter was a second read-modify-write
     /// of memory on every malloc (`fixed 16`: 0.36 s before, 0.33 s after,
     /// medians of 21 alternating runs).
-    bin_state: [u64; NCLASS],
+    bin_state: [u64; NCLASS + 1],
     avail: [ZoneList; NCLASS],
     full: [ZoneList; NCLASS],
     /// One empty zone kept per class (see `keep_or_retire`).
@@ -433,8 +434,8 @@ const fn static_cache(state: u32) -> CacheOf<0> {
         class_of: CLASS_OF,
         sparse: false,
         // SAFETY: only the address is taken.
-        current: [addr_of_mut!(EMPTY_ZONE); NCLASS],
-        bin_state: [0; NCLASS],
+        current: [addr_of_mut!(EMPTY_ZONE); NCLASS + 1],
+        bin_state: [0; NCLASS + 1],
         bin: [],
         avail: [ZoneList::new(); NCLASS],
         full: [ZoneList::new(); NCLASS],
@@ -560,6 +561,17 @@ pub fn alloc(n: usize) -> *mut u8 {
     unsafe {
         // (n <= SMALL_MAX, the caller's test: the index is below NSIZES.)
         let cls = *(*tc).class_of.get_unchecked((n + 15) >> 4) as usize;
+        alloc_class(tc, cls, n)
+    }
+}
+
+/// `alloc` for class `cls` of cache `tc` (this thread's).
+///
+/// # Safety
+/// `tc` is this thread's cache or a static one, `cls < NCLASS` serves `n`.
+#[inline(always)]
+unsafe fn alloc_class(tc: *mut Cache, cls: usize, n: usize) -> *mut u8 {
+    {
         // (cls < NCLASS, and a count never exceeds BIN_CAP.)
         let st = *(*tc).bin_state.get_unchecked(cls);
         let k = st as u16 as usize; // (BIN_COUNT)
@@ -579,7 +591,9 @@ pub fn alloc(n: usize) -> *mut u8 {
             (*z).free = (t ^ b as usize) as *mut Block;
             (*b).mark = 0;
             (*z).used += 1;
-            (*tc).allocs[cls] += 1;
+            // (A zone has a free block, so cls is a size class, not
+            // TRAP_CLASS: below NCLASS.)
+            *(*tc).allocs.get_unchecked_mut(cls) += 1;
             return b as *mut u8;
         }
         alloc_slow(n, cls, tc)
@@ -955,6 +969,17 @@ unsafe fn free_abandoned(z: *mut Zone, head: *mut Block, tail: *mut Block, n: u3
 #[cold]
 #[inline(never)]
 unsafe fn alloc_slow(n: usize, cls: usize, tc: *mut Cache) -> *mut u8 {
+    if crate::prof::active() && (cls == TRAP_CLASS || (*tc).state != LIVE) {
+        return prof_alloc(n, tc);
+    }
+    alloc_dry(n, cls, tc)
+}
+
+/// `alloc_slow` but for profiling (out of line, so that the profiled
+/// path does not pay for this one's registers).
+#[cold]
+#[inline(never)]
+unsafe fn alloc_dry(n: usize, cls: usize, tc: *mut Cache) -> *mut u8 {
     if (*tc).state == EMPTY && crate::config::debug() {
         // Debug mode: no caches, every block is checked (see `debug`).
         let p = crate::debug::alloc(n, ALIGN);
@@ -966,6 +991,54 @@ unsafe fn alloc_slow(n: usize, cls: usize, tc: *mut Cache) -> *mut u8 {
     let p = refill(tc, cls, n);
     if p.is_null() {
         crate::os::set_errno(libc::ENOMEM);
+    }
+    p
+}
+
+/// The class every request of a profiled thread's cache maps to (see
+/// `prof`): not a size class, only a bin that stays empty and a current zone
+/// that stays `EMPTY_ZONE`, so each small malloc misses into `alloc_slow`,
+/// which counts it (`prof_alloc`) and serves it from its real class.
+const TRAP_CLASS: usize = NCLASS;
+
+/// A small malloc while profiling (see `prof`): counts it, samples it if
+/// due (a sampled block comes from the heap, so that its free is seen),
+/// else serves it from its real class as the fast path would. A cache made
+/// here gets the class table that sends everything to `TRAP_CLASS`.
+#[cold]
+#[inline(never)]
+unsafe fn prof_alloc(n: usize, tc: *mut Cache) -> *mut u8 {
+    if crate::prof::take(n) {
+        // From the heap, so that its free is seen.
+        let p = heap_small(class_of(n));
+        if p.is_null() {
+            crate::os::set_errno(libc::ENOMEM);
+        } else {
+            crate::prof::record(p, n);
+        }
+        return p;
+    }
+    let cls = class_of(n);
+    if (*tc).state == LIVE {
+        // (cls is not TRAP_CLASS: a miss goes to alloc_slow's usual path.)
+        return alloc_class(tc, cls, n);
+    }
+    prof_first(tc, cls, n)
+}
+
+/// `prof_alloc` for a thread without a live cache: makes one (or serves
+/// the request from the heap) and gives it the trapping class table.
+#[cold]
+#[inline(never)]
+unsafe fn prof_first(tc: *mut Cache, cls: usize, n: usize) -> *mut u8 {
+    let p = refill(tc, cls, n);
+    if p.is_null() {
+        crate::os::set_errno(libc::ENOMEM);
+    }
+    let c = tls::get();
+    if (*c).state == LIVE && (*c).class_of[0] as usize != TRAP_CLASS {
+        (*c).class_of = [TRAP_CLASS as u8; NSIZES];
+        (*c).sparse = false;
     }
     p
 }

@@ -211,6 +211,7 @@ pub fn register_exit() {
         || crate::config::debug()
         || !crate::config::dump_path().is_null()
         || crate::events::tracing()
+        || crate::prof::active()
     {
         crate::report::keep_stderr();
         extern "C" fn at_exit() {
@@ -230,6 +231,7 @@ fn exit_report() {
     // The trace's last line: in-use bytes change without the heap's size
     // changing, so sample them once more.
     crate::events::trace_event();
+    crate::prof::exit_report();
     if crate::config::stats() {
         summary(crate::report::err_fd());
     }

@@ -14,6 +14,9 @@
 //! | `MEMALLOC_DEBUG`            | 0        | 1: fill patterns, canaries, guard pages, quarantine (see `debug`) |
 //! | `MEMALLOC_FAIL_AFTER`       | unset    | N: fault injection, the memory system calls after the first N fail |
 //! | `MEMALLOC_FAIL_COUNT`       | unset    | K: with FAIL_AFTER, only K calls fail, later ones succeed |
+//! | `MEMALLOC_PROF`             | 0        | 1: sampling heap profiler (see `prof`); not with DEBUG |
+//! | `MEMALLOC_PROF_RATE`        | 512 KiB  | mean bytes allocated between two samples |
+//! | `MEMALLOC_PROF_OUT`         | memalloc-prof | prefix of the profile files written at exit |
 //!
 //! Until either threshold is set (here or by mallopt), both follow the
 //! program as glibc's do: freeing a block mapped on its own raises the mmap
@@ -56,7 +59,7 @@ static DUMP: AtomicPtr<u8> = AtomicPtr::new(core::ptr::null_mut());
 static INIT: spin::Once<()> = spin::Once::new();
 
 /// The variables we read; any other `MEMALLOC_*` gets a warning.
-const KNOWN: [&[u8]; 14] = [
+const KNOWN: [&[u8]; 17] = [
     b"MEMALLOC_LARGE_CACHE",
     b"MEMALLOC_DEBUG",
     b"MEMALLOC_FAIL_AFTER",
@@ -68,6 +71,9 @@ const KNOWN: [&[u8]; 14] = [
     b"MEMALLOC_TRACE",
     b"MEMALLOC_DUMP",
     b"MEMALLOC_VERBOSE",
+    b"MEMALLOC_PROF",
+    b"MEMALLOC_PROF_RATE",
+    b"MEMALLOC_PROF_OUT",
     // read by the test and benchmark scripts, not by the library (as is any
     // MEMALLOC_TEST_* or MEMALLOC_BENCH_*)
     b"MEMALLOC_LIB",
@@ -233,6 +239,27 @@ fn read_env() {
         c"MEMALLOC_MMAP_THRESHOLD",
         &MMAP_THRESHOLD,
         MMAP_THRESHOLD_MAX,
+    );
+    read_prof();
+}
+
+/// MEMALLOC_PROF, MEMALLOC_PROF_RATE, MEMALLOC_PROF_OUT, for `prof`.
+fn read_prof() {
+    let on = AtomicBool::new(false);
+    read_flag(c"MEMALLOC_PROF", &on);
+    let rate = AtomicUsize::new(512 << 10);
+    read_size(c"MEMALLOC_PROF_RATE", &rate, 1 << 40);
+    let out = AtomicPtr::new(core::ptr::null_mut());
+    read_path(c"MEMALLOC_PROF_OUT", &out);
+    let mut on = on.load(Ordering::Relaxed);
+    if on && DEBUG.load(Ordering::Relaxed) {
+        crate::report::warn(format_args!("MEMALLOC_PROF is ignored with MEMALLOC_DEBUG"));
+        on = false;
+    }
+    crate::prof::configure(
+        on,
+        rate.load(Ordering::Relaxed),
+        out.load(Ordering::Relaxed),
     );
 }
 

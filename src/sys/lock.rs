@@ -70,6 +70,11 @@ impl Lock {
         self.state.store(0, Ordering::Relaxed);
     }
 
+    /// Whether some thread holds the lock (a snapshot).
+    pub fn is_locked(&self) -> bool {
+        self.state.load(Ordering::Relaxed) != 0
+    }
+
     /// Takes the lock and returns a guard that releases it.
     #[inline]
     pub fn guard(&self) -> Guard<'_> {

@@ -1,0 +1,227 @@
+#!/usr/bin/env bash
+# c_tests/prof.sh — the heap profiler's tests, on the real library (preloaded).
+#
+# 1. Accuracy (c_tests/prof.c, MEMALLOC_PROF=1, MEMALLOC_PROF_RATE=4k): three
+#    call sites allocate known amounts (one leaks, one peaks then frees, one
+#    lives across the peak) and a fourth churns. In the symbolized reports
+#    (scripts/memprof), each site's share of the total allocated and of the
+#    peak is within ±10% of the truth (relative), the leak report holds the
+#    leak within ±10% and none of the freed sites. The same in a threaded
+#    run (frees by another thread) and in a fork child (a profile of its
+#    own, without the parent's blocks; the parent's leak is in its report).
+# 2. memalloc_prof_dump(fd) writes collapsed stacks; a program run without
+#    MEMALLOC_PROF writes no profile.
+# 3. scripts/run.sh --profile OUT.svg draws the peak and leak flame graphs.
+# 4. A dlopen'd library's allocations are attributed to its function, with
+#    file:line.
+set -uo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/.." && pwd)
+lib=$root/target/release/libmemalloc.so
+out=$root/target/c_tests/prof
+mkdir -p "$out"
+rm -f "$out"/p.* "$out"/*.folded "$out"/*.svg
+[[ -f "$lib" ]] || { echo "prof.sh: $lib not found (cargo build --release)"; exit 2; }
+gcc -O1 -g -fno-omit-frame-pointer -fno-builtin -pthread -o "$out/prof" "$here/prof.c" || exit 2
+# The same program without frame pointers: the unwinder must not need them.
+gcc -O2 -g -fomit-frame-pointer -fno-builtin -pthread -o "$out/prof_nofp" "$here/prof.c" || exit 2
+
+passed=0 failed=0
+ok() { echo "PASS $1"; passed=$((passed + 1)); }
+bad() { echo "FAIL $1"; failed=$((failed + 1)); }
+
+check() { # check NAME TRUTHFILE PREFIX.PID [EXCLUDE_SITE]
+    python3 - "$@" <<'EOF'
+import sys, subprocess, os
+name, truthf, prefix = sys.argv[1:4]
+exclude = sys.argv[4] if len(sys.argv) > 4 else None
+root = os.environ["ROOT"]
+truth = {}
+for l in open(truthf):
+    f = l.split()
+    if f and f[0] == "truth":
+        truth[f[1]] = tuple(int(x) for x in f[2:5])
+def load(kind):
+    txt = subprocess.run([sys.executable, root + "/scripts/memprof", "symbolize", "%s.%s" % (prefix, kind)],
+                         capture_output=True, text=True, check=True).stdout
+    per = {}
+    for line in txt.splitlines():
+        stack, _, v = line.rpartition(" ")
+        site = None
+        for fr in reversed(stack.split(";")):
+            fn = fr.split(" ")[0]
+            if fn.startswith("site_"):
+                site = fn
+                break
+        per[site] = per.get(site, 0) + int(v)
+    return per
+errs = []
+sites = [s for s in ("site_steady", "site_leak", "site_peak", "site_churn") if s in truth]
+def shares(kind, idx, names):
+    est = load(kind)
+    te = sum(truth[s][idx] for s in names)
+    ee = sum(est.get(s, 0) for s in names)
+    for s in names:
+        t, e = truth[s][idx] / te, est.get(s, 0) / max(ee, 1)
+        print("  %-5s %-12s truth %5.1f%%  profile %5.1f%%  (%d samples' bytes)" % (kind, s, 100 * t, 100 * e, est.get(s, 0)))
+        if abs(e / t - 1) > 0.10:
+            errs.append("%s share of %s: %.3f, truth %.3f" % (kind, s, e, t))
+    return est
+tot = shares("total", 0, sites)
+pk = shares("peak", 1, ["site_steady", "site_leak", "site_peak"])
+lk = load("leak")
+t = truth["site_leak"][2]
+print("  leak  site_leak    truth %d  profile %d" % (t, lk.get("site_leak", 0)))
+if abs(lk.get("site_leak", 0) / t - 1) > 0.10:
+    errs.append("leak of site_leak: %d, truth %d" % (lk.get("site_leak", 0), t))
+for s in ("site_steady", "site_peak", "site_churn"):
+    if lk.get(s, 0):
+        errs.append("freed site %s in the leak report (%d bytes)" % (s, lk[s]))
+if exclude:
+    for kind, d in (("total", tot), ("peak", pk), ("leak", lk)):
+        if d.get(exclude, 0):
+            errs.append("%s is in the child's %s report" % (exclude, kind))
+for e in errs:
+    print("  error: " + e)
+sys.exit(1 if errs else 0)
+EOF
+}
+export ROOT=$root
+
+run() { # run NAME BINARY MODE -> runs, leaves $out/NAME.out and profile prefix $out/p
+    local name=$1 bin=$2 mode=$3
+    # (timeout itself is not preloaded: env execs the program in its place.)
+    (cd "$out" && timeout 300 env MEMALLOC_PROF=1 MEMALLOC_PROF_RATE=4k MEMALLOC_PROF_OUT="$out/p.$name" \
+        LD_PRELOAD="$lib" "$bin" "$mode" 8 >"$out/$name.out" 2>"$out/$name.err")
+}
+
+for v in plain threads; do
+    for b in prof prof_nofp; do
+        name=$v.$b
+        if ! run "$name" "$out/$b" "$v"; then
+            bad "$name: the program failed: $(tail -3 "$out/$name.err")"
+            continue
+        fi
+        pid=$(ls "$out"/p."$name".*.leak 2>/dev/null | sed -n 's/.*\.\([0-9]*\)\.leak$/\1/p' | head -1)
+        if [[ -z "$pid" ]]; then
+            bad "$name: no profile written"
+            continue
+        fi
+        echo "$name:"
+        if check "$name" "$out/$name.out" "$out/p.$name.$pid"; then ok "$name: shares within 10%"; else bad "$name: shares"; fi
+    done
+done
+
+# fork: the child's profile is its own.
+name=fork
+if run fork "$out/prof_nofp" fork; then
+    child=$(awk '$1 == "child" { print $2 }' "$out/fork.out")
+    parentpid=$(ls "$out"/p.fork.*.leak | sed -n 's/.*\.\([0-9]*\)\.leak$/\1/p' | grep -v "^$child\$" | head -1)
+    if [[ -z "$child" || ! -f "$out/p.fork.$child.leak" ]]; then
+        bad "fork: the child wrote no profile"
+    else
+        echo "fork (child $child):"
+        if check fork "$out/fork.out" "$out/p.fork.$child" site_parent; then ok "fork: child's shares within 10%, no parent block"; else bad "fork: child"; fi
+        got=$(python3 "$root/scripts/memprof" symbolize "$out/p.fork.$parentpid.leak" | awk '/site_parent/ { s += $NF } END { print s + 0 }')
+        want=$(awk '$2 == "site_parent" { print $5 }' "$out/fork.out")
+        echo "  parent's leak site_parent: profile $got truth $want"
+        if python3 -c "import sys; sys.exit(0 if abs($got / $want - 1) <= 0.10 else 1)"; then
+            ok "fork: the parent's leak in the parent's report"
+        else
+            bad "fork: parent's leak $got, truth $want"
+        fi
+    fi
+else
+    bad "fork: the program failed: $(tail -3 "$out/fork.err")"
+fi
+
+# memalloc_prof_dump, and nothing without MEMALLOC_PROF.
+cat >"$out/dump.c" <<'EOF'
+#include <memalloc.h>
+#include <stdlib.h>
+#include <fcntl.h>
+#include <unistd.h>
+__attribute__((noinline)) void *hold_me(size_t n) { return malloc(n); }
+int main(int argc, char **argv) {
+    static void *keep[4096];
+    for (int i = 0; i < 4096; i++) keep[i] = hold_me(1000);
+    int fd = open(argv[1], O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    memalloc_prof_dump(fd);
+    close(fd);
+    for (int i = 0; i < 4096; i++) free(keep[i]);
+    return 0;
+}
+EOF
+gcc -O1 -g -Wall -I "$root/include" -o "$out/dump" "$out/dump.c" -L "$root/target/release" -lmemalloc \
+    -Wl,-rpath,"$root/target/release" || exit 2
+(cd "$out" && MEMALLOC_PROF=1 MEMALLOC_PROF_RATE=4k MEMALLOC_PROF_OUT="$out/p.dump" ./dump "$out/dump.txt" 2>/dev/null)
+held=$(python3 "$root/scripts/memprof" symbolize "$out/dump.txt" | awk '/hold_me/ { s += $NF } END { print s + 0 }')
+if python3 -c "import sys; sys.exit(0 if abs($held / 4096000 - 1) <= 0.15 else 1)"; then
+    ok "memalloc_prof_dump: hold_me holds $held bytes (truth 4096000)"
+else
+    bad "memalloc_prof_dump: hold_me $held bytes, truth 4096000"
+fi
+rm -f "$out"/p.off.*
+(cd "$out" && MEMALLOC_PROF_OUT="$out/p.off" ./dump "$out/dump_off.txt")
+if [[ ! -s "$out/dump_off.txt" ]] && ! ls "$out"/p.off.* >/dev/null 2>&1; then
+    ok "profiling off: no dump, no profile files"
+else
+    bad "profiling off wrote a profile"
+fi
+
+# A dlopen'd library's allocations: attributed to it, named.
+cat >"$out/dlsite.c" <<'EOF2'
+#include <stdlib.h>
+void *dl_site_alloc(size_t n) { void *p = malloc(n); __asm__ volatile("" ::: "memory"); return p; }
+EOF2
+cat >"$out/dlmain.c" <<'EOF2'
+#include <dlfcn.h>
+#include <stdio.h>
+int main(int argc, char **argv) {
+    void *h = dlopen(argv[1], RTLD_NOW);
+    if (!h) { fprintf(stderr, "%s\n", dlerror()); return 1; }
+    void *(*f)(size_t) = (void *(*)(size_t))dlsym(h, "dl_site_alloc");
+    for (int i = 0; i < 8192; i++)
+        if (!f(500)) return 2;      /* 4096000 bytes, never freed */
+    return 0;
+}
+EOF2
+gcc -O2 -g -shared -fPIC -o "$out/libdlsite.so" "$out/dlsite.c" &&
+    gcc -O2 -g -o "$out/dlmain" "$out/dlmain.c" -ldl || exit 2
+rm -f "$out"/p.dl.*
+(cd "$out" && MEMALLOC_PROF=1 MEMALLOC_PROF_RATE=4k MEMALLOC_PROF_OUT="$out/p.dl" LD_PRELOAD="$lib" \
+    ./dlmain "$out/libdlsite.so" 2>/dev/null)
+f=$(ls "$out"/p.dl.*.leak 2>/dev/null | head -1)
+got=$( [[ -n "$f" ]] && python3 "$root/scripts/memprof" symbolize "$f" |
+    awk '/dl_site_alloc \(dlsite.c:2\)/ { s += $NF } END { print s + 0 }')
+if python3 -c "import sys; sys.exit(0 if abs(${got:-0} / 4096000 - 1) <= 0.15 else 1)"; then
+    ok "dlopen'd library: dl_site_alloc (dlsite.c:2) leaks $got bytes (truth 4096000)"
+else
+    bad "dlopen'd library: dl_site_alloc leaks ${got:-nothing}, truth 4096000"
+fi
+
+# scripts/run.sh --profile, on python3 (dlopen'd extension modules).
+if command -v python3 >/dev/null; then
+    py=$(command -v python3)
+    if bash "$root/scripts/run.sh" --profile "$out/py.svg" "$py" -c '
+import array, zlib, json
+keep = [array.array("d", range(20000)) for _ in range(40)]
+blob = zlib.compress(bytes(range(256)) * 4000)
+data = json.loads(json.dumps({str(i): [i] * 10 for i in range(20000)}))
+' >"$out/runprof.log" 2>&1 && [[ -s "$out/py.svg" && -s "$out/py.leak.svg" ]] &&
+        grep -q "<svg" "$out/py.svg" && grep -q "<svg" "$out/py.leak.svg"; then
+        ok "run.sh --profile: py.svg and py.leak.svg drawn"
+        # The peak holds the arrays, made under Py_RunMain (exported, so
+        # named with or without debug information).
+        if grep -q "Py_RunMain" "$out/py.peak.folded"; then
+            ok "python's peak is symbolized (Py_RunMain)"
+        else
+            bad "python's peak is not symbolized"
+        fi
+    else
+        bad "run.sh --profile failed: $(tail -5 "$out/runprof.log")"
+    fi
+fi
+
+echo "prof.sh: $passed passed, $failed failed"
+[[ $failed -eq 0 ]]

@@ -1,0 +1,894 @@
+//! The sampling heap profiler (`MEMALLOC_PROF=1`): which code holds the
+//! memory.
+//!
+//! **Sampling.** Each thread counts the bytes it allocates down from an
+//! interval drawn from an exponential distribution of mean
+//! `MEMALLOC_PROF_RATE` (default 512 KiB); the allocation that crosses zero
+//! is sampled and a new interval drawn. A block of `n` bytes is thus sampled
+//! with probability `1 - exp(-n / rate)` whatever the sizes around it, and a
+//! sample weighs `n / (1 - exp(-n / rate))` bytes: the estimates are
+//! unbiased (jemalloc's and tcmalloc's scheme).
+//!
+//! **Where the counting happens, and what it costs when off.** Nothing on
+//! the small fast path: while profiling, every thread cache's class table
+//! sends every request to `cache::TRAP_CLASS`, whose bin and zone are always
+//! empty, so each small malloc misses into `cache::alloc_slow`, which counts
+//! it here and then serves it from its real class (`cache::prof_alloc`).
+//! Frees keep their fast path. Medium, aligned and large requests are counted
+//! in `export` after the block is made. When profiling is off the only cost
+//! is one load of `ACTIVE` on those slower paths and on the free of a heap
+//! chunk (`dealloc_chunk`); the small pair is unchanged.
+//!
+//! **Sampled blocks** are always heap chunks or own mappings, never zone
+//! blocks (a sampled small request is served by the TLSF heap), so their
+//! frees reach `dealloc_chunk`, where `freed` looks them up. `FILTER` (a
+//! counting filter: one 16-bit count per hash bucket of live sampled
+//! addresses) answers "surely not sampled" with one load and no lock.
+//!
+//! **What a sample keeps.** Its call stack (up to `MAX_FRAMES` return
+//! addresses, the allocator's own frames dropped), deduplicated in `STACKS`
+//! with per-stack totals (bytes and samples allocated, bytes live, bytes live
+//! at the peak); and, while its block lives, an entry in `SAMPLES` (address,
+//! weight, stack). All of it lives in memory mapped here (`os::map`), never
+//! in the heap. The *peak* is the largest estimated live total: each time a
+//! sample raises the live total above the previous peak, every stack's live
+//! bytes are copied to its peak bytes.
+//!
+//! **Unwinding neither allocates nor deadlocks.** Stacks come from glibc's
+//! `backtrace()`, i.e. libgcc's DWARF unwinder (`_Unwind_Backtrace`), so
+//! programs without frame pointers unwind. Its first call dlopens libgcc_s
+//! and allocates: `prime` makes that first call from the constructor, before
+//! sampling is enabled (`READY`) and while no allocator lock is held; after
+//! it, the unwinder finds each frame's FDE through `dl_iterate_phdr` and the
+//! object's `PT_GNU_EH_FRAME` index, with no allocation. A per-thread `busy`
+//! flag stops a sample from being taken while this thread is already taking
+//! one (should anything in the unwinder allocate, that allocation is served
+//! but not sampled). We never unwind while holding an allocator lock: a
+//! sample is recorded after its block is made and every lock released, so
+//! `dl_iterate_phdr`'s loader lock (recursive) is never taken under ours,
+//! and a thread inside `dlopen` that allocates only takes it again. dlopen'd
+//! libraries unwind like any other (the loader's list is walked per frame).
+//!
+//! **Reports**, in the collapsed-stack format (`frame;frame;frame bytes`,
+//! outermost frame first): at exit `PREFIX.PID.leak` (live), `.total`
+//! (allocated) and `.peak`; on demand `memalloc_prof_dump(fd)` (live). A
+//! frame reads `function [object+0xoffset]`: the name from `dladdr` when the
+//! object exports one, and the offset that `scripts/memprof` turns into
+//! `function (file:line)` with addr2line. `PREFIX` is `MEMALLOC_PROF_OUT`
+//! (default `memalloc-prof`). A fork child starts a profile of its own
+//! (`after_fork_child`) and writes its own files at its exit.
+//!
+//! A heap block that realloc resizes in place counts as freed and allocated
+//! again at its new size; one that moves, likewise (malloc + free).
+//! Known limit: allocations before the constructor are not sampled.
+
+use crate::lock::Lock;
+use core::fmt::Write;
+use core::ptr::{addr_of, addr_of_mut, null_mut};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU16, AtomicUsize, Ordering};
+
+/// Frames kept per stack.
+pub const MAX_FRAMES: usize = 64;
+/// Frames unwound: the kept ones plus the allocator's own.
+const RAW_FRAMES: usize = MAX_FRAMES + 16;
+/// Distinct stacks kept; samples of further stacks are counted as dropped.
+const STACK_CAP: usize = 1 << 14;
+/// Buckets of the stack index (twice STACK_CAP: at most half full).
+const INDEX_CAP: usize = STACK_CAP * 2;
+/// Live samples kept at once (at most half of SAMPLE_SLOTS).
+const SAMPLE_CAP: usize = 1 << 16;
+const SAMPLE_SLOTS: usize = SAMPLE_CAP * 2;
+/// Buckets of the free-time filter.
+const FILTER_CAP: usize = 1 << 16;
+
+/// Profiling asked for (from the environment): the caches route small
+/// requests through the counting path.
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+/// The unwinder is primed and the tables mapped: samples may be taken.
+static READY: AtomicBool = AtomicBool::new(false);
+static RATE: AtomicUsize = AtomicUsize::new(512 << 10);
+static OUT: AtomicPtr<u8> = AtomicPtr::new(null_mut());
+/// Guards every table below.
+static LOCK: Lock = Lock::new();
+/// The allocator's own code: frames in it are dropped.
+static SELF_START: AtomicUsize = AtomicUsize::new(0);
+static SELF_END: AtomicUsize = AtomicUsize::new(0);
+/// One count per bucket of live sampled addresses (see `FILTER_CAP`).
+static FILTER: AtomicPtr<AtomicU16> = AtomicPtr::new(null_mut());
+
+/// A distinct call stack and its totals.
+#[repr(C)]
+struct Stack {
+    hash: u64,
+    depth: usize,
+    alloc_bytes: u64,
+    alloc_count: u64,
+    live_bytes: u64,
+    peak_bytes: u64,
+    frames: [usize; MAX_FRAMES],
+}
+
+/// A live sample: its block's address (0: empty slot), weight and stack.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Sample {
+    addr: usize,
+    weight: u64,
+    stack: usize,
+}
+
+/// The tables, under `LOCK`.
+struct Tables {
+    stacks: *mut Stack,
+    nstacks: usize,
+    /// Stack index + 1 per bucket; 0 = empty.
+    index: *mut u32,
+    samples: *mut Sample,
+    nsamples: usize,
+    live_total: u64,
+    peak_total: u64,
+    alloc_total: u64,
+    sample_count: u64,
+    dropped: u64,
+}
+
+static mut TABLES: Tables = Tables {
+    stacks: null_mut(),
+    nstacks: 0,
+    index: null_mut(),
+    samples: null_mut(),
+    nsamples: 0,
+    live_total: 0,
+    peak_total: 0,
+    alloc_total: 0,
+    sample_count: 0,
+    dropped: 0,
+};
+
+// ---- per-thread state --------------------------------------------------------
+
+/// A thread's sampling state, in an initial-exec TLS block (as `tls`'s
+/// slot, for the same reasons), zero in a new thread.
+#[repr(C)]
+struct ThreadState {
+    /// Bytes still to allocate before the next sample.
+    left: i64,
+    /// xorshift64* state; 0 until the thread's first count.
+    rng: u64,
+    /// Taking a sample: allocations are not counted.
+    busy: u64,
+    _pad: u64,
+}
+
+core::arch::global_asm!(
+    ".pushsection .tbss.memalloc_prof,\"awT\",@nobits",
+    ".p2align 4",
+    ".hidden memalloc_prof_tls",
+    ".globl memalloc_prof_tls",
+    ".type memalloc_prof_tls,@object",
+    ".size memalloc_prof_tls,32",
+    "memalloc_prof_tls:",
+    ".zero 32",
+    ".popsection",
+);
+
+/// This thread's sampling state.
+#[inline(always)]
+fn thread_state() -> *mut ThreadState {
+    let p: *mut ThreadState;
+    // SAFETY: the address of this thread's block: its initial-exec offset
+    // plus the thread pointer (%fs:0 holds it on x86-64).
+    unsafe {
+        core::arch::asm!(
+            "movq memalloc_prof_tls@GOTTPOFF(%rip), {p}",
+            "addq %fs:0, {p}",
+            p = out(reg) p,
+            options(att_syntax, nostack, readonly, pure)
+        );
+    }
+    p
+}
+
+// ---- settings ------------------------------------------------------------------
+
+/// From `config`: MEMALLOC_PROF, MEMALLOC_PROF_RATE, MEMALLOC_PROF_OUT.
+pub fn configure(on: bool, rate: usize, out: *const u8) {
+    RATE.store(rate.max(1), Ordering::Relaxed);
+    OUT.store(out as *mut u8, Ordering::Relaxed);
+    ACTIVE.store(on, Ordering::Relaxed);
+}
+
+/// Is profiling on? (One load: the test on the slower paths.)
+#[inline(always)]
+pub fn active() -> bool {
+    ACTIVE.load(Ordering::Relaxed)
+}
+
+/// From the constructor, with no allocator lock held: maps the tables,
+/// finds the allocator's own code and makes the unwinder's first call (which
+/// dlopens libgcc_s and allocates), then lets samples be taken.
+pub fn prime() {
+    if !active() || READY.load(Ordering::Relaxed) {
+        return;
+    }
+    let stacks = crate::os::map(STACK_CAP * core::mem::size_of::<Stack>());
+    let index = crate::os::map(INDEX_CAP * 4);
+    let samples = crate::os::map(SAMPLE_SLOTS * core::mem::size_of::<Sample>());
+    let filter = crate::os::map(FILTER_CAP * 2);
+    if stacks.is_null() || index.is_null() || samples.is_null() || filter.is_null() {
+        // (ACTIVE stays: the caches route through the counting path, which
+        // takes no sample while READY is false.)
+        crate::report::warn(format_args!(
+            "MEMALLOC_PROF: cannot map the tables, no profile"
+        ));
+        return;
+    }
+    {
+        let _g = LOCK.guard();
+        // SAFETY: TABLES is only touched under LOCK.
+        unsafe {
+            let t = &mut *addr_of_mut!(TABLES);
+            t.stacks = stacks as *mut Stack;
+            t.index = index as *mut u32;
+            t.samples = samples as *mut Sample;
+        }
+    }
+    FILTER.store(filter as *mut AtomicU16, Ordering::Release);
+    find_self();
+    let mut buf = [null_mut::<libc::c_void>(); 4];
+    // SAFETY: buf holds 4 entries.
+    unsafe { backtrace(buf.as_mut_ptr(), buf.len() as i32) };
+    READY.store(true, Ordering::Release);
+}
+
+extern "C" {
+    fn backtrace(buf: *mut *mut libc::c_void, size: i32) -> i32;
+    fn dladdr1(
+        addr: *const libc::c_void,
+        info: *mut libc::Dl_info,
+        extra: *mut *mut libc::c_void,
+        flags: i32,
+    ) -> i32;
+}
+/// dladdr1's flag: `extra` receives the object's `struct link_map *`.
+const RTLD_DL_LINKMAP: i32 = 2;
+
+/// The load bias (`link_map::l_addr`) of the object holding `addr`, and the
+/// `Dl_info` dladdr fills; None outside every object.
+fn object_of(addr: usize) -> Option<(usize, libc::Dl_info)> {
+    // SAFETY: dladdr1 writes the info and a link_map pointer; l_addr is the
+    // first field of glibc's struct link_map.
+    unsafe {
+        let mut info: libc::Dl_info = core::mem::zeroed();
+        let mut lm: *mut libc::c_void = null_mut();
+        if dladdr1(addr as *const _, &mut info, &mut lm, RTLD_DL_LINKMAP) == 0 || lm.is_null() {
+            return None;
+        }
+        Some((*(lm as *const usize), info))
+    }
+}
+
+/// Records the range of the allocator's executable segment.
+fn find_self() {
+    let here = find_self as fn() as usize;
+    let Some((bias, info)) = object_of(here) else {
+        return;
+    };
+    // SAFETY: dli_fbase is the object's ELF header, mapped with its program
+    // headers (the first PT_LOAD segment starts at offset 0).
+    unsafe {
+        let eh = info.dli_fbase as *const libc::Elf64_Ehdr;
+        let ph = (eh as usize + (*eh).e_phoff as usize) as *const libc::Elf64_Phdr;
+        for i in 0..(*eh).e_phnum as usize {
+            let p = &*ph.add(i);
+            let (s, e) = (
+                bias + p.p_vaddr as usize,
+                bias + (p.p_vaddr + p.p_memsz) as usize,
+            );
+            if p.p_type == libc::PT_LOAD && p.p_flags & libc::PF_X != 0 && s <= here && here < e {
+                SELF_START.store(s, Ordering::Relaxed);
+                SELF_END.store(e, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+// ---- counting and sampling -------------------------------------------------------
+
+fn rng_next(t: &mut ThreadState) -> u64 {
+    if t.rng == 0 {
+        // A seed per thread: its state's address, the clock and a counter.
+        static SEEDS: AtomicUsize = AtomicUsize::new(0x9e37_79b9);
+        let mut z = (t as *mut ThreadState as u64)
+            ^ (crate::os::now_ns() as u64).rotate_left(32)
+            ^ SEEDS.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed) as u64;
+        // splitmix64
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        t.rng = (z ^ (z >> 31)) | 1;
+    }
+    let mut x = t.rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    t.rng = x;
+    x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+}
+
+/// An interval drawn from the exponential distribution of mean `RATE`.
+fn draw(t: &mut ThreadState) -> i64 {
+    // u uniform in (0, 1]
+    let u = ((rng_next(t) >> 11) + 1) as f64 / (1u64 << 53) as f64;
+    let x = -ln(u) * RATE.load(Ordering::Relaxed) as f64;
+    (x as i64).max(1)
+}
+
+/// Counts `n` bytes allocated by this thread: is this allocation sampled?
+#[inline]
+pub fn take(n: usize) -> bool {
+    if !READY.load(Ordering::Relaxed) {
+        return false;
+    }
+    // SAFETY: this thread's own state.
+    let t = unsafe { &mut *thread_state() };
+    if t.busy != 0 {
+        return false;
+    }
+    if t.rng == 0 {
+        t.left = draw(t);
+    }
+    t.left -= n as i64;
+    if t.left > 0 {
+        return false;
+    }
+    t.left = draw(t);
+    true
+}
+
+/// The bytes a sample of an `n`-byte block stands for: `n / P(sampled)`.
+fn weight(n: usize) -> u64 {
+    weight_at(n, RATE.load(Ordering::Relaxed))
+}
+
+/// `weight` at rate `rate`.
+fn weight_at(n: usize, rate: usize) -> u64 {
+    let rate = rate as f64;
+    let x = n as f64 / rate;
+    let p = 1.0 - exp_neg(x);
+    if p <= 0.0 {
+        return rate as u64;
+    }
+    (n as f64 / p + 0.5) as u64
+}
+
+/// After a block `p` of `n` bytes was made on a path that counts itself
+/// (medium, aligned, large): counts it, and samples it if due. Returns `p`.
+#[inline(never)]
+pub fn counted(p: *mut u8, n: usize) -> *mut u8 {
+    if !p.is_null() && take(n) {
+        record(p, n);
+    }
+    p
+}
+
+/// Records a sample for block `p` of `n` bytes: unwinds (no lock held),
+/// then files the stack and the sample.
+#[cold]
+#[inline(never)]
+pub fn record(p: *mut u8, n: usize) {
+    let t = thread_state();
+    // SAFETY: this thread's own state.
+    unsafe { (*t).busy = 1 };
+    let mut raw = [0usize; RAW_FRAMES];
+    // SAFETY: raw holds RAW_FRAMES entries.
+    let got = unsafe {
+        backtrace(
+            raw.as_mut_ptr() as *mut *mut libc::c_void,
+            RAW_FRAMES as i32,
+        )
+    };
+    let got = got.clamp(0, RAW_FRAMES as i32) as usize;
+    let (lo, hi) = (
+        SELF_START.load(Ordering::Relaxed),
+        SELF_END.load(Ordering::Relaxed),
+    );
+    let mut first = 0;
+    while first < got && raw[first] >= lo && raw[first] < hi {
+        first += 1;
+    }
+    let frames = &raw[first..got.min(first + MAX_FRAMES)];
+    let w = weight(n);
+    {
+        let _g = LOCK.guard();
+        // SAFETY: the tables are only touched under LOCK.
+        unsafe { insert(&mut *addr_of_mut!(TABLES), p as usize, w, frames) };
+    }
+    // SAFETY: this thread's own state.
+    unsafe { (*t).busy = 0 };
+}
+
+fn hash_frames(frames: &[usize]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &f in frames {
+        h = (h ^ f as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        h ^= h >> 29;
+    }
+    h ^ frames.len() as u64
+}
+
+#[inline]
+fn hash_addr(a: usize) -> u64 {
+    (a as u64 >> 4).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+fn filter_slot(a: usize) -> *const AtomicU16 {
+    let f = FILTER.load(Ordering::Acquire);
+    // SAFETY: the filter has FILTER_CAP entries; the index is below it.
+    unsafe { f.add((hash_addr(a) >> 48) as usize) }
+}
+
+/// Files a sample (under LOCK).
+unsafe fn insert(t: &mut Tables, addr: usize, w: u64, frames: &[usize]) {
+    if t.stacks.is_null() {
+        return;
+    }
+    t.alloc_total += w;
+    t.sample_count += 1;
+    let s = match find_stack(t, frames) {
+        Some(s) => s,
+        None => {
+            t.dropped += 1;
+            return;
+        }
+    };
+    let st = &mut *t.stacks.add(s);
+    st.alloc_bytes += w;
+    st.alloc_count += 1;
+    if t.nsamples >= SAMPLE_CAP {
+        t.dropped += 1;
+        return;
+    }
+    let mask = SAMPLE_SLOTS - 1;
+    let mut i = hash_addr(addr) as usize & mask;
+    loop {
+        let e = &mut *t.samples.add(i);
+        if e.addr == 0 || e.addr == addr {
+            if e.addr == addr {
+                // A stale entry (a block freed unseen, e.g. before a
+                // fork): replace it.
+                (*t.stacks.add(e.stack)).live_bytes -= e.weight;
+                t.live_total -= e.weight;
+                t.nsamples -= 1;
+            } else {
+                (*filter_slot(addr)).fetch_add(1, Ordering::Relaxed);
+            }
+            *e = Sample {
+                addr,
+                weight: w,
+                stack: s,
+            };
+            break;
+        }
+        i = (i + 1) & mask;
+    }
+    t.nsamples += 1;
+    st.live_bytes += w;
+    t.live_total += w;
+    if t.live_total > t.peak_total {
+        t.peak_total = t.live_total;
+        for k in 0..t.nstacks {
+            let x = &mut *t.stacks.add(k);
+            x.peak_bytes = x.live_bytes;
+        }
+    }
+}
+
+/// The index of the stack of `frames`, added if new; None when full.
+unsafe fn find_stack(t: &mut Tables, frames: &[usize]) -> Option<usize> {
+    let h = hash_frames(frames);
+    let mask = INDEX_CAP - 1;
+    let mut i = h as usize & mask;
+    loop {
+        let e = *t.index.add(i);
+        if e == 0 {
+            break;
+        }
+        let s = &*t.stacks.add(e as usize - 1);
+        if s.hash == h && s.depth == frames.len() && &s.frames[..s.depth] == frames {
+            return Some(e as usize - 1);
+        }
+        i = (i + 1) & mask;
+    }
+    if t.nstacks >= STACK_CAP {
+        return None;
+    }
+    let k = t.nstacks;
+    t.nstacks += 1;
+    let s = &mut *t.stacks.add(k);
+    s.hash = h;
+    s.depth = frames.len();
+    s.frames[..frames.len()].copy_from_slice(frames);
+    *t.index.add(i) = k as u32 + 1;
+    Some(k)
+}
+
+/// A heap chunk or own mapping at user address `p` is being freed (or
+/// moved): drops its sample if it has one.
+#[inline]
+pub fn freed(p: *mut u8) {
+    if FILTER.load(Ordering::Relaxed).is_null() {
+        return;
+    }
+    // SAFETY: the slot lies in the filter.
+    if unsafe { (*filter_slot(p as usize)).load(Ordering::Relaxed) } == 0 {
+        return;
+    }
+    freed_slow(p as usize);
+}
+
+#[cold]
+#[inline(never)]
+fn freed_slow(addr: usize) {
+    let _g = LOCK.guard();
+    // SAFETY: the tables are only touched under LOCK.
+    unsafe {
+        let t = &mut *addr_of_mut!(TABLES);
+        let mask = SAMPLE_SLOTS - 1;
+        let mut i = hash_addr(addr) as usize & mask;
+        loop {
+            let e = *t.samples.add(i);
+            if e.addr == 0 {
+                return;
+            }
+            if e.addr == addr {
+                break;
+            }
+            i = (i + 1) & mask;
+        }
+        let e = *t.samples.add(i);
+        (*t.stacks.add(e.stack)).live_bytes -= e.weight;
+        t.live_total -= e.weight;
+        t.nsamples -= 1;
+        (*filter_slot(addr)).fetch_sub(1, Ordering::Relaxed);
+        // Backward-shift deletion (linear probing keeps no tombstones).
+        let mut hole = i;
+        let mut j = (i + 1) & mask;
+        loop {
+            let x = *t.samples.add(j);
+            if x.addr == 0 {
+                break;
+            }
+            let home = hash_addr(x.addr) as usize & mask;
+            // x may fill the hole unless its home lies in (hole, j].
+            if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(hole) & mask) {
+                *t.samples.add(hole) = x;
+                hole = j;
+            }
+            j = (j + 1) & mask;
+        }
+        (*t.samples.add(hole)).addr = 0;
+    }
+}
+
+// ---- fork ------------------------------------------------------------------------
+
+/// The fork handlers: the profile's lock is taken before the allocator's.
+pub fn lock() -> &'static Lock {
+    &LOCK
+}
+
+/// In a fork child: a profile of its own, empty (the parent's samples stay
+/// the parent's).
+pub fn after_fork_child() {
+    LOCK.reset_after_fork();
+    // SAFETY: single-threaded child; the tables are ours.
+    unsafe {
+        let t = &mut *addr_of_mut!(TABLES);
+        if t.stacks.is_null() {
+            return;
+        }
+        crate::os::discard(
+            t.stacks as *mut u8,
+            STACK_CAP * core::mem::size_of::<Stack>(),
+        );
+        crate::os::discard(t.index as *mut u8, INDEX_CAP * 4);
+        crate::os::discard(
+            t.samples as *mut u8,
+            SAMPLE_SLOTS * core::mem::size_of::<Sample>(),
+        );
+        crate::os::discard(FILTER.load(Ordering::Relaxed) as *mut u8, FILTER_CAP * 2);
+        t.nstacks = 0;
+        t.nsamples = 0;
+        t.live_total = 0;
+        t.peak_total = 0;
+        t.alloc_total = 0;
+        t.sample_count = 0;
+        t.dropped = 0;
+    }
+}
+
+// ---- reports -----------------------------------------------------------------------
+
+/// Which figure of each stack a report shows.
+#[derive(Clone, Copy, PartialEq)]
+enum Figure {
+    Live,
+    Peak,
+    Total,
+}
+
+/// Writes one frame: `name [object+0xoffset]`, the offset one byte before
+/// the return address (inside the call), relative to the object's load bias
+/// (what addr2line takes, PIE or not).
+/// `exe`: the program's path, for its own frames (the loader names the
+/// program as it was started, maybe relative, or not at all).
+fn write_frame<const N: usize>(b: &mut crate::report::StackBuf<N>, ret: usize, exe: &[u8]) {
+    let a = ret.wrapping_sub(1);
+    match object_of(a) {
+        Some((bias, info)) => {
+            if !info.dli_sname.is_null() {
+                // SAFETY: a NUL-terminated name from the loader's tables.
+                let name = unsafe { core::ffi::CStr::from_ptr(info.dli_sname) }.to_bytes();
+                push_clean(b, name);
+                b.push(b" ");
+            }
+            b.push(b"[");
+            let f: &[u8] = if info.dli_fname.is_null() {
+                b""
+            } else {
+                // SAFETY: as above.
+                unsafe { core::ffi::CStr::from_ptr(info.dli_fname) }.to_bytes()
+            };
+            push_clean(b, if f.first() == Some(&b'/') { f } else { exe });
+            let _ = write!(b, "+{:#x}]", a - bias);
+        }
+        None => {
+            let _ = write!(b, "[?+{:#x}]", a);
+        }
+    }
+}
+
+/// Appends `s` with the characters the collapsed format reserves (';' and
+/// the newline) replaced, at most 240 bytes of it.
+fn push_clean<const N: usize>(b: &mut crate::report::StackBuf<N>, s: &[u8]) {
+    for &c in &s[..s.len().min(240)] {
+        b.push(if c == b';' || c == b'\n' {
+            b":"
+        } else {
+            core::slice::from_ref(&c)
+        });
+    }
+}
+
+/// Writes every stack with a non-zero figure to `fd`, one line each.
+fn write_report(fd: i32, fig: Figure) {
+    let mut exe = [0u8; 512];
+    // SAFETY: readlink writes at most exe.len() bytes.
+    let n = unsafe {
+        libc::readlink(
+            c"/proc/self/exe".as_ptr(),
+            exe.as_mut_ptr() as *mut libc::c_char,
+            exe.len(),
+        )
+    };
+    let exe = &exe[..n.clamp(0, 512) as usize];
+    let _g = LOCK.guard();
+    let mut b = crate::report::StackBuf::<4096>::new(fd);
+    // SAFETY: the tables are only touched under LOCK.
+    unsafe {
+        let t = &*addr_of!(TABLES);
+        for k in 0..t.nstacks {
+            let s = &*t.stacks.add(k);
+            let v = match fig {
+                Figure::Live => s.live_bytes,
+                Figure::Peak => s.peak_bytes,
+                Figure::Total => s.alloc_bytes,
+            };
+            if v == 0 {
+                continue;
+            }
+            if s.depth == 0 {
+                b.push(b"[unknown]");
+            }
+            for i in (0..s.depth).rev() {
+                write_frame(&mut b, s.frames[i], exe);
+                if i != 0 {
+                    b.push(b";");
+                }
+            }
+            let _ = writeln!(b, " {}", v);
+        }
+    }
+    b.flush();
+}
+
+/// `memalloc_prof_dump(fd)`: the live samples, now.
+pub fn dump(fd: i32) {
+    if READY.load(Ordering::Acquire) {
+        write_report(fd, Figure::Live);
+    }
+}
+
+/// At exit: writes PREFIX.PID.leak, .peak and .total, and one line on
+/// stderr naming them.
+pub fn exit_report() {
+    if !READY.load(Ordering::Acquire) {
+        return;
+    }
+    // SAFETY: this thread's own state: no more samples from here.
+    unsafe { (*thread_state()).busy = 1 };
+    let prefix = OUT.load(Ordering::Relaxed);
+    let prefix: &[u8] = if prefix.is_null() {
+        b"memalloc-prof"
+    } else {
+        // SAFETY: a NUL-terminated string from the environment.
+        unsafe { core::ffi::CStr::from_ptr(prefix as *const libc::c_char) }.to_bytes()
+    };
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    for (suffix, fig) in [
+        (&b"leak"[..], Figure::Live),
+        (&b"peak"[..], Figure::Peak),
+        (&b"total"[..], Figure::Total),
+    ] {
+        let mut path = [0u8; 512];
+        let mut w = crate::report::StackBuf::<512>::new(-1);
+        w.push(prefix);
+        let _ = write!(w, ".{}.", pid);
+        w.push(suffix);
+        let n = w.as_bytes().len().min(path.len() - 1);
+        path[..n].copy_from_slice(&w.as_bytes()[..n]);
+        // SAFETY: path is NUL-terminated.
+        let fd = unsafe {
+            libc::open(
+                path.as_ptr() as *const libc::c_char,
+                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+                0o644,
+            )
+        };
+        if fd < 0 {
+            crate::report::warn(format_args!("MEMALLOC_PROF: cannot write the profile"));
+            return;
+        }
+        write_report(fd, fig);
+        // SAFETY: closing the descriptor we opened.
+        unsafe { libc::close(fd) };
+    }
+    let (samples, peak, live, total, dropped) = {
+        let _g = LOCK.guard();
+        // SAFETY: read under LOCK.
+        let t = unsafe { &*addr_of!(TABLES) };
+        (
+            t.sample_count,
+            t.peak_total,
+            t.live_total,
+            t.alloc_total,
+            t.dropped,
+        )
+    };
+    crate::report::note(format_args!(
+        "heap profile: {} samples, peak {} KiB, live at exit {} KiB, allocated {} KiB{}: {}.{}.{{peak,leak,total}}",
+        samples,
+        peak >> 10,
+        live >> 10,
+        total >> 10,
+        if dropped != 0 { " (some samples dropped)" } else { "" },
+        core::str::from_utf8(prefix).unwrap_or("?"),
+        pid
+    ));
+}
+
+// ---- arithmetic without libm -------------------------------------------------------
+
+const LN2: f64 = core::f64::consts::LN_2;
+
+/// Natural logarithm of `x > 0` (a normal number): `x = m * 2^e` with `m` in
+/// [1, 2), `ln m = 2 atanh((m - 1) / (m + 1))` by its series (|z| <= 1/3).
+fn ln(x: f64) -> f64 {
+    let bits = x.to_bits();
+    let e = ((bits >> 52) & 0x7ff) as i64 - 1023;
+    let m = f64::from_bits((bits & ((1u64 << 52) - 1)) | (1023u64 << 52));
+    let z = (m - 1.0) / (m + 1.0);
+    let z2 = z * z;
+    let (mut term, mut sum, mut k) = (z, 0.0, 1.0);
+    for _ in 0..24 {
+        sum += term / k;
+        term *= z2;
+        k += 2.0;
+    }
+    2.0 * sum + e as f64 * LN2
+}
+
+/// `exp(-x)` for `x >= 0`: `-x = k ln 2 + r`, |r| <= ln 2 / 2, Taylor series
+/// for `exp(r)`, times `2^k`.
+fn exp_neg(x: f64) -> f64 {
+    if x > 700.0 {
+        return 0.0;
+    }
+    let k = (-x / LN2 - 0.5) as i64;
+    let r = -x - k as f64 * LN2;
+    let (mut term, mut sum) = (1.0, 1.0);
+    for i in 1..24 {
+        term *= r / i as f64;
+        sum += term;
+    }
+    sum * f64::from_bits(((1023 + k) as u64) << 52)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logarithm_and_exponential() {
+        for &x in &[1e-15f64, 1e-6, 0.01, 0.3, 0.5, 0.9999, 1.0] {
+            assert!(
+                (ln(x) - x.ln()).abs() < 1e-12 * (1.0 + x.ln().abs()),
+                "ln {}",
+                x
+            );
+        }
+        for &x in &[0.0f64, 1e-9, 3e-5, 0.5, 1.0, 7.5, 40.0, 600.0] {
+            let want = (-x).exp();
+            assert!((exp_neg(x) - want).abs() <= 1e-12 * want, "exp {}", x);
+        }
+    }
+
+    /// The sample table against a model: random records and frees (many
+    /// colliding in the probe sequences), then every live address is found
+    /// and every freed one is gone; the live total matches.
+    #[test]
+    fn samples_against_a_model() {
+        configure(true, 4096, null_mut());
+        prime();
+        assert!(READY.load(Ordering::Relaxed));
+        let mut live: std::collections::HashMap<usize, u64> = Default::default();
+        let mut x: u64 = 0x1234_5678_9abc_def1;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let base = 0x7000_0000_0000usize;
+        for _ in 0..200_000 {
+            let r = next();
+            // Addresses from a small range: frequent reuse and collisions.
+            let a = base + ((r as usize >> 8) % 60_000) * 16;
+            if r & 1 == 0 || live.len() > 40_000 {
+                // (Freeing an address never sampled has no effect.)
+                live.remove(&a);
+                freed(a as *mut u8);
+            } else if let std::collections::hash_map::Entry::Vacant(v) = live.entry(a) {
+                let n = 1 + (r as usize >> 40) % 5000;
+                record(a as *mut u8, n);
+                v.insert(weight(n));
+            }
+        }
+        let _g = LOCK.guard();
+        // SAFETY: read under LOCK.
+        let t = unsafe { &*addr_of!(TABLES) };
+        assert_eq!(t.nsamples, live.len());
+        assert_eq!(t.live_total, live.values().sum::<u64>());
+        let mut found = 0;
+        for i in 0..SAMPLE_SLOTS {
+            // SAFETY: i < SAMPLE_SLOTS.
+            let e = unsafe { *t.samples.add(i) };
+            if e.addr != 0 {
+                assert_eq!(live.get(&e.addr), Some(&e.weight));
+                found += 1;
+            }
+        }
+        assert_eq!(found, live.len());
+        assert!(t.peak_total >= t.live_total);
+    }
+
+    #[test]
+    fn weights_are_size_over_probability() {
+        // Small blocks stand for about the rate; big ones for themselves.
+        assert!((weight_at(1, 1000) as i64 - 1000).abs() <= 1);
+        assert_eq!(weight_at(1_000_000, 1000), 1_000_000);
+        let w = weight_at(1000, 1000) as f64;
+        assert!((w - 1000.0 / (1.0 - (-1.0f64).exp())).abs() < 1.0);
+    }
+}
