@@ -211,7 +211,10 @@ impl Heap {
         } else {
             csize + align + MIN_CHUNK
         });
-        if self.grow(need) {
+        // Out of memory while freed large mappings are kept for reuse (a
+        // new_handler has just freed its reserve): unmap them, try again.
+        // (HEAP before the large-block lock: the fork handlers' order.)
+        if self.grow(need) || (crate::large::trim() != 0 && self.grow(need)) {
             let c = if align == 0 {
                 self.tlsf
                     .alloc_keeping(csize, !crate::cache::several_threads())
