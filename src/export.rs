@@ -191,12 +191,19 @@ unsafe fn debug_free(p: *mut u8, c: *mut Chunk) {
 /// free_sized and free_aligned_sized in debug mode: `size` must be the size
 /// block `p` was requested with (every block is a heap chunk or a large
 /// block then, which records it), and `p` aligned to `align`. A block
-/// already freed is left to `dealloc` to report.
+/// already freed is left to `dealloc` to report. Then frees it. (Out of
+/// line, so that the normal path of free_sized is free's.)
 #[cold]
-unsafe fn debug_check_sized(p: *mut u8, size: usize, align: usize) {
-    if p.is_null() || zonemap::is_zone(p) {
-        return;
+#[inline(never)]
+unsafe fn debug_free_sized(p: *mut u8, size: usize, align: usize) {
+    if !p.is_null() && !zonemap::is_zone(p) {
+        check_sized(p, size, align);
     }
+    dealloc(p)
+}
+
+#[cold]
+unsafe fn check_sized(p: *mut u8, size: usize, align: usize) {
     let c = chunk_of(p);
     if is_free(c) || crate::debug::in_quarantine(p) {
         return;
@@ -452,8 +459,8 @@ export!(
     /// it; otherwise we free as free does (the size saves no work there:
     /// docs/cxx.md).
     fn free_sized(p: *mut c_void, size: usize) {
-        if config::debug() {
-            debug_check_sized(p as *mut u8, size, 1);
+        if config::debug_ready() {
+            return debug_free_sized(p as *mut u8, size, 1);
         }
         dealloc(p as *mut u8)
     }
@@ -462,8 +469,8 @@ export!(
     /// C23 free_aligned_sized (and C++'s sized aligned delete): debug mode
     /// also checks that the block is aligned to `align`.
     fn free_aligned_sized(p: *mut c_void, align: usize, size: usize) {
-        if config::debug() {
-            debug_check_sized(p as *mut u8, size, align);
+        if config::debug_ready() {
+            return debug_free_sized(p as *mut u8, size, align);
         }
         dealloc(p as *mut u8)
     }
