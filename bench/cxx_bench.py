@@ -19,6 +19,7 @@ results/cxx.md and results/cxx.csv.
 import argparse
 import csv
 import os
+import shutil
 import sys
 import time
 
@@ -83,14 +84,47 @@ def main():
                     "FAIL: " + r.status, time.perf_counter() - start))
                 if not r.ok:
                     failures.append((wname, label, rep + 1, bench.command_text(argv, preload, {}), r))
-    write(args, info, labels, results, failures)
+    irs = callgrind(args, variants, failures) if shutil.which("valgrind") else None
+    write(args, info, labels, results, failures, irs)
     for what, label, rep, cmd, r in failures:
         bench.log("  %s under %s (rep %d): %s\n    command: %s\n    stderr: %s" % (
             what, label, rep, r.status, cmd, bench.tail(r.stderr, 5, 600)))
     return 1 if failures and args.strict else 0
 
 
-def write(args, info, labels, results, failures):
+CG_SCALES = ("0.1", "0.3")
+
+
+def callgrind(args, variants, failures):
+    """Instructions per operation of each workload under each variant:
+    (Ir at scale 0.3 - Ir at 0.1) / (ops at 0.3 - ops at 0.1), so that
+    start-up and exit cancel out. {(workload, label): instr/op or None}."""
+    irs = {}
+    for wname, _ in WORKLOADS:
+        for label, binary, preload, want_malloc, want_new in variants:
+            pts = []
+            for scale in CG_SCALES:
+                out = os.path.join(args.tmp, "cg.%s.%s.%s" % (wname, label.replace(" ", "_"), scale))
+                argv = ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out, binary, wname, scale]
+                r = bench.run_once(argv, preload, {}, args.timeout * 4, check_line=wname)
+                if r.ok and (r.fields.get("malloc") != want_malloc or r.fields.get("new") not in want_new):
+                    r.ok, r.status = False, "malloc %s, new %s" % (r.fields.get("malloc"), r.fields.get("new"))
+                if r.ok:
+                    try:
+                        pts.append((bench.callgrind_ir(out), int(r.fields["ops"])))
+                    except (OSError, ValueError, KeyError) as e:
+                        r.ok, r.status = False, "callgrind output unreadable: %s" % e
+                if not r.ok:
+                    failures.append((wname + " (callgrind)", label, 1, bench.command_text(argv, preload, {}), r))
+                    break
+            irs[(wname, label)] = ((pts[1][0] - pts[0][0]) / (pts[1][1] - pts[0][1])
+                                   if len(pts) == 2 and pts[1][1] > pts[0][1] else None)
+            bench.log("callgrind: %-7s %-19s %s instr/op" % (wname, label, "%.1f" % irs[(wname, label)]
+                                                             if irs[(wname, label)] else "FAIL"))
+    return irs
+
+
+def write(args, info, labels, results, failures, irs=None):
     summ = {key: bench.summarise(runs) for key, runs in results.items()}
     peers = [l for l in labels if l in bench.PEERS]
     os.makedirs(args.results, exist_ok=True)
@@ -132,8 +166,36 @@ def write(args, info, labels, results, failures):
             " | ".join(bench.fmt_ratio(gm[l]) for l in labels), bench.fmt_ratio(gm.get(HEADER)),
             bench.fmt_ratio(gm.get(PRELOAD)), bench.fmt_ratio(bench.geomean(hps))))
         md.append("")
-    md += ["(The geometric-mean row under each variant: its figure ÷ the fastest peer's.)", "",
-           "## Peak RSS (MiB, median)", "", "| workload | " + " | ".join(labels) + " |",
+    md += ["(The geometric-mean row under each variant: its figure ÷ the fastest peer's.)", ""]
+    if irs:
+        peers_cg = [l for l in labels if l in bench.PEERS]
+        md += ["## Instructions per operation (callgrind)", "",
+               "`valgrind --tool=callgrind` on each workload at scales %s: (Ir − Ir) ÷ (ops − ops), so "
+               "start-up and exit cancel out. An operation is one map step, one string built, one vector "
+               "step (see `bench/cxx_stl.cc`); it includes the program's own work, not only the "
+               "allocator's. Deterministic, unlike the times above." % " and ".join(CG_SCALES), "",
+               "| workload | " + " | ".join(labels) + " | fewest (peer) | header ÷ fewest | preload ÷ fewest"
+               " | header ÷ preload |", "|---|" + "---:|" * (len(labels) + 4)]
+        cg = {l: [] for l in ("h", "p", "hp")}
+        for w, _ in WORKLOADS:
+            vals = {l: irs.get((w, l)) for l in labels}
+            okp = [(vals[p], p) for p in peers_cg if vals[p]]
+            best = min(okp) if okp else None
+            h, pr = vals.get(HEADER), vals.get(PRELOAD)
+            rh = h / best[0] if h and best else None
+            rp = pr / best[0] if pr and best else None
+            hp = h / pr if h and pr else None
+            for k, v in (("h", rh), ("p", rp), ("hp", hp)):
+                if v:
+                    cg[k].append(v)
+            md.append("| %s | %s | %s | %s | %s | %s |" % (
+                w, " | ".join("%.1f" % vals[l] if vals[l] else "**FAIL**" for l in labels),
+                best[1] if best else "–", bench.fmt_ratio(rh), bench.fmt_ratio(rp), bench.fmt_ratio(hp)))
+        md.append("| **geometric mean** | %s | | **%s** | **%s** | **%s** |" % (
+            " | ".join([""] * len(labels)), bench.fmt_ratio(bench.geomean(cg["h"])),
+            bench.fmt_ratio(bench.geomean(cg["p"])), bench.fmt_ratio(bench.geomean(cg["hp"]))))
+        md.append("")
+    md += ["## Peak RSS (MiB, median)", "", "| workload | " + " | ".join(labels) + " |",
            "|---|" + "---:|" * len(labels)]
     for w, ok in rows:
         md.append("| %s | %s |" % (w, " | ".join(bench.fmt_mib(ok[l]["rss_kb"]) if l in ok else "**FAIL**"
@@ -157,11 +219,14 @@ def write(args, info, labels, results, failures):
         f.write("\n".join(md))
     with open(os.path.join(args.results, "cxx.csv"), "w", newline="") as f:
         wr = csv.writer(f)
-        wr.writerow(["workload", "variant", "rep", "ok", "time_s", "cpu_s", "maxrss_kb", "mops_per_s"])
+        wr.writerow(["workload", "variant", "rep", "ok", "time_s", "cpu_s", "maxrss_kb", "mops_per_s",
+                     "instr_per_op"])
         for (w, l), runs in results.items():
             for i, r in enumerate(runs):
                 wr.writerow([w, l, i + 1, int(r.ok), "%.4f" % r.time, "%.4f" % r.cpu, r.rss,
-                             "%.4f" % r.figure if r.figure is not None else ""])
+                             "%.4f" % r.figure if r.figure is not None else "", ""])
+        for (w, l), v in (irs or {}).items():
+            wr.writerow([w, l, "callgrind", int(v is not None), "", "", "", "", "%.1f" % v if v else ""])
     bench.log("cxx: wrote %s and cxx.csv" % os.path.join(args.results, "cxx.md"))
 
 

@@ -9,7 +9,7 @@
  *     uptr    std::vector<std::unique_ptr<Shape>> churn: objects of 5
  *             types from 24 to 280 bytes (virtual destructors: sized
  *             delete), replaced at random, the vector grown and shrunk
- *   SCALE multiplies the work (default 1).
+ *   SCALE multiplies the work (default 1; may be a fraction).
  *
  * Built twice by scripts/bench.sh --cxx: plain (run under each allocator by
  * LD_PRELOAD, libstdc++'s operator new calling malloc) and with
@@ -63,9 +63,9 @@ static const char *object_of(const char *sym)
 }
 
 /* ---- map ----------------------------------------------------------------- */
-static uint64_t w_map(long scale, long *ops)
+static uint64_t w_map(double scale, long *ops)
 {
-    const long n = 1500000 * scale;
+    const long n = (long)(1500000 * scale);
     const int window = 50000;
     std::map<int, std::string> m;
     uint64_t sum = 0;
@@ -93,9 +93,9 @@ static uint64_t w_map(long scale, long *ops)
 }
 
 /* ---- string -------------------------------------------------------------- */
-static uint64_t w_string(long scale, long *ops)
+static uint64_t w_string(double scale, long *ops)
 {
-    const long rounds = 400 * scale;
+    const long rounds = (long)(400 * scale);
     uint64_t sum = 0;
     std::vector<std::string> v;
     long count = 0;
@@ -142,9 +142,9 @@ static std::unique_ptr<Shape> make_shape(uint32_t r)
     }
 }
 
-static uint64_t w_uptr(long scale, long *ops)
+static uint64_t w_uptr(double scale, long *ops)
 {
-    const long n = 4000000 * scale;
+    const long n = (long)(4000000 * scale);
     std::vector<std::unique_ptr<Shape>> v;
     uint64_t sum = 0;
     for (long i = 0; i < n; i++) {
@@ -170,10 +170,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: cxx_stl map|string|uptr [SCALE]\n");
         return 64;
     }
-    long scale = argc > 2 ? atol(argv[2]) : 1;
-    if (scale < 1)
+    double scale = argc > 2 ? atof(argv[2]) : 1;
+    if (!(scale > 0))
         scale = 1;
-    uint64_t (*fn)(long, long *) = nullptr;
+    uint64_t (*fn)(double, long *) = nullptr;
     if (strcmp(argv[1], "map") == 0)
         fn = w_map;
     else if (strcmp(argv[1], "string") == 0)
@@ -188,7 +188,8 @@ int main(int argc, char **argv)
     double t0 = now();
     uint64_t sum = fn(scale, &ops);
     double dt = now() - t0;
-    printf("%s: %.3f Mops/s checksum=%llu malloc=%s new=%s\n", argv[1], (double)ops / dt / 1e6,
-           (unsigned long long)sum, object_of("malloc"), object_of("_Znwm"));
+    printf("%s: %.3f Mops/s ops=%ld checksum=%llu malloc=%s new=%s\n", argv[1],
+           (double)ops / dt / 1e6, ops, (unsigned long long)sum, object_of("malloc"),
+           object_of("_Znwm"));
     return 0;
 }

@@ -17,7 +17,8 @@
 #   --callgrind     instructions per malloc+free pair under callgrind -> results/callgrind.md
 #   --latency       tail and worst latency of single calls (rdtsc) -> results/latency.md
 #   --cxx           C++ STL workloads (bench/cxx_stl.cc): memalloc by its new/delete
-#                   header and by preload, and the peers -> results/cxx.md, results/cxx.csv
+#                   header and by preload, and the peers; times, then instructions per
+#                   operation under callgrind -> results/cxx.md, results/cxx.csv (~3 min)
 #   --all           all three
 # Options:
 #   --quick               half-size workloads, 2 repetitions (latency: 1e6 ops; callgrind: N=2e5)
@@ -140,7 +141,7 @@ need_cmd gcc gcc
 need_cmd python3 python3
 need_cmd sort coreutils
 [[ " ${modes[*]} " == *" callgrind "* ]] && need_cmd valgrind valgrind
-[[ " ${modes[*]} " == *" cxx "* ]] && need_cmd g++ g++
+[[ " ${modes[*]} " == *" cxx "* ]] && need_cmd g++ g++ && need_cmd valgrind valgrind
 
 PY_WORK="${BENCH_PYTHON:-}"
 if [[ -z "$PY_WORK" ]]; then
