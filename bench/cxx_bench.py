@@ -131,6 +131,7 @@ def write(args, info, labels, results, failures, irs=None):
     md = ["# memalloc from C++: STL workloads", ""]
     md += bench.header_lines(args, info, "Repetitions: %d; the variants alternate within each repetition, "
                              "in an order that rotates between repetitions" % args.reps)
+    md.append("- Load average (1 min) at start / end: %s / %s" % (info["load"], bench.read_loadavg()))
     md += ["", "Workloads: `bench/cxx_stl.cc` (see its top comment). **%s**: the program built with "
            "`include/memalloc-new-delete.h`, linked with `-lmemalloc`. **%s** and the peers: the plain build "
            "(libstdc++'s operator new over malloc, unless the preloaded library exports its own) under "
