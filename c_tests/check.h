@@ -232,7 +232,7 @@ static inline unsigned char pattern_byte(uintptr_t addr, size_t n, size_t i)
 
 static inline void pattern_fill(void *p, size_t n)
 {
-    unsigned char *b = p;
+    unsigned char *b = (unsigned char *)p;
     for (size_t i = 0; i < n; i++)
         b[i] = pattern_byte((uintptr_t)p, n, i);
 }
@@ -241,7 +241,7 @@ static inline void pattern_fill(void *p, size_t n)
  * first len bytes of p, or (size_t)-1 if none. */
 static inline size_t pattern_find_bad(const void *p, uintptr_t addr, size_t n, size_t len)
 {
-    const unsigned char *b = p;
+    const unsigned char *b = (const unsigned char *)p;
     unsigned char want = pattern_byte(addr, n, 0);
     for (size_t i = 0; i < len; i++, want++)
         if (b[i] != want)

@@ -27,6 +27,7 @@
  * guard pages, quarantine).
  */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <malloc.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -268,6 +269,50 @@ static void debug_double_free_quarantine(void)
     free(opaque_ptr(p));
 }
 
+/* C23 free_sized and free_aligned_sized, looked up at run time (glibc
+ * before 2.39 has neither, and the plain build links no memalloc). */
+static void call_free_sized(void *p, size_t size)
+{
+    void (*f)(void *, size_t) = (void (*)(void *, size_t))dlsym(RTLD_DEFAULT, "free_sized");
+    if (f == NULL) {
+        printf("no free_sized in this process\n");
+        exit(0);
+    }
+    f(p, size);
+}
+
+/* free_sized with a size other than the one requested (4 bytes short, as a
+ * sized delete of the wrong type would pass). */
+static void debug_free_sized_wrong(void)
+{
+    void *p = opaque_ptr(malloc(100));
+    expect_report_at(p);
+    call_free_sized(p, opaque(96));
+}
+
+static void debug_free_sized_wrong_large(void)
+{
+    void *p = opaque_ptr(malloc(1 * MiB));
+    expect_report_at(p);
+    call_free_sized(p, opaque(1 * MiB + 16));
+}
+
+/* free_aligned_sized with the right size and an alignment the block does
+ * not have (twice the largest power of two dividing its address). */
+static void debug_free_aligned_sized_wrong(void)
+{
+    void (*f)(void *, size_t, size_t) =
+        (void (*)(void *, size_t, size_t))dlsym(RTLD_DEFAULT, "free_aligned_sized");
+    void *p = opaque_ptr(aligned_alloc(64, 256));
+    if (f == NULL || p == NULL) {
+        printf("no free_aligned_sized in this process\n");
+        exit(0);
+    }
+    expect_report_at(p);
+    uintptr_t a = (uintptr_t)p;
+    f(p, opaque((size_t)((a & -a) << 1)), opaque(256));
+}
+
 static const struct {
     const char *name;
     void (*run)(void);
@@ -291,6 +336,9 @@ static const struct {
     {"debug-write-after-free", debug_write_after_free},
     {"debug-guard-page-overflow", debug_guard_page_overflow},
     {"debug-double-free-quarantine", debug_double_free_quarantine},
+    {"debug-free-sized-wrong", debug_free_sized_wrong},
+    {"debug-free-sized-wrong-large", debug_free_sized_wrong_large},
+    {"debug-free-aligned-sized-wrong", debug_free_aligned_sized_wrong},
 };
 
 int main(int argc, char **argv)

@@ -55,6 +55,9 @@ debug-canary-overflow        |debug  |ABRT|heap overflow \(the canary after the 
 debug-write-after-free       |debug  |ABRT|write after free \(a freed block was modified\)
 debug-guard-page-overflow    |debug  |SEGV|
 debug-double-free-quarantine |debug  |ABRT|double free \(block in quarantine\)
+debug-free-sized-wrong       |debug  |ABRT|free_sized or sized delete with a wrong size \(96 for a block of 100\)
+debug-free-sized-wrong-large |debug  |ABRT|free_sized or sized delete with a wrong size \(1048592 for a block of 1048576\)
+debug-free-aligned-sized-wrong|debug |ABRT|free_aligned_sized or aligned delete with a wrong alignment \([0-9]+\)
 double-free-small            |debug  |ABRT|double free \(block in quarantine\)
 double-free-medium           |debug  |ABRT|double free \(block in quarantine\)
 double-free-large            |debug  |ABRT|invalid pointer \(not from memalloc, or already freed and unmapped\)

@@ -16,6 +16,9 @@
 #   (none)          the suite -> results/bench.md, results/bench.csv, results/bench.svg
 #   --callgrind     instructions per malloc+free pair under callgrind -> results/callgrind.md
 #   --latency       tail and worst latency of single calls (rdtsc) -> results/latency.md
+#   --cxx           C++ STL workloads (bench/cxx_stl.cc): memalloc by its new/delete
+#                   header and by preload, and the peers; times, then instructions per
+#                   operation under callgrind -> results/cxx.md, results/cxx.csv (~3 min)
 #   --all           all three
 # Options:
 #   --quick               half-size workloads, 2 repetitions (latency: 1e6 ops; callgrind: N=2e5)
@@ -66,6 +69,7 @@ while [[ $# -gt 0 ]]; do
         --pair-sizes) [[ $# -ge 2 && "$2" =~ ^[0-9]+(,[0-9]+)*$ ]] || die "--pair-sizes needs N[,N..]"; pair_sizes="$2"; shift ;;
         --callgrind) modes+=(callgrind) ;;
         --latency) modes+=(latency) ;;
+        --cxx) modes+=(cxx) ;;
         --all) modes=(bench callgrind latency) ;;
         --no-build) build=0 ;;
         --no-rt) rt=0 ;;
@@ -137,6 +141,7 @@ need_cmd gcc gcc
 need_cmd python3 python3
 need_cmd sort coreutils
 [[ " ${modes[*]} " == *" callgrind "* ]] && need_cmd valgrind valgrind
+[[ " ${modes[*]} " == *" cxx "* ]] && need_cmd g++ g++ && need_cmd valgrind valgrind
 
 PY_WORK="${BENCH_PYTHON:-}"
 if [[ -z "$PY_WORK" ]]; then
@@ -198,6 +203,18 @@ for prog in runner fixed churn larson xmalloc threads32 cache-scratch realloc la
         die "could not compile bench/$prog.c"
 done
 
+if [[ " ${modes[*]} " == *" cxx "* ]]; then
+    # plain (run under each preload) and with the new/delete header, linked
+    # with the snapshot of the library
+    g++ -std=c++17 -O2 -g -Wall -Wextra -o "$BIN/cxx_stl" "$ROOT/bench/cxx_stl.cc" -ldl ||
+        die "could not compile bench/cxx_stl.cc"
+    if [[ -f "$BIN/libmemalloc.so" && ",$allocators," == *",memalloc,"* ]]; then
+        g++ -std=c++17 -O2 -g -Wall -Wextra -DWITH_HEADER -I "$ROOT/include" -o "$BIN/cxx_stl_header" \
+            "$ROOT/bench/cxx_stl.cc" -L "$BIN" -lmemalloc -Wl,-rpath,"$BIN" -ldl ||
+            die "could not compile bench/cxx_stl.cc with the header"
+    fi
+fi
+
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/memalloc-bench.XXXXXX")"
 trap 'rm -rf "$TMP"' EXIT
 
@@ -221,6 +238,10 @@ for mode in "${modes[@]}"; do
     # repetitions: --reps, else 5 for the suite and 3 for latency (2 with --quick)
     reps="$reps_given"
     [[ -n "$reps" ]] || reps=$([[ $quick == 1 ]] && echo 2 || { [[ $mode == latency ]] && echo 3 || echo 5; })
+    if [[ $mode == cxx ]]; then
+        python3 "$ROOT/bench/cxx_bench.py" "${common[@]}" --reps "$reps" || status=$?
+        continue
+    fi
     python3 "$ROOT/bench/bench.py" "$mode" "${common[@]}" --reps "$reps" || status=$?
 done
 exit "$status"

@@ -6,6 +6,7 @@
 #                                  LD_PRELOAD it under any program)
 #   lib/libmemalloc.a              the static library
 #   include/memalloc.h             the header (standard functions + extensions)
+#   include/memalloc-new-delete.h  C++: operator new/delete on memalloc (docs/cxx.md)
 #   lib/pkgconfig/memalloc.pc      for pkg-config
 # and prints each file installed.
 #
@@ -61,6 +62,7 @@ ROOT="$(cd "$SCRIPTS/.." && pwd -P)"
 SO="$ROOT/target/release/libmemalloc.so"
 AR="$ROOT/target/release/libmemalloc.a"
 HDR="$ROOT/include/memalloc.h"
+HDR_CXX="$ROOT/include/memalloc-new-delete.h"
 
 # The libraries a Rust staticlib needs from the system, as
 # `cargo rustc --release --lib --crate-type staticlib -- --print native-static-libs`
@@ -104,10 +106,12 @@ if [[ $stale -eq 1 ]]; then
         touch "$f"
     done
 fi
-if [[ ! -f "$HDR" ]]; then
-    echo "install.sh: $HDR is missing" >&2
-    exit 1
-fi
+for f in "$HDR" "$HDR_CXX"; do
+    if [[ ! -f "$f" ]]; then
+        echo "install.sh: $f is missing" >&2
+        exit 1
+    fi
+done
 
 # -------------------------------------------------------------- install ---
 LIBDIR="$DESTDIR$PREFIX/lib"
@@ -129,6 +133,7 @@ fi
 put 0755 "$SO" "$LIBDIR/libmemalloc.so"
 put 0644 "$AR" "$LIBDIR/libmemalloc.a"
 put 0644 "$HDR" "$INCDIR/memalloc.h"
+put 0644 "$HDR_CXX" "$INCDIR/memalloc-new-delete.h"
 
 pc="$(mktemp)"
 trap 'rm -f "$pc"' EXIT

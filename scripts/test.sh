@@ -6,7 +6,7 @@
 #   c  unit       cargo test --release
 #   d  symbols    every C ABI symbol is exported by libmemalloc.so; the heap
 #                 state lies in .bss
-#   e  c_tests    bash c_tests/run.sh
+#   e  c_tests    bash c_tests/run.sh, bash c_tests/cxx.sh (C++, new/delete)
 #   f  hardening  bash c_tests/hardening.sh (misuse, faults, 32-thread stress)
 #   g  install    bash tests/install_test.sh (install.sh, pkg-config, C builds)
 #   h  scripts    bash tests/scripts_test.sh (heapmap, plot_trace, run.sh options,
@@ -191,7 +191,8 @@ stage_c_tests() {
         echo "test.sh: c_tests/run.sh not found" >&2
         return 1
     fi
-    with_timeout 900 bash "$ROOT/c_tests/run.sh"
+    with_timeout 900 bash "$ROOT/c_tests/run.sh" || return $?
+    with_timeout 600 bash "$ROOT/c_tests/cxx.sh"
 }
 
 stage_hardening() {
@@ -235,7 +236,7 @@ run_stage a "install missing tools" stage_tools
 run_stage b "cargo build --release" stage_build
 run_stage c "cargo test --release (unit tests)" stage_unit
 run_stage d "exported ABI symbols, heap state in .bss (nm)" stage_symbols
-run_stage e "C tests (c_tests/run.sh)" stage_c_tests
+run_stage e "C and C++ tests (c_tests/run.sh, cxx.sh)" stage_c_tests
 run_stage f "misuse, faults and load (c_tests/hardening.sh)" stage_hardening
 run_stage g "installation (tests/install_test.sh)" stage_install
 run_stage h "heap map, trace plot, run.sh options (tests/scripts_test.sh)" stage_scripts

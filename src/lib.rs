@@ -127,6 +127,8 @@ fn memalloc_init() {
             config::stats() as u8
         ));
     }
+    // Out of memory, the heap first unmaps the freed large mappings kept.
+    heap::set_relief(large::trim);
     stats::trace_open();
     prof::prime();
     stats::register_exit();

@@ -3,7 +3,7 @@
 # it installs.
 #
 # Installs into a temporary prefix, then:
-#   * the four files are there, and pkg-config reads memalloc.pc;
+#   * the five files are there, and pkg-config reads memalloc.pc;
 #   * a C program that uses malloc and memalloc.h's extensions, built with
 #     `cc $(pkg-config --cflags --libs memalloc)` and an rpath, runs on the
 #     installed libmemalloc.so (ldd says so; its mallocs show in
@@ -49,7 +49,8 @@ else
     fail "install.sh $PREFIX exited $?"
     show_log
 fi
-for f in lib/libmemalloc.so lib/libmemalloc.a include/memalloc.h lib/pkgconfig/memalloc.pc; do
+for f in lib/libmemalloc.so lib/libmemalloc.a include/memalloc.h include/memalloc-new-delete.h \
+    lib/pkgconfig/memalloc.pc; do
     check "installed $f" test -s "$PREFIX/$f"
     check "install.sh named $f" grep -q "$PREFIX/$f" "$LOG"
 done

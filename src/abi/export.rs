@@ -219,6 +219,55 @@ unsafe fn debug_free(p: *mut u8, c: *mut Chunk) {
     crate::debug::free(p, c);
 }
 
+/// free_sized and free_aligned_sized in debug mode: `size` must be the size
+/// block `p` was requested with (every block is a heap chunk or a large
+/// block then, which records it), and `p` aligned to `align`. A block
+/// already freed is left to `dealloc` to report. Then frees it. (Out of
+/// line, so that the normal path of free_sized is free's.)
+#[cold]
+#[inline(never)]
+unsafe fn debug_free_sized(p: *mut u8, size: usize, align: usize) {
+    if !p.is_null() && !zonemap::is_zone(p) {
+        check_sized(p, size, align);
+    }
+    dealloc(p)
+}
+
+#[cold]
+unsafe fn check_sized(p: *mut u8, size: usize, align: usize) {
+    let c = chunk_of(p);
+    if is_free(c) || crate::debug::in_quarantine(p) {
+        return;
+    }
+    if !is_mmapped(c) {
+        if let Err(e) = HEAP.with(|h| h.validate(c)) {
+            fatal(e, p);
+        }
+    }
+    use core::fmt::Write;
+    let mut what = crate::report::StackBuf::<160>::new(-1);
+    let requested = crate::debug::requested(p, c);
+    if requested != size {
+        let _ = write!(
+            what,
+            "free_sized or sized delete with a wrong size ({} for a block of {})",
+            size, requested
+        );
+    } else if !is_pow2(align) || p as usize & (align - 1) != 0 {
+        let _ = write!(
+            what,
+            "free_aligned_sized or aligned delete with a wrong alignment ({})",
+            align
+        );
+    } else {
+        return;
+    }
+    fatal(
+        core::str::from_utf8(what.as_bytes()).unwrap_or("wrong size"),
+        p,
+    );
+}
+
 /// realloc in debug mode: always a new block, so that a stale pointer to the
 /// old one finds it in quarantine.
 #[cold]
@@ -465,14 +514,24 @@ export!(
     }
 );
 export!(
-    /// C23 free_sized: the size is a hint; we free as free does.
-    fn free_sized(p: *mut c_void, _size: usize) {
+    /// C23 free_sized (and C++'s sized delete, include/memalloc-new-delete.h):
+    /// `size` is the size the block was requested with. Debug mode checks
+    /// it; otherwise we free as free does (the size saves no work there:
+    /// docs/cxx.md).
+    fn free_sized(p: *mut c_void, size: usize) {
+        if config::debug_ready() {
+            return debug_free_sized(p as *mut u8, size, 1);
+        }
         dealloc(p as *mut u8)
     }
 );
 export!(
-    /// C23 free_aligned_sized.
-    fn free_aligned_sized(p: *mut c_void, _align: usize, _size: usize) {
+    /// C23 free_aligned_sized (and C++'s sized aligned delete): debug mode
+    /// also checks that the block is aligned to `align`.
+    fn free_aligned_sized(p: *mut c_void, align: usize, size: usize) {
+        if config::debug_ready() {
+            return debug_free_sized(p as *mut u8, size, align);
+        }
         dealloc(p as *mut u8)
     }
 );

@@ -23,6 +23,7 @@ use crate::region::{sentinel_region, Region, RegionList, KIND_BRK, KIND_MMAP};
 use crate::tlsf::{is_partial, RegionCheck, Tlsf, PARTIAL, PURGED, STAMP_MIN, STAMP_OFF};
 use core::cell::UnsafeCell;
 use core::ptr::null_mut;
+use core::sync::atomic::{AtomicPtr, Ordering};
 
 /// Bytes freed between two purges of large free chunks.
 const PURGE_STEP: usize = 8 << 20;
@@ -105,6 +106,29 @@ pub struct GlobalHeap {
 
 // SAFETY: the heap is only reached through `with`, which holds the lock.
 unsafe impl Sync for GlobalHeap {}
+
+/// What the heap calls when it cannot grow, before it gives up: a function
+/// of the layer above that gives memory back to the OS and returns the bytes
+/// it gave (the cache of freed large mappings: `large::trim`, registered at
+/// start by `lib.rs`). It runs under the heap lock and must not take it.
+static RELIEF: AtomicPtr<()> = AtomicPtr::new(null_mut());
+
+/// Registers the heap's out-of-memory relief (see `RELIEF`).
+pub fn set_relief(f: fn() -> usize) {
+    RELIEF.store(f as *mut (), Ordering::Relaxed);
+}
+
+/// Calls the relief, if any; whether it gave memory back.
+#[cold]
+fn relieve() -> bool {
+    let f = RELIEF.load(Ordering::Relaxed);
+    if f.is_null() {
+        return false;
+    }
+    // SAFETY: only `set_relief` stores here, a `fn() -> usize`.
+    let f: fn() -> usize = unsafe { core::mem::transmute(f) };
+    f() != 0
+}
 
 pub static HEAP: GlobalHeap = GlobalHeap {
     lock: Lock::new(),
@@ -207,7 +231,10 @@ impl Heap {
         } else {
             csize + align + MIN_CHUNK
         });
-        if self.grow(need) {
+        // Out of memory while freed large mappings are kept for reuse (a
+        // new_handler has just freed its reserve): unmap them, try again.
+        // (HEAP before the large-block lock: the fork handlers' order.)
+        if self.grow(need) || (relieve() && self.grow(need)) {
             let c = if align == 0 {
                 self.tlsf
                     .alloc_keeping(csize, !crate::events::several_threads())

@@ -403,14 +403,14 @@ pub fn alloc(n: usize, align: usize, zero: bool) -> *mut u8 {
                 return finish(b, l, b.add(LEAD), n);
             }
             len = want;
-            base = os::map(len);
+            base = map_or_trim(len);
             if base.is_null() {
                 return null_mut();
             }
             user = base.add(LEAD);
         } else {
             let over = align_up(n + LEAD + align + os::PAGE, os::PAGE);
-            let map = os::map(over);
+            let map = map_or_trim(over);
             if map.is_null() {
                 return null_mut();
             }
@@ -429,6 +429,17 @@ pub fn alloc(n: usize, align: usize, zero: bool) -> *mut u8 {
         }
         finish(base, len, user, n)
     }
+}
+
+/// A fresh mapping of `len` bytes; if that fails while freed mappings are
+/// kept for reuse (a new_handler has just freed its reserve), once more
+/// after unmapping them. Null on failure.
+fn map_or_trim(len: usize) -> *mut u8 {
+    let p = os::map(len);
+    if p.is_null() && trim() != 0 {
+        return os::map(len);
+    }
+    p
 }
 
 /// Writes the headers of a new mapping and links it.

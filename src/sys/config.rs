@@ -147,6 +147,13 @@ pub fn debug() -> bool {
     DEBUG.load(Ordering::Relaxed)
 }
 
+/// Debug mode, without the first-use check: for a caller given a block of
+/// ours (whose allocation read the environment) or null. One byte load.
+#[inline(always)]
+pub fn debug_ready() -> bool {
+    DEBUG.load(Ordering::Relaxed)
+}
+
 /// Print the settings at start?
 pub fn verbose() -> bool {
     init();
