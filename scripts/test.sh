@@ -3,7 +3,7 @@
 #
 #   a  tools      install what the tests need, only if missing
 #   b  build      cargo build --release
-#   c  unit       cargo test --release
+#   c  unit       cargo test --release -p memalloc (and --features override)
 #   d  symbols    every C ABI symbol is exported by libmemalloc.so; the heap
 #                 state lies in .bss
 #   e  c_tests    bash c_tests/run.sh
@@ -119,7 +119,11 @@ stage_build() {
 }
 
 stage_unit() {
-    with_timeout 900 cargo test --release
+    # The memalloc crate (the C library is its capi/ member): unit tests,
+    # tests/*.rs under MemAlloc as global allocator, doctests; then the
+    # global allocator test again with the C names exported (override).
+    with_timeout 900 cargo test --release -p memalloc || return $?
+    with_timeout 900 cargo test --release -p memalloc --features override --test global_alloc
 }
 
 ABI_SYMBOLS=(
