@@ -70,7 +70,7 @@ unsafe impl GlobalAlloc for MemAlloc {
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if layout.align() <= ALIGN {
-            export::realloc_impl(ptr, new_size)
+            export::realloc_sized(ptr, layout.size(), new_size)
         } else {
             export::realloc_aligned(ptr, layout.align(), new_size)
         }
