@@ -20,6 +20,10 @@
 #                   header and by preload, and the peers; times, then instructions per
 #                   operation under callgrind -> results/cxx.md, results/cxx.csv (~3 min)
 #   --all           all three
+#   --rust          the Rust workloads under memalloc::MemAlloc, System, and the
+#                   mimalloc, tikv-jemallocator and snmalloc-rs crates
+#                   (bench/rust/run.sh; honours --reps, --quick, --no-build)
+#                   -> results/rust.md, results/rust.csv
 # Options:
 #   --quick               half-size workloads, 2 repetitions (latency: 1e6 ops; callgrind: N=2e5)
 #   --reps N              repetitions (default 5, latency 3; 2 with --quick; callgrind: 1)
@@ -51,7 +55,7 @@ usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
 die() { echo "bench.sh: $*" >&2; exit 2; }
 say() { echo "bench.sh: $*" >&2; }
 
-quick=0 reps="" only="" allocators="$ALL_ALLOCATORS" timeout="" build=1 strict=0 rt=1
+quick=0 reps="" only="" allocators="$ALL_ALLOCATORS" timeout="" build=1 strict=0 rt=1 rust=0
 pair_sizes=32
 modes=()
 orig_args="$*"
@@ -71,6 +75,7 @@ while [[ $# -gt 0 ]]; do
         --latency) modes+=(latency) ;;
         --cxx) modes+=(cxx) ;;
         --all) modes=(bench callgrind latency) ;;
+        --rust) rust=1 ;;
         --no-build) build=0 ;;
         --no-rt) rt=0 ;;
         --strict) strict=1 ;;
@@ -79,6 +84,14 @@ while [[ $# -gt 0 ]]; do
     esac
     shift
 done
+if [[ $rust == 1 ]]; then   # its own builds, peers and report
+    rust_args=()
+    [[ -n "$reps" ]] && rust_args+=(--reps "$reps")
+    [[ $quick == 1 ]] && rust_args+=(--quick)
+    [[ $build == 0 ]] && rust_args+=(--no-build)
+    bash "$ROOT/bench/rust/run.sh" "${rust_args[@]}" || exit $?
+    [[ ${#modes[@]} -gt 0 ]] || exit 0
+fi
 [[ ${#modes[@]} -gt 0 ]] || modes=(bench)
 reps_given="$reps"
 [[ -n "$timeout" ]] || timeout=$([[ $quick == 1 ]] && echo 60 || echo 120)

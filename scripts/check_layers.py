@@ -39,7 +39,7 @@ LAYERS = [
     # Figures about all of the above: statistics, mallinfo, the dump.
     ("stats", ["stats"]),
     # The C ABI.
-    ("abi", ["export"]),
+    ("abi", ["export", "api"]),
 ]
 
 

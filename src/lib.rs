@@ -18,8 +18,17 @@
 //! every preloaded process would then map and relocate: about 0.2 MiB of
 //! resident memory for nothing, since we never unwind. The unit tests
 //! (`cfg(test)`) and the `gd-tls` feature (a std `thread_local!`) keep std.
+//!
+//! One crate, two uses (see `docs/rust.md`):
+//! - a Rust program takes [`MemAlloc`] as its `#[global_allocator]` and uses
+//!   the safe API of [`api`] (stats, check, dump, [`Pool`]). The C names are
+//!   exported only with the `override` feature, so by default the C
+//!   libraries the program links keep glibc's malloc;
+//! - `capi/` builds libmemalloc.so and libmemalloc.a from this crate,
+//!   `no_std` and with `override`, and holds the panic handler (an rlib
+//!   linked by a std program must not define one).
 
-#![cfg_attr(not(any(test, feature = "gd-tls")), no_std)]
+#![cfg_attr(not(any(test, feature = "std", feature = "gd-tls")), no_std)]
 #![warn(missing_docs)]
 #![allow(missing_docs)] // accessors and ABI shims document themselves by name
 
@@ -89,25 +98,20 @@ pub mod stats;
 // export: glibc's allocator family and the extensions: argument rules, errno
 #[path = "abi/export.rs"]
 pub mod export;
+// api: the Rust API: MemAlloc (GlobalAlloc), stats, check, dump, Pool
+#[path = "abi/api.rs"]
+pub mod api;
+
+#[cfg(feature = "std")]
+pub use api::dump_to;
+pub use api::{check, dump, stats, MemAlloc, Pool, Stats};
 
 // Without std nothing asks the linker for libc (the libc crate leaves that to
 // std): name it, so the library records its NEEDED entry and versioned
 // symbols (pthread_atfork, say, comes from libc_nonshared.a).
-#[cfg(not(any(test, feature = "gd-tls")))]
+#[cfg(not(any(test, feature = "std", feature = "gd-tls")))]
 #[link(name = "c")]
 extern "C" {}
-
-/// A panic is a bug in memalloc (the code avoids every panicking path it
-/// can): say where, without allocating, and abort as `panic = "abort"` would.
-#[cfg(not(any(test, feature = "gd-tls")))]
-#[panic_handler]
-fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    match info.location() {
-        Some(l) => report::note(format_args!("internal panic at {}:{}", l.file(), l.line())),
-        None => report::note(format_args!("internal panic")),
-    }
-    os::abort()
-}
 
 /// Runs when the library is loaded: checks the page size, reads the
 /// environment, and registers the fork handlers (pthread_atfork allocates, so

@@ -4,8 +4,10 @@
 //! checks, alignment validation, `errno`, `realloc(p, 0)` freeing. Everything
 //! below this layer works in chunk sizes and never sees a C argument.
 //!
-//! Exported names are `#[no_mangle]` only outside `cargo test`, so that unit
-//! tests run on the system allocator and test the algorithms on buffers.
+//! Exported names are `#[no_mangle]` only with the `override` feature (the
+//! C library, `capi/`, turns it on) and outside `cargo test`, so that unit
+//! tests run on the system allocator and test the algorithms on buffers, and
+//! a Rust program using `MemAlloc` keeps glibc's malloc for its C code.
 
 use crate::cache::{self, zone_of, SMALL_MAX};
 use crate::chunk::*;
@@ -119,6 +121,29 @@ pub fn alloc_aligned(align: usize, n: usize) -> *mut u8 {
     p
 }
 
+/// An aligned block, zeroed; `align` is a power of two. A fresh mapping is
+/// not cleared again.
+pub fn alloc_aligned_zeroed(align: usize, n: usize) -> *mut u8 {
+    if align <= ALIGN {
+        return calloc_impl(n, 1);
+    }
+    if !config::debug() {
+        if let Some(csize) = request_to_size(n) {
+            let from = large::threshold();
+            if align <= MAX_REQUEST && (csize >= from || (align > (1 << 20) && from != usize::MAX))
+            {
+                return alloc_large(n, align, true); // aligned: always a fresh mapping
+            }
+        }
+    }
+    let p = alloc_aligned(align, n);
+    if !p.is_null() {
+        // SAFETY: p holds at least n bytes.
+        unsafe { core::ptr::write_bytes(p, 0, n) };
+    }
+    p
+}
+
 /// The chunk of user pointer `p` after the checks every pointer passed back
 /// to us gets: 16-aligned, inside memory we mapped, and a header whose keyed
 /// tag matches. Reports and aborts otherwise.
@@ -168,6 +193,20 @@ pub unsafe fn dealloc(p: *mut u8) {
         return;
     }
     dealloc_chunk(p, bits)
+}
+
+/// free of a block the caller says has `size` bytes (Rust's `dealloc`):
+/// above the small classes it cannot be a zone block, so the zone test is
+/// skipped. The zone map is still read, to validate the pointer.
+///
+/// # Safety
+/// As [`dealloc`]; `size` is the size the block was requested with.
+#[inline(always)]
+pub unsafe fn dealloc_sized(p: *mut u8, size: usize) {
+    if size > SMALL_MAX {
+        return dealloc_chunk(p, zonemap::bits(p));
+    }
+    dealloc(p)
 }
 
 /// free of a pointer that is not in a zone: a heap chunk or a large block.
@@ -368,6 +407,91 @@ pub unsafe fn realloc_impl(p: *mut u8, n: usize) -> *mut u8 {
     }
 }
 
+/// realloc for a caller that knows the size `old` the block was requested
+/// with (Rust's `GlobalAlloc::realloc`, alignment at most 16). A zone block
+/// finds its size in the zone map (no zone header read), and one that must
+/// move copies `old` bytes, not its whole class, with no errno to preserve
+/// and no headroom: Rust's collections grow geometrically themselves (a
+/// `String` built by `format!` moved through `move_growing` at about 200
+/// instructions a realloc, callgrind). Other blocks go through
+/// [`realloc_impl`], in place where they can. `n` is not 0.
+///
+/// # Safety
+/// `p` is a live block of ours of `old` requested bytes.
+pub unsafe fn realloc_sized(p: *mut u8, old: usize, n: usize) -> *mut u8 {
+    let (bits, info) = zonemap::lookup(p);
+    if bits & zonemap::ZONE_BIT == 0 {
+        return realloc_impl(p, n);
+    }
+    cache::check_block(p, "realloc");
+    // (A zone's blocks are CLASS_SIZE[class] bytes: `cache::zone_ok`.)
+    let have = cache::CLASS_SIZE[(*info).class()] as usize;
+    if n <= have && n > have / 2 {
+        return p;
+    }
+    let q = alloc(n);
+    if q.is_null() {
+        return q;
+    }
+    core::ptr::copy_nonoverlapping(p, q, old.min(n));
+    cache::free(info, p);
+    q
+}
+
+/// realloc of a block allocated with alignment `align`, keeping it: a heap
+/// chunk shrinks or grows in place where its neighbours allow (the address,
+/// hence the alignment, stays), otherwise the block moves to a new aligned
+/// one. `n` is not 0.
+///
+/// # Safety
+/// `p` came from [`alloc_aligned`] with `align` (or from [`alloc`] when
+/// `align` is at most 16) and is live.
+pub unsafe fn realloc_aligned(p: *mut u8, align: usize, n: usize) -> *mut u8 {
+    if align <= ALIGN {
+        return realloc_impl(p, n);
+    }
+    if !zonemap::is_zone(p) && !config::debug() {
+        let c = chunk_of(p);
+        if is_free(c) {
+            fatal("realloc of a freed block", p);
+        }
+        if is_mmapped(c) {
+            // mremap would keep only the page offset: grow by moving.
+            if n <= large::usable(c) && n > large::usable(c) / 2 {
+                return p;
+            }
+        } else if let Some(csize) = request_to_size(n) {
+            let threshold = large::threshold();
+            let r = HEAP.with(|h| {
+                h.validate(c)?;
+                let have = size(c);
+                Ok(if csize <= have && csize > have / 2 {
+                    true
+                } else if csize <= have {
+                    h.resize_in_place(c, csize, csize)
+                } else if csize < threshold {
+                    h.resize_in_place(c, csize, roomy_size(have, csize, threshold))
+                } else {
+                    false
+                })
+            });
+            match r {
+                Err(e) => fatal(e, p),
+                Ok(true) => return p,
+                Ok(false) => {}
+            }
+        }
+    }
+    let old = usable_size(p);
+    let q = alloc_aligned(align, n);
+    if q.is_null() {
+        return q;
+    }
+    core::ptr::copy_nonoverlapping(p, q, old.min(n));
+    dealloc(p);
+    q
+}
+
 /// The chunk size a chunk of `have` bytes growing in place to `csize`
 /// (below `threshold`) takes where it can: a quarter of headroom, as
 /// `move_growing` gives a moved block, so that a string grown by small steps
@@ -464,6 +588,16 @@ pub unsafe fn usable_size(p: *mut u8) -> usize {
     usable(c)
 }
 
+/// memalloc_check: the number of broken invariants in the whole heap.
+pub fn check_heap() -> usize {
+    // SAFETY: check calls zone_ok's closure with live zone chunks, whose
+    // zone header zone_at finds.
+    HEAP.with(|h| {
+        h.check(|c| unsafe { cache::zone_ok(cache::zone_at(c as usize)) })
+            .0
+    })
+}
+
 fn is_pow2(a: usize) -> bool {
     a != 0 && a & (a - 1) == 0
 }
@@ -479,7 +613,7 @@ macro_rules! export {
         /// the extensions): a block pointer is null or one this allocator
         /// returned and has not freed, an out-pointer is writable, a pool is
         /// one `memalloc_pool_create` made and not destroyed.
-        #[cfg_attr(not(test), no_mangle)]
+        #[cfg_attr(all(feature = "override", not(test)), no_mangle)]
         pub unsafe extern "C" fn $name($($a: $t),*) $(-> $r)? $body
     };
 }
@@ -714,9 +848,7 @@ export!(
 export!(
     /// Number of broken heap invariants (0 = consistent).
     fn memalloc_check() -> usize {
-        // SAFETY: check calls zone_ok's closure with live zone chunks, whose
-        // zone header zone_at finds.
-        HEAP.with(|h| h.check(|c| cache::zone_ok(cache::zone_at(c as usize))).0)
+        check_heap()
     }
 );
 export!(

@@ -60,6 +60,13 @@ pub fn in_use_hint() -> usize {
     crate::events::heap_in_use()
 }
 
+/// Whether the heap grows on the program break. Only when memalloc is the
+/// process's malloc (`override`, the C library): otherwise glibc's malloc
+/// moves the break too, and `sbrk` updates glibc's `__curbrk` without a lock
+/// (glibc misc/sbrk.c), so two threads growing the two heaps at once could
+/// be handed the same memory. The heap then lives in mmap'd regions.
+const USE_BRK: bool = cfg!(any(test, feature = "override"));
+
 /// The heap's state; only touched under [`HEAP`]'s lock.
 pub struct Heap {
     pub tlsf: Tlsf,
@@ -250,7 +257,7 @@ impl Heap {
 
     /// Adds at least `need` bytes of free space (one chunk that can hold it).
     unsafe fn grow(&mut self, need: usize) -> bool {
-        if !self.brk_failed && self.grow_brk(need) {
+        if USE_BRK && !self.brk_failed && self.grow_brk(need) {
             return true;
         }
         self.grow_mmap(need)

@@ -19,16 +19,27 @@ use core::sync::atomic::Ordering;
 #[repr(C)]
 #[derive(Default, Clone, Copy, Debug)]
 pub struct Stats {
+    /// Bytes in blocks in use now (small blocks counted by block, not zone).
     pub in_use: usize,
+    /// The most `in_use` has been.
     pub peak_in_use: usize,
+    /// Bytes of the heap: `brk_bytes + mmap_region_bytes`.
     pub heap_bytes: usize,
+    /// Bytes of the heap on the program break.
     pub brk_bytes: usize,
+    /// Bytes of the heap in mmap'd regions (when the break cannot grow).
     pub mmap_region_bytes: usize,
+    /// Bytes in blocks mapped on their own (at or above the mmap threshold).
     pub large_bytes: usize,
+    /// Number of blocks mapped on their own.
     pub large_count: usize,
+    /// Free bytes in the heap's index.
     pub free_bytes: usize,
+    /// Free blocks in the heap's index.
     pub free_blocks: usize,
+    /// Bytes given back to the OS so far.
     pub released_bytes: usize,
+    /// Memory system calls made so far.
     pub syscalls: usize,
 }
 
