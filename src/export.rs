@@ -12,6 +12,7 @@ use crate::chunk::*;
 use crate::config;
 use crate::heap::HEAP;
 use crate::large;
+use crate::mcache;
 use crate::os;
 use crate::report::fatal;
 use crate::zonemap;
@@ -47,6 +48,10 @@ fn alloc_medium(n: usize) -> *mut u8 {
     };
     if csize >= config::mmap_threshold() {
         return alloc_large(n, ALIGN, false);
+    }
+    if n <= mcache::MC_MAX {
+        let c = mcache::alloc(n);
+        return if c.is_null() { enomem() } else { to_user(c) };
     }
     let c = HEAP.with(|h| h.alloc(csize));
     if c.is_null() {
@@ -166,6 +171,9 @@ unsafe fn dealloc_chunk(p: *mut u8, bits: u8) {
         large::free(c);
         return;
     }
+    if mcache::free(c) {
+        return;
+    }
     let r = HEAP.with(|h| {
         h.validate(c)?;
         h.free(c);
@@ -228,7 +236,7 @@ pub unsafe fn realloc_impl(p: *mut u8, n: usize) -> *mut u8 {
         return move_growing(p, old, n, config::mmap_threshold());
     }
     let c = chunk_of(p);
-    if is_free(c) {
+    if is_free(c) || (!is_mmapped(c) && mcache::is_cached(c)) {
         fatal("realloc of a freed block", p);
     }
     if config::debug() {
@@ -346,7 +354,7 @@ pub unsafe fn usable_size(p: *mut u8) -> usize {
         return cache::usable(zone_of(p));
     }
     let c = chunk_of(p);
-    if is_free(c) {
+    if is_free(c) || (!is_mmapped(c) && mcache::is_cached(c)) {
         fatal("malloc_usable_size of a freed block", p);
     }
     if config::debug() {
@@ -530,6 +538,7 @@ export!(
     /// malloc_trim(3): 1 if memory went back to the OS.
     fn malloc_trim(pad: usize) -> i32 {
         crate::debug::drain();
+        mcache::flush_all();
         cache::flush_all_pending();
         let zones = cache::trim_abandoned();
         let kept = large::trim();

@@ -161,9 +161,7 @@ impl Heap {
     pub fn alloc(&mut self, csize: usize) -> *mut Chunk {
         // SAFETY: the index and regions are consistent under the lock.
         unsafe {
-            let mut c = self
-                .tlsf
-                .alloc_keeping(csize, !crate::cache::several_threads());
+            let mut c = self.tlsf.alloc_keeping(csize);
             if c.is_null() {
                 c = self.alloc_slow(csize, 0, 0);
             }
@@ -213,8 +211,7 @@ impl Heap {
         });
         if self.grow(need) {
             let c = if align == 0 {
-                self.tlsf
-                    .alloc_keeping(csize, !crate::cache::several_threads())
+                self.tlsf.alloc_keeping(csize)
             } else {
                 self.tlsf.alloc_aligned_at(csize, align, at)
             };

@@ -4,6 +4,7 @@
 //! ```text
 //! export   C ABI: argument rules, errno, overflow and alignment checks
 //! cache    size classes, zones, per-thread caches (small objects, no lock)
+//! mcache   per-thread caches of medium chunks (4-256 KiB classes, no lock)
 //! heap     the shared heap: one TLSF index over the break and mmap'd regions
 //! large    blocks at or above the mmap threshold, mapped on their own
 //! tlsf     two-level segregated fit over header-linked chunks (O(1))
@@ -39,6 +40,7 @@ pub mod guard;
 pub mod heap;
 pub mod large;
 pub mod lock;
+pub mod mcache;
 pub mod os;
 pub mod pool;
 pub mod region;

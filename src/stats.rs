@@ -364,8 +364,30 @@ pub fn summary(fd: i32) {
             );
         }
     }
+    crate::mcache::publish_mine();
+    let (cached, peak, mc_allocs, refills, flushes) = crate::mcache::totals();
+    let _ = writeln!(b, "    medium (cached)  {:>14}", mc_allocs);
     let _ = writeln!(b, "    medium (heap)    {:>14}", medium);
     let _ = writeln!(b, "    large (mmap)     {:>14}", large_n);
+    let _ = writeln!(
+        b,
+        "  medium caches      {:>14} bytes held, one thread's most {} (cap {}); {} refills, {} flushes",
+        cached,
+        peak,
+        crate::mcache::cap(),
+        refills,
+        flushes
+    );
+    let ops = allocs.iter().sum::<usize>() + mc_allocs + medium + large_n;
+    let contended = crate::lock::CONTENDED.load(Ordering::Relaxed);
+    let per_m = |x: usize| (x as u128 * 1_000_000 / ops.max(1) as u128) as usize;
+    let _ = writeln!(
+        b,
+        "  contended locks    {:>14} ({} per million allocations; system calls {} per million)",
+        contended,
+        per_m(contended),
+        per_m(s.syscalls)
+    );
 }
 
 /// Allocations served by the TLSF heap for requests above the small classes.
