@@ -7,6 +7,7 @@
 //! | `MEMALLOC_TOP_PAD`          | 64 KiB   | slack added when growing, kept when shrinking |
 //! | `MEMALLOC_MMAP_THRESHOLD`   | 128 KiB  | requests at or above it get their own mapping |
 //! | `MEMALLOC_LARGE_CACHE`      | 64 MiB   | freed own mappings kept (up to 1 s) for reuse; 0: none |
+//! | `MEMALLOC_MEDIUM_CACHE`     | 4 MiB    | bytes of freed medium blocks each thread keeps (see `mcache`) |
 //! | `MEMALLOC_STATS`            | 0        | 1: print a statistics summary on stderr at exit |
 //! | `MEMALLOC_TRACE`            | unset    | file: record the heap size over time (one line per change) |
 //! | `MEMALLOC_DUMP`             | unset    | file: write a heap dump at exit |
@@ -56,8 +57,9 @@ static DUMP: AtomicPtr<u8> = AtomicPtr::new(core::ptr::null_mut());
 static INIT: spin::Once<()> = spin::Once::new();
 
 /// The variables we read; any other `MEMALLOC_*` gets a warning.
-const KNOWN: [&[u8]; 14] = [
+const KNOWN: [&[u8]; 15] = [
     b"MEMALLOC_LARGE_CACHE",
+    b"MEMALLOC_MEDIUM_CACHE",
     b"MEMALLOC_DEBUG",
     b"MEMALLOC_FAIL_AFTER",
     b"MEMALLOC_FAIL_COUNT",
@@ -228,6 +230,9 @@ fn read_env() {
     read_size(c"MEMALLOC_TRIM_THRESHOLD", &TRIM_THRESHOLD, usize::MAX / 2);
     read_size(c"MEMALLOC_TOP_PAD", &TOP_PAD, 1 << 30);
     read_size(c"MEMALLOC_LARGE_CACHE", &LARGE_CACHE, 1 << 40);
+    let mc = AtomicUsize::new(crate::mcache::CAP_DEFAULT);
+    read_size(c"MEMALLOC_MEDIUM_CACHE", &mc, 1 << 40);
+    crate::mcache::set_cap(mc.load(Ordering::Relaxed));
     read_size(
         c"MEMALLOC_MMAP_THRESHOLD",
         &MMAP_THRESHOLD,
