@@ -172,6 +172,7 @@ unsafe fn dealloc_chunk(p: *mut u8, bits: u8) {
         return;
     }
     if mcache::free(c) {
+        large::expire();
         return;
     }
     let r = HEAP.with(|h| {

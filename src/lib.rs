@@ -100,6 +100,7 @@ fn memalloc_init() {
 extern "C" fn fork_prepare() {
     debug::lock().lock();
     cache::shared_lock().lock();
+    mcache::lock_all();
     heap::HEAP.lock().lock();
     large::lock().lock();
     zonemap::leaf_lock().lock();
@@ -109,6 +110,7 @@ extern "C" fn fork_parent() {
     zonemap::leaf_lock().unlock();
     large::lock().unlock();
     heap::HEAP.lock().unlock();
+    mcache::unlock_all();
     cache::shared_lock().unlock();
     debug::lock().unlock();
 }
@@ -118,6 +120,7 @@ extern "C" fn fork_child() {
     cache::reset_zone_locks_after_fork();
     large::lock().reset_after_fork();
     heap::HEAP.lock().reset_after_fork();
+    mcache::reset_after_fork();
     cache::shared_lock().reset_after_fork();
     debug::lock().reset_after_fork();
 }

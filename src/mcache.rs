@@ -45,6 +45,8 @@
 
 use crate::chunk::*;
 use crate::heap::HEAP;
+use crate::lock::Lock;
+use core::cell::UnsafeCell;
 use core::ptr::{addr_of, null_mut};
 use core::sync::atomic::{AtomicUsize, Ordering};
 
@@ -115,6 +117,12 @@ pub struct MCache {
     /// Per class, the cached chunks (linked through `next_free`).
     head: [*mut Chunk; NMC],
     count: [u32; NMC],
+    /// Per class, the shortest the list has been since the last flush: that
+    /// many chunks sat unused all along (tcmalloc's low-water mark).
+    low: [u32; NMC],
+    /// This thread's cap: `cap()`, less while many threads have a cache
+    /// (see `thread_cap`).
+    cap: usize,
     /// Chunks a refill of each class takes next (grows with the misses).
     batch: [u32; NMC],
     /// Chunk bytes in the lists.
@@ -133,6 +141,8 @@ impl MCache {
         MCache {
             head: [null_mut(); NMC],
             count: [0; NMC],
+            low: [0; NMC],
+            cap: 0,
             batch: [1; NMC],
             bytes: 0,
             peak: 0,
@@ -161,6 +171,47 @@ static FLUSHES: AtomicUsize = AtomicUsize::new(0);
 static CAP: AtomicUsize = AtomicUsize::new(CAP_DEFAULT);
 static KEY: spin::Once<libc::pthread_key_t> = spin::Once::new();
 
+/// A class's shared list (tcmalloc's transfer cache): chunks that threads
+/// over their cap gave back, for any thread's next refill of the class,
+/// before they go back to the heap. Moving a batch here or from here costs
+/// a walk of the batch and this class's own lock, not the heap's lock and
+/// a TLSF operation per chunk. The chunks keep their mark (a double free
+/// of one is still found).
+#[repr(C, align(64))]
+struct Central {
+    lock: Lock,
+    list: UnsafeCell<(*mut Chunk, u32)>,
+}
+
+// SAFETY: `list` is only touched under `lock`.
+unsafe impl Sync for Central {}
+
+static CENTRAL: [Central; NMC] = [const {
+    Central {
+        lock: Lock::new(),
+        list: UnsafeCell::new((null_mut(), 0)),
+    }
+}; NMC];
+/// Bytes in all classes' shared lists.
+static CENTRAL_BYTES: AtomicUsize = AtomicUsize::new(0);
+/// The shared lists hold at most about this much; past it, a class's
+/// list goes back to the heap.
+const CENTRAL_CAP: usize = 16 << 20;
+
+/// Caches live now.
+static THREADS: AtomicUsize = AtomicUsize::new(0);
+/// What all threads' caches hold together, at most about: with many
+/// threads each gets a share (tcmalloc's overall thread cache budget),
+/// but never less than `CAP_MIN`.
+const BUDGET: usize = 32 << 20;
+const CAP_MIN: usize = 1 << 20;
+
+/// The cap of one thread's cache while `THREADS` threads have one.
+fn thread_cap() -> usize {
+    let n = THREADS.load(Ordering::Relaxed).max(1);
+    cap().min((BUDGET / n).max(CAP_MIN))
+}
+
 /// Sets the per-thread cap (config, at start).
 pub fn set_cap(bytes: usize) {
     CAP.store(bytes, Ordering::Relaxed);
@@ -175,7 +226,7 @@ pub fn cap() -> usize {
 /// thread held, allocations served, refills, flushes).
 pub fn totals() -> (usize, usize, usize, usize, usize) {
     (
-        CACHED.load(Ordering::Relaxed),
+        CACHED.load(Ordering::Relaxed) + CENTRAL_BYTES.load(Ordering::Relaxed),
         PEAK.load(Ordering::Relaxed),
         ALLOCS.load(Ordering::Relaxed),
         REFILLS.load(Ordering::Relaxed),
@@ -200,7 +251,11 @@ pub fn alloc(n: usize) -> *mut Chunk {
                 corrupt(c);
             }
             (*tc).head[k] = (*c).next_free;
-            (*tc).count[k] -= 1;
+            let left = (*tc).count[k] - 1;
+            (*tc).count[k] = left;
+            if left < (*tc).low[k] {
+                (*tc).low[k] = left;
+            }
             (*tc).bytes -= size(c);
             (*tc).allocs += 1;
             (*c).prev_free = null_mut();
@@ -222,10 +277,8 @@ pub unsafe fn free(c: *mut Chunk) -> bool {
     if !(class_chunk(0)..=class_chunk(NMC - 1)).contains(&s) {
         return false;
     }
-    if crate::guard::CHECKS {
-        if is_free(c) || (*c).prev_free == mark(c) {
-            crate::report::fatal("double free", to_user(c));
-        }
+    if crate::guard::CHECKS && (is_free(c) || (*c).prev_free == mark(c)) {
+        crate::report::fatal("double free", to_user(c));
     }
     let tc = crate::tls::mc_get();
     if (*tc).state != LIVE {
@@ -238,7 +291,7 @@ pub unsafe fn free(c: *mut Chunk) -> bool {
     (*tc).count[k] += 1;
     let b = (*tc).bytes + s;
     (*tc).bytes = b;
-    if b > cap() {
+    if b > (*tc).cap {
         flush_over_cap(tc, k);
     } else if b > (*tc).peak {
         (*tc).peak = b;
@@ -259,6 +312,9 @@ fn corrupt(c: *mut Chunk) -> ! {
 // ---- slow paths ------------------------------------------------------------
 
 /// The class's list is empty: set up the cache, or refill it from the heap.
+///
+/// # Safety
+/// `tc` is this thread's cache (or a static one), `k` the class of `n`.
 #[cold]
 #[inline(never)]
 unsafe fn alloc_slow(mut tc: *mut MCache, k: usize, n: usize) -> *mut Chunk {
@@ -266,14 +322,25 @@ unsafe fn alloc_slow(mut tc: *mut MCache, k: usize, n: usize) -> *mut Chunk {
         tc = init_cache();
     }
     let csize = class_chunk(k);
-    if tc.is_null() || (*tc).state != LIVE || csize >= crate::config::mmap_threshold() {
+    if tc.is_null()
+        || (*tc).state != LIVE
+        || (*tc).cap == 0
+        || csize >= crate::config::mmap_threshold()
+    {
         // No cache (being set up, torn down), or a class the threshold
         // cuts: the heap serves the request itself, unrounded.
         let cs = request_to_size(n).unwrap_or(0);
         return HEAP.with(|h| h.alloc(cs));
     }
     let t = &mut *tc;
-    let want = t.batch[k].max(1);
+    // A batch fills at most the room left under the cap.
+    let room = (t.cap.saturating_sub(t.bytes) / csize) as u32;
+    let want = t.batch[k].min(room).max(1);
+    let first = from_central(t, k, want);
+    if !first.is_null() {
+        t.allocs += 1;
+        return first;
+    }
     let mut got = 0u32;
     let first = HEAP.with(|h| {
         let first = h.alloc(csize);
@@ -308,6 +375,9 @@ unsafe fn alloc_slow(mut tc: *mut MCache, k: usize, n: usize) -> *mut Chunk {
 
 /// Free by a thread with no live cache: set one up (a thread that frees
 /// medium blocks, even others', keeps doing so), else the heap takes it.
+///
+/// # Safety
+/// As [`free`].
 #[cold]
 #[inline(never)]
 unsafe fn free_slow(c: *mut Chunk) -> bool {
@@ -321,36 +391,218 @@ unsafe fn free_slow(c: *mut Chunk) -> bool {
     free(c)
 }
 
-/// The cache holds more than its cap after a free into class `k`: gives
-/// half of class `k`'s list back to the heap, then half of each other
-/// class's, from the biggest down, until the cache holds three quarters of
-/// the cap at most; one lock acquisition.
+/// The cache holds more than its cap after a free into class `k`: moves
+/// to the shared lists half of the chunks of each class that sat unused
+/// since the last flush (its low-water mark: tcmalloc's scavenging), then,
+/// while the cache holds more than three quarters of the cap, half of each
+/// class's list from the biggest class down (`k` last). Shared lists over
+/// their cap go back to the heap.
+///
+/// # Safety
+/// `tc` is this thread's live cache.
 #[cold]
 #[inline(never)]
 unsafe fn flush_over_cap(tc: *mut MCache, k: usize) {
     let t = &mut *tc;
-    let goal = cap() / 4 * 3;
-    let mut err = None;
-    HEAP.with(|h| {
-        let n = t.count[k].div_ceil(2);
-        err = release(h, t, k, n);
-        let mut j = NMC;
-        while err.is_none() && t.bytes > goal && j > 0 {
-            j -= 1;
-            let n = t.count[j].div_ceil(2);
-            err = release(h, t, j, n);
+    if t.cap == 0 {
+        // MEMALLOC_MEDIUM_CACHE=0: no cache, every free goes to the heap.
+        flush_all_of(t);
+        return;
+    }
+    let goal = t.cap / 4 * 3;
+    for j in 0..NMC {
+        to_central(t, j, t.low[j].div_ceil(2));
+    }
+    let mut j = NMC;
+    while t.bytes > goal && j > 0 {
+        j -= 1;
+        if j != k {
+            to_central(t, j, t.count[j].div_ceil(2));
         }
-    });
+    }
+    if t.bytes > goal {
+        to_central(t, k, t.count[k].div_ceil(2));
+    }
+    t.low = t.count;
     FLUSHES.fetch_add(1, Ordering::Relaxed);
     publish(t);
-    if let Some((e, c)) = err {
-        crate::report::fatal(e, to_user(c));
+    if CENTRAL_BYTES.load(Ordering::Relaxed) > CENTRAL_CAP {
+        drain_central(CENTRAL_CAP / 2);
+    }
+}
+
+/// Moves the first `n` chunks of `t`'s class `j` to the class's shared list.
+///
+/// # Safety
+/// `t` is this thread's live cache; its lists hold cached chunks.
+unsafe fn to_central(t: &mut MCache, j: usize, n: u32) {
+    let first = t.head[j];
+    if n == 0 || first.is_null() {
+        return;
+    }
+    let (mut last, mut m, mut bytes) = (first, 1u32, size(first));
+    while m < n {
+        let nx = (*last).next_free;
+        if nx.is_null() {
+            break;
+        }
+        last = nx;
+        bytes += size(nx);
+        m += 1;
+    }
+    t.head[j] = (*last).next_free;
+    t.count[j] -= m;
+    t.bytes -= bytes;
+    let cen = &CENTRAL[j];
+    {
+        let _g = cen.lock.guard();
+        let l = &mut *cen.list.get();
+        (*last).next_free = l.0;
+        *l = (first, l.1 + m);
+    }
+    CENTRAL_BYTES.fetch_add(bytes, Ordering::Relaxed);
+}
+
+/// Takes up to `want` chunks of class `k` from its shared list: returns the
+/// first (null if the list was empty), the others go to `t`'s list.
+///
+/// # Safety
+/// As [`to_central`].
+unsafe fn from_central(t: &mut MCache, k: usize, want: u32) -> *mut Chunk {
+    let cen = &CENTRAL[k];
+    if (*cen.list.get()).1 == 0 {
+        return null_mut(); // (a racy peek: a miss only goes to the heap)
+    }
+    let (first, last, m) = {
+        let _g = cen.lock.guard();
+        let l = &mut *cen.list.get();
+        let first = l.0;
+        if first.is_null() {
+            return first;
+        }
+        let (mut last, mut m) = (first, 1u32);
+        while m < want {
+            let nx = (*last).next_free;
+            if nx.is_null() {
+                break;
+            }
+            last = nx;
+            m += 1;
+        }
+        *l = ((*last).next_free, l.1 - m);
+        (first, last, m)
+    };
+    let mut bytes = 0;
+    let mut c = first;
+    loop {
+        bytes += size(c);
+        if c == last {
+            break;
+        }
+        c = (*c).next_free;
+    }
+    CENTRAL_BYTES.fetch_sub(bytes, Ordering::Relaxed);
+    if crate::guard::CHECKS && (*first).prev_free != mark(first) {
+        corrupt(first);
+    }
+    // first goes to the caller; the rest to the thread's list
+    if m > 1 {
+        (*last).next_free = t.head[k];
+        t.head[k] = (*first).next_free;
+        t.count[k] += m - 1;
+        t.bytes += bytes - size(first);
+    }
+    (*first).prev_free = null_mut();
+    first
+}
+
+/// Gives the shared lists back to the heap, from the biggest class down,
+/// until they hold at most `keep` bytes.
+///
+/// # Safety
+/// The shared lists hold cached chunks (their locks guard them).
+unsafe fn drain_central(keep: usize) {
+    let mut j = NMC;
+    while j > 0 && CENTRAL_BYTES.load(Ordering::Relaxed) > keep {
+        j -= 1;
+        let cen = &CENTRAL[j];
+        let first = {
+            let _g = cen.lock.guard();
+            let l = &mut *cen.list.get();
+            core::mem::replace(l, (null_mut(), 0)).0
+        };
+        if first.is_null() {
+            continue;
+        }
+        let mut err = None;
+        let mut bytes = 0;
+        HEAP.with(|h| {
+            let mut c = first;
+            while !c.is_null() && err.is_none() {
+                let nx = (*c).next_free;
+                bytes += size(c);
+                err = free_to_heap(h, c);
+                c = nx;
+            }
+        });
+        CENTRAL_BYTES.fetch_sub(bytes, Ordering::Relaxed);
+        FLUSHES.fetch_add(1, Ordering::Relaxed);
+        if let Some((e, c)) = err {
+            crate::report::fatal(e, to_user(c));
+        }
+    }
+}
+
+/// Frees cached chunk `c` to heap `h` (under its lock) after the heap's
+/// checks; the error to report otherwise (after the lock is released).
+///
+/// # Safety
+/// `c` is a cached chunk taken off its list; `h` is the locked heap.
+unsafe fn free_to_heap(
+    h: &mut crate::heap::Heap,
+    c: *mut Chunk,
+) -> Option<(&'static str, *mut Chunk)> {
+    if crate::guard::CHECKS && (*c).prev_free != mark(c) {
+        return Some((
+            "heap corruption (a freed medium block was written: use after free?)",
+            c,
+        ));
+    }
+    (*c).prev_free = null_mut();
+    if let Err(e) = h.validate(c) {
+        return Some((e, c));
+    }
+    h.free(c);
+    None
+}
+
+/// For the fork handlers: takes every shared list's lock.
+pub fn lock_all() {
+    for c in CENTRAL.iter() {
+        c.lock.lock();
+    }
+}
+
+/// For the fork handlers: releases every shared list's lock.
+pub fn unlock_all() {
+    for c in CENTRAL.iter() {
+        c.lock.unlock();
+    }
+}
+
+/// In a fork child: the shared lists' locks are free again.
+pub fn reset_after_fork() {
+    for c in CENTRAL.iter() {
+        c.lock.reset_after_fork();
     }
 }
 
 /// Gives the first `n` chunks of class `k`'s list back to heap `h`
 /// (under its lock). Stops at a chunk the heap's checks reject, returning
 /// the error to report (after the lock is released).
+///
+/// # Safety
+/// As [`to_central`]; `h` is the locked heap.
 unsafe fn release(
     h: &mut crate::heap::Heap,
     t: &mut MCache,
@@ -362,25 +614,21 @@ unsafe fn release(
         if c.is_null() {
             break;
         }
-        if crate::guard::CHECKS && (*c).prev_free != mark(c) {
-            return Some((
-                "heap corruption (a freed medium block was written: use after free?)",
-                c,
-            ));
-        }
         t.head[k] = (*c).next_free;
         t.count[k] -= 1;
         t.bytes -= size(c);
-        (*c).prev_free = null_mut();
-        if let Err(e) = h.validate(c) {
-            return Some((e, c));
+        let e = free_to_heap(h, c);
+        if e.is_some() {
+            return e;
         }
-        h.free(c);
     }
     None
 }
 
 /// Gives every cached chunk of `t` back to the heap (one lock acquisition).
+///
+/// # Safety
+/// As [`to_central`].
 unsafe fn flush_all_of(t: &mut MCache) {
     if t.bytes == 0 {
         return;
@@ -393,6 +641,7 @@ unsafe fn flush_all_of(t: &mut MCache) {
             }
         }
     });
+    t.low = t.count;
     FLUSHES.fetch_add(1, Ordering::Relaxed);
     publish(t);
     if let Some((e, c)) = err {
@@ -400,8 +649,13 @@ unsafe fn flush_all_of(t: &mut MCache) {
     }
 }
 
-/// Adds what `t` did since its last publication to the global figures.
+/// Adds what `t` did since its last publication to the global figures,
+/// and sets its cap for the number of threads now.
+///
+/// # Safety
+/// `t` is this thread's live cache.
 unsafe fn publish(t: &mut MCache) {
+    t.cap = thread_cap();
     ALLOCS.fetch_add(core::mem::take(&mut t.allocs), Ordering::Relaxed);
     PEAK.fetch_max(t.peak, Ordering::Relaxed);
     // CACHED: each thread's last published figure is in it; replace ours.
@@ -414,14 +668,17 @@ unsafe fn publish(t: &mut MCache) {
     t.published = t.bytes;
 }
 
-/// malloc_trim's part: gives the calling thread's cache back to the heap.
+/// malloc_trim's part: gives the calling thread's cache and the shared
+/// lists back to the heap.
 pub fn flush_all() {
     let tc = crate::tls::mc_get();
-    // SAFETY: tc is this thread's cache; only a live one has chunks.
+    // SAFETY: tc is this thread's cache; only a live one has chunks. The
+    // shared lists are taken under their locks.
     unsafe {
         if (*tc).state == LIVE {
             flush_all_of(&mut *tc);
         }
+        drain_central(0);
     }
 }
 
@@ -438,6 +695,9 @@ pub fn publish_mine() {
 
 /// Gives this thread a medium cache; returns it, or null (the heap serves
 /// the thread).
+///
+/// # Safety
+/// Called by the thread whose slot it sets, outside every lock.
 #[cold]
 unsafe fn init_cache() -> *mut MCache {
     // While we set up, this thread's medium requests go to the heap
@@ -461,7 +721,10 @@ unsafe fn init_cache() -> *mut MCache {
     }
     let t = to_user(ch) as *mut MCache;
     t.write(MCache::new(LIVE));
+    THREADS.fetch_add(1, Ordering::Relaxed);
+    (*t).cap = thread_cap();
     if libc::pthread_setspecific(key, t as *const libc::c_void) != 0 {
+        THREADS.fetch_sub(1, Ordering::Relaxed);
         HEAP.with(|h| h.free(ch));
         return null_mut();
     }
@@ -470,13 +733,19 @@ unsafe fn init_cache() -> *mut MCache {
 }
 
 /// The pthread key destructor: the thread's cache goes back to the heap.
+///
+/// # Safety
+/// `arg` is the exiting thread's cache (its pthread key's value).
 unsafe extern "C" fn thread_exit(arg: *mut libc::c_void) {
     let t = arg as *mut MCache;
     if t.is_null() {
         return;
     }
     crate::tls::mc_set(addr_of!(DEAD_MCACHE));
+    let left = THREADS.fetch_sub(1, Ordering::Relaxed) - 1;
     flush_all_of(&mut *t);
+    // The shared lists keep what the threads left may take again.
+    drain_central(CENTRAL_CAP.min(left * CAP_MIN));
     (*t).state = DEAD;
     let ch = from_user(t as *mut u8);
     HEAP.with(|h| h.free(ch));

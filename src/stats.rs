@@ -77,8 +77,11 @@ pub struct Mallinfo {
 /// The heap's figures now.
 pub fn stats() -> Stats {
     let (large_count, large_bytes) = large::totals();
+    // Chunks waiting in the medium caches are not the program's.
+    crate::mcache::publish_mine();
+    let cached = crate::mcache::totals().0;
     let mut s = HEAP.with(|h| Stats {
-        in_use: small_adjusted_in_use(h),
+        in_use: small_adjusted_in_use(h).saturating_sub(cached),
         peak_in_use: PEAK.load(Ordering::Relaxed),
         heap_bytes: h.brk_bytes + h.mmap_region_bytes,
         brk_bytes: h.brk_bytes,
@@ -100,7 +103,7 @@ pub fn stats() -> Stats {
 }
 
 /// Bytes in use in the heap regions, counting zone blocks in use rather
-/// than whole zones.
+/// than whole zones (and medium caches' chunks as in use: see `stats`).
 fn small_adjusted_in_use(h: &crate::heap::Heap) -> usize {
     let (_, zone_chunks, zone_used) = h.zone_usage();
     h.in_use - zone_chunks + zone_used
