@@ -590,11 +590,16 @@ pub fn unlock_all() {
     }
 }
 
-/// In a fork child: the shared lists' locks are free again.
+/// In a fork child: the shared lists' locks are free again, and the only
+/// thread is the one that forked (the others' caches are lost with them,
+/// as glibc's tcaches are).
 pub fn reset_after_fork() {
     for c in CENTRAL.iter() {
         c.lock.reset_after_fork();
     }
+    // SAFETY: the slot holds this thread's cache or a static one.
+    let live = unsafe { (*crate::tls::mc_get()).state == LIVE };
+    THREADS.store(live as usize, Ordering::Relaxed);
 }
 
 /// Gives the first `n` chunks of class `k`'s list back to heap `h`
