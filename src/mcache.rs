@@ -337,6 +337,9 @@ fn double_free(c: *mut Chunk) -> ! {
 #[cold]
 #[inline(never)]
 unsafe fn purge_tick(tc: *mut MCache, ps: u8) {
+    if (*tc).cap == 0 {
+        return; // (the caches are off: the free goes to the heap)
+    }
     (*tc).tick = (*tc).tick.wrapping_add(1);
     if ps == crate::heap::PURGE_ON || (*tc).tick % 64 == 0 {
         HEAP.with(|h| h.purge_from_cache());
