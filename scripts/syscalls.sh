@@ -88,5 +88,20 @@ trap 'rm -rf "$TMP"' EXIT
         echo "$row"
     done
     echo
+    echo "## memalloc: contended lock acquisitions (MEMALLOC_STATS)"
+    echo
+    echo "\`mthreads T 2e6 256 4k 64k u\` (medium blocks per thread) at 1-64 threads: acquisitions of any"
+    echo "memalloc lock that found it held, and memalloc's own system calls (all kinds), per million"
+    echo "allocations, as \`MEMALLOC_STATS=1\` prints them at exit."
+    echo
+    echo "| threads | contended locks | per million allocations | system calls per million | medium cache refills / flushes |"
+    echo "|---:|---:|---:|---:|---|"
+    for t in 1 2 4 8 16 32 64; do
+        st=$(MEMALLOC_STATS=1 LD_PRELOAD="${LIB[memalloc]}" "$BIN/mthreads" "$t" 2e6 256 4k 64k u 2>&1 >/dev/null)
+        c=$(sed -n 's/^ *contended locks *\([0-9]*\) (\([0-9]*\) per million allocations; system calls \([0-9]*\) per million.*/\1 | \2 | \3/p' <<<"$st")
+        r=$(sed -n 's/.*; \([0-9]*\) refills, \([0-9]*\) flushes.*/\1 \/ \2/p' <<<"$st")
+        echo "| $t | $c | $r |"
+    done
+    echo
 } >"$out"
 echo "syscalls.sh: wrote $out" >&2
