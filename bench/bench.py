@@ -42,6 +42,8 @@ import time
 from xml.sax.saxutils import escape
 
 PEERS = ("glibc", "jemalloc", "tcmalloc", "mimalloc")
+# Thread counts of the medium-T workloads (bench/mthreads.c): the scaling table.
+MEDIUM_THREADS = (1, 2, 4, 8, 16, 32)
 SUBJECT = "memalloc"
 RUN_BIN = [""]   # where runner lives (set by main)
 RUN_TMP = [None]
@@ -74,7 +76,17 @@ def workloads(args):
         ("sort", [args.sort, "-o", "/dev/null", data], {"LC_ALL": "C", "TMPDIR": args.tmp}),
         ("python", [args.python, os.path.join(args.bench_dir, "py_workload.py"),
                     "4" if q else "8", "40000"], {}),
+        # issue 17: the whole size range, and medium blocks with threads
+        ("mchurn", [b("mchurn"), "5e6" if q else "10e6", "10000", "50", "256k"], {}),
     ]
+    for t in MEDIUM_THREADS:
+        w.append(("medium-%d" % t, [b("mthreads"), str(t), "2e6" if q else "4e6", "256", "4k", "64k", "u"], {}))
+    w += [
+        ("prodcons", [b("xmalloc"), "4", "4", "1e6" if q else "2e6", "64", "32", "64", "32k"], {}),
+        ("bulkfree", [b("bulkfree"), "4", "100" if q else "200", "2000", "16", "16k"], {}),
+    ]
+    for t in (1, 2, 4, 8):
+        w.append(("invsq-%d" % t, [b("mthreads"), str(t), "5e6" if q else "10e6", "1000", "1", "32k", "s"], {}))
     if args.only:
         want = args.only.split(",")
         known = {n for n, _, _ in w}
@@ -83,6 +95,15 @@ def workloads(args):
                 sys.exit("bench.py: --only: unknown workload %r (known: %s)" % (x, ", ".join(sorted(known))))
         w = [t for t in w if t[0] in want or any(t[0].startswith(x + "-") for x in want)]
     return w
+
+
+def result_line(wname):
+    """The name that starts the result line of workload `wname` (the program's)."""
+    if wname.startswith("medium-") or wname.startswith("invsq-"):
+        return "mthreads"
+    if wname == "prodcons":
+        return "xmalloc"
+    return wname
 
 
 def prepare_data(args, names):
@@ -301,7 +322,7 @@ def mode_bench(args):
         k = rep % len(args.allocs)
         order = args.allocs[k:] + args.allocs[:k]
         for wname, argv, env in wl:
-            line = None if wname in ("sort",) else wname
+            line = None if wname in ("sort",) else result_line(wname)
             for aname, apath in order:
                 r = run_once(argv, apath, env, args.timeout, check_line=line)
                 if wname == "sort" and r.ok:
@@ -433,6 +454,18 @@ def write_bench_reports(args, info, wl, names, results, failures):
         md.append("| " + " | ".join([w, unit] + [cell_fig(w, a) for a in names]) + " |")
     md += ["", "Higher is better here (rates); the program times only its own work, the wall time above "
            "also counts start-up and exit.", ""]
+
+    scal = [("medium-%d" % t, t) for t in MEDIUM_THREADS if ("medium-%d" % t, names[0]) in summ]
+    if scal:
+        md += ["## Scaling: medium blocks per thread (bench/mthreads.c), million malloc+free pairs per second", "",
+               "Each thread keeps 256 live blocks of 4-64 KiB and replaces a random one per pair; all "
+               "threads together do the same number of pairs. On this %s-CPU machine, more threads than "
+               "CPUs measure what waiting costs, not parallel speed-up." % info["nproc"], ""]
+        md.append("| threads | " + " | ".join(names) + " |")
+        md.append("|---:|" + "|".join(["---:"] * len(names)) + "|")
+        for w, t in scal:
+            md.append("| %d | " % t + " | ".join(cell_fig(w, a) for a in names) + " |")
+        md.append("")
 
     md += ["## Workloads", ""]
     for wname, argv, env in wl:
@@ -628,41 +661,52 @@ def mode_callgrind(args):
 
 # ---------------------------------------------------------------- latency
 
-LAT_KEYS = ("malloc_p50", "malloc_p99", "malloc_p9999", "malloc_max",
-            "free_p50", "free_p99", "free_p9999", "free_max")
+LAT_KEYS = ("malloc_p50", "malloc_p99", "malloc_p999", "malloc_p9999", "malloc_max",
+            "free_p50", "free_p99", "free_p999", "free_p9999", "free_max")
 
 
 def mode_latency(args):
     info = machine_info(args)
     ops = "1e6" if args.quick else "1e7"
+    mops = "5e5" if args.quick else "2e6"
     # SCHED_FIFO (when allowed) keeps ordinary tasks from preempting the
     # measured thread, so that the worst case is the allocator's and not the
     # scheduler's; the kernel's RT throttling still leaves 5% to others.
-    argv = (["chrt", "-f", "1"] if args.rt else []) + [os.path.join(args.bin, "latency"), ops, "100000"]
-    per = {a: [] for a, _ in args.allocs}
+    rt = ["chrt", "-f", "1"] if args.rt else []
+    lat = os.path.join(args.bin, "latency")
+    runs = [("small", rt + [lat, ops, "100000"],
+             "%s random operations (malloc of 8 B..64 KiB, mostly small, or free of a random live block) "
+             "over a working set of ~100k blocks" % ops),
+            ("medium", rt + [lat, mops, "50000", "1", "medium"],
+             "%s random operations (malloc of 16 B..64 KiB, log-uniform, only the first byte written; or "
+             "free of a random live block) over ~50k live blocks (issue 17)" % mops)]
+    per = {(w, a): [] for w, _, _ in runs for a, _ in args.allocs}
     failures = []
     for rep in range(args.reps):
         k = rep % len(args.allocs)
-        for aname, apath in args.allocs[k:] + args.allocs[:k]:
-            r = run_once(argv, apath, {}, args.timeout, check_line="latency")
-            if r.ok and not all(key in r.fields for key in LAT_KEYS):
-                r.ok, r.status = False, "incomplete result line"
-            log("latency [rep %d/%d] %-9s %s" % (rep + 1, args.reps, aname,
-                "malloc p99.99 %s max %s, free p99.99 %s max %s %s (%.2f s)" % (
-                    r.fields["malloc_p9999"], r.fields["malloc_max"], r.fields["free_p9999"],
-                    r.fields["free_max"], r.fields.get("unit", ""), r.time) if r.ok else "FAIL: " + r.status))
-            if r.ok:
-                per[aname].append(r)
-            else:
-                failures.append(("latency", aname, rep + 1, command_text(argv, apath, {}), r))
-    unit = next((r.fields.get("unit") for rs in per.values() for r in rs), "cycles")
-    ghz = statistics.median([float(r.fields["tsc_ghz"]) for rs in per.values() for r in rs] or [0])
-    timer = statistics.median([int(r.fields["timer"]) for rs in per.values() for r in rs] or [0])
+        for wname, argv, _ in runs:
+            for aname, apath in args.allocs[k:] + args.allocs[:k]:
+                r = run_once(argv, apath, {}, args.timeout, check_line="latency")
+                if r.ok and not all(key in r.fields for key in LAT_KEYS):
+                    r.ok, r.status = False, "incomplete result line"
+                log("latency %s [rep %d/%d] %-9s %s" % (wname, rep + 1, args.reps, aname,
+                    "malloc p99.9 %s p99.99 %s max %s, free p99.9 %s p99.99 %s max %s %s (%.2f s)" % (
+                        r.fields["malloc_p999"], r.fields["malloc_p9999"], r.fields["malloc_max"],
+                        r.fields["free_p999"], r.fields["free_p9999"],
+                        r.fields["free_max"], r.fields.get("unit", ""), r.time) if r.ok else "FAIL: " + r.status))
+                if r.ok:
+                    per[(wname, aname)].append(r)
+                else:
+                    failures.append(("latency " + wname, aname, rep + 1, command_text(argv, apath, {}), r))
+    allr = [r for rs in per.values() for r in rs]
+    unit = next((r.fields.get("unit") for r in allr), "cycles")
+    ghz = statistics.median([float(r.fields["tsc_ghz"]) for r in allr] or [0])
+    timer = statistics.median([int(r.fields["timer"]) for r in allr] or [0])
 
     md = ["# memalloc: latency of single malloc and free calls", ""]
-    md += header_lines(args, info, "`bench/latency.c`: %s random operations (malloc of 8 B..64 KiB, mostly "
-                       "small, or free of a random live block) over a working set of ~100k blocks; %d "
-                       "run%s per allocator, alternating" % (ops, args.reps, "s" if args.reps != 1 else ""))
+    md += header_lines(args, info, "`bench/latency.c`, two workloads, %d run%s per allocator each, "
+                       "alternating: %s" % (args.reps, "s" if args.reps != 1 else "",
+                                            "; ".join("*%s*: %s" % (w, d) for w, _, d in runs)))
     md += ["", "Each call is timed alone with `rdtsc` between `lfence`s, in %s (TSC ≈ %.2f GHz; the empty "
            "timed region itself costs ≈ %d %s, included in every figure). Percentiles come from a "
            "log-linear histogram (exact below 4096, else within 1.6%%). Each cell is the median over the "
@@ -679,30 +723,32 @@ def mode_latency(args):
                "SCHED_FIFO priority 1 (`chrt -f 1`), so ordinary tasks cannot preempt the run (it sleeps "
                "10 ms, untimed, every 100 ms so that the kernel's RT throttling never stops it)"
                if args.rt else "normal (SCHED_OTHER): other tasks on this machine can preempt the run"), ""]
-    hdr = ["allocator", "runs", "malloc p50", "malloc p99", "malloc p99.99", "malloc max", "malloc worst",
-           "free p50", "free p99", "free p99.99", "free max", "free worst", "worst (µs)",
-           "malloc >100k", "free >100k", "faults", "preemptions"]
-    md.append("| " + " | ".join(hdr) + " |")
-    md.append("|" + "|".join(["---"] + ["---:"] * (len(hdr) - 1)) + "|")
-    for aname, _ in args.allocs:
-        rs = per[aname]
-        nfail = sum(1 for f in failures if f[1] == aname)
-        if not rs:
-            md.append("| %s | 0 | " % aname + " | ".join(["**FAIL**"] * (len(hdr) - 2)) + " |")
-            continue
-        med = {k: statistics.median(int(r.fields[k]) for r in rs) for k in LAT_KEYS}
-        wm = max(int(r.fields["malloc_max"]) for r in rs)
-        wf = max(int(r.fields["free_max"]) for r in rs)
-        cells = [aname, "%d%s" % (len(rs), " (**%d FAIL**)" % nfail if nfail else "")]
-        cells += ["%.0f" % med[k] for k in LAT_KEYS[:4]] + ["%d" % wm]
-        cells += ["%.0f" % med[k] for k in LAT_KEYS[4:]] + ["%d" % wf]
-        cells.append("%.1f" % (max(wm, wf) / (ghz * 1e3)) if ghz and unit == "cycles" else "–")
-        for k in ("malloc_slow", "free_slow", "faults"):
-            vs = [int(r.fields[k]) for r in rs if k in r.fields]    # absent from older latency builds
-            cells.append("%.0f" % statistics.median(vs) if vs else "–")
-        cells.append("%.0f" % statistics.median(r.nivcsw for r in rs))
-        md.append("| " + " | ".join(cells) + " |")
-    md.append("")
+    for wname, _, desc in runs:
+        md += ["## %s" % wname, "", desc + ".", ""]
+        hdr = ["allocator", "runs", "malloc p50", "malloc p99", "malloc p99.9", "malloc p99.99", "malloc max",
+               "malloc worst", "free p50", "free p99", "free p99.9", "free p99.99", "free max", "free worst",
+               "worst (µs)", "malloc >100k", "free >100k", "faults", "preemptions"]
+        md.append("| " + " | ".join(hdr) + " |")
+        md.append("|" + "|".join(["---"] + ["---:"] * (len(hdr) - 1)) + "|")
+        for aname, _ in args.allocs:
+            rs = per[(wname, aname)]
+            nfail = sum(1 for f in failures if f[1] == aname and f[0] == "latency " + wname)
+            if not rs:
+                md.append("| %s | 0 | " % aname + " | ".join(["**FAIL**"] * (len(hdr) - 2)) + " |")
+                continue
+            med = {k: statistics.median(int(r.fields[k]) for r in rs) for k in LAT_KEYS}
+            wm = max(int(r.fields["malloc_max"]) for r in rs)
+            wf = max(int(r.fields["free_max"]) for r in rs)
+            cells = [aname, "%d%s" % (len(rs), " (**%d FAIL**)" % nfail if nfail else "")]
+            cells += ["%.0f" % med[k] for k in LAT_KEYS[:5]] + ["%d" % wm]
+            cells += ["%.0f" % med[k] for k in LAT_KEYS[5:]] + ["%d" % wf]
+            cells.append("%.1f" % (max(wm, wf) / (ghz * 1e3)) if ghz and unit == "cycles" else "–")
+            for k in ("malloc_slow", "free_slow", "faults"):
+                vs = [int(r.fields[k]) for r in rs if k in r.fields]    # absent from older latency builds
+                cells.append("%.0f" % statistics.median(vs) if vs else "–")
+            cells.append("%.0f" % statistics.median(r.nivcsw for r in rs))
+            md.append("| " + " | ".join(cells) + " |")
+        md.append("")
     md += ["## Failures", ""] + (["None.", ""] if not failures else [])
     for what, aname, rep, cmd, r in failures:
         md += ["### %s under %s (run %d)" % (what, aname, rep), "", "- command: `%s`" % cmd,

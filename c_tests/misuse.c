@@ -29,6 +29,7 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,6 +78,35 @@ static void double_free_small(void)
 static void double_free_medium(void)
 {
     unsigned char *p = fenced_medium();
+    expect_report_at(p);
+    free(p);
+    free(opaque_ptr(p));
+}
+
+static void *free_in_thread(void *p)
+{
+    free(p);
+    return NULL;
+}
+
+/* A medium block freed by another thread, which keeps it in its medium
+ * cache (src/mcache.rs) while it lives, then freed again here. */
+static void double_free_medium_cached_other_thread(void)
+{
+    void *p = opaque_ptr(malloc(20000));
+    memset(p, 1, 20000);
+    expect_report_at(p);
+    pthread_t t;
+    pthread_create(&t, NULL, free_in_thread, p);
+    pthread_join(t, NULL);
+    free(opaque_ptr(p));
+}
+
+/* A medium block that waits in this thread's medium cache, freed again. */
+static void double_free_medium_cached(void)
+{
+    void *p = opaque_ptr(malloc(40000));
+    memset(p, 1, 40000);
     expect_report_at(p);
     free(p);
     free(opaque_ptr(p));
@@ -319,6 +349,8 @@ static const struct {
 } cases[] = {
     {"double-free-small", double_free_small},
     {"double-free-medium", double_free_medium},
+    {"double-free-medium-cached", double_free_medium_cached},
+    {"double-free-medium-cached-other-thread", double_free_medium_cached_other_thread},
     {"double-free-large", double_free_large},
     {"free-stack", free_stack},
     {"free-global", free_global},

@@ -38,6 +38,8 @@ fi
 cases=$(cat <<'EOF'
 double-free-small            |default|ABRT|double free
 double-free-medium           |default|ABRT|double free
+double-free-medium-cached    |default|ABRT|double free
+double-free-medium-cached-other-thread|default|ABRT|double free
 double-free-large            |default|ABRT|invalid pointer \(not from memalloc, or already freed and unmapped\)
 free-stack                   |default|ABRT|invalid pointer \(not from memalloc, or already freed and unmapped\)
 free-global                  |default|ABRT|invalid pointer \(not from memalloc, or already freed and unmapped\)

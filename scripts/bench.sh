@@ -211,7 +211,8 @@ done
 
 # ----------------------------------------------------------------- programs
 say "building bench programs into ${BIN#"$ROOT"/}/"
-for prog in runner fixed churn larson xmalloc threads32 cache-scratch realloc large gen_text pair latency; do
+for prog in runner fixed churn larson xmalloc threads32 cache-scratch realloc large gen_text pair latency \
+        mchurn mthreads bulkfree; do
     gcc -O2 -g -pthread -Wall -Wextra -o "$BIN/$prog" "$ROOT/bench/$prog.c" -lm ||
         die "could not compile bench/$prog.c"
 done

@@ -35,7 +35,7 @@ LAYERS = [
     # pools, the shared heap, blocks mapped on their own, debug mode's blocks.
     ("heap", ["chunk", "region", "tlsf", "zonemap", "pool", "heap", "large", "debug"]),
     # Small blocks: size classes, zones, thread caches.
-    ("small", ["cache"]),
+    ("small", ["cache", "mcache"]),
     # Figures about all of the above: statistics, mallinfo, the dump.
     ("stats", ["stats"]),
     # The C ABI.

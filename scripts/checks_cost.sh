@@ -67,7 +67,7 @@ cp target/unchecked/release/libmemalloc.so "$UNCHECKED" || exit 2
 rev=$(git rev-parse --short HEAD 2>/dev/null || echo "?")
 dirty=$(git status --porcelain -- src Cargo.toml 2>/dev/null | wc -l)
 
-for p in fixed churn larson xmalloc threads32 realloc large pair runner; do
+for p in fixed churn larson xmalloc threads32 realloc large pair runner mchurn mthreads; do
     gcc -O2 -pthread -Wall -I bench "bench/$p.c" -o "$BIN/$p" -lm || exit 2
 done
 gcc -O2 -g -fno-builtin -pthread -I include c_tests/misuse.c -o "$BIN/misuse" -ldl || exit 2
@@ -98,6 +98,8 @@ workloads=(
     "threads32|threads32 32 $(div 6e6)"
     "realloc|realloc $(div 6400) 64 64k $(div 192)"
     "large|large $(div 1200)"
+    "mchurn|mchurn $(div 20e6) 10000"
+    "medium-4|mthreads 4 $(div 16e6) 256 4k 64k u"
 )
 
 csv=$W/runs.csv

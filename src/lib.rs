@@ -88,6 +88,9 @@ pub mod debug;
 // cache: size classes, zones, per-thread caches (no lock)
 #[path = "small/cache.rs"]
 pub mod cache;
+// mcache: per-thread caches of medium chunks (4-256 KiB classes, no lock)
+#[path = "small/mcache.rs"]
+pub mod mcache;
 
 // ---- stats/: figures about the layers below -------------------------------
 // stats: statistics, mallinfo, malloc_info, the heap dump, the exit report
@@ -196,6 +199,7 @@ extern "C" fn fork_prepare() {
     prof::lock().lock();
     debug::lock().lock();
     cache::shared_lock().lock();
+    mcache::lock_all();
     heap::HEAP.lock().lock();
     large::lock().lock();
     zonemap::leaf_lock().lock();
@@ -210,6 +214,7 @@ extern "C" fn fork_parent() {
     zonemap::leaf_lock().unlock();
     large::lock().unlock();
     heap::HEAP.lock().unlock();
+    mcache::unlock_all();
     cache::shared_lock().unlock();
     debug::lock().unlock();
     prof::lock().unlock();
@@ -232,6 +237,7 @@ extern "C" fn fork_child() {
     cache::reset_zone_locks_after_fork();
     large::lock().reset_after_fork();
     heap::HEAP.lock().reset_after_fork();
+    mcache::reset_after_fork();
     cache::shared_lock().reset_after_fork();
     debug::lock().reset_after_fork();
     prof::after_fork_child();

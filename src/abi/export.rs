@@ -14,6 +14,7 @@ use crate::chunk::*;
 use crate::config;
 use crate::heap::HEAP;
 use crate::large;
+use crate::mcache;
 use crate::os;
 use crate::report::fatal;
 use crate::zonemap;
@@ -50,11 +51,15 @@ fn alloc_medium(n: usize) -> *mut u8 {
     if csize >= large::threshold() {
         return alloc_large(n, ALIGN, false);
     }
-    let c = HEAP.with(|h| h.alloc(csize));
+    let c = if n <= mcache::MC_MAX {
+        mcache::alloc(n)
+    } else {
+        crate::events::MEDIUM_ALLOCS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        HEAP.with(|h| h.alloc(csize))
+    };
     if c.is_null() {
         return enomem();
     }
-    crate::events::MEDIUM_ALLOCS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     // SAFETY: the chunk holds at least n bytes.
     let p = unsafe { config::perturb_alloc(to_user(c), n) };
     if crate::prof::active() {
@@ -233,6 +238,12 @@ unsafe fn dealloc_chunk(p: *mut u8, bits: u8) {
         large::free(c);
         return;
     }
+    // With a perturb byte set, a freed block is filled, after the heap's
+    // checks: it goes to the heap, not to a thread's cache.
+    if config::perturb() == 0 && mcache::free(c) {
+        large::expire();
+        return;
+    }
     // SAFETY: chunk_of checked c's header; validate checks it is in use.
     let r = HEAP.with(|h| {
         h.validate(c)?;
@@ -352,7 +363,7 @@ pub unsafe fn realloc_impl(p: *mut u8, n: usize) -> *mut u8 {
         return move_growing(p, old, n, large::threshold());
     }
     let c = chunk_of(p);
-    if is_free(c) {
+    if is_free(c) || (!is_mmapped(c) && mcache::is_cached(c)) {
         fatal("realloc of a freed block", p);
     }
     if config::debug() {
@@ -573,7 +584,7 @@ pub unsafe fn usable_size(p: *mut u8) -> usize {
         return cache::usable(zone_of(p));
     }
     let c = chunk_of(p);
-    if is_free(c) {
+    if is_free(c) || (!is_mmapped(c) && mcache::is_cached(c)) {
         fatal("malloc_usable_size of a freed block", p);
     }
     if config::debug() {
@@ -787,6 +798,7 @@ export!(
     /// malloc_trim(3): 1 if memory went back to the OS.
     fn malloc_trim(pad: usize) -> i32 {
         crate::debug::drain();
+        mcache::flush_all();
         cache::flush_all_pending();
         let zones = cache::trim_abandoned() + cache::trim_free_caches();
         let kept = large::trim();

@@ -55,6 +55,21 @@ const MOVE_MAX: usize = 256 << 10;
 /// Smallest mmap'd heap region.
 const REGION_MIN: usize = 1 << 20;
 
+/// What the purge asks of the frees that do not reach the heap (the medium
+/// caches', see `mcache`): `PURGE_IDLE`, `PURGE_DUE` (bytes enough were
+/// freed: a free may start one, the interval decides) or `PURGE_ON` (one is
+/// part way: every free runs a step, as every heap free does).
+static PURGE_STATE: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
+pub const PURGE_IDLE: u8 = 0;
+pub const PURGE_DUE: u8 = 1;
+pub const PURGE_ON: u8 = 2;
+
+/// The purge's state for frees outside the heap (a relaxed load).
+#[inline(always)]
+pub fn purge_state() -> u8 {
+    PURGE_STATE.load(core::sync::atomic::Ordering::Relaxed)
+}
+
 /// Bytes of heap chunks in use (a relaxed snapshot, without the lock).
 pub fn in_use_hint() -> usize {
     crate::events::heap_in_use()
@@ -189,9 +204,7 @@ impl Heap {
     pub fn alloc(&mut self, csize: usize) -> *mut Chunk {
         // SAFETY: the index and regions are consistent under the lock.
         unsafe {
-            let mut c = self
-                .tlsf
-                .alloc_keeping(csize, !crate::events::several_threads());
+            let mut c = self.tlsf.alloc_keeping(csize);
             if c.is_null() {
                 c = self.alloc_slow(csize, 0, 0);
             }
@@ -243,8 +256,7 @@ impl Heap {
         // (HEAP before the large-block lock: the fork handlers' order.)
         if self.grow(need) || (relieve() && self.grow(need)) {
             let c = if align == 0 {
-                self.tlsf
-                    .alloc_keeping(csize, !crate::events::several_threads())
+                self.tlsf.alloc_keeping(csize)
             } else {
                 self.tlsf.alloc_aligned_at(csize, align, at)
             };
@@ -403,7 +415,32 @@ impl Heap {
             self.dirty += s;
             if self.dirty >= PURGE_STEP {
                 self.maybe_purge();
+                self.publish_purge();
             }
+        }
+    }
+
+    /// A free that did not reach the heap (a medium cache's) while the
+    /// purge is due or part way: does what a heap free would.
+    pub fn purge_from_cache(&mut self) {
+        if self.dirty >= PURGE_STEP {
+            self.maybe_purge();
+        }
+        self.publish_purge();
+    }
+
+    /// Tells frees outside the heap whether the purge wants them.
+    #[inline]
+    fn publish_purge(&self) {
+        let v = if self.purge_at.is_some() || self.tlsf.partial_from != 0 {
+            PURGE_ON
+        } else if self.dirty >= PURGE_STEP {
+            PURGE_DUE
+        } else {
+            PURGE_IDLE
+        };
+        if PURGE_STATE.load(core::sync::atomic::Ordering::Relaxed) != v {
+            PURGE_STATE.store(v, core::sync::atomic::Ordering::Relaxed);
         }
     }
 

@@ -468,7 +468,7 @@ fn static_cache_ptr(c: *const CacheOf<0>) -> *const Cache {
 /// whose first value is the static empty cache (see `crate::tls`).
 mod tls {
     use super::{Cache, EMPTY_CACHE};
-    crate::tls::thread_slot!(Cache = EMPTY_CACHE; get, set);
+    crate::tls::thread_slot!("memalloc_tc_slot", Cache = EMPTY_CACHE; get, set);
 }
 
 /// Global state shared by all caches, under `SHARED_LOCK`.

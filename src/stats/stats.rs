@@ -76,8 +76,11 @@ pub struct Mallinfo {
 /// The heap's figures now.
 pub fn stats() -> Stats {
     let (large_count, large_bytes) = large::totals();
+    // Chunks waiting in the medium caches are not the program's.
+    crate::mcache::publish_mine();
+    let cached = crate::mcache::totals().0;
     let mut s = HEAP.with(|h| Stats {
-        in_use: small_adjusted_in_use(h),
+        in_use: small_adjusted_in_use(h).saturating_sub(cached),
         peak_in_use: crate::events::peak(),
         heap_bytes: h.brk_bytes + h.mmap_region_bytes,
         brk_bytes: h.brk_bytes,
@@ -99,7 +102,7 @@ pub fn stats() -> Stats {
 }
 
 /// Bytes in use in the heap regions, counting zone blocks in use rather
-/// than whole zones.
+/// than whole zones (and medium caches' chunks as in use: see `stats`).
 fn small_adjusted_in_use(h: &crate::heap::Heap) -> usize {
     let (_, zone_chunks, zone_used) = crate::cache::zone_usage(h);
     h.in_use - zone_chunks + zone_used
@@ -310,8 +313,30 @@ pub fn summary(fd: i32) {
             );
         }
     }
+    crate::mcache::publish_mine();
+    let (cached, peak, mc_allocs, refills, flushes) = crate::mcache::totals();
+    let _ = writeln!(b, "    medium (cached)  {:>14}", mc_allocs);
     let _ = writeln!(b, "    medium (heap)    {:>14}", medium);
     let _ = writeln!(b, "    large (mmap)     {:>14}", large_n);
+    let _ = writeln!(
+        b,
+        "  medium caches      {:>14} bytes held, one thread's most {} (cap {}); {} refills, {} flushes",
+        cached,
+        peak,
+        crate::mcache::cap(),
+        refills,
+        flushes
+    );
+    let ops = allocs.iter().sum::<usize>() + mc_allocs + medium + large_n;
+    let contended = crate::lock::CONTENDED.load(Ordering::Relaxed);
+    let per_m = |x: usize| (x as u128 * 1_000_000 / ops.max(1) as u128) as usize;
+    let _ = writeln!(
+        b,
+        "  contended locks    {:>14} ({} per million allocations; system calls {} per million)",
+        contended,
+        per_m(contended),
+        per_m(s.syscalls)
+    );
 }
 
 /// memalloc_dump: every region and chunk, the mapped blocks and the TLSF

@@ -7,6 +7,7 @@
 //! | `MEMALLOC_TOP_PAD`          | 64 KiB   | slack added when growing, kept when shrinking |
 //! | `MEMALLOC_MMAP_THRESHOLD`   | 128 KiB  | requests at or above it get their own mapping |
 //! | `MEMALLOC_LARGE_CACHE`      | 64 MiB   | freed own mappings kept (up to 1 s) for reuse; 0: none |
+//! | `MEMALLOC_MEDIUM_CACHE`     | 4 MiB    | bytes of freed medium blocks each thread keeps (see `mcache`) |
 //! | `MEMALLOC_STATS`            | 0        | 1: print a statistics summary on stderr at exit |
 //! | `MEMALLOC_TRACE`            | unset    | file: record the heap size over time (one line per change) |
 //! | `MEMALLOC_DUMP`             | unset    | file: write a heap dump at exit |
@@ -59,8 +60,9 @@ static DUMP: AtomicPtr<u8> = AtomicPtr::new(core::ptr::null_mut());
 static INIT: spin::Once<()> = spin::Once::new();
 
 /// The variables we read; any other `MEMALLOC_*` gets a warning.
-const KNOWN: [&[u8]; 17] = [
+const KNOWN: [&[u8]; 18] = [
     b"MEMALLOC_LARGE_CACHE",
+    b"MEMALLOC_MEDIUM_CACHE",
     b"MEMALLOC_DEBUG",
     b"MEMALLOC_FAIL_AFTER",
     b"MEMALLOC_FAIL_COUNT",
@@ -242,6 +244,7 @@ fn read_env() {
     read_size(c"MEMALLOC_TOP_PAD", &TOP_PAD, TOP_PAD_MAX);
     read_perturb();
     read_size(c"MEMALLOC_LARGE_CACHE", &LARGE_CACHE, 1 << 40);
+    read_size(c"MEMALLOC_MEDIUM_CACHE", &MEDIUM_CACHE, 1 << 40);
     read_size(
         c"MEMALLOC_MMAP_THRESHOLD",
         &MMAP_THRESHOLD,
@@ -429,6 +432,17 @@ pub unsafe fn perturb_free(p: *mut u8, n: usize) {
     if b != 0 {
         core::ptr::write_bytes(p, b as u8, n);
     }
+}
+
+/// The default cap of one thread's cache of medium blocks (`mcache`).
+pub const MEDIUM_CACHE_DEFAULT: usize = 4 << 20;
+static MEDIUM_CACHE: AtomicUsize = AtomicUsize::new(MEDIUM_CACHE_DEFAULT);
+
+/// The cap of one thread's cache of medium blocks, in bytes
+/// (`MEMALLOC_MEDIUM_CACHE`; 0: no caches).
+#[inline]
+pub fn medium_cache() -> usize {
+    MEDIUM_CACHE.load(Ordering::Relaxed)
 }
 
 /// How many mappings of their own blocks may have at once (M_MMAP_MAX).

@@ -8,7 +8,7 @@
 //! spinners. Uncontended cost: one compare-exchange to lock, one swap to
 //! unlock. Allocates nothing.
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 /// A futex-backed mutex that never allocates.
 pub struct Lock {
@@ -16,6 +16,10 @@ pub struct Lock {
 }
 
 const SPINS: u32 = 64;
+
+/// Acquisitions of any `Lock` that found it held (statistics: counted on
+/// the slow path only, so the uncontended path is unchanged).
+pub static CONTENDED: AtomicUsize = AtomicUsize::new(0);
 
 impl Lock {
     /// An unlocked lock.
@@ -39,6 +43,7 @@ impl Lock {
 
     #[cold]
     fn lock_slow(&self) {
+        CONTENDED.fetch_add(1, Ordering::Relaxed);
         for _ in 0..SPINS {
             core::hint::spin_loop();
             if self.state.load(Ordering::Relaxed) == 0

@@ -12,25 +12,27 @@
 //! all empty: a new thread's first malloc simply misses and takes the slow
 //! path, and the fast path needs no "is the cache initialised?" test). This
 //! module owns only how the slot is made, and knows nothing of what it holds.
-//! There is one slot per library: its symbol is `memalloc_tc_slot`.
+//! Each slot has a symbol of its own: `memalloc_tc_slot` (the small blocks'
+//! cache) and `memalloc_mc_slot` (the medium blocks' cache).
 //!
 //! The `gd-tls` feature builds the same slot as a `thread_local!` instead, to
 //! measure the difference (see docs/performance.md).
 
-/// Declares the thread slot, holding a `*mut $t` whose first value is the
-/// address of static `$init`, and two functions in the calling module:
-/// `$get() -> *mut $t`, this thread's value, and `$set(*const $t)`.
+/// Declares a thread slot named `$slot` (its symbol), holding a `*mut $t`
+/// whose first value is the address of static `$init`, and two functions in
+/// the calling module: `$get() -> *mut $t`, this thread's value, and
+/// `$set(*const $t)`.
 #[cfg(not(feature = "gd-tls"))]
 macro_rules! thread_slot {
-    ($t:ty = $init:path; $get:ident, $set:ident) => {
+    ($slot:literal, $t:ty = $init:path; $get:ident, $set:ident) => {
         core::arch::global_asm!(
-            ".pushsection .tdata.memalloc_tc,\"awT\",@progbits",
+            concat!(".pushsection .tdata.", $slot, ",\"awT\",@progbits"),
             ".p2align 3",
-            ".hidden memalloc_tc_slot",
-            ".globl memalloc_tc_slot",
-            ".type memalloc_tc_slot,@object",
-            ".size memalloc_tc_slot,8",
-            "memalloc_tc_slot:",
+            concat!(".hidden ", $slot),
+            concat!(".globl ", $slot),
+            concat!(".type ", $slot, ",@object"),
+            concat!(".size ", $slot, ",8"),
+            concat!($slot, ":"),
             ".quad {init}",
             ".popsection",
             init = sym $init,
@@ -43,7 +45,7 @@ macro_rules! thread_slot {
             // SAFETY: reads this thread's slot through its initial-exec offset.
             unsafe {
                 core::arch::asm!(
-                    "movq memalloc_tc_slot@GOTTPOFF(%rip), {p}",
+                    concat!("movq ", $slot, "@GOTTPOFF(%rip), {p}"),
                     "movq %fs:({p}), {p}",
                     p = out(reg) p,
                     options(att_syntax, nostack, readonly, preserves_flags, pure)
@@ -58,7 +60,7 @@ macro_rules! thread_slot {
             // SAFETY: writes this thread's slot through its initial-exec offset.
             unsafe {
                 core::arch::asm!(
-                    "movq memalloc_tc_slot@GOTTPOFF(%rip), {t}",
+                    concat!("movq ", $slot, "@GOTTPOFF(%rip), {t}"),
                     "movq {c}, %fs:({t})",
                     t = out(reg) _,
                     c = in(reg) c,
@@ -72,7 +74,7 @@ macro_rules! thread_slot {
 /// The slot as a general-dynamic `thread_local!` (the `gd-tls` feature).
 #[cfg(feature = "gd-tls")]
 macro_rules! thread_slot {
-    ($t:ty = $init:path; $get:ident, $set:ident) => {
+    ($slot:literal, $t:ty = $init:path; $get:ident, $set:ident) => {
         std::thread_local! {
             static SLOT: core::cell::Cell<*mut $t> =
                 const { core::cell::Cell::new(core::ptr::addr_of!($init) as *mut $t) };

@@ -1,0 +1,195 @@
+/*
+ * medium.c - medium blocks (4-256 KiB) and the per-thread medium caches
+ * (src/mcache.rs), on the real library.
+ *
+ *   1. 32 threads allocate medium blocks with a cookie, hand half of them
+ *      to the next thread, which checks and frees them (cross-thread frees
+ *      into the freeing thread's cache); every cookie checked before free.
+ *   2. A thread's cache goes back to the heap when it exits: bytes in use
+ *      (memalloc_get_stats) return to where they were before the thread.
+ *   3. malloc_trim after medium churn brings the break back down.
+ *   4. The cap: the test runs itself with MEMALLOC_MEDIUM_CACHE=256k and
+ *      MEMALLOC_STATS=1; the summary's "one thread's most" is at most the cap.
+ * (A double free of a cached medium block is c_tests/misuse.c's
+ * double-free-medium and double-free-medium-cached-other-thread.)
+ */
+#include "check.h"
+
+#include <malloc.h>
+#include <pthread.h>
+#include <sys/wait.h>
+
+#include "memalloc.h"
+
+#pragma weak memalloc_get_stats
+#pragma weak memalloc_check
+
+#define THREADS 32
+#define PER 200
+
+typedef struct { uint64_t *p; size_t n; } blk_t;
+static blk_t handoff[THREADS][PER];
+static pthread_barrier_t bar;
+
+static size_t rnd(uint64_t *s)
+{
+    *s ^= *s << 13; *s ^= *s >> 7; *s ^= *s << 17;
+    return (size_t)*s;
+}
+
+static uint64_t cookie(const void *p, size_t n) { return ((uintptr_t)p * 0x9e3779b97f4a7c15ull) ^ n; }
+
+static void *put(size_t n)
+{
+    uint64_t *p = malloc(n);
+    CHECK(p != NULL);
+    CHECK(((uintptr_t)p & 15) == 0);
+    CHECK(malloc_usable_size(p) >= n);
+    p[0] = cookie(p, n);
+    p[n / 8 - 1] = ~cookie(p, n);
+    return p;
+}
+
+static void take(uint64_t *p, size_t n)
+{
+    CHECKF(p[0] == cookie(p, n) && p[n / 8 - 1] == ~cookie(p, n), "block %p of %zu lost its cookie", (void *)p, n);
+    free(p);
+}
+
+static void *worker(void *arg)
+{
+    size_t t = (size_t)(uintptr_t)arg;
+    uint64_t s = 0x1234567 + t;
+    for (int round = 0; round < 20; round++) {
+        blk_t mine[PER];
+        for (int i = 0; i < PER; i++) {
+            size_t n = 4097 + rnd(&s) % (256 * 1024 - 4097);
+            mine[i].n = n & ~(size_t)7;
+            mine[i].p = put(mine[i].n);
+        }
+        for (int i = 0; i < PER; i += 2)
+            handoff[t][i] = mine[i];
+        pthread_barrier_wait(&bar);
+        size_t o = (t + 1) % THREADS;
+        for (int i = 0; i < PER; i += 2)
+            take(handoff[o][i].p, handoff[o][i].n);
+        for (int i = 1; i < PER; i += 2)
+            take(mine[i].p, mine[i].n);
+        pthread_barrier_wait(&bar);
+    }
+    check_flush();
+    return NULL;
+}
+
+static void *churn_and_exit(void *arg)
+{
+    (void)arg;
+    void *p[64];
+    for (int r = 0; r < 50; r++) {
+        for (int i = 0; i < 64; i++)
+            p[i] = put(8192 + 1024 * (size_t)i);
+        for (int i = 0; i < 64; i++)
+            take(p[i], 8192 + 1024 * (size_t)i);
+    }
+    check_flush();
+    return NULL;
+}
+
+static size_t in_use(void)
+{
+    struct memalloc_stats st;
+    memalloc_get_stats(&st);
+    return st.in_use;
+}
+
+/* Runs this program as "medium cap" with the cap and the statistics on,
+ * and checks the summary's figures. */
+static void cap_respected(const char *self)
+{
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        dup2(fds[1], 2);
+        close(fds[0]);
+        setenv("MEMALLOC_MEDIUM_CACHE", "256k", 1);
+        setenv("MEMALLOC_STATS", "1", 1);
+        execl(self, self, "cap", (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    static char buf[1 << 16];
+    size_t len = 0;
+    ssize_t k;
+    while (len < sizeof buf - 1 && (k = read(fds[0], buf + len, sizeof buf - 1 - len)) > 0)
+        len += (size_t)k;
+    buf[len] = 0;
+    close(fds[0]);
+    int status;
+    CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    const char *m = strstr(buf, "one thread's most ");
+    CHECKF(m != NULL, "no medium cache line in: %s", buf);
+    unsigned long most = 0, cap = 0;
+    CHECK(sscanf(m, "one thread's most %lu (cap %lu)", &most, &cap) == 2);
+    CHECKF(cap == 256 * 1024, "cap %lu", cap);
+    CHECKF(most > 0 && most <= cap, "a thread held %lu bytes over a cap of %lu", most, cap);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && strcmp(argv[1], "cap") == 0) {
+        /* the child of cap_respected: churn enough to pass the cap */
+        pthread_t t[4];
+        for (int i = 0; i < 4; i++)
+            pthread_create(&t[i], NULL, churn_and_exit, NULL);
+        for (int i = 0; i < 4; i++)
+            pthread_join(t[i], NULL);
+        return 0;
+    }
+    check_begin();
+    CHECKF(memalloc_get_stats != NULL && memalloc_check != NULL, "%s",
+           "memalloc's API is missing: is libmemalloc.so loaded?");
+    if (memalloc_get_stats == NULL || memalloc_check == NULL)
+        return check_done("medium"), 1;
+
+    /* 3: the main thread's cache holds freed medium blocks at the top of
+     * the heap until malloc_trim gives them back */
+    char *brk0 = sbrk(0);
+    void *p[400];
+    for (int i = 0; i < 400; i++)
+        p[i] = put(4096 + 160 * (size_t)i);
+    char *brk1 = sbrk(0);
+    CHECKF(brk1 > brk0 + 8 * 1024 * 1024, "break %p -> %p", (void *)brk0, (void *)brk1);
+    for (int i = 0; i < 400; i++)
+        take(p[i], 4096 + 160 * (size_t)i);
+    malloc_trim(0);
+    char *brk2 = sbrk(0);
+    CHECKF(brk2 < brk0 + 1024 * 1024, "break %p, %p at the peak, %p after malloc_trim",
+           (void *)brk0, (void *)brk1, (void *)brk2);
+
+    /* 1 */
+    pthread_barrier_init(&bar, NULL, THREADS);
+    pthread_t tid[THREADS];
+    for (size_t t = 0; t < THREADS; t++)
+        CHECK(pthread_create(&tid[t], NULL, worker, (void *)(uintptr_t)t) == 0);
+    for (size_t t = 0; t < THREADS; t++)
+        CHECK(pthread_join(tid[t], NULL) == 0);
+    CHECK(memalloc_check() == 0);
+
+    /* 2: the thread frees 64 blocks of 8-71 KiB (2.5 MiB, under the cap)
+     * into its cache; at its exit they go back */
+    malloc_trim(0);
+    size_t before = in_use();
+    pthread_t one;
+    CHECK(pthread_create(&one, NULL, churn_and_exit, NULL) == 0);
+    CHECK(pthread_join(one, NULL) == 0);
+    size_t after = in_use();
+    CHECKF(after < before + 256 * 1024, "in use %zu before the thread, %zu after it exited", before, after);
+    CHECK(memalloc_check() == 0);
+
+    /* 4 */
+    cap_respected(argv[0]);
+    check_done("medium");
+    return 0;
+}

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# scripts/syscalls.sh — system calls and futex waits per million malloc+free
+# pairs, for issue 17's workloads, under each allocator (strace -f -c).
+#
+#   scripts/syscalls.sh [--no-build] [--out FILE]
+#
+# Runs every workload of bench/ that issue 17 added (mchurn, medium-T,
+# prodcons, bulkfree, invsq-T; the --quick sizes) once per allocator under
+# `strace -f -c`, and splits the calls counted into: memory calls that grow
+# or shrink memory (brk, mmap, munmap, mremap, madvise), futex calls (waits
+# and wakes: a lock that had to sleep), and all others. Process start-up
+# (the dynamic loader, thread creation) makes the same calls under every
+# allocator: the same program's calls under glibc are the floor. Figures are
+# calls per million malloc+free pairs. Writes results/syscalls.md.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+BIN="$ROOT/target/bench"
+out="$ROOT/results/syscalls.md"
+build=1
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --no-build) build=0 ;;
+        --out) out="$2"; shift ;;
+        *) echo "syscalls.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+command -v strace >/dev/null || { echo "syscalls.sh: strace is missing" >&2; exit 2; }
+mkdir -p "$BIN"
+if [[ $build == 1 ]]; then
+    (cd "$ROOT" && cargo build --release --quiet)
+fi
+for p in mchurn mthreads xmalloc bulkfree; do
+    gcc -O2 -g -pthread -Wall -Wextra -o "$BIN/$p" "$ROOT/bench/$p.c" -lm
+done
+declare -A LIB=(
+    [glibc]=""
+    [jemalloc]=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2
+    [tcmalloc]=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
+    [mimalloc]=/usr/lib/x86_64-linux-gnu/libmimalloc.so.2
+    [memalloc]="$ROOT/target/release/libmemalloc.so"
+)
+ALLOCS=(glibc jemalloc tcmalloc mimalloc memalloc)
+# name|pairs|command
+W=(
+    "mchurn|5000000|mchurn 5e6 10000 50 256k"
+    "medium-1|2000000|mthreads 1 2e6 256 4k 64k u"
+    "medium-2|2000000|mthreads 2 2e6 256 4k 64k u"
+    "medium-8|2000000|mthreads 8 2e6 256 4k 64k u"
+    "medium-32|2000000|mthreads 32 2e6 256 4k 64k u"
+    "prodcons|1000000|xmalloc 4 4 1e6 64 32 64 32k"
+    "bulkfree|800000|bulkfree 4 100 2000 16 16k"
+    "invsq-1|5000000|mthreads 1 5e6 1000 1 32k s"
+    "invsq-8|5000000|mthreads 8 5e6 1000 1 32k s"
+)
+TMP="$(mktemp -d)"
+trap 'rm -rf "$TMP"' EXIT
+{
+    echo "# memalloc: system calls per million malloc+free pairs (issue 17's workloads)"
+    echo
+    echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC'); memalloc commit $(git -C "$ROOT" rev-parse --short HEAD)"
+    echo "- \`scripts/syscalls.sh\`: each workload once per allocator under \`strace -f -c\`"
+    echo "  (\`--quick\` sizes of \`scripts/bench.sh\`). *mem*: brk, mmap, munmap, mremap, madvise (memory"
+    echo "  growing or shrinking); *futex*: waits and wakes; *other*: every other call, start-up included"
+    echo "  (the dynamic loader, thread creation: about the same under every allocator, see glibc)."
+    echo
+    echo "| workload | $(IFS='|'; echo "${ALLOCS[*]}" | sed 's/|/ | /g') |"
+    echo "|---|$(printf -- '---:|%.0s' "${ALLOCS[@]}")"
+    for w in "${W[@]}"; do
+        IFS='|' read -r name pairs cmd <<<"$w"
+        row="| $name |"
+        for a in "${ALLOCS[@]}"; do
+            f="$TMP/$name.$a"
+            if [[ -n "${LIB[$a]}" ]]; then
+                strace -f -c -o "$f" env LD_PRELOAD="${LIB[$a]}" $BIN/$cmd >/dev/null 2>&1 || true
+            else
+                strace -f -c -o "$f" $BIN/$cmd >/dev/null 2>&1 || true
+            fi
+            cell=$(awk -v pairs="$pairs" '
+                /^-/ || /^%/ || /total/ { next }
+                NF >= 5 { calls = ($4 ~ /^[0-9]+$/ && NF >= 6) ? $4 : $4; name = $NF
+                          if (name ~ /^(brk|mmap|munmap|mremap|madvise)$/) mem += calls
+                          else if (name == "futex") fx += calls
+                          else other += calls }
+                END { printf "mem %.0f, futex %.0f, other %.0f", mem * 1e6 / pairs, fx * 1e6 / pairs, other * 1e6 / pairs }' "$f")
+            row="$row $cell |"
+        done
+        echo "$row"
+    done
+    echo
+    echo "## memalloc: contended lock acquisitions (MEMALLOC_STATS)"
+    echo
+    echo "\`mthreads T 2e6 256 4k 64k u\` (medium blocks per thread) at 1-64 threads: acquisitions of any"
+    echo "memalloc lock that found it held, and memalloc's own system calls (all kinds), per million"
+    echo "allocations, as \`MEMALLOC_STATS=1\` prints them at exit."
+    echo
+    echo "| threads | contended locks | per million allocations | system calls per million | medium cache refills / flushes |"
+    echo "|---:|---:|---:|---:|---|"
+    for t in 1 2 4 8 16 32 64; do
+        st=$(MEMALLOC_STATS=1 LD_PRELOAD="${LIB[memalloc]}" "$BIN/mthreads" "$t" 2e6 256 4k 64k u 2>&1 >/dev/null)
+        c=$(sed -n 's/^ *contended locks *\([0-9]*\) (\([0-9]*\) per million allocations; system calls \([0-9]*\) per million.*/\1 | \2 | \3/p' <<<"$st")
+        r=$(sed -n 's/.*; \([0-9]*\) refills, \([0-9]*\) flushes.*/\1 \/ \2/p' <<<"$st")
+        echo "| $t | $c | $r |"
+    done
+    echo
+} >"$out"
+echo "syscalls.sh: wrote $out" >&2

@@ -1,0 +1,857 @@
+//! Medium blocks (above the small classes, below the mmap threshold) in
+//! per-thread caches: the common case takes no lock shared between threads
+//! and makes no system call.
+//!
+//! **Shape** (tcmalloc's thread caches in front of a central heap): requests
+//! of `SMALL_MAX + 1 ..= MC_MAX` bytes are rounded up to one of `NMC` size
+//! classes, four per power of two (internal waste under 25%, bounded). Each
+//! thread keeps, per class, a singly linked list of chunks it freed; malloc
+//! pops from it, free pushes onto it. The chunks stay *in use* as far as the
+//! TLSF heap knows: `free` finds them by their header as today, and their
+//! neighbours coalesce around them as around any used block. An empty list
+//! is refilled from the heap (one lock acquisition for a batch that grows
+//! with the misses of that class, up to `BATCH_BYTES`); a cache holding more
+//! than its cap (`MEMALLOC_MEDIUM_CACHE`, default `CAP_DEFAULT`) gives half
+//! of the class it just grew, and more if needed, back to the heap under one
+//! lock acquisition. A thread's whole cache goes back at its exit (a pthread
+//! key destructor) and at `malloc_trim`, so the break still shrinks. A
+//! thread's frees go to its own cache whoever allocated the block, as in
+//! tcmalloc: cross-thread frees need no remote list.
+//!
+//! Why not per-thread TLSF arenas: an arena per thread needs a remote-free
+//! list and a way to give an exited thread's arena back, doubles the
+//! regions to trim, and does not make a refill cheaper than one lock round
+//! trip per batch; the caches keep the one heap (one break that shrinks,
+//! one index) and put the lock behind a batch.
+//!
+//! **Integrity**: a cached chunk carries at `+24` (its `prev_free` word) the
+//! mark `mc_key() ^ address`; a second free of it finds the mark and is
+//! reported as a double free, by whichever thread frees it. A chunk taken
+//! from a list must still have its mark (a use after free that overwrote it,
+//! or a corrupted link, is reported). The chunk's own header is checked on
+//! free by the export layer (tag, FREE bit), and the next chunk's header
+//! here (an overflow past the block); the previous chunk's footer, which
+//! other threads may be rewriting under the heap lock, is checked when the
+//! chunk goes back to the heap (`Heap::validate`, under the lock). The head
+//! word of a cached chunk is never written outside the heap lock: the heap
+//! sets and clears PREV_FREE on it when its neighbour changes.
+//!
+//! Invariants, per thread cache: every listed chunk is an in-use heap chunk
+//! (not mmapped) of at least its class's chunk size and less than the next
+//! class's; `bytes == sum of size(c)` over the lists; `count[k]` is the
+//! length of list k; after every free, `bytes <= cap`.
+//!
+//! Cost: a pop or a push is a TLS load, the class computation (a `lzcnt`
+//! and shifts) and three or four stores; the mark and header tests of free.
+
+use crate::chunk::*;
+use crate::heap::HEAP;
+use crate::lock::Lock;
+use core::cell::UnsafeCell;
+use core::ptr::{addr_of, null_mut};
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+/// Largest request served from the caches.
+pub const MC_MAX: usize = 256 << 10;
+/// Smallest request served from the caches, minus one (the small classes).
+pub const MC_MIN: usize = crate::cache::SMALL_MAX;
+/// Number of medium classes: 4 per power of two from 4 KiB to 256 KiB.
+pub const NMC: usize = 24;
+/// Default cap of one thread's cache, in chunk bytes.
+pub const CAP_DEFAULT: usize = crate::config::MEDIUM_CACHE_DEFAULT;
+/// A refill takes up to this many bytes of one class (at least one chunk).
+const BATCH_BYTES: usize = 128 << 10;
+/// A refill takes at most this many chunks.
+const BATCH_MAX: u32 = 16;
+
+/// The class of a request of `n` bytes, `MC_MIN < n <= MC_MAX`.
+#[inline(always)]
+pub fn class_of(n: usize) -> usize {
+    let m = n - 1;
+    let msb = (usize::BITS - 1 - m.leading_zeros()) as usize;
+    ((msb - 12) << 2) + ((m >> (msb - 2)) & 3)
+}
+
+/// The user size of class `k`.
+#[inline(always)]
+pub const fn class_size(k: usize) -> usize {
+    (5 + (k & 3)) << ((k >> 2) + 10)
+}
+
+/// The chunk size of class `k` (`request_to_size(class_size(k))`).
+#[inline(always)]
+const fn class_chunk(k: usize) -> usize {
+    class_size(k) + ALIGN
+}
+
+/// The class a free chunk of `s` bytes serves: the largest whose chunk size
+/// is at most `s`; `NMC` or more when `s` is beyond the top class, and
+/// `usize::MAX` below the first.
+#[inline(always)]
+fn class_of_chunk(s: usize) -> usize {
+    let m = s - ALIGN;
+    if m < class_size(0) {
+        return usize::MAX;
+    }
+    let msb = (usize::BITS - 1 - m.leading_zeros()) as usize;
+    ((msb - 12) << 2) + ((m >> (msb - 2)) & 3) - 1
+}
+
+const _: () = assert!(class_size(0) == 5120 && class_size(3) == 8192);
+const _: () = assert!(class_size(NMC - 1) == MC_MAX && class_size(4) == 10240);
+const _: () = assert!(request_to_size(class_size(0)).unwrap() == class_chunk(0));
+
+/// The mark of a cached chunk `c` (at `+24`).
+#[inline(always)]
+fn mark(c: *const Chunk) -> *mut Chunk {
+    (crate::guard::list_key().rotate_left(17) ^ 0x6d63_6163_6865 ^ c as usize) as *mut Chunk
+}
+
+/// Cache states.
+const EMPTY: u32 = 0;
+const LIVE: u32 = 1;
+const DEAD: u32 = 2;
+
+/// A thread's medium cache.
+#[repr(C)]
+pub struct MCache {
+    /// Per class, the cached chunks (linked through `next_free`).
+    head: [*mut Chunk; NMC],
+    count: [u32; NMC],
+    /// Per class, the shortest the list has been since the last flush: that
+    /// many chunks sat unused all along (tcmalloc's low-water mark).
+    low: [u32; NMC],
+    /// This thread's cap: `cap()`, less while many threads have a cache
+    /// (see `thread_cap`).
+    cap: usize,
+    /// Chunks a refill of each class takes next (grows with the misses).
+    batch: [u32; NMC],
+    /// Chunk bytes in the lists.
+    bytes: usize,
+    /// The most `bytes` has been after a free (statistics, tests).
+    peak: usize,
+    /// Allocations served since the last `publish`.
+    allocs: usize,
+    /// `bytes` as of the last `publish` (its share of `CACHED`).
+    published: usize,
+    /// Frees seen while the heap's purge was due (see `purge_tick`).
+    tick: u32,
+    state: u32,
+}
+
+impl MCache {
+    const fn new(state: u32) -> MCache {
+        MCache {
+            head: [null_mut(); NMC],
+            count: [0; NMC],
+            low: [0; NMC],
+            cap: 0,
+            batch: [1; NMC],
+            bytes: 0,
+            peak: 0,
+            allocs: 0,
+            published: 0,
+            tick: 0,
+            state,
+        }
+    }
+}
+
+/// The cache of a thread that has no medium cache yet. Never written: its
+/// lists are empty, so every pop misses into the slow path.
+pub static mut EMPTY_MCACHE: MCache = MCache::new(EMPTY);
+/// The cache of a thread whose cache was given back at exit. Never written.
+pub static mut DEAD_MCACHE: MCache = MCache::new(DEAD);
+
+/// This thread's medium cache: `tls::mc_get()`, `tls::mc_set(c)`, an
+/// initial-exec slot whose first value is `EMPTY_MCACHE`.
+mod tls {
+    use super::{MCache, EMPTY_MCACHE};
+    crate::tls::thread_slot!("memalloc_mc_slot", MCache = EMPTY_MCACHE; mc_get, mc_set);
+}
+
+/// Bytes in all threads' caches, as of each thread's last slow path.
+static CACHED: AtomicUsize = AtomicUsize::new(0);
+/// The most one thread's cache has held after a free.
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+/// Allocations served by the caches, as of each thread's last slow path.
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+/// Refills and flushes (each one lock acquisition).
+static REFILLS: AtomicUsize = AtomicUsize::new(0);
+static FLUSHES: AtomicUsize = AtomicUsize::new(0);
+static KEY: spin::Once<libc::pthread_key_t> = spin::Once::new();
+
+/// A class's shared list (tcmalloc's transfer cache): chunks that threads
+/// over their cap gave back, for any thread's next refill of the class,
+/// before they go back to the heap. Moving a batch here or from here costs
+/// a walk of the batch and this class's own lock, not the heap's lock and
+/// a TLSF operation per chunk. The chunks keep their mark (a double free
+/// of one is still found).
+#[repr(C, align(64))]
+struct Central {
+    lock: Lock,
+    list: UnsafeCell<(*mut Chunk, u32)>,
+}
+
+// SAFETY: `list` is only touched under `lock`.
+unsafe impl Sync for Central {}
+
+static CENTRAL: [Central; NMC] = [const {
+    Central {
+        lock: Lock::new(),
+        list: UnsafeCell::new((null_mut(), 0)),
+    }
+}; NMC];
+/// Bytes in all classes' shared lists.
+static CENTRAL_BYTES: AtomicUsize = AtomicUsize::new(0);
+/// The shared lists hold at most about this much; past it, a class's
+/// list goes back to the heap.
+const CENTRAL_CAP: usize = 16 << 20;
+
+/// Caches live now.
+static THREADS: AtomicUsize = AtomicUsize::new(0);
+/// What all threads' caches hold together, at most about: with many
+/// threads each gets a share (tcmalloc's overall thread cache budget),
+/// but never less than `CAP_MIN`.
+const BUDGET: usize = 32 << 20;
+const CAP_MIN: usize = 1 << 20;
+
+/// The cap of one thread's cache while `THREADS` threads have one.
+fn thread_cap() -> usize {
+    let n = THREADS.load(Ordering::Relaxed).max(1);
+    cap().min((BUDGET / n).max(CAP_MIN))
+}
+
+/// The per-thread cap in bytes (`MEMALLOC_MEDIUM_CACHE`).
+pub fn cap() -> usize {
+    crate::config::medium_cache()
+}
+
+/// (bytes cached in all threads as of their last slow path, the most one
+/// thread held, allocations served, refills, flushes).
+pub fn totals() -> (usize, usize, usize, usize, usize) {
+    (
+        CACHED.load(Ordering::Relaxed) + CENTRAL_BYTES.load(Ordering::Relaxed),
+        PEAK.load(Ordering::Relaxed),
+        ALLOCS.load(Ordering::Relaxed),
+        REFILLS.load(Ordering::Relaxed),
+        FLUSHES.load(Ordering::Relaxed),
+    )
+}
+
+// ---- fast paths ------------------------------------------------------------
+
+/// A chunk for a request of `n` bytes (`MC_MIN < n <= MC_MAX`, its chunk
+/// size below the mmap threshold); null when memory is exhausted.
+#[inline]
+pub fn alloc(n: usize) -> *mut Chunk {
+    let tc = tls::mc_get();
+    let k = class_of(n);
+    // SAFETY: tc is this thread's cache or a static one whose lists are
+    // empty; listed chunks are in-use heap chunks this thread owns.
+    unsafe {
+        let c = *(*tc).head.get_unchecked(k);
+        if !c.is_null() {
+            if crate::guard::CHECKS && (*c).prev_free != mark(c) {
+                corrupt(c);
+            }
+            (*tc).head[k] = (*c).next_free;
+            let left = (*tc).count[k] - 1;
+            (*tc).count[k] = left;
+            if left < (*tc).low[k] {
+                (*tc).low[k] = left;
+            }
+            (*tc).bytes -= size(c);
+            (*tc).allocs += 1;
+            (*c).prev_free = null_mut();
+            return c;
+        }
+        alloc_slow(tc, k, n)
+    }
+}
+
+/// Takes in-use heap chunk `c` (its header checked, not mmapped) into this
+/// thread's cache; false if it does not belong there (the caller frees it to
+/// the heap).
+///
+/// # Safety
+/// `c` is a chunk passed to free whose own header passed the tag check.
+#[inline(always)]
+pub unsafe fn free(c: *mut Chunk) -> bool {
+    let s = size(c);
+    if !(class_chunk(0)..=class_chunk(NMC - 1)).contains(&s) {
+        return false;
+    }
+    if crate::guard::CHECKS {
+        if is_free(c) || (*c).prev_free == mark(c) {
+            double_free(c);
+        }
+        // The next header, as the heap's `validate` checks it: another
+        // thread may be rewriting it under the heap lock, but every word
+        // written there is a whole valid header, and while `c` is in use
+        // none says PREV_FREE.
+        let n = (c as *mut u8).add(s) as *mut Chunk;
+        let h = core::ptr::read_volatile(core::ptr::addr_of!((*n).head));
+        if h & MARK == 0 || tag(n, h & LOW_MASK) != h & !LOW_MASK || h & (PREV_FREE | MMAPPED) != 0
+        {
+            overflow(c);
+        }
+    }
+    let tc = tls::mc_get();
+    if (*tc).state != LIVE {
+        return free_slow(c);
+    }
+    let ps = crate::heap::purge_state();
+    if ps != crate::heap::PURGE_IDLE {
+        purge_tick(tc, ps);
+    }
+    let k = class_of_chunk(s);
+    (*c).next_free = (*tc).head[k];
+    (*c).prev_free = mark(c);
+    (*tc).head[k] = c;
+    (*tc).count[k] += 1;
+    let b = (*tc).bytes + s;
+    (*tc).bytes = b;
+    if b > (*tc).cap {
+        flush_over_cap(tc, k);
+    } else if b > (*tc).peak {
+        (*tc).peak = b;
+    }
+    true
+}
+
+/// Reports a second free of a chunk that is cached or free.
+#[cold]
+#[inline(never)]
+fn double_free(c: *mut Chunk) -> ! {
+    crate::report::fatal("double free", to_user(c))
+}
+
+/// A free while the heap's purge is due or part way: the free a heap free
+/// would have been runs the purge's step (every free while one is part
+/// way; every 64th while one is due, the heap's clock deciding), so that
+/// memory still goes back when the program's frees stop at the caches
+/// (c_tests/stress.c: 2000 frees after a pause).
+///
+/// # Safety
+/// `tc` is this thread's live cache.
+#[cold]
+#[inline(never)]
+unsafe fn purge_tick(tc: *mut MCache, ps: u8) {
+    if (*tc).cap == 0 {
+        return; // (the caches are off: the free goes to the heap)
+    }
+    (*tc).tick = (*tc).tick.wrapping_add(1);
+    if ps == crate::heap::PURGE_ON || (*tc).tick.is_multiple_of(64) {
+        HEAP.with(|h| h.purge_from_cache());
+    }
+}
+
+/// Reports a chunk whose successor's header was overwritten.
+#[cold]
+#[inline(never)]
+fn overflow(c: *mut Chunk) -> ! {
+    crate::report::fatal(
+        "heap overflow (the next block's header was overwritten)",
+        to_user(c),
+    )
+}
+
+/// Reports a cached chunk whose mark or link was overwritten.
+#[cold]
+#[inline(never)]
+fn corrupt(c: *mut Chunk) -> ! {
+    crate::report::fatal(
+        "heap corruption (a freed medium block was written: use after free?)",
+        to_user(c),
+    )
+}
+
+// ---- slow paths ------------------------------------------------------------
+
+/// The class's list is empty: set up the cache, or refill it from the heap.
+///
+/// # Safety
+/// `tc` is this thread's cache (or a static one), `k` the class of `n`.
+#[cold]
+#[inline(never)]
+unsafe fn alloc_slow(mut tc: *mut MCache, k: usize, n: usize) -> *mut Chunk {
+    if (*tc).state == EMPTY {
+        tc = init_cache();
+    }
+    let csize = class_chunk(k);
+    if tc.is_null()
+        || (*tc).state != LIVE
+        || (*tc).cap == 0
+        || csize >= crate::config::mmap_threshold()
+    {
+        // No cache (being set up, torn down), or a class the threshold
+        // cuts: the heap serves the request itself, unrounded.
+        let cs = request_to_size(n).unwrap_or(0);
+        return HEAP.with(|h| h.alloc(cs));
+    }
+    let t = &mut *tc;
+    // A batch fills at most the room left under the cap.
+    let room = (t.cap.saturating_sub(t.bytes) / csize) as u32;
+    let want = t.batch[k].min(room).max(1);
+    let first = from_central(t, k, want);
+    if !first.is_null() {
+        t.allocs += 1;
+        return first;
+    }
+    let mut got = 0u32;
+    let first = HEAP.with(|h| {
+        let first = h.alloc(csize);
+        if first.is_null() {
+            return first;
+        }
+        got = 1;
+        while got < want {
+            let c = h.alloc(csize);
+            if c.is_null() {
+                break;
+            }
+            (*c).next_free = t.head[k];
+            (*c).prev_free = mark(c);
+            t.head[k] = c;
+            t.count[k] += 1;
+            t.bytes += size(c);
+            got += 1;
+        }
+        first
+    });
+    // The next miss of this class takes twice as many, up to the batch limit.
+    let limit = ((BATCH_BYTES / csize) as u32).clamp(1, BATCH_MAX);
+    t.batch[k] = (want * 2).min(limit);
+    if !first.is_null() {
+        t.allocs += 1;
+    }
+    REFILLS.fetch_add(1, Ordering::Relaxed);
+    publish(t);
+    first
+}
+
+/// Free by a thread with no live cache: set one up (a thread that frees
+/// medium blocks, even others', keeps doing so), else the heap takes it.
+///
+/// # Safety
+/// As [`free`].
+#[cold]
+#[inline(never)]
+unsafe fn free_slow(c: *mut Chunk) -> bool {
+    let mut tc = tls::mc_get();
+    if (*tc).state == EMPTY {
+        tc = init_cache();
+    }
+    if tc.is_null() || (*tc).state != LIVE {
+        return false;
+    }
+    free(c)
+}
+
+/// The cache holds more than its cap after a free into class `k`: moves
+/// to the shared lists half of the chunks of each class that sat unused
+/// since the last flush (its low-water mark: tcmalloc's scavenging), then,
+/// while the cache holds more than three quarters of the cap, half of each
+/// class's list from the biggest class down (`k` last). Shared lists over
+/// their cap go back to the heap.
+///
+/// # Safety
+/// `tc` is this thread's live cache.
+#[cold]
+#[inline(never)]
+unsafe fn flush_over_cap(tc: *mut MCache, k: usize) {
+    let t = &mut *tc;
+    if t.cap == 0 {
+        // MEMALLOC_MEDIUM_CACHE=0: no cache, every free goes to the heap.
+        flush_all_of(t);
+        return;
+    }
+    let goal = t.cap / 4 * 3;
+    for j in 0..NMC {
+        to_central(t, j, t.low[j].div_ceil(2));
+    }
+    let mut j = NMC;
+    while t.bytes > goal && j > 0 {
+        j -= 1;
+        if j != k {
+            to_central(t, j, t.count[j].div_ceil(2));
+        }
+    }
+    if t.bytes > goal {
+        to_central(t, k, t.count[k].div_ceil(2));
+    }
+    t.low = t.count;
+    FLUSHES.fetch_add(1, Ordering::Relaxed);
+    publish(t);
+    if CENTRAL_BYTES.load(Ordering::Relaxed) > CENTRAL_CAP {
+        drain_central(CENTRAL_CAP / 2);
+    }
+}
+
+/// Moves the first `n` chunks of `t`'s class `j` to the class's shared list.
+///
+/// # Safety
+/// `t` is this thread's live cache; its lists hold cached chunks.
+unsafe fn to_central(t: &mut MCache, j: usize, n: u32) {
+    let first = t.head[j];
+    if n == 0 || first.is_null() {
+        return;
+    }
+    let (mut last, mut m, mut bytes) = (first, 1u32, size(first));
+    while m < n {
+        let nx = (*last).next_free;
+        if nx.is_null() {
+            break;
+        }
+        last = nx;
+        bytes += size(nx);
+        m += 1;
+    }
+    t.head[j] = (*last).next_free;
+    t.count[j] -= m;
+    t.bytes -= bytes;
+    let cen = &CENTRAL[j];
+    {
+        let _g = cen.lock.guard();
+        let l = &mut *cen.list.get();
+        (*last).next_free = l.0;
+        *l = (first, l.1 + m);
+    }
+    CENTRAL_BYTES.fetch_add(bytes, Ordering::Relaxed);
+}
+
+/// Takes up to `want` chunks of class `k` from its shared list: returns the
+/// first (null if the list was empty), the others go to `t`'s list.
+///
+/// # Safety
+/// As [`to_central`].
+unsafe fn from_central(t: &mut MCache, k: usize, want: u32) -> *mut Chunk {
+    let cen = &CENTRAL[k];
+    if (*cen.list.get()).1 == 0 {
+        return null_mut(); // (a racy peek: a miss only goes to the heap)
+    }
+    let (first, last, m) = {
+        let _g = cen.lock.guard();
+        let l = &mut *cen.list.get();
+        let first = l.0;
+        if first.is_null() {
+            return first;
+        }
+        let (mut last, mut m) = (first, 1u32);
+        while m < want {
+            let nx = (*last).next_free;
+            if nx.is_null() {
+                break;
+            }
+            last = nx;
+            m += 1;
+        }
+        *l = ((*last).next_free, l.1 - m);
+        (first, last, m)
+    };
+    let mut bytes = 0;
+    let mut c = first;
+    loop {
+        bytes += size(c);
+        if c == last {
+            break;
+        }
+        c = (*c).next_free;
+    }
+    CENTRAL_BYTES.fetch_sub(bytes, Ordering::Relaxed);
+    if crate::guard::CHECKS && (*first).prev_free != mark(first) {
+        corrupt(first);
+    }
+    // first goes to the caller; the rest to the thread's list
+    if m > 1 {
+        (*last).next_free = t.head[k];
+        t.head[k] = (*first).next_free;
+        t.count[k] += m - 1;
+        t.bytes += bytes - size(first);
+    }
+    (*first).prev_free = null_mut();
+    first
+}
+
+/// Gives the shared lists back to the heap, from the biggest class down,
+/// until they hold at most `keep` bytes.
+///
+/// # Safety
+/// The shared lists hold cached chunks (their locks guard them).
+unsafe fn drain_central(keep: usize) {
+    let mut j = NMC;
+    while j > 0 && CENTRAL_BYTES.load(Ordering::Relaxed) > keep {
+        j -= 1;
+        let cen = &CENTRAL[j];
+        let first = {
+            let _g = cen.lock.guard();
+            let l = &mut *cen.list.get();
+            core::mem::replace(l, (null_mut(), 0)).0
+        };
+        if first.is_null() {
+            continue;
+        }
+        let mut err = None;
+        let mut bytes = 0;
+        HEAP.with(|h| {
+            let mut c = first;
+            while !c.is_null() && err.is_none() {
+                let nx = (*c).next_free;
+                bytes += size(c);
+                err = free_to_heap(h, c);
+                c = nx;
+            }
+        });
+        CENTRAL_BYTES.fetch_sub(bytes, Ordering::Relaxed);
+        FLUSHES.fetch_add(1, Ordering::Relaxed);
+        if let Some((e, c)) = err {
+            crate::report::fatal(e, to_user(c));
+        }
+    }
+}
+
+/// Frees cached chunk `c` to heap `h` (under its lock) after the heap's
+/// checks; the error to report otherwise (after the lock is released).
+///
+/// # Safety
+/// `c` is a cached chunk taken off its list; `h` is the locked heap.
+unsafe fn free_to_heap(
+    h: &mut crate::heap::Heap,
+    c: *mut Chunk,
+) -> Option<(&'static str, *mut Chunk)> {
+    if crate::guard::CHECKS && (*c).prev_free != mark(c) {
+        return Some((
+            "heap corruption (a freed medium block was written: use after free?)",
+            c,
+        ));
+    }
+    (*c).prev_free = null_mut();
+    if let Err(e) = h.validate(c) {
+        return Some((e, c));
+    }
+    h.free(c);
+    None
+}
+
+/// For the fork handlers: takes every shared list's lock.
+pub fn lock_all() {
+    for c in CENTRAL.iter() {
+        c.lock.lock();
+    }
+}
+
+/// For the fork handlers: releases every shared list's lock.
+pub fn unlock_all() {
+    for c in CENTRAL.iter() {
+        c.lock.unlock();
+    }
+}
+
+/// In a fork child: the shared lists' locks are free again, and the only
+/// thread is the one that forked (the others' caches are lost with them,
+/// as glibc's tcaches are).
+pub fn reset_after_fork() {
+    for c in CENTRAL.iter() {
+        c.lock.reset_after_fork();
+    }
+    // SAFETY: the slot holds this thread's cache or a static one.
+    let live = unsafe { (*tls::mc_get()).state == LIVE };
+    THREADS.store(live as usize, Ordering::Relaxed);
+}
+
+/// Gives the first `n` chunks of class `k`'s list back to heap `h`
+/// (under its lock). Stops at a chunk the heap's checks reject, returning
+/// the error to report (after the lock is released).
+///
+/// # Safety
+/// As [`to_central`]; `h` is the locked heap.
+unsafe fn release(
+    h: &mut crate::heap::Heap,
+    t: &mut MCache,
+    k: usize,
+    n: u32,
+) -> Option<(&'static str, *mut Chunk)> {
+    for _ in 0..n {
+        let c = t.head[k];
+        if c.is_null() {
+            break;
+        }
+        t.head[k] = (*c).next_free;
+        t.count[k] -= 1;
+        t.bytes -= size(c);
+        let e = free_to_heap(h, c);
+        if e.is_some() {
+            return e;
+        }
+    }
+    None
+}
+
+/// Gives every cached chunk of `t` back to the heap (one lock acquisition).
+///
+/// # Safety
+/// As [`to_central`].
+unsafe fn flush_all_of(t: &mut MCache) {
+    if t.bytes == 0 {
+        return;
+    }
+    let mut err = None;
+    HEAP.with(|h| {
+        for k in 0..NMC {
+            if err.is_none() {
+                err = release(h, t, k, t.count[k]);
+            }
+        }
+    });
+    t.low = t.count;
+    FLUSHES.fetch_add(1, Ordering::Relaxed);
+    publish(t);
+    if let Some((e, c)) = err {
+        crate::report::fatal(e, to_user(c));
+    }
+}
+
+/// Adds what `t` did since its last publication to the global figures,
+/// and sets its cap for the number of threads now.
+///
+/// # Safety
+/// `t` is this thread's live cache.
+unsafe fn publish(t: &mut MCache) {
+    t.cap = thread_cap();
+    ALLOCS.fetch_add(core::mem::take(&mut t.allocs), Ordering::Relaxed);
+    PEAK.fetch_max(t.peak, Ordering::Relaxed);
+    // CACHED: each thread's last published figure is in it; replace ours.
+    let old = t.published;
+    if t.bytes >= old {
+        CACHED.fetch_add(t.bytes - old, Ordering::Relaxed);
+    } else {
+        CACHED.fetch_sub(old - t.bytes, Ordering::Relaxed);
+    }
+    t.published = t.bytes;
+}
+
+/// malloc_trim's part: gives the calling thread's cache and the shared
+/// lists back to the heap.
+pub fn flush_all() {
+    let tc = tls::mc_get();
+    // SAFETY: tc is this thread's cache; only a live one has chunks. The
+    // shared lists are taken under their locks.
+    unsafe {
+        if (*tc).state == LIVE {
+            flush_all_of(&mut *tc);
+        }
+        drain_central(0);
+    }
+}
+
+/// The statistics' part: publishes the calling thread's figures.
+pub fn publish_mine() {
+    let tc = tls::mc_get();
+    // SAFETY: as flush_all.
+    unsafe {
+        if (*tc).state == LIVE {
+            publish(&mut *tc);
+        }
+    }
+}
+
+/// Gives this thread a medium cache; returns it, or null (the heap serves
+/// the thread).
+///
+/// # Safety
+/// Called by the thread whose slot it sets, outside every lock.
+#[cold]
+unsafe fn init_cache() -> *mut MCache {
+    // While we set up, this thread's medium requests go to the heap
+    // (pthread_setspecific may allocate).
+    tls::mc_set(addr_of!(DEAD_MCACHE));
+    let key = *KEY.call_once(|| {
+        let mut k: libc::pthread_key_t = 0;
+        if libc::pthread_key_create(&mut k, Some(thread_exit)) != 0 {
+            return libc::pthread_key_t::MAX;
+        }
+        k
+    });
+    if key == libc::pthread_key_t::MAX {
+        return null_mut();
+    }
+    let cs = request_to_size(core::mem::size_of::<MCache>()).unwrap_or(0);
+    let ch = HEAP.with(|h| h.alloc(cs));
+    if ch.is_null() {
+        tls::mc_set(addr_of!(EMPTY_MCACHE));
+        return null_mut();
+    }
+    let t = to_user(ch) as *mut MCache;
+    t.write(MCache::new(LIVE));
+    THREADS.fetch_add(1, Ordering::Relaxed);
+    (*t).cap = thread_cap();
+    if libc::pthread_setspecific(key, t as *const libc::c_void) != 0 {
+        THREADS.fetch_sub(1, Ordering::Relaxed);
+        HEAP.with(|h| h.free(ch));
+        return null_mut();
+    }
+    tls::mc_set(t);
+    t
+}
+
+/// The pthread key destructor: the thread's cache goes back to the heap.
+///
+/// # Safety
+/// `arg` is the exiting thread's cache (its pthread key's value).
+unsafe extern "C" fn thread_exit(arg: *mut libc::c_void) {
+    let t = arg as *mut MCache;
+    if t.is_null() {
+        return;
+    }
+    tls::mc_set(addr_of!(DEAD_MCACHE));
+    let left = THREADS.fetch_sub(1, Ordering::Relaxed) - 1;
+    flush_all_of(&mut *t);
+    // The shared lists keep what the threads left may take again.
+    drain_central(CENTRAL_CAP.min(left * CAP_MIN));
+    (*t).state = DEAD;
+    let ch = from_user(t as *mut u8);
+    HEAP.with(|h| h.free(ch));
+}
+
+/// Is `c` in a thread cache's list, as its mark says? (For tests.)
+///
+/// # Safety
+/// `c` is an in-use heap chunk.
+pub unsafe fn is_cached(c: *const Chunk) -> bool {
+    (*c).prev_free == mark(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_cover_the_range_with_bounded_waste() {
+        let mut prev = MC_MIN;
+        for k in 0..NMC {
+            assert!(class_size(k) > prev);
+            prev = class_size(k);
+        }
+        for n in (MC_MIN + 1..=MC_MAX).step_by(7) {
+            let k = class_of(n);
+            assert!(k < NMC);
+            assert!(class_size(k) >= n, "n {n} class {k}");
+            assert!(k == 0 || class_size(k - 1) < n, "n {n} class {k}");
+            assert!((class_size(k) - n) * 4 <= n, "waste for {n}");
+        }
+        assert_eq!(class_of(MC_MAX), NMC - 1);
+    }
+
+    #[test]
+    fn a_chunk_serves_the_largest_class_it_holds() {
+        for k in 0..NMC {
+            let c = class_chunk(k);
+            assert_eq!(class_of_chunk(c), k);
+            if k + 1 < NMC {
+                assert_eq!(class_of_chunk(class_chunk(k + 1) - 16), k);
+            }
+        }
+        assert_eq!(class_of_chunk(class_chunk(0) - 16), usize::MAX);
+    }
+}
