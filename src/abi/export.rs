@@ -388,14 +388,33 @@ pub unsafe fn realloc_impl(p: *mut u8, n: usize) -> *mut u8 {
         }
         return move_block(p, old, n, |p| large::free(from_user(p)));
     }
+    if resize_heap_chunk(p, c, n, csize, threshold) {
+        return p;
+    }
+    move_growing(p, usable(c), n, threshold)
+}
+
+/// Resizes heap chunk `c` (of user pointer `p`) in place to chunk size
+/// `csize` for `n` bytes, where its neighbours allow; whether it did. A
+/// chunk that fits and is not worth a split stays as it is (keeping the
+/// headroom a growing block was given, so the next steps do not move it);
+/// one that grows takes a quarter of headroom below `threshold`.
+///
+/// # Safety
+/// `c` is `chunk_of(p)`, checked not free, not mapped on its own.
+unsafe fn resize_heap_chunk(
+    p: *mut u8,
+    c: *mut Chunk,
+    n: usize,
+    csize: usize,
+    threshold: usize,
+) -> bool {
     // SAFETY: chunk_of checked c's header; validate checks it is in use
     // before resize_in_place touches it.
     let r = HEAP.with(|h| {
         h.validate(c)?;
         let have = size(c);
         Ok(if csize <= have && csize > have / 2 {
-            // Fits, and not worth a split: keep the headroom a growing
-            // block was given, so the next steps do not move it.
             true
         } else if csize <= have {
             h.resize_in_place(c, csize, csize)
@@ -407,14 +426,16 @@ pub unsafe fn realloc_impl(p: *mut u8, n: usize) -> *mut u8 {
     });
     match r {
         Err(e) => fatal(e, p),
-        Ok(true) if crate::prof::active() => {
-            // Resized in place: its sample (if any) goes, and the block
-            // counts as a new allocation of n bytes.
-            crate::prof::freed(p);
-            crate::prof::counted(p, n)
+        Ok(true) => {
+            if crate::prof::active() {
+                // Its sample (if any) goes, and the block counts as a new
+                // allocation of n bytes.
+                crate::prof::freed(p);
+                crate::prof::counted(p, n);
+            }
+            true
         }
-        Ok(true) => p,
-        Ok(false) => move_growing(p, usable(c), n, threshold),
+        Ok(false) => false,
     }
 }
 
@@ -463,7 +484,7 @@ pub unsafe fn realloc_aligned(p: *mut u8, align: usize, n: usize) -> *mut u8 {
     }
     if !zonemap::is_zone(p) && !config::debug() {
         let c = chunk_of(p);
-        if is_free(c) {
+        if is_free(c) || (!is_mmapped(c) && mcache::is_cached(c)) {
             fatal("realloc of a freed block", p);
         }
         if is_mmapped(c) {
@@ -472,24 +493,8 @@ pub unsafe fn realloc_aligned(p: *mut u8, align: usize, n: usize) -> *mut u8 {
                 return p;
             }
         } else if let Some(csize) = request_to_size(n) {
-            let threshold = large::threshold();
-            let r = HEAP.with(|h| {
-                h.validate(c)?;
-                let have = size(c);
-                Ok(if csize <= have && csize > have / 2 {
-                    true
-                } else if csize <= have {
-                    h.resize_in_place(c, csize, csize)
-                } else if csize < threshold {
-                    h.resize_in_place(c, csize, roomy_size(have, csize, threshold))
-                } else {
-                    false
-                })
-            });
-            match r {
-                Err(e) => fatal(e, p),
-                Ok(true) => return p,
-                Ok(false) => {}
+            if resize_heap_chunk(p, c, n, csize, large::threshold()) {
+                return p;
             }
         }
     }
