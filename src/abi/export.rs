@@ -35,6 +35,20 @@ pub fn alloc(n: usize) -> *mut u8 {
     if n <= SMALL_MAX {
         return cache::alloc(n); // sets errno itself on failure
     }
+    alloc_mid(n)
+}
+
+/// Requests above the small classes: a chunk of this thread's medium cache
+/// (the fast path, with no register to save), else `alloc_medium`. Out of
+/// line, so that the small path stays as it was.
+#[inline(never)]
+fn alloc_mid(n: usize) -> *mut u8 {
+    if n <= mcache::MC_MAX {
+        let c = mcache::pop(n);
+        if !c.is_null() {
+            return to_user(c);
+        }
+    }
     alloc_medium(n)
 }
 
@@ -231,7 +245,8 @@ unsafe fn dealloc_chunk(p: *mut u8, bits: u8) {
     } else {
         chunk_of(p)
     };
-    if config::debug() {
+    // (debug_ready: c is a chunk of ours, so the settings were read.)
+    if config::debug_ready() {
         return debug_free(p, c);
     }
     if is_mmapped(c) {

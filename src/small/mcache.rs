@@ -101,10 +101,16 @@ const _: () = assert!(class_size(0) == 5120 && class_size(3) == 8192);
 const _: () = assert!(class_size(NMC - 1) == MC_MAX && class_size(4) == 10240);
 const _: () = assert!(request_to_size(class_size(0)).unwrap() == class_chunk(0));
 
+/// The key of the marks (see `mark`); a live cache keeps a copy (`mkey`).
+#[inline(always)]
+fn mark_key() -> usize {
+    crate::guard::list_key().rotate_left(17) ^ 0x6d63_6163_6865
+}
+
 /// The mark of a cached chunk `c` (at `+24`).
 #[inline(always)]
 fn mark(c: *const Chunk) -> *mut Chunk {
-    (crate::guard::list_key().rotate_left(17) ^ 0x6d63_6163_6865 ^ c as usize) as *mut Chunk
+    (mark_key() ^ c as usize) as *mut Chunk
 }
 
 /// Cache states.
@@ -137,6 +143,9 @@ pub struct MCache {
     /// Frees seen while the heap's purge was due (see `purge_tick`).
     tick: u32,
     state: u32,
+    /// `mark_key()`, read once (0 in the static caches, which hold nothing):
+    /// the fast paths' mark is `mkey ^ address`, one load from this line.
+    mkey: usize,
 }
 
 impl MCache {
@@ -153,6 +162,7 @@ impl MCache {
             published: 0,
             tick: 0,
             state,
+            mkey: 0,
         }
     }
 }
@@ -241,6 +251,46 @@ pub fn totals() -> (usize, usize, usize, usize, usize) {
 
 // ---- fast paths ------------------------------------------------------------
 
+/// The fast path of malloc for `MC_MIN < n <= MC_MAX`: a chunk from this
+/// thread's list of `n`'s class, or null (`alloc` then decides). A listed
+/// chunk serves its class whatever the mmap threshold has become since it
+/// was cached (as glibc's tcache does). Not with a perturb byte or the
+/// profiler on: their work is in the export layer's slow path.
+#[inline(always)]
+pub fn pop(n: usize) -> *mut Chunk {
+    let tc = tls::mc_get();
+    let k = class_of(n);
+    // SAFETY: as `alloc`.
+    unsafe {
+        let c = *(*tc).head.get_unchecked(k);
+        if c.is_null() || crate::config::perturb() != 0 || crate::prof::active() {
+            return null_mut();
+        }
+        take(tc, k, c)
+    }
+}
+
+/// Unlinks `c`, the head of `tc`'s list `k`, and returns it.
+///
+/// # Safety
+/// `tc` is this thread's live cache; `c` the head of its non-empty list `k`.
+#[inline(always)]
+unsafe fn take(tc: *mut MCache, k: usize, c: *mut Chunk) -> *mut Chunk {
+    if crate::guard::CHECKS && (*c).prev_free as usize != (*tc).mkey ^ c as usize {
+        corrupt(c);
+    }
+    *(*tc).head.get_unchecked_mut(k) = (*c).next_free;
+    let left = *(*tc).count.get_unchecked(k) - 1;
+    *(*tc).count.get_unchecked_mut(k) = left;
+    if left < *(*tc).low.get_unchecked(k) {
+        *(*tc).low.get_unchecked_mut(k) = left;
+    }
+    (*tc).bytes -= size(c);
+    (*tc).allocs += 1;
+    (*c).prev_free = null_mut();
+    c
+}
+
 /// A chunk for a request of `n` bytes (`MC_MIN < n <= MC_MAX`, its chunk
 /// size below the mmap threshold); null when memory is exhausted.
 #[inline]
@@ -252,19 +302,7 @@ pub fn alloc(n: usize) -> *mut Chunk {
     unsafe {
         let c = *(*tc).head.get_unchecked(k);
         if !c.is_null() {
-            if crate::guard::CHECKS && (*c).prev_free != mark(c) {
-                corrupt(c);
-            }
-            (*tc).head[k] = (*c).next_free;
-            let left = (*tc).count[k] - 1;
-            (*tc).count[k] = left;
-            if left < (*tc).low[k] {
-                (*tc).low[k] = left;
-            }
-            (*tc).bytes -= size(c);
-            (*tc).allocs += 1;
-            (*c).prev_free = null_mut();
-            return c;
+            return take(tc, k, c);
         }
         alloc_slow(tc, k, n)
     }
@@ -282,8 +320,13 @@ pub unsafe fn free(c: *mut Chunk) -> bool {
     if !(class_chunk(0)..=class_chunk(NMC - 1)).contains(&s) {
         return false;
     }
+    let tc = tls::mc_get();
+    if (*tc).state != LIVE {
+        return free_slow(c);
+    }
+    let mk = (*tc).mkey ^ c as usize;
     if crate::guard::CHECKS {
-        if is_free(c) || (*c).prev_free == mark(c) {
+        if is_free(c) || (*c).prev_free as usize == mk {
             double_free(c);
         }
         // The next header, as the heap's `validate` checks it: another
@@ -297,19 +340,15 @@ pub unsafe fn free(c: *mut Chunk) -> bool {
             overflow(c);
         }
     }
-    let tc = tls::mc_get();
-    if (*tc).state != LIVE {
-        return free_slow(c);
-    }
     let ps = crate::heap::purge_state();
     if ps != crate::heap::PURGE_IDLE {
         purge_tick(tc, ps);
     }
     let k = class_of_chunk(s);
-    (*c).next_free = (*tc).head[k];
-    (*c).prev_free = mark(c);
-    (*tc).head[k] = c;
-    (*tc).count[k] += 1;
+    (*c).next_free = *(*tc).head.get_unchecked(k);
+    (*c).prev_free = mk as *mut Chunk;
+    *(*tc).head.get_unchecked_mut(k) = c;
+    *(*tc).count.get_unchecked_mut(k) += 1;
     let b = (*tc).bytes + s;
     (*tc).bytes = b;
     if b > (*tc).cap {
@@ -444,6 +483,10 @@ unsafe fn free_slow(c: *mut Chunk) -> bool {
         tc = init_cache();
     }
     if tc.is_null() || (*tc).state != LIVE {
+        // The heap takes it: not if it is in some thread's list.
+        if crate::guard::CHECKS && (is_free(c) || (*c).prev_free == mark(c)) {
+            double_free(c);
+        }
         return false;
     }
     free(c)
@@ -784,6 +827,7 @@ unsafe fn init_cache() -> *mut MCache {
     }
     let t = to_user(ch) as *mut MCache;
     t.write(MCache::new(LIVE));
+    (*t).mkey = mark_key();
     THREADS.fetch_add(1, Ordering::Relaxed);
     (*t).cap = thread_cap();
     if libc::pthread_setspecific(key, t as *const libc::c_void) != 0 {
