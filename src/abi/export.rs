@@ -230,8 +230,31 @@ pub unsafe fn dealloc_sized(p: *mut u8, size: usize) {
 
 /// free of a pointer that is not in a zone: a heap chunk or a large block.
 /// `bits`: the zone map's byte for `p`'s granule.
+///
+/// The common case first, with no register to save: a heap chunk of a
+/// medium class into this thread's cache (the same checks as below: the
+/// header's tag, then `mcache::free_fast`'s), else `dealloc_chunk_slow`.
 #[inline(never)]
 unsafe fn dealloc_chunk(p: *mut u8, bits: u8) {
+    if bits != 0
+        && p as usize & (zonemap::ZONE_SIZE - 1) >= HDR
+        && p as usize & (ALIGN - 1) == 0
+        && !crate::prof::active()
+        && !config::debug_ready()
+        && config::perturb() == 0
+        && !large::kept_any()
+    {
+        let c = from_user(p);
+        if (!crate::guard::CHECKS || head_ok(c)) && !is_mmapped(c) && mcache::free_fast(c) {
+            return;
+        }
+    }
+    dealloc_chunk_slow(p, bits)
+}
+
+/// `dealloc_chunk`, every case.
+#[inline(never)]
+unsafe fn dealloc_chunk_slow(p: *mut u8, bits: u8) {
     if p.is_null() {
         return;
     }

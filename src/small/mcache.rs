@@ -328,6 +328,59 @@ pub unsafe fn free(c: *mut Chunk) -> bool {
     if (*tc).state != LIVE {
         return free_slow(c);
     }
+    let mk = check_free(tc, c, s);
+    let ps = crate::heap::purge_state();
+    if ps != crate::heap::PURGE_IDLE {
+        purge_tick(tc, ps);
+    }
+    let k = push(tc, c, s, mk);
+    let b = (*tc).bytes;
+    if b > (*tc).cap {
+        flush_over_cap(tc, k);
+    } else if b > (*tc).peak {
+        (*tc).peak = b;
+    }
+    true
+}
+
+/// `free`'s common case only: false, having done nothing, unless `c` fits
+/// a class, this thread's cache is live and stays under its cap, and the
+/// heap's purge is idle (the caller then runs `free`); true once `c` is
+/// cached. No call but to the reports: the export layer's fast path of
+/// free needs no register saved.
+///
+/// # Safety
+/// As [`free`].
+#[inline(always)]
+pub unsafe fn free_fast(c: *mut Chunk) -> bool {
+    let s = size(c);
+    if !(class_chunk(0)..=class_chunk(NMC - 1)).contains(&s) {
+        return false;
+    }
+    let tc = tls::mc_get();
+    if (*tc).state != LIVE
+        || (*tc).bytes + s > (*tc).cap
+        || crate::heap::purge_state() != crate::heap::PURGE_IDLE
+    {
+        return false;
+    }
+    let mk = check_free(tc, c, s);
+    push(tc, c, s, mk);
+    let b = (*tc).bytes;
+    if b > (*tc).peak {
+        (*tc).peak = b;
+    }
+    true
+}
+
+/// The checks of a free of in-use chunk `c` of `s` bytes into live cache
+/// `tc`: reports a double free (the chunk free, or marked as cached) and an
+/// overwritten next header. Returns `c`'s mark.
+///
+/// # Safety
+/// As [`free`]; `tc` is this thread's live cache.
+#[inline(always)]
+unsafe fn check_free(tc: *mut MCache, c: *mut Chunk, s: usize) -> usize {
     let mk = (*tc).mkey ^ c as usize;
     if crate::guard::CHECKS {
         if is_free(c) || (*c).prev_free as usize == mk {
@@ -344,23 +397,23 @@ pub unsafe fn free(c: *mut Chunk) -> bool {
             overflow(c);
         }
     }
-    let ps = crate::heap::purge_state();
-    if ps != crate::heap::PURGE_IDLE {
-        purge_tick(tc, ps);
-    }
+    mk
+}
+
+/// Pushes `c` (`s` bytes, mark `mk`) on its class's list in `tc`; returns
+/// the class.
+///
+/// # Safety
+/// As [`check_free`], which passed.
+#[inline(always)]
+unsafe fn push(tc: *mut MCache, c: *mut Chunk, s: usize, mk: usize) -> usize {
     let k = class_of_chunk(s);
     (*c).next_free = *(*tc).head.get_unchecked(k);
     (*c).prev_free = mk as *mut Chunk;
     *(*tc).head.get_unchecked_mut(k) = c;
     *(*tc).count.get_unchecked_mut(k) += 1;
-    let b = (*tc).bytes + s;
-    (*tc).bytes = b;
-    if b > (*tc).cap {
-        flush_over_cap(tc, k);
-    } else if b > (*tc).peak {
-        (*tc).peak = b;
-    }
-    true
+    (*tc).bytes += s;
+    k
 }
 
 /// Reports a second free of a chunk that is cached or free.
