@@ -60,9 +60,9 @@ pub const NMC: usize = 24;
 /// Default cap of one thread's cache, in chunk bytes.
 pub const CAP_DEFAULT: usize = crate::config::MEDIUM_CACHE_DEFAULT;
 /// A refill takes up to this many bytes of one class (at least one chunk).
-const BATCH_BYTES: usize = 128 << 10;
+const BATCH_BYTES: usize = 64 << 10;
 /// A refill takes at most this many chunks.
-const BATCH_MAX: u32 = 16;
+const BATCH_MAX: u32 = 8;
 
 /// The class of a request of `n` bytes, `MC_MIN < n <= MC_MAX`.
 #[inline(always)]
