@@ -383,16 +383,14 @@ pub unsafe fn free_fast(c: *mut Chunk) -> bool {
 #[inline(always)]
 unsafe fn check_free(tc: *mut MCache, c: *mut Chunk) -> usize {
     let mk = (*tc).mkey ^ c as usize;
-    if crate::guard::CHECKS {
-        if is_free(c) || (*c).prev_free as usize == mk {
-            double_free(c);
-        }
-        // Not the next header: reading it cost a cache miss of its own on
-        // most frees (a third of free's time on bench/mthreads 1). An
-        // overflow into it is reported when the chunk leaves the caches
-        // for the heap (`free_to_heap`: `Heap::validate`, which also checks
-        // the previous footer), or by the next block's own free (its tag).
+    if crate::guard::CHECKS && (is_free(c) || (*c).prev_free as usize == mk) {
+        double_free(c);
     }
+    // Not the next header: reading it cost a cache miss of its own on most
+    // frees (a third of free's time on bench/mthreads 1). An overflow into
+    // it is reported when the chunk leaves the caches for the heap
+    // (`free_to_heap`: `Heap::validate`, which also checks the previous
+    // footer), or by the next block's own free (its tag).
     mk
 }
 
