@@ -35,6 +35,20 @@ pub fn alloc(n: usize) -> *mut u8 {
     if n <= SMALL_MAX {
         return cache::alloc(n); // sets errno itself on failure
     }
+    alloc_mid(n)
+}
+
+/// Requests above the small classes: a chunk of this thread's medium cache
+/// (the fast path, with no register to save), else `alloc_medium`. Out of
+/// line, so that the small path stays as it was.
+#[inline(never)]
+fn alloc_mid(n: usize) -> *mut u8 {
+    if n <= mcache::MC_MAX {
+        let c = mcache::pop(n);
+        if !c.is_null() {
+            return to_user(c);
+        }
+    }
     alloc_medium(n)
 }
 
@@ -216,8 +230,31 @@ pub unsafe fn dealloc_sized(p: *mut u8, size: usize) {
 
 /// free of a pointer that is not in a zone: a heap chunk or a large block.
 /// `bits`: the zone map's byte for `p`'s granule.
+///
+/// The common case first, with no register to save: a heap chunk of a
+/// medium class into this thread's cache (the same checks as below: the
+/// header's tag, then `mcache::free_fast`'s), else `dealloc_chunk_slow`.
 #[inline(never)]
 unsafe fn dealloc_chunk(p: *mut u8, bits: u8) {
+    if bits != 0
+        && p as usize & (zonemap::ZONE_SIZE - 1) >= HDR
+        && p as usize & (ALIGN - 1) == 0
+        && !crate::prof::active()
+        && !config::debug_ready()
+        && config::perturb() == 0
+        && !large::kept_any()
+    {
+        let c = from_user(p);
+        if (!crate::guard::CHECKS || head_ok(c)) && !is_mmapped(c) && mcache::free_fast(c) {
+            return;
+        }
+    }
+    dealloc_chunk_slow(p, bits)
+}
+
+/// `dealloc_chunk`, every case.
+#[inline(never)]
+unsafe fn dealloc_chunk_slow(p: *mut u8, bits: u8) {
     if p.is_null() {
         return;
     }
@@ -231,7 +268,8 @@ unsafe fn dealloc_chunk(p: *mut u8, bits: u8) {
     } else {
         chunk_of(p)
     };
-    if config::debug() {
+    // (debug_ready: c is a chunk of ours, so the settings were read.)
+    if config::debug_ready() {
         return debug_free(p, c);
     }
     if is_mmapped(c) {

@@ -302,6 +302,20 @@ unsafe fn keep(base: *mut u8, len: usize) {
 /// while nothing is kept.
 #[inline]
 pub fn expire() {
+    if !kept_any() {
+        return;
+    }
+    expire_due();
+}
+
+/// Are mappings kept (so that `expire` has something to age)? One load.
+#[inline(always)]
+pub fn kept_any() -> bool {
+    OLDEST.load(Ordering::Relaxed) != 0
+}
+
+#[inline]
+fn expire_due() {
     let oldest = OLDEST.load(Ordering::Relaxed);
     if oldest == 0 || os::coarse_ns().wrapping_sub(oldest) < KEEP_NS {
         return;

@@ -29,10 +29,11 @@
 //! reported as a double free, by whichever thread frees it. A chunk taken
 //! from a list must still have its mark (a use after free that overwrote it,
 //! or a corrupted link, is reported). The chunk's own header is checked on
-//! free by the export layer (tag, FREE bit), and the next chunk's header
-//! here (an overflow past the block); the previous chunk's footer, which
-//! other threads may be rewriting under the heap lock, is checked when the
-//! chunk goes back to the heap (`Heap::validate`, under the lock). The head
+//! free by the export layer (tag, FREE bit); its neighbours' headers and
+//! footers (an overflow past the block, which other threads may be
+//! rewriting under the heap lock) when the chunk goes back to the heap
+//! (`Heap::validate`, under the lock), at a flush, a thread's exit or
+//! `malloc_trim`. The head
 //! word of a cached chunk is never written outside the heap lock: the heap
 //! sets and clears PREV_FREE on it when its neighbour changes.
 //!
@@ -60,9 +61,9 @@ pub const NMC: usize = 24;
 /// Default cap of one thread's cache, in chunk bytes.
 pub const CAP_DEFAULT: usize = crate::config::MEDIUM_CACHE_DEFAULT;
 /// A refill takes up to this many bytes of one class (at least one chunk).
-const BATCH_BYTES: usize = 128 << 10;
+const BATCH_BYTES: usize = 64 << 10;
 /// A refill takes at most this many chunks.
-const BATCH_MAX: u32 = 16;
+const BATCH_MAX: u32 = 8;
 
 /// The class of a request of `n` bytes, `MC_MIN < n <= MC_MAX`.
 #[inline(always)]
@@ -101,10 +102,16 @@ const _: () = assert!(class_size(0) == 5120 && class_size(3) == 8192);
 const _: () = assert!(class_size(NMC - 1) == MC_MAX && class_size(4) == 10240);
 const _: () = assert!(request_to_size(class_size(0)).unwrap() == class_chunk(0));
 
+/// The key of the marks (see `mark`); a live cache keeps a copy (`mkey`).
+#[inline(always)]
+fn mark_key() -> usize {
+    crate::guard::list_key().rotate_left(17) ^ 0x6d63_6163_6865
+}
+
 /// The mark of a cached chunk `c` (at `+24`).
 #[inline(always)]
 fn mark(c: *const Chunk) -> *mut Chunk {
-    (crate::guard::list_key().rotate_left(17) ^ 0x6d63_6163_6865 ^ c as usize) as *mut Chunk
+    (mark_key() ^ c as usize) as *mut Chunk
 }
 
 /// Cache states.
@@ -137,6 +144,9 @@ pub struct MCache {
     /// Frees seen while the heap's purge was due (see `purge_tick`).
     tick: u32,
     state: u32,
+    /// `mark_key()`, read once (0 in the static caches, which hold nothing):
+    /// the fast paths' mark is `mkey ^ address`, one load from this line.
+    mkey: usize,
 }
 
 impl MCache {
@@ -153,6 +163,7 @@ impl MCache {
             published: 0,
             tick: 0,
             state,
+            mkey: 0,
         }
     }
 }
@@ -212,9 +223,13 @@ const CENTRAL_CAP: usize = 16 << 20;
 static THREADS: AtomicUsize = AtomicUsize::new(0);
 /// What all threads' caches hold together, at most about: with many
 /// threads each gets a share (tcmalloc's overall thread cache budget),
-/// but never less than `CAP_MIN`.
-const BUDGET: usize = 32 << 20;
-const CAP_MIN: usize = 1 << 20;
+/// but never less than `CAP_MIN`. (32 MiB and 1 MiB made the caps of 16-64
+/// threads 1-2 MiB: their caches flushed to the shared lists every few
+/// dozen frees, 750-2200 contended lock acquisitions per million pairs on
+/// bench/mthreads 16-64; with these, 40-170, and the same peak RSS: the
+/// chunks a cache holds were touched anyway.)
+const BUDGET: usize = 128 << 20;
+const CAP_MIN: usize = 2 << 20;
 
 /// The cap of one thread's cache while `THREADS` threads have one.
 fn thread_cap() -> usize {
@@ -241,6 +256,46 @@ pub fn totals() -> (usize, usize, usize, usize, usize) {
 
 // ---- fast paths ------------------------------------------------------------
 
+/// The fast path of malloc for `MC_MIN < n <= MC_MAX`: a chunk from this
+/// thread's list of `n`'s class, or null (`alloc` then decides). A listed
+/// chunk serves its class whatever the mmap threshold has become since it
+/// was cached (as glibc's tcache does). Not with a perturb byte or the
+/// profiler on: their work is in the export layer's slow path.
+#[inline(always)]
+pub fn pop(n: usize) -> *mut Chunk {
+    let tc = tls::mc_get();
+    let k = class_of(n);
+    // SAFETY: as `alloc`.
+    unsafe {
+        let c = *(*tc).head.get_unchecked(k);
+        if c.is_null() || crate::config::perturb() != 0 || crate::prof::active() {
+            return null_mut();
+        }
+        take(tc, k, c)
+    }
+}
+
+/// Unlinks `c`, the head of `tc`'s list `k`, and returns it.
+///
+/// # Safety
+/// `tc` is this thread's live cache; `c` the head of its non-empty list `k`.
+#[inline(always)]
+unsafe fn take(tc: *mut MCache, k: usize, c: *mut Chunk) -> *mut Chunk {
+    if crate::guard::CHECKS && (*c).prev_free as usize != (*tc).mkey ^ c as usize {
+        corrupt(c);
+    }
+    *(*tc).head.get_unchecked_mut(k) = (*c).next_free;
+    let left = *(*tc).count.get_unchecked(k) - 1;
+    *(*tc).count.get_unchecked_mut(k) = left;
+    if left < *(*tc).low.get_unchecked(k) {
+        *(*tc).low.get_unchecked_mut(k) = left;
+    }
+    (*tc).bytes -= size(c);
+    (*tc).allocs += 1;
+    (*c).prev_free = null_mut();
+    c
+}
+
 /// A chunk for a request of `n` bytes (`MC_MIN < n <= MC_MAX`, its chunk
 /// size below the mmap threshold); null when memory is exhausted.
 #[inline]
@@ -252,19 +307,7 @@ pub fn alloc(n: usize) -> *mut Chunk {
     unsafe {
         let c = *(*tc).head.get_unchecked(k);
         if !c.is_null() {
-            if crate::guard::CHECKS && (*c).prev_free != mark(c) {
-                corrupt(c);
-            }
-            (*tc).head[k] = (*c).next_free;
-            let left = (*tc).count[k] - 1;
-            (*tc).count[k] = left;
-            if left < (*tc).low[k] {
-                (*tc).low[k] = left;
-            }
-            (*tc).bytes -= size(c);
-            (*tc).allocs += 1;
-            (*c).prev_free = null_mut();
-            return c;
+            return take(tc, k, c);
         }
         alloc_slow(tc, k, n)
     }
@@ -282,42 +325,89 @@ pub unsafe fn free(c: *mut Chunk) -> bool {
     if !(class_chunk(0)..=class_chunk(NMC - 1)).contains(&s) {
         return false;
     }
-    if crate::guard::CHECKS {
-        if is_free(c) || (*c).prev_free == mark(c) {
-            double_free(c);
-        }
-        // The next header, as the heap's `validate` checks it: another
-        // thread may be rewriting it under the heap lock, but every word
-        // written there is a whole valid header, and while `c` is in use
-        // none says PREV_FREE.
-        let n = (c as *mut u8).add(s) as *mut Chunk;
-        let h = core::ptr::read_volatile(core::ptr::addr_of!((*n).head));
-        if h & MARK == 0 || tag(n, h & LOW_MASK) != h & !LOW_MASK || h & (PREV_FREE | MMAPPED) != 0
-        {
-            overflow(c);
-        }
-    }
     let tc = tls::mc_get();
     if (*tc).state != LIVE {
         return free_slow(c);
     }
+    let mk = check_free(tc, c);
     let ps = crate::heap::purge_state();
     if ps != crate::heap::PURGE_IDLE {
         purge_tick(tc, ps);
     }
-    let k = class_of_chunk(s);
-    (*c).next_free = (*tc).head[k];
-    (*c).prev_free = mark(c);
-    (*tc).head[k] = c;
-    (*tc).count[k] += 1;
-    let b = (*tc).bytes + s;
-    (*tc).bytes = b;
+    let k = push(tc, c, s, mk);
+    let b = (*tc).bytes;
     if b > (*tc).cap {
         flush_over_cap(tc, k);
     } else if b > (*tc).peak {
         (*tc).peak = b;
     }
     true
+}
+
+/// `free`'s common case only: false, having done nothing, unless `c` fits
+/// a class, this thread's cache is live and stays under its cap, and the
+/// heap's purge is idle (the caller then runs `free`); true once `c` is
+/// cached. No call but to the reports: the export layer's fast path of
+/// free needs no register saved.
+///
+/// # Safety
+/// As [`free`].
+#[inline(always)]
+pub unsafe fn free_fast(c: *mut Chunk) -> bool {
+    let s = size(c);
+    if !(class_chunk(0)..=class_chunk(NMC - 1)).contains(&s) {
+        return false;
+    }
+    let tc = tls::mc_get();
+    if (*tc).state != LIVE
+        || (*tc).bytes + s > (*tc).cap
+        || crate::heap::purge_state() != crate::heap::PURGE_IDLE
+    {
+        return false;
+    }
+    let mk = check_free(tc, c);
+    push(tc, c, s, mk);
+    let b = (*tc).bytes;
+    if b > (*tc).peak {
+        (*tc).peak = b;
+    }
+    true
+}
+
+/// The checks of a free of in-use chunk `c` into live cache
+/// `tc`: reports a double free (the chunk free, or marked as cached).
+/// Returns `c`'s mark.
+///
+/// # Safety
+/// As [`free`]; `tc` is this thread's live cache.
+#[inline(always)]
+unsafe fn check_free(tc: *mut MCache, c: *mut Chunk) -> usize {
+    let mk = (*tc).mkey ^ c as usize;
+    if crate::guard::CHECKS && (is_free(c) || (*c).prev_free as usize == mk) {
+        double_free(c);
+    }
+    // Not the next header: reading it cost a cache miss of its own on most
+    // frees (a third of free's time on bench/mthreads 1). An overflow into
+    // it is reported when the chunk leaves the caches for the heap
+    // (`free_to_heap`: `Heap::validate`, which also checks the previous
+    // footer), or by the next block's own free (its tag).
+    mk
+}
+
+/// Pushes `c` (`s` bytes, mark `mk`) on its class's list in `tc`; returns
+/// the class.
+///
+/// # Safety
+/// As [`check_free`], which passed.
+#[inline(always)]
+unsafe fn push(tc: *mut MCache, c: *mut Chunk, s: usize, mk: usize) -> usize {
+    let k = class_of_chunk(s);
+    (*c).next_free = *(*tc).head.get_unchecked(k);
+    (*c).prev_free = mk as *mut Chunk;
+    *(*tc).head.get_unchecked_mut(k) = c;
+    *(*tc).count.get_unchecked_mut(k) += 1;
+    (*tc).bytes += s;
+    k
 }
 
 /// Reports a second free of a chunk that is cached or free.
@@ -345,16 +435,6 @@ unsafe fn purge_tick(tc: *mut MCache, ps: u8) {
     if ps == crate::heap::PURGE_ON || (*tc).tick.is_multiple_of(64) {
         HEAP.with(|h| h.purge_from_cache());
     }
-}
-
-/// Reports a chunk whose successor's header was overwritten.
-#[cold]
-#[inline(never)]
-fn overflow(c: *mut Chunk) -> ! {
-    crate::report::fatal(
-        "heap overflow (the next block's header was overwritten)",
-        to_user(c),
-    )
 }
 
 /// Reports a cached chunk whose mark or link was overwritten.
@@ -444,6 +524,10 @@ unsafe fn free_slow(c: *mut Chunk) -> bool {
         tc = init_cache();
     }
     if tc.is_null() || (*tc).state != LIVE {
+        // The heap takes it: not if it is in some thread's list.
+        if crate::guard::CHECKS && (is_free(c) || (*c).prev_free == mark(c)) {
+            double_free(c);
+        }
         return false;
     }
     free(c)
@@ -784,6 +868,7 @@ unsafe fn init_cache() -> *mut MCache {
     }
     let t = to_user(ch) as *mut MCache;
     t.write(MCache::new(LIVE));
+    (*t).mkey = mark_key();
     THREADS.fetch_add(1, Ordering::Relaxed);
     (*t).cap = thread_cap();
     if libc::pthread_setspecific(key, t as *const libc::c_void) != 0 {
