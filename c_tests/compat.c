@@ -32,6 +32,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -58,6 +60,8 @@ static double now(void)
 /* ---- 1. fork from a signal handler, single-threaded ------------------- */
 
 static volatile sig_atomic_t handler_forks;
+/* handler runs, in memory shared with the signal sender */
+static long *handled;
 
 static void fork_in_handler(int sig)
 {
@@ -72,6 +76,7 @@ static void fork_in_handler(int sig)
         }
         handler_forks++;
     }
+    __atomic_fetch_add(handled, 1, __ATOMIC_RELEASE);
     errno = saved;
 }
 
@@ -86,16 +91,29 @@ static void case_fork_signal(void)
     sigemptyset(&sa.sa_mask);
     CHECK(sigaction(SIGUSR1, &sa, NULL) == 0);
 
+    handled = mmap(NULL, sizeof *handled, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    CHECK(handled != MAP_FAILED);
     pid_t me = getpid();
     pid_t sender = fork();
     CHECK(sender >= 0);
     if (sender == 0) {
-        /* as fast as it can, until the parent is gone */
+        /* until the parent is gone: a signal, then wait for its handler to
+         * have forked and reaped its child, then at most 200 us before the
+         * next. As fast as the handler goes, so that thousands of signals
+         * land inside malloc and free, yet the loop always goes on between
+         * two (signals sent back to back starved it: each fork takes longer
+         * than the gap between two) */
+        uint64_t r = 0x2545F4914F6CDD1DULL;
         for (;;) {
+            long seen = __atomic_load_n(handled, __ATOMIC_ACQUIRE);
             if (kill(me, SIGUSR1) != 0)
                 _exit(0);
-            if (getppid() != me)
-                _exit(0);
+            while (__atomic_load_n(handled, __ATOMIC_ACQUIRE) == seen) {
+                if (getppid() != me)
+                    _exit(0);
+                sched_yield();
+            }
+            usleep((useconds_t)(rng_next(&r) % 200));
         }
     }
     static void *live[LIVE];
