@@ -121,11 +121,7 @@ pub fn alloc_aligned(align: usize, n: usize) -> *mut u8 {
         Some(s) if align <= MAX_REQUEST => s,
         _ => return enomem(),
     };
-    // Alignments beyond 1 MiB would make the break grow by the alignment; a
-    // mapping of its own wastes less (the slack is unmapped), unless no
-    // block may have one (M_MMAP_MAX).
-    let from = large::threshold();
-    if csize >= from || (align > (1 << 20) && from != usize::MAX) {
+    if large::wants_mapping(csize, align) {
         return alloc_large(n, align, false);
     }
     let c = HEAP.with(|h| h.alloc_aligned(csize, align));
@@ -148,9 +144,7 @@ pub fn alloc_aligned_zeroed(align: usize, n: usize) -> *mut u8 {
     }
     if !config::debug() {
         if let Some(csize) = request_to_size(n) {
-            let from = large::threshold();
-            if align <= MAX_REQUEST && (csize >= from || (align > (1 << 20) && from != usize::MAX))
-            {
+            if align <= MAX_REQUEST && large::wants_mapping(csize, align) {
                 return alloc_large(n, align, true); // aligned: always a fresh mapping
             }
         }

@@ -84,8 +84,7 @@ pub fn alloc(n: usize, align: usize) -> *mut u8 {
     };
     // SAFETY: we own the block we just allocated.
     unsafe {
-        let from = crate::large::threshold();
-        if csize >= from || (align > (1 << 20) && from != usize::MAX) {
+        if crate::large::wants_mapping(csize, align) {
             let p = crate::large::alloc_guarded(n, align.max(ALIGN));
             if !p.is_null() {
                 core::ptr::write_bytes(p, ALLOC_FILL, n);

@@ -78,6 +78,16 @@ pub fn threshold() -> usize {
     crate::config::mmap_threshold()
 }
 
+/// Whether a request of chunk size `csize` aligned to `align` gets a
+/// mapping of its own: at or above `threshold()`, or aligned beyond 1 MiB
+/// (the break would grow by the alignment; a mapping's slack is unmapped),
+/// unless no block may have one (M_MMAP_MAX, a threshold of -1).
+#[inline]
+pub fn wants_mapping(csize: usize, align: usize) -> bool {
+    let from = threshold();
+    csize >= from || (align > (1 << 20) && from != usize::MAX)
+}
+
 /// Bytes unmapped (or given back by a shrinking mremap) so far.
 static RELEASED: AtomicUsize = AtomicUsize::new(0);
 
