@@ -30,7 +30,7 @@ import sys
 LAYERS = [
     # The process and the OS: system calls, keys, locks, output, settings,
     # the counters and trace the layers above publish, the thread slot.
-    ("sys", ["os", "guard", "lock", "report", "prof", "config", "events", "tls"]),
+    ("sys", ["os", "gate", "guard", "lock", "report", "prof", "config", "events", "tls"]),
     # The general heap: chunk headers, regions, the TLSF index, the zone map,
     # pools, the shared heap, blocks mapped on their own, debug mode's blocks.
     ("heap", ["chunk", "region", "tlsf", "zonemap", "pool", "heap", "large", "debug"]),

@@ -36,6 +36,9 @@
 // os: every system call, and the clocks
 #[path = "sys/os.rs"]
 pub mod os;
+// gate: the one word that tells the fast paths a slower mode is on
+#[path = "sys/gate.rs"]
+pub mod gate;
 // guard: the per-process keys of the integrity checks
 #[path = "sys/guard.rs"]
 pub mod guard;

@@ -231,12 +231,14 @@ pub unsafe fn dealloc_sized(p: *mut u8, size: usize) {
 #[inline(never)]
 unsafe fn dealloc_chunk(p: *mut u8, bits: u8) {
     if bits != 0
-        && p as usize & (zonemap::ZONE_SIZE - 1) >= HDR
-        && p as usize & (ALIGN - 1) == 0
-        && !crate::prof::active()
-        && !config::debug_ready()
-        && config::perturb() == 0
-        && !large::kept_any()
+        && header_in_granule(p)
+        && !crate::gate::any(
+            crate::gate::PROF
+                | crate::gate::DEBUG
+                | crate::gate::PERTURB
+                | crate::gate::KEPT
+                | crate::gate::PURGE,
+        )
     {
         let c = from_user(p);
         if (!crate::guard::CHECKS || head_ok(c)) && !is_mmapped(c) && mcache::free_fast(c) {
@@ -244,6 +246,16 @@ unsafe fn dealloc_chunk(p: *mut u8, bits: u8) {
         }
     }
     dealloc_chunk_slow(p, bits)
+}
+
+/// Is `p` 16-aligned with its header in its own zone-map granule (at
+/// least `HDR` bytes into it)? One subtraction and one test: with `HDR ==
+/// ALIGN`, `offset - HDR` has no bit outside `ALIGN..ZONE_SIZE` exactly
+/// when the offset is aligned and at least `HDR` (below, it wraps).
+#[inline(always)]
+fn header_in_granule(p: *mut u8) -> bool {
+    const _: () = assert!(HDR == ALIGN && zonemap::ZONE_SIZE.is_power_of_two());
+    (p as usize & (zonemap::ZONE_SIZE - 1)).wrapping_sub(HDR) & !(zonemap::ZONE_SIZE - ALIGN) == 0
 }
 
 /// `dealloc_chunk`, every case.

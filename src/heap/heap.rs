@@ -441,6 +441,7 @@ impl Heap {
         };
         if PURGE_STATE.load(core::sync::atomic::Ordering::Relaxed) != v {
             PURGE_STATE.store(v, core::sync::atomic::Ordering::Relaxed);
+            crate::gate::set(crate::gate::PURGE, v != PURGE_IDLE);
         }
     }
 

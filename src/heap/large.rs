@@ -200,6 +200,7 @@ impl KeptSet {
             self.e[self.oldest()].at.max(1)
         };
         OLDEST.store(oldest, Ordering::Relaxed);
+        crate::gate::set(crate::gate::KEPT, oldest != 0);
     }
     /// Moves the mappings older than KEEP_NS to `out`.
     fn age(&mut self, now: usize, out: &mut Evicted) {

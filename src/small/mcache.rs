@@ -65,9 +65,31 @@ const BATCH_BYTES: usize = 64 << 10;
 /// A refill takes at most this many chunks.
 const BATCH_MAX: u32 = 8;
 
-/// The class of a request of `n` bytes, `MC_MIN < n <= MC_MAX`.
+/// The class of a request of `n` bytes, `MC_MIN < n <= MC_MAX`: one load
+/// from `CLASS_OF_KIB` (every class size is a multiple of 1 KiB, so the
+/// smallest class of at least `n` bytes is the smallest of at least
+/// `ceil(n / 1024)` KiB).
 #[inline(always)]
 pub fn class_of(n: usize) -> usize {
+    // (n - 1 < MC_MAX: the index is below 256.)
+    // SAFETY: in bounds, as said.
+    unsafe { *CLASS_OF_KIB.get_unchecked((n - 1) >> 10) as usize }
+}
+
+/// Per `k`, the class of requests of `1024 k + 1 ..= 1024 (k + 1)` bytes
+/// (`class_by_shift`'s answer, tabulated).
+static CLASS_OF_KIB: [u8; MC_MAX >> 10] = {
+    let mut t = [0u8; MC_MAX >> 10];
+    let mut k = MC_MIN >> 10;
+    while k < t.len() {
+        t[k] = class_by_shift(1024 * k + 1) as u8;
+        k += 1;
+    }
+    t
+};
+
+/// The class of a request of `n` bytes computed from its top bits.
+const fn class_by_shift(n: usize) -> usize {
     let m = n - 1;
     let msb = (usize::BITS - 1 - m.leading_zeros()) as usize;
     ((msb - 12) << 2) + ((m >> (msb - 2)) & 3)
@@ -85,18 +107,32 @@ const fn class_chunk(k: usize) -> usize {
     class_size(k) + ALIGN
 }
 
-/// The class a free chunk of `s` bytes serves: the largest whose chunk size
-/// is at most `s`; `NMC` or more when `s` is beyond the top class, and
-/// `usize::MAX` below the first.
+/// The class a chunk of `s` bytes serves: the largest whose chunk size is
+/// at most `s`. One load from `CLASS_OF_CHUNK_KIB`.
+///
+/// # Safety
+/// `class_chunk(0) <= s <= class_chunk(NMC - 1)` (the frees test it).
 #[inline(always)]
-fn class_of_chunk(s: usize) -> usize {
-    let m = s - ALIGN;
-    if m < class_size(0) {
-        return usize::MAX;
-    }
-    let msb = (usize::BITS - 1 - m.leading_zeros()) as usize;
-    ((msb - 12) << 2) + ((m >> (msb - 2)) & 3) - 1
+unsafe fn class_of_chunk(s: usize) -> usize {
+    *CLASS_OF_CHUNK_KIB.get_unchecked((s - ALIGN) >> 10) as usize
 }
+
+/// Per `k`, the largest class whose size is at most `1024 k` bytes (a chunk
+/// of `1024 k + ALIGN ..` bytes serves it: every class size is a multiple
+/// of 1 KiB); 0 below the first class, which no cached chunk is.
+static CLASS_OF_CHUNK_KIB: [u8; (MC_MAX >> 10) + 1] = {
+    let mut t = [0u8; (MC_MAX >> 10) + 1];
+    let mut k = class_size(0) >> 10;
+    while k < t.len() {
+        let mut c = 0;
+        while c + 1 < NMC && class_size(c + 1) <= 1024 * k {
+            c += 1;
+        }
+        t[k] = c as u8;
+        k += 1;
+    }
+    t
+};
 
 const _: () = assert!(class_size(0) == 5120 && class_size(3) == 8192);
 const _: () = assert!(class_size(NMC - 1) == MC_MAX && class_size(4) == 10240);
@@ -268,7 +304,7 @@ pub fn pop(n: usize) -> *mut Chunk {
     // SAFETY: as `alloc`.
     unsafe {
         let c = *(*tc).head.get_unchecked(k);
-        if c.is_null() || crate::config::perturb() != 0 || crate::prof::active() {
+        if c.is_null() || crate::gate::any(crate::gate::PERTURB | crate::gate::PROF) {
             return null_mut();
         }
         take(tc, k, c)
@@ -335,7 +371,8 @@ pub unsafe fn free(c: *mut Chunk) -> bool {
         purge_tick(tc, ps);
     }
     let k = push(tc, c, s, mk);
-    let b = (*tc).bytes;
+    let b = (*tc).bytes + s;
+    (*tc).bytes = b;
     if b > (*tc).cap {
         flush_over_cap(tc, k);
     } else if b > (*tc).peak {
@@ -345,10 +382,11 @@ pub unsafe fn free(c: *mut Chunk) -> bool {
 }
 
 /// `free`'s common case only: false, having done nothing, unless `c` fits
-/// a class, this thread's cache is live and stays under its cap, and the
-/// heap's purge is idle (the caller then runs `free`); true once `c` is
-/// cached. No call but to the reports: the export layer's fast path of
-/// free needs no register saved.
+/// a class and this thread's cache is live and stays under its cap (the
+/// caller then runs `free`); true once `c` is cached. The caller tested
+/// that no slower mode is on (`gate`: the heap's purge among them). No call
+/// but to the reports: the export layer's fast path of free needs no
+/// register saved.
 ///
 /// # Safety
 /// As [`free`].
@@ -359,15 +397,16 @@ pub unsafe fn free_fast(c: *mut Chunk) -> bool {
         return false;
     }
     let tc = tls::mc_get();
-    if (*tc).state != LIVE
-        || (*tc).bytes + s > (*tc).cap
-        || crate::heap::purge_state() != crate::heap::PURGE_IDLE
-    {
+    // (The static caches, EMPTY and DEAD, have a cap of 0: this test
+    // sends them to `free` too.)
+    let b = (*tc).bytes + s;
+    if b > (*tc).cap {
         return false;
     }
+    debug_assert!((*tc).state == LIVE);
     let mk = check_free(tc, c);
     push(tc, c, s, mk);
-    let b = (*tc).bytes;
+    (*tc).bytes = b;
     if b > (*tc).peak {
         (*tc).peak = b;
     }
@@ -395,7 +434,7 @@ unsafe fn check_free(tc: *mut MCache, c: *mut Chunk) -> usize {
 }
 
 /// Pushes `c` (`s` bytes, mark `mk`) on its class's list in `tc`; returns
-/// the class.
+/// the class. The caller adds `s` to `bytes`.
 ///
 /// # Safety
 /// As [`check_free`], which passed.
@@ -406,7 +445,6 @@ unsafe fn push(tc: *mut MCache, c: *mut Chunk, s: usize, mk: usize) -> usize {
     (*c).prev_free = mk as *mut Chunk;
     *(*tc).head.get_unchecked_mut(k) = c;
     *(*tc).count.get_unchecked_mut(k) += 1;
-    (*tc).bytes += s;
     k
 }
 
@@ -918,7 +956,7 @@ mod tests {
             assert!(class_size(k) > prev);
             prev = class_size(k);
         }
-        for n in (MC_MIN + 1..=MC_MAX).step_by(7) {
+        for n in MC_MIN + 1..=MC_MAX {
             let k = class_of(n);
             assert!(k < NMC);
             assert!(class_size(k) >= n, "n {n} class {k}");
@@ -930,6 +968,16 @@ mod tests {
 
     #[test]
     fn a_chunk_serves_the_largest_class_it_holds() {
+        // SAFETY: every size passed is in the classes' range.
+        unsafe { chunks_serve_their_largest_class() }
+    }
+
+    unsafe fn chunks_serve_their_largest_class() {
+        for s in (class_chunk(0)..=class_chunk(NMC - 1)).step_by(16) {
+            let k = class_of_chunk(s);
+            assert!(class_chunk(k) <= s, "size {s} class {k}");
+            assert!(k + 1 == NMC || class_chunk(k + 1) > s, "size {s} class {k}");
+        }
         for k in 0..NMC {
             let c = class_chunk(k);
             assert_eq!(class_of_chunk(c), k);
@@ -937,6 +985,5 @@ mod tests {
                 assert_eq!(class_of_chunk(class_chunk(k + 1) - 16), k);
             }
         }
-        assert_eq!(class_of_chunk(class_chunk(0) - 16), usize::MAX);
     }
 }

@@ -231,6 +231,7 @@ fn read_env() {
     check_unknown();
     read_flag(c"MEMALLOC_STATS", &STATS);
     read_flag(c"MEMALLOC_DEBUG", &DEBUG);
+    crate::gate::set(crate::gate::DEBUG, DEBUG.load(Ordering::Relaxed));
     read_size(
         c"MEMALLOC_FAIL_AFTER",
         &crate::os::FAIL_AFTER,
@@ -396,6 +397,7 @@ const TOP_PAD_MAX: usize = 1 << 30;
 
 fn set_perturb(value: i32) {
     PERTURB.store(value, Ordering::Relaxed);
+    crate::gate::set(crate::gate::PERTURB, value != 0);
 }
 
 /// The perturb byte in force, 0 when off. Blocks that do not come through a

@@ -196,6 +196,7 @@ pub fn configure(on: bool, rate: usize, out: *const u8) {
     RATE.store(rate.max(1), Ordering::Relaxed);
     OUT.store(out as *mut u8, Ordering::Relaxed);
     ACTIVE.store(on, Ordering::Relaxed);
+    crate::gate::set(crate::gate::PROF, on);
 }
 
 /// Is profiling on? (One load: the test on the slower paths.)
