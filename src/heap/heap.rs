@@ -64,6 +64,19 @@ pub const PURGE_IDLE: u8 = 0;
 pub const PURGE_DUE: u8 = 1;
 pub const PURGE_ON: u8 = 2;
 
+/// While the purge is due: the coarse clock's reading (`os::coarse_ns`)
+/// before which `maybe_purge` would not start one (0: at once), so that the
+/// frees outside the heap look at the clock, not take the heap's lock, to
+/// learn whether it is time.
+static PURGE_AFTER: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// `PURGE_AFTER`: while the purge is due, no purge starts before this
+/// reading of the coarse clock.
+#[inline]
+pub fn purge_after() -> usize {
+    PURGE_AFTER.load(core::sync::atomic::Ordering::Relaxed)
+}
+
 /// The purge's state for frees outside the heap (a relaxed load).
 #[inline(always)]
 pub fn purge_state() -> u8 {
@@ -435,6 +448,12 @@ impl Heap {
         let v = if self.purge_at.is_some() || self.tlsf.partial_from != 0 {
             PURGE_ON
         } else if self.dirty >= PURGE_STEP {
+            let after = if self.last_purge == 0 {
+                0
+            } else {
+                self.last_purge + PURGE_INTERVAL_NS
+            };
+            PURGE_AFTER.store(after, core::sync::atomic::Ordering::Relaxed);
             PURGE_DUE
         } else {
             PURGE_IDLE
