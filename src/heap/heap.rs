@@ -204,6 +204,18 @@ impl GlobalHeap {
         f(unsafe { &mut *self.heap.get() })
     }
 
+    /// `with`, if the heap's lock is free; None, having waited for nothing,
+    /// if another thread holds it.
+    pub fn try_with<R>(&self, f: impl FnOnce(&mut Heap) -> R) -> Option<R> {
+        config::init();
+        if !self.lock.try_lock() {
+            return None;
+        }
+        // SAFETY: the lock gives exclusive access; the guard releases it.
+        let _g = unsafe { self.lock.adopt() };
+        Some(f(unsafe { &mut *self.heap.get() }))
+    }
+
     /// The heap lock (for the fork handlers).
     pub fn lock(&self) -> &Lock {
         &self.lock

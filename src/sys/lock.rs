@@ -41,6 +41,15 @@ impl Lock {
         }
     }
 
+    /// Takes the lock if it is free; false (and nothing done, nothing
+    /// counted) if it is held.
+    #[inline]
+    pub fn try_lock(&self) -> bool {
+        self.state
+            .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+
     #[cold]
     fn lock_slow(&self) {
         CONTENDED.fetch_add(1, Ordering::Relaxed);
@@ -78,6 +87,14 @@ impl Lock {
     /// Whether some thread holds the lock (a snapshot).
     pub fn is_locked(&self) -> bool {
         self.state.load(Ordering::Relaxed) != 0
+    }
+
+    /// A guard for the lock, which the caller holds (`try_lock`).
+    ///
+    /// # Safety
+    /// The caller holds the lock and gives its release to the guard.
+    pub unsafe fn adopt(&self) -> Guard<'_> {
+        Guard(self)
     }
 
     /// Takes the lock and returns a guard that releases it.
