@@ -171,7 +171,9 @@ pub struct MCache {
     batch: [u32; NMC],
     /// Chunk bytes in the lists.
     bytes: usize,
-    /// The most `bytes` has been after a free (statistics, tests).
+    /// The most `bytes` has been at a slow path or a free that took one
+    /// (statistics, tests): the fast path of free leaves it alone, but
+    /// `bytes` only passes the cap through `free`, which records it.
     peak: usize,
     /// Allocations served since the last `publish`.
     allocs: usize,
@@ -407,9 +409,6 @@ pub unsafe fn free_fast(c: *mut Chunk) -> bool {
     let mk = check_free(tc, c);
     push(tc, c, s, mk);
     (*tc).bytes = b;
-    if b > (*tc).peak {
-        (*tc).peak = b;
-    }
     true
 }
 
@@ -848,6 +847,7 @@ unsafe fn flush_all_of(t: &mut MCache) {
 /// # Safety
 /// `t` is this thread's live cache.
 unsafe fn publish(t: &mut MCache) {
+    t.peak = t.peak.max(t.bytes);
     t.cap = thread_cap();
     ALLOCS.fetch_add(core::mem::take(&mut t.allocs), Ordering::Relaxed);
     PEAK.fetch_max(t.peak, Ordering::Relaxed);
