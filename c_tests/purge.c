@@ -22,6 +22,7 @@
  * with MEMALLOC_MEDIUM_CACHE=0: the heap below the medium caches is tested.
  */
 #define _GNU_SOURCE
+#include <malloc.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,8 +59,16 @@ static void pause_ms(long ms)
     nanosleep(&t, NULL);
 }
 
-/* Allocates the blocks and a pin above them; frees all but every
- * KEEP_EVERY-th. Returns the pin. */
+/* The free tail of the break, taken after the pin (see burst). */
+static void *tail[512];
+static int ntail;
+
+/* Allocates the blocks and a pin above them, and takes most of what the
+ * break has free past the pin (a growing heap grows by an eighth of itself,
+ * so the tail can hold megabytes: its trim, by the first free that reaches
+ * it, is not the purge this test is about); frees all but every
+ * KEEP_EVERY-th.
+ * Returns the pin. */
 static void *burst(void)
 {
     for (int i = 0; i < NBLK; i++) {
@@ -69,6 +78,16 @@ static void *burst(void)
     }
     void *pin = malloc(opaque(BLOCK));
     CHECK(pin != NULL);
+    ntail = 0;
+    /* (down to 96 KiB: under the trim threshold, 128 KiB, and room for the
+     * 64 KiB blocks the test cuts, as the tail had when the heap grew by
+     * 64 KiB over the request; in blocks under the mmap threshold) */
+    for (size_t k; ntail < 512 && (k = mallinfo2().keepcost) >= 128 * KiB; ntail++) {
+        tail[ntail] = malloc(k - 96 * KiB < BLOCK ? k - 96 * KiB : BLOCK);
+        CHECK(tail[ntail] != NULL);
+    }
+    CHECKF(mallinfo2().keepcost < 128 * KiB, "the break still has %zu bytes free at its tail",
+           mallinfo2().keepcost);
     for (int i = 0; i < NBLK; i++)
         if (i % KEEP_EVERY != KEEP_EVERY - 1)
             free(blk[i]);
@@ -165,6 +184,8 @@ int main(int argc, char **argv)
     CHECK(memalloc_check() == 0);
     free_kept();
     free(pin);
+    for (int i = 0; i < ntail; i++)
+        free(tail[i]);
 
     /* 2. malloc_trim discards everything at once */
     pin = burst();
@@ -182,6 +203,8 @@ int main(int argc, char **argv)
     CHECK(memalloc_check() == 0);
     free_kept();
     free(pin);
+    for (int i = 0; i < ntail; i++)
+        free(tail[i]);
     check_done("purge");
     return 0;
 }
