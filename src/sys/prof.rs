@@ -323,6 +323,28 @@ fn draw(t: &mut ThreadState) -> i64 {
     (x as i64).max(1)
 }
 
+/// Blocks of `size` bytes to allocate up to and including the next one
+/// sampled, when each is sampled with probability `1 - exp(-size / rate)`,
+/// independently: geometric, drawn as `floor(X / size) + 1` with `X` an
+/// exponential interval (the block during which `X` bytes are crossed).
+/// At least 1, at most 2^40 + 1. (The small classes' countdowns: see
+/// `cache::prof_tick`.)
+pub fn draw_blocks(size: usize) -> u64 {
+    // SAFETY: this thread's own state.
+    let t = unsafe { &mut *thread_state() };
+    let u = ((rng_next(t) >> 11) + 1) as f64 / (1u64 << 53) as f64;
+    let x = -ln(u) * RATE.load(Ordering::Relaxed) as f64 / size.max(1) as f64;
+    (x as u64).min(1 << 40) + 1
+}
+
+/// May an allocation that fell due be sampled now (the tables are ready and
+/// this thread is not taking a sample already)?
+#[inline]
+pub fn can_sample() -> bool {
+    // SAFETY: this thread's own state.
+    READY.load(Ordering::Relaxed) && unsafe { (*thread_state()).busy == 0 }
+}
+
 /// Counts `n` bytes allocated by this thread: is this allocation sampled?
 #[inline]
 pub fn take(n: usize) -> bool {
@@ -346,14 +368,16 @@ pub fn take(n: usize) -> bool {
 }
 
 /// The bytes a sample of an `n`-byte block stands for: `n / P(sampled)`.
+#[cfg(test)]
 fn weight(n: usize) -> u64 {
-    weight_at(n, RATE.load(Ordering::Relaxed))
+    weight_at(n, n, RATE.load(Ordering::Relaxed))
 }
 
-/// `weight` at rate `rate`.
-fn weight_at(n: usize, rate: usize) -> u64 {
+/// The bytes a sample of an `n`-byte block counted as `counted` bytes
+/// stands for at rate `rate`: `n / (1 - exp(-counted / rate))`.
+fn weight_at(n: usize, counted: usize, rate: usize) -> u64 {
     let rate = rate as f64;
-    let x = n as f64 / rate;
+    let x = counted as f64 / rate;
     let p = 1.0 - exp_neg(x);
     if p <= 0.0 {
         return rate as u64;
@@ -376,6 +400,14 @@ pub fn counted(p: *mut u8, n: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 pub fn record(p: *mut u8, n: usize) {
+    record_as(p, n, n)
+}
+
+/// `record` for a block of `n` bytes that was counted as `counted` bytes
+/// (a small request counts its class's size: see `cache::prof_tick`).
+#[cold]
+#[inline(never)]
+pub fn record_as(p: *mut u8, n: usize, counted: usize) {
     let t = thread_state();
     // SAFETY: this thread's own state.
     unsafe { (*t).busy = 1 };
@@ -397,7 +429,7 @@ pub fn record(p: *mut u8, n: usize) {
         first += 1;
     }
     let frames = &raw[first..got.min(first + MAX_FRAMES)];
-    let w = weight(n);
+    let w = weight_at(n, counted, RATE.load(Ordering::Relaxed));
     {
         let _g = LOCK.guard();
         // SAFETY: the tables are only touched under LOCK.
@@ -886,9 +918,9 @@ mod tests {
     #[test]
     fn weights_are_size_over_probability() {
         // Small blocks stand for about the rate; big ones for themselves.
-        assert!((weight_at(1, 1000) as i64 - 1000).abs() <= 1);
-        assert_eq!(weight_at(1_000_000, 1000), 1_000_000);
-        let w = weight_at(1000, 1000) as f64;
+        assert!((weight_at(1, 1, 1000) as i64 - 1000).abs() <= 1);
+        assert_eq!(weight_at(1_000_000, 1_000_000, 1000), 1_000_000);
+        let w = weight_at(1000, 1000, 1000) as f64;
         assert!((w - 1000.0 / (1.0 - (-1.0f64).exp())).abs() < 1.0);
     }
 }
