@@ -1205,6 +1205,9 @@ unsafe fn prof_alloc(n: usize, cls: usize, tc: *mut Cache) -> *mut u8 {
     }
     if p.is_null() {
         p = alloc_dry(n, cls, tc);
+    } else {
+        // (Counted with the class, as a sample that fired on the fast path.)
+        (*tc).allocs[cls] += 1;
     }
     // (tc, live, stays this thread's cache.)
     prof_arm(tc, cls, bin, zone);
