@@ -65,7 +65,7 @@
 use crate::lock::Lock;
 use core::fmt::Write;
 use core::ptr::{addr_of, addr_of_mut, null_mut};
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU16, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 
 /// Frames kept per stack.
 pub const MAX_FRAMES: usize = 64;
@@ -619,9 +619,11 @@ fn freed_slow(addr: usize) {
 // interpreter does not handle (signal frames, CFA or register expressions,
 // 64-bit DWARF) makes that sample fall back to glibc's `backtrace()`, whose
 // stacks this one reproduces (the unit test `unwinds_as_backtrace` compares
-// them). Nothing here allocates; `RULE_LOCK` is held only around the table's
-// reads and writes, never across `_Unwind_Find_FDE` (which may take the
-// loader's lock, as `backtrace` does).
+// them). Nothing here allocates; `RULE_LOCK` is held while a sample's stack
+// is walked, never across `_Unwind_Find_FDE` or `dl_iterate_phdr` (which
+// may take the loader's lock, as `backtrace` does). The table is emptied
+// when an object was unloaded since it was last checked (glibc counts
+// unloads: `dlpi_subs`), as its addresses may hold another object's code.
 
 /// `_Unwind_Find_FDE` of libgcc_s, found by `prime` once `backtrace` loaded
 /// it (0: not found, samples use `backtrace`).
@@ -630,6 +632,8 @@ static FIND_FDE: AtomicUsize = AtomicUsize::new(0);
 static RULES: AtomicPtr<[usize; 2]> = AtomicPtr::new(null_mut());
 static RULE_LOCK: Lock = Lock::new();
 const RULE_SLOTS: usize = 1 << 12;
+/// `unloads()` when the table was last emptied.
+static UNLOADS: AtomicU64 = AtomicU64::new(0);
 
 /// DWARF register numbers (x86-64 psABI).
 const DW_RBP: u64 = 6;
@@ -713,26 +717,47 @@ fn prime_unwinder() {
     FIND_FDE.store(f as usize, Ordering::Release);
 }
 
-/// The rule of the frame at `pc` (a return address, or the unwinder's own
-/// address for the first frame: `at` is the address whose row applies).
+/// The rule of the frame at `at` (the address whose row applies: a return
+/// address less one, or the unwinder's own address for the first frame).
+/// Called with `RULE_LOCK` held; releases it while it looks up an FDE.
 fn rule_for(at: usize) -> Option<Rule> {
     let t = RULES.load(Ordering::Acquire);
     let slot = (at.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 52) & (RULE_SLOTS - 1);
-    {
-        let _g = RULE_LOCK.guard();
-        // SAFETY: the slot lies in the table, read under RULE_LOCK.
-        let e = unsafe { *t.add(slot) };
-        if e[0] == at && e[1] != 0 {
-            return Some(Rule::unpack(e[1]));
-        }
+    // SAFETY: the slot lies in the table, read under RULE_LOCK.
+    let e = unsafe { *t.add(slot) };
+    if e[0] == at && e[1] != 0 {
+        return Some(Rule::unpack(e[1]));
     }
-    let r = find_rule(at)?;
+    RULE_LOCK.unlock();
+    let r = find_rule(at);
+    RULE_LOCK.lock();
+    let r = r?;
     if let Some(w) = r.pack() {
-        let _g = RULE_LOCK.guard();
         // SAFETY: as above.
         unsafe { *t.add(slot) = [at, w] };
     }
     Some(r)
+}
+
+/// Objects unloaded so far (`dlpi_subs`): a rule kept for an address of an
+/// unloaded object would be wrong for another object mapped there since.
+fn unloads() -> u64 {
+    unsafe extern "C" fn first(
+        info: *mut libc::dl_phdr_info,
+        size: usize,
+        out: *mut libc::c_void,
+    ) -> i32 {
+        if size >= core::mem::size_of::<libc::dl_phdr_info>() {
+            // SAFETY: the loader's info, holding dlpi_subs (size says so);
+            // out is the caller's u64.
+            unsafe { *(out as *mut u64) = (*info).dlpi_subs };
+        }
+        1
+    }
+    let mut n = u64::MAX;
+    // SAFETY: the callback only reads the info it is given.
+    unsafe { libc::dl_iterate_phdr(Some(first), &mut n as *mut u64 as *mut libc::c_void) };
+    n
 }
 
 /// A cursor over CFI bytes: `p..end` is readable, or `p >= end`.
@@ -1125,7 +1150,7 @@ fn unwind(out: &mut [usize]) -> Option<usize> {
     if FIND_FDE.load(Ordering::Acquire) == 0 || out.is_empty() {
         return None;
     }
-    let (mut ip, mut sp, mut rbp): (usize, usize, usize);
+    let (ip, sp, rbp): (usize, usize, usize);
     // SAFETY: reads this frame's address and stack and frame registers.
     unsafe {
         core::arch::asm!(
@@ -1139,9 +1164,24 @@ fn unwind(out: &mut [usize]) -> Option<usize> {
         );
     }
     out[0] = ip;
+    // (Before RULE_LOCK: dl_iterate_phdr takes the loader's lock.)
+    let subs = unloads();
+    RULE_LOCK.lock();
+    if subs != UNLOADS.load(Ordering::Relaxed) {
+        // SAFETY: the table is ours, written under RULE_LOCK.
+        unsafe { core::ptr::write_bytes(RULES.load(Ordering::Relaxed), 0, RULE_SLOTS) };
+        UNLOADS.store(subs, Ordering::Relaxed);
+    }
+    let n = walk(out, ip, sp, rbp);
+    RULE_LOCK.unlock();
+    n
+}
+
+/// `unwind` from its own frame (`ip`, `sp`, `rbp`), with `RULE_LOCK` held.
+fn walk(out: &mut [usize], mut ip: usize, mut sp: usize, mut rbp: usize) -> Option<usize> {
     let mut n = 1;
-    // The first address is where this frame is; the others are return
-    // addresses, whose row is the call's (one byte before).
+    // The first address is where `unwind`'s frame is; the others are
+    // return addresses, whose row is the call's (one byte before).
     let mut at = ip;
     while n < out.len() {
         let r = rule_for(at)?;
