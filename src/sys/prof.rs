@@ -9,15 +9,20 @@
 //! sample weighs `n / (1 - exp(-n / rate))` bytes: the estimates are
 //! unbiased (jemalloc's and tcmalloc's scheme).
 //!
-//! **Where the counting happens, and what it costs when off.** Nothing on
-//! the small fast path: while profiling, every thread cache's class table
-//! sends every request to `cache::TRAP_CLASS`, whose bin and zone are always
-//! empty, so each small malloc misses into `cache::alloc_slow`, which counts
-//! it here and then serves it from its real class (`cache::prof_alloc`).
-//! Frees keep their fast path. Medium, aligned and large requests are counted
-//! in `export` after the block is made. When profiling is off the only cost
-//! is one load of `ACTIVE` on those slower paths and on the free of a heap
-//! chunk (`dealloc_chunk`); the small pair is unchanged.
+//! **Where the counting happens, and what it costs.** Small requests are
+//! counted per size class by the thread cache's fast path, with the
+//! counters it keeps anyway (`cache::prof_tick`): each class of each thread
+//! samples its blocks with probability `1 - exp(-size / rate)` (`size` its
+//! block size), i.e. a geometric number of blocks between two samples
+//! (`draw_blocks`), and the counters are set so that they fire on the
+//! allocation to sample; a sample of `n` requested bytes weighs
+//! `n / (1 - exp(-size / rate))`, unbiased for the bytes requested. The
+//! fast path only tests its counters after the add it made anyway: one
+//! instruction, profiling or not (the small pair: 78.0 instructions off,
+//! 78.2 on, against 77.0 before the test). Medium, aligned and large
+//! requests are counted here (`take`) by `export` after the block is made;
+//! off, that costs one load of `ACTIVE` on those paths and on the free of a
+//! heap chunk (`dealloc_chunk`).
 //!
 //! **Sampled blocks** are always heap chunks or own mappings, never zone
 //! blocks (a sampled small request is served by the TLSF heap), so their
@@ -34,20 +39,27 @@
 //! sample raises the live total above the previous peak, every stack's live
 //! bytes are copied to its peak bytes.
 //!
-//! **Unwinding neither allocates nor deadlocks.** Stacks come from glibc's
-//! `backtrace()`, i.e. libgcc's DWARF unwinder (`_Unwind_Backtrace`), so
-//! programs without frame pointers unwind. Its first call dlopens libgcc_s
-//! and allocates: `prime` makes that first call from the constructor, before
-//! sampling is enabled (`READY`) and while no allocator lock is held; after
-//! it, the unwinder finds each frame's FDE through `dl_iterate_phdr` and the
-//! object's `PT_GNU_EH_FRAME` index, with no allocation. A per-thread `busy`
+//! **Unwinding neither allocates nor deadlocks.** Stacks are unwound from
+//! the DWARF call-frame information (`.eh_frame`), so programs without
+//! frame pointers unwind: each return address's CFI row is found once, with
+//! libgcc's `_Unwind_Find_FDE` and the interpreter below (`unwind`), and
+//! kept in a table, so a sample costs a few loads per frame; what the
+//! interpreter does not handle falls back to glibc's `backtrace()`
+//! (libgcc's `_Unwind_Backtrace`, 16,000 instructions a sample). libgcc's
+//! first use dlopens libgcc_s and allocates: `prime` makes that first call
+//! from the constructor, before sampling is enabled (`READY`) and while no
+//! allocator lock is held; after it, libgcc finds each FDE through
+//! `_dl_find_object` or `dl_iterate_phdr` and the object's
+//! `PT_GNU_EH_FRAME` index, with no allocation. A per-thread `busy`
 //! flag stops a sample from being taken while this thread is already taking
 //! one (should anything in the unwinder allocate, that allocation is served
 //! but not sampled). We never unwind while holding an allocator lock: a
 //! sample is recorded after its block is made and every lock released, so
 //! `dl_iterate_phdr`'s loader lock (recursive) is never taken under ours,
-//! and a thread inside `dlopen` that allocates only takes it again. dlopen'd
-//! libraries unwind like any other (the loader's list is walked per frame).
+//! and a thread inside `dlopen` that allocates only takes it again (the
+//! unwinder's own lock is never held across a call into the loader).
+//! dlopen'd libraries unwind like any other; the table of CFI rows is
+//! emptied once an object was unloaded.
 //!
 //! **Reports**, in the collapsed-stack format (`frame;frame;frame bytes`,
 //! outermost frame first): at exit `PREFIX.PID.leak` (live), `.total`
