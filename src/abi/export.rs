@@ -58,6 +58,13 @@ fn alloc_medium(n: usize) -> *mut u8 {
     if config::debug() {
         return or_enomem(crate::debug::alloc(n, ALIGN));
     }
+    if crate::prof::active() && n <= mcache::MC_MAX {
+        // What `alloc_mid` takes when not profiling, counted.
+        let c = mcache::pop_profiling(n);
+        if !c.is_null() {
+            return crate::prof::counted(to_user(c), n);
+        }
+    }
     let csize = match request_to_size(n) {
         Some(s) => s,
         None => return enomem(),
@@ -233,7 +240,7 @@ unsafe fn dealloc_chunk(p: *mut u8, bits: u8) {
     if bits != 0
         && p as usize & (zonemap::ZONE_SIZE - 1) >= HDR
         && p as usize & (ALIGN - 1) == 0
-        && !crate::prof::active()
+        && !crate::prof::sampled(p)
         && !config::debug_ready()
         && config::perturb() == 0
         && !large::kept_any()

@@ -275,6 +275,21 @@ pub fn pop(n: usize) -> *mut Chunk {
     }
 }
 
+/// `pop` while profiling: `export::alloc_medium` takes it, and counts it.
+#[inline(always)]
+pub fn pop_profiling(n: usize) -> *mut Chunk {
+    let tc = tls::mc_get();
+    let k = class_of(n);
+    // SAFETY: as `alloc`.
+    unsafe {
+        let c = *(*tc).head.get_unchecked(k);
+        if c.is_null() || crate::config::perturb() != 0 {
+            return null_mut();
+        }
+        take(tc, k, c)
+    }
+}
+
 /// Unlinks `c`, the head of `tc`'s list `k`, and returns it.
 ///
 /// # Safety

@@ -359,25 +359,36 @@ pub fn can_sample() -> bool {
 }
 
 /// Counts `n` bytes allocated by this thread: is this allocation sampled?
-#[inline]
+/// (A leaf while no sample is due: a load, a subtraction and a store.)
+#[inline(always)]
 pub fn take(n: usize) -> bool {
     if !READY.load(Ordering::Relaxed) {
         return false;
     }
     // SAFETY: this thread's own state.
     let t = unsafe { &mut *thread_state() };
-    if t.busy != 0 {
+    let left = t.left - n as i64;
+    t.left = left;
+    if left > 0 {
         return false;
     }
+    take_due(t)
+}
+
+/// `take` when the count reached zero: the thread's first count (no
+/// interval drawn yet: the count starts from a new one), or a sample, unless
+/// this thread is taking one already (then only a new interval).
+#[cold]
+#[inline(never)]
+fn take_due(t: &mut ThreadState) -> bool {
     if t.rng == 0 {
-        t.left = draw(t);
-    }
-    t.left -= n as i64;
-    if t.left > 0 {
-        return false;
+        t.left += draw(t);
+        if t.left > 0 {
+            return false;
+        }
     }
     t.left = draw(t);
-    true
+    t.busy == 0
 }
 
 /// The bytes a sample of an `n`-byte block stands for: `n / P(sampled)`.
@@ -402,7 +413,25 @@ fn weight_at(n: usize, counted: usize, rate: usize) -> u64 {
 /// (medium, aligned, large): counts it, and samples it if due. Returns `p`.
 #[inline(never)]
 pub fn counted(p: *mut u8, n: usize) -> *mut u8 {
-    if !p.is_null() && take(n) {
+    if !p.is_null() && READY.load(Ordering::Relaxed) {
+        // (`take`, with its rare end out of line as a tail call.)
+        // SAFETY: this thread's own state.
+        let t = unsafe { &mut *thread_state() };
+        let left = t.left - n as i64;
+        t.left = left;
+        if left <= 0 {
+            return counted_due(p, n);
+        }
+    }
+    p
+}
+
+/// `counted` when the count reached zero (see `take_due`).
+#[cold]
+#[inline(never)]
+fn counted_due(p: *mut u8, n: usize) -> *mut u8 {
+    // SAFETY: this thread's own state.
+    if take_due(unsafe { &mut *thread_state() }) {
         record(p, n);
     }
     p
@@ -558,6 +587,19 @@ unsafe fn find_stack(t: &mut Tables, frames: &[usize]) -> Option<usize> {
     s.frames[..frames.len()].copy_from_slice(frames);
     *t.index.add(i) = k as u32 + 1;
     Some(k)
+}
+
+/// May the heap chunk or own mapping at user address `p` be sampled? False
+/// when not profiling (one load: the test on the free of a heap chunk),
+/// else the filter's answer: a block it says "no" for takes the fast path.
+#[inline(always)]
+pub fn sampled(p: *mut u8) -> bool {
+    if !active() {
+        return false;
+    }
+    let f = FILTER.load(Ordering::Relaxed);
+    // SAFETY: the slot lies in the filter.
+    !f.is_null() && unsafe { (*filter_slot(p as usize)).load(Ordering::Relaxed) } != 0
 }
 
 /// A heap chunk or own mapping at user address `p` is being freed (or
