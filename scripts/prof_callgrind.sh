@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # scripts/prof_callgrind.sh LIB.so [LIB.so ...] — the heap profiler's cost in
 # instructions (callgrind: immune to the load of a shared machine), on the
-# single-threaded bench programs at reduced sizes, each library with
+# bench programs at reduced sizes, each library with
 # MEMALLOC_PROF off and on. Prints a markdown table: instructions off, on,
 # on ÷ off, per library. Needs the bench programs in target/bench (built by
 # scripts/prof_overhead.sh or scripts/bench.sh).
@@ -27,7 +27,9 @@ done
 echo "$head"
 echo "$rule"
 for w in "fixed 16 2e6" "fixed 64 2e6" "fixed 256 2e6" "fixed 1024 2e6" "fixed 4096 1e6" "churn 1e6 30000" \
-    "larson 4 2000 4 40000" "threads32 8 2e5" "mchurn 5e5 10000 50 256k"; do
+    "larson 4 2000 4 40000" "xmalloc 2 2 5e5" "threads32 8 2e5" "mchurn 5e5 10000 50 256k" \
+    "mthreads 1 2e5 256 4k 64k u" "mthreads 4 5e4 256 4k 64k u" "xmalloc 2 2 2e5 64 32 64 32k" \
+    "bulkfree 2 20 2000 16 16k" "mthreads 1 1e6 1000 1 32k s"; do
     set -- $w
     prog=$1
     shift

@@ -1094,10 +1094,13 @@ unsafe fn prof_disarm(tc: *mut Cache, cls: usize) -> (u64, u64) {
 /// shared last time (`bin`, `zone`).
 ///
 /// # Safety
-/// As `prof_disarm`; `cls` is not armed and `left` is drawn.
+/// As `prof_disarm`; `cls` is not armed.
 unsafe fn prof_arm(tc: *mut Cache, cls: usize, bin: u64, zone: u64) {
     let c = &mut *tc;
     let p = &mut c.prof[cls];
+    if p.left == 0 {
+        p.left = crate::prof::draw_blocks(CLASS_SIZE[cls] as usize);
+    }
     let fast = p.left - 1;
     let z = (fast as u128 * (zone as u128 + 1) / (bin as u128 + zone as u128 + 2)) as u64;
     p.zone_fast = z;
@@ -1233,7 +1236,6 @@ unsafe fn prof_first(n: usize, cls: usize, tc: *mut Cache) -> *mut u8 {
     if (*c).state == LIVE {
         let cls = (*c).class_of[(n + 15) >> 4] as usize;
         if !(*c).prof[cls].armed {
-            prof_due(c, cls, 0);
             prof_arm(c, cls, 0, 0);
         }
     }
@@ -1956,3 +1958,80 @@ pub unsafe fn usable(z: *const Zone) -> usize {
 }
 
 const _: () = assert!(ZONE_HDR.is_multiple_of(ALIGN));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The profiling counters against a model: a class is armed for its
+    /// `left`-th allocation, the fast path's two counters are bumped as
+    /// `alloc_class` bumps them (bin pops and zone pops in random order),
+    /// and one of them must fire before the `left`-th allocation is served
+    /// and no sooner than its share; `prof_disarm` then reports what was
+    /// served, `served` counts right while armed, and the statistics are
+    /// back when disarmed.
+    #[test]
+    fn profiling_counters_fire_on_the_sampled_allocation() {
+        let mut c: Box<core::mem::MaybeUninit<Cache>> = Box::new(core::mem::MaybeUninit::uninit());
+        let tc = c.as_mut_ptr();
+        // SAFETY: tc is a cache's worth of memory, initialised here.
+        unsafe { init_fields(tc, false) };
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let cls = 3;
+        let (mut true_pops, mut true_allocs) = (0u64, 0usize);
+        let (mut last_bin, mut last_zone) = (0u64, 0u64);
+        for round in 0..2000 {
+            // SAFETY: tc is initialised; cls < NCLASS.
+            unsafe {
+                let c = &mut *tc;
+                let left = 1 + next() % if round % 3 == 0 { 5 } else { 3000 };
+                c.prof[cls].left = left;
+                c.bin_state[cls] = (c.bin_state[cls] & !BIN_COUNT) | 20;
+                prof_arm(tc, cls, last_bin, last_zone);
+                let zone_share = next() % 4; // how often the zone path serves
+                let (mut bin, mut zone) = (0u64, 0u64);
+                loop {
+                    if next() % 4 < zone_share {
+                        let a = c.allocs[cls].wrapping_add(1);
+                        c.allocs[cls] = a;
+                        zone += 1;
+                        if a == 0 {
+                            break;
+                        }
+                    } else {
+                        // A free, then a pop: the count stays at 20.
+                        let st = c.bin_state[cls] + 1 + BIN_POP - 1;
+                        c.bin_state[cls] = st;
+                        bin += 1;
+                        if (st as i64) < 0 {
+                            break;
+                        }
+                    }
+                    assert!(bin + zone < left, "served the sampled allocation");
+                    assert_eq!(
+                        served(tc, cls),
+                        (true_pops + bin) as usize + true_allocs + zone as usize
+                    );
+                }
+                // The firing allocation is the left-th, or comes early
+                // because its path's share ran out.
+                assert!(bin + zone <= left);
+                let (b, z) = prof_disarm(tc, cls);
+                assert_eq!((b, z), (bin, zone));
+                true_pops += bin;
+                true_allocs += zone as usize;
+                assert_eq!(c.bin_state[cls] >> 16, true_pops);
+                assert_eq!(c.bin_state[cls] & BIN_COUNT, 20);
+                assert_eq!(c.allocs[cls], true_allocs);
+                assert_eq!(served(tc, cls), true_pops as usize + true_allocs);
+                (last_bin, last_zone) = (b, z);
+            }
+        }
+    }
+}
