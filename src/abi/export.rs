@@ -44,10 +44,23 @@ pub fn alloc(n: usize) -> *mut u8 {
 #[inline(never)]
 fn alloc_mid(n: usize) -> *mut u8 {
     if n <= mcache::MC_MAX {
+        if crate::prof::active() {
+            return alloc_mid_profiling(n);
+        }
         let c = mcache::pop(n);
         if !c.is_null() {
             return to_user(c);
         }
+    }
+    alloc_medium(n)
+}
+
+/// `alloc_mid` while profiling: the same chunk, counted.
+#[inline(never)]
+fn alloc_mid_profiling(n: usize) -> *mut u8 {
+    let c = mcache::pop(n);
+    if !c.is_null() {
+        return crate::prof::counted(to_user(c), n);
     }
     alloc_medium(n)
 }
@@ -57,13 +70,6 @@ fn alloc_mid(n: usize) -> *mut u8 {
 fn alloc_medium(n: usize) -> *mut u8 {
     if config::debug() {
         return or_enomem(crate::debug::alloc(n, ALIGN));
-    }
-    if crate::prof::active() && n <= mcache::MC_MAX {
-        // What `alloc_mid` takes when not profiling, counted.
-        let c = mcache::pop_profiling(n);
-        if !c.is_null() {
-            return crate::prof::counted(to_user(c), n);
-        }
     }
     let csize = match request_to_size(n) {
         Some(s) => s,

@@ -259,25 +259,11 @@ pub fn totals() -> (usize, usize, usize, usize, usize) {
 /// The fast path of malloc for `MC_MIN < n <= MC_MAX`: a chunk from this
 /// thread's list of `n`'s class, or null (`alloc` then decides). A listed
 /// chunk serves its class whatever the mmap threshold has become since it
-/// was cached (as glibc's tcache does). Not with a perturb byte or the
-/// profiler on: their work is in the export layer's slow path.
+/// was cached (as glibc's tcache does). Not with a perturb byte: its work is
+/// in the export layer's slow path. (Profiling, `export::alloc_mid_profiling`
+/// counts what this serves.)
 #[inline(always)]
 pub fn pop(n: usize) -> *mut Chunk {
-    let tc = tls::mc_get();
-    let k = class_of(n);
-    // SAFETY: as `alloc`.
-    unsafe {
-        let c = *(*tc).head.get_unchecked(k);
-        if c.is_null() || crate::config::perturb() != 0 || crate::prof::active() {
-            return null_mut();
-        }
-        take(tc, k, c)
-    }
-}
-
-/// `pop` while profiling: `export::alloc_medium` takes it, and counts it.
-#[inline(always)]
-pub fn pop_profiling(n: usize) -> *mut Chunk {
     let tc = tls::mc_get();
     let k = class_of(n);
     // SAFETY: as `alloc`.
