@@ -282,9 +282,10 @@ fi
 # pair under callgrind (two N, difference; median of 3, as the samples fall
 # at random points). 32 bytes: on at most 3% over off (it was 1.53x when
 # every small malloc took the slow path while profiling). 8 KiB (a medium
-# block, one sample per 64 pairs): on at most 1.5x off (2.10x when every
-# medium malloc and free took the slow path while profiling; 1.31x since,
-# the samples about half of the difference). Skipped without valgrind.
+# block, one sample per 64 pairs): on at most 1.5x off (3.5x with libgcc's
+# unwinder, 2.1x when every medium malloc and free still took the slow path
+# while profiling; 1.31x since, the samples about half of the difference).
+# Skipped without valgrind.
 if command -v valgrind >/dev/null; then
     gcc -O2 -o "$out/pair" "$root/bench/pair.c" || exit 2
     pair_cost() { # pair_cost PROF SIZE -> instructions per pair
