@@ -1180,10 +1180,17 @@ unsafe fn prof_tick(n: usize) -> *mut u8 {
     } else {
         let z = (*tc).current[cls];
         let b = (*z).free;
-        (*z).free = dec(b);
-        (*z).used += 1;
-        (*b).mark = 0;
-        p = b as *mut u8;
+        if b == z as *mut Block {
+            // (Not from the fast path as it stands: only a malloc that
+            // reentered this one, from a signal handler, could have
+            // emptied the zone.)
+            p = alloc_dry(n, cls, tc);
+        } else {
+            (*z).free = dec(b);
+            (*z).used += 1;
+            (*b).mark = 0;
+            p = b as *mut u8;
+        }
     }
     if crate::prof::active() {
         prof_arm(tc, cls, bin, zone);
