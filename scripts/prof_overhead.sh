@@ -14,7 +14,7 @@ fi
 (cd "$ROOT" && cargo build --release --quiet </dev/null)
 mkdir -p "$BIN"
 cp -f "$ROOT/target/release/libmemalloc.so" "$BIN/libmemalloc.so"
-for prog in runner fixed churn larson xmalloc threads32 cache-scratch realloc large gen_text pair; do
+for prog in runner fixed churn larson xmalloc threads32 cache-scratch realloc large gen_text pair mchurn mthreads bulkfree; do
     gcc -O2 -g -pthread -Wall -Wextra -o "$BIN/$prog" "$ROOT/bench/$prog.c" -lm
 done
 PY=/usr/bin/python3

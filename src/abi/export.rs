@@ -48,6 +48,19 @@ fn alloc_mid(n: usize) -> *mut u8 {
         if !c.is_null() {
             return to_user(c);
         }
+        if crate::prof::active() {
+            return alloc_mid_profiling(n);
+        }
+    }
+    alloc_medium(n)
+}
+
+/// `alloc_mid` while profiling: the same chunk, counted.
+#[inline(never)]
+fn alloc_mid_profiling(n: usize) -> *mut u8 {
+    let c = mcache::pop_profiling(n);
+    if !c.is_null() {
+        return crate::prof::counted(to_user(c), n);
     }
     alloc_medium(n)
 }
@@ -230,20 +243,50 @@ pub unsafe fn dealloc_sized(p: *mut u8, size: usize) {
 /// header's tag, then `mcache::free_fast`'s), else `dealloc_chunk_slow`.
 #[inline(never)]
 unsafe fn dealloc_chunk(p: *mut u8, bits: u8) {
-    if bits != 0
-        && header_in_granule(p)
-        && !crate::gate::any(
+    if bits != 0 && header_in_granule(p) {
+        if !crate::gate::any(
             crate::gate::PROF
                 | crate::gate::DEBUG
                 | crate::gate::PERTURB
                 | crate::gate::KEPT
                 | crate::gate::PURGE,
-        )
-    {
-        let c = from_user(p);
-        if (!crate::guard::CHECKS || head_ok(c)) && !is_mmapped(c) && mcache::free_fast(c) {
-            return;
+        ) {
+            if to_medium_cache(p) {
+                return;
+            }
+        } else if !crate::gate::any(
+            crate::gate::DEBUG | crate::gate::PERTURB | crate::gate::KEPT | crate::gate::PURGE,
+        ) {
+            return dealloc_chunk_profiling(p, bits);
         }
+    }
+    dealloc_chunk_slow(p, bits)
+}
+
+/// `dealloc_chunk`'s fast path for heap chunk `p` (its header in its
+/// granule): into this thread's medium cache, after the header's tag and
+/// `mcache::free_fast`'s checks; false, having done nothing, if it does not
+/// go there.
+///
+/// # Safety
+/// As [`dealloc`]; `p`'s header lies in memory of ours.
+#[inline(always)]
+unsafe fn to_medium_cache(p: *mut u8) -> bool {
+    let c = from_user(p);
+    (!crate::guard::CHECKS || head_ok(c)) && !is_mmapped(c) && mcache::free_fast(c)
+}
+
+/// `dealloc_chunk` while profiling and no other slower mode is on: a block
+/// the profiler did not sample takes the fast path (out of line, so that
+/// `dealloc_chunk` makes no call but tail calls and saves no register).
+///
+/// # Safety
+/// As `dealloc_chunk`.
+#[cold]
+#[inline(never)]
+unsafe fn dealloc_chunk_profiling(p: *mut u8, bits: u8) {
+    if !crate::prof::sampled(p) && to_medium_cache(p) {
+        return;
     }
     dealloc_chunk_slow(p, bits)
 }

@@ -366,16 +366,15 @@ pub struct CacheOf<const N: usize> {
     class_of: [u8; NSIZES],
     /// The thread is sparse: `class_of` is `CLASS_OF_SPARSE`.
     sparse: bool,
-    /// The zone each class allocates from (`EMPTY_ZONE` if none); one more
-    /// for `TRAP_CLASS`, always `EMPTY_ZONE`.
-    pub current: [*mut Zone; NCLASS + 1],
+    /// The zone each class allocates from (`EMPTY_ZONE` if none).
+    pub current: [*mut Zone; NCLASS],
     /// Per class: the blocks in the bin (the low 16 bits, `BIN_COUNT`) and,
     /// above them, the allocations the bin served (statistics, in units of
     /// `BIN_POP`). One word, so a pop counts itself with the store that
     /// updates the bin: a separate counter was a second read-modify-write
     /// of memory on every malloc (`fixed 16`: 0.36 s before, 0.33 s after,
     /// medians of 21 alternating runs).
-    bin_state: [u64; NCLASS + 1],
+    bin_state: [u64; NCLASS],
     avail: [ZoneList; NCLASS],
     full: [ZoneList; NCLASS],
     /// One empty zone kept per class (see `keep_or_retire`).
@@ -390,6 +389,8 @@ pub struct CacheOf<const N: usize> {
     /// Links in the list of live caches (statistics).
     live_next: *mut Cache,
     live_prev: *mut Cache,
+    /// Per class, the sampling countdown while profiling (see `prof_tick`).
+    prof: [ProfClass; NCLASS],
     /// Per class, a stack of freed blocks, served first (last freed, first
     /// reused: the block is still in the cache). Mostly of this cache's own
     /// zones; other threads' blocks too once the thread allocates the class
@@ -434,8 +435,8 @@ const fn static_cache(state: u32) -> CacheOf<0> {
         class_of: CLASS_OF,
         sparse: false,
         // SAFETY: only the address is taken.
-        current: [addr_of_mut!(EMPTY_ZONE); NCLASS + 1],
-        bin_state: [0; NCLASS + 1],
+        current: [addr_of_mut!(EMPTY_ZONE); NCLASS],
+        bin_state: [0; NCLASS],
         bin: [],
         avail: [ZoneList::new(); NCLASS],
         full: [ZoneList::new(); NCLASS],
@@ -451,6 +452,7 @@ const fn static_cache(state: u32) -> CacheOf<0> {
         next_free: null_mut(),
         live_next: null_mut(),
         live_prev: null_mut(),
+        prof: [ProfClass::OFF; NCLASS],
     }
 }
 
@@ -501,8 +503,7 @@ pub fn class_allocs() -> [usize; NCLASS] {
         let mut c = s.live;
         while !c.is_null() {
             for (i, n) in t.iter_mut().enumerate() {
-                *n += core::ptr::read_volatile(&(*c).allocs[i])
-                    + (core::ptr::read_volatile(&(*c).bin_state[i]) / BIN_POP) as usize;
+                *n += served(c, i);
             }
             c = (*c).live_next;
         }
@@ -577,23 +578,32 @@ unsafe fn alloc_class(tc: *mut Cache, cls: usize, n: usize) -> *mut u8 {
         let k = st as u16 as usize; // (BIN_COUNT)
         if k != 0 {
             let b = *(*tc).bin.get_unchecked(cls * BIN_CAP + k - 1);
-            *(*tc).bin_state.get_unchecked_mut(cls) = st + BIN_POP - 1;
+            // (The pops count reaches the sign bit only when profiling
+            // says a sample is due: see `prof_tick`.)
+            let st = st + BIN_POP - 1;
+            *(*tc).bin_state.get_unchecked_mut(cls) = st;
+            if (st as i64) < 0 {
+                return prof_tick(n);
+            }
             (*b).mark = 0;
             return b as *mut u8;
         }
         let z = (*tc).current[cls];
         let b = (*z).free;
         if b != z as *mut Block {
+            // (As the pops count above: the count wraps to 0.)
+            let a = (*tc).allocs.get_unchecked(cls).wrapping_add(1);
+            *(*tc).allocs.get_unchecked_mut(cls) = a;
+            if a == 0 {
+                return prof_tick(n);
+            }
             let t = (*b).next as usize ^ crate::guard::list_key();
             if crate::guard::CHECKS && t >= ZONE_SIZE {
                 return corrupt_list(b);
             }
             (*z).free = (t ^ b as usize) as *mut Block;
-            (*b).mark = 0;
             (*z).used += 1;
-            // (A zone has a free block, so cls is a size class, not
-            // TRAP_CLASS: below NCLASS.)
-            *(*tc).allocs.get_unchecked_mut(cls) += 1;
+            (*b).mark = 0;
             return b as *mut u8;
         }
         alloc_slow(n, cls, tc)
@@ -969,8 +979,8 @@ unsafe fn free_abandoned(z: *mut Zone, head: *mut Block, tail: *mut Block, n: u3
 #[cold]
 #[inline(never)]
 unsafe fn alloc_slow(n: usize, cls: usize, tc: *mut Cache) -> *mut u8 {
-    if crate::prof::active() && (cls == TRAP_CLASS || (*tc).state != LIVE) {
-        return prof_alloc(n, tc);
+    if crate::prof::active() {
+        return prof_alloc(n, cls, tc);
     }
     alloc_dry(n, cls, tc)
 }
@@ -995,21 +1005,231 @@ unsafe fn alloc_dry(n: usize, cls: usize, tc: *mut Cache) -> *mut u8 {
     p
 }
 
-/// The class every request of a profiled thread's cache maps to (see
-/// `prof`): not a size class, only a bin that stays empty and a current zone
-/// that stays `EMPTY_ZONE`, so each small malloc misses into `alloc_slow`,
-/// which counts it (`prof_alloc`) and serves it from its real class.
-const TRAP_CLASS: usize = NCLASS;
+// ---- profiling (see `prof`) -------------------------------------------------
+//
+// While profiling, each class of a thread cache samples its own allocations:
+// every block is sampled with probability `1 - exp(-size / rate)` (`size`
+// the class's block size), independently, i.e. the allocations between two
+// samples are geometric (`prof::draw_blocks`); the weight of a sample of `n`
+// requested bytes is `n / (1 - exp(-size / rate))`, unbiased for the bytes
+// requested. The fast path counts its allocations with the counters it
+// already keeps for the statistics, the pops count in `bin_state`'s high 48
+// bits and `allocs`, and tests each after its add: the pops count reaching
+// `POPS_FIRE` (the word's sign bit), `allocs` wrapping to 0. While a class
+// is *armed*, the two hold offsets chosen so that the bin's counter fires
+// on its `bin_fast + 1`-th pop and the zone path's on its `zone_fast +
+// 1`-th, with `bin_fast + zone_fast` = the allocations before the sampled
+// one: the fast path never serves the sampled allocation, and a firing
+// (`prof_tick`) or a miss (`prof_alloc`) is where the counts are settled,
+// the sample taken if due, and the class armed again. Profiling off,
+// nothing is armed: a counter fires only after 2^47 pops (2^64 zone pops)
+// of one class, and `prof_tick` just serves it. Cost off: one test and
+// branch on each of the two paths.
 
-/// A small malloc while profiling (see `prof`): counts it, samples it if
-/// due (a sampled block comes from the heap, so that its free is seen),
-/// else serves it from its real class as the fast path would. A cache made
-/// here gets the class table that sends everything to `TRAP_CLASS`.
+/// A class's sampling state while profiling.
+#[derive(Clone, Copy)]
+struct ProfClass {
+    /// Allocations up to and including the one to sample, counted from
+    /// when the class was last armed (0: none drawn yet).
+    left: u64,
+    /// Allocations the bin and the zone path may serve before their
+    /// counter fires (`left - 1` between them).
+    bin_fast: u64,
+    zone_fast: u64,
+    /// The statistics the two counters held when armed.
+    pops: u64,
+    allocs: usize,
+    /// The counters hold the offsets.
+    armed: bool,
+}
+
+impl ProfClass {
+    const OFF: ProfClass = ProfClass {
+        left: 0,
+        bin_fast: 0,
+        zone_fast: 0,
+        pops: 0,
+        allocs: 0,
+        armed: false,
+    };
+}
+
+/// The pops count whose top bit is `bin_state`'s sign: the bin's counter
+/// fires when it gets there.
+const POPS_FIRE: u64 = 1 << 47;
+/// The bits of the pops count.
+const POPS_MASK: u64 = u64::MAX >> 16;
+
+/// The pops count and `allocs` of an armed class as the allocations served
+/// since arming (bin, zone; a counter that fired counts the allocation that
+/// fired it).
+fn prof_counts(p: &ProfClass, pops: u64, allocs: usize) -> (u64, u64) {
+    let bin = pops.wrapping_sub(POPS_FIRE - 1 - p.bin_fast) & POPS_MASK;
+    let zone = allocs.wrapping_sub(usize::MAX - p.zone_fast as usize) as u64;
+    (bin, zone)
+}
+
+/// Allocations of `cls` served by `tc`'s fast path since it was armed (as
+/// `prof_counts`), and the counters back to their statistics; (0, 0) if
+/// the class is not armed.
+///
+/// # Safety
+/// `tc` is this thread's live cache, `cls < NCLASS`.
+unsafe fn prof_disarm(tc: *mut Cache, cls: usize) -> (u64, u64) {
+    let c = &mut *tc;
+    let p = &mut c.prof[cls];
+    if !p.armed {
+        return (0, 0);
+    }
+    p.armed = false;
+    let st = c.bin_state[cls];
+    let (bin, zone) = prof_counts(p, st >> 16, c.allocs[cls]);
+    c.bin_state[cls] = (st & BIN_COUNT) | ((p.pops + bin) & (POPS_FIRE - 1)) << 16;
+    c.allocs[cls] = p.allocs.wrapping_add(zone as usize);
+    (bin, zone)
+}
+
+/// Arms `cls` of `tc` for its `left`-th allocation from now, sharing the
+/// allocations before it between the bin and the zone path as they were
+/// shared last time (`bin`, `zone`).
+///
+/// # Safety
+/// As `prof_disarm`; `cls` is not armed.
+unsafe fn prof_arm(tc: *mut Cache, cls: usize, bin: u64, zone: u64) {
+    let c = &mut *tc;
+    let p = &mut c.prof[cls];
+    if p.left == 0 {
+        p.left = crate::prof::draw_blocks(CLASS_SIZE[cls] as usize);
+    }
+    let fast = p.left - 1;
+    let z = (fast as u128 * (zone as u128 + 1) / (bin as u128 + zone as u128 + 2)) as u64;
+    p.zone_fast = z;
+    p.bin_fast = fast - z;
+    let st = c.bin_state[cls];
+    p.pops = st >> 16;
+    p.allocs = c.allocs[cls];
+    c.bin_state[cls] = (st & BIN_COUNT) | (POPS_FIRE - 1 - p.bin_fast) << 16;
+    c.allocs[cls] = usize::MAX - z as usize;
+    p.armed = true;
+}
+
+/// Counts `k` allocations of `cls`, the last one being made: is it the one
+/// to sample?
+///
+/// # Safety
+/// As `prof_disarm`.
+unsafe fn prof_due(tc: *mut Cache, cls: usize, k: u64) -> bool {
+    let p = &mut (*tc).prof[cls];
+    let size = CLASS_SIZE[cls] as usize;
+    if p.left == 0 {
+        p.left = crate::prof::draw_blocks(size);
+    }
+    if k >= p.left {
+        p.left = crate::prof::draw_blocks(size);
+        return crate::prof::can_sample();
+    }
+    p.left -= k;
+    false
+}
+
+/// A sampled small request of `n` bytes counted as a block of `cls`: from
+/// the heap, so that its free is seen (`prof::freed`); null if the heap
+/// has none.
+unsafe fn prof_sample(cls: usize, n: usize) -> *mut u8 {
+    let p = heap_small(cls);
+    if !p.is_null() {
+        crate::prof::record_as(p, n, CLASS_SIZE[cls] as usize);
+    }
+    p
+}
+
+/// A counter of the fast path fired on a request of `n` bytes: the bin's
+/// (its count already taken down: the popped block is still in the slot
+/// above it, marked free) or the zone path's (the zone's block not taken).
+/// Profiling, the counts are settled, the block is served, or the request
+/// sampled, and the class armed again; not profiling, a count wrapped, and
+/// the block is served.
 #[cold]
 #[inline(never)]
-unsafe fn prof_alloc(n: usize, tc: *mut Cache) -> *mut u8 {
+unsafe fn prof_tick(n: usize) -> *mut u8 {
+    let tc = tls::get();
+    // (The fast path's class: n <= SMALL_MAX.)
+    let cls = (*tc).class_of[(n + 15) >> 4] as usize;
+    let st = (*tc).bin_state[cls];
+    let from_bin = (st as i64) < 0;
+    let (mut bin, mut zone) = (0, 0);
+    let mut p = null_mut();
+    if (*tc).prof[cls].armed {
+        (bin, zone) = prof_disarm(tc, cls);
+        if prof_due(tc, cls, bin + zone) {
+            p = prof_sample(cls, n);
+        }
+    } else if from_bin {
+        (*tc).bin_state[cls] = st & BIN_COUNT;
+    }
+    let st = (*tc).bin_state[cls];
+    if !p.is_null() {
+        if from_bin {
+            // The popped block goes back on top of its bin.
+            (*tc).bin_state[cls] = st + 1;
+        }
+    } else if from_bin {
+        let b = (*tc).bin[cls * BIN_CAP + (st & BIN_COUNT) as usize];
+        (*b).mark = 0;
+        p = b as *mut u8;
+    } else {
+        let z = (*tc).current[cls];
+        let b = (*z).free;
+        if b == z as *mut Block {
+            // (Not from the fast path as it stands: only a malloc that
+            // reentered this one, from a signal handler, could have
+            // emptied the zone.)
+            p = alloc_dry(n, cls, tc);
+        } else {
+            (*z).free = dec(b);
+            (*z).used += 1;
+            (*b).mark = 0;
+            p = b as *mut u8;
+        }
+    }
+    if crate::prof::active() {
+        prof_arm(tc, cls, bin, zone);
+    }
+    p
+}
+
+/// A small malloc that missed while profiling: counted (with the fast
+/// path's allocations since the class was armed), sampled if due, else
+/// served as `alloc_dry` serves it. A thread without a live cache counts
+/// bytes (`prof::take`) as the export layer does for larger blocks.
+#[cold]
+#[inline(never)]
+unsafe fn prof_alloc(n: usize, cls: usize, tc: *mut Cache) -> *mut u8 {
+    if (*tc).state != LIVE {
+        return prof_first(n, cls, tc);
+    }
+    let (bin, zone) = prof_disarm(tc, cls);
+    let mut p = null_mut();
+    if prof_due(tc, cls, bin + zone + 1) {
+        p = prof_sample(cls, n);
+    }
+    if p.is_null() {
+        p = alloc_dry(n, cls, tc);
+    } else {
+        // (Counted with the class, as a sample that fired on the fast path.)
+        (*tc).allocs[cls] += 1;
+    }
+    // (tc, live, stays this thread's cache.)
+    prof_arm(tc, cls, bin, zone);
+    p
+}
+
+/// `prof_alloc` for a thread without a live cache: makes one (or serves
+/// the request from the heap) and arms the class it served.
+#[cold]
+#[inline(never)]
+unsafe fn prof_first(n: usize, cls: usize, tc: *mut Cache) -> *mut u8 {
     if crate::prof::take(n) {
-        // From the heap, so that its free is seen.
         let p = heap_small(class_of(n));
         if p.is_null() {
             crate::os::set_errno(libc::ENOMEM);
@@ -1018,29 +1238,31 @@ unsafe fn prof_alloc(n: usize, tc: *mut Cache) -> *mut u8 {
         }
         return p;
     }
-    let cls = class_of(n);
-    if (*tc).state == LIVE {
-        // (cls is not TRAP_CLASS: a miss goes to alloc_slow's usual path.)
-        return alloc_class(tc, cls, n);
-    }
-    prof_first(tc, cls, n)
-}
-
-/// `prof_alloc` for a thread without a live cache: makes one (or serves
-/// the request from the heap) and gives it the trapping class table.
-#[cold]
-#[inline(never)]
-unsafe fn prof_first(tc: *mut Cache, cls: usize, n: usize) -> *mut u8 {
-    let p = refill(tc, cls, n);
-    if p.is_null() {
-        crate::os::set_errno(libc::ENOMEM);
-    }
+    let p = alloc_dry(n, cls, tc);
     let c = tls::get();
-    if (*c).state == LIVE && (*c).class_of[0] as usize != TRAP_CLASS {
-        (*c).class_of = [TRAP_CLASS as u8; NSIZES];
-        (*c).sparse = false;
+    if (*c).state == LIVE {
+        let cls = (*c).class_of[(n + 15) >> 4] as usize;
+        if !(*c).prof[cls].armed {
+            prof_arm(c, cls, 0, 0);
+        }
     }
     p
+}
+
+/// Allocations cache `c` served from class `cls` (statistics; `c` may be
+/// another thread's, read without its cooperation: a figure).
+///
+/// # Safety
+/// `c` is a live cache, `cls < NCLASS`.
+unsafe fn served(c: *const Cache, cls: usize) -> usize {
+    let allocs = core::ptr::read_volatile(&(*c).allocs[cls]);
+    let pops = core::ptr::read_volatile(&(*c).bin_state[cls]) >> 16;
+    let p = core::ptr::read_volatile(&(*c).prof[cls]);
+    if !p.armed {
+        return allocs + pops as usize;
+    }
+    let (bin, zone) = prof_counts(&p, pops, allocs);
+    p.allocs + zone as usize + (p.pops + bin) as usize
 }
 
 unsafe fn refill(mut tc: *mut Cache, mut cls: usize, n: usize) -> *mut u8 {
@@ -1523,6 +1745,7 @@ unsafe fn init_fields(c: *mut Cache, sparse: bool) {
         next_free,
         live_next,
         live_prev,
+        prof,
     } = s;
     if sparse {
         addr_of_mut!((*c).class_of).write(CLASS_OF_SPARSE);
@@ -1541,6 +1764,7 @@ unsafe fn init_fields(c: *mut Cache, sparse: bool) {
     addr_of_mut!((*c).next_free).write(next_free);
     addr_of_mut!((*c).live_next).write(live_next);
     addr_of_mut!((*c).live_prev).write(live_prev);
+    addr_of_mut!((*c).prof).write(prof);
 }
 
 unsafe fn recycle(c: *mut Cache) {
@@ -1592,7 +1816,7 @@ unsafe extern "C" fn thread_exit(arg: *mut libc::c_void) {
         let _g = SHARED_LOCK.guard();
         let s = &mut *addr_of_mut!(SHARED);
         for (i, n) in s.allocs.iter_mut().enumerate() {
-            *n += (*c).allocs[i] + ((*c).bin_state[i] / BIN_POP) as usize;
+            *n += served(c, i);
         }
         if (*c).live_prev.is_null() {
             s.live = (*c).live_next;
@@ -1741,3 +1965,80 @@ pub unsafe fn usable(z: *const Zone) -> usize {
 }
 
 const _: () = assert!(ZONE_HDR.is_multiple_of(ALIGN));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The profiling counters against a model: a class is armed for its
+    /// `left`-th allocation, the fast path's two counters are bumped as
+    /// `alloc_class` bumps them (bin pops and zone pops in random order),
+    /// and one of them must fire before the `left`-th allocation is served
+    /// and no sooner than its share; `prof_disarm` then reports what was
+    /// served, `served` counts right while armed, and the statistics are
+    /// back when disarmed.
+    #[test]
+    fn profiling_counters_fire_on_the_sampled_allocation() {
+        let mut c: Box<core::mem::MaybeUninit<Cache>> = Box::new(core::mem::MaybeUninit::uninit());
+        let tc = c.as_mut_ptr();
+        // SAFETY: tc is a cache's worth of memory, initialised here.
+        unsafe { init_fields(tc, false) };
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let cls = 3;
+        let (mut true_pops, mut true_allocs) = (0u64, 0usize);
+        let (mut last_bin, mut last_zone) = (0u64, 0u64);
+        for round in 0..2000 {
+            // SAFETY: tc is initialised; cls < NCLASS.
+            unsafe {
+                let c = &mut *tc;
+                let left = 1 + next() % if round % 3 == 0 { 5 } else { 3000 };
+                c.prof[cls].left = left;
+                c.bin_state[cls] = (c.bin_state[cls] & !BIN_COUNT) | 20;
+                prof_arm(tc, cls, last_bin, last_zone);
+                let zone_share = next() % 4; // how often the zone path serves
+                let (mut bin, mut zone) = (0u64, 0u64);
+                loop {
+                    if next() % 4 < zone_share {
+                        let a = c.allocs[cls].wrapping_add(1);
+                        c.allocs[cls] = a;
+                        zone += 1;
+                        if a == 0 {
+                            break;
+                        }
+                    } else {
+                        // A free, then a pop: the count stays at 20.
+                        let st = c.bin_state[cls] + 1 + BIN_POP - 1;
+                        c.bin_state[cls] = st;
+                        bin += 1;
+                        if (st as i64) < 0 {
+                            break;
+                        }
+                    }
+                    assert!(bin + zone < left, "served the sampled allocation");
+                    assert_eq!(
+                        served(tc, cls),
+                        (true_pops + bin) as usize + true_allocs + zone as usize
+                    );
+                }
+                // The firing allocation is the left-th, or comes early
+                // because its path's share ran out.
+                assert!(bin + zone <= left);
+                let (b, z) = prof_disarm(tc, cls);
+                assert_eq!((b, z), (bin, zone));
+                true_pops += bin;
+                true_allocs += zone as usize;
+                assert_eq!(c.bin_state[cls] >> 16, true_pops);
+                assert_eq!(c.bin_state[cls] & BIN_COUNT, 20);
+                assert_eq!(c.allocs[cls], true_allocs);
+                assert_eq!(served(tc, cls), true_pops as usize + true_allocs);
+                (last_bin, last_zone) = (b, z);
+            }
+        }
+    }
+}

@@ -298,15 +298,28 @@ pub fn totals() -> (usize, usize, usize, usize, usize) {
 /// thread's list of `n`'s class, or null (`alloc` then decides). A listed
 /// chunk serves its class whatever the mmap threshold has become since it
 /// was cached (as glibc's tcache does). Not with a perturb byte or the
-/// profiler on: their work is in the export layer's slow path.
+/// profiler on: their work is in the export layer's slower paths
+/// (`export::alloc_mid_profiling` counts what the cache serves).
 #[inline(always)]
 pub fn pop(n: usize) -> *mut Chunk {
+    pop_unless(n, crate::gate::PERTURB | crate::gate::PROF)
+}
+
+/// `pop` while profiling: the caller counts what it serves.
+#[inline(always)]
+pub fn pop_profiling(n: usize) -> *mut Chunk {
+    pop_unless(n, crate::gate::PERTURB)
+}
+
+/// `pop`, null when any mode of `modes` (`gate`) is on.
+#[inline(always)]
+fn pop_unless(n: usize, modes: u8) -> *mut Chunk {
     let tc = tls::mc_get();
     let k = class_of(n);
     // SAFETY: as `alloc`.
     unsafe {
         let c = *(*tc).head.get_unchecked(k);
-        if c.is_null() || crate::gate::any(crate::gate::PERTURB | crate::gate::PROF) {
+        if c.is_null() || crate::gate::any(modes) {
             return null_mut();
         }
         take(tc, k, c)
