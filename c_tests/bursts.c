@@ -10,7 +10,8 @@
  * again, checking every pattern before its free and that no block is handed
  * out twice in a round. A round is 5 * BURST malloc+free pairs, and each
  * burst is far more blocks of a class than a bin holds, so what the pairs
- * cost is mostly how blocks leave a full bin and come back to an empty one.
+ * cost beyond the fast paths is how blocks leave a full bin for their zones
+ * and come back.
  * bursts.sh divides the difference of the instruction counts of two runs
  * by the difference of their pairs, and compares it with bursts small
  * enough for the bins (BURST=16). Prints "ok bursts: ..." on success.

@@ -49,29 +49,15 @@
 //! itself. A thread that allocates a class also keeps there the blocks of
 //! that class it frees for other threads (`free_foreign`), and reuses them;
 //! a block leaving a bin goes back to its zone, through the remote list if
-//! the zone is another thread's.
-//!
-//! **Stashes**: a full bin moves its older half, as one 16-pointer copy, to
-//! a magazine on its class's stash (`Cache::stash_top`); an empty bin takes
-//! the top magazine back, again as one copy, before it looks at the zone.
-//! So a burst of frees larger than a bin (a vector of objects truncated)
-//! and the burst of mallocs after it move blocks 16 at a time, at a few
-//! instructions a block, instead of each block going back to its zone and
-//! out again (about 40 instructions a block: `bench/cxx_stl uptr` spent
-//! 15% of its instructions there). The stashes of a thread hold at most
-//! `STASH_BYTES` in `NMAG` magazines; past that the class's oldest
-//! magazine goes back to the zones (the stash keeps the latest frees), or
-//! the bin's half if the class has none. Blocks going back to their zones
-//! go a run of one zone's blocks at a time (`give_back_all`). Blocks in a
-//! stash are free blocks of the bin (marked free, so a second free is
-//! still reported) and count as used by their zones; they go back to them
-//! with the bins' (thread exit, malloc_trim).
+//! the zone is another thread's; a run of blocks of one zone goes in one
+//! go (`give_back_all`: a full bin's older half, freed one after another,
+//! mostly came from one zone one after another).
 //!
 //! Fast path cost: malloc is a TLS load, a bin count test and an array pop
-//! (or, with the bin empty, a stash test, two loads to reach the zone's
-//! free list and a pop); free is a zone-map lookup, the block checks and an
-//! owner compare against the map's entry (not the zone header: see
-//! `zonemap`), and an array push. No lock and no atomic read-modify-write.
+//! (or, with the bin empty, two loads to reach the zone's free list and a
+//! pop); free is a zone-map lookup, the block checks and an owner compare
+//! against the map's entry (not the zone header: see `zonemap`), and an
+//! array push. No lock and no atomic read-modify-write.
 
 use crate::chunk::{self, to_user, ALIGN};
 use crate::events::{several_threads, THREADS};
@@ -364,8 +350,8 @@ const LIVE: u32 = 0;
 const EMPTY: u32 = 1;
 const DEAD: u32 = 2;
 
-/// A thread's cache: `CacheOf<{ BIN_CAP * NCLASS + MAG * NMAG }>`.
-pub type Cache = CacheOf<{ BIN_CAP * NCLASS + MAG * NMAG }>;
+/// A thread's cache: `CacheOf<{ BIN_CAP * NCLASS }>`.
+pub type Cache = CacheOf<{ BIN_CAP * NCLASS }>;
 
 /// A cache with `N` bin slots. Thread caches have them all; the static
 /// caches (`EMPTY_CACHE`, `DEAD_CACHE`) have none, as their bins are always
@@ -401,20 +387,6 @@ pub struct CacheOf<const N: usize> {
     pending: [Pending; NCLASS],
     /// Allocations served per class (statistics).
     pub allocs: [usize; NCLASS],
-    /// Per class (and `TRAP_CLASS`, whose stays 0): the top magazine of the
-    /// class's stash as its index + 1, or 0 when the stash is empty.
-    stash_top: [u8; NCLASS + 1],
-    /// Per class: the bottom (oldest) magazine of the stash, or 0.
-    stash_bottom: [u8; NCLASS],
-    /// Per magazine: the next one (index + 1; 0 ends the list), older, in
-    /// its class's stash, or in the list of free magazines.
-    mag_next: [u8; NMAG],
-    /// Per magazine in a stash: the previous one, newer (index + 1, or 0).
-    mag_prev: [u8; NMAG],
-    /// The first free magazine (index + 1; 0 when all are in stashes).
-    mag_free: u8,
-    /// Bytes of the blocks in all stashes: at most `STASH_BYTES`.
-    stash_bytes: u32,
     state: u32,
     next_free: *mut Cache,
     /// Links in the list of live caches (statistics).
@@ -430,8 +402,7 @@ pub struct CacheOf<const N: usize> {
     /// by their zone; a full bin gives its older half back to the zones.
     /// Last in the struct, and never initialised (see `init_fields`).
     /// (Flat, class-major: slot `cls * BIN_CAP + i`, one shift and an add
-    /// from the class and count.) The magazines of the stashes follow:
-    /// magazine `m` is slots `BIN_CAP * NCLASS + m * MAG ..`, all `MAG` full.
+    /// from the class and count.)
     bin: [*mut Block; N],
 }
 
@@ -453,32 +424,6 @@ const BIN_CAP: usize = 32;
 const BIN_COUNT: u64 = 0xffff;
 const _: () = assert!(BIN_COUNT == u16::MAX as u64 && BIN_CAP <= u16::MAX as usize);
 const BIN_POP: u64 = 1 << 16;
-
-/// Blocks in a magazine: the half of a bin that a spill moves.
-const MAG: usize = BIN_CAP / 2;
-/// Magazines of a cache: 2 KiB of slots (a cache is 9 KiB without them),
-/// touched only when used. With 32, `bench/cxx_stl uptr` took 152
-/// instructions an operation rather than 157 (180 without stashes), but
-/// the caches of `c_tests/threads`' 64 threads grew by 256 KiB, past its
-/// bound on the memory in use once they exit.
-const NMAG: usize = 16;
-const _: () = assert!(NMAG < u8::MAX as usize);
-/// Bytes a thread's stashes may hold. `bench/cxx_stl uptr` truncates its
-/// vector by about 500 objects of 16-320 bytes at a time (70 KiB); the
-/// blocks a stash holds pin their zones (`c_tests/brk` frees 4 MiB of
-/// 1000-byte blocks and expects the break back within 256 KiB).
-const STASH_BYTES: u32 = 64 * 1024;
-
-/// `Cache::mag_next` of a fresh cache: every magazine in the free list.
-const MAG_LIST: [u8; NMAG] = {
-    let mut t = [0u8; NMAG];
-    let mut i = 0;
-    while i + 1 < NMAG {
-        t[i] = (i + 2) as u8;
-        i += 1;
-    }
-    t
-};
 
 /// A zone with no free block: the current zone of every class of a cache
 /// that has none, so the fast path misses without a test of its own.
@@ -504,12 +449,6 @@ const fn static_cache(state: u32) -> CacheOf<0> {
             count: 0,
         }; NCLASS],
         allocs: [0; NCLASS],
-        stash_top: [0; NCLASS + 1],
-        stash_bottom: [0; NCLASS],
-        mag_next: MAG_LIST,
-        mag_prev: [0; NMAG],
-        mag_free: 1,
-        stash_bytes: 0,
         state,
         next_free: null_mut(),
         live_next: null_mut(),
@@ -644,10 +583,6 @@ unsafe fn alloc_class(tc: *mut Cache, cls: usize, n: usize) -> *mut u8 {
             (*b).mark = 0;
             return b as *mut u8;
         }
-        // (cls <= TRAP_CLASS.)
-        if *(*tc).stash_top.get_unchecked(cls) != 0 {
-            return unstash(tc, cls);
-        }
         let z = (*tc).current[cls];
         let b = (*z).free;
         if b != z as *mut Block {
@@ -737,12 +672,13 @@ unsafe fn free_foreign_slow(tc: *mut Cache, cls: usize, b: *mut Block) {
     }
 }
 
-/// Gives blocks `xs`, leaving `tc`'s bin or stash, back to their zones: at
-/// once to a zone of `tc`'s, else through the zone's remote list. A run of
-/// blocks of one zone goes in one go: one owner test, the run linked into
-/// the zone's free list and `used` lowered once. (Blocks freed one after another were mostly allocated one
-/// after another, from one zone: about 40 instructions a block one by one,
-/// against a dozen in a run.)
+/// Gives blocks `xs`, leaving `tc`'s bin, back to their zones: at once to
+/// a zone of `tc`'s, else through the zone's remote list. A run of blocks
+/// of one zone goes in one go: one owner test, the run linked onto the
+/// zone's free list and `used` lowered once. Blocks freed one after another
+/// were mostly allocated one after another, from one zone: a block after a
+/// run's first costs 9 instructions, where each went back on its own for
+/// about 40.
 ///
 /// # Safety
 /// `tc` is this thread's live cache; `xs` are free blocks (marked free) of
@@ -796,31 +732,25 @@ unsafe fn end_run(tc: *mut Cache, z: *mut Zone, old: *mut Block, head: *mut Bloc
     }
 }
 
-/// The bin of `cls` is full: its older half goes to a magazine on the
-/// class's stash, and `b` goes in. If the stashes are full, the oldest
-/// magazine of the class makes room, its blocks going back to their zones;
-/// if the class has none, the bin's half goes back to them instead. (The
-/// stash keeps the latest frees: a burst freed from the top of the heap
-/// down leaves the top free, so the break can shrink.)
+/// The bin of `cls` is full: its older half goes back to the zones, and `b`
+/// goes in.
+///
+/// Measured and not kept: a stash of 16-block magazines per class behind
+/// the bins (a full bin's half copied there, an empty bin refilled from it
+/// before the zone; 2 KiB of slots a cache, up to 64 KiB of blocks a
+/// thread, a use-after-free check word in each stashed block) took
+/// `bench/cxx_stl uptr` from 168 to 162 instructions an operation, but its
+/// CPU time from 0.116 to 0.122 s (medians of 21 alternating runs): the
+/// blocks a stash hands back are colder than a zone's, and the check reads
+/// each of them once more.
 #[cold]
 #[inline(never)]
 unsafe fn spill_bin(tc: *mut Cache, cls: usize, b: *mut Block) {
-    const HALF: usize = MAG;
-    if !stash(&mut *tc, cls) {
-        // (Copies: the zones' slow paths take the cache as `&mut`.)
-        let mut xs = [null_mut(); HALF];
-        if let Some(m) = unstash_bottom(&mut *tc, cls) {
-            let at = BIN_CAP * NCLASS + m * MAG;
-            xs.copy_from_slice(&(&(*tc).bin)[at..at + MAG]);
-            check_stashed(&xs);
-            give_back_all(tc, &xs);
-            let stashed = stash(&mut *tc, cls);
-            debug_assert!(stashed);
-        } else {
-            xs.copy_from_slice(&(&(*tc).bin)[cls * BIN_CAP..cls * BIN_CAP + HALF]);
-            give_back_all(tc, &xs);
-        }
-    }
+    const HALF: usize = BIN_CAP / 2;
+    // (A copy: the zones' slow paths take the cache as `&mut`.)
+    let mut xs = [null_mut(); HALF];
+    xs.copy_from_slice(&(&(*tc).bin)[cls * BIN_CAP..cls * BIN_CAP + HALF]);
+    give_back_all(tc, &xs);
     let bin = &mut (&mut (*tc).bin)[cls * BIN_CAP..(cls + 1) * BIN_CAP];
     bin.copy_within(HALF.., 0);
     bin[BIN_CAP - HALF] = b;
@@ -828,137 +758,7 @@ unsafe fn spill_bin(tc: *mut Cache, cls: usize, b: *mut Block) {
     *st = (*st & !BIN_COUNT) | (BIN_CAP - HALF + 1) as u64;
 }
 
-/// Moves the older half of the full bin of `cls` (`MAG` blocks) to a free
-/// magazine on top of the class's stash; false if there is no free magazine
-/// or the stashes hold `STASH_BYTES` already. The bin's slots are left as
-/// they were.
-///
-/// # Safety
-/// `c` is this thread's live cache, and the bin of `cls` is full.
-#[inline]
-unsafe fn stash(c: &mut Cache, cls: usize) -> bool {
-    let bytes = MAG as u32 * CLASS_SIZE[cls];
-    let m = c.mag_free as usize;
-    if m == 0 || c.stash_bytes + bytes > STASH_BYTES {
-        return false;
-    }
-    let m = m - 1;
-    c.mag_free = c.mag_next[m];
-    let top = c.stash_top[cls];
-    c.mag_next[m] = top;
-    c.mag_prev[m] = 0;
-    if top == 0 {
-        c.stash_bottom[cls] = (m + 1) as u8;
-    } else {
-        c.mag_prev[top as usize - 1] = (m + 1) as u8;
-    }
-    c.stash_top[cls] = (m + 1) as u8;
-    c.stash_bytes += bytes;
-    let (bins, mags) = c.bin.split_at_mut(BIN_CAP * NCLASS);
-    let mag = &mut mags[m * MAG..(m + 1) * MAG];
-    mag.copy_from_slice(&bins[cls * BIN_CAP..cls * BIN_CAP + MAG]);
-    mark_stashed(mag);
-    true
-}
-
-/// Writes into each block entering a stash, where a zone's free block holds
-/// its link, the list key (blocks in a bin hold nothing there; the key, not
-/// the address keyed, saves an instruction a block each way). A use
-/// after free that writes there is reported when the block leaves the stash
-/// (`check_stashed`), as one that writes a link is when the link is
-/// followed: the blocks in a bin's older half went to their zones' lists
-/// before there were stashes, where `c_tests/misuse.sh` (`uaf-freelist`)
-/// catches such a write.
-///
-/// # Safety
-/// `xs` are free blocks of live zones.
-#[inline]
-unsafe fn mark_stashed(xs: &[*mut Block]) {
-    if crate::guard::CHECKS {
-        let key = crate::guard::list_key();
-        for &b in xs {
-            (*b).next = key as *mut Block;
-        }
-    }
-}
-
-/// Checks blocks leaving a stash (see `mark_stashed`); reports a block
-/// whose word was overwritten.
-///
-/// # Safety
-/// `xs` are free blocks of live zones, marked by `mark_stashed`.
-#[inline]
-unsafe fn check_stashed(xs: &[*mut Block]) {
-    if crate::guard::CHECKS {
-        let key = crate::guard::list_key();
-        for &b in xs {
-            if (*b).next as usize != key {
-                corrupt_list(b);
-            }
-        }
-    }
-}
-
-/// Takes the top magazine off the stash of `cls`, back to the free list;
-/// returns its index, or None if the stash is empty.
-#[inline]
-fn unstash_top(c: &mut Cache, cls: usize) -> Option<usize> {
-    let m = (c.stash_top[cls] as usize).checked_sub(1)?;
-    let next = c.mag_next[m];
-    c.stash_top[cls] = next;
-    if next == 0 {
-        c.stash_bottom[cls] = 0;
-    } else {
-        c.mag_prev[next as usize - 1] = 0;
-    }
-    c.mag_next[m] = c.mag_free;
-    c.mag_free = (m + 1) as u8;
-    c.stash_bytes -= MAG as u32 * CLASS_SIZE[cls];
-    Some(m)
-}
-
-/// Takes the bottom (oldest) magazine off the stash of `cls`, back to the
-/// free list; returns its index, or None if the stash is empty.
-#[inline]
-fn unstash_bottom(c: &mut Cache, cls: usize) -> Option<usize> {
-    let m = (c.stash_bottom[cls] as usize).checked_sub(1)?;
-    let prev = c.mag_prev[m];
-    c.stash_bottom[cls] = prev;
-    if prev == 0 {
-        c.stash_top[cls] = 0;
-    } else {
-        c.mag_next[prev as usize - 1] = 0;
-    }
-    c.mag_next[m] = c.mag_free;
-    c.mag_free = (m + 1) as u8;
-    c.stash_bytes -= MAG as u32 * CLASS_SIZE[cls];
-    Some(m)
-}
-
-/// malloc with the bin of `cls` empty and its stash not: the top magazine's
-/// blocks refill the bin, and the last of them is handed out.
-///
-/// # Safety
-/// `tc` is this thread's live cache and `cls < NCLASS` has a stash.
-#[inline(never)]
-unsafe fn unstash(tc: *mut Cache, cls: usize) -> *mut u8 {
-    let c = &mut *tc;
-    let Some(m) = unstash_top(c, cls) else {
-        return null_mut(); // (not reached: the caller saw a magazine)
-    };
-    let (bins, mags) = c.bin.split_at_mut(BIN_CAP * NCLASS);
-    let mag = &mags[m * MAG..(m + 1) * MAG];
-    check_stashed(mag);
-    bins[cls * BIN_CAP..cls * BIN_CAP + MAG].copy_from_slice(mag);
-    let b = mag[MAG - 1];
-    // The bin was empty: it now holds MAG - 1 blocks, and served one.
-    c.bin_state[cls] += BIN_POP + (MAG - 1) as u64;
-    // SAFETY: b is a free block of a zone, put in the bin by a free.
-    (*b).mark = 0;
-    b as *mut u8
-}
-
-/// Gives every block of `tc`'s bins and stashes back to the zones.
+/// Gives every block of `tc`'s bins back to the zones.
 unsafe fn drain_bins(tc: *mut Cache) {
     for cls in 0..NCLASS {
         let n = ((*tc).bin_state[cls] & BIN_COUNT) as usize;
@@ -966,12 +766,6 @@ unsafe fn drain_bins(tc: *mut Cache) {
         let mut xs = [null_mut(); BIN_CAP];
         xs[..n].copy_from_slice(&(&(*tc).bin)[cls * BIN_CAP..cls * BIN_CAP + n]);
         give_back_all(tc, &xs[..n]);
-        while let Some(m) = unstash_top(&mut *tc, cls) {
-            let at = BIN_CAP * NCLASS + m * MAG;
-            xs[..MAG].copy_from_slice(&(&(*tc).bin)[at..at + MAG]);
-            check_stashed(&xs[..MAG]);
-            give_back_all(tc, &xs[..MAG]);
-        }
     }
 }
 
@@ -1769,12 +1563,6 @@ unsafe fn init_fields(c: *mut Cache, sparse: bool) {
         spare,
         pending,
         allocs,
-        stash_top,
-        stash_bottom,
-        mag_next,
-        mag_prev,
-        mag_free,
-        stash_bytes,
         state,
         next_free,
         live_next,
@@ -1793,12 +1581,6 @@ unsafe fn init_fields(c: *mut Cache, sparse: bool) {
     addr_of_mut!((*c).spare).write(spare);
     addr_of_mut!((*c).pending).write(pending);
     addr_of_mut!((*c).allocs).write(allocs);
-    addr_of_mut!((*c).stash_top).write(stash_top);
-    addr_of_mut!((*c).stash_bottom).write(stash_bottom);
-    addr_of_mut!((*c).mag_next).write(mag_next);
-    addr_of_mut!((*c).mag_prev).write(mag_prev);
-    addr_of_mut!((*c).mag_free).write(mag_free);
-    addr_of_mut!((*c).stash_bytes).write(stash_bytes);
     addr_of_mut!((*c).state).write(state);
     addr_of_mut!((*c).next_free).write(next_free);
     addr_of_mut!((*c).live_next).write(live_next);
