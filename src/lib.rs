@@ -37,92 +37,92 @@
 
 // ---- sys/: the process and the OS -----------------------------------------
 // os: every system call, and the clocks
-#[path = "sys/os.rs"]
 #[doc(hidden)]
+#[path = "sys/os.rs"]
 pub mod os;
 // guard: the per-process keys of the integrity checks
-#[path = "sys/guard.rs"]
 #[doc(hidden)]
+#[path = "sys/guard.rs"]
 pub mod guard;
 // lock: the futex mutex
-#[path = "sys/lock.rs"]
 #[doc(hidden)]
+#[path = "sys/lock.rs"]
 pub mod lock;
 // report: output without allocating; the fatal path
-#[path = "sys/report.rs"]
 #[doc(hidden)]
+#[path = "sys/report.rs"]
 pub mod report;
 // prof: the sampling heap profiler (MEMALLOC_PROF=1): samples, stacks, reports
-#[path = "sys/prof.rs"]
 #[doc(hidden)]
+#[path = "sys/prof.rs"]
 pub mod prof;
 // config: environment variables and mallopt
-#[path = "sys/config.rs"]
 #[doc(hidden)]
+#[path = "sys/config.rs"]
 pub mod config;
 // events: counters, peak and trace that lower layers publish for higher ones
-#[path = "sys/events.rs"]
 #[doc(hidden)]
+#[path = "sys/events.rs"]
 pub mod events;
 // tls: how the initial-exec thread slot is declared
-#[path = "sys/tls.rs"]
 #[doc(hidden)]
+#[path = "sys/tls.rs"]
 pub mod tls;
 
 // ---- heap/: the general heap ----------------------------------------------
 // chunk: chunk header accessors
-#[path = "heap/chunk.rs"]
 #[doc(hidden)]
+#[path = "heap/chunk.rs"]
 pub mod chunk;
 // region: region descriptors
-#[path = "heap/region.rs"]
 #[doc(hidden)]
+#[path = "heap/region.rs"]
 pub mod region;
 // tlsf: two-level segregated fit over header-linked chunks (O(1))
-#[path = "heap/tlsf.rs"]
 #[doc(hidden)]
+#[path = "heap/tlsf.rs"]
 pub mod tlsf;
 // zonemap: which 64 KiB granules are ours and zones; what free needs of a zone
-#[path = "heap/zonemap.rs"]
 #[doc(hidden)]
+#[path = "heap/zonemap.rs"]
 pub mod zonemap;
 // pool: TLSF heaps over caller memory
-#[path = "heap/pool.rs"]
 #[doc(hidden)]
+#[path = "heap/pool.rs"]
 pub mod pool;
 // heap: the shared heap: one TLSF index over the break and mmap'd regions
-#[path = "heap/heap.rs"]
 #[doc(hidden)]
+#[path = "heap/heap.rs"]
 pub mod heap;
 // large: blocks at or above the mmap threshold, mapped on their own
-#[path = "heap/large.rs"]
 #[doc(hidden)]
+#[path = "heap/large.rs"]
 pub mod large;
 // debug: debug mode's blocks: fills, canaries, guard pages, quarantine
-#[path = "heap/debug.rs"]
 #[doc(hidden)]
+#[path = "heap/debug.rs"]
 pub mod debug;
 
 // ---- small/: small blocks -------------------------------------------------
 // cache: size classes, zones, per-thread caches (no lock)
-#[path = "small/cache.rs"]
 #[doc(hidden)]
+#[path = "small/cache.rs"]
 pub mod cache;
 // mcache: per-thread caches of medium chunks (4-256 KiB classes, no lock)
-#[path = "small/mcache.rs"]
 #[doc(hidden)]
+#[path = "small/mcache.rs"]
 pub mod mcache;
 
 // ---- stats/: figures about the layers below -------------------------------
 // stats: statistics, mallinfo, malloc_info, the heap dump, the exit report
-#[path = "stats/stats.rs"]
 #[doc(hidden)]
+#[path = "stats/stats.rs"]
 pub mod stats;
 
 // ---- abi/: the C ABI ------------------------------------------------------
 // export: glibc's allocator family and the extensions: argument rules, errno
-#[path = "abi/export.rs"]
 #[doc(hidden)]
+#[path = "abi/export.rs"]
 pub mod export;
 // api: the Rust API: MemAlloc (GlobalAlloc), stats, check, dump, Pool
 #[path = "abi/api.rs"]
