@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # c_tests/cxx.sh - C++ on memalloc: c_tests/cxx_new_delete.cc built with g++
-# through pkg-config, with and without include/memalloc-new-delete.h.
+# (and clang++) through pkg-config, with and without
+# include/memalloc-new-delete.h.
 #
 #   c_tests/cxx.sh        (needs `cargo build --release` first)
 #
@@ -9,9 +10,12 @@
 #   header            linked with -lmemalloc, the header included
 #   preload           plain g++ build (libstdc++'s operators), run with
 #                     LD_PRELOAD=libmemalloc.so
+#   clang-header      the header build again with clang++ (Debian's clang)
+#   clang-preload     the plain build with clang++
 # each both as is and with MEMALLOC_DEBUG=1, with MEMALLOC_EXPECT=1. What the
-# test checks is at the top of c_tests/cxx_new_delete.cc. Installs g++ and
-# pkg-config if missing. Logs in target/c_tests/cxx. Ends with the line
+# test checks is at the top of c_tests/cxx_new_delete.cc. Installs g++,
+# pkg-config and clang (scripts/ensure_tools.sh) if missing; if clang cannot
+# be installed, its builds are skipped and the last line says so. Logs in target/c_tests/cxx. Ends with the line
 # "N passed, M failed"; exits 1 if any failed.
 set -u
 
@@ -27,6 +31,9 @@ if [ ! -f "$lib" ]; then
     exit 2
 fi
 bash "$root/scripts/ensure_tools.sh" g++=g++ pkg-config=pkg-config || exit 2
+# clang++ too, but a machine without it still runs the g++ builds.
+clang=clang++
+bash "$root/scripts/ensure_tools.sh" clang++=clang || clang=
 
 rm -rf "$out"
 mkdir -p "$out"
@@ -90,6 +97,26 @@ fi
 if build preload g++ "${cxxflags[@]}" "$src" -o "$out/preload" -ldl; then
     run preload "$out/preload" LD_PRELOAD="$lib"
 fi
+skipped=0
+# clang before 19 calls the sized forms of delete only with
+# -fsized-deallocation (g++ does from C++14 on): docs/cxx.md says so.
+clangflags=("${cxxflags[@]}" -fsized-deallocation)
+if [ -n "$clang" ]; then
+    if build clang-header "$clang" "${clangflags[@]}" -DWITH_HEADER "$src" -o "$out/clang-header" \
+        $(pc --cflags --libs) -Wl,-rpath,"$prefix/lib" -ldl; then
+        run clang-header "$out/clang-header"
+    fi
+    if build clang-preload "$clang" "${clangflags[@]}" "$src" -o "$out/clang-preload" -ldl; then
+        run clang-preload "$out/clang-preload" LD_PRELOAD="$lib"
+    fi
+else
+    echo "SKIP clang builds: clang++ is not installed and could not be"
+    skipped=4
+fi
 
-echo "$passed passed, $failed failed"
+if [ $skipped -gt 0 ]; then
+    echo "$passed passed, $failed failed, $skipped skipped"
+else
+    echo "$passed passed, $failed failed"
+fi
 [ $failed -eq 0 ]

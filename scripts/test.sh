@@ -3,10 +3,12 @@
 #
 #   a  tools      install what the tests need, only if missing
 #   b  build      cargo build --release
-#   c  unit       cargo test --release -p memalloc (and --features override)
+#   c  unit       cargo test --release -p memalloc (and --features override);
+#                 tests/rustdoc_test.sh (the rustdoc shows the API only)
 #   d  symbols    every C ABI symbol is exported by libmemalloc.so; the heap
 #                 state lies in .bss
-#   e  c_tests    bash c_tests/run.sh, bash c_tests/cxx.sh (C++, new/delete)
+#   e  c_tests    bash c_tests/run.sh, bash c_tests/cxx.sh (C++, new/delete),
+#                 bash c_tests/bursts.sh (bursts past the bins, under callgrind)
 #   f  hardening  bash c_tests/hardening.sh (misuse, faults, 32-thread stress)
 #   g  install    bash tests/install_test.sh (install.sh, pkg-config, C builds)
 #   h  scripts    bash tests/scripts_test.sh (heapmap, plot_trace, run.sh options,
@@ -141,7 +143,8 @@ stage_unit() {
     # allocator test again with the C names exported (override).
     with_timeout 900 cargo test --release -p memalloc --lib --tests || return $?
     with_timeout 900 cargo test -p memalloc --doc || return $?
-    with_timeout 900 cargo test --release -p memalloc --features override --test global_alloc
+    with_timeout 900 cargo test --release -p memalloc --features override --test global_alloc || return $?
+    with_timeout 600 bash "$ROOT/tests/rustdoc_test.sh"
 }
 
 ABI_SYMBOLS=(
@@ -198,7 +201,8 @@ stage_c_tests() {
         return 1
     fi
     with_timeout 900 bash "$ROOT/c_tests/run.sh" || return $?
-    with_timeout 600 bash "$ROOT/c_tests/cxx.sh"
+    with_timeout 600 bash "$ROOT/c_tests/cxx.sh" || return $?
+    with_timeout 600 bash "$ROOT/c_tests/bursts.sh"
 }
 
 stage_hardening() {

@@ -27,6 +27,9 @@
 //! - `capi/` builds libmemalloc.so and libmemalloc.a from this crate,
 //!   `no_std` and with `override`, and holds the panic handler (an rlib
 //!   linked by a std program must not define one).
+//!
+//! The internal modules are `pub` for `capi/` and the tests, and
+//! `#[doc(hidden)]`: the API is [`api`], re-exported at the crate root.
 
 #![cfg_attr(not(any(test, feature = "std", feature = "gd-tls")), no_std)]
 #![warn(missing_docs)]
@@ -34,74 +37,95 @@
 
 // ---- sys/: the process and the OS -----------------------------------------
 // os: every system call, and the clocks
+#[doc(hidden)]
 #[path = "sys/os.rs"]
 pub mod os;
 // gate: the one word that tells the fast paths a slower mode is on
+#[doc(hidden)]
 #[path = "sys/gate.rs"]
 pub mod gate;
 // guard: the per-process keys of the integrity checks
+#[doc(hidden)]
 #[path = "sys/guard.rs"]
 pub mod guard;
 // lock: the futex mutex
+#[doc(hidden)]
 #[path = "sys/lock.rs"]
 pub mod lock;
 // report: output without allocating; the fatal path
+#[doc(hidden)]
 #[path = "sys/report.rs"]
 pub mod report;
 // prof: the sampling heap profiler (MEMALLOC_PROF=1): samples, stacks, reports
+#[doc(hidden)]
 #[path = "sys/prof.rs"]
 pub mod prof;
 // config: environment variables and mallopt
+#[doc(hidden)]
 #[path = "sys/config.rs"]
 pub mod config;
 // events: counters, peak and trace that lower layers publish for higher ones
+#[doc(hidden)]
 #[path = "sys/events.rs"]
 pub mod events;
 // tls: how the initial-exec thread slot is declared
+#[doc(hidden)]
 #[path = "sys/tls.rs"]
 pub mod tls;
 
 // ---- heap/: the general heap ----------------------------------------------
 // chunk: chunk header accessors
+#[doc(hidden)]
 #[path = "heap/chunk.rs"]
 pub mod chunk;
 // region: region descriptors
+#[doc(hidden)]
 #[path = "heap/region.rs"]
 pub mod region;
 // tlsf: two-level segregated fit over header-linked chunks (O(1))
+#[doc(hidden)]
 #[path = "heap/tlsf.rs"]
 pub mod tlsf;
 // zonemap: which 64 KiB granules are ours and zones; what free needs of a zone
+#[doc(hidden)]
 #[path = "heap/zonemap.rs"]
 pub mod zonemap;
 // pool: TLSF heaps over caller memory
+#[doc(hidden)]
 #[path = "heap/pool.rs"]
 pub mod pool;
 // heap: the shared heap: one TLSF index over the break and mmap'd regions
+#[doc(hidden)]
 #[path = "heap/heap.rs"]
 pub mod heap;
 // large: blocks at or above the mmap threshold, mapped on their own
+#[doc(hidden)]
 #[path = "heap/large.rs"]
 pub mod large;
 // debug: debug mode's blocks: fills, canaries, guard pages, quarantine
+#[doc(hidden)]
 #[path = "heap/debug.rs"]
 pub mod debug;
 
 // ---- small/: small blocks -------------------------------------------------
 // cache: size classes, zones, per-thread caches (no lock)
+#[doc(hidden)]
 #[path = "small/cache.rs"]
 pub mod cache;
 // mcache: per-thread caches of medium chunks (4-256 KiB classes, no lock)
+#[doc(hidden)]
 #[path = "small/mcache.rs"]
 pub mod mcache;
 
 // ---- stats/: figures about the layers below -------------------------------
 // stats: statistics, mallinfo, malloc_info, the heap dump, the exit report
+#[doc(hidden)]
 #[path = "stats/stats.rs"]
 pub mod stats;
 
 // ---- abi/: the C ABI ------------------------------------------------------
 // export: glibc's allocator family and the extensions: argument rules, errno
+#[doc(hidden)]
 #[path = "abi/export.rs"]
 pub mod export;
 // api: the Rust API: MemAlloc (GlobalAlloc), stats, check, dump, Pool

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# c_tests/bursts.sh - bursts of frees and mallocs larger than a thread
+# cache's bins cost about what small ones do (c_tests/bursts.c).
+#
+#   c_tests/bursts.sh        (needs `cargo build --release` first)
+#
+# Runs bursts.c under LD_PRELOAD=target/release/libmemalloc.so: natively (its
+# own checks: contents kept, no block handed out twice), then under
+# valgrind --tool=callgrind with bursts of 16 blocks a size (they fit the
+# bins) and of 80 (a bin holds 32), each at two round counts, and takes the
+# instructions per malloc+free pair as the difference of the counts over the
+# difference of the pairs (start-up and exit cancel out). Passes if a pair
+# of the large bursts costs at most MAX_EXTRA (20) instructions more than one
+# of the small: a full bin gives its older half back to the zones a run of
+# one zone's blocks at a time (the library before gave each block back on
+# its own: 27 more). Installs gcc and valgrind if missing. Ends with the
+# line "N passed, M failed"; exits 1 if any failed.
+set -u
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/.." && pwd)
+lib=$root/target/release/libmemalloc.so
+out=$root/target/c_tests/bursts
+MAX_EXTRA=20
+if [ ! -f "$lib" ]; then
+    echo "bursts.sh: $lib not found: run 'cargo build --release' first" >&2
+    exit 2
+fi
+bash "$root/scripts/ensure_tools.sh" gcc=gcc valgrind=valgrind || exit 2
+mkdir -p "$out"
+passed=0
+failed=0
+
+if ! gcc -O2 -g -Wall -Wextra -fno-builtin -o "$out/bursts" "$here/bursts.c" 2>"$out/build.log"; then
+    echo "FAIL bursts: build failed"
+    sed 's/^/    /' "$out/build.log" | head -20
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+
+if LD_PRELOAD=$lib MEMALLOC_EXPECT=1 timeout 120 "$out/bursts" 2000 80 >"$out/native.log" 2>&1 &&
+    grep -q '^ok bursts' "$out/native.log"; then
+    echo "PASS bursts (native, 2000 rounds of 80 a size)"
+    passed=$((passed + 1))
+else
+    echo "FAIL bursts (native)"
+    tail -5 "$out/native.log" | sed 's/^/    /'
+    failed=$((failed + 1))
+fi
+
+# ir ROUNDS BURST: the instructions of one run under callgrind
+ir() {
+    local f="$out/callgrind.$1.$2.out"
+    LD_PRELOAD=$lib timeout 300 valgrind --tool=callgrind --callgrind-out-file="$f" \
+        "$out/bursts" "$1" "$2" >"$out/callgrind.$1.$2.log" 2>&1 || return 1
+    grep -q '^ok bursts' "$out/callgrind.$1.$2.log" || return 1
+    awk '/^(summary|totals):/ { print $2; exit }' "$f"
+}
+# per_pair BURST: instructions per malloc+free pair (5 sizes a round)
+per_pair() {
+    local r1=$((40000 / $1)) r2=$((80000 / $1)) a b
+    a=$(ir "$r1" "$1") && b=$(ir "$r2" "$1") || return 1
+    awk -v a="$a" -v b="$b" -v p=$(((r2 - r1) * 5 * $1)) 'BEGIN { printf "%.1f", (b - a) / p }'
+}
+if small=$(per_pair 16) && large=$(per_pair 80); then
+    extra=$(awk -v s="$small" -v l="$large" 'BEGIN { printf "%.1f", l - s }')
+    msg="instructions per pair: $small with bursts of 16 a size, $large with bursts of 80 (+$extra; at most +$MAX_EXTRA)"
+    if awk -v e="$extra" -v m="$MAX_EXTRA" 'BEGIN { exit !(e <= m) }'; then
+        echo "PASS bursts (callgrind): $msg"
+        passed=$((passed + 1))
+    else
+        echo "FAIL bursts (callgrind): $msg"
+        failed=$((failed + 1))
+    fi
+else
+    echo "FAIL bursts (callgrind): a run failed; logs in $out"
+    failed=$((failed + 1))
+fi
+
+echo "$passed passed, $failed failed"
+[ $failed -eq 0 ]
