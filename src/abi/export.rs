@@ -441,9 +441,11 @@ pub unsafe fn realloc_impl(p: *mut u8, n: usize) -> *mut u8 {
         dealloc(p);
         return null_mut();
     }
-    if zonemap::is_zone(p) {
+    let (bits, info) = zonemap::lookup(p);
+    if bits & zonemap::ZONE_BIT != 0 {
         cache::check_block(p, "realloc");
-        let old = cache::usable(zone_of(p));
+        // (From the zone map, as `realloc_sized`: no zone header read.)
+        let old = cache::CLASS_SIZE[(*info).class()] as usize;
         if n <= old && n > old / 2 {
             return p;
         }
