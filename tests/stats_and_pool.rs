@@ -180,3 +180,115 @@ fn pool_misuse_is_reported() {
         assert!(!stdout.contains("misuse not caught"));
     }
 }
+
+/// A small block that grows within its size class stays where it is,
+/// however little was asked for at first (`format!("s{}", x)` asks for 2
+/// bytes and grows to 8 at its first argument: both class 16); one that
+/// outgrows its class, or shrinks to half of it or less, moves, keeping its
+/// contents. (The class is the block's usable size: a young thread's
+/// requests of up to 256 bytes take 256-byte blocks.)
+#[test]
+fn small_realloc_grows_within_its_class() {
+    let _turn = serial();
+    for old in [1usize, 2, 8, 16, 17, 33, 100, 300, 2100] {
+        let l = Layout::from_size_align(old, 1).unwrap();
+        // SAFETY: a block of ours, live.
+        let have = unsafe {
+            let p = alloc(l);
+            assert!(memalloc::zonemap::is_zone(p));
+            let have = memalloc::export::usable_size(p);
+            dealloc(p, l);
+            have
+        };
+        assert!(have >= old && have <= 4096);
+        let mut cases = vec![(have, true), (have + 1, false)];
+        if old < have {
+            cases.push((old + 1, true));
+        }
+        if old > have / 2 && old > 1 {
+            cases.push((old - 1, true));
+        }
+        if have / 2 < old {
+            cases.push((have / 2, false));
+        }
+        for (new, stays) in cases {
+            // SAFETY: blocks used within their layouts and freed with them.
+            unsafe {
+                let p = alloc(l);
+                assert_eq!(memalloc::export::usable_size(p), have);
+                for i in 0..old {
+                    p.add(i).write(i as u8 ^ 0x5a);
+                }
+                let q = realloc(p, l, new);
+                assert!(!q.is_null());
+                assert_eq!(q == p, stays, "realloc {old} -> {new} ({have} usable)");
+                for i in 0..old.min(new) {
+                    assert_eq!(q.add(i).read(), i as u8 ^ 0x5a, "realloc {old} -> {new}");
+                }
+                q.add(new - 1).write(1);
+                dealloc(q, Layout::from_size_align(new, 1).unwrap());
+            }
+        }
+    }
+    // A String of 2 bytes (format!'s) grown a byte at a time to its usable
+    // size never moves.
+    let mut v: Vec<u8> = Vec::with_capacity(2);
+    // SAFETY: v's block, live.
+    let have = unsafe { memalloc::export::usable_size(v.as_mut_ptr()) };
+    let mut moves = 0;
+    let mut at = v.as_ptr();
+    for i in 0..have {
+        v.push(i as u8);
+        moves += (v.as_ptr() != at) as usize;
+        at = v.as_ptr();
+    }
+    assert_eq!(moves, 0, "a Vec of 2 bytes grown to {have} moved");
+    assert!(v.iter().enumerate().all(|(i, &b)| b == i as u8));
+}
+
+/// The child side of `small_realloc_of_a_freed_block_is_reported`.
+#[test]
+fn small_realloc_misuse_child() {
+    if std::env::var_os("MEMALLOC_TEST_REALLOC_FREED").is_none() {
+        return;
+    }
+    let l = Layout::from_size_align(2, 1).unwrap();
+    // SAFETY: none: the realloc of a freed block memalloc must report.
+    unsafe {
+        let p = alloc(l);
+        let keep = alloc(l); // (so that p is not handed out again)
+        dealloc(p, l);
+        let q = realloc(p, l, 8);
+        println!("misuse not caught {q:p} {keep:p}");
+    }
+}
+
+/// The in-place path of a small realloc keeps the checks: the realloc of a
+/// freed block is reported.
+#[test]
+fn small_realloc_of_a_freed_block_is_reported() {
+    let _turn = serial();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "small_realloc_misuse_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("MEMALLOC_TEST_REALLOC_FREED", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("misuse not caught"), "{stdout}");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&out.status),
+        Some(libc::SIGABRT),
+        "{:?}",
+        out.status
+    );
+    assert!(
+        stderr.contains("memalloc: realloc of a freed block"),
+        "stderr {stderr}"
+    );
+}
