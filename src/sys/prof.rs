@@ -76,6 +76,7 @@
 
 use crate::lock::Lock;
 use core::fmt::Write;
+use core::mem::MaybeUninit;
 use core::ptr::{addr_of, addr_of_mut, null_mut};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 
@@ -116,7 +117,10 @@ struct Stack {
     alloc_bytes: u64,
     alloc_count: u64,
     live_bytes: u64,
+    /// Live bytes at the latest peak, if `peak_seen == Tables::peak_epoch`;
+    /// else they are `live_bytes` (unchanged since that peak): see `touch`.
     peak_bytes: u64,
+    peak_seen: u64,
     frames: [usize; MAX_FRAMES],
 }
 
@@ -139,6 +143,8 @@ struct Tables {
     nsamples: usize,
     live_total: u64,
     peak_total: u64,
+    /// Counts the peaks reached (each new maximum of `live_total`).
+    peak_epoch: u64,
     alloc_total: u64,
     sample_count: u64,
     dropped: u64,
@@ -152,6 +158,7 @@ static mut TABLES: Tables = Tables {
     nsamples: 0,
     live_total: 0,
     peak_total: 0,
+    peak_epoch: 0,
     alloc_total: 0,
     sample_count: 0,
     dropped: 0,
@@ -454,7 +461,9 @@ pub fn record_as(p: *mut u8, n: usize, counted: usize) {
     let t = thread_state();
     // SAFETY: this thread's own state.
     unsafe { (*t).busy = 1 };
-    let mut raw = [0usize; RAW_FRAMES];
+    // Not zeroed (a memset of 640 bytes a sample): only the first `got`
+    // entries, which the unwinder or `backtrace` wrote, are read.
+    let mut raw = [const { MaybeUninit::<usize>::uninit() }; RAW_FRAMES];
     let got = match unwind(&mut raw) {
         Some(n) => n,
         // SAFETY: raw holds RAW_FRAMES entries.
@@ -466,6 +475,8 @@ pub fn record_as(p: *mut u8, n: usize, counted: usize) {
         }
         .clamp(0, RAW_FRAMES as i32) as usize,
     };
+    // SAFETY: the first `got` entries were written (above).
+    let raw = unsafe { &*(&raw[..got] as *const [MaybeUninit<usize>] as *const [usize]) };
     let (lo, hi) = (
         SELF_START.load(Ordering::Relaxed),
         SELF_END.load(Ordering::Relaxed),
@@ -519,9 +530,11 @@ unsafe fn insert(t: &mut Tables, addr: usize, w: u64, frames: &[usize]) {
             return;
         }
     };
-    let st = &mut *t.stacks.add(s);
-    st.alloc_bytes += w;
-    st.alloc_count += 1;
+    {
+        let st = &mut *t.stacks.add(s);
+        st.alloc_bytes += w;
+        st.alloc_count += 1;
+    }
     if t.nsamples >= SAMPLE_CAP {
         t.dropped += 1;
         return;
@@ -534,7 +547,8 @@ unsafe fn insert(t: &mut Tables, addr: usize, w: u64, frames: &[usize]) {
             if e.addr == addr {
                 // A stale entry (a block freed unseen, e.g. before a
                 // fork): replace it.
-                (*t.stacks.add(e.stack)).live_bytes -= e.weight;
+                let old = touch(t, e.stack);
+                old.live_bytes -= e.weight;
                 t.live_total -= e.weight;
                 t.nsamples -= 1;
             } else {
@@ -550,14 +564,35 @@ unsafe fn insert(t: &mut Tables, addr: usize, w: u64, frames: &[usize]) {
         i = (i + 1) & mask;
     }
     t.nsamples += 1;
-    st.live_bytes += w;
+    touch(t, s).live_bytes += w;
     t.live_total += w;
     if t.live_total > t.peak_total {
+        // Every stack's peak bytes are now its live bytes: `touch` copies
+        // them when a stack next changes, `peak_of` reads them meanwhile.
         t.peak_total = t.live_total;
-        for k in 0..t.nstacks {
-            let x = &mut *t.stacks.add(k);
-            x.peak_bytes = x.live_bytes;
-        }
+        t.peak_epoch += 1;
+    }
+}
+
+/// Stack `s`, about to have its live bytes changed: if they have not
+/// changed since the latest peak, they are its bytes at that peak, kept
+/// first. (The peak thus costs one test per change, not a copy of every
+/// stack at each new peak.)
+unsafe fn touch(t: &Tables, s: usize) -> &mut Stack {
+    let st = &mut *t.stacks.add(s);
+    if st.peak_seen != t.peak_epoch {
+        st.peak_bytes = st.live_bytes;
+        st.peak_seen = t.peak_epoch;
+    }
+    st
+}
+
+/// Stack `st`'s live bytes at the latest peak.
+fn peak_of(t: &Tables, st: &Stack) -> u64 {
+    if st.peak_seen == t.peak_epoch {
+        st.peak_bytes
+    } else {
+        st.live_bytes
     }
 }
 
@@ -585,6 +620,9 @@ unsafe fn find_stack(t: &mut Tables, frames: &[usize]) -> Option<usize> {
     let s = &mut *t.stacks.add(k);
     s.hash = h;
     s.depth = frames.len();
+    // (It held nothing at the latest peak.)
+    s.peak_bytes = 0;
+    s.peak_seen = t.peak_epoch;
     s.frames[..frames.len()].copy_from_slice(frames);
     *t.index.add(i) = k as u32 + 1;
     Some(k)
@@ -637,7 +675,7 @@ fn freed_slow(addr: usize) {
             i = (i + 1) & mask;
         }
         let e = *t.samples.add(i);
-        (*t.stacks.add(e.stack)).live_bytes -= e.weight;
+        touch(t, e.stack).live_bytes -= e.weight;
         t.live_total -= e.weight;
         t.nsamples -= 1;
         (*filter_slot(addr)).fetch_sub(1, Ordering::Relaxed);
@@ -772,26 +810,56 @@ fn prime_unwinder() {
     FIND_FDE.store(f as usize, Ordering::Release);
 }
 
+/// Why a walk stopped short.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Stop {
+    /// A frame's rule is not handled (use `backtrace`).
+    Unhandled,
+    /// An object was unloaded since the table was last checked: the table
+    /// was emptied, and rows the walk already used may have been stale.
+    Flushed,
+}
+
 /// The rule of the frame at `at` (the address whose row applies: a return
 /// address less one, or the unwinder's own address for the first frame).
-/// Called with `RULE_LOCK` held; releases it while it looks up an FDE.
-fn rule_for(at: usize) -> Option<Rule> {
+/// Called with `RULE_LOCK` held; releases it while it looks up an FDE. A
+/// miss is also when unloads are checked (see "Unloaded objects" above):
+/// if one happened, the table is emptied and the walk must start again.
+fn rule_for(at: usize) -> Result<Rule, Stop> {
     let t = RULES.load(Ordering::Acquire);
     let slot = (at.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 52) & (RULE_SLOTS - 1);
     // SAFETY: the slot lies in the table, read under RULE_LOCK.
     let e = unsafe { *t.add(slot) };
     if e[0] == at && e[1] != 0 {
-        return Some(Rule::unpack(e[1]));
+        return Ok(Rule::unpack(e[1]));
     }
     RULE_LOCK.unlock();
+    // (Without RULE_LOCK: dl_iterate_phdr and _Unwind_Find_FDE may take
+    // the loader's lock.)
+    let subs = unloads();
     let r = find_rule(at);
     RULE_LOCK.lock();
-    let r = r?;
+    if flush_if_unloaded(subs) {
+        return Err(Stop::Flushed);
+    }
+    let r = r.ok_or(Stop::Unhandled)?;
     if let Some(w) = r.pack() {
         // SAFETY: as above.
         unsafe { *t.add(slot) = [at, w] };
     }
-    Some(r)
+    Ok(r)
+}
+
+/// With `RULE_LOCK` held: empties the rule table if `subs` (a fresh
+/// `unloads()`) differs from the count it was last emptied at.
+fn flush_if_unloaded(subs: u64) -> bool {
+    if subs == UNLOADS.load(Ordering::Relaxed) {
+        return false;
+    }
+    // SAFETY: the table is ours, written under RULE_LOCK.
+    unsafe { core::ptr::write_bytes(RULES.load(Ordering::Relaxed), 0, RULE_SLOTS) };
+    UNLOADS.store(subs, Ordering::Relaxed);
+    true
 }
 
 /// Objects unloaded so far (`dlpi_subs`): a rule kept for an address of an
@@ -1201,7 +1269,7 @@ fn run_cfi(
 /// address, then each frame's return address, as `backtrace` lists them.
 /// None when a frame's rule is not handled (use `backtrace`).
 #[inline(never)]
-fn unwind(out: &mut [usize]) -> Option<usize> {
+fn unwind(out: &mut [MaybeUninit<usize>]) -> Option<usize> {
     if FIND_FDE.load(Ordering::Acquire) == 0 || out.is_empty() {
         return None;
     }
@@ -1218,22 +1286,37 @@ fn unwind(out: &mut [usize]) -> Option<usize> {
             options(nomem, nostack, preserves_flags)
         );
     }
-    out[0] = ip;
-    // (Before RULE_LOCK: dl_iterate_phdr takes the loader's lock.)
-    let subs = unloads();
-    RULE_LOCK.lock();
-    if subs != UNLOADS.load(Ordering::Relaxed) {
-        // SAFETY: the table is ours, written under RULE_LOCK.
-        unsafe { core::ptr::write_bytes(RULES.load(Ordering::Relaxed), 0, RULE_SLOTS) };
-        UNLOADS.store(subs, Ordering::Relaxed);
+    out[0].write(ip);
+    // Twice at most: a walk that found the table stale walks again on the
+    // emptied table (its rows are then all new); a third is not needed
+    // unless objects are being unloaded meanwhile: `backtrace` then.
+    for _ in 0..2 {
+        RULE_LOCK.lock();
+        let r = walk(out, ip, sp, rbp);
+        RULE_LOCK.unlock();
+        match r {
+            Ok(n) => return Some(n),
+            Err(Stop::Flushed) => continue,
+            Err(Stop::Unhandled) => {
+                // A stale row may have sent the walk astray: check.
+                let subs = unloads();
+                RULE_LOCK.lock();
+                flush_if_unloaded(subs);
+                RULE_LOCK.unlock();
+                return None;
+            }
+        }
     }
-    let n = walk(out, ip, sp, rbp);
-    RULE_LOCK.unlock();
-    n
+    None
 }
 
 /// `unwind` from its own frame (`ip`, `sp`, `rbp`), with `RULE_LOCK` held.
-fn walk(out: &mut [usize], mut ip: usize, mut sp: usize, mut rbp: usize) -> Option<usize> {
+fn walk(
+    out: &mut [MaybeUninit<usize>],
+    mut ip: usize,
+    mut sp: usize,
+    mut rbp: usize,
+) -> Result<usize, Stop> {
     let mut n = 1;
     // The first address is where `unwind`'s frame is; the others are
     // return addresses, whose row is the call's (one byte before).
@@ -1245,7 +1328,7 @@ fn walk(out: &mut [usize], mut ip: usize, mut sp: usize, mut rbp: usize) -> Opti
         }
         let cfa = (if r.cfa_rbp { rbp } else { sp }).wrapping_add(r.cfa as usize);
         if cfa <= sp || cfa - sp > 1 << 30 || cfa & 7 != 0 {
-            return None;
+            return Err(Stop::Unhandled);
         }
         // SAFETY: the CFA lies above the stack pointer within the stack, and
         // the frame's CFI says where its caller's registers were saved.
@@ -1259,11 +1342,11 @@ fn walk(out: &mut [usize], mut ip: usize, mut sp: usize, mut rbp: usize) -> Opti
         if ip == 0 {
             break;
         }
-        out[n] = ip;
+        out[n].write(ip);
         n += 1;
         at = ip - 1;
     }
-    Some(n)
+    Ok(n)
 }
 
 // ---- fork ------------------------------------------------------------------------
@@ -1304,6 +1387,7 @@ pub fn after_fork_child() {
         t.nsamples = 0;
         t.live_total = 0;
         t.peak_total = 0;
+        t.peak_epoch = 0;
         t.alloc_total = 0;
         t.sample_count = 0;
         t.dropped = 0;
@@ -1384,7 +1468,7 @@ fn write_report(fd: i32, fig: Figure) {
             let s = &*t.stacks.add(k);
             let v = match fig {
                 Figure::Live => s.live_bytes,
-                Figure::Peak => s.peak_bytes,
+                Figure::Peak => peak_of(t, s),
                 Figure::Total => s.alloc_bytes,
             };
             if v == 0 {
@@ -1602,13 +1686,15 @@ mod tests {
                 return both(depth - 1, out) + core::hint::black_box(1);
             }
             let mut a = [0usize; RAW_FRAMES];
-            let mut b = [0usize; RAW_FRAMES];
+            let mut b = [MaybeUninit::new(0usize); RAW_FRAMES];
             // SAFETY: a holds RAW_FRAMES entries.
             let na =
                 unsafe { backtrace(a.as_mut_ptr() as *mut *mut libc::c_void, RAW_FRAMES as i32) }
                     as usize;
             let nb = unwind(&mut b).expect("a rule not handled");
-            out.push((a[..na].to_vec(), b[..nb].to_vec()));
+            // SAFETY: b was initialized (to zero).
+            let b: Vec<usize> = b[..nb].iter().map(|x| unsafe { x.assume_init() }).collect();
+            out.push((a[..na].to_vec(), b));
             0
         }
         let mut out = Vec::new();
