@@ -578,6 +578,9 @@ unsafe fn insert(t: &mut Tables, addr: usize, w: u64, frames: &[usize]) {
 /// changed since the latest peak, they are its bytes at that peak, kept
 /// first. (The peak thus costs one test per change, not a copy of every
 /// stack at each new peak.)
+///
+/// # Safety
+/// `s` is one of `t`'s stacks, under LOCK.
 unsafe fn touch(t: &Tables, s: usize) -> &mut Stack {
     let st = &mut *t.stacks.add(s);
     if st.peak_seen != t.peak_epoch {
@@ -660,8 +663,15 @@ pub fn freed(p: *mut u8) {
 fn freed_slow(addr: usize) {
     let _g = LOCK.guard();
     // SAFETY: the tables are only touched under LOCK.
-    unsafe {
-        let t = &mut *addr_of_mut!(TABLES);
+    unsafe { remove(&mut *addr_of_mut!(TABLES), addr) }
+}
+
+/// Drops the sample of block `addr`, if any (under LOCK).
+///
+/// # Safety
+/// `t`'s tables are mapped (`prime`) and held under LOCK.
+unsafe fn remove(t: &mut Tables, addr: usize) {
+    {
         let mask = SAMPLE_SLOTS - 1;
         let mut i = hash_addr(addr) as usize & mask;
         loop {
@@ -1569,39 +1579,59 @@ pub fn exit_report() {
 
 const LN2: f64 = core::f64::consts::LN_2;
 
+/// `1 / (2k + 1)` for k in 0..14: the coefficients of `atanh z / z` in `z²`.
+const ATANH: [f64; 14] = {
+    let mut c = [0.0; 14];
+    let mut k = 0;
+    while k < 14 {
+        c[k] = 1.0 / (2 * k + 1) as f64;
+        k += 1;
+    }
+    c
+};
+
+/// `1 / i!` for i in 0..17: the coefficients of `exp r`.
+const EXP: [f64; 17] = {
+    let mut c = [1.0; 17];
+    let mut i = 1;
+    while i < 17 {
+        c[i] = c[i - 1] / i as f64;
+        i += 1;
+    }
+    c
+};
+
 /// Natural logarithm of `x > 0` (a normal number): `x = m * 2^e` with `m` in
-/// [1, 2), `ln m = 2 atanh((m - 1) / (m + 1))` by its series (|z| <= 1/3).
+/// [1, 2), `ln m = 2 atanh((m - 1) / (m + 1))` by its series (|z| <= 1/3;
+/// 14 terms: the next is below z^29 / 29 < 1e-15), in Horner's form (no
+/// division but the one for z: the sampler draws one logarithm a sample).
 fn ln(x: f64) -> f64 {
     let bits = x.to_bits();
     let e = ((bits >> 52) & 0x7ff) as i64 - 1023;
     let m = f64::from_bits((bits & ((1u64 << 52) - 1)) | (1023u64 << 52));
     let z = (m - 1.0) / (m + 1.0);
     let z2 = z * z;
-    let (mut term, mut sum, mut k) = (z, 0.0, 1.0);
-    // (14 terms: the next is below z^29 / 29 < 1e-15.)
-    for _ in 0..14 {
-        sum += term / k;
-        term *= z2;
-        k += 2.0;
+    let mut p = ATANH[13];
+    for k in (0..13).rev() {
+        p = p * z2 + ATANH[k];
     }
-    2.0 * sum + e as f64 * LN2
+    2.0 * z * p + e as f64 * LN2
 }
 
 /// `exp(-x)` for `x >= 0`: `-x = k ln 2 + r`, |r| <= ln 2 / 2, Taylor series
-/// for `exp(r)`, times `2^k`.
+/// for `exp(r)` up to r^16 / 16! (the next is below 1e-20), in Horner's
+/// form, times `2^k`.
 fn exp_neg(x: f64) -> f64 {
     if x > 700.0 {
         return 0.0;
     }
     let k = (-x / LN2 - 0.5) as i64;
     let r = -x - k as f64 * LN2;
-    let (mut term, mut sum) = (1.0, 1.0);
-    // (Up to r^16 / 16!: the next is below 1e-20.)
-    for i in 1..17 {
-        term *= r / i as f64;
-        sum += term;
+    let mut p = EXP[16];
+    for i in (0..16).rev() {
+        p = p * r + EXP[i];
     }
-    sum * f64::from_bits(((1023 + k) as u64) << 52)
+    p * f64::from_bits(((1023 + k) as u64) << 52)
 }
 
 #[cfg(test)]
@@ -1626,6 +1656,80 @@ mod tests {
     /// The sample table against a model: random records and frees (many
     /// colliding in the probe sequences), then every live address is found
     /// and every freed one is gone; the live total matches.
+    /// The lazy peak (`touch`, `peak_of`) against a model that copies every
+    /// stack's live bytes at each new peak, on tables of its own with many
+    /// stacks, samples made and freed at random.
+    #[test]
+    fn peak_per_stack_against_a_model() {
+        configure(true, 4096, null_mut());
+        prime();
+        let stacks = crate::os::map(STACK_CAP * core::mem::size_of::<Stack>());
+        let index = crate::os::map(INDEX_CAP * 4);
+        let samples = crate::os::map(SAMPLE_SLOTS * core::mem::size_of::<Sample>());
+        assert!(!stacks.is_null() && !index.is_null() && !samples.is_null());
+        let mut t = Tables {
+            stacks: stacks as *mut Stack,
+            nstacks: 0,
+            index: index as *mut u32,
+            samples: samples as *mut Sample,
+            nsamples: 0,
+            live_total: 0,
+            peak_total: 0,
+            peak_epoch: 0,
+            alloc_total: 0,
+            sample_count: 0,
+            dropped: 0,
+        };
+        const NS: usize = 300;
+        let (mut live, mut peak) = ([0u64; NS], [0u64; NS]);
+        let mut blocks: Vec<(usize, usize, u64)> = Vec::new();
+        let (mut total, mut top) = (0u64, 0u64);
+        let mut x: u64 = 0x9abc_def1_2345_6789;
+        let base = 0x6000_0000_0000usize;
+        for i in 0..100_000usize {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Growing phases (new peaks often) and shrinking ones.
+            let grow = (i / 5000) % 2 == 0;
+            if !blocks.is_empty() && (x % 100 < if grow { 30 } else { 70 }) {
+                let (a, s, w) = blocks.swap_remove((x >> 8) as usize % blocks.len());
+                // SAFETY: t's tables are mapped, used by this thread only.
+                unsafe { remove(&mut t, a) };
+                live[s] -= w;
+                total -= w;
+            } else {
+                let s = (x >> 16) as usize % NS;
+                let w = 1 + (x >> 32) % 10_000;
+                let a = base + i * 16;
+                let frames = [0x1000 + s, 0x2000, 0x3000 + s % 7];
+                // SAFETY: as above.
+                unsafe { insert(&mut t, a, w, &frames) };
+                blocks.push((a, s, w));
+                live[s] += w;
+                total += w;
+                if total > top {
+                    top = total;
+                    peak = live;
+                }
+            }
+        }
+        assert_eq!(t.live_total, total);
+        assert_eq!(t.peak_total, top);
+        assert_eq!(t.nstacks, NS);
+        for k in 0..t.nstacks {
+            // SAFETY: k < nstacks.
+            let st = unsafe { &*t.stacks.add(k) };
+            let s = st.frames[0] - 0x1000;
+            assert_eq!(st.live_bytes, live[s], "stack {}", s);
+            assert_eq!(peak_of(&t, st), peak[s], "stack {}", s);
+        }
+        for (a, _, _) in blocks {
+            // SAFETY: as above (the global filter's counts go back down).
+            unsafe { remove(&mut t, a) };
+        }
+    }
+
     #[test]
     fn samples_against_a_model() {
         configure(true, 4096, null_mut());
