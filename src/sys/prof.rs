@@ -547,8 +547,7 @@ unsafe fn insert(t: &mut Tables, addr: usize, w: u64, frames: &[usize]) {
             if e.addr == addr {
                 // A stale entry (a block freed unseen, e.g. before a
                 // fork): replace it.
-                let old = touch(t, e.stack);
-                old.live_bytes -= e.weight;
+                (*touch(t, e.stack)).live_bytes -= e.weight;
                 t.live_total -= e.weight;
                 t.nsamples -= 1;
             } else {
@@ -564,7 +563,7 @@ unsafe fn insert(t: &mut Tables, addr: usize, w: u64, frames: &[usize]) {
         i = (i + 1) & mask;
     }
     t.nsamples += 1;
-    touch(t, s).live_bytes += w;
+    (*touch(t, s)).live_bytes += w;
     t.live_total += w;
     if t.live_total > t.peak_total {
         // Every stack's peak bytes are now its live bytes: `touch` copies
@@ -581,13 +580,13 @@ unsafe fn insert(t: &mut Tables, addr: usize, w: u64, frames: &[usize]) {
 ///
 /// # Safety
 /// `s` is one of `t`'s stacks, under LOCK.
-unsafe fn touch(t: &Tables, s: usize) -> &mut Stack {
+unsafe fn touch(t: &Tables, s: usize) -> *mut Stack {
     let st = &mut *t.stacks.add(s);
     if st.peak_seen != t.peak_epoch {
         st.peak_bytes = st.live_bytes;
         st.peak_seen = t.peak_epoch;
     }
-    st
+    st as *mut Stack
 }
 
 /// Stack `st`'s live bytes at the latest peak.
@@ -685,7 +684,7 @@ unsafe fn remove(t: &mut Tables, addr: usize) {
             i = (i + 1) & mask;
         }
         let e = *t.samples.add(i);
-        touch(t, e.stack).live_bytes -= e.weight;
+        (*touch(t, e.stack)).live_bytes -= e.weight;
         t.live_total -= e.weight;
         t.nsamples -= 1;
         (*filter_slot(addr)).fetch_sub(1, Ordering::Relaxed);
