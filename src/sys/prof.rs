@@ -35,9 +35,12 @@
 //! with per-stack totals (bytes and samples allocated, bytes live, bytes live
 //! at the peak); and, while its block lives, an entry in `SAMPLES` (address,
 //! weight, stack). All of it lives in memory mapped here (`os::map`), never
-//! in the heap. The *peak* is the largest estimated live total: each time a
-//! sample raises the live total above the previous peak, every stack's live
-//! bytes are copied to its peak bytes.
+//! in the heap. The *peak* is the largest estimated live total; a stack's
+//! peak bytes are its live bytes at the latest peak, kept lazily: a new peak
+//! only counts itself (`peak_epoch`), and a stack whose live bytes are about
+//! to change keeps them first if they have not changed since that peak
+//! (`touch`; `peak_of` reads them). The same figures as copying every stack
+//! at each new peak, for one test per change.
 //!
 //! **Unwinding neither allocates nor deadlocks.** Stacks are unwound from
 //! the DWARF call-frame information (`.eh_frame`), so programs without
@@ -59,7 +62,8 @@
 //! and a thread inside `dlopen` that allocates only takes it again (the
 //! unwinder's own lock is never held across a call into the loader).
 //! dlopen'd libraries unwind like any other; the table of CFI rows is
-//! emptied once an object was unloaded.
+//! emptied once an object was unloaded (checked when a return address
+//! misses the table, not on every sample: see "Unloaded objects" below).
 //!
 //! **Reports**, in the collapsed-stack format (`frame;frame;frame bytes`,
 //! outermost frame first): at exit `PREFIX.PID.leak` (live), `.total`
@@ -723,9 +727,26 @@ unsafe fn remove(t: &mut Tables, addr: usize) {
 // stacks this one reproduces (the unit test `unwinds_as_backtrace` compares
 // them). Nothing here allocates; `RULE_LOCK` is held while a sample's stack
 // is walked, never across `_Unwind_Find_FDE` or `dl_iterate_phdr` (which
-// may take the loader's lock, as `backtrace` does). The table is emptied
-// when an object was unloaded since it was last checked (glibc counts
-// unloads: `dlpi_subs`), as its addresses may hold another object's code.
+// may take the loader's lock, as `backtrace` does).
+//
+// Unloaded objects: a row kept for an address of an object since unloaded
+// would be wrong for another object mapped there later, so the table is
+// emptied when glibc's count of unloads (`dlpi_subs`, from
+// `dl_iterate_phdr`) moved since it was last emptied. That count is read
+// when a return address misses the table (or a walk fails), and on every
+// `CHECK_EVERY`-th walk, not on every sample (it cost 150-160 instructions
+// of each): code mapped where an unloaded object was is new to the table,
+// so a walk through it misses, and a walk that finds the count moved
+// empties the table and starts again (every row it had used may have been
+// stale). What this leaves: until the next miss or check, a stack whose
+// every return address hits, one of them in an object mapped over an
+// unloaded one at an address that was also a return address of the old
+// object. The same object loaded again at the same place (the usual
+// dlclose/dlopen cycle) has the same rows, so it takes a different object
+// at that exact place, call site for call site. A stale row would give that
+// sample wrong callers; the walk's checks (the frame above the stack
+// pointer, within 1 GiB, aligned) stop most, not a read past the top of the
+// stack.
 
 /// `_Unwind_Find_FDE` of libgcc_s, found by `prime` once `backtrace` loaded
 /// it (0: not found, samples use `backtrace`).
@@ -736,6 +757,10 @@ static RULE_LOCK: Lock = Lock::new();
 const RULE_SLOTS: usize = 1 << 12;
 /// `unloads()` when the table was last emptied.
 static UNLOADS: AtomicU64 = AtomicU64::new(0);
+/// Walks so far; every `CHECK_EVERY`-th checks for unloads even if all its
+/// rows hit (see "Unloaded objects" above).
+static WALKS: AtomicUsize = AtomicUsize::new(0);
+const CHECK_EVERY: usize = 64;
 
 /// DWARF register numbers (x86-64 psABI).
 const DW_RBP: u64 = 6;
@@ -1296,6 +1321,16 @@ fn unwind(out: &mut [MaybeUninit<usize>]) -> Option<usize> {
         );
     }
     out[0].write(ip);
+    if WALKS
+        .fetch_add(1, Ordering::Relaxed)
+        .is_multiple_of(CHECK_EVERY)
+    {
+        // (Before RULE_LOCK: dl_iterate_phdr takes the loader's lock.)
+        let subs = unloads();
+        RULE_LOCK.lock();
+        flush_if_unloaded(subs);
+        RULE_LOCK.unlock();
+    }
     // Twice at most: a walk that found the table stale walks again on the
     // emptied table (its rows are then all new); a third is not needed
     // unless objects are being unloaded meanwhile: `backtrace` then.
