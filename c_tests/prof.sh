@@ -14,6 +14,8 @@
 # 3. scripts/run.sh --profile OUT.svg draws the peak and leak flame graphs.
 # 4. A dlopen'd library's allocations are attributed to its function, with
 #    file:line.
+#    An object unloaded and another loaded at its place: no stale unwinding
+#    rows (every sample of the new object reaches main).
 # 5. The small path counted by the caches' own counters (c_tests/prof_batch.c):
 #    per-site totals within ±5%, statistics unchanged; the small pair's
 #    instructions profiling within 3% of not profiling, a medium pair's
@@ -202,6 +204,61 @@ if python3 -c "import sys; sys.exit(0 if abs(${got:-0} / 4096000 - 1) <= 0.15 el
     ok "dlopen'd library: dl_site_alloc (dlsite.c:2) leaks $got bytes (truth 4096000)"
 else
     bad "dlopen'd library: dl_site_alloc leaks ${got:-nothing}, truth 4096000"
+fi
+
+# An object unloaded and another mapped at its place: the unwinder's cached
+# rows for the first must not be used for the second. site_a and site_b
+# have their call of malloc at the same offset and frames of different
+# sizes (256 B and 64 KiB); b is loaded where a was, after dlclose(a). A
+# stale row of a's would unwind b's frame wrong and lose main from b's
+# stacks.
+for v in a:256 b:65536; do
+    cat >"$out/site_${v%%:*}.c" <<EOF2
+#include <stdlib.h>
+void *dl_site_${v%%:*}(size_t k) {
+    volatile char buf[${v##*:}];
+    buf[0] = (char)k;
+    void *p = malloc(k);
+    buf[1] = buf[0];
+    return p;
+}
+EOF2
+    gcc -O2 -g -fomit-frame-pointer -shared -fPIC -o "$out/libsite_${v%%:*}.so" "$out/site_${v%%:*}.c" || exit 2
+done
+cat >"$out/dlswap.c" <<'EOF2'
+#include <dlfcn.h>
+#include <stdio.h>
+static void *load(const char *path, const char *sym, void **h) {
+    *h = dlopen(path, RTLD_NOW);
+    if (!*h) { fprintf(stderr, "%s\n", dlerror()); return NULL; }
+    return dlsym(*h, sym);
+}
+int main(int argc, char **argv) {
+    void *h;
+    void *(*a)(size_t) = (void *(*)(size_t))load(argv[1], "dl_site_a", &h);
+    if (!a || argc < 3) return 1;
+    for (int i = 0; i < 4000; i++)
+        if (!a(1000)) return 2;     /* leaked */
+    dlclose(h);
+    void *(*b)(size_t) = (void *(*)(size_t))load(argv[2], "dl_site_b", &h);
+    if (!b) return 1;
+    printf("%s\n", a == b ? "same place" : "elsewhere");
+    for (int i = 0; i < 4000; i++)
+        if (!b(1000)) return 2;     /* leaked */
+    return 0;
+}
+EOF2
+gcc -O2 -g -o "$out/dlswap" "$out/dlswap.c" -ldl || exit 2
+rm -f "$out"/p.swap.*
+place=$(cd "$out" && MEMALLOC_PROF=1 MEMALLOC_PROF_RATE=4k MEMALLOC_PROF_OUT="$out/p.swap" LD_PRELOAD="$lib" \
+    ./dlswap "$out/libsite_a.so" "$out/libsite_b.so" 2>/dev/null)
+f=$(ls "$out"/p.swap.*.leak 2>/dev/null | head -1)
+read -r with without < <([[ -n "$f" ]] && python3 "$root/scripts/memprof" symbolize "$f" |
+    awk '/main \(dlswap.c:/ { w += $NF; next } { o += $NF } END { print w + 0, o + 0 }')
+if [[ "$place" == "same place" && ${with:-0} -gt 6000000 && ${without:-1} -eq 0 ]]; then
+    ok "unloaded object replaced at its place: every sample's stack reaches main ($with bytes)"
+else
+    bad "unloaded object replaced (${place:-no run}): $with bytes' stacks reach main, ${without:-?} do not"
 fi
 
 # scripts/run.sh --profile, on python3 (dlopen'd extension modules).

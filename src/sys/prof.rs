@@ -35,9 +35,12 @@
 //! with per-stack totals (bytes and samples allocated, bytes live, bytes live
 //! at the peak); and, while its block lives, an entry in `SAMPLES` (address,
 //! weight, stack). All of it lives in memory mapped here (`os::map`), never
-//! in the heap. The *peak* is the largest estimated live total: each time a
-//! sample raises the live total above the previous peak, every stack's live
-//! bytes are copied to its peak bytes.
+//! in the heap. The *peak* is the largest estimated live total; a stack's
+//! peak bytes are its live bytes at the latest peak, kept lazily: a new peak
+//! only counts itself (`peak_epoch`), and a stack whose live bytes are about
+//! to change keeps them first if they have not changed since that peak
+//! (`touch`; `peak_of` reads them). The same figures as copying every stack
+//! at each new peak, for one test per change.
 //!
 //! **Unwinding neither allocates nor deadlocks.** Stacks are unwound from
 //! the DWARF call-frame information (`.eh_frame`), so programs without
@@ -59,7 +62,8 @@
 //! and a thread inside `dlopen` that allocates only takes it again (the
 //! unwinder's own lock is never held across a call into the loader).
 //! dlopen'd libraries unwind like any other; the table of CFI rows is
-//! emptied once an object was unloaded.
+//! emptied once an object was unloaded (checked before every walk: see
+//! "Unloaded objects" below).
 //!
 //! **Reports**, in the collapsed-stack format (`frame;frame;frame bytes`,
 //! outermost frame first): at exit `PREFIX.PID.leak` (live), `.total`
@@ -76,6 +80,7 @@
 
 use crate::lock::Lock;
 use core::fmt::Write;
+use core::mem::MaybeUninit;
 use core::ptr::{addr_of, addr_of_mut, null_mut};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 
@@ -116,7 +121,10 @@ struct Stack {
     alloc_bytes: u64,
     alloc_count: u64,
     live_bytes: u64,
+    /// Live bytes at the latest peak, if `peak_seen == Tables::peak_epoch`;
+    /// else they are `live_bytes` (unchanged since that peak): see `touch`.
     peak_bytes: u64,
+    peak_seen: u64,
     frames: [usize; MAX_FRAMES],
 }
 
@@ -139,6 +147,8 @@ struct Tables {
     nsamples: usize,
     live_total: u64,
     peak_total: u64,
+    /// Counts the peaks reached (each new maximum of `live_total`).
+    peak_epoch: u64,
     alloc_total: u64,
     sample_count: u64,
     dropped: u64,
@@ -152,6 +162,7 @@ static mut TABLES: Tables = Tables {
     nsamples: 0,
     live_total: 0,
     peak_total: 0,
+    peak_epoch: 0,
     alloc_total: 0,
     sample_count: 0,
     dropped: 0,
@@ -454,7 +465,9 @@ pub fn record_as(p: *mut u8, n: usize, counted: usize) {
     let t = thread_state();
     // SAFETY: this thread's own state.
     unsafe { (*t).busy = 1 };
-    let mut raw = [0usize; RAW_FRAMES];
+    // Not zeroed (a memset of 640 bytes a sample): only the first `got`
+    // entries, which the unwinder or `backtrace` wrote, are read.
+    let mut raw = [const { MaybeUninit::<usize>::uninit() }; RAW_FRAMES];
     let got = match unwind(&mut raw) {
         Some(n) => n,
         // SAFETY: raw holds RAW_FRAMES entries.
@@ -466,6 +479,8 @@ pub fn record_as(p: *mut u8, n: usize, counted: usize) {
         }
         .clamp(0, RAW_FRAMES as i32) as usize,
     };
+    // SAFETY: the first `got` entries were written (above).
+    let raw = unsafe { &*(&raw[..got] as *const [MaybeUninit<usize>] as *const [usize]) };
     let (lo, hi) = (
         SELF_START.load(Ordering::Relaxed),
         SELF_END.load(Ordering::Relaxed),
@@ -519,9 +534,11 @@ unsafe fn insert(t: &mut Tables, addr: usize, w: u64, frames: &[usize]) {
             return;
         }
     };
-    let st = &mut *t.stacks.add(s);
-    st.alloc_bytes += w;
-    st.alloc_count += 1;
+    {
+        let st = &mut *t.stacks.add(s);
+        st.alloc_bytes += w;
+        st.alloc_count += 1;
+    }
     if t.nsamples >= SAMPLE_CAP {
         t.dropped += 1;
         return;
@@ -534,7 +551,7 @@ unsafe fn insert(t: &mut Tables, addr: usize, w: u64, frames: &[usize]) {
             if e.addr == addr {
                 // A stale entry (a block freed unseen, e.g. before a
                 // fork): replace it.
-                (*t.stacks.add(e.stack)).live_bytes -= e.weight;
+                (*touch(t, e.stack)).live_bytes -= e.weight;
                 t.live_total -= e.weight;
                 t.nsamples -= 1;
             } else {
@@ -550,14 +567,38 @@ unsafe fn insert(t: &mut Tables, addr: usize, w: u64, frames: &[usize]) {
         i = (i + 1) & mask;
     }
     t.nsamples += 1;
-    st.live_bytes += w;
+    (*touch(t, s)).live_bytes += w;
     t.live_total += w;
     if t.live_total > t.peak_total {
+        // Every stack's peak bytes are now its live bytes: `touch` copies
+        // them when a stack next changes, `peak_of` reads them meanwhile.
         t.peak_total = t.live_total;
-        for k in 0..t.nstacks {
-            let x = &mut *t.stacks.add(k);
-            x.peak_bytes = x.live_bytes;
-        }
+        t.peak_epoch += 1;
+    }
+}
+
+/// Stack `s`, about to have its live bytes changed: if they have not
+/// changed since the latest peak, they are its bytes at that peak, kept
+/// first. (The peak thus costs one test per change, not a copy of every
+/// stack at each new peak.)
+///
+/// # Safety
+/// `s` is one of `t`'s stacks, under LOCK.
+unsafe fn touch(t: &Tables, s: usize) -> *mut Stack {
+    let st = &mut *t.stacks.add(s);
+    if st.peak_seen != t.peak_epoch {
+        st.peak_bytes = st.live_bytes;
+        st.peak_seen = t.peak_epoch;
+    }
+    st as *mut Stack
+}
+
+/// Stack `st`'s live bytes at the latest peak.
+fn peak_of(t: &Tables, st: &Stack) -> u64 {
+    if st.peak_seen == t.peak_epoch {
+        st.peak_bytes
+    } else {
+        st.live_bytes
     }
 }
 
@@ -585,6 +626,9 @@ unsafe fn find_stack(t: &mut Tables, frames: &[usize]) -> Option<usize> {
     let s = &mut *t.stacks.add(k);
     s.hash = h;
     s.depth = frames.len();
+    // (It held nothing at the latest peak.)
+    s.peak_bytes = 0;
+    s.peak_seen = t.peak_epoch;
     s.frames[..frames.len()].copy_from_slice(frames);
     *t.index.add(i) = k as u32 + 1;
     Some(k)
@@ -622,8 +666,15 @@ pub fn freed(p: *mut u8) {
 fn freed_slow(addr: usize) {
     let _g = LOCK.guard();
     // SAFETY: the tables are only touched under LOCK.
-    unsafe {
-        let t = &mut *addr_of_mut!(TABLES);
+    unsafe { remove(&mut *addr_of_mut!(TABLES), addr) }
+}
+
+/// Drops the sample of block `addr`, if any (under LOCK).
+///
+/// # Safety
+/// `t`'s tables are mapped (`prime`) and held under LOCK.
+unsafe fn remove(t: &mut Tables, addr: usize) {
+    {
         let mask = SAMPLE_SLOTS - 1;
         let mut i = hash_addr(addr) as usize & mask;
         loop {
@@ -637,7 +688,7 @@ fn freed_slow(addr: usize) {
             i = (i + 1) & mask;
         }
         let e = *t.samples.add(i);
-        (*t.stacks.add(e.stack)).live_bytes -= e.weight;
+        (*touch(t, e.stack)).live_bytes -= e.weight;
         t.live_total -= e.weight;
         t.nsamples -= 1;
         (*filter_slot(addr)).fetch_sub(1, Ordering::Relaxed);
@@ -676,9 +727,20 @@ fn freed_slow(addr: usize) {
 // stacks this one reproduces (the unit test `unwinds_as_backtrace` compares
 // them). Nothing here allocates; `RULE_LOCK` is held while a sample's stack
 // is walked, never across `_Unwind_Find_FDE` or `dl_iterate_phdr` (which
-// may take the loader's lock, as `backtrace` does). The table is emptied
-// when an object was unloaded since it was last checked (glibc counts
-// unloads: `dlpi_subs`), as its addresses may hold another object's code.
+// may take the loader's lock, as `backtrace` does).
+//
+// Unloaded objects: a row kept for an address of an object since unloaded
+// would be wrong for another object mapped there later, so the table is
+// emptied when glibc's count of unloads (`dlpi_subs`, from
+// `dl_iterate_phdr`) moved since it was last emptied. That count is read
+// before every walk (150-160 instructions of each sample's ~1,100), and
+// again when a return address misses the table or a walk fails. Reading it
+// only on misses and every 64th walk was tried: a stack whose every return
+// address hits, one of them in an object mapped over an unloaded one at a
+// call site of the old one, would then be walked with a stale row, and the
+// walk's checks (the frame above the stack pointer, within 1 GiB, aligned)
+// do not stop a read past the top of the stack: a fault in the program
+// being profiled, for 13% of a sample's cost.
 
 /// `_Unwind_Find_FDE` of libgcc_s, found by `prime` once `backtrace` loaded
 /// it (0: not found, samples use `backtrace`).
@@ -772,26 +834,56 @@ fn prime_unwinder() {
     FIND_FDE.store(f as usize, Ordering::Release);
 }
 
+/// Why a walk stopped short.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Stop {
+    /// A frame's rule is not handled (use `backtrace`).
+    Unhandled,
+    /// An object was unloaded since the table was last checked: the table
+    /// was emptied, and rows the walk already used may have been stale.
+    Flushed,
+}
+
 /// The rule of the frame at `at` (the address whose row applies: a return
 /// address less one, or the unwinder's own address for the first frame).
-/// Called with `RULE_LOCK` held; releases it while it looks up an FDE.
-fn rule_for(at: usize) -> Option<Rule> {
+/// Called with `RULE_LOCK` held; releases it while it looks up an FDE. A
+/// miss is also when unloads are checked (see "Unloaded objects" above):
+/// if one happened, the table is emptied and the walk must start again.
+fn rule_for(at: usize) -> Result<Rule, Stop> {
     let t = RULES.load(Ordering::Acquire);
     let slot = (at.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 52) & (RULE_SLOTS - 1);
     // SAFETY: the slot lies in the table, read under RULE_LOCK.
     let e = unsafe { *t.add(slot) };
     if e[0] == at && e[1] != 0 {
-        return Some(Rule::unpack(e[1]));
+        return Ok(Rule::unpack(e[1]));
     }
     RULE_LOCK.unlock();
+    // (Without RULE_LOCK: dl_iterate_phdr and _Unwind_Find_FDE may take
+    // the loader's lock.)
+    let subs = unloads();
     let r = find_rule(at);
     RULE_LOCK.lock();
-    let r = r?;
+    if flush_if_unloaded(subs) {
+        return Err(Stop::Flushed);
+    }
+    let r = r.ok_or(Stop::Unhandled)?;
     if let Some(w) = r.pack() {
         // SAFETY: as above.
         unsafe { *t.add(slot) = [at, w] };
     }
-    Some(r)
+    Ok(r)
+}
+
+/// With `RULE_LOCK` held: empties the rule table if `subs` (a fresh
+/// `unloads()`) differs from the count it was last emptied at.
+fn flush_if_unloaded(subs: u64) -> bool {
+    if subs == UNLOADS.load(Ordering::Relaxed) {
+        return false;
+    }
+    // SAFETY: the table is ours, written under RULE_LOCK.
+    unsafe { core::ptr::write_bytes(RULES.load(Ordering::Relaxed), 0, RULE_SLOTS) };
+    UNLOADS.store(subs, Ordering::Relaxed);
+    true
 }
 
 /// Objects unloaded so far (`dlpi_subs`): a rule kept for an address of an
@@ -1201,7 +1293,7 @@ fn run_cfi(
 /// address, then each frame's return address, as `backtrace` lists them.
 /// None when a frame's rule is not handled (use `backtrace`).
 #[inline(never)]
-fn unwind(out: &mut [usize]) -> Option<usize> {
+fn unwind(out: &mut [MaybeUninit<usize>]) -> Option<usize> {
     if FIND_FDE.load(Ordering::Acquire) == 0 || out.is_empty() {
         return None;
     }
@@ -1218,22 +1310,44 @@ fn unwind(out: &mut [usize]) -> Option<usize> {
             options(nomem, nostack, preserves_flags)
         );
     }
-    out[0] = ip;
-    // (Before RULE_LOCK: dl_iterate_phdr takes the loader's lock.)
-    let subs = unloads();
-    RULE_LOCK.lock();
-    if subs != UNLOADS.load(Ordering::Relaxed) {
-        // SAFETY: the table is ours, written under RULE_LOCK.
-        unsafe { core::ptr::write_bytes(RULES.load(Ordering::Relaxed), 0, RULE_SLOTS) };
-        UNLOADS.store(subs, Ordering::Relaxed);
+    out[0].write(ip);
+    {
+        // (Before RULE_LOCK: dl_iterate_phdr takes the loader's lock.)
+        let subs = unloads();
+        RULE_LOCK.lock();
+        flush_if_unloaded(subs);
+        RULE_LOCK.unlock();
     }
-    let n = walk(out, ip, sp, rbp);
-    RULE_LOCK.unlock();
-    n
+    // Twice at most: a walk that found the table stale walks again on the
+    // emptied table (its rows are then all new); a third is not needed
+    // unless objects are being unloaded meanwhile: `backtrace` then.
+    for _ in 0..2 {
+        RULE_LOCK.lock();
+        let r = walk(out, ip, sp, rbp);
+        RULE_LOCK.unlock();
+        match r {
+            Ok(n) => return Some(n),
+            Err(Stop::Flushed) => continue,
+            Err(Stop::Unhandled) => {
+                // A stale row may have sent the walk astray: check.
+                let subs = unloads();
+                RULE_LOCK.lock();
+                flush_if_unloaded(subs);
+                RULE_LOCK.unlock();
+                return None;
+            }
+        }
+    }
+    None
 }
 
 /// `unwind` from its own frame (`ip`, `sp`, `rbp`), with `RULE_LOCK` held.
-fn walk(out: &mut [usize], mut ip: usize, mut sp: usize, mut rbp: usize) -> Option<usize> {
+fn walk(
+    out: &mut [MaybeUninit<usize>],
+    mut ip: usize,
+    mut sp: usize,
+    mut rbp: usize,
+) -> Result<usize, Stop> {
     let mut n = 1;
     // The first address is where `unwind`'s frame is; the others are
     // return addresses, whose row is the call's (one byte before).
@@ -1245,7 +1359,7 @@ fn walk(out: &mut [usize], mut ip: usize, mut sp: usize, mut rbp: usize) -> Opti
         }
         let cfa = (if r.cfa_rbp { rbp } else { sp }).wrapping_add(r.cfa as usize);
         if cfa <= sp || cfa - sp > 1 << 30 || cfa & 7 != 0 {
-            return None;
+            return Err(Stop::Unhandled);
         }
         // SAFETY: the CFA lies above the stack pointer within the stack, and
         // the frame's CFI says where its caller's registers were saved.
@@ -1259,11 +1373,11 @@ fn walk(out: &mut [usize], mut ip: usize, mut sp: usize, mut rbp: usize) -> Opti
         if ip == 0 {
             break;
         }
-        out[n] = ip;
+        out[n].write(ip);
         n += 1;
         at = ip - 1;
     }
-    Some(n)
+    Ok(n)
 }
 
 // ---- fork ------------------------------------------------------------------------
@@ -1304,6 +1418,7 @@ pub fn after_fork_child() {
         t.nsamples = 0;
         t.live_total = 0;
         t.peak_total = 0;
+        t.peak_epoch = 0;
         t.alloc_total = 0;
         t.sample_count = 0;
         t.dropped = 0;
@@ -1384,7 +1499,7 @@ fn write_report(fd: i32, fig: Figure) {
             let s = &*t.stacks.add(k);
             let v = match fig {
                 Figure::Live => s.live_bytes,
-                Figure::Peak => s.peak_bytes,
+                Figure::Peak => peak_of(t, s),
                 Figure::Total => s.alloc_bytes,
             };
             if v == 0 {
@@ -1485,39 +1600,59 @@ pub fn exit_report() {
 
 const LN2: f64 = core::f64::consts::LN_2;
 
+/// `1 / (2k + 1)` for k in 0..14: the coefficients of `atanh z / z` in `z²`.
+const ATANH: [f64; 14] = {
+    let mut c = [0.0; 14];
+    let mut k = 0;
+    while k < 14 {
+        c[k] = 1.0 / (2 * k + 1) as f64;
+        k += 1;
+    }
+    c
+};
+
+/// `1 / i!` for i in 0..17: the coefficients of `exp r`.
+const EXP: [f64; 17] = {
+    let mut c = [1.0; 17];
+    let mut i = 1;
+    while i < 17 {
+        c[i] = c[i - 1] / i as f64;
+        i += 1;
+    }
+    c
+};
+
 /// Natural logarithm of `x > 0` (a normal number): `x = m * 2^e` with `m` in
-/// [1, 2), `ln m = 2 atanh((m - 1) / (m + 1))` by its series (|z| <= 1/3).
+/// [1, 2), `ln m = 2 atanh((m - 1) / (m + 1))` by its series (|z| <= 1/3;
+/// 14 terms: the next is below z^29 / 29 < 1e-15), in Horner's form (no
+/// division but the one for z: the sampler draws one logarithm a sample).
 fn ln(x: f64) -> f64 {
     let bits = x.to_bits();
     let e = ((bits >> 52) & 0x7ff) as i64 - 1023;
     let m = f64::from_bits((bits & ((1u64 << 52) - 1)) | (1023u64 << 52));
     let z = (m - 1.0) / (m + 1.0);
     let z2 = z * z;
-    let (mut term, mut sum, mut k) = (z, 0.0, 1.0);
-    // (14 terms: the next is below z^29 / 29 < 1e-15.)
-    for _ in 0..14 {
-        sum += term / k;
-        term *= z2;
-        k += 2.0;
+    let mut p = ATANH[13];
+    for k in (0..13).rev() {
+        p = p * z2 + ATANH[k];
     }
-    2.0 * sum + e as f64 * LN2
+    2.0 * z * p + e as f64 * LN2
 }
 
 /// `exp(-x)` for `x >= 0`: `-x = k ln 2 + r`, |r| <= ln 2 / 2, Taylor series
-/// for `exp(r)`, times `2^k`.
+/// for `exp(r)` up to r^16 / 16! (the next is below 1e-20), in Horner's
+/// form, times `2^k`.
 fn exp_neg(x: f64) -> f64 {
     if x > 700.0 {
         return 0.0;
     }
     let k = (-x / LN2 - 0.5) as i64;
     let r = -x - k as f64 * LN2;
-    let (mut term, mut sum) = (1.0, 1.0);
-    // (Up to r^16 / 16!: the next is below 1e-20.)
-    for i in 1..17 {
-        term *= r / i as f64;
-        sum += term;
+    let mut p = EXP[16];
+    for i in (0..16).rev() {
+        p = p * r + EXP[i];
     }
-    sum * f64::from_bits(((1023 + k) as u64) << 52)
+    p * f64::from_bits(((1023 + k) as u64) << 52)
 }
 
 #[cfg(test)]
@@ -1542,6 +1677,80 @@ mod tests {
     /// The sample table against a model: random records and frees (many
     /// colliding in the probe sequences), then every live address is found
     /// and every freed one is gone; the live total matches.
+    /// The lazy peak (`touch`, `peak_of`) against a model that copies every
+    /// stack's live bytes at each new peak, on tables of its own with many
+    /// stacks, samples made and freed at random.
+    #[test]
+    fn peak_per_stack_against_a_model() {
+        configure(true, 4096, null_mut());
+        prime();
+        let stacks = crate::os::map(STACK_CAP * core::mem::size_of::<Stack>());
+        let index = crate::os::map(INDEX_CAP * 4);
+        let samples = crate::os::map(SAMPLE_SLOTS * core::mem::size_of::<Sample>());
+        assert!(!stacks.is_null() && !index.is_null() && !samples.is_null());
+        let mut t = Tables {
+            stacks: stacks as *mut Stack,
+            nstacks: 0,
+            index: index as *mut u32,
+            samples: samples as *mut Sample,
+            nsamples: 0,
+            live_total: 0,
+            peak_total: 0,
+            peak_epoch: 0,
+            alloc_total: 0,
+            sample_count: 0,
+            dropped: 0,
+        };
+        const NS: usize = 300;
+        let (mut live, mut peak) = ([0u64; NS], [0u64; NS]);
+        let mut blocks: Vec<(usize, usize, u64)> = Vec::new();
+        let (mut total, mut top) = (0u64, 0u64);
+        let mut x: u64 = 0x9abc_def1_2345_6789;
+        let base = 0x6000_0000_0000usize;
+        for i in 0..100_000usize {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Growing phases (new peaks often) and shrinking ones.
+            let grow = (i / 5000) % 2 == 0;
+            if !blocks.is_empty() && (x % 100 < if grow { 30 } else { 70 }) {
+                let (a, s, w) = blocks.swap_remove((x >> 8) as usize % blocks.len());
+                // SAFETY: t's tables are mapped, used by this thread only.
+                unsafe { remove(&mut t, a) };
+                live[s] -= w;
+                total -= w;
+            } else {
+                let s = (x >> 16) as usize % NS;
+                let w = 1 + (x >> 32) % 10_000;
+                let a = base + i * 16;
+                let frames = [0x1000 + s, 0x2000, 0x3000 + s % 7];
+                // SAFETY: as above.
+                unsafe { insert(&mut t, a, w, &frames) };
+                blocks.push((a, s, w));
+                live[s] += w;
+                total += w;
+                if total > top {
+                    top = total;
+                    peak = live;
+                }
+            }
+        }
+        assert_eq!(t.live_total, total);
+        assert_eq!(t.peak_total, top);
+        assert_eq!(t.nstacks, NS);
+        for k in 0..t.nstacks {
+            // SAFETY: k < nstacks.
+            let st = unsafe { &*t.stacks.add(k) };
+            let s = st.frames[0] - 0x1000;
+            assert_eq!(st.live_bytes, live[s], "stack {}", s);
+            assert_eq!(peak_of(&t, st), peak[s], "stack {}", s);
+        }
+        for (a, _, _) in blocks {
+            // SAFETY: as above (the global filter's counts go back down).
+            unsafe { remove(&mut t, a) };
+        }
+    }
+
     #[test]
     fn samples_against_a_model() {
         configure(true, 4096, null_mut());
@@ -1602,13 +1811,15 @@ mod tests {
                 return both(depth - 1, out) + core::hint::black_box(1);
             }
             let mut a = [0usize; RAW_FRAMES];
-            let mut b = [0usize; RAW_FRAMES];
+            let mut b = [MaybeUninit::new(0usize); RAW_FRAMES];
             // SAFETY: a holds RAW_FRAMES entries.
             let na =
                 unsafe { backtrace(a.as_mut_ptr() as *mut *mut libc::c_void, RAW_FRAMES as i32) }
                     as usize;
             let nb = unwind(&mut b).expect("a rule not handled");
-            out.push((a[..na].to_vec(), b[..nb].to_vec()));
+            // SAFETY: b was initialized (to zero).
+            let b: Vec<usize> = b[..nb].iter().map(|x| unsafe { x.assume_init() }).collect();
+            out.push((a[..na].to_vec(), b));
             0
         }
         let mut out = Vec::new();
