@@ -938,8 +938,9 @@ impl Cfi {
         Some(v)
     }
 
-    fn uleb(&mut self) -> Option<u64> {
-        let (mut v, mut shift) = (0u64, 0);
+    /// A LEB128 number's bits, the bits it spans and its last byte.
+    fn leb(&mut self) -> Option<(u64, u32, u8)> {
+        let (mut v, mut shift) = (0u64, 0u32);
         loop {
             let b = self.u8()?;
             if shift < 64 {
@@ -947,26 +948,22 @@ impl Cfi {
             }
             shift += 7;
             if b & 0x80 == 0 {
-                return Some(v);
+                return Some((v, shift, b));
             }
         }
     }
 
+    fn uleb(&mut self) -> Option<u64> {
+        self.leb().map(|(v, _, _)| v)
+    }
+
     fn sleb(&mut self) -> Option<i64> {
-        let (mut v, mut shift) = (0i64, 0);
-        loop {
-            let b = self.u8()?;
-            if shift < 64 {
-                v |= ((b & 0x7f) as i64) << shift;
-            }
-            shift += 7;
-            if b & 0x80 == 0 {
-                if shift < 64 && b & 0x40 != 0 {
-                    v |= -1i64 << shift;
-                }
-                return Some(v);
-            }
+        let (v, shift, last) = self.leb()?;
+        let mut v = v as i64;
+        if shift < 64 && last & 0x40 != 0 {
+            v |= -1i64 << shift;
         }
+        Some(v)
     }
 
     /// Skips a pointer of DW_EH_PE encoding `enc`.
