@@ -216,11 +216,8 @@ impl GlobalHeap {
     /// if another thread holds it.
     pub fn try_with<R>(&self, f: impl FnOnce(&mut Heap) -> R) -> Option<R> {
         config::init();
-        if !self.lock.try_lock() {
-            return None;
-        }
-        // SAFETY: the lock gives exclusive access; the guard releases it.
-        let _g = unsafe { self.lock.adopt() };
+        let _g = self.lock.try_guard()?;
+        // SAFETY: the lock gives exclusive access.
         Some(f(unsafe { &mut *self.heap.get() }))
     }
 

@@ -993,6 +993,8 @@ mod tests {
         unsafe { chunks_serve_their_largest_class() }
     }
 
+    /// # Safety
+    /// None beyond `class_of_chunk`'s, which every size passed meets.
     unsafe fn chunks_serve_their_largest_class() {
         for s in (class_chunk(0)..=class_chunk(NMC - 1)).step_by(16) {
             let k = class_of_chunk(s);

@@ -41,13 +41,16 @@ impl Lock {
         }
     }
 
-    /// Takes the lock if it is free; false (and nothing done, nothing
-    /// counted) if it is held.
+    /// Takes the lock if it is free and returns a guard that releases it;
+    /// None (nothing done, nothing counted) if it is held.
     #[inline]
-    pub fn try_lock(&self) -> bool {
+    pub fn try_guard(&self) -> Option<Guard<'_>> {
         self.state
             .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
+            // (`then`, not `then_some`: a Guard made and dropped when the
+            // lock is held would release another thread's lock.)
+            .then(|| Guard(self))
     }
 
     #[cold]
@@ -87,14 +90,6 @@ impl Lock {
     /// Whether some thread holds the lock (a snapshot).
     pub fn is_locked(&self) -> bool {
         self.state.load(Ordering::Relaxed) != 0
-    }
-
-    /// A guard for the lock, which the caller holds (`try_lock`).
-    ///
-    /// # Safety
-    /// The caller holds the lock and gives its release to the guard.
-    pub unsafe fn adopt(&self) -> Guard<'_> {
-        Guard(self)
     }
 
     /// Takes the lock and returns a guard that releases it.
