@@ -43,7 +43,7 @@ from xml.sax.saxutils import escape
 
 PEERS = ("glibc", "jemalloc", "tcmalloc", "mimalloc")
 # Thread counts of the medium-T workloads (bench/mthreads.c): the scaling table.
-MEDIUM_THREADS = (1, 2, 4, 8, 16, 32)
+MEDIUM_THREADS = (1, 2, 4, 8, 16, 32, 64)
 SUBJECT = "memalloc"
 RUN_BIN = [""]   # where runner lives (set by main)
 RUN_TMP = [None]
@@ -87,6 +87,13 @@ def workloads(args):
     ]
     for t in (1, 2, 4, 8):
         w.append(("invsq-%d" % t, [b("mthreads"), str(t), "5e6" if q else "10e6", "1000", "1", "32k", "s"], {}))
+    # the grid's upper rows: 64 KiB-1 MiB blocks with threads (the top of the
+    # medium classes and the mmap threshold's range), and 256 KiB-64 MiB
+    # blocks with threads (1/size^2: most near 256 KiB, some of 64 MiB)
+    w += [
+        ("mlarge-16", [b("mthreads"), "16", "5e5" if q else "1e6", "64", "64k", "1M", "u"], {}),
+        ("large-8", [b("mthreads"), "8", "2e5" if q else "4e5", "16", "256k", "64M", "s"], {}),
+    ]
     if args.only:
         want = args.only.split(",")
         known = {n for n, _, _ in w}
@@ -99,7 +106,7 @@ def workloads(args):
 
 def result_line(wname):
     """The name that starts the result line of workload `wname` (the program's)."""
-    if wname.startswith("medium-") or wname.startswith("invsq-"):
+    if wname.startswith(("medium-", "invsq-", "mlarge-")) or wname == "large-8":
         return "mthreads"
     if wname == "prodcons":
         return "xmalloc"

@@ -1,5 +1,5 @@
 /*
- * medium.c - medium blocks (4-256 KiB) and the per-thread medium caches
+ * medium.c - medium blocks (4 KiB-1 MiB) and the per-thread medium caches
  * (src/mcache.rs), on the real library.
  *
  *   1. 32 threads allocate medium blocks with a cookie, hand half of them
@@ -10,6 +10,12 @@
  *   3. malloc_trim after medium churn brings the break back down.
  *   4. The cap: the test runs itself with MEMALLOC_MEDIUM_CACHE=256k and
  *      MEMALLOC_STATS=1; the summary's "one thread's most" is at most the cap.
+ *   5. Requests the dynamic mmap threshold leaves below it, though their
+ *      class rounds past it (200000 B after a freed mapping of 200000 B
+ *      set the threshold to its size), and requests of 256 KiB-1 MiB: the
+ *      test runs itself with MEMALLOC_STATS=1, and of 2 x 2000 malloc+free
+ *      pairs the caches serve all but the first few (the summary's
+ *      "medium (cached)").
  * (A double free of a cached medium block is c_tests/misuse.c's
  * double-free-medium and double-free-medium-cached-other-thread.)
  */
@@ -102,9 +108,9 @@ static size_t in_use(void)
     return st.in_use;
 }
 
-/* Runs this program as "medium cap" with the cap and the statistics on,
- * and checks the summary's figures. */
-static void cap_respected(const char *self)
+/* Runs this program as "medium MODE" with the statistics on (and the
+ * medium cache's cap, if cap is not NULL); its summary goes to buf. */
+static void run_child(const char *self, const char *mode, const char *cap, char *buf, size_t size)
 {
     int fds[2];
     CHECK(pipe(fds) == 0);
@@ -113,21 +119,28 @@ static void cap_respected(const char *self)
     if (pid == 0) {
         dup2(fds[1], 2);
         close(fds[0]);
-        setenv("MEMALLOC_MEDIUM_CACHE", "256k", 1);
+        if (cap)
+            setenv("MEMALLOC_MEDIUM_CACHE", cap, 1);
         setenv("MEMALLOC_STATS", "1", 1);
-        execl(self, self, "cap", (char *)NULL);
+        execl(self, self, mode, (char *)NULL);
         _exit(127);
     }
     close(fds[1]);
-    static char buf[1 << 16];
     size_t len = 0;
     ssize_t k;
-    while (len < sizeof buf - 1 && (k = read(fds[0], buf + len, sizeof buf - 1 - len)) > 0)
+    while (len < size - 1 && (k = read(fds[0], buf + len, size - 1 - len)) > 0)
         len += (size_t)k;
     buf[len] = 0;
     close(fds[0]);
     int status;
     CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+/* 4: the cap is respected. */
+static void cap_respected(const char *self)
+{
+    static char buf[1 << 16];
+    run_child(self, "cap", "256k", buf, sizeof buf);
     const char *m = strstr(buf, "one thread's most ");
     CHECKF(m != NULL, "no medium cache line in: %s", buf);
     unsigned long most = 0, cap = 0;
@@ -136,8 +149,46 @@ static void cap_respected(const char *self)
     CHECKF(most > 0 && most <= cap, "a thread held %lu bytes over a cap of %lu", most, cap);
 }
 
+/* The child of classes_cached: after a mapping of 200000 B is freed (the
+ * dynamic threshold rises to its size), 2000 pairs of 200000 B, then 2000
+ * of 700000 B (after one of that size is freed too). */
+static void pairs(void)
+{
+    static const size_t sizes[2] = {200000, 700000};
+    for (int s = 0; s < 2; s++) {
+        void *m = malloc(sizes[s]);
+        if (m == NULL)
+            abort(); /* (the parent sees the child fail) */
+        free(m);
+        for (int i = 0; i < 2000; i++) {
+            unsigned char *volatile q = malloc(sizes[s]);
+            if (q == NULL)
+                abort();
+            q[0] = (unsigned char)i;
+            q[sizes[s] - 1] = (unsigned char)i;
+            free(q);
+        }
+    }
+}
+
+/* 5: the pairs of `pairs` come from the caches. */
+static void classes_cached(const char *self)
+{
+    static char buf[1 << 16];
+    run_child(self, "pairs", NULL, buf, sizeof buf);
+    const char *m = strstr(buf, "medium (cached)");
+    CHECKF(m != NULL, "no medium (cached) line in: %s", buf);
+    unsigned long cached = 0;
+    CHECK(m && sscanf(m, "medium (cached) %lu", &cached) == 1);
+    CHECKF(cached >= 3990, "of 4000 pairs of 200000 and 700000 B, %lu served by the caches", cached);
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "pairs") == 0) {
+        pairs();
+        return 0;
+    }
     if (argc > 1 && strcmp(argv[1], "cap") == 0) {
         /* the child of cap_respected: churn enough to pass the cap */
         pthread_t t[4];
@@ -190,6 +241,8 @@ int main(int argc, char **argv)
 
     /* 4 */
     cap_respected(argv[0]);
+    /* 5 */
+    classes_cached(argv[0]);
     check_done("medium");
     return 0;
 }
