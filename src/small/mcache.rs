@@ -290,10 +290,12 @@ impl MCache {
     }
 }
 
-/// The cache of a thread that has no medium cache yet. Never written: its
-/// lists are empty, so every pop misses into the slow path.
+/// The cache of a thread that has no medium cache yet. Never written but
+/// for `busy` (atomic; in no registry, so nobody reads it): its lists are
+/// empty, so every pop misses into the slow path.
 pub static mut EMPTY_MCACHE: MCache = MCache::new(EMPTY);
-/// The cache of a thread whose cache was given back at exit. Never written.
+/// The cache of a thread whose cache was given back at exit. Never written
+/// but for `busy`.
 pub static mut DEAD_MCACHE: MCache = MCache::new(DEAD);
 
 /// This thread's medium cache: `tls::mc_get()`, `tls::mc_set(c)`, an
