@@ -62,8 +62,8 @@
 //! - *Owner, slow paths* (refill, flush, `malloc_trim`, statistics): under
 //!   the cache's `own` lock (one compare-exchange), which bumps `act`.
 //! - *Reclaimer* (any thread, from its refill or flush, outside its own
-//!   lock, at most every quarter of `MEMALLOC_IDLE_MS`, holding the
-//!   registry's lock `REG`): for a cache whose `(act, allocs)` has not moved
+//!   lock, at most every quarter of `MEMALLOC_IDLE_MS` and every 16th slow
+//!   path of a thread, holding the registry's lock `REG`): for a cache whose `(act, allocs)` has not moved
 //!   for `MEMALLOC_IDLE_MS`: takes `own` (try: a held lock means the owner
 //!   is busy), sets the gate's `RECLAIM` bit, calls
 //!   `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, then loads `busy`. If 1,
@@ -1218,13 +1218,17 @@ fn maybe_reclaim() {
     if unsafe { (*tls::mc_get()).act.load(Ordering::Relaxed) } % 16 != 0 {
         return;
     }
-    let now = crate::os::coarse_ns();
-    if now < NEXT_SCAN.load(Ordering::Relaxed) {
+    if crate::os::coarse_ns() < NEXT_SCAN.load(Ordering::Relaxed) {
         return;
     }
     let Some(_g) = REG.lock.try_guard() else {
         return; // (another thread scans, or a thread starts or exits)
     };
+    // (The time again, under the lock: the scans' times only grow.)
+    let now = crate::os::coarse_ns();
+    if now < NEXT_SCAN.load(Ordering::Relaxed) {
+        return;
+    }
     NEXT_SCAN.store(now + idle / 4, Ordering::Relaxed);
     // SAFETY: we hold the registry's lock.
     unsafe { scan(now, idle) }
@@ -1249,7 +1253,7 @@ unsafe fn scan(now: usize, idle: usize) {
             (*t).seen = sig;
             (*t).seen_at = now;
             (*t).spent = false;
-        } else if !(*t).spent && now - (*t).seen_at >= idle && membarrier_ready() {
+        } else if !(*t).spent && now.saturating_sub((*t).seen_at) >= idle && membarrier_ready() {
             (*t).spent = reclaim(t) == Reclaim::Done;
         }
         t = (*t).next;
