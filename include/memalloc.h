@@ -68,6 +68,8 @@ struct memalloc_stats {
     size_t free_blocks;     /* number of free blocks inside the heap regions */
     size_t released_bytes;  /* bytes given back to the OS so far (break shrunk, unmapped, madvised) */
     size_t syscalls;        /* sbrk/mmap/munmap/mremap/madvise/mincore calls made */
+    size_t medium_cached;   /* bytes held in the medium caches (not in in_use) */
+    size_t medium_reclaims; /* idle threads' medium caches taken back (MEMALLOC_IDLE_MS) */
 };
 void memalloc_get_stats(struct memalloc_stats *out);
 

@@ -241,39 +241,55 @@ pub unsafe fn dealloc_sized(p: *mut u8, size: usize) {
 /// The common case first, with no register to save: a heap chunk of a
 /// medium class into this thread's cache (the same checks as below: the
 /// header's tag, then `mcache::free_fast`'s), else `dealloc_chunk_slow`.
+///
+/// The fast path is a fast section of the medium cache (`mcache`, "Idle
+/// threads"): entered before the gate's test, whose `RECLAIM` bit is its
+/// signal, left after the push.
 #[inline(never)]
 unsafe fn dealloc_chunk(p: *mut u8, bits: u8) {
     if bits != 0 && header_in_granule(p) {
+        let tc = mcache::enter_mine();
         if !crate::gate::any(
             crate::gate::PROF
                 | crate::gate::DEBUG
                 | crate::gate::PERTURB
                 | crate::gate::KEPT
-                | crate::gate::PURGE,
+                | crate::gate::PURGE
+                | crate::gate::RECLAIM,
         ) {
-            if to_medium_cache(p) {
+            if to_medium_cache(tc, p) {
+                mcache::leave_mine(tc);
                 return;
             }
         } else if !crate::gate::any(
-            crate::gate::DEBUG | crate::gate::PERTURB | crate::gate::KEPT | crate::gate::PURGE,
+            crate::gate::DEBUG
+                | crate::gate::PERTURB
+                | crate::gate::KEPT
+                | crate::gate::PURGE
+                | crate::gate::RECLAIM,
         ) {
+            mcache::leave_mine(tc);
             return dealloc_chunk_profiling(p, bits);
         }
+        mcache::leave_mine(tc);
     }
     dealloc_chunk_slow(p, bits)
 }
 
 /// `dealloc_chunk`'s fast path for heap chunk `p` (its header in its
-/// granule): into this thread's medium cache, after the header's tag and
-/// `mcache::free_fast`'s checks; false, having done nothing, if it does not
-/// go there.
+/// granule): into this thread's medium cache `tc`, after the header's tag
+/// and `mcache::free_fast`'s checks; false, having done nothing, if it does
+/// not go there.
 ///
 /// # Safety
-/// As [`dealloc`]; `p`'s header lies in memory of ours.
+/// As [`dealloc`]; `p`'s header lies in memory of ours; as
+/// `mcache::free_fast` for `tc`.
 #[inline(always)]
-unsafe fn to_medium_cache(p: *mut u8) -> bool {
+unsafe fn to_medium_cache(tc: *mut mcache::MCache, p: *mut u8) -> bool {
+    // (After the gate's test: a reclaim that cleared its bit is seen whole.)
+    core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
     let c = from_user(p);
-    (!crate::guard::CHECKS || head_ok(c)) && !is_mmapped(c) && mcache::free_fast(c)
+    (!crate::guard::CHECKS || head_ok(c)) && !is_mmapped(c) && mcache::free_fast(tc, c)
 }
 
 /// `dealloc_chunk` while profiling and no other slower mode is on: a block
@@ -285,8 +301,13 @@ unsafe fn to_medium_cache(p: *mut u8) -> bool {
 #[cold]
 #[inline(never)]
 unsafe fn dealloc_chunk_profiling(p: *mut u8, bits: u8) {
-    if !crate::prof::sampled(p) && to_medium_cache(p) {
-        return;
+    if !crate::prof::sampled(p) {
+        let tc = mcache::enter_mine();
+        let cached = !crate::gate::any(crate::gate::RECLAIM) && to_medium_cache(tc, p);
+        mcache::leave_mine(tc);
+        if cached {
+            return;
+        }
     }
     dealloc_chunk_slow(p, bits)
 }

@@ -41,6 +41,11 @@ pub struct Stats {
     pub released_bytes: usize,
     /// Memory system calls made so far.
     pub syscalls: usize,
+    /// Bytes held in the medium caches (each thread's as of its last slow
+    /// path, and the shared lists), not counted in `in_use`.
+    pub medium_cached: usize,
+    /// Idle threads' medium caches taken back so far (`MEMALLOC_IDLE_MS`).
+    pub medium_reclaims: usize,
 }
 
 /// glibc's `struct mallinfo2`.
@@ -91,6 +96,8 @@ pub fn stats() -> Stats {
         free_blocks: h.tlsf.free_count,
         released_bytes: h.released,
         syscalls: 0,
+        medium_cached: cached,
+        medium_reclaims: crate::mcache::reclaims().0,
     });
     s.in_use += large_bytes;
     s.released_bytes += large::released();
@@ -326,6 +333,14 @@ pub fn summary(fd: i32) {
         crate::mcache::cap(),
         refills,
         flushes
+    );
+    let (reclaims, reclaimed) = crate::mcache::reclaims();
+    let _ = writeln!(
+        b,
+        "  idle caches        {:>14} taken back, {} bytes (after {} ms idle)",
+        reclaims,
+        reclaimed,
+        crate::config::idle_ns() / 1_000_000
     );
     let ops = allocs.iter().sum::<usize>() + mc_allocs + medium + large_n;
     let contended = crate::lock::CONTENDED.load(Ordering::Relaxed);

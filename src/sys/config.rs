@@ -60,9 +60,10 @@ static DUMP: AtomicPtr<u8> = AtomicPtr::new(core::ptr::null_mut());
 static INIT: spin::Once<()> = spin::Once::new();
 
 /// The variables we read; any other `MEMALLOC_*` gets a warning.
-const KNOWN: [&[u8]; 18] = [
+const KNOWN: [&[u8]; 19] = [
     b"MEMALLOC_LARGE_CACHE",
     b"MEMALLOC_MEDIUM_CACHE",
+    b"MEMALLOC_IDLE_MS",
     b"MEMALLOC_DEBUG",
     b"MEMALLOC_FAIL_AFTER",
     b"MEMALLOC_FAIL_COUNT",
@@ -246,6 +247,7 @@ fn read_env() {
     read_perturb();
     read_size(c"MEMALLOC_LARGE_CACHE", &LARGE_CACHE, 1 << 40);
     read_size(c"MEMALLOC_MEDIUM_CACHE", &MEDIUM_CACHE, 1 << 40);
+    read_size(c"MEMALLOC_IDLE_MS", &IDLE_MS, 1 << 30);
     read_size(
         c"MEMALLOC_MMAP_THRESHOLD",
         &MMAP_THRESHOLD,
@@ -445,6 +447,18 @@ static MEDIUM_CACHE: AtomicUsize = AtomicUsize::new(MEDIUM_CACHE_DEFAULT);
 #[inline]
 pub fn medium_cache() -> usize {
     MEDIUM_CACHE.load(Ordering::Relaxed)
+}
+
+/// The default of `MEMALLOC_IDLE_MS` (`idle_ns`).
+pub const IDLE_MS_DEFAULT: usize = 1000;
+static IDLE_MS: AtomicUsize = AtomicUsize::new(IDLE_MS_DEFAULT);
+
+/// How long a thread must go without a medium cache refill, flush or
+/// allocation before another thread takes its medium cache back, in ns
+/// (`MEMALLOC_IDLE_MS`; 0: never).
+#[inline]
+pub fn idle_ns() -> usize {
+    IDLE_MS.load(Ordering::Relaxed) * 1_000_000
 }
 
 /// How many mappings of their own blocks may have at once (M_MMAP_MAX).

@@ -27,6 +27,9 @@ pub const PERTURB: u8 = 4;
 pub const KEPT: u8 = 8;
 /// The heap's purge wants the frees that do not reach it (`heap`).
 pub const PURGE: u8 = 16;
+/// An idle thread's medium cache is being taken back (`mcache`): medium
+/// mallocs take their slower path meanwhile (a few microseconds).
+pub const RECLAIM: u8 = 32;
 
 /// Sets (`on`) or clears `bit`.
 pub fn set(bit: u8, on: bool) {

@@ -1,7 +1,8 @@
 //! The only module that makes system calls.
 //!
 //! Owns: `sbrk`, `mmap`, `munmap`, `mremap`, `madvise`, `mincore`, `write`, `abort`,
-//! the futex calls used by `lock`, and the clocks (vDSO reads, not system
+//! the futex calls used by `lock`, `membarrier` (`mcache`'s reclaim of idle
+//! threads' caches), and the clocks (vDSO reads, not system
 //! calls). It uses no other module of the crate. Every system call is counted
 //! in [`SYSCALLS`] for the statistics. Calls that may run on a `free` path
 //! (`munmap`, a negative `sbrk`, `madvise`) preserve `errno`, because `free`
@@ -337,6 +338,39 @@ pub fn futex_wake(word: &AtomicU32) {
             1,
         );
     }
+}
+
+/// membarrier(2) commands (linux/membarrier.h).
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
+
+/// Registers the process for `membarrier_expedited` (once; again in a fork
+/// child). False if the kernel has no membarrier (before 4.14) or a filter
+/// refuses it. Keeps `errno`.
+pub fn membarrier_register() -> bool {
+    let _e = ErrnoGuard::new();
+    count();
+    // SAFETY: membarrier takes no pointer.
+    unsafe {
+        libc::syscall(
+            libc::SYS_membarrier,
+            MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
+            0,
+            0,
+        ) == 0
+    }
+}
+
+/// A full memory barrier on every CPU that runs a thread of this process,
+/// before this returns (MEMBARRIER_CMD_PRIVATE_EXPEDITED: an IPI to each;
+/// a thread not running passes a barrier at its next context switch). The
+/// process registered with `membarrier_register`. False if it failed.
+/// Keeps `errno`.
+pub fn membarrier_expedited() -> bool {
+    let _e = ErrnoGuard::new();
+    count();
+    // SAFETY: membarrier takes no pointer.
+    unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0 }
 }
 
 /// Reads an environment variable without allocating; None if unset.
