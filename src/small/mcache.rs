@@ -298,36 +298,55 @@ pub fn totals() -> (usize, usize, usize, usize, usize) {
 
 // ---- fast paths ------------------------------------------------------------
 
-/// The fast path of malloc for `MC_MIN < n <= MC_MAX`: a chunk from this
-/// thread's list of `n`'s class, or null (`alloc` then decides). A listed
+/// The fast path of malloc for `MC_MIN < n <= MC_MAX`: the user pointer of
+/// a chunk from this thread's list of `n`'s class, else `miss(n)`. A listed
 /// chunk serves its class whatever the mmap threshold has become since it
-/// was cached (as glibc's tcache does). Not with a perturb byte or the
-/// profiler on: their work is in the export layer's slower paths
-/// (`export::alloc_mid_profiling` counts what the cache serves).
+/// was cached (as glibc's tcache does). With the profiler on, the chunk is
+/// served the same way and handed to `counted` (the export layer counts it:
+/// `prof::count`); with a perturb byte set, `miss` (the export layer's
+/// slower path fills the block). The modes cost the path without them
+/// nothing: they are tested once, after the list's head is loaded, on the
+/// branch taken when any mode of `gate` is on (`pop_moded`, which takes the
+/// chunk: one pop per malloc, profiling or not). Every call
+/// here is in tail position, so that the caller needs no frame.
 #[inline(always)]
-pub fn pop(n: usize) -> *mut Chunk {
-    pop_unless(n, crate::gate::PERTURB | crate::gate::PROF)
-}
-
-/// `pop` while profiling: the caller counts what it serves.
-#[inline(always)]
-pub fn pop_profiling(n: usize) -> *mut Chunk {
-    pop_unless(n, crate::gate::PERTURB)
-}
-
-/// `pop`, null when any mode of `modes` (`gate`) is on.
-#[inline(always)]
-fn pop_unless(n: usize, modes: u8) -> *mut Chunk {
+pub fn pop(
+    n: usize,
+    counted: impl FnOnce(*mut u8, usize) -> *mut u8,
+    miss: impl FnOnce(usize) -> *mut u8,
+) -> *mut u8 {
     let tc = tls::mc_get();
     let k = class_of(n);
     // SAFETY: as `alloc`.
     unsafe {
         let c = *(*tc).head.get_unchecked(k);
-        if c.is_null() || crate::gate::any(modes) {
-            return null_mut();
+        if c.is_null() {
+            return miss(n);
         }
-        take(tc, k, c)
+        if crate::gate::any(crate::gate::PERTURB | crate::gate::PROF) {
+            return pop_moded(tc, k, c, n, counted, miss);
+        }
+        to_user(take(tc, k, c))
     }
+}
+
+/// `pop` while a mode is on (out of line: the fast path keeps no frame).
+///
+/// # Safety
+/// As `take`.
+#[inline(never)]
+unsafe fn pop_moded(
+    tc: *mut MCache,
+    k: usize,
+    c: *mut Chunk,
+    n: usize,
+    counted: impl FnOnce(*mut u8, usize) -> *mut u8,
+    miss: impl FnOnce(usize) -> *mut u8,
+) -> *mut u8 {
+    if crate::gate::any(crate::gate::PERTURB) {
+        return miss(n);
+    }
+    counted(to_user(take(tc, k, c)), n)
 }
 
 /// Unlinks `c`, the head of `tc`'s list `k`, and returns it.

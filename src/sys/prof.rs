@@ -421,12 +421,14 @@ fn weight_at(n: usize, counted: usize, rate: usize) -> u64 {
     (n as f64 / p + 0.5) as u64
 }
 
-/// After a block `p` of `n` bytes was made on a path that counts itself
-/// (medium, aligned, large): counts it, and samples it if due. Returns `p`.
-#[inline(never)]
-pub fn counted(p: *mut u8, n: usize) -> *mut u8 {
-    if !p.is_null() && READY.load(Ordering::Relaxed) {
-        // (`take`, with its rare end out of line as a tail call.)
+/// Counts block `p` (not null) of `n` bytes, made on a path that counts
+/// itself (medium, aligned, large), and samples it if due. Returns `p`.
+/// Inlined into the medium malloc's profiling branch (`mcache::pop`): a
+/// load of `READY`, the thread's count (a subtraction and a store) and a
+/// test; the sample is a tail call, so that the caller keeps no frame.
+#[inline(always)]
+pub fn count(p: *mut u8, n: usize) -> *mut u8 {
+    if READY.load(Ordering::Relaxed) {
         // SAFETY: this thread's own state.
         let t = unsafe { &mut *thread_state() };
         let left = t.left - n as i64;
@@ -438,15 +440,38 @@ pub fn counted(p: *mut u8, n: usize) -> *mut u8 {
     p
 }
 
-/// `counted` when the count reached zero (see `take_due`).
+/// `count` for a block `p` that may be null (the allocation failed).
+#[inline(never)]
+pub fn counted(p: *mut u8, n: usize) -> *mut u8 {
+    if p.is_null() {
+        return p;
+    }
+    count(p, n)
+}
+
+/// `count` when the count reached zero (see `take_due`): the sample, taken
+/// here (`record_inline`), with no frame of the allocator's between this
+/// one and the caller's when the caller tail-called it (`count`): the walk
+/// then unwinds two frames of ours, this one and `unwind`'s.
 #[cold]
 #[inline(never)]
 fn counted_due(p: *mut u8, n: usize) -> *mut u8 {
     // SAFETY: this thread's own state.
     if take_due(unsafe { &mut *thread_state() }) {
-        record(p, n);
+        record_inline(p, n, n);
     }
-    p
+    // (Opaque: were LLVM to see that this returns `p`, the caller would keep
+    // `p` in a register of its own across a call instead of a tail call.)
+    let q: usize;
+    // SAFETY: an asm comment: `q` is `p`'s address.
+    unsafe {
+        core::arch::asm!(
+            "/* {0} */",
+            inlateout(reg) p as usize => q,
+            options(pure, nomem, nostack, preserves_flags)
+        )
+    };
+    q as *mut u8
 }
 
 /// Records a sample for block `p` of `n` bytes: unwinds (no lock held),
@@ -454,7 +479,7 @@ fn counted_due(p: *mut u8, n: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 pub fn record(p: *mut u8, n: usize) {
-    record_as(p, n, n)
+    record_inline(p, n, n)
 }
 
 /// `record` for a block of `n` bytes that was counted as `counted` bytes
@@ -462,6 +487,12 @@ pub fn record(p: *mut u8, n: usize) {
 #[cold]
 #[inline(never)]
 pub fn record_as(p: *mut u8, n: usize, counted: usize) {
+    record_inline(p, n, counted)
+}
+
+/// `record_as`'s work, inlined into its callers (one frame less to unwind).
+#[inline(always)]
+fn record_inline(p: *mut u8, n: usize, counted: usize) {
     let t = thread_state();
     // SAFETY: this thread's own state.
     unsafe { (*t).busy = 1 };
@@ -514,10 +545,17 @@ fn hash_addr(a: usize) -> u64 {
     (a as u64 >> 4).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
+/// The filter's bucket of address `a` (below `FILTER_CAP`).
+#[inline(always)]
+fn filter_index(a: usize) -> usize {
+    const _: () = assert!(FILTER_CAP == 1 << 16);
+    (hash_addr(a) >> 48) as usize
+}
+
 fn filter_slot(a: usize) -> *const AtomicU16 {
     let f = FILTER.load(Ordering::Acquire);
     // SAFETY: the filter has FILTER_CAP entries; the index is below it.
-    unsafe { f.add((hash_addr(a) >> 48) as usize) }
+    unsafe { f.add(filter_index(a)) }
 }
 
 /// Files a sample (under LOCK).
@@ -634,17 +672,16 @@ unsafe fn find_stack(t: &mut Tables, frames: &[usize]) -> Option<usize> {
     Some(k)
 }
 
-/// May the heap chunk or own mapping at user address `p` be sampled? False
-/// when not profiling (one load: the test on the free of a heap chunk),
-/// else the filter's answer: a block it says "no" for takes the fast path.
+/// Is the heap chunk at user address `p` surely not sampled? For the free
+/// of a heap chunk while the profiler is on (`gate::PROF` set: `active()`
+/// is not tested again): the filter's answer, one load of it, a hash and
+/// one load of its count. False before `prime` mapped the filter (and, as
+/// ever, for a block whose bucket holds a live sample).
 #[inline(always)]
-pub fn sampled(p: *mut u8) -> bool {
-    if !active() {
-        return false;
-    }
+pub fn unsampled(p: *mut u8) -> bool {
     let f = FILTER.load(Ordering::Relaxed);
     // SAFETY: the slot lies in the filter.
-    !f.is_null() && unsafe { (*filter_slot(p as usize)).load(Ordering::Relaxed) } != 0
+    !f.is_null() && unsafe { (*f.add(filter_index(p as usize))).load(Ordering::Relaxed) } == 0
 }
 
 /// A heap chunk or own mapping at user address `p` is being freed (or
