@@ -110,6 +110,10 @@ static LOCK: Lock = Lock::new();
 /// The allocator's own code: frames in it are dropped.
 static SELF_START: AtomicUsize = AtomicUsize::new(0);
 static SELF_END: AtomicUsize = AtomicUsize::new(0);
+/// Objects never unloaded, as [start, end) address ranges (0, 0: none):
+/// the rows of the unwinder's table for their code never go stale (see
+/// "Unloaded objects").
+static LASTING: [[AtomicUsize; 2]; 4] = [const { [const { AtomicUsize::new(0) }; 2] }; 4];
 /// One count per bucket of live sampled addresses (see `FILTER_CAP`).
 static FILTER: AtomicPtr<AtomicU16> = AtomicPtr::new(null_mut());
 
@@ -293,9 +297,30 @@ fn object_of(addr: usize) -> Option<(usize, libc::Dl_info)> {
     }
 }
 
-/// Records the range of the allocator's executable segment.
+/// Records the range of the allocator's executable segment, and the
+/// objects that are never unloaded (`LASTING`).
 fn find_self() {
     let here = find_self as fn() as usize;
+    // The program (its entry point), the C library, the loader and this
+    // library: loaded at start-up, never unloaded (glibc's dlclose unloads
+    // only objects that dlopen loaded, `lt_loaded` in `_dl_close_worker`).
+    // SAFETY: getauxval has no preconditions.
+    let (entry, base) = unsafe {
+        (
+            libc::getauxval(libc::AT_ENTRY),
+            libc::getauxval(libc::AT_BASE),
+        )
+    };
+    let libc_fn = libc::dl_iterate_phdr as *const () as usize;
+    for (i, &a) in [here, entry as usize, libc_fn, base as usize]
+        .iter()
+        .enumerate()
+    {
+        if let Some((s, e)) = object_range(a) {
+            LASTING[i][0].store(s, Ordering::Relaxed);
+            LASTING[i][1].store(e, Ordering::Relaxed);
+        }
+    }
     let Some((bias, info)) = object_of(here) else {
         return;
     };
@@ -316,6 +341,30 @@ fn find_self() {
             }
         }
     }
+}
+
+/// The range of addresses the loaded segments of the object holding `a`
+/// span (`a` itself when it is the object's ELF header).
+fn object_range(a: usize) -> Option<(usize, usize)> {
+    if a == 0 {
+        return None;
+    }
+    let (bias, info) = object_of(a)?;
+    let (mut lo, mut hi) = (usize::MAX, 0);
+    // SAFETY: dli_fbase is the object's ELF header, mapped with its program
+    // headers (the first PT_LOAD segment starts at offset 0).
+    unsafe {
+        let eh = info.dli_fbase as *const libc::Elf64_Ehdr;
+        let ph = (eh as usize + (*eh).e_phoff as usize) as *const libc::Elf64_Phdr;
+        for i in 0..(*eh).e_phnum as usize {
+            let p = &*ph.add(i);
+            if p.p_type == libc::PT_LOAD {
+                lo = lo.min(bias + p.p_vaddr as usize);
+                hi = hi.max(bias + (p.p_vaddr + p.p_memsz) as usize);
+            }
+        }
+    }
+    (lo < hi).then_some((lo, hi))
 }
 
 // ---- counting and sampling -------------------------------------------------------
@@ -769,15 +818,30 @@ unsafe fn remove(t: &mut Tables, addr: usize) {
 // Unloaded objects: a row kept for an address of an object since unloaded
 // would be wrong for another object mapped there later, so the table is
 // emptied when glibc's count of unloads (`dlpi_subs`, from
-// `dl_iterate_phdr`) moved since it was last emptied. That count is read
-// before every walk (150-160 instructions of each sample's ~1,100), and
-// again when a return address misses the table or a walk fails. Reading it
-// only on misses and every 64th walk was tried: a stack whose every return
-// address hits, one of them in an object mapped over an unloaded one at a
-// call site of the old one, would then be walked with a stale row, and the
-// walk's checks (the frame above the stack pointer, within 1 GiB, aligned)
-// do not stop a read past the top of the stack: a fault in the program
-// being profiled, for 13% of a sample's cost.
+// `dl_iterate_phdr`) moved since it was last emptied. Reading that count
+// costs 150-160 instructions (the loader's lock), so it is read only when
+// a walk needs it: a row is marked, when it is made, *lasting* if its
+// address lies in an object that is never unloaded (the program, the C
+// library, the loader, this library: `LASTING`; glibc unloads only what
+// dlopen loaded). A walk reads the count before it uses its first row
+// that is not lasting (then looks that row up again: another thread may
+// have emptied the table meanwhile), and whenever a return address misses
+// the table or a walk fails. A walk through the program's and libc's frames
+// only, the common case, reads it never; one through a dlopen'd library
+// (or libstdc++, not known to be lasting) once, as before.
+//
+// Why that is enough: a row is used for a return address on this thread's
+// stack, whose frame, and so whose object, was there before the walk
+// began. A lasting row's address belongs to its object for the process's
+// life. For another row, the count read during the walk, equal to the one
+// the table was last emptied at, says no object was unloaded since, so
+// the row was made for the object now mapped there. (Reading it only on
+// misses and every 64th walk was tried: a stack whose every return address
+// hits, one of them in an object mapped over an unloaded one at a call
+// site of the old one, was then walked with a stale row, and the walk's
+// checks -- the frame above the stack pointer, within 1 GiB, aligned -- do
+// not stop a read past the top of the stack: c_tests/prof.sh's dlswap test
+// makes that case.)
 
 /// `_Unwind_Find_FDE` of libgcc_s, found by `prime` once `backtrace` loaded
 /// it (0: not found, samples use `backtrace`).
@@ -797,7 +861,8 @@ const DW_RA: u64 = 16;
 /// How to unwind from one address: the CFA is `%rsp` (or `%rbp`) plus
 /// `cfa`; the return address is saved at CFA + `ra`; `%rbp` at CFA + `rbp`
 /// (0: not saved, unchanged); `end`: the outermost frame (return address
-/// undefined).
+/// undefined); `lasting`: the address lies in an object never unloaded
+/// (set when the row is kept: see "Unloaded objects").
 #[derive(Clone, Copy, PartialEq, Debug)]
 struct Rule {
     cfa_rbp: bool,
@@ -805,22 +870,36 @@ struct Rule {
     ra: i64,
     rbp: i64,
     end: bool,
+    lasting: bool,
 }
 
 impl Rule {
-    /// One word for the table (0 never: bit 1 is set), if the offsets fit.
+    /// The outermost frame.
+    const END: Rule = Rule {
+        cfa_rbp: false,
+        cfa: 0,
+        ra: 0,
+        rbp: 0,
+        end: true,
+        lasting: false,
+    };
+
+    /// One word for the table (0 never: bit 1 is set), if the offsets fit
+    /// (the saved registers' offsets are multiples of 8: their low bits
+    /// hold the flags).
     fn pack(self) -> Option<usize> {
         if self.cfa != self.cfa as i32 as i64
             || self.ra != self.ra as i16 as i64
             || self.rbp != self.rbp as i16 as i64
             || self.ra & 7 != 0
+            || self.rbp & 7 != 0
         {
             return None;
         }
         let flags = 2 | self.cfa_rbp as u64 | (self.end as u64) << 2;
         Some(
             (self.cfa as u32 as u64
-                | (self.rbp as u16 as u64) << 32
+                | (self.rbp as u16 as u64 | self.lasting as u64) << 32
                 | ((self.ra as u16 as u64) | flags) << 48) as usize,
         )
     }
@@ -828,12 +907,14 @@ impl Rule {
     fn unpack(w: usize) -> Rule {
         let w = w as u64;
         let hi = (w >> 48) as u16;
+        let rbp = (w >> 32) as u16;
         Rule {
             cfa_rbp: hi & 1 != 0,
             end: hi & 4 != 0,
             cfa: w as u32 as i32 as i64,
-            rbp: (w >> 32) as u16 as i16 as i64,
+            rbp: (rbp & !7) as i16 as i64,
             ra: (hi & !7) as i16 as i64,
+            lasting: rbp & 1 != 0,
         }
     }
 }
@@ -884,9 +965,11 @@ enum Stop {
 /// The rule of the frame at `at` (the address whose row applies: a return
 /// address less one, or the unwinder's own address for the first frame).
 /// Called with `RULE_LOCK` held; releases it while it looks up an FDE. A
-/// miss is also when unloads are checked (see "Unloaded objects" above):
-/// if one happened, the table is emptied and the walk must start again.
-fn rule_for(at: usize) -> Result<Rule, Stop> {
+/// miss is also when unloads are checked (see "Unloaded objects" above;
+/// `checked` is then set): if one happened, the table is emptied and the
+/// walk must start again.
+#[inline(always)]
+fn rule_for(at: usize, checked: &mut bool) -> Result<Rule, Stop> {
     let t = RULES.load(Ordering::Acquire);
     let slot = (at.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 52) & (RULE_SLOTS - 1);
     // SAFETY: the slot lies in the table, read under RULE_LOCK.
@@ -894,6 +977,15 @@ fn rule_for(at: usize) -> Result<Rule, Stop> {
     if e[0] == at && e[1] != 0 {
         return Ok(Rule::unpack(e[1]));
     }
+    *checked = true;
+    rule_miss(at, slot)
+}
+
+/// `rule_for` when `at` is not in the table: finds its row and keeps it.
+#[cold]
+#[inline(never)]
+fn rule_miss(at: usize, slot: usize) -> Result<Rule, Stop> {
+    let t = RULES.load(Ordering::Acquire);
     RULE_LOCK.unlock();
     // (Without RULE_LOCK: dl_iterate_phdr and _Unwind_Find_FDE may take
     // the loader's lock.)
@@ -903,12 +995,36 @@ fn rule_for(at: usize) -> Result<Rule, Stop> {
     if flush_if_unloaded(subs) {
         return Err(Stop::Flushed);
     }
-    let r = r.ok_or(Stop::Unhandled)?;
+    let mut r = r.ok_or(Stop::Unhandled)?;
+    r.lasting = lasting(at);
     if let Some(w) = r.pack() {
         // SAFETY: as above.
         unsafe { *t.add(slot) = [at, w] };
     }
     Ok(r)
+}
+
+/// Does `at` lie in an object that is never unloaded (`LASTING`)?
+fn lasting(at: usize) -> bool {
+    LASTING
+        .iter()
+        .any(|r| r[0].load(Ordering::Relaxed) <= at && at < r[1].load(Ordering::Relaxed))
+}
+
+/// With `RULE_LOCK` held (released meanwhile): reads the count of unloads,
+/// and empties the table if it moved (`Stop::Flushed`: the walk starts
+/// again).
+#[cold]
+#[inline(never)]
+fn check_unloads() -> Result<(), Stop> {
+    RULE_LOCK.unlock();
+    // (Before RULE_LOCK: dl_iterate_phdr takes the loader's lock.)
+    let subs = unloads();
+    RULE_LOCK.lock();
+    if flush_if_unloaded(subs) {
+        return Err(Stop::Flushed);
+    }
+    Ok(())
 }
 
 /// With `RULE_LOCK` held: empties the rule table if `subs` (a fresh
@@ -1041,13 +1157,7 @@ fn find_rule(at: usize) -> Option<Rule> {
     let fde = unsafe { find(at, &mut bases) };
     if fde.is_null() {
         // (No frame information: libgcc ends the stack here too.)
-        return Some(Rule {
-            cfa_rbp: false,
-            cfa: 0,
-            ra: 0,
-            rbp: 0,
-            end: true,
-        });
+        return Some(Rule::END);
     }
     // SAFETY: an FDE and its CIE, in a loaded object's .eh_frame: the
     // lengths read bound every read after them.
@@ -1130,13 +1240,7 @@ fn find_rule(at: usize) -> Option<Rule> {
             data_align,
         )?;
         if row.end {
-            return Some(Rule {
-                cfa_rbp: false,
-                cfa: 0,
-                ra: 0,
-                rbp: 0,
-                end: true,
-            });
+            return Some(Rule::END);
         }
         Some(Rule {
             cfa_rbp: match row.cfa_reg {
@@ -1148,6 +1252,7 @@ fn find_rule(at: usize) -> Option<Rule> {
             ra: row.ra?,
             rbp: row.rbp.unwrap_or(0),
             end: false,
+            lasting: false,
         })
     }
 }
@@ -1345,13 +1450,6 @@ fn unwind(out: &mut [MaybeUninit<usize>]) -> Option<usize> {
         );
     }
     out[0].write(ip);
-    {
-        // (Before RULE_LOCK: dl_iterate_phdr takes the loader's lock.)
-        let subs = unloads();
-        RULE_LOCK.lock();
-        flush_if_unloaded(subs);
-        RULE_LOCK.unlock();
-    }
     // Twice at most: a walk that found the table stale walks again on the
     // emptied table (its rows are then all new); a third is not needed
     // unless objects are being unloaded meanwhile: `backtrace` then.
@@ -1386,8 +1484,18 @@ fn walk(
     // The first address is where `unwind`'s frame is; the others are
     // return addresses, whose row is the call's (one byte before).
     let mut at = ip;
+    // The count of unloads was read during this walk (on a miss, or before
+    // the first row that is not lasting was used).
+    let mut checked = false;
     while n < out.len() {
-        let r = rule_for(at)?;
+        let r = rule_for(at, &mut checked)?;
+        if !r.lasting && !checked {
+            check_unloads()?;
+            checked = true;
+            // (Looked up again: the table may have been emptied by another
+            // thread while RULE_LOCK was released.)
+            continue;
+        }
         if r.end {
             break;
         }
