@@ -438,7 +438,8 @@ pub fn take(n: usize) -> bool {
 
 /// `take` when the count reached zero: the thread's first count (no
 /// interval drawn yet: the count starts from a new one), or a sample, unless
-/// this thread is taking one already (then only a new interval).
+/// this thread is taking one already or the tables are not ready (then only
+/// a new interval).
 #[cold]
 #[inline(never)]
 fn take_due(t: &mut ThreadState) -> bool {
@@ -449,7 +450,7 @@ fn take_due(t: &mut ThreadState) -> bool {
         }
     }
     t.left = draw(t);
-    t.busy == 0
+    t.busy == 0 && READY.load(Ordering::Relaxed)
 }
 
 /// The bytes a sample of an `n`-byte block stands for: `n / P(sampled)`.
@@ -472,19 +473,18 @@ fn weight_at(n: usize, counted: usize, rate: usize) -> u64 {
 
 /// Counts block `p` (not null) of `n` bytes, made on a path that counts
 /// itself (medium, aligned, large), and samples it if due. Returns `p`.
-/// Inlined into the medium malloc's profiling branch (`mcache::pop`): a
-/// load of `READY`, the thread's count (a subtraction and a store) and a
-/// test; the sample is a tail call, so that the caller keeps no frame.
+/// Inlined into the medium malloc's profiling branch (`mcache::pop`): the
+/// thread's count (its address, a subtraction and a store) and a test; the
+/// sample is a tail call, so that the caller keeps no frame. (Counts made
+/// before `READY` take no sample: `take_due` tests it.)
 #[inline(always)]
 pub fn count(p: *mut u8, n: usize) -> *mut u8 {
-    if READY.load(Ordering::Relaxed) {
-        // SAFETY: this thread's own state.
-        let t = unsafe { &mut *thread_state() };
-        let left = t.left - n as i64;
-        t.left = left;
-        if left <= 0 {
-            return counted_due(p, n);
-        }
+    // SAFETY: this thread's own state.
+    let t = unsafe { &mut *thread_state() };
+    let left = t.left - n as i64;
+    t.left = left;
+    if left <= 0 {
+        return counted_due(p, n);
     }
     p
 }
@@ -903,20 +903,30 @@ impl Rule {
                 | ((self.ra as u16 as u64) | flags) << 48) as usize,
         )
     }
+}
 
-    fn unpack(w: usize) -> Rule {
-        let w = w as u64;
-        let hi = (w >> 48) as u16;
-        let rbp = (w >> 32) as u16;
-        Rule {
-            cfa_rbp: hi & 1 != 0,
-            end: hi & 4 != 0,
-            cfa: w as u32 as i32 as i64,
-            rbp: (rbp & !7) as i16 as i64,
-            ra: (hi & !7) as i16 as i64,
-            lasting: rbp & 1 != 0,
-        }
-    }
+/// A packed rule's flags (see `Rule::pack`): the CFA is `%rbp`-based, the
+/// outermost frame, the address lies in a lasting object.
+const W_CFA_RBP: usize = 1 << 48;
+const W_END: usize = 1 << 50;
+const W_LASTING: usize = 1 << 32;
+
+/// A packed rule's CFA offset.
+#[inline(always)]
+fn w_cfa(w: usize) -> usize {
+    w as u32 as i32 as isize as usize
+}
+
+/// A packed rule's offset of the saved return address from the CFA.
+#[inline(always)]
+fn w_ra(w: usize) -> usize {
+    ((w as isize >> 48) & !7) as usize
+}
+
+/// A packed rule's offset of the saved `%rbp` from the CFA (0: not saved).
+#[inline(always)]
+fn w_rbp(w: usize) -> usize {
+    (((w << 16) as isize >> 48) & !7) as usize
 }
 
 /// `struct dwarf_eh_bases` of libgcc's `unwind-dw2-fde.h`.
@@ -962,29 +972,22 @@ enum Stop {
     Flushed,
 }
 
-/// The rule of the frame at `at` (the address whose row applies: a return
-/// address less one, or the unwinder's own address for the first frame).
-/// Called with `RULE_LOCK` held; releases it while it looks up an FDE. A
-/// miss is also when unloads are checked (see "Unloaded objects" above;
-/// `checked` is then set): if one happened, the table is emptied and the
-/// walk must start again.
+/// The slot of the rule table for address `at`.
 #[inline(always)]
-fn rule_for(at: usize, checked: &mut bool) -> Result<Rule, Stop> {
-    let t = RULES.load(Ordering::Acquire);
-    let slot = (at.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 52) & (RULE_SLOTS - 1);
-    // SAFETY: the slot lies in the table, read under RULE_LOCK.
-    let e = unsafe { *t.add(slot) };
-    if e[0] == at && e[1] != 0 {
-        return Ok(Rule::unpack(e[1]));
-    }
-    *checked = true;
-    rule_miss(at, slot)
+fn rule_slot(at: usize) -> usize {
+    (at.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 52) & (RULE_SLOTS - 1)
 }
 
-/// `rule_for` when `at` is not in the table: finds its row and keeps it.
+/// The packed rule (`Rule::pack`) of the frame at `at` (the address whose
+/// row applies: a return address less one, or the unwinder's own address
+/// for the first frame), when `at` misses the table (`walk` looks it up):
+/// finds it and keeps it. Called with `RULE_LOCK` held; releases it while
+/// it looks up an FDE. A miss is also when unloads are checked (see
+/// "Unloaded objects" above): if one happened, the table is emptied and the
+/// walk must start again. A rule that does not pack is not handled.
 #[cold]
 #[inline(never)]
-fn rule_miss(at: usize, slot: usize) -> Result<Rule, Stop> {
+fn rule_miss(at: usize, slot: usize) -> Result<usize, Stop> {
     let t = RULES.load(Ordering::Acquire);
     RULE_LOCK.unlock();
     // (Without RULE_LOCK: dl_iterate_phdr and _Unwind_Find_FDE may take
@@ -997,11 +1000,10 @@ fn rule_miss(at: usize, slot: usize) -> Result<Rule, Stop> {
     }
     let mut r = r.ok_or(Stop::Unhandled)?;
     r.lasting = lasting(at);
-    if let Some(w) = r.pack() {
-        // SAFETY: as above.
-        unsafe { *t.add(slot) = [at, w] };
-    }
-    Ok(r)
+    let w = r.pack().ok_or(Stop::Unhandled)?;
+    // SAFETY: the slot lies in the table, written under RULE_LOCK.
+    unsafe { *t.add(slot) = [at, w] };
+    Ok(w)
 }
 
 /// Does `at` lie in an object that is never unloaded (`LASTING`)?
@@ -1487,28 +1489,38 @@ fn walk(
     // The count of unloads was read during this walk (on a miss, or before
     // the first row that is not lasting was used).
     let mut checked = false;
+    let t = RULES.load(Ordering::Acquire);
     while n < out.len() {
-        let r = rule_for(at, &mut checked)?;
-        if !r.lasting && !checked {
+        let slot = rule_slot(at);
+        // SAFETY: the slot lies in the table, read under RULE_LOCK (a pair
+        // is written and emptied under it: a key that matches has its rule).
+        let e = unsafe { *t.add(slot) };
+        let w = if e[0] == at {
+            e[1]
+        } else {
+            checked = true;
+            rule_miss(at, slot)?
+        };
+        if w & W_LASTING == 0 && !checked {
             check_unloads()?;
             checked = true;
             // (Looked up again: the table may have been emptied by another
             // thread while RULE_LOCK was released.)
             continue;
         }
-        if r.end {
+        if w & W_END != 0 {
             break;
         }
-        let cfa = (if r.cfa_rbp { rbp } else { sp }).wrapping_add(r.cfa as usize);
+        let cfa = (if w & W_CFA_RBP != 0 { rbp } else { sp }).wrapping_add(w_cfa(w));
         if cfa <= sp || cfa - sp > 1 << 30 || cfa & 7 != 0 {
             return Err(Stop::Unhandled);
         }
         // SAFETY: the CFA lies above the stack pointer within the stack, and
         // the frame's CFI says where its caller's registers were saved.
         unsafe {
-            ip = *(cfa.wrapping_add(r.ra as usize) as *const usize);
-            if r.rbp != 0 {
-                rbp = *(cfa.wrapping_add(r.rbp as usize) as *const usize);
+            ip = *(cfa.wrapping_add(w_ra(w)) as *const usize);
+            if w_rbp(w) != 0 {
+                rbp = *(cfa.wrapping_add(w_rbp(w)) as *const usize);
             }
         }
         sp = cfa;
@@ -1974,6 +1986,45 @@ mod tests {
             assert!(a.len() > 3, "{:x?}", a);
             assert_eq!(a[1..], b[2..], "backtrace {:x?} unwind {:x?}", a, b);
         }
+    }
+
+    /// A rule packed for the table reads back through the accessors `walk`
+    /// uses; offsets that do not fit do not pack.
+    #[test]
+    fn packed_rules_read_back() {
+        for &(cfa_rbp, cfa, ra, rbp, end, lasting) in &[
+            (false, 8i64, -8i64, 0i64, false, true),
+            (true, 16, -8, -16, false, false),
+            (false, 0x7fff_fff8, -32760, 32760, false, true),
+            (false, -24, 8, -4096, false, false),
+            (false, 0, 0, 0, true, false),
+        ] {
+            let r = Rule {
+                cfa_rbp,
+                cfa,
+                ra,
+                rbp,
+                end,
+                lasting,
+            };
+            let w = r.pack().expect("packs");
+            assert_eq!(w & W_CFA_RBP != 0, cfa_rbp);
+            assert_eq!(w & W_END != 0, end);
+            assert_eq!(w & W_LASTING != 0, lasting);
+            assert_eq!(w_cfa(w) as i64, cfa);
+            assert_eq!(w_ra(w) as i64, ra);
+            assert_eq!(w_rbp(w) as i64, rbp);
+        }
+        let r = Rule {
+            rbp: -12,
+            ..Rule::END
+        };
+        assert_eq!(r.pack(), None);
+        let r = Rule {
+            cfa: 1 << 40,
+            ..Rule::END
+        };
+        assert_eq!(r.pack(), None);
     }
 
     #[test]
