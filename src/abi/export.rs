@@ -261,10 +261,10 @@ unsafe fn to_medium_cache(p: *mut u8) -> bool {
 }
 
 /// `dealloc_chunk` of a heap chunk while a slower mode is on: while
-/// profiling, and no other mode, a block the profiler did not sample takes
-/// the fast path (out of line, so that `dealloc_chunk` makes no call but
-/// tail calls and saves no register; the filter's test, `prof::unsampled`,
-/// is a few instructions).
+/// profiling, and no other mode, a block takes the fast path, once its
+/// sample is dropped if the profiler's filter says it may have one (out of
+/// line, so that `dealloc_chunk` makes no call but tail calls and saves no
+/// register; the filter's test, `prof::unsampled`, is a few instructions).
 ///
 /// # Safety
 /// As `dealloc_chunk`, whose test of `p`'s header passed.
@@ -273,9 +273,29 @@ unsafe fn to_medium_cache(p: *mut u8) -> bool {
 unsafe fn dealloc_chunk_moded(p: *mut u8, bits: u8) {
     if !crate::gate::any(
         crate::gate::DEBUG | crate::gate::PERTURB | crate::gate::KEPT | crate::gate::PURGE,
-    ) && crate::prof::unsampled(p)
-        && to_medium_cache(p)
-    {
+    ) {
+        if !crate::prof::unsampled(p) {
+            return dealloc_chunk_sampled(p, bits);
+        }
+        if to_medium_cache(p) {
+            return;
+        }
+    }
+    dealloc_chunk_slow(p, bits)
+}
+
+/// `dealloc_chunk_moded` of a block the profiler may have sampled (its
+/// filter bucket holds a sample): drops the sample, then the block takes
+/// the fast path as any other (`dealloc_chunk_slow`, should it still go
+/// there, finds no sample left).
+///
+/// # Safety
+/// As `dealloc_chunk_moded`.
+#[cold]
+#[inline(never)]
+unsafe fn dealloc_chunk_sampled(p: *mut u8, bits: u8) {
+    crate::prof::freed(p);
+    if to_medium_cache(p) {
         return;
     }
     dealloc_chunk_slow(p, bits)

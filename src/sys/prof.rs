@@ -548,7 +548,7 @@ fn record_inline(p: *mut u8, n: usize, counted: usize) {
     // Not zeroed (a memset of 640 bytes a sample): only the first `got`
     // entries, which the unwinder or `backtrace` wrote, are read.
     let mut raw = [const { MaybeUninit::<usize>::uninit() }; RAW_FRAMES];
-    let got = match unwind(&mut raw) {
+    let got = match unwind_here(&mut raw) {
         Some(n) => n,
         // SAFETY: raw holds RAW_FRAMES entries.
         None => unsafe {
@@ -1433,8 +1433,16 @@ fn run_cfi(
 /// Unwinds the calling thread's stack into `out`: the unwinder's own
 /// address, then each frame's return address, as `backtrace` lists them.
 /// None when a frame's rule is not handled (use `backtrace`).
+#[cfg(test)]
 #[inline(never)]
 fn unwind(out: &mut [MaybeUninit<usize>]) -> Option<usize> {
+    unwind_here(out)
+}
+
+/// `unwind` from the frame of the function it is inlined into (the
+/// sample's: one frame of the allocator's less to walk through).
+#[inline(always)]
+fn unwind_here(out: &mut [MaybeUninit<usize>]) -> Option<usize> {
     if FIND_FDE.load(Ordering::Acquire) == 0 || out.is_empty() {
         return None;
     }
@@ -1475,6 +1483,15 @@ fn unwind(out: &mut [MaybeUninit<usize>]) -> Option<usize> {
     None
 }
 
+/// May a frame whose stack pointer is `sp` (8-aligned) have its CFA at
+/// `cfa`: above `sp`, within 1 GiB of it, 8-aligned? (One test: `cfa - sp
+/// - 8` is then a multiple of 8 from 0 to 2^30 - 8; rotated right by 3 bits,
+/// any other value, negative or not aligned, is above 2^27 - 1.)
+#[inline(always)]
+fn frame_ok(sp: usize, cfa: usize) -> bool {
+    cfa.wrapping_sub(sp).wrapping_sub(8).rotate_right(3) <= ((1 << 30) - 8) >> 3
+}
+
 /// `unwind` from its own frame (`ip`, `sp`, `rbp`), with `RULE_LOCK` held.
 fn walk(
     out: &mut [MaybeUninit<usize>],
@@ -1486,9 +1503,10 @@ fn walk(
     // The first address is where `unwind`'s frame is; the others are
     // return addresses, whose row is the call's (one byte before).
     let mut at = ip;
-    // The count of unloads was read during this walk (on a miss, or before
-    // the first row that is not lasting was used).
-    let mut checked = false;
+    // `W_LASTING` once the count of unloads was read during this walk (on a
+    // miss, or before the first row that is not lasting was used), so that
+    // `w | checked` has the bit when the row may be used.
+    let mut checked = 0;
     let t = RULES.load(Ordering::Acquire);
     while n < out.len() {
         let slot = rule_slot(at);
@@ -1498,12 +1516,12 @@ fn walk(
         let w = if e[0] == at {
             e[1]
         } else {
-            checked = true;
+            checked = W_LASTING;
             rule_miss(at, slot)?
         };
-        if w & W_LASTING == 0 && !checked {
+        if (w | checked) & W_LASTING == 0 {
             check_unloads()?;
-            checked = true;
+            checked = W_LASTING;
             // (Looked up again: the table may have been emptied by another
             // thread while RULE_LOCK was released.)
             continue;
@@ -1512,7 +1530,7 @@ fn walk(
             break;
         }
         let cfa = (if w & W_CFA_RBP != 0 { rbp } else { sp }).wrapping_add(w_cfa(w));
-        if cfa <= sp || cfa - sp > 1 << 30 || cfa & 7 != 0 {
+        if !frame_ok(sp, cfa) {
             return Err(Stop::Unhandled);
         }
         // SAFETY: the CFA lies above the stack pointer within the stack, and
@@ -2025,6 +2043,31 @@ mod tests {
             ..Rule::END
         };
         assert_eq!(r.pack(), None);
+    }
+
+    /// `frame_ok` is the three tests it stands for.
+    #[test]
+    fn frame_test() {
+        let sp = 0x7fff_0000_1000usize;
+        for d in [
+            0usize,
+            1,
+            7,
+            8,
+            9,
+            16,
+            24,
+            4096,
+            (1 << 30) - 8,
+            (1 << 30) - 1,
+            1 << 30,
+            (1 << 30) + 8,
+        ] {
+            for cfa in [sp.wrapping_add(d), sp.wrapping_sub(d)] {
+                let want = cfa > sp && cfa - sp <= 1 << 30 && cfa & 7 == 0;
+                assert_eq!(frame_ok(sp, cfa), want, "cfa {:#x}", cfa);
+            }
+        }
     }
 
     #[test]
