@@ -1484,9 +1484,10 @@ fn unwind_here(out: &mut [MaybeUninit<usize>]) -> Option<usize> {
 }
 
 /// May a frame whose stack pointer is `sp` (8-aligned) have its CFA at
-/// `cfa`: above `sp`, within 1 GiB of it, 8-aligned? (One test: `cfa - sp
-/// - 8` is then a multiple of 8 from 0 to 2^30 - 8; rotated right by 3 bits,
-/// any other value, negative or not aligned, is above 2^27 - 1.)
+/// `cfa`: above `sp`, within 1 GiB of it, 8-aligned? One test: the
+/// difference less 8 is then a multiple of 8 from 0 to 2^30 - 8; rotated
+/// right by 3 bits, any other value (negative, or not aligned) is above
+/// 2^27 - 1.
 #[inline(always)]
 fn frame_ok(sp: usize, cfa: usize) -> bool {
     cfa.wrapping_sub(sp).wrapping_sub(8).rotate_right(3) <= ((1 << 30) - 8) >> 3
