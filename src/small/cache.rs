@@ -1176,11 +1176,24 @@ unsafe fn prof_due(tc: *mut Cache, cls: usize, k: u64) -> bool {
     false
 }
 
-/// A sampled small request of `n` bytes counted as a block of `cls`: from
-/// the heap, so that its free is seen (`prof::freed`); null if the heap
-/// has none.
+/// Classes of at least this block size have their samples served by the
+/// thread's medium cache (a chunk of its first class, 4-5 KiB: at most 5
+/// times the block, for one block in 512 or fewer at the default rate, so
+/// under 1% more memory for those classes), not by the TLSF heap: no heap
+/// lock at the sample's malloc or at its free (which the medium cache's
+/// fast path takes). A sample of `fixed 4096` cost about 1,800
+/// instructions, 550 of them in the heap.
+const SAMPLE_FROM_MEDIUM: usize = 1024;
+
+/// A sampled small request of `n` bytes counted as a block of `cls`: a heap
+/// chunk (from the thread's medium cache, or from the heap), so that its
+/// free is seen (`prof::freed`); null if there is none.
 unsafe fn prof_sample(cls: usize, n: usize) -> *mut u8 {
-    let p = heap_small(cls);
+    let p = if CLASS_SIZE[cls] as usize >= SAMPLE_FROM_MEDIUM {
+        medium_sample(cls)
+    } else {
+        heap_small(cls)
+    };
     if !p.is_null() {
         crate::prof::record_as(p, n, CLASS_SIZE[cls] as usize);
     }
@@ -1700,6 +1713,24 @@ fn no_abandoned(cls: usize) -> bool {
 /// top 5 MiB of the heap, which the vectors after them then could not reuse
 /// (peak RSS 27.8-29.0 MiB against 24.5-26.3; with this bound, 23.1-25.5).
 const COLD_HEAP: usize = 256 << 10;
+
+/// A sampled block of `cls` from this thread's medium cache (its first
+/// class), or from the heap when that class is mapped (a low mmap
+/// threshold).
+unsafe fn medium_sample(cls: usize) -> *mut u8 {
+    let m = crate::mcache::MC_MIN + 1;
+    match chunk::request_to_size(m) {
+        Some(cs) if cs < crate::large::threshold() => {
+            let c = crate::mcache::alloc(m);
+            if c.is_null() {
+                null_mut()
+            } else {
+                to_user(c)
+            }
+        }
+        _ => heap_small(cls),
+    }
+}
 
 /// Small request served by the TLSF heap (threads without a cache, and the
 /// first allocations of a class: `COLD_ALLOCS`).
