@@ -1714,22 +1714,29 @@ fn no_abandoned(cls: usize) -> bool {
 /// (peak RSS 27.8-29.0 MiB against 24.5-26.3; with this bound, 23.1-25.5).
 const COLD_HEAP: usize = 256 << 10;
 
-/// A sampled block of `cls` from this thread's medium cache (its first
-/// class), or from the heap when that class is mapped (a low mmap
-/// threshold).
+/// Where a sampled block of a class of `SAMPLE_FROM_MEDIUM` bytes or more
+/// comes from: a function of the layer above that serves a block of the
+/// medium cache's first class, or null when it does not (`mcache::sample`,
+/// registered at start by `lib.rs`); unset, the heap.
+static MEDIUM_SAMPLE: AtomicPtr<()> = AtomicPtr::new(null_mut());
+
+/// Registers the source of sampled blocks (see `MEDIUM_SAMPLE`).
+pub fn set_medium_sample(f: fn() -> *mut u8) {
+    MEDIUM_SAMPLE.store(f as *mut (), Ordering::Relaxed);
+}
+
+/// A sampled block of `cls` from `MEDIUM_SAMPLE`, else from the heap.
 unsafe fn medium_sample(cls: usize) -> *mut u8 {
-    let m = crate::mcache::MC_MIN + 1;
-    match chunk::request_to_size(m) {
-        Some(cs) if cs < crate::large::threshold() => {
-            let c = crate::mcache::alloc(m);
-            if c.is_null() {
-                null_mut()
-            } else {
-                to_user(c)
-            }
+    let f = MEDIUM_SAMPLE.load(Ordering::Relaxed);
+    if !f.is_null() {
+        // SAFETY: only `set_medium_sample` stores here, a `fn() -> *mut u8`.
+        let f: fn() -> *mut u8 = core::mem::transmute(f);
+        let p = f();
+        if !p.is_null() {
+            return p;
         }
-        _ => heap_small(cls),
     }
+    heap_small(cls)
 }
 
 /// Small request served by the TLSF heap (threads without a cache, and the

@@ -370,6 +370,25 @@ unsafe fn take(tc: *mut MCache, k: usize, c: *mut Chunk) -> *mut Chunk {
     c
 }
 
+/// A block of this thread's cache's first class, for a sampled small request
+/// (`cache::set_medium_sample`: the profiler samples blocks of 1 KiB classes
+/// and up from here, not from the heap); null when that class is mapped (a
+/// low mmap threshold) or memory is exhausted.
+pub fn sample() -> *mut u8 {
+    let m = MC_MIN + 1;
+    match request_to_size(m) {
+        Some(cs) if cs < crate::large::threshold() => {
+            let c = alloc(m);
+            if c.is_null() {
+                null_mut()
+            } else {
+                to_user(c)
+            }
+        }
+        _ => null_mut(),
+    }
+}
+
 /// A chunk for a request of `n` bytes (`MC_MIN < n <= MC_MAX`, its chunk
 /// size below the mmap threshold); null when memory is exhausted.
 #[inline]
