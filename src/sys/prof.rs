@@ -508,9 +508,10 @@ pub fn counted(p: *mut u8, n: usize) -> *mut u8 {
 }
 
 /// `count` when the count reached zero (see `take_due`): the sample, taken
-/// here (`record_inline`), with no frame of the allocator's between this
-/// one and the caller's when the caller tail-called it (`count`): the walk
-/// then unwinds two frames of ours, this one and `unwind`'s.
+/// here (`record_inline`, the walk inlined too), with no frame of the
+/// allocator's between this one and the caller's when the caller
+/// tail-called it (`count`): the walk then starts in this frame, the only
+/// one of ours it unwinds.
 #[cold]
 #[inline(never)]
 fn counted_due(p: *mut u8, n: usize) -> *mut u8 {
