@@ -39,28 +39,14 @@ pub fn alloc(n: usize) -> *mut u8 {
 }
 
 /// Requests above the small classes: a chunk of this thread's medium cache
-/// (the fast path, with no register to save), else `alloc_medium`. Out of
-/// line, so that the small path stays as it was.
+/// (the fast path, with no register to save; while profiling, the same pop
+/// and `prof::count`'s few instructions, the sample, if due, a tail call),
+/// else `alloc_medium` (which counts what it serves). Out of line, so that
+/// the small path stays as it was.
 #[inline(never)]
 fn alloc_mid(n: usize) -> *mut u8 {
     if n <= mcache::MC_MAX {
-        let c = mcache::pop(n);
-        if !c.is_null() {
-            return to_user(c);
-        }
-        if crate::prof::active() {
-            return alloc_mid_profiling(n);
-        }
-    }
-    alloc_medium(n)
-}
-
-/// `alloc_mid` while profiling: the same chunk, counted.
-#[inline(never)]
-fn alloc_mid_profiling(n: usize) -> *mut u8 {
-    let c = mcache::pop_profiling(n);
-    if !c.is_null() {
-        return crate::prof::counted(to_user(c), n);
+        return mcache::pop(n, crate::prof::count, alloc_medium);
     }
     alloc_medium(n)
 }
@@ -261,15 +247,9 @@ unsafe fn dealloc_chunk(p: *mut u8, bits: u8) {
                 mcache::leave_mine(tc);
                 return;
             }
-        } else if !crate::gate::any(
-            crate::gate::DEBUG
-                | crate::gate::PERTURB
-                | crate::gate::KEPT
-                | crate::gate::PURGE
-                | crate::gate::RECLAIM,
-        ) {
+        } else {
             mcache::leave_mine(tc);
-            return dealloc_chunk_profiling(p, bits);
+            return dealloc_chunk_moded(p, bits);
         }
         mcache::leave_mine(tc);
     }
@@ -292,22 +272,56 @@ unsafe fn to_medium_cache(tc: *mut mcache::MCache, p: *mut u8) -> bool {
     (!crate::guard::CHECKS || head_ok(c)) && !is_mmapped(c) && mcache::free_fast(tc, c)
 }
 
-/// `dealloc_chunk` while profiling and no other slower mode is on: a block
-/// the profiler did not sample takes the fast path (out of line, so that
-/// `dealloc_chunk` makes no call but tail calls and saves no register).
+/// `dealloc_chunk` of a heap chunk while a slower mode is on: while
+/// profiling, and no other mode, a block takes the fast path, once its
+/// sample is dropped if the profiler's filter says it may have one (out of
+/// line, so that `dealloc_chunk` makes no call but tail calls and saves no
+/// register; the filter's test, `prof::unsampled`, is a few instructions).
 ///
 /// # Safety
-/// As `dealloc_chunk`.
+/// As `dealloc_chunk`, whose test of `p`'s header passed.
 #[cold]
 #[inline(never)]
-unsafe fn dealloc_chunk_profiling(p: *mut u8, bits: u8) {
-    if !crate::prof::sampled(p) {
-        let tc = mcache::enter_mine();
-        let cached = !crate::gate::any(crate::gate::RECLAIM) && to_medium_cache(tc, p);
-        mcache::leave_mine(tc);
-        if cached {
+unsafe fn dealloc_chunk_moded(p: *mut u8, bits: u8) {
+    if !crate::gate::any(
+        crate::gate::DEBUG | crate::gate::PERTURB | crate::gate::KEPT | crate::gate::PURGE,
+    ) {
+        if !crate::prof::unsampled(p) {
+            return dealloc_chunk_sampled(p, bits);
+        }
+        if to_medium_cache_alone(p) {
             return;
         }
+    }
+    dealloc_chunk_slow(p, bits)
+}
+
+/// `to_medium_cache` in a fast section of its own, which a reclaim under
+/// way (the gate's `RECLAIM` bit) sends to the slow path.
+///
+/// # Safety
+/// As `to_medium_cache`.
+#[inline(always)]
+unsafe fn to_medium_cache_alone(p: *mut u8) -> bool {
+    let tc = mcache::enter_mine();
+    let cached = !crate::gate::any(crate::gate::RECLAIM) && to_medium_cache(tc, p);
+    mcache::leave_mine(tc);
+    cached
+}
+
+/// `dealloc_chunk_moded` of a block the profiler may have sampled (its
+/// filter bucket holds a sample): drops the sample, then the block takes
+/// the fast path as any other (`dealloc_chunk_slow`, should it still go
+/// there, finds no sample left).
+///
+/// # Safety
+/// As `dealloc_chunk_moded`.
+#[cold]
+#[inline(never)]
+unsafe fn dealloc_chunk_sampled(p: *mut u8, bits: u8) {
+    crate::prof::freed(p);
+    if to_medium_cache_alone(p) {
+        return;
     }
     dealloc_chunk_slow(p, bits)
 }

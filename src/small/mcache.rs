@@ -380,48 +380,71 @@ pub fn totals() -> (usize, usize, usize, usize, usize) {
 
 // ---- fast paths ------------------------------------------------------------
 
-/// The fast path of malloc for `MC_MIN < n <= MC_MAX`: a chunk from this
-/// thread's list of `n`'s class, or null (`alloc` then decides). A listed
+/// The fast path of malloc for `MC_MIN < n <= MC_MAX`: the user pointer of
+/// a chunk from this thread's list of `n`'s class, else `miss(n)`. A listed
 /// chunk serves its class whatever the mmap threshold has become since it
-/// was cached (as glibc's tcache does). Not with a perturb byte or the
-/// profiler on: their work is in the export layer's slower paths
-/// (`export::alloc_mid_profiling` counts what the cache serves).
+/// was cached (as glibc's tcache does). With the profiler on, the chunk is
+/// served the same way and handed to `counted` (the export layer counts it:
+/// `prof::count`); with a perturb byte set, `miss` (the export layer's
+/// slower path fills the block). The modes and a reclaim's signal are one
+/// test of the gate, before the list is read; when any is on, `pop_moded`
+/// takes the chunk (one pop per malloc, profiling or not). Every call here
+/// is in tail position, so that the caller needs no frame.
 #[inline(always)]
-pub fn pop(n: usize) -> *mut Chunk {
-    pop_unless(n, crate::gate::PERTURB | crate::gate::PROF)
-}
-
-/// `pop` while profiling: the caller counts what it serves.
-#[inline(always)]
-pub fn pop_profiling(n: usize) -> *mut Chunk {
-    pop_unless(n, crate::gate::PERTURB)
-}
-
-/// `pop`, null when any mode of `modes` (`gate`) is on. A fast section
-/// whose signal is the gate's `RECLAIM` bit (tested with the modes: no
-/// instruction of its own), tested before the list is read.
-#[inline(always)]
-fn pop_unless(n: usize, modes: u8) -> *mut Chunk {
+pub fn pop(
+    n: usize,
+    counted: impl FnOnce(*mut u8, usize) -> *mut u8,
+    miss: impl FnOnce(usize) -> *mut u8,
+) -> *mut u8 {
     let tc = tls::mc_get();
     let k = class_of(n);
-    // SAFETY: as `alloc`; `enter` .. `leave` is a fast section.
+    // SAFETY: as `alloc`; `enter` .. `leave` is a fast section, whose
+    // signal (the gate's `RECLAIM` bit, tested with the modes: no
+    // instruction of its own) is tested before the list is read.
     unsafe {
         enter(tc);
-        if crate::gate::any(modes | crate::gate::RECLAIM) {
-            leave(tc);
-            return null_mut();
+        if crate::gate::any(crate::gate::PERTURB | crate::gate::PROF | crate::gate::RECLAIM) {
+            return pop_moded(tc, k, n, counted, miss);
         }
         // (A reclaim that cleared the bit is seen whole: its release fence.)
         fence(Ordering::Acquire);
         let c = *(*tc).head.get_unchecked(k);
         if c.is_null() {
             leave(tc);
-            return null_mut();
+            return miss(n);
         }
         let c = take(tc, k, c);
         leave(tc);
-        c
+        to_user(c)
     }
+}
+
+/// `pop` while a mode is on or a reclaim under way (out of line: the fast
+/// path keeps no frame), inside `pop`'s fast section.
+///
+/// # Safety
+/// `tc` is this thread's cache, in a fast section `pop` entered.
+#[inline(never)]
+unsafe fn pop_moded(
+    tc: *mut MCache,
+    k: usize,
+    n: usize,
+    counted: impl FnOnce(*mut u8, usize) -> *mut u8,
+    miss: impl FnOnce(usize) -> *mut u8,
+) -> *mut u8 {
+    if crate::gate::any(crate::gate::PERTURB | crate::gate::RECLAIM) {
+        leave(tc);
+        return miss(n);
+    }
+    fence(Ordering::Acquire);
+    let c = *(*tc).head.get_unchecked(k);
+    if c.is_null() {
+        leave(tc);
+        return miss(n);
+    }
+    let c = take(tc, k, c);
+    leave(tc);
+    counted(to_user(c), n)
 }
 
 /// Enters a fast section of this thread's cache `tc`: `busy = 1`, kept by
@@ -485,6 +508,25 @@ unsafe fn take(tc: *mut MCache, k: usize, c: *mut Chunk) -> *mut Chunk {
     a.store(a.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     (*c).prev_free = null_mut();
     c
+}
+
+/// A block of this thread's cache's first class, for a sampled small request
+/// (`cache::set_medium_sample`: the profiler samples blocks of 1 KiB classes
+/// and up from here, not from the heap); null when that class is mapped (a
+/// low mmap threshold) or memory is exhausted.
+pub fn sample() -> *mut u8 {
+    let m = MC_MIN + 1;
+    match request_to_size(m) {
+        Some(cs) if cs < crate::large::threshold() => {
+            let c = alloc(m);
+            if c.is_null() {
+                null_mut()
+            } else {
+                to_user(c)
+            }
+        }
+        _ => null_mut(),
+    }
 }
 
 /// A chunk for a request of `n` bytes (`MC_MIN < n <= MC_MAX`, below the

@@ -20,15 +20,24 @@
 //! fast path only tests its counters after the add it made anyway: one
 //! instruction, profiling or not (the small pair: 78.0 instructions off,
 //! 78.2 on, against 77.0 before the test). Medium, aligned and large
-//! requests are counted here (`take`) by `export` after the block is made;
-//! off, that costs one load of `ACTIVE` on those paths and on the free of a
-//! heap chunk (`dealloc_chunk`).
+//! requests are counted here (`count`, `counted`) by `export` after the
+//! block is made. A medium malloc served by the thread's medium cache, the
+//! common case, tests the modes once after loading its list's head, as it
+//! does off (`mcache::pop`), and, profiling, counts inline (`count`: a
+//! subtraction, a store and a test) and tail-calls the sample when one is
+//! due (`counted_due`, which then walks the stack from its own frame: one
+//! frame of the allocator's, not six). Off, that costs nothing on the
+//! medium cache's path (the 8 KiB pair: 117.0 instructions) and one load of
+//! `ACTIVE` on the slower paths.
 //!
 //! **Sampled blocks** are always heap chunks or own mappings, never zone
-//! blocks (a sampled small request is served by the TLSF heap), so their
-//! frees reach `dealloc_chunk`, where `freed` looks them up. `FILTER` (a
-//! counting filter: one 16-bit count per hash bucket of live sampled
-//! addresses) answers "surely not sampled" with one load and no lock.
+//! blocks (a sampled small request is served by the thread's medium cache
+//! or the TLSF heap), so their frees reach `dealloc_chunk`, where `freed`
+//! looks them up. `FILTER` (a counting filter: one 16-bit count per hash
+//! bucket of live sampled addresses) answers "surely not sampled" with one
+//! load and no lock (`unsampled`); a block it does not answer for drops its
+//! sample and takes the medium cache's fast path too
+//! (`export::dealloc_chunk_sampled`).
 //!
 //! **What a sample keeps.** Its call stack (up to `MAX_FRAMES` return
 //! addresses, the allocator's own frames dropped), deduplicated in `STACKS`
@@ -45,7 +54,7 @@
 //! **Unwinding neither allocates nor deadlocks.** Stacks are unwound from
 //! the DWARF call-frame information (`.eh_frame`), so programs without
 //! frame pointers unwind: each return address's CFI row is found once, with
-//! libgcc's `_Unwind_Find_FDE` and the interpreter below (`unwind`), and
+//! libgcc's `_Unwind_Find_FDE` and the interpreter below (`walk`), and
 //! kept in a table, so a sample costs a few loads per frame; what the
 //! interpreter does not handle falls back to glibc's `backtrace()`
 //! (libgcc's `_Unwind_Backtrace`, 16,000 instructions a sample). libgcc's
@@ -62,8 +71,8 @@
 //! and a thread inside `dlopen` that allocates only takes it again (the
 //! unwinder's own lock is never held across a call into the loader).
 //! dlopen'd libraries unwind like any other; the table of CFI rows is
-//! emptied once an object was unloaded (checked before every walk: see
-//! "Unloaded objects" below).
+//! emptied once an object was unloaded (checked by a walk before it uses a
+//! row of an object that may be unloaded: see "Unloaded objects" below).
 //!
 //! **Reports**, in the collapsed-stack format (`frame;frame;frame bytes`,
 //! outermost frame first): at exit `PREFIX.PID.leak` (live), `.total`
@@ -110,6 +119,10 @@ static LOCK: Lock = Lock::new();
 /// The allocator's own code: frames in it are dropped.
 static SELF_START: AtomicUsize = AtomicUsize::new(0);
 static SELF_END: AtomicUsize = AtomicUsize::new(0);
+/// Objects never unloaded, as [start, end) address ranges (0, 0: none):
+/// the rows of the unwinder's table for their code never go stale (see
+/// "Unloaded objects").
+static LASTING: [[AtomicUsize; 2]; 4] = [const { [const { AtomicUsize::new(0) }; 2] }; 4];
 /// One count per bucket of live sampled addresses (see `FILTER_CAP`).
 static FILTER: AtomicPtr<AtomicU16> = AtomicPtr::new(null_mut());
 
@@ -293,9 +306,30 @@ fn object_of(addr: usize) -> Option<(usize, libc::Dl_info)> {
     }
 }
 
-/// Records the range of the allocator's executable segment.
+/// Records the range of the allocator's executable segment, and the
+/// objects that are never unloaded (`LASTING`).
 fn find_self() {
     let here = find_self as fn() as usize;
+    // The program (its entry point), the C library, the loader and this
+    // library: loaded at start-up, never unloaded (glibc's dlclose unloads
+    // only objects that dlopen loaded, `lt_loaded` in `_dl_close_worker`).
+    // SAFETY: getauxval has no preconditions.
+    let (entry, base) = unsafe {
+        (
+            libc::getauxval(libc::AT_ENTRY),
+            libc::getauxval(libc::AT_BASE),
+        )
+    };
+    let libc_fn = libc::dl_iterate_phdr as *const () as usize;
+    for (i, &a) in [here, entry as usize, libc_fn, base as usize]
+        .iter()
+        .enumerate()
+    {
+        if let Some((s, e)) = object_range(a) {
+            LASTING[i][0].store(s, Ordering::Relaxed);
+            LASTING[i][1].store(e, Ordering::Relaxed);
+        }
+    }
     let Some((bias, info)) = object_of(here) else {
         return;
     };
@@ -316,6 +350,30 @@ fn find_self() {
             }
         }
     }
+}
+
+/// The range of addresses the loaded segments of the object holding `a`
+/// span (`a` itself when it is the object's ELF header).
+fn object_range(a: usize) -> Option<(usize, usize)> {
+    if a == 0 {
+        return None;
+    }
+    let (bias, info) = object_of(a)?;
+    let (mut lo, mut hi) = (usize::MAX, 0);
+    // SAFETY: dli_fbase is the object's ELF header, mapped with its program
+    // headers (the first PT_LOAD segment starts at offset 0).
+    unsafe {
+        let eh = info.dli_fbase as *const libc::Elf64_Ehdr;
+        let ph = (eh as usize + (*eh).e_phoff as usize) as *const libc::Elf64_Phdr;
+        for i in 0..(*eh).e_phnum as usize {
+            let p = &*ph.add(i);
+            if p.p_type == libc::PT_LOAD {
+                lo = lo.min(bias + p.p_vaddr as usize);
+                hi = hi.max(bias + (p.p_vaddr + p.p_memsz) as usize);
+            }
+        }
+    }
+    (lo < hi).then_some((lo, hi))
 }
 
 // ---- counting and sampling -------------------------------------------------------
@@ -389,7 +447,8 @@ pub fn take(n: usize) -> bool {
 
 /// `take` when the count reached zero: the thread's first count (no
 /// interval drawn yet: the count starts from a new one), or a sample, unless
-/// this thread is taking one already (then only a new interval).
+/// this thread is taking one already or the tables are not ready (then only
+/// a new interval).
 #[cold]
 #[inline(never)]
 fn take_due(t: &mut ThreadState) -> bool {
@@ -400,7 +459,7 @@ fn take_due(t: &mut ThreadState) -> bool {
         }
     }
     t.left = draw(t);
-    t.busy == 0
+    t.busy == 0 && READY.load(Ordering::Relaxed)
 }
 
 /// The bytes a sample of an `n`-byte block stands for: `n / P(sampled)`.
@@ -421,32 +480,57 @@ fn weight_at(n: usize, counted: usize, rate: usize) -> u64 {
     (n as f64 / p + 0.5) as u64
 }
 
-/// After a block `p` of `n` bytes was made on a path that counts itself
-/// (medium, aligned, large): counts it, and samples it if due. Returns `p`.
-#[inline(never)]
-pub fn counted(p: *mut u8, n: usize) -> *mut u8 {
-    if !p.is_null() && READY.load(Ordering::Relaxed) {
-        // (`take`, with its rare end out of line as a tail call.)
-        // SAFETY: this thread's own state.
-        let t = unsafe { &mut *thread_state() };
-        let left = t.left - n as i64;
-        t.left = left;
-        if left <= 0 {
-            return counted_due(p, n);
-        }
+/// Counts block `p` (not null) of `n` bytes, made on a path that counts
+/// itself (medium, aligned, large), and samples it if due. Returns `p`.
+/// Inlined into the medium malloc's profiling branch (`mcache::pop`): the
+/// thread's count (its address, a subtraction and a store) and a test; the
+/// sample is a tail call, so that the caller keeps no frame. (Counts made
+/// before `READY` take no sample: `take_due` tests it.)
+#[inline(always)]
+pub fn count(p: *mut u8, n: usize) -> *mut u8 {
+    // SAFETY: this thread's own state.
+    let t = unsafe { &mut *thread_state() };
+    let left = t.left - n as i64;
+    t.left = left;
+    if left <= 0 {
+        return counted_due(p, n);
     }
     p
 }
 
-/// `counted` when the count reached zero (see `take_due`).
+/// `count` for a block `p` that may be null (the allocation failed).
+#[inline(never)]
+pub fn counted(p: *mut u8, n: usize) -> *mut u8 {
+    if p.is_null() {
+        return p;
+    }
+    count(p, n)
+}
+
+/// `count` when the count reached zero (see `take_due`): the sample, taken
+/// here (`record_inline`, the walk inlined too), with no frame of the
+/// allocator's between this one and the caller's when the caller
+/// tail-called it (`count`): the walk then starts in this frame, the only
+/// one of ours it unwinds.
 #[cold]
 #[inline(never)]
 fn counted_due(p: *mut u8, n: usize) -> *mut u8 {
     // SAFETY: this thread's own state.
     if take_due(unsafe { &mut *thread_state() }) {
-        record(p, n);
+        record_inline(p, n, n);
     }
-    p
+    // (Opaque: were LLVM to see that this returns `p`, the caller would keep
+    // `p` in a register of its own across a call instead of a tail call.)
+    let q: usize;
+    // SAFETY: an asm comment: `q` is `p`'s address.
+    unsafe {
+        core::arch::asm!(
+            "/* {0} */",
+            inlateout(reg) p as usize => q,
+            options(pure, nomem, nostack, preserves_flags)
+        )
+    };
+    q as *mut u8
 }
 
 /// Records a sample for block `p` of `n` bytes: unwinds (no lock held),
@@ -454,7 +538,7 @@ fn counted_due(p: *mut u8, n: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 pub fn record(p: *mut u8, n: usize) {
-    record_as(p, n, n)
+    record_inline(p, n, n)
 }
 
 /// `record` for a block of `n` bytes that was counted as `counted` bytes
@@ -462,13 +546,19 @@ pub fn record(p: *mut u8, n: usize) {
 #[cold]
 #[inline(never)]
 pub fn record_as(p: *mut u8, n: usize, counted: usize) {
+    record_inline(p, n, counted)
+}
+
+/// `record_as`'s work, inlined into its callers (one frame less to unwind).
+#[inline(always)]
+fn record_inline(p: *mut u8, n: usize, counted: usize) {
     let t = thread_state();
     // SAFETY: this thread's own state.
     unsafe { (*t).busy = 1 };
     // Not zeroed (a memset of 640 bytes a sample): only the first `got`
     // entries, which the unwinder or `backtrace` wrote, are read.
     let mut raw = [const { MaybeUninit::<usize>::uninit() }; RAW_FRAMES];
-    let got = match unwind(&mut raw) {
+    let got = match unwind_here(&mut raw) {
         Some(n) => n,
         // SAFETY: raw holds RAW_FRAMES entries.
         None => unsafe {
@@ -514,10 +604,17 @@ fn hash_addr(a: usize) -> u64 {
     (a as u64 >> 4).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
+/// The filter's bucket of address `a` (below `FILTER_CAP`).
+#[inline(always)]
+fn filter_index(a: usize) -> usize {
+    const _: () = assert!(FILTER_CAP == 1 << 16);
+    (hash_addr(a) >> 48) as usize
+}
+
 fn filter_slot(a: usize) -> *const AtomicU16 {
     let f = FILTER.load(Ordering::Acquire);
     // SAFETY: the filter has FILTER_CAP entries; the index is below it.
-    unsafe { f.add((hash_addr(a) >> 48) as usize) }
+    unsafe { f.add(filter_index(a)) }
 }
 
 /// Files a sample (under LOCK).
@@ -634,17 +731,16 @@ unsafe fn find_stack(t: &mut Tables, frames: &[usize]) -> Option<usize> {
     Some(k)
 }
 
-/// May the heap chunk or own mapping at user address `p` be sampled? False
-/// when not profiling (one load: the test on the free of a heap chunk),
-/// else the filter's answer: a block it says "no" for takes the fast path.
+/// Is the heap chunk at user address `p` surely not sampled? For the free
+/// of a heap chunk while the profiler is on (`gate::PROF` set: `active()`
+/// is not tested again): the filter's answer, one load of it, a hash and
+/// one load of its count. False before `prime` mapped the filter (and, as
+/// ever, for a block whose bucket holds a live sample).
 #[inline(always)]
-pub fn sampled(p: *mut u8) -> bool {
-    if !active() {
-        return false;
-    }
+pub fn unsampled(p: *mut u8) -> bool {
     let f = FILTER.load(Ordering::Relaxed);
     // SAFETY: the slot lies in the filter.
-    !f.is_null() && unsafe { (*filter_slot(p as usize)).load(Ordering::Relaxed) } != 0
+    !f.is_null() && unsafe { (*f.add(filter_index(p as usize))).load(Ordering::Relaxed) } == 0
 }
 
 /// A heap chunk or own mapping at user address `p` is being freed (or
@@ -732,15 +828,30 @@ unsafe fn remove(t: &mut Tables, addr: usize) {
 // Unloaded objects: a row kept for an address of an object since unloaded
 // would be wrong for another object mapped there later, so the table is
 // emptied when glibc's count of unloads (`dlpi_subs`, from
-// `dl_iterate_phdr`) moved since it was last emptied. That count is read
-// before every walk (150-160 instructions of each sample's ~1,100), and
-// again when a return address misses the table or a walk fails. Reading it
-// only on misses and every 64th walk was tried: a stack whose every return
-// address hits, one of them in an object mapped over an unloaded one at a
-// call site of the old one, would then be walked with a stale row, and the
-// walk's checks (the frame above the stack pointer, within 1 GiB, aligned)
-// do not stop a read past the top of the stack: a fault in the program
-// being profiled, for 13% of a sample's cost.
+// `dl_iterate_phdr`) moved since it was last emptied. Reading that count
+// costs 150-160 instructions (the loader's lock), so it is read only when
+// a walk needs it: a row is marked, when it is made, *lasting* if its
+// address lies in an object that is never unloaded (the program, the C
+// library, the loader, this library: `LASTING`; glibc unloads only what
+// dlopen loaded). A walk reads the count before it uses its first row
+// that is not lasting (then looks that row up again: another thread may
+// have emptied the table meanwhile), and whenever a return address misses
+// the table or a walk fails. A walk through the program's and libc's frames
+// only, the common case, reads it never; one through a dlopen'd library
+// (or libstdc++, not known to be lasting) once, as before.
+//
+// Why that is enough: a row is used for a return address on this thread's
+// stack, whose frame, and so whose object, was there before the walk
+// began. A lasting row's address belongs to its object for the process's
+// life. For another row, the count read during the walk, equal to the one
+// the table was last emptied at, says no object was unloaded since, so
+// the row was made for the object now mapped there. (Reading it only on
+// misses and every 64th walk was tried: a stack whose every return address
+// hits, one of them in an object mapped over an unloaded one at a call
+// site of the old one, was then walked with a stale row, and the walk's
+// checks -- the frame above the stack pointer, within 1 GiB, aligned -- do
+// not stop a read past the top of the stack: c_tests/prof.sh's dlswap test
+// makes that case.)
 
 /// `_Unwind_Find_FDE` of libgcc_s, found by `prime` once `backtrace` loaded
 /// it (0: not found, samples use `backtrace`).
@@ -760,7 +871,8 @@ const DW_RA: u64 = 16;
 /// How to unwind from one address: the CFA is `%rsp` (or `%rbp`) plus
 /// `cfa`; the return address is saved at CFA + `ra`; `%rbp` at CFA + `rbp`
 /// (0: not saved, unchanged); `end`: the outermost frame (return address
-/// undefined).
+/// undefined); `lasting`: the address lies in an object never unloaded
+/// (set when the row is kept: see "Unloaded objects").
 #[derive(Clone, Copy, PartialEq, Debug)]
 struct Rule {
     cfa_rbp: bool,
@@ -768,37 +880,63 @@ struct Rule {
     ra: i64,
     rbp: i64,
     end: bool,
+    lasting: bool,
 }
 
 impl Rule {
-    /// One word for the table (0 never: bit 1 is set), if the offsets fit.
+    /// The outermost frame.
+    const END: Rule = Rule {
+        cfa_rbp: false,
+        cfa: 0,
+        ra: 0,
+        rbp: 0,
+        end: true,
+        lasting: false,
+    };
+
+    /// One word for the table (0 never: bit 1 is set), if the offsets fit
+    /// (the saved registers' offsets are multiples of 8: their low bits
+    /// hold the flags).
     fn pack(self) -> Option<usize> {
         if self.cfa != self.cfa as i32 as i64
             || self.ra != self.ra as i16 as i64
             || self.rbp != self.rbp as i16 as i64
             || self.ra & 7 != 0
+            || self.rbp & 7 != 0
         {
             return None;
         }
         let flags = 2 | self.cfa_rbp as u64 | (self.end as u64) << 2;
         Some(
             (self.cfa as u32 as u64
-                | (self.rbp as u16 as u64) << 32
+                | (self.rbp as u16 as u64 | self.lasting as u64) << 32
                 | ((self.ra as u16 as u64) | flags) << 48) as usize,
         )
     }
+}
 
-    fn unpack(w: usize) -> Rule {
-        let w = w as u64;
-        let hi = (w >> 48) as u16;
-        Rule {
-            cfa_rbp: hi & 1 != 0,
-            end: hi & 4 != 0,
-            cfa: w as u32 as i32 as i64,
-            rbp: (w >> 32) as u16 as i16 as i64,
-            ra: (hi & !7) as i16 as i64,
-        }
-    }
+/// A packed rule's flags (see `Rule::pack`): the CFA is `%rbp`-based, the
+/// outermost frame, the address lies in a lasting object.
+const W_CFA_RBP: usize = 1 << 48;
+const W_END: usize = 1 << 50;
+const W_LASTING: usize = 1 << 32;
+
+/// A packed rule's CFA offset.
+#[inline(always)]
+fn w_cfa(w: usize) -> usize {
+    w as u32 as i32 as isize as usize
+}
+
+/// A packed rule's offset of the saved return address from the CFA.
+#[inline(always)]
+fn w_ra(w: usize) -> usize {
+    ((w as isize >> 48) & !7) as usize
+}
+
+/// A packed rule's offset of the saved `%rbp` from the CFA (0: not saved).
+#[inline(always)]
+fn w_rbp(w: usize) -> usize {
+    (((w << 16) as isize >> 48) & !7) as usize
 }
 
 /// `struct dwarf_eh_bases` of libgcc's `unwind-dw2-fde.h`.
@@ -844,19 +982,23 @@ enum Stop {
     Flushed,
 }
 
-/// The rule of the frame at `at` (the address whose row applies: a return
-/// address less one, or the unwinder's own address for the first frame).
-/// Called with `RULE_LOCK` held; releases it while it looks up an FDE. A
-/// miss is also when unloads are checked (see "Unloaded objects" above):
-/// if one happened, the table is emptied and the walk must start again.
-fn rule_for(at: usize) -> Result<Rule, Stop> {
+/// The slot of the rule table for address `at`.
+#[inline(always)]
+fn rule_slot(at: usize) -> usize {
+    (at.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 52) & (RULE_SLOTS - 1)
+}
+
+/// The packed rule (`Rule::pack`) of the frame at `at` (the address whose
+/// row applies: a return address less one, or the unwinder's own address
+/// for the first frame), when `at` misses the table (`walk` looks it up):
+/// finds it and keeps it. Called with `RULE_LOCK` held; releases it while
+/// it looks up an FDE. A miss is also when unloads are checked (see
+/// "Unloaded objects" above): if one happened, the table is emptied and the
+/// walk must start again. A rule that does not pack is not handled.
+#[cold]
+#[inline(never)]
+fn rule_miss(at: usize, slot: usize) -> Result<usize, Stop> {
     let t = RULES.load(Ordering::Acquire);
-    let slot = (at.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 52) & (RULE_SLOTS - 1);
-    // SAFETY: the slot lies in the table, read under RULE_LOCK.
-    let e = unsafe { *t.add(slot) };
-    if e[0] == at && e[1] != 0 {
-        return Ok(Rule::unpack(e[1]));
-    }
     RULE_LOCK.unlock();
     // (Without RULE_LOCK: dl_iterate_phdr and _Unwind_Find_FDE may take
     // the loader's lock.)
@@ -866,12 +1008,35 @@ fn rule_for(at: usize) -> Result<Rule, Stop> {
     if flush_if_unloaded(subs) {
         return Err(Stop::Flushed);
     }
-    let r = r.ok_or(Stop::Unhandled)?;
-    if let Some(w) = r.pack() {
-        // SAFETY: as above.
-        unsafe { *t.add(slot) = [at, w] };
+    let mut r = r.ok_or(Stop::Unhandled)?;
+    r.lasting = lasting(at);
+    let w = r.pack().ok_or(Stop::Unhandled)?;
+    // SAFETY: the slot lies in the table, written under RULE_LOCK.
+    unsafe { *t.add(slot) = [at, w] };
+    Ok(w)
+}
+
+/// Does `at` lie in an object that is never unloaded (`LASTING`)?
+fn lasting(at: usize) -> bool {
+    LASTING
+        .iter()
+        .any(|r| r[0].load(Ordering::Relaxed) <= at && at < r[1].load(Ordering::Relaxed))
+}
+
+/// With `RULE_LOCK` held (released meanwhile): reads the count of unloads,
+/// and empties the table if it moved (`Stop::Flushed`: the walk starts
+/// again).
+#[cold]
+#[inline(never)]
+fn check_unloads() -> Result<(), Stop> {
+    RULE_LOCK.unlock();
+    // (Before RULE_LOCK: dl_iterate_phdr takes the loader's lock.)
+    let subs = unloads();
+    RULE_LOCK.lock();
+    if flush_if_unloaded(subs) {
+        return Err(Stop::Flushed);
     }
-    Ok(r)
+    Ok(())
 }
 
 /// With `RULE_LOCK` held: empties the rule table if `subs` (a fresh
@@ -1004,13 +1169,7 @@ fn find_rule(at: usize) -> Option<Rule> {
     let fde = unsafe { find(at, &mut bases) };
     if fde.is_null() {
         // (No frame information: libgcc ends the stack here too.)
-        return Some(Rule {
-            cfa_rbp: false,
-            cfa: 0,
-            ra: 0,
-            rbp: 0,
-            end: true,
-        });
+        return Some(Rule::END);
     }
     // SAFETY: an FDE and its CIE, in a loaded object's .eh_frame: the
     // lengths read bound every read after them.
@@ -1093,13 +1252,7 @@ fn find_rule(at: usize) -> Option<Rule> {
             data_align,
         )?;
         if row.end {
-            return Some(Rule {
-                cfa_rbp: false,
-                cfa: 0,
-                ra: 0,
-                rbp: 0,
-                end: true,
-            });
+            return Some(Rule::END);
         }
         Some(Rule {
             cfa_rbp: match row.cfa_reg {
@@ -1111,6 +1264,7 @@ fn find_rule(at: usize) -> Option<Rule> {
             ra: row.ra?,
             rbp: row.rbp.unwrap_or(0),
             end: false,
+            lasting: false,
         })
     }
 }
@@ -1289,8 +1443,16 @@ fn run_cfi(
 /// Unwinds the calling thread's stack into `out`: the unwinder's own
 /// address, then each frame's return address, as `backtrace` lists them.
 /// None when a frame's rule is not handled (use `backtrace`).
+#[cfg(test)]
 #[inline(never)]
 fn unwind(out: &mut [MaybeUninit<usize>]) -> Option<usize> {
+    unwind_here(out)
+}
+
+/// `unwind` from the frame of the function it is inlined into (the
+/// sample's: one frame of the allocator's less to walk through).
+#[inline(always)]
+fn unwind_here(out: &mut [MaybeUninit<usize>]) -> Option<usize> {
     if FIND_FDE.load(Ordering::Acquire) == 0 || out.is_empty() {
         return None;
     }
@@ -1308,13 +1470,6 @@ fn unwind(out: &mut [MaybeUninit<usize>]) -> Option<usize> {
         );
     }
     out[0].write(ip);
-    {
-        // (Before RULE_LOCK: dl_iterate_phdr takes the loader's lock.)
-        let subs = unloads();
-        RULE_LOCK.lock();
-        flush_if_unloaded(subs);
-        RULE_LOCK.unlock();
-    }
     // Twice at most: a walk that found the table stale walks again on the
     // emptied table (its rows are then all new); a third is not needed
     // unless objects are being unloaded meanwhile: `backtrace` then.
@@ -1338,6 +1493,16 @@ fn unwind(out: &mut [MaybeUninit<usize>]) -> Option<usize> {
     None
 }
 
+/// May a frame whose stack pointer is `sp` (8-aligned) have its CFA at
+/// `cfa`: above `sp`, within 1 GiB of it, 8-aligned? One test: the
+/// difference less 8 is then a multiple of 8 from 0 to 2^30 - 8; rotated
+/// right by 3 bits, any other value (negative, or not aligned) is above
+/// 2^27 - 1.
+#[inline(always)]
+fn frame_ok(sp: usize, cfa: usize) -> bool {
+    cfa.wrapping_sub(sp).wrapping_sub(8).rotate_right(3) <= ((1 << 30) - 8) >> 3
+}
+
 /// `unwind` from its own frame (`ip`, `sp`, `rbp`), with `RULE_LOCK` held.
 fn walk(
     out: &mut [MaybeUninit<usize>],
@@ -1349,21 +1514,42 @@ fn walk(
     // The first address is where `unwind`'s frame is; the others are
     // return addresses, whose row is the call's (one byte before).
     let mut at = ip;
+    // `W_LASTING` once the count of unloads was read during this walk (on a
+    // miss, or before the first row that is not lasting was used), so that
+    // `w | checked` has the bit when the row may be used.
+    let mut checked = 0;
+    let t = RULES.load(Ordering::Acquire);
     while n < out.len() {
-        let r = rule_for(at)?;
-        if r.end {
+        let slot = rule_slot(at);
+        // SAFETY: the slot lies in the table, read under RULE_LOCK (a pair
+        // is written and emptied under it: a key that matches has its rule).
+        let e = unsafe { *t.add(slot) };
+        let w = if e[0] == at {
+            e[1]
+        } else {
+            checked = W_LASTING;
+            rule_miss(at, slot)?
+        };
+        if (w | checked) & W_LASTING == 0 {
+            check_unloads()?;
+            checked = W_LASTING;
+            // (Looked up again: the table may have been emptied by another
+            // thread while RULE_LOCK was released.)
+            continue;
+        }
+        if w & W_END != 0 {
             break;
         }
-        let cfa = (if r.cfa_rbp { rbp } else { sp }).wrapping_add(r.cfa as usize);
-        if cfa <= sp || cfa - sp > 1 << 30 || cfa & 7 != 0 {
+        let cfa = (if w & W_CFA_RBP != 0 { rbp } else { sp }).wrapping_add(w_cfa(w));
+        if !frame_ok(sp, cfa) {
             return Err(Stop::Unhandled);
         }
         // SAFETY: the CFA lies above the stack pointer within the stack, and
         // the frame's CFI says where its caller's registers were saved.
         unsafe {
-            ip = *(cfa.wrapping_add(r.ra as usize) as *const usize);
-            if r.rbp != 0 {
-                rbp = *(cfa.wrapping_add(r.rbp as usize) as *const usize);
+            ip = *(cfa.wrapping_add(w_ra(w)) as *const usize);
+            if w_rbp(w) != 0 {
+                rbp = *(cfa.wrapping_add(w_rbp(w)) as *const usize);
             }
         }
         sp = cfa;
@@ -1828,6 +2014,70 @@ mod tests {
             // from there on are the same frames.
             assert!(a.len() > 3, "{:x?}", a);
             assert_eq!(a[1..], b[2..], "backtrace {:x?} unwind {:x?}", a, b);
+        }
+    }
+
+    /// A rule packed for the table reads back through the accessors `walk`
+    /// uses; offsets that do not fit do not pack.
+    #[test]
+    fn packed_rules_read_back() {
+        for &(cfa_rbp, cfa, ra, rbp, end, lasting) in &[
+            (false, 8i64, -8i64, 0i64, false, true),
+            (true, 16, -8, -16, false, false),
+            (false, 0x7fff_fff8, -32760, 32760, false, true),
+            (false, -24, 8, -4096, false, false),
+            (false, 0, 0, 0, true, false),
+        ] {
+            let r = Rule {
+                cfa_rbp,
+                cfa,
+                ra,
+                rbp,
+                end,
+                lasting,
+            };
+            let w = r.pack().expect("packs");
+            assert_eq!(w & W_CFA_RBP != 0, cfa_rbp);
+            assert_eq!(w & W_END != 0, end);
+            assert_eq!(w & W_LASTING != 0, lasting);
+            assert_eq!(w_cfa(w) as i64, cfa);
+            assert_eq!(w_ra(w) as i64, ra);
+            assert_eq!(w_rbp(w) as i64, rbp);
+        }
+        let r = Rule {
+            rbp: -12,
+            ..Rule::END
+        };
+        assert_eq!(r.pack(), None);
+        let r = Rule {
+            cfa: 1 << 40,
+            ..Rule::END
+        };
+        assert_eq!(r.pack(), None);
+    }
+
+    /// `frame_ok` is the three tests it stands for.
+    #[test]
+    fn frame_test() {
+        let sp = 0x7fff_0000_1000usize;
+        for d in [
+            0usize,
+            1,
+            7,
+            8,
+            9,
+            16,
+            24,
+            4096,
+            (1 << 30) - 8,
+            (1 << 30) - 1,
+            1 << 30,
+            (1 << 30) + 8,
+        ] {
+            for cfa in [sp.wrapping_add(d), sp.wrapping_sub(d)] {
+                let want = cfa > sp && cfa - sp <= 1 << 30 && cfa & 7 == 0;
+                assert_eq!(frame_ok(sp, cfa), want, "cfa {:#x}", cfa);
+            }
         }
     }
 
