@@ -68,6 +68,12 @@ pub struct ZoneInfo {
 }
 
 impl ZoneInfo {
+    /// The granule's map byte (see [`bits`]).
+    #[inline(always)]
+    pub fn bits(&self) -> u8 {
+        self.bits.load(Ordering::Relaxed)
+    }
+
     /// The zone's class.
     #[inline(always)]
     pub fn class(&self) -> usize {
@@ -163,6 +169,20 @@ pub fn lookup(p: *const u8) -> (u8, *const ZoneInfo) {
             (e.bits.load(Ordering::Relaxed), e)
         },
         None => (0, core::ptr::null()),
+    }
+}
+
+/// `free`'s lookup: the entry of `p`'s granule, null if its leaf does not
+/// exist. Its owner is a live thread cache only while a zone of that cache
+/// starts there (`clear` zeroes it), so `free` compares the owner first and
+/// reads the map byte only for the blocks of other threads' zones and heap
+/// chunks.
+#[inline(always)]
+pub fn entry(p: *const u8) -> *const ZoneInfo {
+    match slot(p) {
+        // SAFETY: g < GRANULES.
+        Some((leaf, g)) => unsafe { leaf.entry.get_unchecked(g) },
+        None => core::ptr::null(),
     }
 }
 
@@ -328,10 +348,11 @@ pub fn clear(z: *const u8) {
         return;
     }
     let g = (a >> ZONE_SHIFT) & (GRANULES - 1);
-    // SAFETY: as in is_zone.
+    // SAFETY: as in is_zone. (No block of the zone is live: no `free`
+    // compares the owner of this entry until a new zone starts here.)
     unsafe {
-        (*leaf).entry[g]
-            .bits
-            .fetch_and(!ZONE_BIT, Ordering::Release)
+        let e = &(*leaf).entry[g];
+        e.owner.store(0, Ordering::Relaxed);
+        e.bits.fetch_and(!ZONE_BIT, Ordering::Release)
     };
 }
