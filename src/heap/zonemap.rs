@@ -70,12 +70,12 @@ const _: () = assert!(core::mem::size_of::<ZoneInfo>() == 32);
 
 /// The multiplier and bound that [`ZoneInfo::block_at`] tests a block's
 /// offset with, for `capacity` blocks of `block_size` bytes: `c =
-/// floor(2^64 / block_size) + 1` and `capacity * r`, where `r = block_size
-/// * c - 2^64`, between 1 and `block_size`. An offset `j * block_size + i`
-/// (`i < block_size`, below 2^32) times `c` is `j * r + i * c` (mod 2^64):
-/// below `capacity * r` if `i == 0` and `j < capacity`, and at least `c >
-/// 2^52` otherwise (Lemire, "Faster remainder by direct computation", 2019,
-/// with `j < capacity` folded into the compare).
+/// floor(2^64 / block_size) + 1` and `capacity * r`, where `r` is
+/// `block_size * c - 2^64`, between 1 and `block_size`. For an offset
+/// `j * block_size + i` below 2^32 (`i < block_size`), the product with
+/// `c` is `j * r + i * c` (mod 2^64): below `capacity * r` if `i == 0`
+/// and `j < capacity`, and at least `c > 2^52` otherwise (Lemire, "Faster remainder by direct
+/// computation", 2019, with `j < capacity` folded into the compare).
 pub const fn geometry(block_size: u32, capacity: u32) -> (u64, u64) {
     if block_size == 0 {
         return (0, 0);

@@ -457,13 +457,13 @@ const BIN_POP: u64 = 1 << 16;
 /// Is the bin half whose top is `top` empty?
 #[inline(always)]
 fn half_empty(top: usize) -> bool {
-    top % BIN_CAP == 0
+    top.is_multiple_of(BIN_CAP)
 }
 
 /// Is the bin half whose top is `top` full?
 #[inline(always)]
 fn half_full(top: usize) -> bool {
-    (top + 1) % BIN_CAP == 0
+    (top + 1).is_multiple_of(BIN_CAP)
 }
 
 /// The tops of empty bins: `bin_state` (alloc half first) and `free_top`.
