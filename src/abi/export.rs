@@ -199,7 +199,26 @@ unsafe fn chunk_of_in_ours(p: *mut u8) -> *mut Chunk {
 /// pointer that is neither is reported when the checks can tell, not trusted.)
 #[inline(always)]
 pub unsafe fn dealloc(p: *mut u8) {
-    let (bits, info) = zonemap::lookup(p);
+    let info = zonemap::entry(p);
+    if info.is_null() {
+        return dealloc_chunk(p, 0);
+    }
+    // A block of this thread's zones first: the owner compare tells it
+    // from every other pointer (`zonemap::entry`).
+    if cache::free_own(info, p) {
+        return;
+    }
+    dealloc_other(p, info)
+}
+
+/// free of a pointer that is not in a zone of this thread's (out of line,
+/// so that `dealloc`'s fast path saves no register).
+///
+/// # Safety
+/// As [`dealloc`]; `info` is the zone-map entry of `p`'s granule.
+#[inline(never)]
+unsafe fn dealloc_other(p: *mut u8, info: *const zonemap::ZoneInfo) {
+    let bits = (*info).bits();
     if bits & zonemap::ZONE_BIT != 0 {
         cache::free(info, p);
         return;

@@ -56,18 +56,42 @@ pub const ZONE_BIT: u8 = 0x80;
 #[repr(C, align(32))]
 pub struct ZoneInfo {
     pub owner: AtomicUsize,
-    /// `u64::MAX / block_size + 1`, as in `cache::block_ok`.
-    div_magic: UnsafeCell<u64>,
+    /// The multiplier and bound of [`ZoneInfo::block_at`] ([`geometry`]).
+    magic: UnsafeCell<u64>,
+    bound: UnsafeCell<u64>,
     /// Offset of the first block in the granule (zone headers are coloured).
     first: UnsafeCell<u32>,
-    /// Bytes of blocks (capacity * block size).
-    area: UnsafeCell<u32>,
-    class: UnsafeCell<u32>,
+    class: UnsafeCell<u16>,
     bits: AtomicU8,
-    _pad: [u8; 3],
+    _pad: u8,
+}
+
+const _: () = assert!(core::mem::size_of::<ZoneInfo>() == 32);
+
+/// The multiplier and bound that [`ZoneInfo::block_at`] tests a block's
+/// offset with, for `capacity` blocks of `block_size` bytes: `c =
+/// floor(2^64 / block_size) + 1` and `capacity * r`, where `r` is
+/// `block_size * c - 2^64`, between 1 and `block_size`. For an offset
+/// `j * block_size + i` below 2^32 (`i < block_size`), the product with
+/// `c` is `j * r + i * c` (mod 2^64): below `capacity * r` if `i == 0`
+/// and `j < capacity`, and at least `c > 2^52` otherwise (Lemire, "Faster remainder by direct
+/// computation", 2019, with `j < capacity` folded into the compare).
+pub const fn geometry(block_size: u32, capacity: u32) -> (u64, u64) {
+    if block_size == 0 {
+        return (0, 0);
+    }
+    let bs = block_size as u64;
+    let c = u64::MAX / bs + 1 + bs.is_power_of_two() as u64;
+    (c, capacity as u64 * bs.wrapping_mul(c))
 }
 
 impl ZoneInfo {
+    /// The granule's map byte (see [`bits`]).
+    #[inline(always)]
+    pub fn bits(&self) -> u8 {
+        self.bits.load(Ordering::Relaxed)
+    }
+
     /// The zone's class.
     #[inline(always)]
     pub fn class(&self) -> usize {
@@ -76,31 +100,30 @@ impl ZoneInfo {
         unsafe { *self.class.get() as usize }
     }
 
-    /// The fixed fields: (class, first block's offset, divisibility
-    /// constant, area), for `memalloc_check`.
-    pub fn fixed(&self) -> (u32, u32, u64, u32) {
+    /// The fixed fields: (class, first block's offset, `geometry`), for
+    /// `memalloc_check`.
+    pub fn fixed(&self) -> (u32, u32, (u64, u64)) {
         // SAFETY: as in `class`.
         unsafe {
             (
-                *self.class.get(),
+                *self.class.get() as u32,
                 *self.first.get(),
-                *self.div_magic.get(),
-                *self.area.get(),
+                (*self.magic.get(), *self.bound.get()),
             )
         }
     }
 
     /// Is `p`, in this entry's granule, where a block of its zone starts?
-    /// (Its offset from the first block is below the area and a multiple of
-    /// the block size: `cache::block_ok`'s test, in 32-bit arithmetic, where
-    /// an offset before the first block wraps to above any area.)
+    /// (Its offset from the first block is a multiple of the block size
+    /// below the blocks' end: one multiply and one compare, see
+    /// [`geometry`]; in 32-bit arithmetic, an offset before the first block
+    /// wraps to above any block's.)
     #[inline(always)]
     pub fn block_at(&self, p: *const u8) -> bool {
         // SAFETY: as in `class`.
         unsafe {
             let off = (p as u32 & (ZONE_SIZE as u32 - 1)).wrapping_sub(*self.first.get());
-            let magic = *self.div_magic.get();
-            off < *self.area.get() && (off as u64).wrapping_mul(magic) < magic
+            (off as u64).wrapping_mul(*self.magic.get()) < *self.bound.get()
         }
     }
 }
@@ -166,6 +189,20 @@ pub fn lookup(p: *const u8) -> (u8, *const ZoneInfo) {
     }
 }
 
+/// `free`'s lookup: the entry of `p`'s granule, null if its leaf does not
+/// exist. Its owner is a live thread cache only while a zone of that cache
+/// starts there (`clear` zeroes it), so `free` compares the owner first and
+/// reads the map byte only for the blocks of other threads' zones and heap
+/// chunks.
+#[inline(always)]
+pub fn entry(p: *const u8) -> *const ZoneInfo {
+    match slot(p) {
+        // SAFETY: g < GRANULES.
+        Some((leaf, g)) => unsafe { leaf.entry.get_unchecked(g) },
+        None => core::ptr::null(),
+    }
+}
+
 /// The info of the zone starting at the granule holding `p` (which must be
 /// marked a zone).
 #[inline]
@@ -225,9 +262,16 @@ fn leaf_of(a: usize) -> *mut Leaf {
 
 /// Marks granule of `z` as a zone of class `class` owned by `owner`, whose
 /// blocks start at offset `first` of the granule, take `area` bytes and
-/// have the divisibility constant `div_magic`; false if the leaf could not
+/// are `capacity` blocks of `block_size` bytes; false if the leaf could not
 /// be mapped.
-pub fn set(z: *const u8, owner: usize, class: u32, first: u32, div_magic: u64, area: u32) -> bool {
+pub fn set(
+    z: *const u8,
+    owner: usize,
+    class: u32,
+    first: u32,
+    block_size: u32,
+    capacity: u32,
+) -> bool {
     let a = z as usize;
     let leaf = leaf_of(a);
     if leaf.is_null() {
@@ -239,10 +283,11 @@ pub fn set(z: *const u8, owner: usize, class: u32, first: u32, div_magic: u64, a
     unsafe {
         let e = &(*leaf).entry[g];
         e.owner.store(owner, Ordering::Relaxed);
-        *e.div_magic.get() = div_magic;
+        let (magic, bound) = geometry(block_size, capacity);
+        *e.magic.get() = magic;
+        *e.bound.get() = bound;
         *e.first.get() = first;
-        *e.area.get() = area;
-        *e.class.get() = class;
+        *e.class.get() = class as u16;
         e.bits.fetch_or(ZONE_BIT, Ordering::Release)
     };
     true
@@ -328,10 +373,50 @@ pub fn clear(z: *const u8) {
         return;
     }
     let g = (a >> ZONE_SHIFT) & (GRANULES - 1);
-    // SAFETY: as in is_zone.
+    // SAFETY: as in is_zone. (No block of the zone is live: no `free`
+    // compares the owner of this entry until a new zone starts here.)
     unsafe {
-        (*leaf).entry[g]
-            .bits
-            .fetch_and(!ZONE_BIT, Ordering::Release)
+        let e = &(*leaf).entry[g];
+        e.owner.store(0, Ordering::Relaxed);
+        e.bits.fetch_and(!ZONE_BIT, Ordering::Release)
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `block_at`'s one multiply and compare against the definition: an
+    /// offset at or after the first block, a multiple of the block size,
+    /// below the capacity's end; for every block size of 16-byte steps, at
+    /// the first and last colour of a zone header and an odd offset, and
+    /// every address of the granule.
+    #[test]
+    fn block_at_is_exactly_the_block_starts() {
+        let granule = 7 * ZONE_SIZE;
+        for bs in (16..=4096u32).step_by(16) {
+            for first in [192u32, 192 + 15 * 64, 1000] {
+                let cap = (ZONE_SIZE as u32 - first) / bs;
+                let (magic, bound) = geometry(bs, cap);
+                let e = ZoneInfo {
+                    owner: AtomicUsize::new(0),
+                    magic: UnsafeCell::new(magic),
+                    bound: UnsafeCell::new(bound),
+                    first: UnsafeCell::new(first),
+                    class: UnsafeCell::new(0),
+                    bits: AtomicU8::new(ZONE_BIT),
+                    _pad: 0,
+                };
+                for off in 0..ZONE_SIZE as u32 {
+                    let want = off >= first && (off - first) % bs == 0 && (off - first) / bs < cap;
+                    let p = (granule + off as usize) as *const u8;
+                    assert_eq!(
+                        e.block_at(p),
+                        want,
+                        "block size {bs}, first {first}, offset {off}"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -41,8 +41,10 @@
 //! that class adopts them. After its cache is gone, a thread's small requests
 //! go to the TLSF heap, so `free` after the key destructors still works.
 //!
-//! **Bins**: in front of the zones, each cache keeps per class a small stack
-//! of blocks the thread freed (`Cache::bin`); malloc pops it first. Blocks
+//! **Bins**: in front of the zones, each cache keeps per class two small
+//! stacks of blocks the thread freed (`Cache::bin`): free pushes one, malloc
+//! pops the other first, and swaps them when its own is empty, so that a
+//! malloc does not wait for the free before it (see `Cache::bin`). Blocks
 //! from every zone of the class mix there, so a program cycling through more
 //! blocks than a zone holds does not switch zones on every turn, and a pop
 //! is an array load rather than a load from the (possibly cold) block
@@ -53,11 +55,12 @@
 //! go (`give_back_all`: a full bin's older half, freed one after another,
 //! mostly came from one zone one after another).
 //!
-//! Fast path cost: malloc is a TLS load, a bin count test and an array pop
-//! (or, with the bin empty, two loads to reach the zone's free list and a
-//! pop); free is a zone-map lookup, the block checks and an owner compare
-//! against the map's entry (not the zone header: see `zonemap`), and an
-//! array push. No lock and no atomic read-modify-write.
+//! Fast path cost: malloc is a TLS load, a bin top test and an array pop
+//! (or, with the bin empty, a swap of its halves, or two loads to reach the
+//! zone's free list and a pop); free is a zone-map lookup, an owner compare
+//! against the map's entry (not the zone header: see `zonemap`), the block
+//! checks and an array push. No lock and no atomic read-modify-write.
+//! (`bench/pair`: 73 instructions a malloc + free pair, under callgrind.)
 
 use crate::chunk::{self, to_user, ALIGN};
 use crate::events::{several_threads, THREADS};
@@ -350,8 +353,8 @@ const LIVE: u32 = 0;
 const EMPTY: u32 = 1;
 const DEAD: u32 = 2;
 
-/// A thread's cache: `CacheOf<{ BIN_CAP * NCLASS }>`.
-pub type Cache = CacheOf<{ BIN_CAP * NCLASS }>;
+/// A thread's cache: `CacheOf<{ BIN_ROW * NCLASS }>`.
+pub type Cache = CacheOf<{ BIN_ROW * NCLASS }>;
 
 /// A cache with `N` bin slots. Thread caches have them all; the static
 /// caches (`EMPTY_CACHE`, `DEAD_CACHE`) have none, as their bins are always
@@ -370,13 +373,17 @@ pub struct CacheOf<const N: usize> {
     sparse: bool,
     /// The zone each class allocates from (`EMPTY_ZONE` if none).
     pub current: [*mut Zone; NCLASS],
-    /// Per class: the blocks in the bin (the low 16 bits, `BIN_COUNT`) and,
+    /// Per class: the top of the bin's alloc half (the low 16 bits,
+    /// `BIN_TOP`: see `bin`) and,
     /// above them, the allocations the bin served (statistics, in units of
     /// `BIN_POP`). One word, so a pop counts itself with the store that
     /// updates the bin: a separate counter was a second read-modify-write
     /// of memory on every malloc (`fixed 16`: 0.36 s before, 0.33 s after,
     /// medians of 21 alternating runs).
     bin_state: [u64; NCLASS],
+    /// Per class, the top of the bin's free half (see `bin`): written by
+    /// `free`, read by `malloc` only when its alloc half is empty.
+    free_top: [u64; NCLASS],
     avail: [ZoneList; NCLASS],
     full: [ZoneList; NCLASS],
     /// One empty zone kept per class (see `keep_or_retire`).
@@ -393,17 +400,33 @@ pub struct CacheOf<const N: usize> {
     live_prev: *mut Cache,
     /// Per class, the sampling countdown while profiling (see `prof_tick`).
     prof: [ProfClass; NCLASS],
-    /// Per class, a stack of freed blocks, served first (last freed, first
-    /// reused: the block is still in the cache). Mostly of this cache's own
-    /// zones; other threads' blocks too once the thread allocates the class
-    /// (`free_foreign`).
+    /// Per class, the blocks the thread freed, served first. Mostly of this
+    /// cache's own zones; other threads' blocks too once the thread
+    /// allocates the class (`free_foreign`).
     /// A program cycling through more blocks than one zone holds would
     /// otherwise free into one zone while allocating from another, and
     /// switch zones every `capacity` calls. Blocks in a bin count as used
-    /// by their zone; a full bin gives its older half back to the zones.
+    /// by their zone.
+    ///
+    /// A class's row (`BIN_ROW` slots) holds two stacks of up to `BIN_CAP
+    /// - 1` blocks, one in each half: malloc pops the *alloc* half (its top
+    /// in `bin_state`), free pushes the *free* half (its top in
+    /// `free_top`), and when the alloc half is empty malloc swaps the two
+    /// (two stores), as mimalloc's pages keep `free` and `local_free`. So
+    /// a malloc reads nothing that a free wrote, unless it finds its alloc
+    /// half empty (a loop freeing and allocating one class swaps on every
+    /// malloc, and reuses its block at once). With one stack per class,
+    /// each malloc's pop read the count that the free just before it had
+    /// written, whenever the two had the same class: in a loop of random
+    /// classes the CPU cannot know whether they do before the free's class
+    /// lookup is done, and after a few wrong guesses every malloc waited
+    /// for it (docs/performance.md, "Small requests of random classes").
+    /// A full free half gives its older half back to the zones.
+    /// A top is a slot index in `bin` (class-major): the row's start, plus
+    /// 0 or `BIN_CAP` for the half, plus the half's count; so a push or pop
+    /// is one indexed store or load, and a half is empty exactly when its
+    /// top is a multiple of `BIN_CAP`.
     /// Last in the struct, and never initialised (see `init_fields`).
-    /// (Flat, class-major: slot `cls * BIN_CAP + i`, one shift and an add
-    /// from the class and count.)
     bin: [*mut Block; N],
 }
 
@@ -419,12 +442,41 @@ struct Pending {
 /// Blocks batched before a remote push.
 const PENDING_MAX: u32 = 32;
 
-/// Capacity of a class's bin.
-const BIN_CAP: usize = 32;
-/// `Cache::bin_state`: the count of blocks in a bin, and one pop.
-const BIN_COUNT: u64 = 0xffff;
-const _: () = assert!(BIN_COUNT == u16::MAX as u64 && BIN_CAP <= u16::MAX as usize);
+/// Slots of a half of a class's bin row. A half holds `BIN_CAP - 1`
+/// blocks, so that its top is a multiple of `BIN_CAP` exactly when it is
+/// empty (see `Cache::bin`).
+const BIN_CAP: usize = 16;
+/// Slots of a class's bin row: the alloc half and the free half.
+const BIN_ROW: usize = 2 * BIN_CAP;
+/// `Cache::bin_state`: the alloc half's top (see `Cache::bin`), and one pop.
+const BIN_TOP: u64 = 0xffff;
+const _: () = assert!(BIN_TOP == u16::MAX as u64 && BIN_ROW * NCLASS <= u16::MAX as usize);
+const _: () = assert!(BIN_CAP.is_power_of_two());
 const BIN_POP: u64 = 1 << 16;
+
+/// Is the bin half whose top is `top` empty?
+#[inline(always)]
+fn half_empty(top: usize) -> bool {
+    top.is_multiple_of(BIN_CAP)
+}
+
+/// Is the bin half whose top is `top` full?
+#[inline(always)]
+fn half_full(top: usize) -> bool {
+    (top + 1).is_multiple_of(BIN_CAP)
+}
+
+/// The tops of empty bins: `bin_state` (alloc half first) and `free_top`.
+const EMPTY_BINS: ([u64; NCLASS], [u64; NCLASS]) = {
+    let (mut a, mut f) = ([0; NCLASS], [0; NCLASS]);
+    let mut cls = 0;
+    while cls < NCLASS {
+        a[cls] = (cls * BIN_ROW) as u64;
+        f[cls] = (cls * BIN_ROW + BIN_CAP) as u64;
+        cls += 1;
+    }
+    (a, f)
+};
 
 /// A zone with no free block: the current zone of every class of a cache
 /// that has none, so the fast path misses without a test of its own.
@@ -438,7 +490,8 @@ const fn static_cache(state: u32) -> CacheOf<0> {
         sparse: false,
         // SAFETY: only the address is taken.
         current: [addr_of_mut!(EMPTY_ZONE); NCLASS],
-        bin_state: [0; NCLASS],
+        bin_state: EMPTY_BINS.0,
+        free_top: EMPTY_BINS.1,
         bin: [],
         avail: [ZoneList::new(); NCLASS],
         full: [ZoneList::new(); NCLASS],
@@ -575,20 +628,19 @@ pub fn alloc(n: usize) -> *mut u8 {
 #[inline(always)]
 unsafe fn alloc_class(tc: *mut Cache, cls: usize, n: usize) -> *mut u8 {
     {
-        // (cls < NCLASS, and a count never exceeds BIN_CAP.)
+        // (cls < NCLASS; a top is a slot of the class's row.)
         let st = *(*tc).bin_state.get_unchecked(cls);
-        let k = st as u16 as usize; // (BIN_COUNT)
-        if k != 0 {
-            let b = *(*tc).bin.get_unchecked(cls * BIN_CAP + k - 1);
-            // (The pops count reaches the sign bit only when profiling
-            // says a sample is due: see `prof_tick`.)
-            let st = st + BIN_POP - 1;
-            *(*tc).bin_state.get_unchecked_mut(cls) = st;
-            if (st as i64) < 0 {
-                return prof_tick(n);
-            }
-            (*b).mark = 0;
-            return b as *mut u8;
+        let top = st as u16 as usize; // (BIN_TOP)
+        if !half_empty(top) {
+            return bin_pop(tc, cls, st, top, n);
+        }
+        // The alloc half is empty: the free half, if it has blocks, becomes
+        // the alloc half, and the empty one the free half. (The static
+        // caches' free halves are empty.)
+        let ft = *(*tc).free_top.get_unchecked(cls);
+        if !half_empty(ft as usize) {
+            *(*tc).free_top.get_unchecked_mut(cls) = top as u64;
+            return bin_pop(tc, cls, (st & !BIN_TOP) | ft, ft as usize, n);
         }
         let z = (*tc).current[cls];
         let b = (*z).free;
@@ -612,6 +664,53 @@ unsafe fn alloc_class(tc: *mut Cache, cls: usize, n: usize) -> *mut u8 {
     }
 }
 
+/// `alloc_class`'s pop from the alloc half of `cls`'s bin, whose state is
+/// `st` and top `top` (not empty).
+///
+/// # Safety
+/// As `alloc_class`; `tc` is a live cache.
+#[inline(always)]
+unsafe fn bin_pop(tc: *mut Cache, cls: usize, st: u64, top: usize, n: usize) -> *mut u8 {
+    let b = *(*tc).bin.get_unchecked(top - 1);
+    // (The pops count reaches the sign bit only when profiling says a
+    // sample is due: see `prof_tick`.)
+    let st = st + BIN_POP - 1;
+    *(*tc).bin_state.get_unchecked_mut(cls) = st;
+    if (st as i64) < 0 {
+        return prof_tick(n);
+    }
+    (*b).mark = 0;
+    b as *mut u8
+}
+
+/// Frees block `p` if the zone-map entry `info` of its granule says that
+/// this thread's cache owns a zone there (the fast path of `free`: no read
+/// of the map byte, see `zonemap::entry`); false, having done nothing, if
+/// not.
+///
+/// # Safety
+/// `info` is the zone-map entry of `p`'s granule.
+#[inline(always)]
+pub unsafe fn free_own(info: *const zonemap::ZoneInfo, p: *mut u8) -> bool {
+    let tc = tls::get();
+    let e = &*info;
+    if e.owner.load(Ordering::Relaxed) != tc as usize {
+        return false;
+    }
+    let key = crate::guard::list_key();
+    let b = p as *mut Block;
+    if !block_ok(e, p, key) {
+        return bad_free(p);
+    }
+    (*b).mark = key;
+    // (A zone's class is below NCLASS, fixed while the zone lives.)
+    let cls = e.class();
+    if !bin_push(tc, cls, b) {
+        spill_bin(tc, cls, b);
+    }
+    true
+}
+
 /// Frees block `p` of the zone whose zone-map info is `info`. Reads nothing
 /// of the zone's header unless the zone is another thread's (see
 /// [`zonemap::ZoneInfo`]).
@@ -631,18 +730,30 @@ pub unsafe fn free(info: *const zonemap::ZoneInfo, p: *mut u8) {
     if e.owner.load(Ordering::Relaxed) == tc as usize {
         // (A zone's class is below NCLASS, fixed while the zone lives.)
         let cls = e.class();
-        // (n is checked against BIN_CAP.)
-        let st = *(*tc).bin_state.get_unchecked(cls);
-        let n = st as u16 as usize; // (BIN_COUNT)
-        if n < BIN_CAP {
-            *(*tc).bin.get_unchecked_mut(cls * BIN_CAP + n) = b;
-            *(*tc).bin_state.get_unchecked_mut(cls) = st + 1;
-        } else {
+        if !bin_push(tc, cls, b) {
             spill_bin(tc, cls, b);
         }
     } else {
         free_foreign(tc, e.class(), b);
     }
+}
+
+/// Pushes block `b` onto the free half of the bin of `cls` in cache `tc`;
+/// false, having done nothing, if it is full.
+///
+/// # Safety
+/// `tc` is this thread's live cache, `cls < NCLASS`, and `b` a free block
+/// of `cls`, counted as used by its zone.
+#[inline(always)]
+unsafe fn bin_push(tc: *mut Cache, cls: usize, b: *mut Block) -> bool {
+    // (cls < NCLASS; a top is a slot of the class's row.)
+    let ft = *(*tc).free_top.get_unchecked(cls) as usize;
+    if half_full(ft) {
+        return false;
+    }
+    *(*tc).bin.get_unchecked_mut(ft) = b;
+    *(*tc).free_top.get_unchecked_mut(cls) = ft as u64 + 1;
+    true
 }
 
 /// Frees block `b` of class `cls` from a zone `tc` does not own. A live
@@ -657,10 +768,7 @@ pub unsafe fn free(info: *const zonemap::ZoneInfo, p: *mut u8) {
 unsafe fn free_foreign(tc: *mut Cache, cls: usize, b: *mut Block) {
     // (The static caches have neither pops nor allocations.)
     let st = (*tc).bin_state[cls];
-    let n = st as u16 as usize; // (BIN_COUNT)
-    if n < BIN_CAP && (st >= BIN_POP || (*tc).allocs[cls] != 0) {
-        (*tc).bin[cls * BIN_CAP + n] = b;
-        (*tc).bin_state[cls] = st + 1;
+    if (st >= BIN_POP || (*tc).allocs[cls] != 0) && bin_push(tc, cls, b) {
         return;
     }
     free_foreign_slow(tc, cls, b);
@@ -742,7 +850,8 @@ unsafe fn end_run(tc: *mut Cache, z: *mut Zone, old: *mut Block, head: *mut Bloc
     }
 }
 
-/// The bin of `cls` is full: its older half goes back to the zones, and `b`
+/// The free half of the bin of `cls` is full: its older half goes back to
+/// the zones, and `b`
 /// goes in.
 ///
 /// Measured and not kept: a stash of 16-block magazines per class behind
@@ -757,25 +866,32 @@ unsafe fn end_run(tc: *mut Cache, z: *mut Zone, old: *mut Block, head: *mut Bloc
 #[inline(never)]
 unsafe fn spill_bin(tc: *mut Cache, cls: usize, b: *mut Block) {
     const HALF: usize = BIN_CAP / 2;
+    // The full free half: its first slot and its blocks.
+    let base = (*tc).free_top[cls] as usize + 1 - BIN_CAP;
+    let n = BIN_CAP - 1;
     // (A copy: the zones' slow paths take the cache as `&mut`.)
     let mut xs = [null_mut(); HALF];
-    xs.copy_from_slice(&(&(*tc).bin)[cls * BIN_CAP..cls * BIN_CAP + HALF]);
+    xs.copy_from_slice(&(&(*tc).bin)[base..base + HALF]);
     give_back_all(tc, &xs);
-    let bin = &mut (&mut (*tc).bin)[cls * BIN_CAP..(cls + 1) * BIN_CAP];
-    bin.copy_within(HALF.., 0);
-    bin[BIN_CAP - HALF] = b;
-    let st = &mut (*tc).bin_state[cls];
-    *st = (*st & !BIN_COUNT) | (BIN_CAP - HALF + 1) as u64;
+    let half = &mut (&mut (*tc).bin)[base..base + n];
+    half.copy_within(HALF.., 0);
+    half[n - HALF] = b;
+    (*tc).free_top[cls] = (base + n - HALF + 1) as u64;
 }
 
 /// Gives every block of `tc`'s bins back to the zones.
 unsafe fn drain_bins(tc: *mut Cache) {
     for cls in 0..NCLASS {
-        let n = ((*tc).bin_state[cls] & BIN_COUNT) as usize;
-        (*tc).bin_state[cls] &= !BIN_COUNT;
-        let mut xs = [null_mut(); BIN_CAP];
-        xs[..n].copy_from_slice(&(&(*tc).bin)[cls * BIN_CAP..cls * BIN_CAP + n]);
-        give_back_all(tc, &xs[..n]);
+        let at = ((*tc).bin_state[cls] & BIN_TOP) as usize;
+        let ft = (*tc).free_top[cls] as usize;
+        let (ab, fb) = (at / BIN_CAP * BIN_CAP, ft / BIN_CAP * BIN_CAP);
+        (*tc).bin_state[cls] = ((*tc).bin_state[cls] & !BIN_TOP) | ab as u64;
+        (*tc).free_top[cls] = fb as u64;
+        for (base, top) in [(ab, at), (fb, ft)] {
+            let mut xs = [null_mut(); BIN_CAP];
+            xs[..top - base].copy_from_slice(&(&(*tc).bin)[base..top]);
+            give_back_all(tc, &xs[..top - base]);
+        }
     }
 }
 
@@ -801,6 +917,14 @@ pub unsafe fn check_block(p: *mut u8, what: &'static str) {
     if !block_ok(zonemap::info(p), p, crate::guard::list_key()) {
         bad_block(p, what);
     }
+}
+
+/// `bad_block` for `free_own` (a tail call: the fast path saves nothing).
+#[cold]
+#[inline(never)]
+fn bad_free(p: *mut u8) -> bool {
+    bad_block(p, "free");
+    true
 }
 
 /// Reports a bad pointer into a zone: freed already, or not a block start.
@@ -1128,7 +1252,7 @@ unsafe fn prof_disarm(tc: *mut Cache, cls: usize) -> (u64, u64) {
     p.armed = false;
     let st = c.bin_state[cls];
     let (bin, zone) = prof_counts(p, st >> 16, c.allocs[cls]);
-    c.bin_state[cls] = (st & BIN_COUNT) | ((p.pops + bin) & (POPS_FIRE - 1)) << 16;
+    c.bin_state[cls] = (st & BIN_TOP) | ((p.pops + bin) & (POPS_FIRE - 1)) << 16;
     c.allocs[cls] = p.allocs.wrapping_add(zone as usize);
     (bin, zone)
 }
@@ -1152,7 +1276,7 @@ unsafe fn prof_arm(tc: *mut Cache, cls: usize, bin: u64, zone: u64) {
     let st = c.bin_state[cls];
     p.pops = st >> 16;
     p.allocs = c.allocs[cls];
-    c.bin_state[cls] = (st & BIN_COUNT) | (POPS_FIRE - 1 - p.bin_fast) << 16;
+    c.bin_state[cls] = (st & BIN_TOP) | (POPS_FIRE - 1 - p.bin_fast) << 16;
     c.allocs[cls] = usize::MAX - z as usize;
     p.armed = true;
 }
@@ -1222,7 +1346,7 @@ unsafe fn prof_tick(n: usize) -> *mut u8 {
             p = prof_sample(cls, n);
         }
     } else if from_bin {
-        (*tc).bin_state[cls] = st & BIN_COUNT;
+        (*tc).bin_state[cls] = st & BIN_TOP;
     }
     let st = (*tc).bin_state[cls];
     if !p.is_null() {
@@ -1231,7 +1355,7 @@ unsafe fn prof_tick(n: usize) -> *mut u8 {
             (*tc).bin_state[cls] = st + 1;
         }
     } else if from_bin {
-        let b = (*tc).bin[cls * BIN_CAP + (st & BIN_COUNT) as usize];
+        let b = (*tc).bin[(st & BIN_TOP) as usize];
         (*b).mark = 0;
         p = b as *mut u8;
     } else {
@@ -1548,14 +1672,13 @@ unsafe fn new_zone(c: &mut Cache, cls: usize) -> *mut Zone {
             cap,
             z as *mut Block,
         ));
-        let (first, magic, area) = (first_offset(z), (*z).div_magic, (*z).area);
         if !zonemap::set(
             z as *const u8,
             c as *mut Cache as usize,
             cls as u32,
-            first,
-            magic,
-            area,
+            first_offset(z),
+            bs,
+            cap,
         ) {
             // SAFETY: ch came from this heap just above and is in use.
             h.free(ch);
@@ -1817,6 +1940,7 @@ unsafe fn init_fields(c: *mut Cache, sparse: bool) {
         sparse: _,
         current,
         bin_state,
+        free_top,
         bin: _,
         avail,
         full,
@@ -1837,6 +1961,7 @@ unsafe fn init_fields(c: *mut Cache, sparse: bool) {
     addr_of_mut!((*c).sparse).write(sparse);
     addr_of_mut!((*c).current).write(current);
     addr_of_mut!((*c).bin_state).write(bin_state);
+    addr_of_mut!((*c).free_top).write(free_top);
     addr_of_mut!((*c).avail).write(avail);
     addr_of_mut!((*c).full).write(full);
     addr_of_mut!((*c).spare).write(spare);
@@ -2017,7 +2142,7 @@ pub unsafe fn zone_ok(z: *const Zone) -> bool {
         && carved <= cap
         && zonemap::is_zone(z as *const u8)
         && zonemap::info(z as *const u8).fixed()
-            == (cls as u32, first_offset(z), (*z).div_magic, (*z).area)
+            == (cls as u32, first_offset(z), zonemap::geometry(bs, cap))
 }
 
 /// The zones of heap `h`: (zone count, bytes of zone chunks, bytes of
@@ -2081,7 +2206,7 @@ mod tests {
                 let c = &mut *tc;
                 let left = 1 + next() % if round % 3 == 0 { 5 } else { 3000 };
                 c.prof[cls].left = left;
-                c.bin_state[cls] = (c.bin_state[cls] & !BIN_COUNT) | 20;
+                c.bin_state[cls] = (c.bin_state[cls] & !BIN_TOP) | (cls * BIN_ROW + 20) as u64;
                 prof_arm(tc, cls, last_bin, last_zone);
                 let zone_share = next() % 4; // how often the zone path serves
                 let (mut bin, mut zone) = (0u64, 0u64);
@@ -2116,7 +2241,7 @@ mod tests {
                 true_pops += bin;
                 true_allocs += zone as usize;
                 assert_eq!(c.bin_state[cls] >> 16, true_pops);
-                assert_eq!(c.bin_state[cls] & BIN_COUNT, 20);
+                assert_eq!(c.bin_state[cls] & BIN_TOP, (cls * BIN_ROW + 20) as u64);
                 assert_eq!(c.allocs[cls], true_allocs);
                 assert_eq!(served(tc, cls), true_pops as usize + true_allocs);
                 (last_bin, last_zone) = (b, z);
