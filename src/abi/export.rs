@@ -203,27 +203,29 @@ pub unsafe fn dealloc(p: *mut u8) {
     if info.is_null() {
         return dealloc_chunk(p, 0);
     }
-    // A block of this thread's zones first: the owner compare tells it
-    // from every other pointer (`zonemap::entry`).
+    // A heap chunk goes on to `dealloc_chunk` (a tail call) at the map
+    // byte's test; a block of this thread's zones then at the owner's
+    // compare. (The owner's compare first made the small pair 70
+    // instructions against 73, and the medium pair of 20000 B 129 against
+    // 123, callgrind: the medium path is the one behind the peers.)
+    let bits = (*info).bits();
+    if bits & zonemap::ZONE_BIT == 0 {
+        return dealloc_chunk(p, bits);
+    }
     if cache::free_own(info, p) {
         return;
     }
-    dealloc_other(p, info)
+    dealloc_other_zone(p, info)
 }
 
-/// free of a pointer that is not in a zone of this thread's (out of line,
-/// so that `dealloc`'s fast path saves no register).
+/// free of a block of another thread's zone (out of line, so that
+/// `dealloc`'s fast path saves no register).
 ///
 /// # Safety
-/// As [`dealloc`]; `info` is the zone-map entry of `p`'s granule.
+/// As [`dealloc`]; `info` is the zone-map entry of `p`'s granule, a zone's.
 #[inline(never)]
-unsafe fn dealloc_other(p: *mut u8, info: *const zonemap::ZoneInfo) {
-    let bits = (*info).bits();
-    if bits & zonemap::ZONE_BIT != 0 {
-        cache::free(info, p);
-        return;
-    }
-    dealloc_chunk(p, bits)
+unsafe fn dealloc_other_zone(p: *mut u8, info: *const zonemap::ZoneInfo) {
+    cache::free(info, p)
 }
 
 /// free of a block the caller says has `size` bytes (Rust's `dealloc`):
