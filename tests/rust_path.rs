@@ -5,7 +5,10 @@
 //! - `small_pair_instructions`: under callgrind, an `alloc` + `dealloc` pair
 //!   of 24 bytes through `std::alloc` costs at most `PAIR_MAX` instructions;
 //! - `dealloc_twice_is_reported`: a block freed twice through Rust's
-//!   `dealloc` is still reported as a double free.
+//!   `dealloc` is still reported as a double free;
+//! - `big_heap_asks_for_huge_pages`: a heap of 48 MiB of small blocks lies
+//!   in regions that ask for transparent huge pages (without `override`,
+//!   where the regions are the whole heap).
 
 use std::alloc::{alloc, dealloc, Layout};
 use std::hint::black_box;
@@ -124,4 +127,46 @@ fn dealloc_twice_is_reported() {
         out.status
     );
     assert!(stderr.contains("memalloc: double free"), "stderr {stderr}");
+}
+
+/// The `VmFlags` of the mapping holding address `a` (/proc/self/smaps).
+fn vm_flags(a: usize) -> String {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut inside = false;
+    for line in smaps.lines() {
+        let range = line.split(' ').next().unwrap_or("");
+        if let Some((lo, hi)) = range.split_once('-') {
+            if let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+            {
+                inside = lo <= a && a < hi;
+                continue;
+            }
+        }
+        if inside {
+            if let Some(f) = line.strip_prefix("VmFlags:") {
+                return f.trim().to_string();
+            }
+        }
+    }
+    panic!("no mapping holds {a:#x}");
+}
+
+#[test]
+fn big_heap_asks_for_huge_pages() {
+    let blocks: Vec<Box<[u8; 256]>> = (0..196_608).map(|i| Box::new([i as u8; 256])).collect();
+    let last = &*blocks[blocks.len() - 1] as *const [u8; 256] as usize;
+    let flags = vm_flags(last);
+    let thp = std::path::Path::new("/sys/kernel/mm/transparent_hugepage").exists();
+    println!("VmFlags of the heap's last region: {flags}");
+    let asked = flags.split_whitespace().any(|f| f == "hg");
+    if cfg!(feature = "override") {
+        // The heap is on the program break: no huge pages asked for.
+        assert!(!asked, "{flags}");
+    } else if thp {
+        assert!(
+            asked,
+            "the heap's region does not ask for huge pages: {flags}"
+        );
+    }
+    assert!(blocks.iter().enumerate().all(|(i, b)| b[255] == i as u8));
 }
