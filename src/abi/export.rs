@@ -230,16 +230,24 @@ unsafe fn dealloc_other_zone(p: *mut u8, info: *const zonemap::ZoneInfo) {
 
 /// free of a block the caller says has `size` bytes (Rust's `dealloc`):
 /// above the small classes it cannot be a zone block, so the zone test is
-/// skipped. The zone map is still read, to validate the pointer.
+/// skipped. The zone map is still read, to validate the pointer. A zone
+/// block is one Rust's contract vouches for: `cache::free_vouched` checks
+/// its double-free mark, not that it starts a block.
 ///
 /// # Safety
-/// As [`dealloc`]; `size` is the size the block was requested with.
+/// As [`dealloc`], and `p` is a pointer this allocator returned;
+/// `size` is the size the block was requested with.
 #[inline(always)]
 pub unsafe fn dealloc_sized(p: *mut u8, size: usize) {
     if size > SMALL_MAX {
         return dealloc_chunk(p, zonemap::bits(p));
     }
-    dealloc(p)
+    let (bits, info) = zonemap::lookup(p);
+    if bits & zonemap::ZONE_BIT != 0 {
+        cache::free_vouched(info, p);
+        return;
+    }
+    dealloc_chunk(p, bits)
 }
 
 /// free of a pointer that is not in a zone: a heap chunk or a large block.

@@ -720,13 +720,42 @@ pub unsafe fn free_own(info: *const zonemap::ZoneInfo, p: *mut u8) -> bool {
 #[inline(always)]
 pub unsafe fn free(info: *const zonemap::ZoneInfo, p: *mut u8) {
     let key = crate::guard::list_key();
-    let tc = tls::get();
+    if !block_ok(&*info, p, key) {
+        return bad_block(p, "free");
+    }
+    (*(p as *mut Block)).mark = key;
+    free_to_bin(info, p)
+}
+
+/// [`free`] for a caller whose contract makes `p` the start of a block of
+/// ours (Rust's `GlobalAlloc::dealloc`: safe code cannot forge a pointer):
+/// the double-free mark is checked and set (a block freed twice, or
+/// reallocated after its free, is still reported), the block-start check is
+/// not made. Eight instructions fewer than `free` (bench/rust `json`).
+///
+/// # Safety
+/// `p` is the start of a block of the zone whose zone-map info is `info`.
+#[inline(always)]
+pub unsafe fn free_vouched(info: *const zonemap::ZoneInfo, p: *mut u8) {
+    let key = crate::guard::list_key();
     let b = p as *mut Block;
-    let e = &*info;
-    if !block_ok(e, p, key) {
+    if crate::guard::CHECKS && (*b).mark == key {
         return bad_block(p, "free");
     }
     (*b).mark = key;
+    free_to_bin(info, p)
+}
+
+/// The end of [`free`]: block `p`, checked and marked free, into this
+/// thread's bin for its class (or to its owner).
+///
+/// # Safety
+/// `p` is a block of the zone whose zone-map info is `info`, marked free.
+#[inline(always)]
+unsafe fn free_to_bin(info: *const zonemap::ZoneInfo, p: *mut u8) {
+    let tc = tls::get();
+    let b = p as *mut Block;
+    let e = &*info;
     if e.owner.load(Ordering::Relaxed) == tc as usize {
         // (A zone's class is below NCLASS, fixed while the zone lives.)
         let cls = e.class();

@@ -252,6 +252,18 @@ pub unsafe fn no_huge_pages(p: *mut u8, len: usize) {
     libc::madvise(p as *mut libc::c_void, len, libc::MADV_NOHUGEPAGE);
 }
 
+/// Asks the kernel to back `[p, p + len)` with transparent huge pages where
+/// it can (`madvise(MADV_HUGEPAGE)`: the system setting `madvise` gives them
+/// only to ranges that ask). Advisory: failure is ignored.
+///
+/// # Safety
+/// The range is a mapping this allocator owns.
+pub unsafe fn huge_pages(p: *mut u8, len: usize) {
+    let _e = ErrnoGuard::new();
+    count();
+    libc::madvise(p as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
+}
+
 /// Writes all of `buf` to `fd`, retrying on short writes and EINTR.
 pub fn write_all(fd: i32, mut buf: &[u8]) {
     let _e = ErrnoGuard::new();
