@@ -876,31 +876,13 @@ unsafe fn flush_over_cap(tc: *mut MCache, k: usize) {
     }
 }
 
-/// Classes below this one have shared lists; chunks of the others (above
-/// 256 KiB) that leave a thread's cache go back to the heap. A shared list
-/// of such chunks mostly held memory: `bench/large` (blocks of 256 KiB-32
-/// MiB, every page written) peaked at 222 MiB with them and 200 without
-/// (188 before the classes went past 256 KiB), while `mlarge-16` ran as
-/// fast either way.
-const SHARED_NMC: usize = 24;
-const _: () = assert!(class_size(SHARED_NMC - 1) == 256 << 10);
-
-/// Moves the first `n` chunks of `t`'s class `j` to the class's shared list
-/// (to the heap, for a class without one).
+/// Moves the first `n` chunks of `t`'s class `j` to the class's shared list.
 ///
 /// # Safety
 /// `t` is this thread's live cache; its lists hold cached chunks.
 unsafe fn to_central(t: &mut MCache, j: usize, n: u32) {
     let first = t.head[j];
     if n == 0 || first.is_null() {
-        return;
-    }
-    if j >= SHARED_NMC {
-        let mut err = None;
-        HEAP.with(|h| err = release(h, t, j, n));
-        if let Some((e, c)) = err {
-            crate::report::fatal(e, to_user(c));
-        }
         return;
     }
     let (mut last, mut m, mut bytes) = (first, 1u32, size(first));
