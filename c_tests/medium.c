@@ -1,5 +1,5 @@
 /*
- * medium.c - medium blocks (4 KiB-1 MiB) and the per-thread medium caches
+ * medium.c - medium blocks (4-256 KiB) and the per-thread medium caches
  * (src/mcache.rs), on the real library.
  *
  *   1. 32 threads allocate medium blocks with a cookie, hand half of them
@@ -12,7 +12,7 @@
  *      MEMALLOC_STATS=1; the summary's "one thread's most" is at most the cap.
  *   5. Requests the dynamic mmap threshold leaves below it, though their
  *      class rounds past it (200000 B after a freed mapping of 200000 B
- *      set the threshold to its size), and requests of 256 KiB-1 MiB: the
+ *      set the threshold to its size), and of 250000 B likewise: the
  *      test runs itself with MEMALLOC_STATS=1, and of 2 x 2000 malloc+free
  *      pairs the caches serve all but the first few (the summary's
  *      "medium (cached)").
@@ -151,10 +151,10 @@ static void cap_respected(const char *self)
 
 /* The child of classes_cached: after a mapping of 200000 B is freed (the
  * dynamic threshold rises to its size), 2000 pairs of 200000 B, then 2000
- * of 700000 B (after one of that size is freed too). */
+ * of 250000 B (after one of that size is freed too). */
 static void pairs(void)
 {
-    static const size_t sizes[2] = {200000, 700000};
+    static const size_t sizes[2] = {200000, 250000};
     for (int s = 0; s < 2; s++) {
         void *m = malloc(sizes[s]);
         if (m == NULL)
@@ -180,7 +180,7 @@ static void classes_cached(const char *self)
     CHECKF(m != NULL, "no medium (cached) line in: %s", buf);
     unsigned long cached = 0;
     CHECK(m && sscanf(m, "medium (cached) %lu", &cached) == 1);
-    CHECKF(cached >= 3990, "of 4000 pairs of 200000 and 700000 B, %lu served by the caches", cached);
+    CHECKF(cached >= 3990, "of 4000 pairs of 200000 and 250000 B, %lu served by the caches", cached);
 }
 
 int main(int argc, char **argv)

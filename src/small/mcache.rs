@@ -110,11 +110,11 @@ use core::ptr::{addr_of, null_mut};
 use core::sync::atomic::{compiler_fence, fence, AtomicU32, AtomicUsize, Ordering};
 
 /// Largest request served from the caches.
-pub const MC_MAX: usize = 1 << 20;
+pub const MC_MAX: usize = 256 << 10;
 /// Smallest request served from the caches, minus one (the small classes).
 pub const MC_MIN: usize = crate::cache::SMALL_MAX;
-/// Number of medium classes: 4 per power of two from 4 KiB to 1 MiB.
-pub const NMC: usize = 32;
+/// Number of medium classes: 4 per power of two from 4 KiB to 256 KiB.
+pub const NMC: usize = 24;
 /// Default cap of one thread's cache, in chunk bytes.
 pub const CAP_DEFAULT: usize = crate::config::MEDIUM_CACHE_DEFAULT;
 /// A refill takes up to this many bytes of one class (at least one chunk).
