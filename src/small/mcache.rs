@@ -406,17 +406,27 @@ pub fn pop(
         if crate::gate::any(crate::gate::PERTURB | crate::gate::PROF | crate::gate::RECLAIM) {
             return pop_moded(tc, k, n, counted, miss);
         }
-        // (A reclaim that cleared the bit is seen whole: its release fence.)
-        fence(Ordering::Acquire);
-        let c = *(*tc).head.get_unchecked(k);
+        let c = take_head(tc, k);
         if c.is_null() {
-            leave(tc);
             return miss(n);
         }
-        let c = take(tc, k, c);
-        leave(tc);
         to_user(c)
     }
+}
+
+/// In a fast section of `tc` whose signal was found clear: takes the head
+/// of list `k` (null if it is empty) and leaves the section.
+///
+/// # Safety
+/// `tc` is this thread's cache, in a fast section with its signal clear.
+#[inline(always)]
+unsafe fn take_head(tc: *mut MCache, k: usize) -> *mut Chunk {
+    // (A reclaim that cleared the bit is seen whole: its release fence.)
+    fence(Ordering::Acquire);
+    let c = *(*tc).head.get_unchecked(k);
+    let c = if c.is_null() { c } else { take(tc, k, c) };
+    leave(tc);
+    c
 }
 
 /// `pop` while a mode is on or a reclaim under way (out of line: the fast
@@ -436,14 +446,10 @@ unsafe fn pop_moded(
         leave(tc);
         return miss(n);
     }
-    fence(Ordering::Acquire);
-    let c = *(*tc).head.get_unchecked(k);
+    let c = take_head(tc, k);
     if c.is_null() {
-        leave(tc);
         return miss(n);
     }
-    let c = take(tc, k, c);
-    leave(tc);
     counted(to_user(c), n)
 }
 
