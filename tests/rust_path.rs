@@ -13,6 +13,7 @@
 use std::alloc::{alloc, dealloc, Layout};
 use std::hint::black_box;
 use std::process::Command;
+mod common;
 
 #[global_allocator]
 static GLOBAL: memalloc::MemAlloc = memalloc::MemAlloc;
@@ -107,26 +108,12 @@ fn dealloc_twice_child() {
 
 #[test]
 fn dealloc_twice_is_reported() {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "dealloc_twice_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("MEMALLOC_TEST_DEALLOC_TWICE", "1")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(!stdout.contains("misuse not caught"), "{stdout}");
-    assert_eq!(
-        std::os::unix::process::ExitStatusExt::signal(&out.status),
-        Some(libc::SIGABRT),
-        "{:?}",
-        out.status
+    common::expect_abort(
+        "dealloc_twice_child",
+        "MEMALLOC_TEST_DEALLOC_TWICE",
+        "1",
+        "memalloc: double free",
     );
-    assert!(stderr.contains("memalloc: double free"), "stderr {stderr}");
 }
 
 /// The `VmFlags` of the mapping holding address `a` (/proc/self/smaps).

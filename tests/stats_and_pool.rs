@@ -5,7 +5,7 @@
 //! allocations move the figures.
 
 use std::alloc::{alloc, dealloc, realloc, Layout};
-use std::process::Command;
+mod common;
 
 #[global_allocator]
 static GLOBAL: memalloc::MemAlloc = memalloc::MemAlloc;
@@ -155,29 +155,12 @@ fn pool_misuse_is_reported() {
             "memalloc: double free (block is already free) at 0x",
         ),
     ] {
-        let out = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "pool_misuse_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("MEMALLOC_TEST_POOL_MISUSE", what)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            !out.status.success(),
-            "{what}: the child exited normally: {stdout}"
+        common::expect_abort(
+            "pool_misuse_child",
+            "MEMALLOC_TEST_POOL_MISUSE",
+            what,
+            message,
         );
-        assert!(
-            std::os::unix::process::ExitStatusExt::signal(&out.status) == Some(libc::SIGABRT),
-            "{what}: {:?}",
-            out.status
-        );
-        assert!(stderr.contains(message), "{what}: stderr {stderr}");
-        assert!(!stdout.contains("misuse not caught"));
     }
 }
 
@@ -268,27 +251,10 @@ fn small_realloc_misuse_child() {
 #[test]
 fn small_realloc_of_a_freed_block_is_reported() {
     let _turn = serial();
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "small_realloc_misuse_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("MEMALLOC_TEST_REALLOC_FREED", "1")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(!stdout.contains("misuse not caught"), "{stdout}");
-    assert_eq!(
-        std::os::unix::process::ExitStatusExt::signal(&out.status),
-        Some(libc::SIGABRT),
-        "{:?}",
-        out.status
-    );
-    assert!(
-        stderr.contains("memalloc: realloc of a freed block"),
-        "stderr {stderr}"
+    common::expect_abort(
+        "small_realloc_misuse_child",
+        "MEMALLOC_TEST_REALLOC_FREED",
+        "1",
+        "memalloc: realloc of a freed block",
     );
 }

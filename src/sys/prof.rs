@@ -167,19 +167,24 @@ struct Tables {
     dropped: u64,
 }
 
-static mut TABLES: Tables = Tables {
-    stacks: null_mut(),
-    nstacks: 0,
-    index: null_mut(),
-    samples: null_mut(),
-    nsamples: 0,
-    live_total: 0,
-    peak_total: 0,
-    peak_epoch: 0,
-    alloc_total: 0,
-    sample_count: 0,
-    dropped: 0,
-};
+impl Tables {
+    /// No table mapped, nothing counted.
+    const EMPTY: Tables = Tables {
+        stacks: null_mut(),
+        nstacks: 0,
+        index: null_mut(),
+        samples: null_mut(),
+        nsamples: 0,
+        live_total: 0,
+        peak_total: 0,
+        peak_epoch: 0,
+        alloc_total: 0,
+        sample_count: 0,
+        dropped: 0,
+    };
+}
+
+static mut TABLES: Tables = Tables::EMPTY;
 
 // ---- per-thread state --------------------------------------------------------
 
@@ -1873,16 +1878,9 @@ mod tests {
         assert!(!stacks.is_null() && !index.is_null() && !samples.is_null());
         let mut t = Tables {
             stacks: stacks as *mut Stack,
-            nstacks: 0,
             index: index as *mut u32,
             samples: samples as *mut Sample,
-            nsamples: 0,
-            live_total: 0,
-            peak_total: 0,
-            peak_epoch: 0,
-            alloc_total: 0,
-            sample_count: 0,
-            dropped: 0,
+            ..Tables::EMPTY
         };
         const NS: usize = 300;
         let (mut live, mut peak) = ([0u64; NS], [0u64; NS]);
