@@ -110,11 +110,14 @@ use core::ptr::{addr_of, null_mut};
 use core::sync::atomic::{compiler_fence, fence, AtomicU32, AtomicUsize, Ordering};
 
 /// Largest request served from the caches.
-pub const MC_MAX: usize = 256 << 10;
+pub const MC_MAX: usize = 1 << 20;
 /// Smallest request served from the caches, minus one (the small classes).
 pub const MC_MIN: usize = crate::cache::SMALL_MAX;
-/// Number of medium classes: 4 per power of two from 4 KiB to 256 KiB.
-pub const NMC: usize = 24;
+/// Number of medium classes: 4 per power of two from 4 KiB to 1 MiB.
+pub const NMC: usize = 32;
+/// The first of the *big* classes (above 256 KiB): a thread's lists of
+/// them hold at most `big_cap` bytes together (see `free_big`).
+pub const BIG_FIRST: usize = 24;
 /// Default cap of one thread's cache, in chunk bytes.
 pub const CAP_DEFAULT: usize = crate::config::MEDIUM_CACHE_DEFAULT;
 /// A refill takes up to this many bytes of one class (at least one chunk).
@@ -197,6 +200,7 @@ static CLASS_OF_CHUNK_KIB: [u8; (MC_MAX >> 10) + 1] = {
 
 const _: () = assert!(class_size(0) == 5120 && class_size(3) == 8192);
 const _: () = assert!(class_size(NMC - 1) == MC_MAX && class_size(4) == 10240);
+const _: () = assert!(class_size(BIG_FIRST - 1) == 256 << 10 && BIG_FIRST < NMC);
 const _: () = assert!(request_to_size(class_size(0)).unwrap() == class_chunk(0));
 
 /// The key of the marks (see `mark`); a live cache keeps a copy (`mkey`).
@@ -342,6 +346,15 @@ static CENTRAL_BYTES: AtomicUsize = AtomicUsize::new(0);
 /// The shared lists hold at most about this much; past it, a class's
 /// list goes back to the heap.
 const CENTRAL_CAP: usize = 16 << 20;
+
+/// What the shared lists may hold while `THREADS` threads have a cache:
+/// `CAP_MIN` per thread, at most `CENTRAL_CAP`. (A lone thread's flushes
+/// filled them to 16 MiB, which no other thread would take and nothing
+/// gave back before `malloc_trim`: with classes to 1 MiB, c_tests/stress.c's
+/// main thread left 6-9 MiB there after freeing everything.)
+fn central_cap() -> usize {
+    CENTRAL_CAP.min(THREADS.load(Ordering::Relaxed).max(1) * CAP_MIN)
+}
 
 /// Caches live now.
 static THREADS: AtomicUsize = AtomicUsize::new(0);
@@ -564,6 +577,9 @@ pub unsafe fn free(c: *mut Chunk) -> bool {
     if (*tc).state != LIVE {
         return free_slow(c);
     }
+    if s >= class_chunk(BIG_FIRST) {
+        return free_big(tc, c, s);
+    }
     let mk = check_free(tc, c);
     let ps = crate::heap::purge_state();
     if ps != crate::heap::PURGE_IDLE {
@@ -615,6 +631,66 @@ unsafe fn free_locked(tc: *mut MCache, c: *mut Chunk, s: usize, mk: usize) -> bo
     true
 }
 
+/// The share of a thread's cap its big classes may hold together: a
+/// quarter, but room for one chunk of the biggest class (within the cap).
+/// (Half the cap: the same rate on `mlarge-16`, and c_tests/stress.c's
+/// peak RSS 211-224 MiB against 189-202.)
+#[inline]
+fn big_cap(t: &MCache) -> usize {
+    (t.cap / 4).max(class_chunk(NMC - 1)).min(t.cap)
+}
+
+/// The bytes `t`'s big classes hold, at least (each chunk counted at its
+/// class's chunk size; a listed chunk is less than the next class's).
+fn big_held(t: &MCache) -> usize {
+    (BIG_FIRST..NMC)
+        .map(|j| t.count[j] as usize * class_chunk(j))
+        .sum()
+}
+
+/// `free` of a chunk of a big class (`s` bytes): into this thread's list
+/// while its big classes hold at most `big_cap`, else to the class's shared
+/// list (for any thread's next refill), under the cache's lock.
+///
+/// Why a share: a big chunk a thread frees and keeps is up to 1 MiB of
+/// pages the program wrote, which nobody can use or purge while it sits in
+/// the cache; with the whole cap for them, 32 threads of
+/// `c_tests/stress.c` cached 4 MiB each, its peak RSS rose from 166-178 to
+/// 222-260 MiB, and 2000 frees did not purge it all back (see
+/// docs/medium.md).
+///
+/// # Safety
+/// As [`free`]; `tc` is this thread's live cache.
+#[cold]
+#[inline(never)]
+unsafe fn free_big(tc: *mut MCache, c: *mut Chunk, s: usize) -> bool {
+    let mk = check_free(tc, c);
+    let ps = crate::heap::purge_state();
+    if ps != crate::heap::PURGE_IDLE {
+        purge_tick(tc, ps);
+    }
+    lock_own(tc);
+    let t = &mut *tc;
+    let k = push(tc, c, s, mk);
+    t.bytes += s;
+    if t.bytes > t.cap {
+        // (and MEMALLOC_MEDIUM_CACHE=0: to the heap)
+        flush_over_cap(tc, k);
+    } else if big_held(t) > big_cap(t) {
+        // c (the head of list k) leaves for the shared list.
+        to_central(t, k, 1);
+        FLUSHES.fetch_add(1, Ordering::Relaxed);
+        let cc = central_cap();
+        if CENTRAL_BYTES.load(Ordering::Relaxed) > cc {
+            drain_central(cc / 2);
+        }
+    } else if t.bytes > t.peak {
+        t.peak = t.bytes;
+    }
+    unlock_own(tc);
+    true
+}
+
 /// `free`'s common case only: false, having done nothing, unless `c` fits
 /// a class and this thread's cache is live and stays under its cap (the
 /// caller then leaves the section and runs `free`); true once `c` is
@@ -629,7 +705,8 @@ unsafe fn free_locked(tc: *mut MCache, c: *mut Chunk, s: usize, mk: usize) -> bo
 #[inline(always)]
 pub unsafe fn free_fast(tc: *mut MCache, c: *mut Chunk) -> bool {
     let s = size(c);
-    if !(class_chunk(0)..=class_chunk(NMC - 1)).contains(&s) {
+    // (The big classes take `free`, which bounds their share.)
+    if !(class_chunk(0)..class_chunk(BIG_FIRST)).contains(&s) {
         return false;
     }
     // (The static caches, EMPTY and DEAD, have a cap of 0: this test
@@ -877,8 +954,9 @@ unsafe fn flush_over_cap(tc: *mut MCache, k: usize) {
     t.low = t.count;
     FLUSHES.fetch_add(1, Ordering::Relaxed);
     publish(t);
-    if CENTRAL_BYTES.load(Ordering::Relaxed) > CENTRAL_CAP {
-        drain_central(CENTRAL_CAP / 2);
+    let cc = central_cap();
+    if CENTRAL_BYTES.load(Ordering::Relaxed) > cc {
+        drain_central(cc / 2);
     }
 }
 
