@@ -18,6 +18,14 @@
 //! thread's frees go to its own cache whoever allocated the block, as in
 //! tcmalloc: cross-thread frees need no remote list.
 //!
+//! **Big classes** (above 256 KiB, `BIG_FIRST..NMC`): a thread's lists of
+//! them hold at most `big_cap` bytes together (a quarter of its cap, and
+//! room for one 1 MiB chunk); a big chunk freed past that goes to its
+//! class's shared list (`free_big`, under the cache's lock: `free_fast`
+//! leaves big chunks to `free`). A big chunk in a thread's list is up to
+//! 1 MiB of pages the program may have written, which no other thread
+//! uses and nothing purges until the thread exits or goes idle.
+//!
 //! Why not per-thread TLSF arenas: an arena per thread needs a remote-free
 //! list and a way to give an exited thread's arena back, doubles the
 //! regions to trim, and does not make a refill cheaper than one lock round
@@ -40,7 +48,8 @@
 //! Invariants, per thread cache: every listed chunk is an in-use heap chunk
 //! (not mmapped) of at least its class's chunk size and less than the next
 //! class's; `bytes == sum of size(c)` over the lists; `count[k]` is the
-//! length of list k; after every free, `bytes <= cap`.
+//! length of list k; after every free, `bytes <= cap`; a freed big chunk
+//! stays in the thread's list only if then `big_held <= big_cap`.
 //!
 //! Cost: a pop or a push is a TLS load, the class computation (a `lzcnt`
 //! and shifts) and three or four stores; the mark and header tests of free;
@@ -347,12 +356,14 @@ static CENTRAL_BYTES: AtomicUsize = AtomicUsize::new(0);
 /// list goes back to the heap.
 const CENTRAL_CAP: usize = 16 << 20;
 
-/// What the shared lists may hold while `THREADS` threads have a cache:
-/// `CAP_MIN` per thread, at most `CENTRAL_CAP`. (A lone thread's flushes
-/// filled them to 16 MiB, which no other thread would take and nothing
-/// gave back before `malloc_trim`: with classes to 1 MiB, c_tests/stress.c's
-/// main thread left 6-9 MiB there after freeing everything.)
-fn central_cap() -> usize {
+/// What the shared lists may hold after a big chunk went there: `CAP_MIN`
+/// per thread with a cache, at most `CENTRAL_CAP`. (A drain gives back the
+/// biggest classes first. A lone thread's big frees filled them to 16 MiB,
+/// which no other thread would take and nothing gave back before
+/// `malloc_trim`. Not for all classes: a lone thread's medium churn, 256
+/// blocks of 4-64 KiB, went through the heap then, at 16 MiB of RSS
+/// against 4.)
+fn big_central_cap() -> usize {
     CENTRAL_CAP.min(THREADS.load(Ordering::Relaxed).max(1) * CAP_MIN)
 }
 
@@ -673,17 +684,18 @@ unsafe fn free_big(tc: *mut MCache, c: *mut Chunk, s: usize) -> bool {
     let t = &mut *tc;
     let k = push(tc, c, s, mk);
     t.bytes += s;
-    if t.bytes > t.cap {
-        // (and MEMALLOC_MEDIUM_CACHE=0: to the heap)
-        flush_over_cap(tc, k);
-    } else if big_held(t) > big_cap(t) {
+    if t.cap != 0 && big_held(t) > big_cap(t) {
         // c (the head of list k) leaves for the shared list.
         to_central(t, k, 1);
         FLUSHES.fetch_add(1, Ordering::Relaxed);
-        let cc = central_cap();
+        let cc = big_central_cap();
         if CENTRAL_BYTES.load(Ordering::Relaxed) > cc {
             drain_central(cc / 2);
         }
+    }
+    if t.bytes > t.cap {
+        // (MEMALLOC_MEDIUM_CACHE=0 too: to the heap)
+        flush_over_cap(tc, k);
     } else if t.bytes > t.peak {
         t.peak = t.bytes;
     }
@@ -954,9 +966,8 @@ unsafe fn flush_over_cap(tc: *mut MCache, k: usize) {
     t.low = t.count;
     FLUSHES.fetch_add(1, Ordering::Relaxed);
     publish(t);
-    let cc = central_cap();
-    if CENTRAL_BYTES.load(Ordering::Relaxed) > cc {
-        drain_central(cc / 2);
+    if CENTRAL_BYTES.load(Ordering::Relaxed) > CENTRAL_CAP {
+        drain_central(CENTRAL_CAP / 2);
     }
 }
 
