@@ -1,5 +1,5 @@
 /*
- * medium.c - medium blocks (4-256 KiB) and the per-thread medium caches
+ * medium.c - medium blocks (4 KiB-1 MiB) and the per-thread medium caches
  * (src/mcache.rs), on the real library.
  *
  *   1. 32 threads allocate medium blocks with a cookie, hand half of them
@@ -12,10 +12,14 @@
  *      MEMALLOC_STATS=1; the summary's "one thread's most" is at most the cap.
  *   5. Requests the dynamic mmap threshold leaves below it, though their
  *      class rounds past it (200000 B after a freed mapping of 200000 B
- *      set the threshold to its size), and of 250000 B likewise: the
- *      test runs itself with MEMALLOC_STATS=1, and of 2 x 2000 malloc+free
- *      pairs the caches serve all but the first few (the summary's
- *      "medium (cached)").
+ *      set the threshold to its size), and of 700000 B likewise (a big
+ *      class, above 256 KiB): the test runs itself with MEMALLOC_STATS=1,
+ *      and of 2 x 2000 malloc+free pairs the caches serve all but the
+ *      first few (the summary's "medium (cached)").
+ *   6. The big classes' share of a thread's cache: a thread frees four
+ *      blocks of 600000 B (2.5 MiB, under the 4 MiB cap); it keeps one,
+ *      the others go to the shared lists: "one thread's most" is at most
+ *      1 MiB (the biggest class's chunk).
  * (A double free of a cached medium block is c_tests/misuse.c's
  * double-free-medium and double-free-medium-cached-other-thread.)
  */
@@ -151,10 +155,10 @@ static void cap_respected(const char *self)
 
 /* The child of classes_cached: after a mapping of 200000 B is freed (the
  * dynamic threshold rises to its size), 2000 pairs of 200000 B, then 2000
- * of 250000 B (after one of that size is freed too). */
+ * of 700000 B (after one of that size is freed too). */
 static void pairs(void)
 {
-    static const size_t sizes[2] = {200000, 250000};
+    static const size_t sizes[2] = {200000, 700000};
     for (int s = 0; s < 2; s++) {
         void *m = malloc(sizes[s]);
         if (m == NULL)
@@ -180,13 +184,56 @@ static void classes_cached(const char *self)
     CHECKF(m != NULL, "no medium (cached) line in: %s", buf);
     unsigned long cached = 0;
     CHECK(m && sscanf(m, "medium (cached) %lu", &cached) == 1);
-    CHECKF(cached >= 3990, "of 4000 pairs of 200000 and 250000 B, %lu served by the caches", cached);
+    CHECKF(cached >= 3990, "of 4000 pairs of 200000 and 700000 B, %lu served by the caches", cached);
+}
+
+/* The child of big_share: four blocks of 600000 B freed (into the caches:
+ * the threshold rose past them with a freed mapping), then a request of
+ * another class, whose refill records what the cache holds. */
+static void big(void)
+{
+    void *m = malloc(600000);
+    if (m == NULL)
+        abort();
+    free(m);
+    void *p[4];
+    for (int i = 0; i < 4; i++) {
+        p[i] = malloc(600000);
+        if (p[i] == NULL)
+            abort();
+        memset(p[i], i, 600000);
+    }
+    for (int i = 0; i < 4; i++)
+        free(p[i]);
+    unsigned char *volatile q = malloc(300000);
+    if (q == NULL)
+        abort();
+    q[0] = 1;
+    free(q);
+}
+
+/* 6: the big classes' share of the cache. */
+static void big_share(const char *self)
+{
+    static char buf[1 << 16];
+    run_child(self, "big", NULL, buf, sizeof buf);
+    const char *m = strstr(buf, "one thread's most ");
+    CHECKF(m != NULL, "no medium cache line in: %s", buf);
+    unsigned long most = 0, cap = 0;
+    CHECK(m && sscanf(m, "one thread's most %lu (cap %lu)", &most, &cap) == 2);
+    CHECKF(cap == 4 * 1024 * 1024, "cap %lu", cap);
+    CHECKF(most > 0 && most <= 1024 * 1024 + 16,
+           "a thread that freed four blocks of 600000 B held %lu bytes of them", most);
 }
 
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "pairs") == 0) {
         pairs();
+        return 0;
+    }
+    if (argc > 1 && strcmp(argv[1], "big") == 0) {
+        big();
         return 0;
     }
     if (argc > 1 && strcmp(argv[1], "cap") == 0) {
@@ -243,6 +290,8 @@ int main(int argc, char **argv)
     cap_respected(argv[0]);
     /* 5 */
     classes_cached(argv[0]);
+    /* 6 */
+    big_share(argv[0]);
     check_done("medium");
     return 0;
 }

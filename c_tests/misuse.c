@@ -112,6 +112,56 @@ static void double_free_medium_cached(void)
     free(opaque_ptr(p));
 }
 
+/* Blocks of a big medium class (above 256 KiB, src/mcache.rs): a freed
+ * mapping of BIG bytes raises the dynamic mmap threshold past them (as
+ * glibc's), so that the next ones come from the heap and, freed, wait in
+ * the medium caches. */
+#define BIG 700000
+static unsigned char *big_block(void)
+{
+    free(opaque_ptr(malloc(opaque(BIG))));
+    unsigned char *p = opaque_ptr(malloc(BIG));
+    if (p == NULL) {
+        fprintf(stderr, "misuse: setup malloc failed\n");
+        exit(2);
+    }
+    memset(p, 1, BIG);
+    return p;
+}
+
+/* A big block that waits in this thread's medium cache, freed again. */
+static void double_free_big_cached(void)
+{
+    unsigned char *p = big_block();
+    expect_report_at(p);
+    free(p);
+    free(opaque_ptr(p));
+}
+
+/* A big block that went to its class's shared list (the thread keeps one
+ * big chunk: the second and third go there), freed again. */
+static void double_free_big_shared(void)
+{
+    unsigned char *a = big_block();
+    unsigned char *b = opaque_ptr(malloc(BIG));
+    unsigned char *p = opaque_ptr(malloc(BIG));
+    if (b == NULL || p == NULL)
+        exit(2);
+    expect_report_at(p);
+    free(a);
+    free(b);
+    free(p);
+    free(opaque_ptr(p));
+}
+
+/* 4 KiB into a big block. */
+static void free_interior_big(void)
+{
+    unsigned char *p = big_block();
+    expect_report_at(p + 4096);
+    free(opaque_ptr(p + 4096));
+}
+
 static void double_free_large(void)
 {
     void *p = opaque_ptr(malloc(1 * MiB));
@@ -355,11 +405,14 @@ static const struct {
     {"double-free-medium", double_free_medium},
     {"double-free-medium-cached", double_free_medium_cached},
     {"double-free-medium-cached-other-thread", double_free_medium_cached_other_thread},
+    {"double-free-big-cached", double_free_big_cached},
+    {"double-free-big-shared", double_free_big_shared},
     {"double-free-large", double_free_large},
     {"free-stack", free_stack},
     {"free-global", free_global},
     {"free-interior-small", free_interior_small},
     {"free-interior-medium", free_interior_medium},
+    {"free-interior-big", free_interior_big},
     {"free-interior-large", free_interior_large},
     {"free-misaligned", free_misaligned},
     {"realloc-freed", realloc_freed},

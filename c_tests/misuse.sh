@@ -40,11 +40,14 @@ double-free-small            |default|ABRT|double free
 double-free-medium           |default|ABRT|double free
 double-free-medium-cached    |default|ABRT|double free
 double-free-medium-cached-other-thread|default|ABRT|double free
+double-free-big-cached       |default|ABRT|double free
+double-free-big-shared       |default|ABRT|double free
 double-free-large            |default|ABRT|invalid pointer \(not from memalloc, or already freed and unmapped\)
 free-stack                   |default|ABRT|invalid pointer \(not from memalloc, or already freed and unmapped\)
 free-global                  |default|ABRT|invalid pointer \(not from memalloc, or already freed and unmapped\)
 free-interior-small          |default|ABRT|invalid pointer \(not the start of a block\)
 free-interior-medium         |default|ABRT|corrupted block header \(heap overflow\?\) or invalid pointer
+free-interior-big            |default|ABRT|corrupted block header \(heap overflow\?\) or invalid pointer
 free-interior-large          |default|ABRT|invalid pointer \(not from memalloc, or already freed and unmapped\)
 free-misaligned              |default|ABRT|invalid pointer \(not the start of a block\)
 realloc-freed                |default|ABRT|realloc of a freed block

@@ -112,7 +112,7 @@ pub mod debug;
 #[doc(hidden)]
 #[path = "small/cache.rs"]
 pub mod cache;
-// mcache: per-thread caches of medium chunks (4-256 KiB classes, no lock)
+// mcache: per-thread caches of medium chunks (4 KiB-1 MiB classes, no lock)
 #[doc(hidden)]
 #[path = "small/mcache.rs"]
 pub mod mcache;

@@ -18,6 +18,14 @@
 //! thread's frees go to its own cache whoever allocated the block, as in
 //! tcmalloc: cross-thread frees need no remote list.
 //!
+//! **Big classes** (above 256 KiB, `BIG_FIRST..NMC`): a thread's lists of
+//! them hold at most `big_cap` bytes together (a quarter of its cap, and
+//! room for one 1 MiB chunk); a big chunk freed past that goes to its
+//! class's shared list (`free_big`, under the cache's lock: `free_fast`
+//! leaves big chunks to `free`). A big chunk in a thread's list is up to
+//! 1 MiB of pages the program may have written, which no other thread
+//! uses and nothing purges until the thread exits or goes idle.
+//!
 //! Why not per-thread TLSF arenas: an arena per thread needs a remote-free
 //! list and a way to give an exited thread's arena back, doubles the
 //! regions to trim, and does not make a refill cheaper than one lock round
@@ -40,7 +48,8 @@
 //! Invariants, per thread cache: every listed chunk is an in-use heap chunk
 //! (not mmapped) of at least its class's chunk size and less than the next
 //! class's; `bytes == sum of size(c)` over the lists; `count[k]` is the
-//! length of list k; after every free, `bytes <= cap`.
+//! length of list k; after every free, `bytes <= cap`; a freed big chunk
+//! stays in the thread's list only if then `big_held <= big_cap`.
 //!
 //! Cost: a pop or a push is a TLS load, the class computation (a `lzcnt`
 //! and shifts) and three or four stores; the mark and header tests of free;
@@ -110,11 +119,14 @@ use core::ptr::{addr_of, null_mut};
 use core::sync::atomic::{compiler_fence, fence, AtomicU32, AtomicUsize, Ordering};
 
 /// Largest request served from the caches.
-pub const MC_MAX: usize = 256 << 10;
+pub const MC_MAX: usize = 1 << 20;
 /// Smallest request served from the caches, minus one (the small classes).
 pub const MC_MIN: usize = crate::cache::SMALL_MAX;
-/// Number of medium classes: 4 per power of two from 4 KiB to 256 KiB.
-pub const NMC: usize = 24;
+/// Number of medium classes: 4 per power of two from 4 KiB to 1 MiB.
+pub const NMC: usize = 32;
+/// The first of the *big* classes (above 256 KiB): a thread's lists of
+/// them hold at most `big_cap` bytes together (see `free_big`).
+pub const BIG_FIRST: usize = 24;
 /// Default cap of one thread's cache, in chunk bytes.
 pub const CAP_DEFAULT: usize = crate::config::MEDIUM_CACHE_DEFAULT;
 /// A refill takes up to this many bytes of one class (at least one chunk).
@@ -197,6 +209,7 @@ static CLASS_OF_CHUNK_KIB: [u8; (MC_MAX >> 10) + 1] = {
 
 const _: () = assert!(class_size(0) == 5120 && class_size(3) == 8192);
 const _: () = assert!(class_size(NMC - 1) == MC_MAX && class_size(4) == 10240);
+const _: () = assert!(class_size(BIG_FIRST - 1) == 256 << 10 && BIG_FIRST < NMC);
 const _: () = assert!(request_to_size(class_size(0)).unwrap() == class_chunk(0));
 
 /// The key of the marks (see `mark`); a live cache keeps a copy (`mkey`).
@@ -342,6 +355,17 @@ static CENTRAL_BYTES: AtomicUsize = AtomicUsize::new(0);
 /// The shared lists hold at most about this much; past it, a class's
 /// list goes back to the heap.
 const CENTRAL_CAP: usize = 16 << 20;
+
+/// What the shared lists may hold after a big chunk went there: `CAP_MIN`
+/// per thread with a cache, at most `CENTRAL_CAP`. (A drain gives back the
+/// biggest classes first. A lone thread's big frees filled them to 16 MiB,
+/// which no other thread would take and nothing gave back before
+/// `malloc_trim`. Not for all classes: a lone thread's medium churn, 256
+/// blocks of 4-64 KiB, went through the heap then, at 16 MiB of RSS
+/// against 4.)
+fn big_central_cap() -> usize {
+    CENTRAL_CAP.min(THREADS.load(Ordering::Relaxed).max(1) * CAP_MIN)
+}
 
 /// Caches live now.
 static THREADS: AtomicUsize = AtomicUsize::new(0);
@@ -564,6 +588,9 @@ pub unsafe fn free(c: *mut Chunk) -> bool {
     if (*tc).state != LIVE {
         return free_slow(c);
     }
+    if s >= class_chunk(BIG_FIRST) {
+        return free_big(tc, c, s);
+    }
     let mk = check_free(tc, c);
     let ps = crate::heap::purge_state();
     if ps != crate::heap::PURGE_IDLE {
@@ -615,6 +642,67 @@ unsafe fn free_locked(tc: *mut MCache, c: *mut Chunk, s: usize, mk: usize) -> bo
     true
 }
 
+/// The share of a thread's cap its big classes may hold together: a
+/// quarter, but room for one chunk of the biggest class (within the cap).
+/// (Half the cap: the same rate on `mlarge-16`, and c_tests/stress.c's
+/// peak RSS 211-224 MiB against 189-202.)
+#[inline]
+fn big_cap(t: &MCache) -> usize {
+    (t.cap / 4).max(class_chunk(NMC - 1)).min(t.cap)
+}
+
+/// The bytes `t`'s big classes hold, at least (each chunk counted at its
+/// class's chunk size; a listed chunk is less than the next class's).
+fn big_held(t: &MCache) -> usize {
+    (BIG_FIRST..NMC)
+        .map(|j| t.count[j] as usize * class_chunk(j))
+        .sum()
+}
+
+/// `free` of a chunk of a big class (`s` bytes): into this thread's list
+/// while its big classes hold at most `big_cap`, else to the class's shared
+/// list (for any thread's next refill), under the cache's lock.
+///
+/// Why a share: a big chunk a thread frees and keeps is up to 1 MiB of
+/// pages the program wrote, which nobody can use or purge while it sits in
+/// the cache; with the whole cap for them, 32 threads of
+/// `c_tests/stress.c` cached 4 MiB each, its peak RSS rose from 166-178 to
+/// 222-260 MiB, and 2000 frees did not purge it all back (see
+/// docs/medium.md).
+///
+/// # Safety
+/// As [`free`]; `tc` is this thread's live cache.
+#[cold]
+#[inline(never)]
+unsafe fn free_big(tc: *mut MCache, c: *mut Chunk, s: usize) -> bool {
+    let mk = check_free(tc, c);
+    let ps = crate::heap::purge_state();
+    if ps != crate::heap::PURGE_IDLE {
+        purge_tick(tc, ps);
+    }
+    lock_own(tc);
+    let t = &mut *tc;
+    let k = push(tc, c, s, mk);
+    t.bytes += s;
+    if t.cap != 0 && big_held(t) > big_cap(t) {
+        // c (the head of list k) leaves for the shared list.
+        to_central(t, k, 1);
+        FLUSHES.fetch_add(1, Ordering::Relaxed);
+        let cc = big_central_cap();
+        if CENTRAL_BYTES.load(Ordering::Relaxed) > cc {
+            drain_central(cc / 2);
+        }
+    }
+    if t.bytes > t.cap {
+        // (MEMALLOC_MEDIUM_CACHE=0 too: to the heap)
+        flush_over_cap(tc, k);
+    } else if t.bytes > t.peak {
+        t.peak = t.bytes;
+    }
+    unlock_own(tc);
+    true
+}
+
 /// `free`'s common case only: false, having done nothing, unless `c` fits
 /// a class and this thread's cache is live and stays under its cap (the
 /// caller then leaves the section and runs `free`); true once `c` is
@@ -629,7 +717,8 @@ unsafe fn free_locked(tc: *mut MCache, c: *mut Chunk, s: usize, mk: usize) -> bo
 #[inline(always)]
 pub unsafe fn free_fast(tc: *mut MCache, c: *mut Chunk) -> bool {
     let s = size(c);
-    if !(class_chunk(0)..=class_chunk(NMC - 1)).contains(&s) {
+    // (The big classes take `free`, which bounds their share.)
+    if !(class_chunk(0)..class_chunk(BIG_FIRST)).contains(&s) {
         return false;
     }
     // (The static caches, EMPTY and DEAD, have a cap of 0: this test
