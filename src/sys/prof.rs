@@ -33,10 +33,11 @@
 //! **Sampled blocks** are always heap chunks or own mappings, never zone
 //! blocks (a sampled small request is served by the thread's medium cache
 //! or the TLSF heap), so their frees reach `dealloc_chunk`, where `freed`
-//! looks them up. `FILTER` (a counting filter: one 16-bit count per hash
-//! bucket of live sampled addresses) answers "surely not sampled" with one
-//! load and no lock (`unsampled`); a block it does not answer for drops its
-//! sample and takes the medium cache's fast path too
+//! looks them up. `FILTER` (a counting filter: one 16-bit count per bucket
+//! of live sampled addresses) answers "surely not sampled" with one load
+//! and no lock (`unsampled`), inside the medium free's fast path (its
+//! branch taken when a mode is on); a block it does not answer for drops
+//! its sample and takes the medium cache's fast path too
 //! (`export::dealloc_chunk_sampled`).
 //!
 //! **What a sample keeps.** Its call stack (up to `MAX_FRAMES` return
@@ -123,8 +124,13 @@ static SELF_END: AtomicUsize = AtomicUsize::new(0);
 /// the rows of the unwinder's table for their code never go stale (see
 /// "Unloaded objects").
 static LASTING: [[AtomicUsize; 2]; 4] = [const { [const { AtomicUsize::new(0) }; 2] }; 4];
-/// One count per bucket of live sampled addresses (see `FILTER_CAP`).
-static FILTER: AtomicPtr<AtomicU16> = AtomicPtr::new(null_mut());
+/// One count per bucket of live sampled addresses (see `FILTER_CAP`): in
+/// `.bss`, page-aligned (its pages are anonymous, zero until written, and
+/// a fork child empties them with `os::discard`), so that a free's test
+/// reads it at a fixed address, with no pointer to load and test first.
+#[repr(C, align(4096))]
+struct Filter([AtomicU16; FILTER_CAP]);
+static FILTER: Filter = Filter([const { AtomicU16::new(0) }; FILTER_CAP]);
 
 /// A distinct call stack and its totals.
 #[repr(C)]
@@ -256,8 +262,7 @@ pub fn prime() {
     let stacks = crate::os::map(STACK_CAP * core::mem::size_of::<Stack>());
     let index = crate::os::map(INDEX_CAP * 4);
     let samples = crate::os::map(SAMPLE_SLOTS * core::mem::size_of::<Sample>());
-    let filter = crate::os::map(FILTER_CAP * 2);
-    if stacks.is_null() || index.is_null() || samples.is_null() || filter.is_null() {
+    if stacks.is_null() || index.is_null() || samples.is_null() {
         // (ACTIVE stays: the caches route through the counting path, which
         // takes no sample while READY is false.)
         crate::report::warn(format_args!(
@@ -275,7 +280,6 @@ pub fn prime() {
             t.samples = samples as *mut Sample;
         }
     }
-    FILTER.store(filter as *mut AtomicU16, Ordering::Release);
     find_self();
     let mut buf = [null_mut::<libc::c_void>(); 4];
     // SAFETY: buf holds 4 entries.
@@ -442,9 +446,9 @@ pub fn take(n: usize) -> bool {
     }
     // SAFETY: this thread's own state.
     let t = unsafe { &mut *thread_state() };
-    let left = t.left - n as i64;
-    t.left = left;
-    if left > 0 {
+    let left = t.left;
+    t.left = left.wrapping_sub(n as i64);
+    if left > n as i64 {
         return false;
     }
     take_due(t)
@@ -478,11 +482,33 @@ fn weight(n: usize) -> u64 {
 fn weight_at(n: usize, counted: usize, rate: usize) -> u64 {
     let rate = rate as f64;
     let x = counted as f64 / rate;
-    let p = 1.0 - exp_neg(x);
+    let p = sampled_p(x);
     if p <= 0.0 {
         return rate as u64;
     }
     (n as f64 / p + 0.5) as u64
+}
+
+/// `1 - exp(-x)` for `x >= 0`, the probability that a block counted as
+/// `x` times the rate is sampled: below 1/4 (blocks under 128 KiB at the
+/// default rate), its series to x^7 (the next term is under 2e-9 of the
+/// sum), 15 instructions where `exp_neg` takes 60; above, `exp_neg`.
+#[inline]
+fn sampled_p(x: f64) -> f64 {
+    if x < 0.25 {
+        const C: [f64; 7] = [
+            1.0,
+            1.0 / 2.0,
+            1.0 / 6.0,
+            1.0 / 24.0,
+            1.0 / 120.0,
+            1.0 / 720.0,
+            1.0 / 5040.0,
+        ];
+        x * (C[0] - x * (C[1] - x * (C[2] - x * (C[3] - x * (C[4] - x * (C[5] - x * C[6]))))))
+    } else {
+        1.0 - exp_neg(x)
+    }
 }
 
 /// Counts block `p` (not null) of `n` bytes, made on a path that counts
@@ -495,9 +521,10 @@ fn weight_at(n: usize, counted: usize, rate: usize) -> u64 {
 pub fn count(p: *mut u8, n: usize) -> *mut u8 {
     // SAFETY: this thread's own state.
     let t = unsafe { &mut *thread_state() };
-    let left = t.left - n as i64;
-    t.left = left;
-    if left <= 0 {
+    // (As in `count_in`: the subtraction's own flags.)
+    let left = t.left;
+    t.left = left.wrapping_sub(n as i64);
+    if left <= n as i64 {
         return counted_due(p, n);
     }
     p
@@ -524,8 +551,14 @@ fn counted_due(p: *mut u8, n: usize) -> *mut u8 {
     if take_due(unsafe { &mut *thread_state() }) {
         record_inline(p, n, n);
     }
-    // (Opaque: were LLVM to see that this returns `p`, the caller would keep
-    // `p` in a register of its own across a call instead of a tail call.)
+    opaque(p)
+}
+
+/// `p`, through an asm comment: were LLVM to see that a sample's function
+/// returns its argument, the caller would keep `p` in a register of its
+/// own across a call instead of a tail call.
+#[inline(always)]
+fn opaque(p: *mut u8) -> *mut u8 {
     let q: usize;
     // SAFETY: an asm comment: `q` is `p`'s address.
     unsafe {
@@ -536,6 +569,42 @@ fn counted_due(p: *mut u8, n: usize) -> *mut u8 {
         )
     };
     q as *mut u8
+}
+
+/// `count` for a block `p` of `n` bytes popped from the thread's medium
+/// cache, on the cache's own countdown `left` (`mcache::MCache::prof_left`:
+/// a subtraction from the line the pop has loaded, and a test). Each
+/// countdown runs over its own bytes from an exponential interval, so a
+/// block of `n` bytes is sampled with probability `1 - exp(-n / rate)`
+/// whichever countdown counts it (the interval is memoryless), as the
+/// small classes' countdowns are too.
+#[inline(always)]
+pub fn count_in(p: *mut u8, n: usize, left: &mut i64) -> *mut u8 {
+    // (`l <= n` rather than `l - n <= 0`: the subtraction's own flags.)
+    let l = *left;
+    *left = l.wrapping_sub(n as i64);
+    if l <= n as i64 {
+        return counted_due_in(p, n, left);
+    }
+    p
+}
+
+/// `count_in` when the countdown reached zero: a new interval, and the
+/// sample unless the countdown was not armed yet (it was 0: an interval
+/// drawn is at least 1, and one used up is drawn again at once) or this
+/// thread is taking a sample already or the tables are not ready. A tail
+/// call, as `counted_due`.
+#[cold]
+#[inline(never)]
+fn counted_due_in(p: *mut u8, n: usize, left: &mut i64) -> *mut u8 {
+    // SAFETY: this thread's own state.
+    let t = unsafe { &mut *thread_state() };
+    let armed = *left + n as i64 != 0;
+    *left = draw(t);
+    if armed && t.busy == 0 && READY.load(Ordering::Relaxed) {
+        record_inline(p, n, n);
+    }
+    opaque(p)
 }
 
 /// Records a sample for block `p` of `n` bytes: unwinds (no lock held),
@@ -609,17 +678,21 @@ fn hash_addr(a: usize) -> u64 {
     (a as u64 >> 4).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
-/// The filter's bucket of address `a` (below `FILTER_CAP`).
+/// The filter's bucket of address `a` (below `FILTER_CAP`): the top bits
+/// of a multiplicative hash. (Bits 4-19 of the address, one instruction
+/// less, put 10 times more frees of `bench/mthreads` in a live sample's
+/// bucket, each a lookup that finds no sample: medium chunks lie at
+/// multiples of their classes' sizes.)
 #[inline(always)]
 fn filter_index(a: usize) -> usize {
     const _: () = assert!(FILTER_CAP == 1 << 16);
-    (hash_addr(a) >> 48) as usize
+    ((a as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 48) as usize
 }
 
-fn filter_slot(a: usize) -> *const AtomicU16 {
-    let f = FILTER.load(Ordering::Acquire);
-    // SAFETY: the filter has FILTER_CAP entries; the index is below it.
-    unsafe { f.add(filter_index(a)) }
+#[inline(always)]
+fn filter_slot(a: usize) -> &'static AtomicU16 {
+    // SAFETY: the index is below FILTER_CAP (a u16).
+    unsafe { FILTER.0.get_unchecked(filter_index(a)) }
 }
 
 /// Files a sample (under LOCK).
@@ -657,7 +730,7 @@ unsafe fn insert(t: &mut Tables, addr: usize, w: u64, frames: &[usize]) {
                 t.live_total -= e.weight;
                 t.nsamples -= 1;
             } else {
-                (*filter_slot(addr)).fetch_add(1, Ordering::Relaxed);
+                filter_slot(addr).fetch_add(1, Ordering::Relaxed);
             }
             *e = Sample {
                 addr,
@@ -738,25 +811,18 @@ unsafe fn find_stack(t: &mut Tables, frames: &[usize]) -> Option<usize> {
 
 /// Is the heap chunk at user address `p` surely not sampled? For the free
 /// of a heap chunk while the profiler is on (`gate::PROF` set: `active()`
-/// is not tested again): the filter's answer, one load of it, a hash and
-/// one load of its count. False before `prime` mapped the filter (and, as
-/// ever, for a block whose bucket holds a live sample).
+/// is not tested again): the filter's answer, a shift and one load of its
+/// count (false for a block whose bucket holds a live sample).
 #[inline(always)]
 pub fn unsampled(p: *mut u8) -> bool {
-    let f = FILTER.load(Ordering::Relaxed);
-    // SAFETY: the slot lies in the filter.
-    !f.is_null() && unsafe { (*f.add(filter_index(p as usize))).load(Ordering::Relaxed) } == 0
+    filter_slot(p as usize).load(Ordering::Relaxed) == 0
 }
 
 /// A heap chunk or own mapping at user address `p` is being freed (or
 /// moved): drops its sample if it has one.
 #[inline]
 pub fn freed(p: *mut u8) {
-    if FILTER.load(Ordering::Relaxed).is_null() {
-        return;
-    }
-    // SAFETY: the slot lies in the filter.
-    if unsafe { (*filter_slot(p as usize)).load(Ordering::Relaxed) } == 0 {
+    if filter_slot(p as usize).load(Ordering::Relaxed) == 0 {
         return;
     }
     freed_slow(p as usize);
@@ -792,7 +858,7 @@ unsafe fn remove(t: &mut Tables, addr: usize) {
         (*touch(t, e.stack)).live_bytes -= e.weight;
         t.live_total -= e.weight;
         t.nsamples -= 1;
-        (*filter_slot(addr)).fetch_sub(1, Ordering::Relaxed);
+        filter_slot(addr).fetch_sub(1, Ordering::Relaxed);
         // Backward-shift deletion (linear probing keeps no tombstones).
         let mut hole = i;
         let mut j = (i + 1) & mask;
@@ -1601,7 +1667,7 @@ pub fn after_fork_child() {
             t.samples as *mut u8,
             SAMPLE_SLOTS * core::mem::size_of::<Sample>(),
         );
-        crate::os::discard(FILTER.load(Ordering::Relaxed) as *mut u8, FILTER_CAP * 2);
+        crate::os::discard(FILTER.0.as_ptr() as *mut u8, FILTER_CAP * 2);
         t.nstacks = 0;
         t.nsamples = 0;
         t.live_total = 0;
@@ -1788,17 +1854,6 @@ pub fn exit_report() {
 
 const LN2: f64 = core::f64::consts::LN_2;
 
-/// `1 / (2k + 1)` for k in 0..14: the coefficients of `atanh z / z` in `z²`.
-const ATANH: [f64; 14] = {
-    let mut c = [0.0; 14];
-    let mut k = 0;
-    while k < 14 {
-        c[k] = 1.0 / (2 * k + 1) as f64;
-        k += 1;
-    }
-    c
-};
-
 /// `1 / i!` for i in 0..17: the coefficients of `exp r`.
 const EXP: [f64; 17] = {
     let mut c = [1.0; 17];
@@ -1810,21 +1865,45 @@ const EXP: [f64; 17] = {
     c
 };
 
+/// Bits of the mantissa that pick a row of `LN_TAB`.
+const LN_BITS: u32 = 7;
+const LN_ROWS: usize = 1 << LN_BITS;
+
+/// Per row `i`, `(1 / c, ln c)` for `c = 1 + (i + 1/2) / 128`, the middle of
+/// the `i`-th 128th of [1, 2); `ln c` from `2 atanh((c - 1) / (c + 1))`'s
+/// series (|z| < 1/3, 40 terms: exact to the last bit), at compile time.
+const LN_TAB: [[f64; 2]; LN_ROWS] = {
+    let mut t = [[0.0; 2]; LN_ROWS];
+    let mut i = 0;
+    while i < LN_ROWS {
+        let c = 1.0 + (i as f64 + 0.5) / LN_ROWS as f64;
+        let z = (c - 1.0) / (c + 1.0);
+        let mut p = 0.0;
+        let mut k = 40;
+        while k > 0 {
+            k -= 1;
+            p = p * z * z + 1.0 / (2 * k + 1) as f64;
+        }
+        t[i] = [1.0 / c, 2.0 * z * p];
+        i += 1;
+    }
+    t
+};
+
 /// Natural logarithm of `x > 0` (a normal number): `x = m * 2^e` with `m` in
-/// [1, 2), `ln m = 2 atanh((m - 1) / (m + 1))` by its series (|z| <= 1/3;
-/// 14 terms: the next is below z^29 / 29 < 1e-15), in Horner's form (no
-/// division but the one for z: the sampler draws one logarithm a sample).
+/// [1, 2); `m = c (1 + r)` with `c` the middle of `m`'s 128th of [1, 2)
+/// (`LN_TAB`: `1 / c`, `ln c`) and |r| < 1/256, so `ln(1 + r)`'s series to
+/// r^5 (the next term is below 1e-15) makes `ln m`: about 20 instructions
+/// and no division, where the series of `atanh` on [1, 2) took 14 terms and
+/// a division (about 50: the sampler draws one logarithm a sample).
 fn ln(x: f64) -> f64 {
     let bits = x.to_bits();
     let e = ((bits >> 52) & 0x7ff) as i64 - 1023;
     let m = f64::from_bits((bits & ((1u64 << 52) - 1)) | (1023u64 << 52));
-    let z = (m - 1.0) / (m + 1.0);
-    let z2 = z * z;
-    let mut p = ATANH[13];
-    for k in (0..13).rev() {
-        p = p * z2 + ATANH[k];
-    }
-    2.0 * z * p + e as f64 * LN2
+    let [inv, ln_c] = LN_TAB[((bits >> (52 - LN_BITS)) as usize) & (LN_ROWS - 1)];
+    let r = m * inv - 1.0;
+    let p = r * (1.0 + r * (-0.5 + r * (1.0 / 3.0 + r * (-0.25 + r * 0.2))));
+    ln_c + p + e as f64 * LN2
 }
 
 /// `exp(-x)` for `x >= 0`: `-x = k ln 2 + r`, |r| <= ln 2 / 2, Taylor series
@@ -1859,6 +1938,22 @@ mod tests {
         for &x in &[0.0f64, 1e-9, 3e-5, 0.5, 1.0, 7.5, 40.0, 600.0] {
             let want = (-x).exp();
             assert!((exp_neg(x) - want).abs() <= 1e-12 * want, "exp {}", x);
+        }
+        // Every row of the logarithm's table, at both ends and the middle.
+        for i in 0..LN_ROWS * 3 {
+            let x = 1.0 + (i / 3) as f64 / LN_ROWS as f64 + (i % 3) as f64 * 0.499 / LN_ROWS as f64;
+            for y in [x, x / 2.0, x * 0.5f64.powi(40)] {
+                assert!(
+                    (ln(y) - y.ln()).abs() < 1e-13 * (1.0 + y.ln().abs()),
+                    "ln {}",
+                    y
+                );
+            }
+        }
+        for i in 0..=1000 {
+            let x = i as f64 * 0.001;
+            let want = -(-x).exp_m1();
+            assert!((sampled_p(x) - want).abs() <= 3e-9 * want, "p {}", x);
         }
     }
 
