@@ -409,10 +409,17 @@ fn rng_next(t: &mut ThreadState) -> u64 {
 
 /// An interval drawn from the exponential distribution of mean `RATE`.
 fn draw(t: &mut ThreadState) -> i64 {
-    // u uniform in (0, 1]
-    let u = ((rng_next(t) >> 11) + 1) as f64 / (1u64 << 53) as f64;
-    let x = -ln(u) * RATE.load(Ordering::Relaxed) as f64;
+    let x = exponential(t) * RATE.load(Ordering::Relaxed) as i64 as f64;
     (x as i64).max(1)
+}
+
+/// A draw of the exponential distribution of mean 1: `-ln u`, `u` uniform
+/// in (0, 1]. (The integers go through i64, whose conversions to and from
+/// f64 are one instruction each; u64's take a dozen.)
+#[inline(always)]
+fn exponential(t: &mut ThreadState) -> f64 {
+    let u = (((rng_next(t) >> 11) + 1) as i64 as f64) * (1.0 / (1u64 << 53) as f64);
+    -ln(u)
 }
 
 /// Blocks of `size` bytes to allocate up to and including the next one
@@ -424,9 +431,8 @@ fn draw(t: &mut ThreadState) -> i64 {
 pub fn draw_blocks(size: usize) -> u64 {
     // SAFETY: this thread's own state.
     let t = unsafe { &mut *thread_state() };
-    let u = ((rng_next(t) >> 11) + 1) as f64 / (1u64 << 53) as f64;
-    let x = -ln(u) * RATE.load(Ordering::Relaxed) as f64 / size.max(1) as f64;
-    (x as u64).min(1 << 40) + 1
+    let x = exponential(t) * RATE.load(Ordering::Relaxed) as i64 as f64 / size.max(1) as i64 as f64;
+    (x as i64).clamp(0, 1 << 40) as u64 + 1
 }
 
 /// May an allocation that fell due be sampled now (the tables are ready and
@@ -480,13 +486,14 @@ fn weight(n: usize) -> u64 {
 /// The bytes a sample of an `n`-byte block counted as `counted` bytes
 /// stands for at rate `rate`: `n / (1 - exp(-counted / rate))`.
 fn weight_at(n: usize, counted: usize, rate: usize) -> u64 {
-    let rate = rate as f64;
-    let x = counted as f64 / rate;
+    // (Sizes and rates are below 2^63: through i64, as in `exponential`.)
+    let rate = rate as i64 as f64;
+    let x = counted as i64 as f64 / rate;
     let p = sampled_p(x);
     if p <= 0.0 {
-        return rate as u64;
+        return rate as i64 as u64;
     }
-    (n as f64 / p + 0.5) as u64
+    (n as i64 as f64 / p + 0.5) as i64 as u64
 }
 
 /// `1 - exp(-x)` for `x >= 0`, the probability that a block counted as
@@ -826,6 +833,14 @@ pub fn freed(p: *mut u8) {
         return;
     }
     freed_slow(p as usize);
+}
+
+/// `freed` for a block whose filter bucket holds a live sample (the
+/// caller tested it: `unsampled` said no).
+#[cold]
+#[inline(never)]
+pub fn freed_here(p: *mut u8) {
+    freed_slow(p as usize)
 }
 
 #[cold]
