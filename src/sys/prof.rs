@@ -639,7 +639,8 @@ fn record_inline(p: *mut u8, n: usize, counted: usize) {
     // Not zeroed (a memset of 640 bytes a sample): only the first `got`
     // entries, which the unwinder or `backtrace` wrote, are read.
     let mut raw = [const { MaybeUninit::<usize>::uninit() }; RAW_FRAMES];
-    let got = match unwind_here(&mut raw) {
+    let (got, m) = unwind_here(&mut raw);
+    let got = match got {
         Some(n) => n,
         // SAFETY: raw holds RAW_FRAMES entries.
         None => unsafe {
@@ -662,11 +663,22 @@ fn record_inline(p: *mut u8, n: usize, counted: usize) {
     }
     let frames = &raw[first..got.min(first + MAX_FRAMES)];
     let w = weight_at(n, counted, RATE.load(Ordering::Relaxed));
-    {
+    // A memo that holds these frames (its walk replayed, or just kept)
+    // knows their stack, once a sample filed it: `insert` then skips the
+    // hash and the index's lookup.
+    // SAFETY: `m` (if not null) is a memo this thread took.
+    let kept = !m.is_null() && unsafe { (*m).ip != 0 };
+    let hint = if kept { unsafe { (*m).stack } } else { 0 };
+    let s = {
         let _g = LOCK.guard();
         // SAFETY: the tables are only touched under LOCK.
-        unsafe { insert(&mut *addr_of_mut!(TABLES), p as usize, w, frames) };
+        unsafe { insert(&mut *addr_of_mut!(TABLES), p as usize, w, frames, hint) }
+    };
+    if kept {
+        // SAFETY: as above.
+        unsafe { (*m).stack = s };
     }
+    memo_give(m);
     // SAFETY: this thread's own state.
     unsafe { (*t).busy = 0 };
 }
@@ -702,18 +714,24 @@ fn filter_slot(a: usize) -> &'static AtomicU16 {
     unsafe { FILTER.0.get_unchecked(filter_index(a)) }
 }
 
-/// Files a sample (under LOCK).
-unsafe fn insert(t: &mut Tables, addr: usize, w: u64, frames: &[usize]) {
+/// Files a sample (under LOCK) of stack `frames`, which is stack
+/// `hint - 1` if `hint` is not 0 (a walk's memo knew it). Returns its
+/// stack's index + 1 (0: none, the table is full).
+unsafe fn insert(t: &mut Tables, addr: usize, w: u64, frames: &[usize], hint: usize) -> usize {
     if t.stacks.is_null() {
-        return;
+        return 0;
     }
     t.alloc_total += w;
     t.sample_count += 1;
-    let s = match find_stack(t, frames) {
-        Some(s) => s,
-        None => {
-            t.dropped += 1;
-            return;
+    let s = if hint != 0 && hint <= t.nstacks {
+        hint - 1
+    } else {
+        match find_stack(t, frames) {
+            Some(s) => s,
+            None => {
+                t.dropped += 1;
+                return 0;
+            }
         }
     };
     {
@@ -723,7 +741,7 @@ unsafe fn insert(t: &mut Tables, addr: usize, w: u64, frames: &[usize]) {
     }
     if t.nsamples >= SAMPLE_CAP {
         t.dropped += 1;
-        return;
+        return s + 1;
     }
     let mask = SAMPLE_SLOTS - 1;
     let mut i = hash_addr(addr) as usize & mask;
@@ -757,6 +775,7 @@ unsafe fn insert(t: &mut Tables, addr: usize, w: u64, frames: &[usize]) {
         t.peak_total = t.live_total;
         t.peak_epoch += 1;
     }
+    s + 1
 }
 
 /// Stack `s`, about to have its live bytes changed: if they have not
@@ -1055,6 +1074,8 @@ fn prime_unwinder() {
         return;
     }
     RULES.store(t as *mut [usize; 2], Ordering::Release);
+    let m = crate::os::map(MEMO_SLOTS * core::mem::size_of::<Memo>());
+    MEMOS.store(m as *mut Memo, Ordering::Release);
     FIND_FDE.store(f as usize, Ordering::Release);
 }
 
@@ -1532,15 +1553,19 @@ fn run_cfi(
 #[cfg(test)]
 #[inline(never)]
 fn unwind(out: &mut [MaybeUninit<usize>]) -> Option<usize> {
-    unwind_here(out)
+    let (n, m) = unwind_here(out);
+    memo_give(m);
+    n
 }
 
 /// `unwind` from the frame of the function it is inlined into (the
 /// sample's: one frame of the allocator's less to walk through).
+/// Also returns the memo it used (null: none), still taken: the caller
+/// gives it back (`memo_give`) once it has used its `stack`.
 #[inline(always)]
-fn unwind_here(out: &mut [MaybeUninit<usize>]) -> Option<usize> {
+fn unwind_here(out: &mut [MaybeUninit<usize>]) -> (Option<usize>, *mut Memo) {
     if FIND_FDE.load(Ordering::Acquire) == 0 || out.is_empty() {
-        return None;
+        return (None, null_mut());
     }
     let (ip, sp, rbp): (usize, usize, usize);
     // SAFETY: reads this frame's address and stack and frame registers.
@@ -1556,27 +1581,184 @@ fn unwind_here(out: &mut [MaybeUninit<usize>]) -> Option<usize> {
         );
     }
     out[0].write(ip);
+    let m = memo_take(sp);
+    if !m.is_null() {
+        // SAFETY: `m` is a slot of the memo table, ours until `memo_give`.
+        unsafe {
+            if let Some(n) = memo_replay(&*m, out, ip, sp, rbp) {
+                return (Some(n), m);
+            }
+            (*m).ip = 0;
+        }
+    }
     // Twice at most: a walk that found the table stale walks again on the
     // emptied table (its rows are then all new); a third is not needed
     // unless objects are being unloaded meanwhile: `backtrace` then.
+    let mut r = Err(Stop::Unhandled);
     for _ in 0..2 {
         RULE_LOCK.lock();
-        let r = walk(out, ip, sp, rbp);
+        r = walk(out, ip, sp, rbp, m);
         RULE_LOCK.unlock();
-        match r {
-            Ok(n) => return Some(n),
-            Err(Stop::Flushed) => continue,
-            Err(Stop::Unhandled) => {
-                // A stale row may have sent the walk astray: check.
-                let subs = unloads();
-                RULE_LOCK.lock();
-                flush_if_unloaded(subs);
-                RULE_LOCK.unlock();
-                return None;
-            }
+        if r != Err(Stop::Flushed) {
+            break;
         }
     }
-    None
+    if let Ok(n) = r {
+        if !m.is_null() {
+            // SAFETY: as above; the walk filled its checks.
+            unsafe { memo_keep(&mut *m, out, n, ip, sp, rbp) };
+        }
+    }
+    match r {
+        Ok(n) => (Some(n), m),
+        Err(Stop::Flushed) => (None, m),
+        Err(Stop::Unhandled) => {
+            // A stale row may have sent the walk astray: check.
+            let subs = unloads();
+            RULE_LOCK.lock();
+            flush_if_unloaded(subs);
+            RULE_LOCK.unlock();
+            (None, m)
+        }
+    }
+}
+
+// ---- the walks' memo ---------------------------------------------------------------
+//
+// A program samples the same stacks again and again (a loop's malloc, at the
+// same depth): a walk is memoized, keyed by where it starts (the sampling
+// function's address and stack pointer), with the list of what it read
+// from the stack that decided its result: each saved return address, and
+// each saved `%rbp` it computed a CFA from (with the starting `%rbp`, if it
+// did), as (slot address, value) pairs in the order it read them. Replaying
+// the list -- a load and a compare each -- and finding every value the
+// same proves that the walk would find the same frames: its rows are
+// chosen by the return addresses, its CFAs computed from the same registers
+// and rows, so it would read the same slots and take the same branches.
+// The first value that differs stops the replay (so every slot it reads
+// lies where the walk itself would have read it, the earlier values being
+// the walk's), and the walk runs. About 6 instructions a frame, where the
+// walk takes about 37 and the rule table's lock.
+//
+// Only walks whose every row is *lasting* are kept (see "Unloaded objects":
+// their rows never change; others depend on the loader's count of unloads,
+// which a walk reads). The slots of the memo are taken with a try-lock: a
+// sample that finds its slot taken walks without it.
+
+/// Slots of the memo table (a slot per stack pointer's hash).
+const MEMO_SLOTS: usize = 64;
+/// Checks a memo holds: a return address and at most one `%rbp` a frame.
+const MEMO_CHECKS: usize = 2 * RAW_FRAMES;
+
+/// A memoized walk (see above). `ip == 0`: empty.
+#[repr(C)]
+struct Memo {
+    busy: AtomicBool,
+    /// Where the walk started: the sampling function's address and stack
+    /// pointer; its `%rbp`, if the walk used it (`use_rbp`).
+    ip: usize,
+    sp: usize,
+    rbp: usize,
+    use_rbp: bool,
+    /// While a walk fills it: false once it used a row that is not lasting.
+    lasting: bool,
+    /// The stack (index + 1 in `Tables::stacks`; 0: not known) its frames
+    /// were filed as. (The stacks are emptied only in a fork child, which
+    /// empties the memos too.)
+    stack: usize,
+    /// Frames found (`out[..n]`, `out[0]` being `ip`), and the checks.
+    n: usize,
+    nchecks: usize,
+    frames: [usize; RAW_FRAMES],
+    checks: [[usize; 2]; MEMO_CHECKS],
+}
+
+/// The memo table: `MEMO_SLOTS` memos, mapped by `prime_unwinder` (null
+/// before, or if it could not be mapped: walks are not memoized).
+static MEMOS: AtomicPtr<Memo> = AtomicPtr::new(null_mut());
+
+/// The memo slot of a walk from stack pointer `sp`, taken (null: none, or
+/// another thread holds it).
+#[inline(always)]
+fn memo_take(sp: usize) -> *mut Memo {
+    let t = MEMOS.load(Ordering::Acquire);
+    if t.is_null() {
+        return t;
+    }
+    let i = ((sp as u64 >> 4).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize;
+    const _: () = assert!(MEMO_SLOTS == 1 << 6);
+    // SAFETY: the slot lies in the table.
+    let m = unsafe { t.add(i) };
+    // SAFETY: as above.
+    if unsafe { (*m).busy.swap(true, Ordering::Acquire) } {
+        return null_mut();
+    }
+    m
+}
+
+/// Gives back a slot `memo_take` took (null: none).
+#[inline(always)]
+fn memo_give(m: *mut Memo) {
+    if !m.is_null() {
+        // SAFETY: a slot of the table.
+        unsafe { (*m).busy.store(false, Ordering::Release) };
+    }
+}
+
+/// The frames of a walk from (`ip`, `sp`, `rbp`) into `out`, if `m` holds
+/// it and every value it read is unchanged; None otherwise.
+///
+/// # Safety
+/// `m` is a memo this thread took.
+#[inline(always)]
+unsafe fn memo_replay(
+    m: &Memo,
+    out: &mut [MaybeUninit<usize>],
+    ip: usize,
+    sp: usize,
+    rbp: usize,
+) -> Option<usize> {
+    if m.ip != ip || m.sp != sp || (m.use_rbp && m.rbp != rbp) || m.n > out.len() {
+        return None;
+    }
+    for c in &m.checks[..m.nchecks] {
+        // SAFETY: a stack slot the walk read, at an address computed from
+        // the values checked before it, all unchanged: where the walk would
+        // read it now.
+        if *(c[0] as *const usize) != c[1] {
+            return None;
+        }
+    }
+    for i in 1..m.n {
+        out[i].write(m.frames[i]);
+    }
+    Some(m.n)
+}
+
+/// Keeps the walk that found `out[..n]` from (`ip`, `sp`, `rbp`) in `m`,
+/// whose checks it filled, if every row it used was lasting.
+///
+/// # Safety
+/// `m` is a memo this thread took; `out[..n]` were written.
+unsafe fn memo_keep(
+    m: &mut Memo,
+    out: &[MaybeUninit<usize>],
+    n: usize,
+    ip: usize,
+    sp: usize,
+    rbp: usize,
+) {
+    if !m.lasting || m.nchecks > MEMO_CHECKS {
+        return;
+    }
+    for i in 1..n {
+        m.frames[i] = out[i].assume_init();
+    }
+    m.stack = 0;
+    m.n = n;
+    m.sp = sp;
+    m.rbp = rbp;
+    m.ip = ip;
 }
 
 /// May a frame whose stack pointer is `sp` (8-aligned) have its CFA at
@@ -1590,12 +1772,25 @@ fn frame_ok(sp: usize, cfa: usize) -> bool {
 }
 
 /// `unwind` from its own frame (`ip`, `sp`, `rbp`), with `RULE_LOCK` held.
+/// Fills the checks of memo `m` (null: none) as it goes (see "the walks'
+/// memo").
 fn walk(
     out: &mut [MaybeUninit<usize>],
     mut ip: usize,
     mut sp: usize,
     mut rbp: usize,
+    m: *mut Memo,
 ) -> Result<usize, Stop> {
+    // Where the current `%rbp` was read from (0: it is the starting one).
+    let mut rbp_slot = 0usize;
+    if !m.is_null() {
+        // SAFETY: a memo this thread took.
+        unsafe {
+            (*m).nchecks = 0;
+            (*m).use_rbp = false;
+            (*m).lasting = true;
+        }
+    }
     let mut n = 1;
     // The first address is where `unwind`'s frame is; the others are
     // return addresses, whose row is the call's (one byte before).
@@ -1623,6 +1818,23 @@ fn walk(
             // thread while RULE_LOCK was released.)
             continue;
         }
+        if !m.is_null() {
+            // SAFETY: a memo this thread took; at most two checks a frame
+            // (`MEMO_CHECKS`).
+            unsafe {
+                if w & W_LASTING == 0 {
+                    (*m).lasting = false;
+                }
+                if w & W_CFA_RBP != 0 && w & W_END == 0 {
+                    if rbp_slot == 0 {
+                        (*m).use_rbp = true;
+                    } else {
+                        (*m).checks[(*m).nchecks] = [rbp_slot, rbp];
+                        (*m).nchecks += 1;
+                    }
+                }
+            }
+        }
         if w & W_END != 0 {
             break;
         }
@@ -1633,9 +1845,15 @@ fn walk(
         // SAFETY: the CFA lies above the stack pointer within the stack, and
         // the frame's CFI says where its caller's registers were saved.
         unsafe {
-            ip = *(cfa.wrapping_add(w_ra(w)) as *const usize);
+            let ra_slot = cfa.wrapping_add(w_ra(w));
+            ip = *(ra_slot as *const usize);
+            if !m.is_null() {
+                (*m).checks[(*m).nchecks] = [ra_slot, ip];
+                (*m).nchecks += 1;
+            }
             if w_rbp(w) != 0 {
-                rbp = *(cfa.wrapping_add(w_rbp(w)) as *const usize);
+                rbp_slot = cfa.wrapping_add(w_rbp(w));
+                rbp = *(rbp_slot as *const usize);
             }
         }
         sp = cfa;
@@ -1666,6 +1884,12 @@ pub fn after_fork_child() {
         // A pair another thread was writing at the fork may be torn.
         // SAFETY: the table is ours, mapped by `prime_unwinder`.
         unsafe { crate::os::discard(rules as *mut u8, RULE_SLOTS * 16) };
+    }
+    let memos = MEMOS.load(Ordering::Relaxed);
+    if !memos.is_null() {
+        // A memo another thread held at the fork stays taken: empty them.
+        // SAFETY: the table is ours, mapped by `prime_unwinder`.
+        unsafe { crate::os::discard(memos as *mut u8, MEMO_SLOTS * core::mem::size_of::<Memo>()) };
     }
     // SAFETY: single-threaded child; the tables are ours.
     unsafe {
@@ -2016,7 +2240,7 @@ mod tests {
                 let a = base + i * 16;
                 let frames = [0x1000 + s, 0x2000, 0x3000 + s % 7];
                 // SAFETY: as above.
-                unsafe { insert(&mut t, a, w, &frames) };
+                unsafe { insert(&mut t, a, w, &frames, 0) };
                 blocks.push((a, s, w));
                 live[s] += w;
                 total += w;
