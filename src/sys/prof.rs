@@ -1729,8 +1729,8 @@ unsafe fn memo_replay(
             return None;
         }
     }
-    for i in 1..m.n {
-        out[i].write(m.frames[i]);
+    for (o, &f) in out[1..m.n].iter_mut().zip(&m.frames[1..m.n]) {
+        o.write(f);
     }
     Some(m.n)
 }
@@ -1751,8 +1751,8 @@ unsafe fn memo_keep(
     if !m.lasting || m.nchecks > MEMO_CHECKS {
         return;
     }
-    for i in 1..n {
-        m.frames[i] = out[i].assume_init();
+    for (f, o) in m.frames[1..n].iter_mut().zip(&out[1..n]) {
+        *f = o.assume_init();
     }
     m.stack = 0;
     m.n = n;
