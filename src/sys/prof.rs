@@ -1581,7 +1581,7 @@ fn unwind_here(out: &mut [MaybeUninit<usize>]) -> (Option<usize>, *mut Memo) {
         );
     }
     out[0].write(ip);
-    let m = memo_take(sp);
+    let m = memo_take(ip, sp);
     if !m.is_null() {
         // SAFETY: `m` is a slot of the memo table, ours until `memo_give`.
         unsafe {
@@ -1677,15 +1677,18 @@ struct Memo {
 /// before, or if it could not be mapped: walks are not memoized).
 static MEMOS: AtomicPtr<Memo> = AtomicPtr::new(null_mut());
 
-/// The memo slot of a walk from stack pointer `sp`, taken (null: none, or
-/// another thread holds it).
+/// The memo slot of a walk from address `ip` and stack pointer `sp`,
+/// taken (null: none, or another thread holds it). (Both in the hash: the
+/// medium malloc's two sampling functions start at the same stack pointer
+/// and evicted each other's walks.)
 #[inline(always)]
-fn memo_take(sp: usize) -> *mut Memo {
+fn memo_take(ip: usize, sp: usize) -> *mut Memo {
     let t = MEMOS.load(Ordering::Acquire);
     if t.is_null() {
         return t;
     }
-    let i = ((sp as u64 >> 4).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize;
+    let i = ((sp ^ ip << 8) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58;
+    let i = i as usize;
     const _: () = assert!(MEMO_SLOTS == 1 << 6);
     // SAFETY: the slot lies in the table.
     let m = unsafe { t.add(i) };
