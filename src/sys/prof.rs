@@ -23,12 +23,13 @@
 //! requests are counted here (`count`, `counted`) by `export` after the
 //! block is made. A medium malloc served by the thread's medium cache, the
 //! common case, tests the modes once after loading its list's head, as it
-//! does off (`mcache::pop`), and, profiling, counts inline (`count`: a
-//! subtraction, a store and a test) and tail-calls the sample when one is
-//! due (`counted_due`, which then walks the stack from its own frame: one
+//! does off (`mcache::pop`), and, profiling, counts inline on the cache's
+//! own countdown (`count_in`: one subtraction from the cache's line and a
+//! branch on its flags) and tail-calls the sample when one is due
+//! (`counted_due_in`, which then walks the stack from its own frame: one
 //! frame of the allocator's, not six). Off, that costs nothing on the
-//! medium cache's path (the 8 KiB pair: 117.0 instructions) and one load of
-//! `ACTIVE` on the slower paths.
+//! medium cache's path (the 8 KiB pair: 123.0 instructions, as before the
+//! profiler) and one load of `ACTIVE` on the slower paths.
 //!
 //! **Sampled blocks** are always heap chunks or own mappings, never zone
 //! blocks (a sampled small request is served by the thread's medium cache
@@ -56,8 +57,10 @@
 //! the DWARF call-frame information (`.eh_frame`), so programs without
 //! frame pointers unwind: each return address's CFI row is found once, with
 //! libgcc's `_Unwind_Find_FDE` and the interpreter below (`walk`), and
-//! kept in a table, so a sample costs a few loads per frame; what the
-//! interpreter does not handle falls back to glibc's `backtrace()`
+//! kept in a table, so a sample costs a few loads per frame (and a sample
+//! whose stack slots hold what an earlier walk from the same place read,
+//! the common case in a loop, replays that walk: "the walks' memo"); what
+//! the interpreter does not handle falls back to glibc's `backtrace()`
 //! (libgcc's `_Unwind_Backtrace`, 16,000 instructions a sample). libgcc's
 //! first use dlopens libgcc_s and allocates: `prime` makes that first call
 //! from the constructor, before sampling is enabled (`READY`) and while no
@@ -2313,6 +2316,58 @@ mod tests {
         }
         assert_eq!(found, live.len());
         assert!(t.peak_total >= t.live_total);
+    }
+
+    /// The walks' memo: two callers at the same depth (the same stack
+    /// pointer where the walk starts, other return addresses) alternate,
+    /// each time with `backtrace`'s frames, never the other caller's.
+    #[test]
+    fn memo_tells_callers_apart() {
+        configure(true, 4096, null_mut());
+        prime();
+        #[inline(never)]
+        fn leaf(out: &mut Vec<(Vec<usize>, Vec<usize>)>) {
+            let mut a = [0usize; RAW_FRAMES];
+            let mut b = [MaybeUninit::new(0usize); RAW_FRAMES];
+            // SAFETY: a holds RAW_FRAMES entries.
+            let na =
+                unsafe { backtrace(a.as_mut_ptr() as *mut *mut libc::c_void, RAW_FRAMES as i32) }
+                    as usize;
+            let nb = unwind(&mut b).expect("a rule not handled");
+            // SAFETY: b was initialized (to zero).
+            let b: Vec<usize> = b[..nb].iter().map(|x| unsafe { x.assume_init() }).collect();
+            out.push((a[..na].to_vec(), b));
+        }
+        #[inline(never)]
+        fn via_a(out: &mut Vec<(Vec<usize>, Vec<usize>)>) {
+            leaf(out);
+            core::hint::black_box(1);
+        }
+        #[inline(never)]
+        fn via_b(out: &mut Vec<(Vec<usize>, Vec<usize>)>) {
+            leaf(out);
+            core::hint::black_box(2);
+        }
+        let mut out = Vec::new();
+        for i in 0..8 {
+            if i % 2 == 0 {
+                via_a(&mut out);
+            } else {
+                via_b(&mut out);
+            }
+        }
+        for (i, (a, b)) in out.iter().enumerate() {
+            assert_eq!(
+                a[1..],
+                b[2..],
+                "call {}: backtrace {:x?} unwind {:x?}",
+                i,
+                a,
+                b
+            );
+        }
+        // The two callers' stacks differ (and so were told apart).
+        assert_ne!(out[0].1, out[1].1);
     }
 
     /// The stacks `unwind` finds are `backtrace`'s, from nested calls
