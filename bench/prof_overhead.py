@@ -6,9 +6,11 @@
 
 Runs bench.py's workload suite under the same library twice per repetition,
 with MEMALLOC_PROF unset and with MEMALLOC_PROF=1 (default rate, 512 KiB),
-alternating (the order flips every repetition), and reports the medians and
-their ratio per workload and the geometric mean -> results/prof_overhead.md
-and results/prof_overhead.csv. Also the instructions per malloc+free pair
+alternating (the order flips every repetition), and reports the medians of
+wall time and of CPU time (user + system), their ratios per workload, the
+ratio of the least CPU time of each mode (the load of a shared machine only
+adds to it) and the geometric means -> results/prof_overhead.md and
+results/prof_overhead.csv. Also the instructions per malloc+free pair
 under callgrind (bench/pair, 32 bytes) off and on, when valgrind is there.
 """
 import argparse
