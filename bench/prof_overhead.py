@@ -6,9 +6,11 @@
 
 Runs bench.py's workload suite under the same library twice per repetition,
 with MEMALLOC_PROF unset and with MEMALLOC_PROF=1 (default rate, 512 KiB),
-alternating (the order flips every repetition), and reports the medians and
-their ratio per workload and the geometric mean -> results/prof_overhead.md
-and results/prof_overhead.csv. Also the instructions per malloc+free pair
+alternating (the order flips every repetition), and reports the medians of
+wall time and of CPU time (user + system), their ratios per workload, the
+ratio of the least CPU time of each mode (the load of a shared machine only
+adds to it) and the geometric means -> results/prof_overhead.md and
+results/prof_overhead.csv. Also the instructions per malloc+free pair
 under callgrind (bench/pair, 32 bytes) off and on, when valgrind is there.
 """
 import argparse
@@ -66,6 +68,7 @@ def main():
     wl = bench.workloads(args)
     modes = [("off", {}), ("on", {"MEMALLOC_PROF": "1", "MEMALLOC_PROF_OUT": os.path.join(prof_out, "p")})]
     times = {(w, m): [] for w, _, _ in wl for m, _ in modes}
+    cpus = {(w, m): [] for w, _, _ in wl for m, _ in modes}
     fails = []
     for rep in range(args.reps):
         order = modes if rep % 2 == 0 else modes[::-1]
@@ -75,21 +78,33 @@ def main():
                 r = bench.run_once(argv, args.lib, e, 120.0)
                 if r.ok:
                     times[(name, m)].append(r.time)
+                    cpus[(name, m)].append(r.cpu)
                 else:
                     fails.append("%s (%s): %s" % (name, m, r.status))
                 for f in os.listdir(prof_out):
                     os.unlink(os.path.join(prof_out, f))
-            bench.log("prof_overhead: rep %d %s off %.3f on %.3f" % (
+            bench.log("prof_overhead: rep %d %s off %.3f on %.3f (CPU %.3f %.3f)" % (
                 rep + 1, name, times[(name, "off")][-1] if times[(name, "off")] else 0,
-                times[(name, "on")][-1] if times[(name, "on")] else 0))
+                times[(name, "on")][-1] if times[(name, "on")] else 0,
+                cpus[(name, "off")][-1] if cpus[(name, "off")] else 0,
+                cpus[(name, "on")][-1] if cpus[(name, "on")] else 0))
     rows = []
     for name, _, _ in wl:
         off, on = times[(name, "off")], times[(name, "on")]
+        coff, con = cpus[(name, "off")], cpus[(name, "on")]
         if off and on:
             mo, mn = statistics.median(off), statistics.median(on)
             spread = (max(off) - min(off)) / mo
-            rows.append((name, mo, mn, mn / mo, spread))
+            co, cn = statistics.median(coff), statistics.median(con)
+            cspread = (max(coff) - min(coff)) / co if co > 0 else 0.0
+            # The least CPU time of each mode: what the load adds (other
+            # processes' cache and memory traffic, a busier core) only adds.
+            best = min(con) / min(coff) if min(coff) > 0 else float("nan")
+            rows.append((name, mo, mn, mn / mo, spread, co, cn, cn / co if co > 0 else float("nan"), cspread,
+                         best))
     gm = bench.geomean([r[3] for r in rows]) if rows else float("nan")
+    cgm = bench.geomean([r[7] for r in rows]) if rows else float("nan")
+    bgm = bench.geomean([r[9] for r in rows]) if rows else float("nan")
     pair_off = pair_instructions(args, {})
     pair_on = pair_instructions(args, {"MEMALLOC_PROF": "1", "MEMALLOC_PROF_OUT": os.path.join(prof_out, "p")})
     os.makedirs(args.results, exist_ok=True)
@@ -100,21 +115,27 @@ def main():
     if args.lib_info:
         md.append("- memalloc: %s" % args.lib_info)
     md.append("- Repetitions: %d%s; off and on alternate within each repetition, the order flips between "
-              "repetitions; figures are medians of wall time (seconds)" % (args.reps, " (quick mode)" if args.quick else ""))
+              "repetitions; figures are medians of wall time and of CPU time (user + system, all threads), "
+              "in seconds" % (args.reps, " (quick mode)" if args.quick else ""))
+    md.append("- Load average at the start: %s (the machine is shared; wall time waits for the processors, "
+              "CPU time does not)" % " ".join("%.1f" % x for x in os.getloadavg()))
     md.append("- on: `MEMALLOC_PROF=1` at the default rate (one sample per 512 KiB allocated, on average); "
               "off: the same library without it")
     md.append("")
-    md.append("| workload | off | on | on ÷ off | spread (off) |")
-    md.append("|---|---:|---:|---:|---:|")
-    for name, mo, mn, ratio, spread in rows:
-        md.append("| %s | %.3f | %.3f | %.2f | %.0f%% |" % (name, mo, mn, ratio, 100 * spread))
-    md.append("| **geometric mean** | | | **%.2f** | |" % gm)
+    md.append("| workload | wall off | wall on | on ÷ off | spread (off) | CPU off | CPU on | on ÷ off | spread (off) "
+              "| least CPU on ÷ least off |")
+    md.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, mo, mn, ratio, spread, co, cn, cratio, cspread, best in rows:
+        md.append("| %s | %.3f | %.3f | %.2f | %.0f%% | %.3f | %.3f | %.2f | %.0f%% | %.2f |" % (
+            name, mo, mn, ratio, 100 * spread, co, cn, cratio, 100 * cspread, best))
+    md.append("| **geometric mean** | | | **%.2f** | | | | **%.2f** | | **%.2f** |" % (gm, cgm, bgm))
     md.append("")
     if pair_off is not None:
         md.append("Instructions per malloc + free pair (bench/pair, 32 bytes, callgrind): "
                   "off **%.1f**, on **%.1f**." % (pair_off, pair_on))
         md.append("")
     md.append("*spread*: (max − min) ÷ median of the off runs: differences below it are noise of this shared machine.")
+    md.append("The instructions, which the load does not change: `results/prof_callgrind.md` (`scripts/prof_callgrind.sh`).")
     if fails:
         md.append("")
         md.append("Failed runs: " + "; ".join(fails))
@@ -122,11 +143,11 @@ def main():
         f.write("\n".join(md) + "\n")
     with open(os.path.join(args.results, "prof_overhead.csv"), "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["workload", "mode", "rep", "seconds"])
+        w.writerow(["workload", "mode", "rep", "seconds", "cpu_seconds"])
         for name, _, _ in wl:
             for m, _ in modes:
                 for i, t in enumerate(times[(name, m)]):
-                    w.writerow([name, m, i + 1, "%.4f" % t])
+                    w.writerow([name, m, i + 1, "%.4f" % t, "%.4f" % cpus[(name, m)][i]])
         if pair_off is not None:
             w.writerow(["pair-instructions", "off", "", "%.1f" % pair_off])
             w.writerow(["pair-instructions", "on", "", "%.1f" % pair_on])

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # scripts/prof_overhead.sh [--reps N] [--quick] [--only W,..] — what the heap
 # profiler costs: the bench suite (bench/bench.py's workloads) under the same
-# library with MEMALLOC_PROF off and on, alternating, and the instructions per
+# library with MEMALLOC_PROF off and on, alternating (wall and CPU time), and the instructions per
 # malloc+free pair under callgrind, off and on -> results/prof_overhead.md and
 # results/prof_overhead.csv (bench/prof_overhead.py).
 # Builds the release library and the bench programs first (as bench.sh does).

@@ -1299,7 +1299,12 @@ unsafe fn prof_arm(tc: *mut Cache, cls: usize, bin: u64, zone: u64) {
         p.left = crate::prof::draw_blocks(CLASS_SIZE[cls] as usize);
     }
     let fast = p.left - 1;
-    let z = (fast as u128 * (zone as u128 + 1) / (bin as u128 + zone as u128 + 2)) as u64;
+    // (In floating point, not u128: a 128-bit division was a call to
+    // `__udivti3`, twice a sample. Through i64, one conversion instruction
+    // each: the counts are far below 2^62; `fast` is below 2^41, exact, and
+    // the share below 1, so `z <= fast`.)
+    let share = (zone as i64 + 1) as f64 / (bin as i64 + zone as i64 + 2) as f64;
+    let z = ((fast as i64 as f64 * share) as i64 as u64).min(fast);
     p.zone_fast = z;
     p.bin_fast = fast - z;
     let st = c.bin_state[cls];

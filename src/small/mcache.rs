@@ -253,6 +253,11 @@ pub struct MCache {
     peak: usize,
     /// Allocations served since the last `publish` (read by the reclaimer).
     allocs: AtomicUsize,
+    /// While profiling, bytes the pops may still serve before the next
+    /// sample: their own countdown (`prof::count_in`, a subtraction in this
+    /// line where the thread's count cost five more instructions); 0 until
+    /// its first interval is drawn. The owner's alone.
+    prof_left: i64,
     /// `bytes` as of the last `publish` (its share of `CACHED`).
     published: usize,
     /// Frees seen while the heap's purge was due (see `purge_tick`).
@@ -288,6 +293,7 @@ impl MCache {
             busy: AtomicU32::new(0),
             peak: 0,
             allocs: AtomicUsize::new(0),
+            prof_left: 0,
             published: 0,
             tick: 0,
             state,
@@ -408,16 +414,17 @@ pub fn totals() -> (usize, usize, usize, usize, usize) {
 /// a chunk from this thread's list of `n`'s class, else `miss(n)`. A listed
 /// chunk serves its class whatever the mmap threshold has become since it
 /// was cached (as glibc's tcache does). With the profiler on, the chunk is
-/// served the same way and handed to `counted` (the export layer counts it:
-/// `prof::count`); with a perturb byte set, `miss` (the export layer's
-/// slower path fills the block). The modes and a reclaim's signal are one
-/// test of the gate, before the list is read; when any is on, `pop_moded`
-/// takes the chunk (one pop per malloc, profiling or not). Every call here
-/// is in tail position, so that the caller needs no frame.
+/// served the same way and handed to `counted` with the cache's countdown
+/// (the export layer counts it: `prof::count_in`); with a perturb byte set,
+/// `miss` (the export layer's slower path fills the block). The modes and
+/// a reclaim's signal are one test of the gate, before the list is read;
+/// when any is on, `pop_moded` takes the chunk (one pop per malloc,
+/// profiling or not). Every call here is in tail position, so that the
+/// caller needs no frame.
 #[inline(always)]
 pub fn pop(
     n: usize,
-    counted: impl FnOnce(*mut u8, usize) -> *mut u8,
+    counted: impl FnOnce(*mut u8, usize, &mut i64) -> *mut u8,
     miss: impl FnOnce(usize) -> *mut u8,
 ) -> *mut u8 {
     let tc = tls::mc_get();
@@ -463,7 +470,7 @@ unsafe fn pop_moded(
     tc: *mut MCache,
     k: usize,
     n: usize,
-    counted: impl FnOnce(*mut u8, usize) -> *mut u8,
+    counted: impl FnOnce(*mut u8, usize, &mut i64) -> *mut u8,
     miss: impl FnOnce(usize) -> *mut u8,
 ) -> *mut u8 {
     if crate::gate::any(crate::gate::PERTURB | crate::gate::RECLAIM) {
@@ -474,7 +481,8 @@ unsafe fn pop_moded(
     if c.is_null() {
         return miss(n);
     }
-    counted(to_user(c), n)
+    // (`tc` is live: its list held `c`.)
+    counted(to_user(c), n, &mut (*tc).prof_left)
 }
 
 /// Enters a fast section of this thread's cache `tc`: `busy = 1`, kept by

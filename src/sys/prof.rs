@@ -23,20 +23,22 @@
 //! requests are counted here (`count`, `counted`) by `export` after the
 //! block is made. A medium malloc served by the thread's medium cache, the
 //! common case, tests the modes once after loading its list's head, as it
-//! does off (`mcache::pop`), and, profiling, counts inline (`count`: a
-//! subtraction, a store and a test) and tail-calls the sample when one is
-//! due (`counted_due`, which then walks the stack from its own frame: one
+//! does off (`mcache::pop`), and, profiling, counts inline on the cache's
+//! own countdown (`count_in`: one subtraction from the cache's line and a
+//! branch on its flags) and tail-calls the sample when one is due
+//! (`counted_due_in`, which then walks the stack from its own frame: one
 //! frame of the allocator's, not six). Off, that costs nothing on the
-//! medium cache's path (the 8 KiB pair: 117.0 instructions) and one load of
-//! `ACTIVE` on the slower paths.
+//! medium cache's path (the 8 KiB pair: 123.0 instructions, as before the
+//! profiler) and one load of `ACTIVE` on the slower paths.
 //!
 //! **Sampled blocks** are always heap chunks or own mappings, never zone
 //! blocks (a sampled small request is served by the thread's medium cache
 //! or the TLSF heap), so their frees reach `dealloc_chunk`, where `freed`
-//! looks them up. `FILTER` (a counting filter: one 16-bit count per hash
-//! bucket of live sampled addresses) answers "surely not sampled" with one
-//! load and no lock (`unsampled`); a block it does not answer for drops its
-//! sample and takes the medium cache's fast path too
+//! looks them up. `FILTER` (a counting filter: one 16-bit count per bucket
+//! of live sampled addresses) answers "surely not sampled" with one load
+//! and no lock (`unsampled`), inside the medium free's fast path (its
+//! branch taken when a mode is on); a block it does not answer for drops
+//! its sample and takes the medium cache's fast path too
 //! (`export::dealloc_chunk_sampled`).
 //!
 //! **What a sample keeps.** Its call stack (up to `MAX_FRAMES` return
@@ -55,8 +57,10 @@
 //! the DWARF call-frame information (`.eh_frame`), so programs without
 //! frame pointers unwind: each return address's CFI row is found once, with
 //! libgcc's `_Unwind_Find_FDE` and the interpreter below (`walk`), and
-//! kept in a table, so a sample costs a few loads per frame; what the
-//! interpreter does not handle falls back to glibc's `backtrace()`
+//! kept in a table, so a sample costs a few loads per frame (and a sample
+//! whose stack slots hold what an earlier walk from the same place read,
+//! the common case in a loop, replays that walk: "the walks' memo"); what
+//! the interpreter does not handle falls back to glibc's `backtrace()`
 //! (libgcc's `_Unwind_Backtrace`, 16,000 instructions a sample). libgcc's
 //! first use dlopens libgcc_s and allocates: `prime` makes that first call
 //! from the constructor, before sampling is enabled (`READY`) and while no
@@ -123,8 +127,13 @@ static SELF_END: AtomicUsize = AtomicUsize::new(0);
 /// the rows of the unwinder's table for their code never go stale (see
 /// "Unloaded objects").
 static LASTING: [[AtomicUsize; 2]; 4] = [const { [const { AtomicUsize::new(0) }; 2] }; 4];
-/// One count per bucket of live sampled addresses (see `FILTER_CAP`).
-static FILTER: AtomicPtr<AtomicU16> = AtomicPtr::new(null_mut());
+/// One count per bucket of live sampled addresses (see `FILTER_CAP`): in
+/// `.bss`, page-aligned (its pages are anonymous, zero until written, and
+/// a fork child empties them with `os::discard`), so that a free's test
+/// reads it at a fixed address, with no pointer to load and test first.
+#[repr(C, align(4096))]
+struct Filter([AtomicU16; FILTER_CAP]);
+static FILTER: Filter = Filter([const { AtomicU16::new(0) }; FILTER_CAP]);
 
 /// A distinct call stack and its totals.
 #[repr(C)]
@@ -256,8 +265,7 @@ pub fn prime() {
     let stacks = crate::os::map(STACK_CAP * core::mem::size_of::<Stack>());
     let index = crate::os::map(INDEX_CAP * 4);
     let samples = crate::os::map(SAMPLE_SLOTS * core::mem::size_of::<Sample>());
-    let filter = crate::os::map(FILTER_CAP * 2);
-    if stacks.is_null() || index.is_null() || samples.is_null() || filter.is_null() {
+    if stacks.is_null() || index.is_null() || samples.is_null() {
         // (ACTIVE stays: the caches route through the counting path, which
         // takes no sample while READY is false.)
         crate::report::warn(format_args!(
@@ -275,7 +283,6 @@ pub fn prime() {
             t.samples = samples as *mut Sample;
         }
     }
-    FILTER.store(filter as *mut AtomicU16, Ordering::Release);
     find_self();
     let mut buf = [null_mut::<libc::c_void>(); 4];
     // SAFETY: buf holds 4 entries.
@@ -405,10 +412,17 @@ fn rng_next(t: &mut ThreadState) -> u64 {
 
 /// An interval drawn from the exponential distribution of mean `RATE`.
 fn draw(t: &mut ThreadState) -> i64 {
-    // u uniform in (0, 1]
-    let u = ((rng_next(t) >> 11) + 1) as f64 / (1u64 << 53) as f64;
-    let x = -ln(u) * RATE.load(Ordering::Relaxed) as f64;
+    let x = exponential(t) * RATE.load(Ordering::Relaxed) as i64 as f64;
     (x as i64).max(1)
+}
+
+/// A draw of the exponential distribution of mean 1: `-ln u`, `u` uniform
+/// in (0, 1]. (The integers go through i64, whose conversions to and from
+/// f64 are one instruction each; u64's take a dozen.)
+#[inline(always)]
+fn exponential(t: &mut ThreadState) -> f64 {
+    let u = (((rng_next(t) >> 11) + 1) as i64 as f64) * (1.0 / (1u64 << 53) as f64);
+    -ln(u)
 }
 
 /// Blocks of `size` bytes to allocate up to and including the next one
@@ -420,9 +434,8 @@ fn draw(t: &mut ThreadState) -> i64 {
 pub fn draw_blocks(size: usize) -> u64 {
     // SAFETY: this thread's own state.
     let t = unsafe { &mut *thread_state() };
-    let u = ((rng_next(t) >> 11) + 1) as f64 / (1u64 << 53) as f64;
-    let x = -ln(u) * RATE.load(Ordering::Relaxed) as f64 / size.max(1) as f64;
-    (x as u64).min(1 << 40) + 1
+    let x = exponential(t) * RATE.load(Ordering::Relaxed) as i64 as f64 / size.max(1) as i64 as f64;
+    (x as i64).clamp(0, 1 << 40) as u64 + 1
 }
 
 /// May an allocation that fell due be sampled now (the tables are ready and
@@ -442,9 +455,9 @@ pub fn take(n: usize) -> bool {
     }
     // SAFETY: this thread's own state.
     let t = unsafe { &mut *thread_state() };
-    let left = t.left - n as i64;
-    t.left = left;
-    if left > 0 {
+    let left = t.left;
+    t.left = left.wrapping_sub(n as i64);
+    if left > n as i64 {
         return false;
     }
     take_due(t)
@@ -476,13 +489,36 @@ fn weight(n: usize) -> u64 {
 /// The bytes a sample of an `n`-byte block counted as `counted` bytes
 /// stands for at rate `rate`: `n / (1 - exp(-counted / rate))`.
 fn weight_at(n: usize, counted: usize, rate: usize) -> u64 {
-    let rate = rate as f64;
-    let x = counted as f64 / rate;
-    let p = 1.0 - exp_neg(x);
+    // (Sizes and rates are below 2^63: through i64, as in `exponential`.)
+    let rate = rate as i64 as f64;
+    let x = counted as i64 as f64 / rate;
+    let p = sampled_p(x);
     if p <= 0.0 {
-        return rate as u64;
+        return rate as i64 as u64;
     }
-    (n as f64 / p + 0.5) as u64
+    (n as i64 as f64 / p + 0.5) as i64 as u64
+}
+
+/// `1 - exp(-x)` for `x >= 0`, the probability that a block counted as
+/// `x` times the rate is sampled: below 1/4 (blocks under 128 KiB at the
+/// default rate), its series to x^7 (the next term is under 2e-9 of the
+/// sum), 15 instructions where `exp_neg` takes 60; above, `exp_neg`.
+#[inline]
+fn sampled_p(x: f64) -> f64 {
+    if x < 0.25 {
+        const C: [f64; 7] = [
+            1.0,
+            1.0 / 2.0,
+            1.0 / 6.0,
+            1.0 / 24.0,
+            1.0 / 120.0,
+            1.0 / 720.0,
+            1.0 / 5040.0,
+        ];
+        x * (C[0] - x * (C[1] - x * (C[2] - x * (C[3] - x * (C[4] - x * (C[5] - x * C[6]))))))
+    } else {
+        1.0 - exp_neg(x)
+    }
 }
 
 /// Counts block `p` (not null) of `n` bytes, made on a path that counts
@@ -495,9 +531,10 @@ fn weight_at(n: usize, counted: usize, rate: usize) -> u64 {
 pub fn count(p: *mut u8, n: usize) -> *mut u8 {
     // SAFETY: this thread's own state.
     let t = unsafe { &mut *thread_state() };
-    let left = t.left - n as i64;
-    t.left = left;
-    if left <= 0 {
+    // (As in `count_in`: the subtraction's own flags.)
+    let left = t.left;
+    t.left = left.wrapping_sub(n as i64);
+    if left <= n as i64 {
         return counted_due(p, n);
     }
     p
@@ -524,8 +561,14 @@ fn counted_due(p: *mut u8, n: usize) -> *mut u8 {
     if take_due(unsafe { &mut *thread_state() }) {
         record_inline(p, n, n);
     }
-    // (Opaque: were LLVM to see that this returns `p`, the caller would keep
-    // `p` in a register of its own across a call instead of a tail call.)
+    opaque(p)
+}
+
+/// `p`, through an asm comment: were LLVM to see that a sample's function
+/// returns its argument, the caller would keep `p` in a register of its
+/// own across a call instead of a tail call.
+#[inline(always)]
+fn opaque(p: *mut u8) -> *mut u8 {
     let q: usize;
     // SAFETY: an asm comment: `q` is `p`'s address.
     unsafe {
@@ -536,6 +579,42 @@ fn counted_due(p: *mut u8, n: usize) -> *mut u8 {
         )
     };
     q as *mut u8
+}
+
+/// `count` for a block `p` of `n` bytes popped from the thread's medium
+/// cache, on the cache's own countdown `left` (`mcache::MCache::prof_left`:
+/// a subtraction from the line the pop has loaded, and a test). Each
+/// countdown runs over its own bytes from an exponential interval, so a
+/// block of `n` bytes is sampled with probability `1 - exp(-n / rate)`
+/// whichever countdown counts it (the interval is memoryless), as the
+/// small classes' countdowns are too.
+#[inline(always)]
+pub fn count_in(p: *mut u8, n: usize, left: &mut i64) -> *mut u8 {
+    // (`l <= n` rather than `l - n <= 0`: the subtraction's own flags.)
+    let l = *left;
+    *left = l.wrapping_sub(n as i64);
+    if l <= n as i64 {
+        return counted_due_in(p, n, left);
+    }
+    p
+}
+
+/// `count_in` when the countdown reached zero: a new interval, and the
+/// sample unless the countdown was not armed yet (it was 0: an interval
+/// drawn is at least 1, and one used up is drawn again at once) or this
+/// thread is taking a sample already or the tables are not ready. A tail
+/// call, as `counted_due`.
+#[cold]
+#[inline(never)]
+fn counted_due_in(p: *mut u8, n: usize, left: &mut i64) -> *mut u8 {
+    // SAFETY: this thread's own state.
+    let t = unsafe { &mut *thread_state() };
+    let armed = *left + n as i64 != 0;
+    *left = draw(t);
+    if armed && t.busy == 0 && READY.load(Ordering::Relaxed) {
+        record_inline(p, n, n);
+    }
+    opaque(p)
 }
 
 /// Records a sample for block `p` of `n` bytes: unwinds (no lock held),
@@ -563,7 +642,8 @@ fn record_inline(p: *mut u8, n: usize, counted: usize) {
     // Not zeroed (a memset of 640 bytes a sample): only the first `got`
     // entries, which the unwinder or `backtrace` wrote, are read.
     let mut raw = [const { MaybeUninit::<usize>::uninit() }; RAW_FRAMES];
-    let got = match unwind_here(&mut raw) {
+    let (got, m) = unwind_here(&mut raw);
+    let got = match got {
         Some(n) => n,
         // SAFETY: raw holds RAW_FRAMES entries.
         None => unsafe {
@@ -586,11 +666,22 @@ fn record_inline(p: *mut u8, n: usize, counted: usize) {
     }
     let frames = &raw[first..got.min(first + MAX_FRAMES)];
     let w = weight_at(n, counted, RATE.load(Ordering::Relaxed));
-    {
+    // A memo that holds these frames (its walk replayed, or just kept)
+    // knows their stack, once a sample filed it: `insert` then skips the
+    // hash and the index's lookup.
+    // SAFETY: `m` (if not null) is a memo this thread took.
+    let kept = !m.is_null() && unsafe { (*m).ip != 0 };
+    let hint = if kept { unsafe { (*m).stack } } else { 0 };
+    let s = {
         let _g = LOCK.guard();
         // SAFETY: the tables are only touched under LOCK.
-        unsafe { insert(&mut *addr_of_mut!(TABLES), p as usize, w, frames) };
+        unsafe { insert(&mut *addr_of_mut!(TABLES), p as usize, w, frames, hint) }
+    };
+    if kept {
+        // SAFETY: as above.
+        unsafe { (*m).stack = s };
     }
+    memo_give(m);
     // SAFETY: this thread's own state.
     unsafe { (*t).busy = 0 };
 }
@@ -609,31 +700,41 @@ fn hash_addr(a: usize) -> u64 {
     (a as u64 >> 4).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
-/// The filter's bucket of address `a` (below `FILTER_CAP`).
+/// The filter's bucket of address `a` (below `FILTER_CAP`): the top bits
+/// of a multiplicative hash. (Bits 4-19 of the address, one instruction
+/// less, put 10 times more frees of `bench/mthreads` in a live sample's
+/// bucket, each a lookup that finds no sample: medium chunks lie at
+/// multiples of their classes' sizes.)
 #[inline(always)]
 fn filter_index(a: usize) -> usize {
     const _: () = assert!(FILTER_CAP == 1 << 16);
-    (hash_addr(a) >> 48) as usize
+    ((a as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 48) as usize
 }
 
-fn filter_slot(a: usize) -> *const AtomicU16 {
-    let f = FILTER.load(Ordering::Acquire);
-    // SAFETY: the filter has FILTER_CAP entries; the index is below it.
-    unsafe { f.add(filter_index(a)) }
+#[inline(always)]
+fn filter_slot(a: usize) -> &'static AtomicU16 {
+    // SAFETY: the index is below FILTER_CAP (a u16).
+    unsafe { FILTER.0.get_unchecked(filter_index(a)) }
 }
 
-/// Files a sample (under LOCK).
-unsafe fn insert(t: &mut Tables, addr: usize, w: u64, frames: &[usize]) {
+/// Files a sample (under LOCK) of stack `frames`, which is stack
+/// `hint - 1` if `hint` is not 0 (a walk's memo knew it). Returns its
+/// stack's index + 1 (0: none, the table is full).
+unsafe fn insert(t: &mut Tables, addr: usize, w: u64, frames: &[usize], hint: usize) -> usize {
     if t.stacks.is_null() {
-        return;
+        return 0;
     }
     t.alloc_total += w;
     t.sample_count += 1;
-    let s = match find_stack(t, frames) {
-        Some(s) => s,
-        None => {
-            t.dropped += 1;
-            return;
+    let s = if hint != 0 && hint <= t.nstacks {
+        hint - 1
+    } else {
+        match find_stack(t, frames) {
+            Some(s) => s,
+            None => {
+                t.dropped += 1;
+                return 0;
+            }
         }
     };
     {
@@ -643,7 +744,7 @@ unsafe fn insert(t: &mut Tables, addr: usize, w: u64, frames: &[usize]) {
     }
     if t.nsamples >= SAMPLE_CAP {
         t.dropped += 1;
-        return;
+        return s + 1;
     }
     let mask = SAMPLE_SLOTS - 1;
     let mut i = hash_addr(addr) as usize & mask;
@@ -657,7 +758,7 @@ unsafe fn insert(t: &mut Tables, addr: usize, w: u64, frames: &[usize]) {
                 t.live_total -= e.weight;
                 t.nsamples -= 1;
             } else {
-                (*filter_slot(addr)).fetch_add(1, Ordering::Relaxed);
+                filter_slot(addr).fetch_add(1, Ordering::Relaxed);
             }
             *e = Sample {
                 addr,
@@ -677,6 +778,7 @@ unsafe fn insert(t: &mut Tables, addr: usize, w: u64, frames: &[usize]) {
         t.peak_total = t.live_total;
         t.peak_epoch += 1;
     }
+    s + 1
 }
 
 /// Stack `s`, about to have its live bytes changed: if they have not
@@ -738,28 +840,29 @@ unsafe fn find_stack(t: &mut Tables, frames: &[usize]) -> Option<usize> {
 
 /// Is the heap chunk at user address `p` surely not sampled? For the free
 /// of a heap chunk while the profiler is on (`gate::PROF` set: `active()`
-/// is not tested again): the filter's answer, one load of it, a hash and
-/// one load of its count. False before `prime` mapped the filter (and, as
-/// ever, for a block whose bucket holds a live sample).
+/// is not tested again): the filter's answer, a shift and one load of its
+/// count (false for a block whose bucket holds a live sample).
 #[inline(always)]
 pub fn unsampled(p: *mut u8) -> bool {
-    let f = FILTER.load(Ordering::Relaxed);
-    // SAFETY: the slot lies in the filter.
-    !f.is_null() && unsafe { (*f.add(filter_index(p as usize))).load(Ordering::Relaxed) } == 0
+    filter_slot(p as usize).load(Ordering::Relaxed) == 0
 }
 
 /// A heap chunk or own mapping at user address `p` is being freed (or
 /// moved): drops its sample if it has one.
 #[inline]
 pub fn freed(p: *mut u8) {
-    if FILTER.load(Ordering::Relaxed).is_null() {
-        return;
-    }
-    // SAFETY: the slot lies in the filter.
-    if unsafe { (*filter_slot(p as usize)).load(Ordering::Relaxed) } == 0 {
+    if filter_slot(p as usize).load(Ordering::Relaxed) == 0 {
         return;
     }
     freed_slow(p as usize);
+}
+
+/// `freed` for a block whose filter bucket holds a live sample (the
+/// caller tested it: `unsampled` said no).
+#[cold]
+#[inline(never)]
+pub fn freed_here(p: *mut u8) {
+    freed_slow(p as usize)
 }
 
 #[cold]
@@ -792,7 +895,7 @@ unsafe fn remove(t: &mut Tables, addr: usize) {
         (*touch(t, e.stack)).live_bytes -= e.weight;
         t.live_total -= e.weight;
         t.nsamples -= 1;
-        (*filter_slot(addr)).fetch_sub(1, Ordering::Relaxed);
+        filter_slot(addr).fetch_sub(1, Ordering::Relaxed);
         // Backward-shift deletion (linear probing keeps no tombstones).
         let mut hole = i;
         let mut j = (i + 1) & mask;
@@ -974,6 +1077,8 @@ fn prime_unwinder() {
         return;
     }
     RULES.store(t as *mut [usize; 2], Ordering::Release);
+    let m = crate::os::map(MEMO_SLOTS * core::mem::size_of::<Memo>());
+    MEMOS.store(m as *mut Memo, Ordering::Release);
     FIND_FDE.store(f as usize, Ordering::Release);
 }
 
@@ -1451,15 +1556,19 @@ fn run_cfi(
 #[cfg(test)]
 #[inline(never)]
 fn unwind(out: &mut [MaybeUninit<usize>]) -> Option<usize> {
-    unwind_here(out)
+    let (n, m) = unwind_here(out);
+    memo_give(m);
+    n
 }
 
 /// `unwind` from the frame of the function it is inlined into (the
 /// sample's: one frame of the allocator's less to walk through).
+/// Also returns the memo it used (null: none), still taken: the caller
+/// gives it back (`memo_give`) once it has used its `stack`.
 #[inline(always)]
-fn unwind_here(out: &mut [MaybeUninit<usize>]) -> Option<usize> {
+fn unwind_here(out: &mut [MaybeUninit<usize>]) -> (Option<usize>, *mut Memo) {
     if FIND_FDE.load(Ordering::Acquire) == 0 || out.is_empty() {
-        return None;
+        return (None, null_mut());
     }
     let (ip, sp, rbp): (usize, usize, usize);
     // SAFETY: reads this frame's address and stack and frame registers.
@@ -1475,27 +1584,187 @@ fn unwind_here(out: &mut [MaybeUninit<usize>]) -> Option<usize> {
         );
     }
     out[0].write(ip);
+    let m = memo_take(ip, sp);
+    if !m.is_null() {
+        // SAFETY: `m` is a slot of the memo table, ours until `memo_give`.
+        unsafe {
+            if let Some(n) = memo_replay(&*m, out, ip, sp, rbp) {
+                return (Some(n), m);
+            }
+            (*m).ip = 0;
+        }
+    }
     // Twice at most: a walk that found the table stale walks again on the
     // emptied table (its rows are then all new); a third is not needed
     // unless objects are being unloaded meanwhile: `backtrace` then.
+    let mut r = Err(Stop::Unhandled);
     for _ in 0..2 {
         RULE_LOCK.lock();
-        let r = walk(out, ip, sp, rbp);
+        r = walk(out, ip, sp, rbp, m);
         RULE_LOCK.unlock();
-        match r {
-            Ok(n) => return Some(n),
-            Err(Stop::Flushed) => continue,
-            Err(Stop::Unhandled) => {
-                // A stale row may have sent the walk astray: check.
-                let subs = unloads();
-                RULE_LOCK.lock();
-                flush_if_unloaded(subs);
-                RULE_LOCK.unlock();
-                return None;
-            }
+        if r != Err(Stop::Flushed) {
+            break;
         }
     }
-    None
+    if let Ok(n) = r {
+        if !m.is_null() {
+            // SAFETY: as above; the walk filled its checks.
+            unsafe { memo_keep(&mut *m, out, n, ip, sp, rbp) };
+        }
+    }
+    match r {
+        Ok(n) => (Some(n), m),
+        Err(Stop::Flushed) => (None, m),
+        Err(Stop::Unhandled) => {
+            // A stale row may have sent the walk astray: check.
+            let subs = unloads();
+            RULE_LOCK.lock();
+            flush_if_unloaded(subs);
+            RULE_LOCK.unlock();
+            (None, m)
+        }
+    }
+}
+
+// ---- the walks' memo ---------------------------------------------------------------
+//
+// A program samples the same stacks again and again (a loop's malloc, at the
+// same depth): a walk is memoized, keyed by where it starts (the sampling
+// function's address and stack pointer), with the list of what it read
+// from the stack that decided its result: each saved return address, and
+// each saved `%rbp` it computed a CFA from (with the starting `%rbp`, if it
+// did), as (slot address, value) pairs in the order it read them. Replaying
+// the list -- a load and a compare each -- and finding every value the
+// same proves that the walk would find the same frames: its rows are
+// chosen by the return addresses, its CFAs computed from the same registers
+// and rows, so it would read the same slots and take the same branches.
+// The first value that differs stops the replay (so every slot it reads
+// lies where the walk itself would have read it, the earlier values being
+// the walk's), and the walk runs. About 6 instructions a frame, where the
+// walk takes about 37 and the rule table's lock.
+//
+// Only walks whose every row is *lasting* are kept (see "Unloaded objects":
+// their rows never change; others depend on the loader's count of unloads,
+// which a walk reads). The slots of the memo are taken with a try-lock: a
+// sample that finds its slot taken walks without it.
+
+/// Slots of the memo table (a slot per stack pointer's hash).
+const MEMO_SLOTS: usize = 64;
+/// Checks a memo holds: a return address and at most one `%rbp` a frame.
+const MEMO_CHECKS: usize = 2 * RAW_FRAMES;
+
+/// A memoized walk (see above). `ip == 0`: empty.
+#[repr(C)]
+struct Memo {
+    busy: AtomicBool,
+    /// Where the walk started: the sampling function's address and stack
+    /// pointer; its `%rbp`, if the walk used it (`use_rbp`).
+    ip: usize,
+    sp: usize,
+    rbp: usize,
+    use_rbp: bool,
+    /// While a walk fills it: false once it used a row that is not lasting.
+    lasting: bool,
+    /// The stack (index + 1 in `Tables::stacks`; 0: not known) its frames
+    /// were filed as. (The stacks are emptied only in a fork child, which
+    /// empties the memos too.)
+    stack: usize,
+    /// Frames found (`out[..n]`, `out[0]` being `ip`), and the checks.
+    n: usize,
+    nchecks: usize,
+    frames: [usize; RAW_FRAMES],
+    checks: [[usize; 2]; MEMO_CHECKS],
+}
+
+/// The memo table: `MEMO_SLOTS` memos, mapped by `prime_unwinder` (null
+/// before, or if it could not be mapped: walks are not memoized).
+static MEMOS: AtomicPtr<Memo> = AtomicPtr::new(null_mut());
+
+/// The memo slot of a walk from address `ip` and stack pointer `sp`,
+/// taken (null: none, or another thread holds it). (Both in the hash: the
+/// medium malloc's two sampling functions start at the same stack pointer
+/// and evicted each other's walks.)
+#[inline(always)]
+fn memo_take(ip: usize, sp: usize) -> *mut Memo {
+    let t = MEMOS.load(Ordering::Acquire);
+    if t.is_null() {
+        return t;
+    }
+    let i = ((sp ^ ip << 8) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58;
+    let i = i as usize;
+    const _: () = assert!(MEMO_SLOTS == 1 << 6);
+    // SAFETY: the slot lies in the table.
+    let m = unsafe { t.add(i) };
+    // SAFETY: as above.
+    if unsafe { (*m).busy.swap(true, Ordering::Acquire) } {
+        return null_mut();
+    }
+    m
+}
+
+/// Gives back a slot `memo_take` took (null: none).
+#[inline(always)]
+fn memo_give(m: *mut Memo) {
+    if !m.is_null() {
+        // SAFETY: a slot of the table.
+        unsafe { (*m).busy.store(false, Ordering::Release) };
+    }
+}
+
+/// The frames of a walk from (`ip`, `sp`, `rbp`) into `out`, if `m` holds
+/// it and every value it read is unchanged; None otherwise.
+///
+/// # Safety
+/// `m` is a memo this thread took.
+#[inline(always)]
+unsafe fn memo_replay(
+    m: &Memo,
+    out: &mut [MaybeUninit<usize>],
+    ip: usize,
+    sp: usize,
+    rbp: usize,
+) -> Option<usize> {
+    if m.ip != ip || m.sp != sp || (m.use_rbp && m.rbp != rbp) || m.n > out.len() {
+        return None;
+    }
+    for c in &m.checks[..m.nchecks] {
+        // SAFETY: a stack slot the walk read, at an address computed from
+        // the values checked before it, all unchanged: where the walk would
+        // read it now.
+        if *(c[0] as *const usize) != c[1] {
+            return None;
+        }
+    }
+    for (o, &f) in out[1..m.n].iter_mut().zip(&m.frames[1..m.n]) {
+        o.write(f);
+    }
+    Some(m.n)
+}
+
+/// Keeps the walk that found `out[..n]` from (`ip`, `sp`, `rbp`) in `m`,
+/// whose checks it filled, if every row it used was lasting.
+///
+/// # Safety
+/// `m` is a memo this thread took; `out[..n]` were written.
+unsafe fn memo_keep(
+    m: &mut Memo,
+    out: &[MaybeUninit<usize>],
+    n: usize,
+    ip: usize,
+    sp: usize,
+    rbp: usize,
+) {
+    if !m.lasting || m.nchecks > MEMO_CHECKS {
+        return;
+    }
+    for (f, o) in m.frames[1..n].iter_mut().zip(&out[1..n]) {
+        *f = o.assume_init();
+    }
+    m.stack = 0;
+    m.n = n;
+    m.sp = sp;
+    m.rbp = rbp;
+    m.ip = ip;
 }
 
 /// May a frame whose stack pointer is `sp` (8-aligned) have its CFA at
@@ -1509,12 +1778,25 @@ fn frame_ok(sp: usize, cfa: usize) -> bool {
 }
 
 /// `unwind` from its own frame (`ip`, `sp`, `rbp`), with `RULE_LOCK` held.
+/// Fills the checks of memo `m` (null: none) as it goes (see "the walks'
+/// memo").
 fn walk(
     out: &mut [MaybeUninit<usize>],
     mut ip: usize,
     mut sp: usize,
     mut rbp: usize,
+    m: *mut Memo,
 ) -> Result<usize, Stop> {
+    // Where the current `%rbp` was read from (0: it is the starting one).
+    let mut rbp_slot = 0usize;
+    if !m.is_null() {
+        // SAFETY: a memo this thread took.
+        unsafe {
+            (*m).nchecks = 0;
+            (*m).use_rbp = false;
+            (*m).lasting = true;
+        }
+    }
     let mut n = 1;
     // The first address is where `unwind`'s frame is; the others are
     // return addresses, whose row is the call's (one byte before).
@@ -1542,6 +1824,23 @@ fn walk(
             // thread while RULE_LOCK was released.)
             continue;
         }
+        if !m.is_null() {
+            // SAFETY: a memo this thread took; at most two checks a frame
+            // (`MEMO_CHECKS`).
+            unsafe {
+                if w & W_LASTING == 0 {
+                    (*m).lasting = false;
+                }
+                if w & W_CFA_RBP != 0 && w & W_END == 0 {
+                    if rbp_slot == 0 {
+                        (*m).use_rbp = true;
+                    } else {
+                        (*m).checks[(*m).nchecks] = [rbp_slot, rbp];
+                        (*m).nchecks += 1;
+                    }
+                }
+            }
+        }
         if w & W_END != 0 {
             break;
         }
@@ -1552,9 +1851,15 @@ fn walk(
         // SAFETY: the CFA lies above the stack pointer within the stack, and
         // the frame's CFI says where its caller's registers were saved.
         unsafe {
-            ip = *(cfa.wrapping_add(w_ra(w)) as *const usize);
+            let ra_slot = cfa.wrapping_add(w_ra(w));
+            ip = *(ra_slot as *const usize);
+            if !m.is_null() {
+                (*m).checks[(*m).nchecks] = [ra_slot, ip];
+                (*m).nchecks += 1;
+            }
             if w_rbp(w) != 0 {
-                rbp = *(cfa.wrapping_add(w_rbp(w)) as *const usize);
+                rbp_slot = cfa.wrapping_add(w_rbp(w));
+                rbp = *(rbp_slot as *const usize);
             }
         }
         sp = cfa;
@@ -1586,6 +1891,12 @@ pub fn after_fork_child() {
         // SAFETY: the table is ours, mapped by `prime_unwinder`.
         unsafe { crate::os::discard(rules as *mut u8, RULE_SLOTS * 16) };
     }
+    let memos = MEMOS.load(Ordering::Relaxed);
+    if !memos.is_null() {
+        // A memo another thread held at the fork stays taken: empty them.
+        // SAFETY: the table is ours, mapped by `prime_unwinder`.
+        unsafe { crate::os::discard(memos as *mut u8, MEMO_SLOTS * core::mem::size_of::<Memo>()) };
+    }
     // SAFETY: single-threaded child; the tables are ours.
     unsafe {
         let t = &mut *addr_of_mut!(TABLES);
@@ -1601,7 +1912,7 @@ pub fn after_fork_child() {
             t.samples as *mut u8,
             SAMPLE_SLOTS * core::mem::size_of::<Sample>(),
         );
-        crate::os::discard(FILTER.load(Ordering::Relaxed) as *mut u8, FILTER_CAP * 2);
+        crate::os::discard(FILTER.0.as_ptr() as *mut u8, FILTER_CAP * 2);
         t.nstacks = 0;
         t.nsamples = 0;
         t.live_total = 0;
@@ -1788,17 +2099,6 @@ pub fn exit_report() {
 
 const LN2: f64 = core::f64::consts::LN_2;
 
-/// `1 / (2k + 1)` for k in 0..14: the coefficients of `atanh z / z` in `z²`.
-const ATANH: [f64; 14] = {
-    let mut c = [0.0; 14];
-    let mut k = 0;
-    while k < 14 {
-        c[k] = 1.0 / (2 * k + 1) as f64;
-        k += 1;
-    }
-    c
-};
-
 /// `1 / i!` for i in 0..17: the coefficients of `exp r`.
 const EXP: [f64; 17] = {
     let mut c = [1.0; 17];
@@ -1810,21 +2110,45 @@ const EXP: [f64; 17] = {
     c
 };
 
+/// Bits of the mantissa that pick a row of `LN_TAB`.
+const LN_BITS: u32 = 7;
+const LN_ROWS: usize = 1 << LN_BITS;
+
+/// Per row `i`, `(1 / c, ln c)` for `c = 1 + (i + 1/2) / 128`, the middle of
+/// the `i`-th 128th of [1, 2); `ln c` from `2 atanh((c - 1) / (c + 1))`'s
+/// series (|z| < 1/3, 40 terms: exact to the last bit), at compile time.
+const LN_TAB: [[f64; 2]; LN_ROWS] = {
+    let mut t = [[0.0; 2]; LN_ROWS];
+    let mut i = 0;
+    while i < LN_ROWS {
+        let c = 1.0 + (i as f64 + 0.5) / LN_ROWS as f64;
+        let z = (c - 1.0) / (c + 1.0);
+        let mut p = 0.0;
+        let mut k = 40;
+        while k > 0 {
+            k -= 1;
+            p = p * z * z + 1.0 / (2 * k + 1) as f64;
+        }
+        t[i] = [1.0 / c, 2.0 * z * p];
+        i += 1;
+    }
+    t
+};
+
 /// Natural logarithm of `x > 0` (a normal number): `x = m * 2^e` with `m` in
-/// [1, 2), `ln m = 2 atanh((m - 1) / (m + 1))` by its series (|z| <= 1/3;
-/// 14 terms: the next is below z^29 / 29 < 1e-15), in Horner's form (no
-/// division but the one for z: the sampler draws one logarithm a sample).
+/// [1, 2); `m = c (1 + r)` with `c` the middle of `m`'s 128th of [1, 2)
+/// (`LN_TAB`: `1 / c`, `ln c`) and |r| < 1/256, so `ln(1 + r)`'s series to
+/// r^5 (the next term is below 1e-15) makes `ln m`: about 20 instructions
+/// and no division, where the series of `atanh` on [1, 2) took 14 terms and
+/// a division (about 50: the sampler draws one logarithm a sample).
 fn ln(x: f64) -> f64 {
     let bits = x.to_bits();
     let e = ((bits >> 52) & 0x7ff) as i64 - 1023;
     let m = f64::from_bits((bits & ((1u64 << 52) - 1)) | (1023u64 << 52));
-    let z = (m - 1.0) / (m + 1.0);
-    let z2 = z * z;
-    let mut p = ATANH[13];
-    for k in (0..13).rev() {
-        p = p * z2 + ATANH[k];
-    }
-    2.0 * z * p + e as f64 * LN2
+    let [inv, ln_c] = LN_TAB[((bits >> (52 - LN_BITS)) as usize) & (LN_ROWS - 1)];
+    let r = m * inv - 1.0;
+    let p = r * (1.0 + r * (-0.5 + r * (1.0 / 3.0 + r * (-0.25 + r * 0.2))));
+    ln_c + p + e as f64 * LN2
 }
 
 /// `exp(-x)` for `x >= 0`: `-x = k ln 2 + r`, |r| <= ln 2 / 2, Taylor series
@@ -1859,6 +2183,22 @@ mod tests {
         for &x in &[0.0f64, 1e-9, 3e-5, 0.5, 1.0, 7.5, 40.0, 600.0] {
             let want = (-x).exp();
             assert!((exp_neg(x) - want).abs() <= 1e-12 * want, "exp {}", x);
+        }
+        // Every row of the logarithm's table, at both ends and the middle.
+        for i in 0..LN_ROWS * 3 {
+            let x = 1.0 + (i / 3) as f64 / LN_ROWS as f64 + (i % 3) as f64 * 0.499 / LN_ROWS as f64;
+            for y in [x, x / 2.0, x * 0.5f64.powi(40)] {
+                assert!(
+                    (ln(y) - y.ln()).abs() < 1e-13 * (1.0 + y.ln().abs()),
+                    "ln {}",
+                    y
+                );
+            }
+        }
+        for i in 0..=1000 {
+            let x = i as f64 * 0.001;
+            let want = -(-x).exp_m1();
+            assert!((sampled_p(x) - want).abs() <= 3e-9 * want, "p {}", x);
         }
     }
 
@@ -1906,7 +2246,7 @@ mod tests {
                 let a = base + i * 16;
                 let frames = [0x1000 + s, 0x2000, 0x3000 + s % 7];
                 // SAFETY: as above.
-                unsafe { insert(&mut t, a, w, &frames) };
+                unsafe { insert(&mut t, a, w, &frames, 0) };
                 blocks.push((a, s, w));
                 live[s] += w;
                 total += w;
@@ -1976,6 +2316,58 @@ mod tests {
         }
         assert_eq!(found, live.len());
         assert!(t.peak_total >= t.live_total);
+    }
+
+    /// The walks' memo: two callers at the same depth (the same stack
+    /// pointer where the walk starts, other return addresses) alternate,
+    /// each time with `backtrace`'s frames, never the other caller's.
+    #[test]
+    fn memo_tells_callers_apart() {
+        configure(true, 4096, null_mut());
+        prime();
+        #[inline(never)]
+        fn leaf(out: &mut Vec<(Vec<usize>, Vec<usize>)>) {
+            let mut a = [0usize; RAW_FRAMES];
+            let mut b = [MaybeUninit::new(0usize); RAW_FRAMES];
+            // SAFETY: a holds RAW_FRAMES entries.
+            let na =
+                unsafe { backtrace(a.as_mut_ptr() as *mut *mut libc::c_void, RAW_FRAMES as i32) }
+                    as usize;
+            let nb = unwind(&mut b).expect("a rule not handled");
+            // SAFETY: b was initialized (to zero).
+            let b: Vec<usize> = b[..nb].iter().map(|x| unsafe { x.assume_init() }).collect();
+            out.push((a[..na].to_vec(), b));
+        }
+        #[inline(never)]
+        fn via_a(out: &mut Vec<(Vec<usize>, Vec<usize>)>) {
+            leaf(out);
+            core::hint::black_box(1);
+        }
+        #[inline(never)]
+        fn via_b(out: &mut Vec<(Vec<usize>, Vec<usize>)>) {
+            leaf(out);
+            core::hint::black_box(2);
+        }
+        let mut out = Vec::new();
+        for i in 0..8 {
+            if i % 2 == 0 {
+                via_a(&mut out);
+            } else {
+                via_b(&mut out);
+            }
+        }
+        for (i, (a, b)) in out.iter().enumerate() {
+            assert_eq!(
+                a[1..],
+                b[2..],
+                "call {}: backtrace {:x?} unwind {:x?}",
+                i,
+                a,
+                b
+            );
+        }
+        // The two callers' stacks differ (and so were told apart).
+        assert_ne!(out[0].1, out[1].1);
     }
 
     /// The stacks `unwind` finds are `backtrace`'s, from nested calls
