@@ -68,6 +68,9 @@ fn alloc_medium(n: usize) -> *mut u8 {
         mcache::alloc(n)
     } else {
         crate::events::MEDIUM_ALLOCS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        // Rounded to a class, so that a freed block is reused whole, at
+        // its address (`heap::big_size`).
+        let csize = crate::heap::big_size(csize);
         HEAP.with(|h| h.alloc(csize))
     };
     if c.is_null() {
