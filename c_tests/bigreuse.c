@@ -8,8 +8,9 @@
  * of 4 sizes per power of two below 1 MiB, 8 above (`heap::big_size`).
  *
  * 1. Same address (the mmap threshold raised to 2 MiB first): a block of
- *    300000 bytes freed between two blocks in use is where malloc(290000) and malloc(310000) put theirs (one class);
- *    its usable size is its class's (320 KiB less the header).
+ *    1200000 bytes freed between two blocks in use is where malloc(1190000)
+ *    and malloc(1300000) put theirs (one class, above the medium classes'
+ *    1 MiB); its usable size is its class's (1.25 MiB less the header).
  * 2. Page faults: one thread keeps 64 blocks of 256 KiB-64 MiB (density
  *    1/size^2, as bench/mthreads' `s`), replacing a random one per step and
  *    writing its first byte; over 60000 steps after a warm-up of 20000 it
@@ -67,18 +68,19 @@ static long peak_kib(void)
 static void same_address(void)
 {
     /* Freeing a block mapped on its own raises the mmap threshold past its
-       size (glibc's dynamic threshold): blocks of 300000 come from the heap. */
+       size (glibc's dynamic threshold): blocks of 1200000 come from the
+       heap. */
     free(malloc(2 * MiB));
-    unsigned char *lo = malloc(300000), *a = malloc(300000), *hi = malloc(300000);
+    unsigned char *lo = malloc(1200000), *a = malloc(1200000), *hi = malloc(1200000);
     CHECK(lo && a && hi);
     size_t us = malloc_usable_size(a);
-    CHECKF(us > 320 * KiB - 32 && us <= 320 * KiB, "usable %zu", us);
+    CHECKF(us > 1280 * KiB - 32 && us <= 1280 * KiB, "usable %zu", us);
     a[0] = 1;
     free(a);
-    unsigned char *b = malloc(290000);
+    unsigned char *b = malloc(1190000);
     CHECKF(b == a, "freed %p, got %p", (void *)a, (void *)b);
     free(b);
-    unsigned char *c = malloc(310000);
+    unsigned char *c = malloc(1300000);
     CHECKF(c == a, "freed %p, got %p", (void *)a, (void *)c);
     free(c);
     free(lo);
