@@ -318,20 +318,14 @@ static KEY: spin::Once<libc::pthread_key_t> = spin::Once::new();
 
 /// A class's shared list (tcmalloc's transfer cache): chunks that threads
 /// over their cap gave back, for any thread's next refill of the class,
-/// before they go back to the heap. It is a stack of *batches*: each a
-/// list of at most `BATCH_CHUNKS` chunks and `CENTRAL_BATCH` bytes (at
-/// least one chunk) linked through `next_free` and ended by null, whose
-/// first chunk carries the batch's header (`Batch`: the next batch, the
-/// chunks and bytes). Moving a batch in or out is three loads and stores
-/// under this class's own lock, whatever its length: the walks (cutting a
-/// batch off a thread's list) are done outside it, and a refill takes a
-/// whole batch as its list (it is empty then) without walking it. The
-/// chunks keep their mark (a double free of one is still found).
+/// before they go back to the heap. Moving a batch here or from here costs
+/// a walk of the batch and this class's own lock, not the heap's lock and
+/// a TLSF operation per chunk. The chunks keep their mark (a double free
+/// of one is still found).
 #[repr(C, align(64))]
 struct Central {
     lock: Lock,
-    /// (the top batch's first chunk, bytes in all batches)
-    list: UnsafeCell<(*mut Chunk, usize)>,
+    list: UnsafeCell<(*mut Chunk, u32)>,
 }
 
 // SAFETY: `list` is only touched under `lock`.
@@ -343,38 +337,6 @@ static CENTRAL: [Central; NMC] = [const {
         list: UnsafeCell::new((null_mut(), 0)),
     }
 }; NMC];
-
-/// The header of a batch in a shared list, in its first chunk's user
-/// words 2-4 (after `next_free` and the mark; every medium chunk is 5 KiB
-/// or more).
-#[repr(C)]
-struct Batch {
-    /// The next batch's first chunk (null: the last).
-    next: *mut Chunk,
-    /// The batch's chunks and bytes.
-    count: usize,
-    bytes: usize,
-}
-
-/// The header of the batch whose first chunk is `c`.
-///
-/// # Safety
-/// `c` is a cached medium chunk (its user words 2-4 are ours).
-#[inline(always)]
-unsafe fn batch(c: *mut Chunk) -> *mut Batch {
-    (c as *mut u8).add(core::mem::size_of::<Chunk>()) as *mut Batch
-}
-
-/// A batch of a shared list holds at most this many bytes (at least one
-/// chunk) and this many chunks: what one refill from a shared list takes.
-/// (A refill from a shared list writes no header and faults no page in, so
-/// it may take more than a refill from the heap, `BATCH_BYTES`. Not much
-/// more: refills of up to 256 KiB from the shared lists filled a thread's
-/// cache to its cap sooner, 2028 flushes per million pairs on
-/// `bench/mthreads 1` against 750.)
-const CENTRAL_BATCH: usize = 64 << 10;
-const BATCH_CHUNKS: u32 = 8;
-
 /// Bytes in all classes' shared lists.
 static CENTRAL_BYTES: AtomicUsize = AtomicUsize::new(0);
 /// The shared lists hold at most about this much; past it, a class's
@@ -835,8 +797,9 @@ unsafe fn refill(t: &mut MCache, k: usize, csize: usize) -> *mut Chunk {
     // A batch fills at most the room left under the cap.
     let room = (t.cap.saturating_sub(t.bytes) / csize) as u32;
     let want = t.batch[k].min(room).max(1);
-    let first = from_central(t, k);
+    let first = from_central(t, k, want);
     if !first.is_null() {
+        *t.allocs.get_mut() += 1;
         return first;
     }
     let mut got = 0u32;
@@ -871,59 +834,6 @@ unsafe fn refill(t: &mut MCache, k: usize, csize: usize) -> *mut Chunk {
     first
 }
 
-/// Takes batches from the top of `cen` until they hold `want` bytes (all of
-/// them for `usize::MAX`; none from an empty list, else at least one),
-/// chained through their headers' `next`; returns the first and their bytes.
-/// (The caller takes the bytes off `CENTRAL_BYTES`.)
-///
-/// # Safety
-/// The shared lists hold cached chunks.
-unsafe fn pop_batches(cen: &Central, want: usize) -> (*mut Chunk, usize) {
-    if (*cen.list.get()).0.is_null() {
-        return (null_mut(), 0);
-    }
-    let _g = cen.lock.guard();
-    let l = &mut *cen.list.get();
-    let first = l.0;
-    let mut got = 0;
-    let mut last: *mut Chunk = null_mut();
-    while !l.0.is_null() && (got < want || last.is_null()) {
-        last = l.0;
-        got += (*batch(last)).bytes;
-        l.0 = (*batch(last)).next;
-    }
-    if !last.is_null() {
-        (*batch(last)).next = null_mut();
-    }
-    l.1 -= got;
-    (if got == 0 { null_mut() } else { first }, got)
-}
-
-/// Frees to heap `h` (under its lock) every chunk of the batches chained
-/// from `b`; the first error to report (after the lock is released), the
-/// chunks after it left alone.
-///
-/// # Safety
-/// As [`free_to_heap`]; the batches hold cached chunks taken off their lists.
-unsafe fn free_batches(
-    h: &mut crate::heap::Heap,
-    mut b: *mut Chunk,
-) -> Option<(&'static str, *mut Chunk)> {
-    while !b.is_null() {
-        let nb = (*batch(b)).next;
-        let mut c = b;
-        while !c.is_null() {
-            let nx = (*c).next_free;
-            if let Some(e) = free_to_heap(h, c) {
-                return Some(e);
-            }
-            c = nx;
-        }
-        b = nb;
-    }
-    None
-}
-
 /// Free by a thread with no live cache: set one up (a thread that frees
 /// medium blocks, even others', keeps doing so), else the heap takes it.
 ///
@@ -951,10 +861,7 @@ unsafe fn free_slow(c: *mut Chunk) -> bool {
 /// since the last flush (its low-water mark: tcmalloc's scavenging), then,
 /// while the cache holds more than three quarters of the cap, half of each
 /// class's list from the biggest class down (`k` last). Shared lists over
-/// their cap go back to the heap. (Down to half the cap, tried on
-/// 2026-12-06, made no fewer flushes: what fills a cache up to its cap
-/// again is its refills of the classes a flush emptied, not the wandering
-/// of its frees; and each flush moved more.)
+/// their cap go back to the heap.
 ///
 /// # Safety
 /// `tc` is this thread's live cache, its `own` lock held.
@@ -992,8 +899,7 @@ unsafe fn flush_over_cap(tc: *mut MCache, k: usize) {
     }
 }
 
-/// Moves the first `n` chunks of `t`'s class `j` to the class's shared
-/// list, cut into batches (outside the lock), pushed with one acquisition.
+/// Moves the first `n` chunks of `t`'s class `j` to the class's shared list.
 ///
 /// # Safety
 /// `t` is this thread's live cache; its lists hold cached chunks.
@@ -1002,122 +908,116 @@ unsafe fn to_central(t: &mut MCache, j: usize, n: u32) {
     if n == 0 || first.is_null() {
         return;
     }
-    // Cut the batches: `b` the current batch's first chunk, `c` its last.
-    let (mut moved, mut total) = (0u32, 0usize);
-    let mut b = first;
-    let mut prev_b: *mut Chunk = null_mut();
-    let mut c = first;
-    loop {
-        let (mut m, mut bytes) = (1u32, size(c));
-        loop {
-            let nx = (*c).next_free;
-            if nx.is_null()
-                || moved + m == n
-                || m == BATCH_CHUNKS
-                || bytes + size(nx) > CENTRAL_BATCH
-            {
-                break;
-            }
-            c = nx;
-            bytes += size(c);
-            m += 1;
-        }
-        let nx = (*c).next_free;
-        (*c).next_free = null_mut();
-        *batch(b) = Batch {
-            next: null_mut(),
-            count: m as usize,
-            bytes,
-        };
-        if !prev_b.is_null() {
-            (*batch(prev_b)).next = b;
-        }
-        moved += m;
-        total += bytes;
-        prev_b = b;
-        if nx.is_null() || moved == n {
-            t.head[j] = nx;
+    let (mut last, mut m, mut bytes) = (first, 1u32, size(first));
+    while m < n {
+        let nx = (*last).next_free;
+        if nx.is_null() {
             break;
         }
-        b = nx;
-        c = nx;
+        last = nx;
+        bytes += size(nx);
+        m += 1;
     }
-    t.count[j] -= moved;
-    t.bytes -= total;
+    t.head[j] = (*last).next_free;
+    t.count[j] -= m;
+    t.bytes -= bytes;
     let cen = &CENTRAL[j];
     {
         let _g = cen.lock.guard();
         let l = &mut *cen.list.get();
-        (*batch(prev_b)).next = l.0;
-        *l = (first, l.1 + total);
+        (*last).next_free = l.0;
+        *l = (first, l.1 + m);
     }
-    CENTRAL_BYTES.fetch_add(total, Ordering::Relaxed);
+    CENTRAL_BYTES.fetch_add(bytes, Ordering::Relaxed);
 }
 
-/// Takes the top batch of class `k`'s shared list as `t`'s list `k`, which
-/// is empty; returns its first chunk, taken off for the caller (null if
-/// the shared list was empty). Under the lock, one batch's header read and
-/// one store, whatever its length.
+/// Takes up to `want` chunks of class `k` from its shared list: returns the
+/// first (null if the list was empty), the others go to `t`'s list.
 ///
 /// # Safety
-/// As [`to_central`]; `t`'s list `k` is empty.
-unsafe fn from_central(t: &mut MCache, k: usize) -> *mut Chunk {
-    let (b, bytes) = pop_batches(&CENTRAL[k], 0);
-    if b.is_null() {
-        return b;
+/// As [`to_central`].
+unsafe fn from_central(t: &mut MCache, k: usize, want: u32) -> *mut Chunk {
+    let cen = &CENTRAL[k];
+    if (*cen.list.get()).1 == 0 {
+        return null_mut(); // (a racy peek: a miss only goes to the heap)
+    }
+    let (first, last, m) = {
+        let _g = cen.lock.guard();
+        let l = &mut *cen.list.get();
+        let first = l.0;
+        if first.is_null() {
+            return first;
+        }
+        let (mut last, mut m) = (first, 1u32);
+        while m < want {
+            let nx = (*last).next_free;
+            if nx.is_null() {
+                break;
+            }
+            last = nx;
+            m += 1;
+        }
+        *l = ((*last).next_free, l.1 - m);
+        (first, last, m)
+    };
+    let mut bytes = 0;
+    let mut c = first;
+    loop {
+        bytes += size(c);
+        if c == last {
+            break;
+        }
+        c = (*c).next_free;
     }
     CENTRAL_BYTES.fetch_sub(bytes, Ordering::Relaxed);
-    debug_assert!(t.head[k].is_null() && t.count[k] == 0);
-    t.head[k] = b;
-    t.count[k] = (*batch(b)).count as u32;
-    t.bytes += bytes;
-    // (`take` checks the mark, unlinks and counts it.)
-    take(t, k, b)
+    if crate::guard::CHECKS && (*first).prev_free != mark(first) {
+        corrupt(first);
+    }
+    // first goes to the caller; the rest to the thread's list
+    if m > 1 {
+        (*last).next_free = t.head[k];
+        t.head[k] = (*first).next_free;
+        t.count[k] += m - 1;
+        t.bytes += bytes - size(first);
+    }
+    (*first).prev_free = null_mut();
+    first
 }
 
 /// Gives the shared lists back to the heap, from the biggest class down,
-/// until they hold at most `keep` bytes: each list whole (one acquisition
-/// of its lock), then all of them to the heap under one of the heap's.
+/// until they hold at most `keep` bytes.
 ///
 /// # Safety
 /// The shared lists hold cached chunks (their locks guard them).
 unsafe fn drain_central(keep: usize) {
-    let total = CENTRAL_BYTES.load(Ordering::Relaxed);
-    if total <= keep {
-        return;
-    }
-    let mut excess = total - keep;
-    // The batches taken, chained through their headers' `next`.
-    let (mut first, mut tail): (*mut Chunk, *mut Chunk) = (null_mut(), null_mut());
-    let mut taken = 0;
-    for cen in CENTRAL.iter().rev() {
-        if excess == 0 {
-            break;
-        }
-        let (b, got) = pop_batches(cen, usize::MAX);
-        if b.is_null() {
+    let mut j = NMC;
+    while j > 0 && CENTRAL_BYTES.load(Ordering::Relaxed) > keep {
+        j -= 1;
+        let cen = &CENTRAL[j];
+        let first = {
+            let _g = cen.lock.guard();
+            let l = &mut *cen.list.get();
+            core::mem::replace(l, (null_mut(), 0)).0
+        };
+        if first.is_null() {
             continue;
         }
-        if tail.is_null() {
-            first = b;
-        } else {
-            (*batch(tail)).next = b;
+        let mut err = None;
+        let mut bytes = 0;
+        HEAP.with(|h| {
+            let mut c = first;
+            while !c.is_null() && err.is_none() {
+                let nx = (*c).next_free;
+                bytes += size(c);
+                err = free_to_heap(h, c);
+                c = nx;
+            }
+        });
+        CENTRAL_BYTES.fetch_sub(bytes, Ordering::Relaxed);
+        FLUSHES.fetch_add(1, Ordering::Relaxed);
+        if let Some((e, c)) = err {
+            crate::report::fatal(e, to_user(c));
         }
-        tail = b;
-        while !(*batch(tail)).next.is_null() {
-            tail = (*batch(tail)).next;
-        }
-        taken += got;
-        excess = excess.saturating_sub(got);
-    }
-    if first.is_null() {
-        return;
-    }
-    CENTRAL_BYTES.fetch_sub(taken, Ordering::Relaxed);
-    let err = HEAP.with(|h| free_batches(h, first));
-    FLUSHES.fetch_add(1, Ordering::Relaxed);
-    if let Some((e, c)) = err {
-        crate::report::fatal(e, to_user(c));
     }
 }
 
