@@ -325,7 +325,7 @@ unsafe fn to_medium_cache(tc: *mut mcache::MCache, p: *mut u8) -> bool {
         h & (MMAPPED | FREE) == 0
     };
     // (The tag is the head word's bits above LOW_MASK: `tag ^ h` has none
-    // of them set when it matches; one shift and a test.)
+    // of them set when it matches.)
     const TAG_SHIFT: u32 = LOW_MASK.count_ones();
     if !flags_ok || (crate::guard::CHECKS && (tag(c, h & LOW_MASK) ^ h) >> TAG_SHIFT != 0) {
         return false;
