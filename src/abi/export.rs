@@ -204,7 +204,7 @@ unsafe fn chunk_of_in_ours(p: *mut u8) -> *mut Chunk {
 pub unsafe fn dealloc(p: *mut u8) {
     let info = zonemap::entry(p);
     if info.is_null() {
-        return dealloc_chunk(p, 0);
+        return dealloc_chunk_slow(p, 0);
     }
     // A heap chunk goes on to `dealloc_chunk` (a tail call) at the map
     // byte's test; a block of this thread's zones then at the owner's
@@ -213,6 +213,10 @@ pub unsafe fn dealloc(p: *mut u8) {
     // 123, callgrind: the medium path is the one behind the peers.)
     let bits = (*info).bits();
     if bits & zonemap::ZONE_BIT == 0 {
+        // (The map byte's one test: its sign the zone bit, zero not ours.)
+        if bits == 0 {
+            return dealloc_chunk_slow(p, 0);
+        }
         return dealloc_chunk(p, bits);
     }
     if cache::free_own(info, p) {
@@ -243,18 +247,30 @@ unsafe fn dealloc_other_zone(p: *mut u8, info: *const zonemap::ZoneInfo) {
 #[inline(always)]
 pub unsafe fn dealloc_sized(p: *mut u8, size: usize) {
     if size > SMALL_MAX {
-        return dealloc_chunk(p, zonemap::bits(p));
+        return dealloc_chunk_any(p, zonemap::bits(p));
     }
     let (bits, info) = zonemap::lookup(p);
     if bits & zonemap::ZONE_BIT != 0 {
         cache::free_vouched(info, p);
         return;
     }
+    dealloc_chunk_any(p, bits)
+}
+
+/// `dealloc_chunk` for any map byte `bits`, 0 (not ours) included.
+///
+/// # Safety
+/// As [`dealloc_chunk`].
+#[inline(always)]
+unsafe fn dealloc_chunk_any(p: *mut u8, bits: u8) {
+    if bits == 0 {
+        return dealloc_chunk_slow(p, 0);
+    }
     dealloc_chunk(p, bits)
 }
 
 /// free of a pointer that is not in a zone: a heap chunk or a large block.
-/// `bits`: the zone map's byte for `p`'s granule.
+/// `bits`: the zone map's byte for `p`'s granule, not 0 (`dealloc_chunk_any`).
 ///
 /// The common case first, with no register to save: a heap chunk of a
 /// medium class into this thread's cache (the same checks as below: the
@@ -265,7 +281,8 @@ pub unsafe fn dealloc_sized(p: *mut u8, size: usize) {
 /// signal, left after the push.
 #[inline(never)]
 unsafe fn dealloc_chunk(p: *mut u8, bits: u8) {
-    if bits != 0 && header_in_granule(p) {
+    debug_assert!(bits != 0);
+    if header_in_granule(p) {
         let tc = mcache::enter_mine();
         if !crate::gate::any(MODES) || profiling_only_unsampled(p) {
             if to_medium_cache(tc, p) {
@@ -318,7 +335,22 @@ unsafe fn to_medium_cache(tc: *mut mcache::MCache, p: *mut u8) -> bool {
     // (After the gate's test: a reclaim that cleared its bit is seen whole.)
     core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
     let c = from_user(p);
-    (!crate::guard::CHECKS || head_ok(c)) && !is_mmapped(c) && mcache::free_fast(tc, c)
+    // One load of the head word and one test for its three flags: ours
+    // (MARK), neither mapped nor free (a free chunk's second free goes to
+    // the slow path, which reports it); then its tag.
+    let h = (*c).head;
+    let flags_ok = if crate::guard::CHECKS {
+        h & (MARK | MMAPPED | FREE) == MARK
+    } else {
+        h & (MMAPPED | FREE) == 0
+    };
+    // (The tag is the head word's bits above LOW_MASK: `tag ^ h` has none
+    // of them set when it matches.)
+    const TAG_SHIFT: u32 = LOW_MASK.count_ones();
+    if !flags_ok || (crate::guard::CHECKS && (tag(c, h & LOW_MASK) ^ h) >> TAG_SHIFT != 0) {
+        return false;
+    }
+    mcache::free_fast(tc, c, h & SIZE_MASK)
 }
 
 /// `dealloc_chunk` of a heap chunk while a slower mode is on: while
