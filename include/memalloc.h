@@ -15,6 +15,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* free_sized and free_aligned_sized throw nothing, declared so as glibc
+ * declares its own functions (__THROW): a noexcept caller, such as C++'s
+ * sized operator delete (memalloc-new-delete.h), then calls them with a
+ * jump, not a call and a frame kept in case they throw. */
+#if defined(__cplusplus) && __cplusplus >= 201103L
+#define MEMALLOC_NOTHROW noexcept(true)
+#elif defined(__cplusplus)
+#define MEMALLOC_NOTHROW throw()
+#elif defined(__GNUC__)
+#define MEMALLOC_NOTHROW __attribute__((__nothrow__))
+#else
+#define MEMALLOC_NOTHROW
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -32,8 +46,8 @@ void *valloc(size_t size);
 void *pvalloc(size_t size);
 size_t malloc_usable_size(void *ptr);
 void cfree(void *ptr);
-void free_sized(void *ptr, size_t size);
-void free_aligned_sized(void *ptr, size_t alignment, size_t size);
+void free_sized(void *ptr, size_t size) MEMALLOC_NOTHROW;
+void free_aligned_sized(void *ptr, size_t alignment, size_t size) MEMALLOC_NOTHROW;
 int malloc_trim(size_t pad);
 int mallopt(int param, int value);
 void malloc_stats(void);

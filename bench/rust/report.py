@@ -9,6 +9,14 @@ workload: the median over the repetitions, and the ratio to the fastest
 allocator's median; per allocator: the geometric mean of its ratios. Both
 wall and CPU time are reported: on a shared machine the CPU time is the
 steadier of the two, but only wall time shows what threads wait for.
+
+With --callgrind, each workload also runs under `valgrind --tool=callgrind`
+at two small scales; the difference of the two instruction counts, scaled
+to a whole run, leaves start-up and exit out. It counts the program's own
+work too (the same for every allocator), and it is deterministic: on a
+machine shared with other jobs, the times above move by 10-30% from run to
+run, the instruction counts do not. An allocator that does not start under
+valgrind (snmalloc-rs: it fails to initialise there) gets no figure.
 """
 import argparse
 import math
@@ -20,6 +28,29 @@ import sys
 import time
 
 WORKLOADS = ["hashmap", "btree", "pipeline", "json"]
+# The two scales of the callgrind runs.
+CG_SCALES = (0.05, 0.15)
+
+
+def instructions(path, workload, scale):
+    """callgrind's total for one run, or None if the run fails."""
+    p = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                        path, workload, str(scale)], capture_output=True, text=True)
+    if p.returncode != 0:
+        return None
+    for line in p.stderr.splitlines():
+        if "Collected :" in line:
+            return int(line.split()[-1])
+    return None
+
+
+def instructions_per_run(path, workload):
+    """Instructions of a whole run (scale 1) without start-up and exit:
+    the difference between the two CG_SCALES, scaled; None if either fails."""
+    lo, hi = (instructions(path, workload, s) for s in CG_SCALES)
+    if lo is None or hi is None:
+        return None
+    return (hi - lo) / (CG_SCALES[1] - CG_SCALES[0])
 
 
 def run(path, workload, scale):
@@ -44,6 +75,7 @@ def main():
     ap.add_argument("--commit", default="unknown")
     ap.add_argument("--md", required=True)
     ap.add_argument("--csv", required=True)
+    ap.add_argument("--callgrind", action="store_true", help="also count instructions (callgrind)")
     a = ap.parse_args()
     allocs = [x.split("=", 1) for x in a.alloc]
     names = [n for n, _ in allocs]
@@ -63,6 +95,15 @@ def main():
                 rss[(w, n)].append(mib)
                 print(f"rep {rep + 1}/{a.reps} {w:9} {n:9} {secs:7.3f} s {cpu:7.3f} cpu-s {mib:8.1f} MiB",
                       file=sys.stderr)
+    instr = {}
+    if a.callgrind:
+        for w in WORKLOADS:
+            for n, path in allocs:
+                instr[(w, n)] = instructions_per_run(path, w)
+                got = instr[(w, n)]
+                print(f"callgrind {w:9} {n:9} " + (f"{got / 1e6:9.1f} M instructions" if got else "no figure"),
+                      file=sys.stderr)
+
     def summarise(samples):
         med = {key: statistics.median(v) for key, v in samples.items()}
         ratio = {}
@@ -77,13 +118,15 @@ def main():
     cmed, cratio, cgeo = summarise(cpus)
     mrss = {key: statistics.median(v) for key, v in rss.items()}
     with open(a.csv, "w") as f:
-        f.write("workload,allocator,median_wall_s,wall_ratio,median_cpu_s,cpu_ratio,median_peak_rss_mib,wall_runs_s,cpu_runs_s\n")
+        f.write("workload,allocator,median_wall_s,wall_ratio,median_cpu_s,cpu_ratio,median_peak_rss_mib,wall_runs_s,"
+                "cpu_runs_s,minstr_per_run\n")
         for w in WORKLOADS:
             for n in names:
                 runs = " ".join(f"{x:.4f}" for x in times[(w, n)])
                 cruns = " ".join(f"{x:.4f}" for x in cpus[(w, n)])
                 f.write(f"{w},{n},{med[(w, n)]:.4f},{ratio[(w, n)]:.3f},{cmed[(w, n)]:.4f},{cratio[(w, n)]:.3f},"
-                        f"{mrss[(w, n)]:.1f},{runs},{cruns}\n")
+                        f"{mrss[(w, n)]:.1f},{runs},{cruns},"
+                        + (f"{instr[(w, n)] / 1e6:.1f}" if instr.get((w, n)) else "") + "\n")
     lines = [
         "# Rust workloads: memalloc::MemAlloc against its peers",
         "",
@@ -124,6 +167,24 @@ def main():
                     f"memalloc takes {v:.2f}x (geometric mean): the target, at most 1.00x, is "
                     + ("met." if round(v, 2) <= 1.0 else "not met."))
         lines += ["", verdict(cmed, cgeo, "CPU time"), "", verdict(med, geo, "Wall time")]
+    counted = [n for n in names if all(instr.get((w, n)) for w in WORKLOADS)]
+    if counted:
+        lines += ["", "Instructions of a whole run, in millions (callgrind: the runs at scales "
+                  f"{CG_SCALES[0]} and {CG_SCALES[1]}, their difference scaled to 1, so start-up and exit "
+                  "cancel out; the program's own work included; ratio to the fewest). Deterministic, "
+                  "unlike the times above." + (" No figure for " + ", ".join(n for n in names if n not in counted)
+                                               + ": it does not start under valgrind." if len(counted) < len(names)
+                                               else ""),
+                  "", "| workload | " + " | ".join(counted) + " |", "|---|" + "---|" * len(counted)]
+        ig = {}
+        for w in WORKLOADS:
+            fewest = min(instr[(w, n)] for n in counted)
+            lines.append(f"| {w} | " + " | ".join(f"{instr[(w, n)] / 1e6:.0f} ({instr[(w, n)] / fewest:.2f}x)"
+                                                  for n in counted) + " |")
+        for n in counted:
+            ig[n] = math.exp(sum(math.log(instr[(w, n)] / min(instr[(w, m)] for m in counted))
+                                 for w in WORKLOADS) / len(WORKLOADS))
+        lines.append("| **geometric mean** | " + " | ".join(f"**{ig[n]:.2f}x**" for n in counted) + " |")
     lines += ["", "Workloads (bench/rust/src/main.rs): " + "; ".join([
         "`hashmap` a HashMap<String, Vec<u8>> of 1M entries built, read and dropped",
         "`btree` a BTreeMap<u64, String> of 200k entries churned by 1M random inserts/removes",

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/rust/run.sh [--reps N] [--quick] [--no-build] — Rust workloads under
+# bench/rust/run.sh [--reps N] [--quick] [--no-build] [--no-callgrind] — Rust workloads under
 # memalloc::MemAlloc and its peers (scripts/bench.sh --rust calls this).
 #
 # Builds one binary per global allocator (cargo features of this package:
@@ -9,24 +9,27 @@
 # json; see src/main.rs) under each, alternating allocators within each
 # repetition (the starting allocator rotates), and writes the medians, the
 # ratios to the fastest and their geometric means to results/rust.md and
-# results/rust.csv (report.py).
+# results/rust.csv (report.py), with each run's instructions counted by
+# callgrind (deterministic, unlike the times on a shared machine).
 #
 #   --reps N     repetitions (default 5; 3 with --quick)
 #   --quick      workloads at half scale
 #   --no-build   use the binaries already in target/rust-bench/
+#   --no-callgrind  no instruction counts (they take 3-5 minutes)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
 ROOT="$(cd "$HERE/../.." && pwd -P)"
 OUT="$ROOT/target/rust-bench"
 ALLOCATORS=(system memalloc mimalloc jemalloc snmalloc)
-reps="" scale=1 build=1 quick=0
+reps="" scale=1 build=1 quick=0 callgrind=1
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --reps) reps="$2"; shift ;;
         --quick) quick=1; scale=0.5 ;;
         --no-build) build=0 ;;
-        -h | --help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --no-callgrind) callgrind=0 ;;
+        -h | --help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -52,6 +55,10 @@ fi
 
 args=()
 for a in "${ALLOCATORS[@]}"; do args+=(--alloc "$a=$OUT/bench-$a"); done
+if [[ $callgrind == 1 ]]; then
+    bash "$ROOT/scripts/ensure_tools.sh" valgrind=valgrind
+    args+=(--callgrind)
+fi
 exec python3 "$HERE/report.py" --reps "$reps" --scale "$scale" \
     --commit "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
     --md "$ROOT/results/rust.md" --csv "$ROOT/results/rust.csv" "${args[@]}"

@@ -10,6 +10,7 @@
 //! Costs: an allocation of at most 4 KiB with alignment up to 16 is the C
 //! `malloc` fast path (a per-thread bin pop, no lock).
 
+use crate::cache::SMALL_MAX;
 use crate::chunk::{ALIGN, MAX_REQUEST};
 use crate::export;
 use crate::os;
@@ -59,7 +60,19 @@ unsafe impl GlobalAlloc for MemAlloc {
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        export::alloc_aligned_zeroed(layout.align(), layout.size())
+        // A small block is the `alloc` path's, then cleared: the C calloc
+        // path before it (its overflow test, the mmap threshold's loads)
+        // cost a 24-byte alloc_zeroed + dealloc pair 106 instructions,
+        // this 85 (callgrind, tests/rust_path.rs).
+        if layout.align() <= ALIGN && layout.size() <= SMALL_MAX {
+            let p = export::alloc(layout.size());
+            if !p.is_null() {
+                // SAFETY: p holds at least layout.size() bytes.
+                core::ptr::write_bytes(p, 0, layout.size());
+            }
+            return p;
+        }
+        alloc_zeroed_other(layout.align(), layout.size())
     }
 
     #[inline]
@@ -84,6 +97,14 @@ unsafe impl GlobalAlloc for MemAlloc {
 #[inline(never)]
 fn alloc_overaligned(align: usize, size: usize) -> *mut u8 {
     export::alloc_aligned(align, size)
+}
+
+/// [`MemAlloc::alloc_zeroed`] above 16-byte alignment or `SMALL_MAX`
+/// bytes (fresh mappings are not cleared again), out of line as
+/// [`alloc_overaligned`].
+#[inline(never)]
+fn alloc_zeroed_other(align: usize, size: usize) -> *mut u8 {
+    export::alloc_aligned_zeroed(align, size)
 }
 
 /// [`MemAlloc::realloc`] above 16-byte alignment, out of line as
