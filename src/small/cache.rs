@@ -696,10 +696,11 @@ const SWAP_MIN: [u8; NCLASS] = {
 };
 
 /// The alloc half of `cls`'s bin (state `st`) is empty, and the free half
-/// holds fewer than the class's `SWAP_MIN` blocks: blocks from the current
-/// zone's free list fill the alloc half up to the class's fill (`FILL_TO`),
-/// the free half's on top of them; then a block is popped. The zone path
-/// (`alloc_slow`) when both halves and the current zone are empty.
+/// holds fewer than the class's `SWAP_MIN` blocks but some: blocks from the
+/// current zone's free list fill the alloc half up to the class's fill
+/// (`FILL_TO`), the free half's on top of them; then a block is popped.
+/// With the free half empty, a block of the zone. The zone path
+/// (`alloc_slow`) when the bin and the current zone are empty.
 ///
 /// So the alloc half of a small class empties once in 8 or more of the
 /// class's mallocs: the branch that leaves `alloc_class`'s pop is one a
@@ -712,16 +713,53 @@ const SWAP_MIN: [u8; NCLASS] = {
 /// As `alloc_class`; the alloc half of `cls` is empty (`st`'s top).
 #[inline(never)]
 unsafe fn bin_refill(n: usize, cls: usize, tc: *mut Cache, st: u64) -> *mut u8 {
+    let ft = *(*tc).free_top.get_unchecked(cls) as usize;
+    let z = *(*tc).current.get_unchecked(cls);
+    if ft % BIN_CAP == 0 {
+        // Nothing freed since the alloc half was last filled: the class is
+        // being allocated in a run. A block from the zone, and the alloc
+        // half stays empty, so that each malloc of the run comes here (a
+        // branch a predictor learns; filled, the alloc half would empty
+        // once in a fill, at random when classes vary: `bench/bulkfree`).
+        let b = (*z).free;
+        if b == z as *mut Block {
+            return alloc_slow(n, cls, tc);
+        }
+        // (As the pops count in `bin_pop`: the count wraps to 0.)
+        let a = (*tc).allocs.get_unchecked(cls).wrapping_add(1);
+        *(*tc).allocs.get_unchecked_mut(cls) = a;
+        if a == 0 {
+            return prof_tick(n);
+        }
+        let t = (*b).next as usize ^ crate::guard::list_key();
+        if crate::guard::CHECKS && t >= ZONE_SIZE {
+            return corrupt_list(b);
+        }
+        (*z).free = (t ^ b as usize) as *mut Block;
+        (*z).used += 1;
+        (*b).mark = 0;
+        return b as *mut u8;
+    }
+    bin_fill(n, cls, tc, st)
+}
+
+/// `bin_refill` with blocks in the free half: the fill (out of line, so
+/// that a run of mallocs there saves no register).
+///
+/// # Safety
+/// As `bin_refill`; the free half holds blocks.
+#[inline(never)]
+unsafe fn bin_fill(n: usize, cls: usize, tc: *mut Cache, st: u64) -> *mut u8 {
     let top = (st & BIN_TOP) as usize;
     let ft = *(*tc).free_top.get_unchecked(cls) as usize;
     let k = ft % BIN_CAP;
+    let z = *(*tc).current.get_unchecked(cls);
     let fill = FILL_TO[cls] as usize;
     // Zone blocks at the bottom of the alloc half, in the order of the
     // zone's list (the first on top: a fresh zone's blocks are handed out
     // in address order), and the free half's (freed last, the likeliest in
     // cache) above them. The static caches' current zones are
     // `EMPTY_ZONE`, whose list is empty.
-    let z = *(*tc).current.get_unchecked(cls);
     let want = fill - k;
     let bin = (*tc).bin.as_mut_ptr();
     let mut b = (*z).free;
