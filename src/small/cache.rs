@@ -715,7 +715,7 @@ const SWAP_MIN: [u8; NCLASS] = {
 unsafe fn bin_refill(n: usize, cls: usize, tc: *mut Cache, st: u64) -> *mut u8 {
     let ft = *(*tc).free_top.get_unchecked(cls) as usize;
     let z = *(*tc).current.get_unchecked(cls);
-    if ft % BIN_CAP == 0 {
+    if half_empty(ft) {
         // Nothing freed since the alloc half was last filled: the class is
         // being allocated in a run. A block from the zone, and the alloc
         // half stays empty, so that each malloc of the run comes here (a
