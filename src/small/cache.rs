@@ -639,10 +639,37 @@ unsafe fn alloc_class(tc: *mut Cache, cls: usize, n: usize) -> *mut u8 {
     if !half_empty(top) {
         return bin_pop(tc, cls, st, top, n);
     }
-    // The alloc half is empty: the free half becomes the alloc half, and
-    // the empty one the free half, if it has enough blocks; else
-    // `bin_refill`. (The static caches' free halves are empty.)
     let ft = *(*tc).free_top.get_unchecked(cls);
+    if half_empty(ft as usize) {
+        // The bin is empty, and nothing was freed since the alloc half was
+        // last filled: the class is being allocated in a run. A block from
+        // the zone, and the alloc half stays empty, so that each malloc of
+        // the run comes here (a branch a predictor learns; filled, the
+        // alloc half would empty once in a fill, at random when classes
+        // vary: `bench/bulkfree`). (The static caches' bins are empty and
+        // their zones `EMPTY_ZONE`.)
+        let z = *(*tc).current.get_unchecked(cls);
+        let b = (*z).free;
+        if b != z as *mut Block {
+            // (As the pops count in `bin_pop`: the count wraps to 0.)
+            let a = (*tc).allocs.get_unchecked(cls).wrapping_add(1);
+            *(*tc).allocs.get_unchecked_mut(cls) = a;
+            if a == 0 {
+                return prof_tick(n);
+            }
+            let t = (*b).next as usize ^ crate::guard::list_key();
+            if crate::guard::CHECKS && t >= ZONE_SIZE {
+                return corrupt_list(b);
+            }
+            (*z).free = (t ^ b as usize) as *mut Block;
+            (*z).used += 1;
+            (*b).mark = 0;
+            return b as *mut u8;
+        }
+        return alloc_slow(n, cls, tc);
+    }
+    // The free half becomes the alloc half, and the empty one the free
+    // half, if it has enough blocks; else `bin_refill`.
     if ft as usize % BIN_CAP >= *(*tc).swap_min.get_unchecked(cls) as usize {
         *(*tc).free_top.get_unchecked_mut(cls) = top as u64;
         return bin_pop(tc, cls, (st & !BIN_TOP) | ft, ft as usize, n);
@@ -699,8 +726,6 @@ const SWAP_MIN: [u8; NCLASS] = {
 /// holds fewer than the class's `SWAP_MIN` blocks but some: blocks from the
 /// current zone's free list fill the alloc half up to the class's fill
 /// (`FILL_TO`), the free half's on top of them; then a block is popped.
-/// With the free half empty, a block of the zone. The zone path
-/// (`alloc_slow`) when the bin and the current zone are empty.
 ///
 /// So the alloc half of a small class empties once in 8 or more of the
 /// class's mallocs: the branch that leaves `alloc_class`'s pop is one a
@@ -713,43 +738,6 @@ const SWAP_MIN: [u8; NCLASS] = {
 /// As `alloc_class`; the alloc half of `cls` is empty (`st`'s top).
 #[inline(never)]
 unsafe fn bin_refill(n: usize, cls: usize, tc: *mut Cache, st: u64) -> *mut u8 {
-    let ft = *(*tc).free_top.get_unchecked(cls) as usize;
-    let z = *(*tc).current.get_unchecked(cls);
-    if half_empty(ft) {
-        // Nothing freed since the alloc half was last filled: the class is
-        // being allocated in a run. A block from the zone, and the alloc
-        // half stays empty, so that each malloc of the run comes here (a
-        // branch a predictor learns; filled, the alloc half would empty
-        // once in a fill, at random when classes vary: `bench/bulkfree`).
-        let b = (*z).free;
-        if b == z as *mut Block {
-            return alloc_slow(n, cls, tc);
-        }
-        // (As the pops count in `bin_pop`: the count wraps to 0.)
-        let a = (*tc).allocs.get_unchecked(cls).wrapping_add(1);
-        *(*tc).allocs.get_unchecked_mut(cls) = a;
-        if a == 0 {
-            return prof_tick(n);
-        }
-        let t = (*b).next as usize ^ crate::guard::list_key();
-        if crate::guard::CHECKS && t >= ZONE_SIZE {
-            return corrupt_list(b);
-        }
-        (*z).free = (t ^ b as usize) as *mut Block;
-        (*z).used += 1;
-        (*b).mark = 0;
-        return b as *mut u8;
-    }
-    bin_fill(n, cls, tc, st)
-}
-
-/// `bin_refill` with blocks in the free half: the fill (out of line, so
-/// that a run of mallocs there saves no register).
-///
-/// # Safety
-/// As `bin_refill`; the free half holds blocks.
-#[inline(never)]
-unsafe fn bin_fill(n: usize, cls: usize, tc: *mut Cache, st: u64) -> *mut u8 {
     let top = (st & BIN_TOP) as usize;
     let ft = *(*tc).free_top.get_unchecked(cls) as usize;
     let k = ft % BIN_CAP;
