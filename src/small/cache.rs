@@ -62,7 +62,7 @@
 //! zone-map lookup, an owner compare against the map's entry (not the zone
 //! header: see `zonemap`), the block checks and an array push. No lock and
 //! no atomic read-modify-write. (`bench/pair`: 68 instructions a malloc +
-//! free pair of 32 bytes, 76 of 4096, under callgrind.)
+//! free pair of 32 bytes, 77 of 4096, under callgrind.)
 
 use crate::chunk::{self, to_user, ALIGN};
 use crate::events::{several_threads, THREADS};
