@@ -8,7 +8,8 @@
 #   d  symbols    every C ABI symbol is exported by libmemalloc.so; the heap
 #                 state lies in .bss
 #   e  c_tests    bash c_tests/run.sh, bash c_tests/cxx.sh (C++, new/delete),
-#                 bash c_tests/bursts.sh (bursts past the bins, under callgrind)
+#                 bash c_tests/bursts.sh (bursts past the bins, under callgrind),
+#                 bash c_tests/classes.sh (random classes: bins rarely empty)
 #   f  hardening  bash c_tests/hardening.sh (misuse, faults, 32-thread stress)
 #   g  install    bash tests/install_test.sh (install.sh, pkg-config, C builds)
 #   h  scripts    bash tests/scripts_test.sh (heapmap, plot_trace, run.sh options,
@@ -202,7 +203,8 @@ stage_c_tests() {
     fi
     with_timeout 900 bash "$ROOT/c_tests/run.sh" || return $?
     with_timeout 600 bash "$ROOT/c_tests/cxx.sh" || return $?
-    with_timeout 600 bash "$ROOT/c_tests/bursts.sh"
+    with_timeout 600 bash "$ROOT/c_tests/bursts.sh" || return $?
+    with_timeout 600 bash "$ROOT/c_tests/classes.sh"
 }
 
 stage_hardening() {

@@ -42,9 +42,11 @@
 //! go to the TLSF heap, so `free` after the key destructors still works.
 //!
 //! **Bins**: in front of the zones, each cache keeps per class two small
-//! stacks of blocks the thread freed (`Cache::bin`): free pushes one, malloc
-//! pops the other first, and swaps them when its own is empty, so that a
-//! malloc does not wait for the free before it (see `Cache::bin`). Blocks
+//! stacks of blocks (`Cache::bin`): free pushes one, malloc pops the other,
+//! and when its own is empty swaps them, or fills its own from the zone
+//! if the other holds few (`bin_refill`), so that a malloc does not wait
+//! for the free before it (see `Cache::bin`), and its empty stack is rare
+//! even when classes vary (a branch no predictor learns then). Blocks
 //! from every zone of the class mix there, so a program cycling through more
 //! blocks than a zone holds does not switch zones on every turn, and a pop
 //! is an array load rather than a load from the (possibly cold) block
@@ -56,11 +58,11 @@
 //! mostly came from one zone one after another).
 //!
 //! Fast path cost: malloc is a TLS load, a bin top test and an array pop
-//! (or, with the bin empty, a swap of its halves, or two loads to reach the
-//! zone's free list and a pop); free is a zone-map lookup, an owner compare
-//! against the map's entry (not the zone header: see `zonemap`), the block
-//! checks and an array push. No lock and no atomic read-modify-write.
-//! (`bench/pair`: 73 instructions a malloc + free pair, under callgrind.)
+//! (or, with the alloc half empty, a swap of its halves); free is a
+//! zone-map lookup, an owner compare against the map's entry (not the zone
+//! header: see `zonemap`), the block checks and an array push. No lock and
+//! no atomic read-modify-write. (`bench/pair`: 68 instructions a malloc +
+//! free pair of 32 bytes, 77 of 4096, under callgrind.)
 
 use crate::chunk::{self, to_user, ALIGN};
 use crate::events::{several_threads, THREADS};
@@ -371,6 +373,8 @@ pub struct CacheOf<const N: usize> {
     class_of: [u8; NSIZES],
     /// The thread is sparse: `class_of` is `CLASS_OF_SPARSE`.
     sparse: bool,
+    /// `SWAP_MIN`, here for the same reason as `class_of`.
+    swap_min: [u8; NCLASS],
     /// The zone each class allocates from (`EMPTY_ZONE` if none).
     pub current: [*mut Zone; NCLASS],
     /// Per class: the top of the bin's alloc half (the low 16 bits,
@@ -412,11 +416,12 @@ pub struct CacheOf<const N: usize> {
     /// - 1` blocks, one in each half: malloc pops the *alloc* half (its top
     /// in `bin_state`), free pushes the *free* half (its top in
     /// `free_top`), and when the alloc half is empty malloc swaps the two
-    /// (two stores), as mimalloc's pages keep `free` and `local_free`. So
-    /// a malloc reads nothing that a free wrote, unless it finds its alloc
-    /// half empty (a loop freeing and allocating one class swaps on every
-    /// malloc, and reuses its block at once). With one stack per class,
-    /// each malloc's pop read the count that the free just before it had
+    /// (two stores), as mimalloc's pages keep `free` and `local_free`, or,
+    /// if the free half holds fewer than `SWAP_MIN`, fills the alloc half
+    /// from the zone (`bin_refill`). So a malloc reads nothing that a free
+    /// wrote, unless it finds its alloc half empty (once in `SWAP_MIN` or
+    /// more of its class's mallocs). With one stack per class, each
+    /// malloc's pop read the count that the free just before it had
     /// written, whenever the two had the same class: in a loop of random
     /// classes the CPU cannot know whether they do before the free's class
     /// lookup is done, and after a few wrong guesses every malloc waited
@@ -488,6 +493,7 @@ const fn static_cache(state: u32) -> CacheOf<0> {
     CacheOf {
         class_of: CLASS_OF,
         sparse: false,
+        swap_min: SWAP_MIN,
         // SAFETY: only the address is taken.
         current: [addr_of_mut!(EMPTY_ZONE); NCLASS],
         bin_state: EMPTY_BINS.0,
@@ -627,25 +633,25 @@ pub fn alloc(n: usize) -> *mut u8 {
 /// `tc` is this thread's cache or a static one, `cls < NCLASS` serves `n`.
 #[inline(always)]
 unsafe fn alloc_class(tc: *mut Cache, cls: usize, n: usize) -> *mut u8 {
-    {
-        // (cls < NCLASS; a top is a slot of the class's row.)
-        let st = *(*tc).bin_state.get_unchecked(cls);
-        let top = st as u16 as usize; // (BIN_TOP)
-        if !half_empty(top) {
-            return bin_pop(tc, cls, st, top, n);
-        }
-        // The alloc half is empty: the free half, if it has blocks, becomes
-        // the alloc half, and the empty one the free half. (The static
-        // caches' free halves are empty.)
-        let ft = *(*tc).free_top.get_unchecked(cls);
-        if !half_empty(ft as usize) {
-            *(*tc).free_top.get_unchecked_mut(cls) = top as u64;
-            return bin_pop(tc, cls, (st & !BIN_TOP) | ft, ft as usize, n);
-        }
-        let z = (*tc).current[cls];
+    // (cls < NCLASS; a top is a slot of the class's row.)
+    let st = *(*tc).bin_state.get_unchecked(cls);
+    let top = st as u16 as usize; // (BIN_TOP)
+    if !half_empty(top) {
+        return bin_pop(tc, cls, st, top, n);
+    }
+    let ft = *(*tc).free_top.get_unchecked(cls);
+    if half_empty(ft as usize) {
+        // The bin is empty, and nothing was freed since the alloc half was
+        // last filled: the class is being allocated in a run. A block from
+        // the zone, and the alloc half stays empty, so that each malloc of
+        // the run comes here (a branch a predictor learns; filled, the
+        // alloc half would empty once in a fill, at random when classes
+        // vary: `bench/bulkfree`). (The static caches' bins are empty and
+        // their zones `EMPTY_ZONE`.)
+        let z = *(*tc).current.get_unchecked(cls);
         let b = (*z).free;
         if b != z as *mut Block {
-            // (As the pops count above: the count wraps to 0.)
+            // (As the pops count in `bin_pop`: the count wraps to 0.)
             let a = (*tc).allocs.get_unchecked(cls).wrapping_add(1);
             *(*tc).allocs.get_unchecked_mut(cls) = a;
             if a == 0 {
@@ -660,8 +666,121 @@ unsafe fn alloc_class(tc: *mut Cache, cls: usize, n: usize) -> *mut u8 {
             (*b).mark = 0;
             return b as *mut u8;
         }
-        alloc_slow(n, cls, tc)
+        return alloc_slow(n, cls, tc);
     }
+    // The free half becomes the alloc half, and the empty one the free
+    // half, if it has enough blocks; else `bin_refill`.
+    if ft as usize % BIN_CAP >= *(*tc).swap_min.get_unchecked(cls) as usize {
+        *(*tc).free_top.get_unchecked_mut(cls) = top as u64;
+        return bin_pop(tc, cls, (st & !BIN_TOP) | ft, ft as usize, n);
+    }
+    bin_refill(n, cls, tc, st)
+}
+
+/// Blocks the free half of a bin must hold for an empty alloc half to take
+/// them as they are (a swap; or the class's fill if lower, `bin_refill`);
+/// with fewer, the alloc half is filled from the zone.
+const SWAP_AT: usize = 8;
+/// Bytes of blocks an alloc half is filled to from the zone.
+const FILL_BYTES: usize = 1024;
+/// Per class, the blocks an alloc half is filled to from the zone:
+/// `FILL_BYTES` of them, at least one and at most one fewer than a half
+/// holds (so that in a loop of one class the alloc half empties, and takes
+/// the free half, before the free half is full, which would spill). Few
+/// blocks of the big classes: a thread that keeps one block of a class
+/// cycles through the blocks of its bin, and its first zone batch is one
+/// page (8 blocks of 512 bytes, the last reaching into the next page).
+const FILL_TO: [u8; NCLASS] = {
+    let mut t = [0u8; NCLASS];
+    let mut cls = 0;
+    while cls < NCLASS {
+        let n = FILL_BYTES / CLASS_SIZE[cls] as usize;
+        t[cls] = if n < 1 {
+            1
+        } else if n > BIN_CAP - 2 {
+            (BIN_CAP - 2) as u8
+        } else {
+            n as u8
+        };
+        cls += 1;
+    }
+    t
+};
+/// Per class, the blocks a free half must hold for an empty alloc half to
+/// take them as they are (a swap): `SWAP_AT`, or the class's fill if lower.
+const SWAP_MIN: [u8; NCLASS] = {
+    let mut t = [0u8; NCLASS];
+    let mut cls = 0;
+    while cls < NCLASS {
+        t[cls] = if FILL_TO[cls] as usize > SWAP_AT {
+            SWAP_AT as u8
+        } else {
+            FILL_TO[cls]
+        };
+        cls += 1;
+    }
+    t
+};
+
+/// The alloc half of `cls`'s bin (state `st`) is empty, and the free half
+/// holds fewer than the class's `SWAP_MIN` blocks but some: blocks from the
+/// current zone's free list fill the alloc half up to the class's fill
+/// (`FILL_TO`), the free half's on top of them; then a block is popped.
+///
+/// So the alloc half of a small class empties once in 8 or more of the
+/// class's mallocs: the branch that leaves `alloc_class`'s pop is one a
+/// predictor cannot learn when classes vary (`bench/mthreads ... s`), and
+/// a plain swap of the halves took it on a quarter of the mallocs there
+/// (the halves held a few blocks each); filled, on under a tenth
+/// (docs/performance.md, "Small requests of random classes").
+///
+/// # Safety
+/// As `alloc_class`; the alloc half of `cls` is empty (`st`'s top).
+#[inline(never)]
+unsafe fn bin_refill(n: usize, cls: usize, tc: *mut Cache, st: u64) -> *mut u8 {
+    let top = (st & BIN_TOP) as usize;
+    let ft = *(*tc).free_top.get_unchecked(cls) as usize;
+    let k = ft % BIN_CAP;
+    let z = *(*tc).current.get_unchecked(cls);
+    let fill = FILL_TO[cls] as usize;
+    // Zone blocks at the bottom of the alloc half, in the order of the
+    // zone's list (the first on top: a fresh zone's blocks are handed out
+    // in address order), and the free half's (freed last, the likeliest in
+    // cache) above them. The static caches' current zones are
+    // `EMPTY_ZONE`, whose list is empty.
+    let want = fill - k;
+    let bin = (*tc).bin.as_mut_ptr();
+    let mut b = (*z).free;
+    let key = crate::guard::list_key();
+    let mut got = 0;
+    while got < want && b != z as *mut Block {
+        let t = (*b).next as usize ^ key;
+        if crate::guard::CHECKS && t >= ZONE_SIZE {
+            return corrupt_list(b);
+        }
+        got += 1;
+        *bin.add(top + want - got) = b;
+        b = (t ^ b as usize) as *mut Block;
+    }
+    if got != 0 {
+        (*z).free = b;
+        (*z).used += got as u32;
+        if got < want {
+            core::ptr::copy(bin.add(top + want - got), bin.add(top), got);
+        }
+    }
+    let mut at = top + got;
+    let fb = ft - k;
+    if k != 0 {
+        // (Two halves of one row: disjoint.)
+        core::ptr::copy_nonoverlapping(bin.add(fb), bin.add(at), k);
+        at += k;
+        *(*tc).free_top.get_unchecked_mut(cls) = fb as u64;
+    }
+    if at == top {
+        return alloc_slow(n, cls, tc);
+    }
+    bin_pop(tc, cls, (st & !BIN_TOP) | at as u64, at, n)
 }
 
 /// `alloc_class`'s pop from the alloc half of `cls`'s bin, whose state is
@@ -1795,13 +1914,36 @@ unsafe fn free_local_slow(tc: *mut Cache, z: *mut Zone) {
         _ => return, // the current zone stays, even empty: no thrashing
     }
     keep_or_retire(c, cls, z);
-    // The class is shrinking (a burst is being freed): an empty current zone
-    // goes too, so that the break can shrink past it.
+    // The class is shrinking (a burst is being freed): the blocks the bin's
+    // alloc half holds go back to their zones (most were taken from the
+    // current zone by `bin_refill` and never handed out), and an empty
+    // current zone goes too, so that the break can shrink past it.
+    give_back_alloc_half(tc, cls);
+    let c = &mut *tc;
     let cur = c.current[cls];
     if cur != addr_of_mut!(EMPTY_ZONE) && (*cur).used == 0 {
         c.current[cls] = addr_of_mut!(EMPTY_ZONE);
         keep_or_retire(c, cls, cur);
     }
+}
+
+/// Gives the blocks of the alloc half of `cls`'s bin back to their zones.
+/// (Its top is lowered first: a zone this empties may bring us back here,
+/// through `free_local_slow`, and finds the half empty.)
+///
+/// # Safety
+/// `tc` is this thread's live cache, `cls < NCLASS`.
+unsafe fn give_back_alloc_half(tc: *mut Cache, cls: usize) {
+    let st = (*tc).bin_state[cls];
+    let at = (st & BIN_TOP) as usize;
+    let base = at / BIN_CAP * BIN_CAP;
+    if at == base {
+        return;
+    }
+    (*tc).bin_state[cls] = (st & !BIN_TOP) | base as u64;
+    let mut xs = [null_mut(); BIN_CAP];
+    xs[..at - base].copy_from_slice(&(&(*tc).bin)[base..at]);
+    give_back_all(tc, &xs[..at - base]);
 }
 
 /// An empty zone leaves the lists: the cache keeps one empty zone per class
@@ -1972,6 +2114,7 @@ unsafe fn init_fields(c: *mut Cache, sparse: bool) {
     let CacheOf {
         class_of,
         sparse: _,
+        swap_min,
         current,
         bin_state,
         free_top,
@@ -1993,6 +2136,7 @@ unsafe fn init_fields(c: *mut Cache, sparse: bool) {
         addr_of_mut!((*c).class_of).write(class_of);
     }
     addr_of_mut!((*c).sparse).write(sparse);
+    addr_of_mut!((*c).swap_min).write(swap_min);
     addr_of_mut!((*c).current).write(current);
     addr_of_mut!((*c).bin_state).write(bin_state);
     addr_of_mut!((*c).free_top).write(free_top);
