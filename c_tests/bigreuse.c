@@ -4,8 +4,8 @@
  * (writing only their first bytes) does not fault in a fresh page per malloc
  * and keep it resident in the free space.
  *
- * Requests above the medium classes that the heap serves are rounded to one
- * of 4 sizes per power of two below 1 MiB, 8 above (`heap::big_size`).
+ * Requests above the medium classes (1 MiB) that the heap serves are
+ * rounded to one of 8 sizes per power of two (`heap::big_size`).
  *
  * 1. Same address (the mmap threshold raised to 2 MiB first): a block of
  *    1200000 bytes freed between two blocks in use is where malloc(1190000)

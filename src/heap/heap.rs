@@ -98,16 +98,14 @@ pub fn purge_state() -> u8 {
     PURGE_STATE.load(core::sync::atomic::Ordering::Relaxed)
 }
 
-/// Big requests are rounded to one of 4 sizes per power of two below this
-/// chunk size, to one of 8 from it on (see `big_size`).
-const BIG_FINE_FROM: usize = 1 << 20;
-/// Chunk sizes below this are not rounded by `big_size`.
-const BIG_MIN: usize = 64 << 10;
+/// Chunk sizes below this are not rounded by `big_size`: the requests the
+/// export layer gives it are above the medium classes (`mcache::MC_MAX`,
+/// 1 MiB; this layer cannot name it).
+const BIG_MIN: usize = 1 << 20;
 
 /// The chunk size the heap gives a request of chunk size `csize` above the
-/// medium classes: rounded up to one of 4 sizes per power of two (a 25%
-/// step) below `BIG_FINE_FROM`, 8 from it on (12.5%), page multiples, each
-/// the first size of a TLSF list.
+/// medium classes: rounded up to one of 8 sizes per power of two (a 12.5%
+/// step), page multiples, each the first size of a TLSF list.
 ///
 /// A freed big chunk between two blocks in use stays in the free lists at
 /// its size; rounded, the next request of its class takes it whole, at the
@@ -124,9 +122,11 @@ const BIG_MIN: usize = 64 << 10;
 /// written per block) took 44-51k page faults and peaked at 170-199 MiB
 /// unrounded; 5-7k and 20-22 MiB so (jemalloc: 19k and 22 MiB). The waste
 /// is address space: a program that fills its block touches none of the
-/// tail. Tried: 4 sizes per power of two all the way up, `large-8` at 13-24
-/// MiB but `bench/large` at 204 MiB against 188 (this: 175); 4 up to 4 MiB,
-/// 11-16 MiB and 182, but 1 MiB blocks became 1.25 MiB ones, and in
+/// tail. (Measured when the medium classes ended at 256 KiB and this
+/// rounded from 64 KiB, 4 sizes per power of two below 1 MiB.) Tried: 4
+/// sizes per power of two all the way up, `large-8` at 13-24 MiB but
+/// `bench/large` at 204 MiB against 188 (this: 175); 4 up to 4 MiB, 11-16
+/// MiB and 182, but 1 MiB blocks became 1.25 MiB ones, and in
 /// `c_tests/brk.c` a free tail under the trim threshold stayed; 8 all the
 /// way, `large-8` at 22-38 MiB; the size plus a page (so that 1 MiB stays
 /// 1 MiB) and a look at the class's list first: a rest cut off was no class
@@ -137,8 +137,7 @@ pub fn big_size(csize: usize) -> usize {
         return csize;
     }
     let msb = usize::BITS - 1 - csize.leading_zeros();
-    let k = if csize < BIG_FINE_FROM { 2 } else { 3 };
-    let step = (1usize << (msb - k)).max(os::PAGE);
+    let step = (1usize << (msb - 3)).max(os::PAGE);
     // (csize <= 2 * MAX_REQUEST < 2^47: no overflow.)
     (csize + step - 1) & !(step - 1)
 }
@@ -1035,9 +1034,8 @@ mod tests {
                     continue;
                 }
                 assert_eq!(b % os::PAGE, 0, "{cs} -> {b}");
-                // At most a quarter (an eighth from BIG_FINE_FROM) over.
-                let step = if cs < BIG_FINE_FROM { cs / 4 } else { cs / 8 };
-                assert!(b - cs < step.max(os::PAGE), "{cs} -> {b}");
+                // Less than an eighth over.
+                assert!(b - cs < (cs / 8).max(os::PAGE), "{cs} -> {b}");
                 // A class size is its own class (a freed chunk fits the
                 // next request of its class exactly)...
                 assert_eq!(big_size(b), b, "{cs} -> {b}");
@@ -1047,9 +1045,9 @@ mod tests {
             }
             s *= 2;
         }
-        // Four sizes per power of two below 1 MiB, eight above.
+        // Eight sizes per power of two.
         let mut classes = [0usize; 2];
-        for (i, base) in [(0, 1usize << 18), (1, 8 << 20)] {
+        for (i, base) in [(0, 1usize << 20), (1, 8 << 20)] {
             let mut last = 0;
             let mut cs = base + 16;
             while cs <= 2 * base {
@@ -1061,6 +1059,6 @@ mod tests {
                 cs += 4096;
             }
         }
-        assert_eq!(classes, [4, 8]);
+        assert_eq!(classes, [8, 8]);
     }
 }
