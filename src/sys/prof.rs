@@ -2318,6 +2318,21 @@ mod tests {
         assert!(t.peak_total >= t.live_total);
     }
 
+    /// Appends `backtrace`'s and `unwind`'s stacks, both walked from the
+    /// caller's frame (inlined into it).
+    #[inline(always)]
+    fn walk_both(out: &mut Vec<(Vec<usize>, Vec<usize>)>) {
+        let mut a = [0usize; RAW_FRAMES];
+        let mut b = [MaybeUninit::new(0usize); RAW_FRAMES];
+        // SAFETY: a holds RAW_FRAMES entries.
+        let na = unsafe { backtrace(a.as_mut_ptr() as *mut *mut libc::c_void, RAW_FRAMES as i32) }
+            as usize;
+        let nb = unwind(&mut b).expect("a rule not handled");
+        // SAFETY: b was initialized (to zero).
+        let b: Vec<usize> = b[..nb].iter().map(|x| unsafe { x.assume_init() }).collect();
+        out.push((a[..na].to_vec(), b));
+    }
+
     /// The walks' memo: two callers at the same depth (the same stack
     /// pointer where the walk starts, other return addresses) alternate,
     /// each time with `backtrace`'s frames, never the other caller's.
@@ -2327,16 +2342,7 @@ mod tests {
         prime();
         #[inline(never)]
         fn leaf(out: &mut Vec<(Vec<usize>, Vec<usize>)>) {
-            let mut a = [0usize; RAW_FRAMES];
-            let mut b = [MaybeUninit::new(0usize); RAW_FRAMES];
-            // SAFETY: a holds RAW_FRAMES entries.
-            let na =
-                unsafe { backtrace(a.as_mut_ptr() as *mut *mut libc::c_void, RAW_FRAMES as i32) }
-                    as usize;
-            let nb = unwind(&mut b).expect("a rule not handled");
-            // SAFETY: b was initialized (to zero).
-            let b: Vec<usize> = b[..nb].iter().map(|x| unsafe { x.assume_init() }).collect();
-            out.push((a[..na].to_vec(), b));
+            walk_both(out);
         }
         #[inline(never)]
         fn via_a(out: &mut Vec<(Vec<usize>, Vec<usize>)>) {
@@ -2383,16 +2389,7 @@ mod tests {
                 // (Not a tail call: the frames stay.)
                 return both(depth - 1, out) + core::hint::black_box(1);
             }
-            let mut a = [0usize; RAW_FRAMES];
-            let mut b = [MaybeUninit::new(0usize); RAW_FRAMES];
-            // SAFETY: a holds RAW_FRAMES entries.
-            let na =
-                unsafe { backtrace(a.as_mut_ptr() as *mut *mut libc::c_void, RAW_FRAMES as i32) }
-                    as usize;
-            let nb = unwind(&mut b).expect("a rule not handled");
-            // SAFETY: b was initialized (to zero).
-            let b: Vec<usize> = b[..nb].iter().map(|x| unsafe { x.assume_init() }).collect();
-            out.push((a[..na].to_vec(), b));
+            walk_both(out);
             0
         }
         let mut out = Vec::new();
