@@ -110,6 +110,8 @@ def result_line(wname):
         return "mthreads"
     if wname == "prodcons":
         return "xmalloc"
+    if wname.startswith("grid-"):
+        return "grid"
     return wname
 
 
@@ -318,13 +320,22 @@ def mode_bench(args):
     wl = workloads(args)
     prepare_data(args, {n for n, _, _ in wl})
     wl = workloads(args)  # now with the data path filled in
+    results, failures = run_all(args, wl, names)
+    write_bench_reports(args, info, wl, names, results, failures)
+    return failures
+
+
+def run_all(args, wl, names, what="bench"):
+    """Every workload of wl under every allocator, args.reps times, the
+    allocators alternating within a repetition in an order that rotates
+    between repetitions. Returns ({(workload, allocator): [Run]}, failures)."""
     results = {(w, a): [] for w, _, _ in wl for a in names}
     failures = []
     total = len(wl) * len(names) * args.reps
     done = 0
     start = time.perf_counter()
-    log("bench: %d workloads x %d allocators x %d reps = %d runs%s" % (
-        len(wl), len(names), args.reps, total, " (quick)" if args.quick else ""))
+    log("%s: %d workloads x %d allocators x %d reps = %d runs%s" % (
+        what, len(wl), len(names), args.reps, total, " (quick)" if args.quick else ""))
     for rep in range(args.reps):
         k = rep % len(args.allocs)
         order = args.allocs[k:] + args.allocs[:k]
@@ -344,8 +355,7 @@ def mode_bench(args):
                     el // 60, el % 60, eta // 60, eta % 60))
                 if not r.ok:
                     failures.append((wname, aname, rep + 1, command_text(argv, apath, env), r))
-    write_bench_reports(args, info, wl, names, results, failures)
-    return failures
+    return results, failures
 
 
 def summarise(runs):
@@ -599,6 +609,135 @@ def ratio_svg(rows, gm, info, args, peers):
 
 # -------------------------------------------------------------- callgrind
 
+# ------------------------------------------------------------------ grid
+
+# The grid's rows: (label, MIN, MAX, OPS of a full run, LIVE) per size band.
+# OPS falls with the sizes so that each cell takes ~0.1-0.5 s under the
+# peers; LIVE (blocks kept per thread, queue length, batch) too, so that the
+# live memory stays within a few GiB of address space at 64 threads (only
+# the first and last bytes of a block are written: little of it is resident).
+GRID_BANDS = (
+    ("16-128", 16, 128, 2e7, 1000),
+    ("128-4k", 128, 4096, 1.5e7, 500),
+    ("4k-64k", 4096, 65536, 4e6, 256),
+    ("64k-1M", 65536, 1 << 20, 4e5, 32),
+    ("1M-64M", 1 << 20, 64 << 20, 4e4, 4),
+)
+GRID_THREADS = (1, 4, 16, 64)
+GRID_PATTERNS = (("short", "freed by its thread right after its malloc"),
+                 ("long", "each thread replaces a random one of its live blocks"),
+                 ("cross", "handed to the next thread, which frees it"),
+                 ("bulk", "a batch freed all at once by the next thread"))
+GRID_OPS = {"short": 1, "long": 1, "cross": 0.2, "bulk": 0.2}  # the threads' handshakes cost more a block
+
+
+def grid_cells(args):
+    """(name, argv, env) for every cell of the grid, and {name: (pattern, band, threads)}."""
+    cells, where = [], {}
+    for pat, _ in GRID_PATTERNS:
+        for band, lo, hi, ops, live in GRID_BANDS:
+            for t in GRID_THREADS:
+                name = "grid-%s-%s-%d" % (pat, band, t)
+                n = ops * GRID_OPS[pat] / (2 if args.quick else 1)
+                cells.append((name, [os.path.join(args.bin, "grid"), str(t), "%g" % n, str(lo), str(hi),
+                                     pat, str(live)], {}))
+                where[name] = (pat, band, t)
+    if args.only:
+        want = args.only.split(",")
+        cells = [c for c in cells if any(x in c[0].split("-")[1:2] + [c[0]] for x in want)]
+        if not cells:
+            sys.exit("bench.py: --only: no grid cell matches %r (patterns: %s)" % (
+                args.only, ", ".join(p for p, _ in GRID_PATTERNS)))
+    return cells, where
+
+
+def mode_grid(args):
+    info = machine_info(args)
+    names = [n for n, _ in args.allocs]
+    cells, where = grid_cells(args)
+    results, failures = run_all(args, cells, names, "grid")
+    os.makedirs(args.results, exist_ok=True)
+    summ = {key: summarise(runs) for key, runs in results.items()}
+    peers = [a for a in names if a in PEERS]
+    initial = {"glibc": "g", "jemalloc": "j", "tcmalloc": "t", "mimalloc": "m"}
+
+    def ratio(cell, key):
+        """(memalloc ÷ best peer, best peer) or (None, why)."""
+        sub = summ.get((cell, SUBJECT))
+        ok = [(summ[(cell, p)][key], p) for p in peers if summ[(cell, p)]["status"] == "ok"]
+        if sub is None or not ok:
+            return None, "–"
+        if sub["status"] != "ok":
+            return None, "FAIL"
+        best = min(ok)
+        return (sub[key] / best[0] if best[0] > 0 else None), best[1]
+
+    with open(os.path.join(args.results, "grid.csv"), "w", newline="") as f:
+        cw = csv.writer(f)
+        cw.writerow(["pattern", "sizes", "threads", "allocator", "runs", "failed", "wall_s", "cpu_s",
+                     "peak_rss_kib", "mops_per_s"])
+        for cell, _, _ in cells:
+            pat, band, t = where[cell]
+            for a in names:
+                s = summ[(cell, a)]
+                ok = s["status"] == "ok"
+                cw.writerow([pat, band, t, a, s["n"], s["failed"],
+                             "%.4f" % s["time"] if ok else "", "%.4f" % s["cpu"] if ok else "",
+                             "%d" % s["rss_kb"] if ok else "",
+                             "%.4g" % s["figure"] if ok and s.get("figure") is not None else ""])
+
+    md = ["# memalloc on the grid: sizes × threads × who frees", ""]
+    md += header_lines(args, info, "Repetitions: %d (%s mode); allocators alternate within each repetition, "
+                       "in an order that rotates between repetitions" % (args.reps,
+                                                                        "quick" if args.quick else "full"))
+    md.append("- Load average (1 min) at start / end: %s / %s" % (info["load"], read_loadavg()))
+    md += ["", "Each cell is one run of `bench/grid THREADS OPS MIN MAX PATTERN LIVE` per allocator and "
+           "repetition: THREADS threads share OPS allocations of sizes log-uniform in MIN..MAX, the first and "
+           "last bytes of each block written. Patterns: " + "; ".join(
+               "*%s*: %s" % p for p in GRID_PATTERNS) + ". Bands (OPS of short and long, LIVE): " + ", ".join(
+               "%s (%g, %d)" % (b, o / 2 if args.quick else o, l) for b, _, _, o, l in GRID_BANDS) +
+           "; cross and bulk do %g times those OPS" % GRID_OPS["cross"] +
+           ". Figures are medians of the process's wall time, CPU time and peak RSS (bench/runner.c); "
+           "per-allocator values are in `grid.csv`.", ""]
+    if SUBJECT in names and peers:
+        for key, title, word in (("time", "Wall time", "fastest"), ("cpu", "CPU time", "fastest"),
+                                 ("rss_kb", "Peak RSS", "leanest")):
+            rs = [ratio(c, key)[0] for c, _, _ in cells]
+            got = [r for r in rs if r is not None]
+            gm = geomean(got)
+            md += ["## %s: memalloc ÷ the %s peer" % (title, word), "",
+                   "Geometric mean over %d cells: **%s**; at or under 1.00 in %d of them, above 1.25 in %d. "
+                   "The letter names the %s peer (g glibc, j jemalloc, t tcmalloc, m mimalloc)." % (
+                       len(got), fmt_ratio(gm), sum(1 for r in got if r <= 1.0),
+                       sum(1 for r in got if r > 1.25), word), ""]
+            md.append("| pattern | sizes | " + " | ".join("%d thread%s" % (t, "" if t == 1 else "s")
+                                                      for t in GRID_THREADS) + " |")
+            md.append("|---|---|" + "---:|" * len(GRID_THREADS))
+            for pat, _ in GRID_PATTERNS:
+                for band, _, _, _, _ in GRID_BANDS:
+                    row = []
+                    for t in GRID_THREADS:
+                        c = "grid-%s-%s-%d" % (pat, band, t)
+                        if c not in where or (c, names[0]) not in summ:
+                            row.append("")
+                            continue
+                        r, who = ratio(c, key)
+                        row.append(("**%s**" % fmt_ratio(r) if r > 1.25 else fmt_ratio(r)) + " " +
+                                   initial.get(who, "") if r is not None else who)
+                    if any(row):
+                        md.append("| %s | %s | %s |" % (pat, band, " | ".join(row)))
+            md.append("")
+    if failures:
+        md += ["## Failures", ""]
+        for what, aname, rep, cmd, r in failures:
+            md += ["- %s under %s (repetition %d): %s. Command: `%s`" % (what, aname, rep, r.status, cmd)]
+        md.append("")
+    with open(os.path.join(args.results, "grid.md"), "w") as f:
+        f.write("\n".join(md))
+    log("grid: wrote %s" % ", ".join(os.path.join(args.results, x) for x in ("grid.md", "grid.csv")))
+    return failures
+
+
 def callgrind_ir(outfile):
     with open(outfile) as f:
         for line in f:
@@ -772,7 +911,7 @@ def mode_latency(args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("mode", choices=("bench", "callgrind", "latency"))
+    ap.add_argument("mode", choices=("bench", "callgrind", "latency", "grid"))
     ap.add_argument("--bin", required=True)
     ap.add_argument("--results", required=True)
     ap.add_argument("--tmp", required=True)
@@ -799,7 +938,8 @@ def main():
     args.bench_dir = os.path.dirname(os.path.abspath(__file__))
     args.sort_data = ""
     args.versions = peer_versions(args)
-    failures = {"bench": mode_bench, "callgrind": mode_callgrind, "latency": mode_latency}[args.mode](args)
+    failures = {"bench": mode_bench, "callgrind": mode_callgrind, "latency": mode_latency,
+                "grid": mode_grid}[args.mode](args)
     if failures:
         log("%s: %d run(s) FAILED:" % (args.mode, len(failures)))
         for what, aname, rep, cmd, r in failures:

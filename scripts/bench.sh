@@ -19,14 +19,17 @@
 #   --cxx           C++ STL workloads (bench/cxx_stl.cc): memalloc by its new/delete
 #                   header and by preload, and the peers; times, then instructions per
 #                   operation under callgrind -> results/cxx.md, results/cxx.csv (~3 min)
-#   --all           all three
+#   --grid          every cell of sizes (16 B-64 MiB, 5 bands) x threads (1, 4, 16, 64)
+#                   x pattern (short-lived, long-lived, cross-thread, bulk frees), bench/grid.c
+#                   -> results/grid.md, results/grid.csv (~5 min at 3 repetitions)
+#   --all           the suite, --callgrind, --latency and --grid
 #   --rust          the Rust workloads under memalloc::MemAlloc, System, and the
 #                   mimalloc, tikv-jemallocator and snmalloc-rs crates
 #                   (bench/rust/run.sh; honours --reps, --quick, --no-build)
 #                   -> results/rust.md, results/rust.csv
 # Options:
 #   --quick               half-size workloads, 2 repetitions (latency: 1e6 ops; callgrind: N=2e5)
-#   --reps N              repetitions (default 5, latency 3; 2 with --quick; callgrind: 1)
+#   --reps N              repetitions (default 5, latency and grid 3; 2 with --quick; callgrind: 1)
 #   --only W[,W..]        only these workloads (`fixed` selects every fixed-SIZE)
 #   --allocators A[,A..]  among glibc,jemalloc,tcmalloc,mimalloc,memalloc (default: all)
 #   --timeout S           kill a run after S seconds and mark it FAIL (default 120; 60 with --quick)
@@ -74,7 +77,8 @@ while [[ $# -gt 0 ]]; do
         --callgrind) modes+=(callgrind) ;;
         --latency) modes+=(latency) ;;
         --cxx) modes+=(cxx) ;;
-        --all) modes=(bench callgrind latency) ;;
+        --grid) modes+=(grid) ;;
+        --all) modes=(bench callgrind latency grid) ;;
         --rust) rust=1 ;;
         --no-build) build=0 ;;
         --no-rt) rt=0 ;;
@@ -212,7 +216,7 @@ done
 # ----------------------------------------------------------------- programs
 say "building bench programs into ${BIN#"$ROOT"/}/"
 for prog in runner fixed churn larson xmalloc threads32 cache-scratch realloc large gen_text pair latency \
-        mchurn mthreads bulkfree; do
+        mchurn mthreads bulkfree grid; do
     gcc -O2 -g -pthread -Wall -Wextra -o "$BIN/$prog" "$ROOT/bench/$prog.c" -lm ||
         die "could not compile bench/$prog.c"
 done
@@ -249,9 +253,9 @@ fi
 status=0
 for mode in "${modes[@]}"; do
     say "mode $mode"
-    # repetitions: --reps, else 5 for the suite and 3 for latency (2 with --quick)
+    # repetitions: --reps, else 5 for the suite and 3 for latency and the grid (2 with --quick)
     reps="$reps_given"
-    [[ -n "$reps" ]] || reps=$([[ $quick == 1 ]] && echo 2 || { [[ $mode == latency ]] && echo 3 || echo 5; })
+    [[ -n "$reps" ]] || reps=$([[ $quick == 1 ]] && echo 2 || { [[ $mode == latency || $mode == grid ]] && echo 3 || echo 5; })
     if [[ $mode == cxx ]]; then
         python3 "$ROOT/bench/cxx_bench.py" "${common[@]}" --reps "$reps" || status=$?
         continue
