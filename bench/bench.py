@@ -651,6 +651,56 @@ def grid_cells(args):
     return cells, where
 
 
+def grid_svg(ratio_of, info, args):
+    """A heat map of memalloc's wall time ÷ the fastest peer's: one block of
+    size bands × thread counts per pattern, the same colours as bench.svg."""
+    cw, ch, left, top, gap = 96, 30, 86, 96, 26
+    nb, nt = len(GRID_BANDS), len(GRID_THREADS)
+    bw = left + nt * cw
+    W = 2 * bw + 40
+    H = top + 2 * (nb * ch + 40 + gap) + 40
+    o = ['<?xml version="1.0" encoding="UTF-8"?>',
+         '<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" '
+         'font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="13">' % (W, H, W, H),
+         '<rect width="100%" height="100%" fill="white"/>',
+         '<text x="16" y="28" font-size="18" font-weight="bold">memalloc wall time ÷ fastest peer, '
+         'by size, threads and who frees (lower is better)</text>',
+         '<text x="16" y="50" fill="#444">%s</text>' % escape(
+             "bench/grid.c · median of %d run%s%s · %s, %s CPUs · %s" % (
+                 args.reps, "s" if args.reps != 1 else "", " (quick mode)" if args.quick else "",
+                 info["cpu"], info["nproc"], info["date"])),
+         '<text x="16" y="68" fill="#444">green ≤ 1 (memalloc as fast or faster), orange ≤ 1.5, '
+         'red &gt; 1.5; the letter names the fastest peer (g glibc, j jemalloc, t tcmalloc, m mimalloc)</text>']
+    initial = {"glibc": "g", "jemalloc": "j", "tcmalloc": "t", "mimalloc": "m"}
+    for i, (pat, what) in enumerate(GRID_PATTERNS):
+        x0 = 16 + (i % 2) * (bw + 20)
+        y0 = top + (i // 2) * (nb * ch + 40 + gap)
+        o.append('<text x="%d" y="%d" font-weight="bold">%s</text>' % (x0, y0 - 8, escape(pat)))
+        o.append('<text x="%d" y="%d" fill="#444" font-size="11">%s</text>' % (
+            x0 + 8 * len(pat) + 10, y0 - 8, escape(what)))
+        for j, t in enumerate(GRID_THREADS):
+            o.append('<text x="%d" y="%d" text-anchor="middle" fill="#444">%d thr.</text>' % (
+                x0 + left + j * cw + cw // 2, y0 + 12, t))
+        for b, (band, _, _, _, _) in enumerate(GRID_BANDS):
+            y = y0 + 20 + b * ch
+            o.append('<text x="%d" y="%d" text-anchor="end" fill="#444">%s</text>' % (
+                x0 + left - 8, y + 20, escape(band)))
+            for j, t in enumerate(GRID_THREADS):
+                r, who = ratio_of("grid-%s-%s-%d" % (pat, band, t), "time")
+                color = ("#dddddd" if r is None else "#2e8b57" if r <= 1.0 else
+                         "#e69500" if r <= 1.5 else "#c8102e")
+                xx = x0 + left + j * cw
+                o.append('<rect x="%d" y="%d" width="%d" height="%d" fill="%s" stroke="white"/>' % (
+                    xx, y, cw, ch, color))
+                txt = who if r is None else "%.2f %s" % (r, initial.get(who, ""))
+                o.append('<text x="%d" y="%d" text-anchor="middle" fill="white">%s</text>' % (
+                    xx + cw // 2, y + 20, escape(txt)))
+    o.append('<text x="16" y="%d" fill="#444">sizes in bytes, log-uniform within each band; '
+             'first and last bytes of each block written</text>' % (H - 16))
+    o.append('</svg>')
+    return "\n".join(o) + "\n"
+
+
 def mode_grid(args):
     info = machine_info(args)
     names = [n for n, _ in args.allocs]
@@ -664,7 +714,8 @@ def mode_grid(args):
     def ratio(cell, key):
         """(memalloc ÷ best peer, best peer) or (None, why)."""
         sub = summ.get((cell, SUBJECT))
-        ok = [(summ[(cell, p)][key], p) for p in peers if summ[(cell, p)]["status"] == "ok"]
+        ok = [(summ[(cell, p)][key], p) for p in peers
+              if (cell, p) in summ and summ[(cell, p)]["status"] == "ok"]
         if sub is None or not ok:
             return None, "–"
         if sub["status"] != "ok":
@@ -732,9 +783,14 @@ def mode_grid(args):
         for what, aname, rep, cmd, r in failures:
             md += ["- %s under %s (repetition %d): %s. Command: `%s`" % (what, aname, rep, r.status, cmd)]
         md.append("")
+    written = ["grid.md", "grid.csv"]
+    if SUBJECT in names and peers:
+        with open(os.path.join(args.results, "grid.svg"), "w") as f:
+            f.write(grid_svg(ratio, info, args))
+        written.append("grid.svg")
     with open(os.path.join(args.results, "grid.md"), "w") as f:
         f.write("\n".join(md))
-    log("grid: wrote %s" % ", ".join(os.path.join(args.results, x) for x in ("grid.md", "grid.csv")))
+    log("grid: wrote %s" % ", ".join(os.path.join(args.results, x) for x in written))
     return failures
 
 

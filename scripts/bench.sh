@@ -21,7 +21,7 @@
 #                   operation under callgrind -> results/cxx.md, results/cxx.csv (~3 min)
 #   --grid          every cell of sizes (16 B-64 MiB, 5 bands) x threads (1, 4, 16, 64)
 #                   x pattern (short-lived, long-lived, cross-thread, bulk frees), bench/grid.c
-#                   -> results/grid.md, results/grid.csv (~5 min at 3 repetitions)
+#                   -> results/grid.md, grid.csv, grid.svg (~5 min at 3 repetitions)
 #   --all           the suite, --callgrind, --latency and --grid
 #   --rust          the Rust workloads under memalloc::MemAlloc, System, and the
 #                   mimalloc, tikv-jemallocator and snmalloc-rs crates
