@@ -750,6 +750,19 @@ def mode_grid(args):
            "; cross and bulk do %g times those OPS" % GRID_OPS["cross"] +
            ". Figures are medians of the process's wall time, CPU time and peak RSS (bench/runner.c); "
            "per-allocator values are in `grid.csv`.", ""]
+    # every allocator against the fastest of all (memalloc included), as the
+    # suite's "of the five" figure
+    of_all = {}
+    for a in names:
+        rs = []
+        for cell, _, _ in cells:
+            ok = [summ[(cell, b)]["time"] for b in names if summ[(cell, b)]["status"] == "ok"]
+            if summ[(cell, a)]["status"] == "ok" and ok and min(ok) > 0:
+                rs.append(summ[(cell, a)]["time"] / min(ok))
+        of_all[a] = (geomean(rs), len(rs))
+    md += ["**Of all %d allocators**: wall time ÷ the fastest of them, geometric mean over the cells "
+           "each finished: %s." % (len(names), ", ".join(
+               "%s **%s** (%d cells)" % (a, fmt_ratio(g), n) for a, (g, n) in of_all.items())), ""]
     if SUBJECT in names and peers:
         for key, title, word in (("time", "Wall time", "fastest"), ("cpu", "CPU time", "fastest"),
                                  ("rss_kb", "Peak RSS", "leanest")):
