@@ -974,27 +974,7 @@ unsafe fn refill(t: &mut MCache, k: usize, csize: usize) -> *mut Chunk {
         REFILLS.fetch_add(1, Ordering::Relaxed);
         return first;
     }
-    let mut got = 0u32;
-    let first = HEAP.with(|h| {
-        let first = h.alloc(csize);
-        if first.is_null() {
-            return first;
-        }
-        got = 1;
-        while got < want {
-            let c = h.alloc(csize);
-            if c.is_null() {
-                break;
-            }
-            (*c).next_free = t.head[k];
-            (*c).prev_free = mark(c);
-            t.head[k] = c;
-            t.count[k] += 1;
-            t.bytes += size(c);
-            got += 1;
-        }
-        first
-    });
+    let first = carve(t, csize, want);
     // The next miss of this class takes twice as many, up to the batch limit.
     let limit = ((BATCH_BYTES / csize) as u32).clamp(1, BATCH_MAX);
     t.batch[k] = (want * 2).min(limit);
@@ -1005,6 +985,60 @@ unsafe fn refill(t: &mut MCache, k: usize, csize: usize) -> *mut Chunk {
     HEAP_REFILLS.fetch_add(1, Ordering::Relaxed);
     publish(t);
     first
+}
+
+/// Takes `want` chunks of `csize` bytes (class `k`'s) from the heap as one
+/// span, and cuts it into chunks outside the heap's lock: returns the
+/// first, the others go to `t`'s lists (null when memory is exhausted).
+///
+/// Why a span: the heap writes the header of each chunk it cuts, and in
+/// fresh memory each header is a page fault, taken while it holds its lock
+/// (a refill of 4 chunks: 4 faults under the lock, with every other
+/// thread's refill and flush queued behind it). Here the heap cuts one
+/// chunk (one header, at most one fault under the lock); the span's inner
+/// headers are written after the lock is released, while the heap still
+/// sees one chunk in use (a walk of the heap, `memalloc_dump` or the
+/// checks, steps over it), and a second, short acquisition sets the span's
+/// own size to `csize` (under the lock: the heap sets PREV_FREE on that
+/// header when the chunk before it is freed). A span the heap cannot find
+/// falls back to one chunk.
+///
+/// # Safety
+/// `t` is this thread's live cache, its `own` lock held; `csize` a class's
+/// chunk size; `want * csize` at most `BATCH_BYTES` when `want > 1`.
+unsafe fn carve(t: &mut MCache, csize: usize, want: u32) -> *mut Chunk {
+    let (span, total) = HEAP.with(|h| {
+        let mut c = null_mut();
+        if want > 1 {
+            c = h.alloc(csize * want as usize);
+        }
+        if c.is_null() {
+            c = h.alloc(csize);
+        }
+        // (The size under the lock: the heap may rewrite this header.)
+        (c, if c.is_null() { 0 } else { size(c) })
+    });
+    let n = total / csize;
+    if n < 2 {
+        return span;
+    }
+    // The inner headers, in pages the heap does not look at yet; the last
+    // chunk keeps what the heap left over (under an eighth of the span,
+    // `tlsf::keeps_rest`: it serves its own class, at most two up).
+    let base = span as *mut u8;
+    for i in 1..n {
+        let c = base.add(i * csize) as *mut Chunk;
+        let s = if i + 1 == n { total - i * csize } else { csize };
+        set_head(c, s | MARK);
+        let j = class_of_chunk(s);
+        (*c).next_free = t.head[j];
+        (*c).prev_free = mark(c);
+        t.head[j] = c;
+        t.count[j] += 1;
+        t.bytes += s;
+    }
+    HEAP.with(|_| set_size(span, csize));
+    span
 }
 
 /// Free by a thread with no live cache: set one up (a thread that frees
