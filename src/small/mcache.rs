@@ -444,8 +444,12 @@ static THREADS: AtomicUsize = AtomicUsize::new(0);
 /// threads 1-2 MiB: their caches flushed to the shared lists every few
 /// dozen frees, 750-2200 contended lock acquisitions per million pairs on
 /// bench/mthreads 16-64; with these, 40-170, and the same peak RSS: the
-/// chunks a cache holds were touched anyway.)
-const BUDGET: usize = 128 << 20;
+/// chunks a cache holds were touched anyway. 128 MiB halved the cap at 64
+/// threads against 32, and a list's refills and flushes go about as the
+/// inverse square of the room it has: at 64 threads, 2.6-3.2 times the
+/// refills and 3.5-4.7 times the flushes of 256 MiB, whose peak RSS was
+/// 104-108 MB against 94-108 on `bench/mthreads 64 16e6 256 4k 64k u`.)
+const BUDGET: usize = 256 << 20;
 const CAP_MIN: usize = 2 << 20;
 
 /// The cap of one thread's cache while `THREADS` threads have one.
