@@ -91,16 +91,25 @@ trap 'rm -rf "$TMP"' EXIT
     echo "## memalloc: contended lock acquisitions (MEMALLOC_STATS)"
     echo
     echo "\`mthreads T 2e6 256 4k 64k u\` (medium blocks per thread) at 1-64 threads: acquisitions of any"
-    echo "memalloc lock that found it held, and memalloc's own system calls (all kinds), per million"
-    echo "allocations, as \`MEMALLOC_STATS=1\` prints them at exit."
+    echo "memalloc lock that found it held (of them the heap's lock), and memalloc's own system calls"
+    echo "(all kinds), per million allocations, as \`MEMALLOC_STATS=1\` prints them at exit; the"
+    echo "medium caches' refills (of them from the heap) and flushes (of them to the heap). A run"
+    echo "counts its threads' first fills and their exits too; *steady* is the contended acquisitions"
+    echo "per million pairs of the difference between that run and one of 8e6 pairs."
     echo
-    echo "| threads | contended locks | per million allocations | system calls per million | medium cache refills / flushes |"
-    echo "|---:|---:|---:|---:|---|"
+    echo "| threads | contended locks | per million allocations | the heap's | steady, per million pairs | system calls per million | refills (heap) / flushes (heap) |"
+    echo "|---:|---:|---:|---:|---:|---:|---|"
     for t in 1 2 4 8 16 32 64; do
         st=$(MEMALLOC_STATS=1 LD_PRELOAD="${LIB[memalloc]}" "$BIN/mthreads" "$t" 2e6 256 4k 64k u 2>&1 >/dev/null)
-        c=$(sed -n 's/^ *contended locks *\([0-9]*\) (\([0-9]*\) per million allocations; system calls \([0-9]*\) per million.*/\1 | \2 | \3/p' <<<"$st")
-        r=$(sed -n 's/.*; \([0-9]*\) refills, \([0-9]*\) flushes.*/\1 \/ \2/p' <<<"$st")
-        echo "| $t | $c | $r |"
+        st8=$(MEMALLOC_STATS=1 LD_PRELOAD="${LIB[memalloc]}" "$BIN/mthreads" "$t" 8e6 256 4k 64k u 2>&1 >/dev/null)
+        pat='s/^ *contended locks *\([0-9]*\) (\([0-9]*\) per million allocations, the heap.s \([0-9]*\),.* system calls \([0-9]*\) per million.*/'
+        c=$(sed -n "${pat}\1 | \2 | \3/p" <<<"$st")
+        y=$(sed -n "${pat}\4/p" <<<"$st")
+        n2=$(sed -n "${pat}\1/p" <<<"$st")
+        n8=$(sed -n "${pat}\1/p" <<<"$st8")
+        steady=$(awk -v a="${n2:-0}" -v b="${n8:-0}" 'BEGIN { d = (b - a) / 6; printf "%.0f", d }')
+        r=$(sed -n 's/.*; \([0-9]*\) refills (\([0-9]*\) from the heap), \([0-9]*\) flushes (\([0-9]*\) to the heap).*/\1 (\2) \/ \3 (\4)/p' <<<"$st")
+        echo "| $t | $c | $steady | $y | $r |"
     done
     echo
 } >"$out"

@@ -220,6 +220,11 @@ pub struct Heap {
     last_cut: usize,
 }
 
+/// Acquisitions of the heap's lock that found it held (also counted in
+/// `lock::CONTENDED`; statistics).
+pub static HEAP_CONTENDED: core::sync::atomic::AtomicUsize =
+    core::sync::atomic::AtomicUsize::new(0);
+
 /// The process heap.
 pub struct GlobalHeap {
     lock: Lock,
@@ -286,7 +291,7 @@ impl GlobalHeap {
     #[inline]
     pub fn with<R>(&self, f: impl FnOnce(&mut Heap) -> R) -> R {
         config::init();
-        let _g = self.lock.guard();
+        let _g = self.lock.guard_counted(&HEAP_CONTENDED);
         // SAFETY: the lock gives exclusive access.
         f(unsafe { &mut *self.heap.get() })
     }

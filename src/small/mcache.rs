@@ -18,6 +18,13 @@
 //! thread's frees go to its own cache whoever allocated the block, as in
 //! tcmalloc: cross-thread frees need no remote list.
 //!
+//! **Shared lists**: between the thread lists and the heap, per class,
+//! `SHARDS` lists of chunks that threads over their cap gave back, for any
+//! thread's refill (tcmalloc's transfer cache), each under its own lock. A
+//! thread starts at its home shard and passes over one whose lock is held
+//! (`lock_shard`, `from_central`), so that a holder preempted for a time
+//! slice (more threads than cores) keeps nobody waiting.
+//!
 //! **Big classes** (above 256 KiB, `BIG_FIRST..NMC`): a thread's lists of
 //! them hold at most `big_cap` bytes together (a quarter of its cap, and
 //! room for one 1 MiB chunk); a big chunk freed past that goes to its
@@ -280,6 +287,8 @@ pub struct MCache {
     seen: (usize, usize),
     seen_at: usize,
     spent: bool,
+    /// The shard of the shared lists this thread looks at first.
+    home: usize,
 }
 
 impl MCache {
@@ -306,6 +315,7 @@ impl MCache {
             seen: (0, 0),
             seen_at: 0,
             spent: false,
+            home: 0,
         }
     }
 }
@@ -334,29 +344,81 @@ static ALLOCS: AtomicUsize = AtomicUsize::new(0);
 /// Refills and flushes (each one lock acquisition).
 static REFILLS: AtomicUsize = AtomicUsize::new(0);
 static FLUSHES: AtomicUsize = AtomicUsize::new(0);
+/// Of them: refills the heap served, and flushes and drains that gave
+/// chunks back to the heap (each one acquisition of the heap's lock).
+static HEAP_REFILLS: AtomicUsize = AtomicUsize::new(0);
+static HEAP_FLUSHES: AtomicUsize = AtomicUsize::new(0);
+/// Acquisitions of a shared list's lock that found it held.
+pub static CENTRAL_CONTENDED: AtomicUsize = AtomicUsize::new(0);
 static KEY: spin::Once<libc::pthread_key_t> = spin::Once::new();
 
-/// A class's shared list (tcmalloc's transfer cache): chunks that threads
-/// over their cap gave back, for any thread's next refill of the class,
-/// before they go back to the heap. Moving a batch here or from here costs
-/// a walk of the batch and this class's own lock, not the heap's lock and
-/// a TLSF operation per chunk. The chunks keep their mark (a double free
-/// of one is still found).
+/// A shard of a class's shared list (tcmalloc's transfer cache): chunks
+/// that threads over their cap gave back, for any thread's next refill of
+/// the class, before they go back to the heap. Moving a batch here or from
+/// here costs a walk of the batch and this shard's own lock, not the
+/// heap's lock and a TLSF operation per chunk. The chunks keep their mark
+/// (a double free of one is still found).
+///
+/// Each class has `SHARDS` of them; a thread starts at its `home` shard
+/// and, finding a shard's lock held, tries the next rather than wait
+/// (`lock_shard`, `from_central`): a thread preempted while it holds one
+/// (with more threads than cores, for a time slice) blocks no other
+/// thread. One list per class: at 64 threads on 2 cores, 150-180
+/// contended acquisitions of these locks per million allocations on
+/// `bench/mthreads` (see docs/medium.md).
 #[repr(C, align(64))]
 struct Central {
     lock: Lock,
-    list: UnsafeCell<(*mut Chunk, u32)>,
+    /// Chunks in `list` (written under `lock`; read without it as a hint).
+    n: AtomicU32,
+    list: UnsafeCell<*mut Chunk>,
 }
 
 // SAFETY: `list` is only touched under `lock`.
 unsafe impl Sync for Central {}
 
-static CENTRAL: [Central; NMC] = [const {
-    Central {
-        lock: Lock::new(),
-        list: UnsafeCell::new((null_mut(), 0)),
-    }
+/// Shards per class (see `Central`).
+const SHARDS: usize = 8;
+
+static CENTRAL: [[Central; SHARDS]; NMC] = [const {
+    [const {
+        Central {
+            lock: Lock::new(),
+            n: AtomicU32::new(0),
+            list: UnsafeCell::new(null_mut()),
+        }
+    }; SHARDS]
 }; NMC];
+/// The next cache's `home` shard (a count of caches set up).
+static NEXT_HOME: AtomicUsize = AtomicUsize::new(0);
+/// Shards skipped because their lock was held (statistics).
+static SHARD_SKIPS: AtomicUsize = AtomicUsize::new(0);
+
+/// Shards passed over because their lock was held (statistics).
+pub fn shard_skips() -> usize {
+    SHARD_SKIPS.load(Ordering::Relaxed)
+}
+
+/// Every shard of every class (the fork handlers, `drain_central`).
+fn all_shards() -> impl Iterator<Item = &'static Central> {
+    CENTRAL.iter().flatten()
+}
+
+/// Locks a shard of class `j`'s shared list for a push: the first free
+/// one from `home` on, else (every one held) waits for `home`'s.
+fn lock_shard(j: usize, home: usize) -> (&'static Central, crate::lock::Guard<'static>) {
+    let sh = &CENTRAL[j];
+    for i in 0..SHARDS {
+        let c = &sh[(home + i) % SHARDS];
+        if let Some(g) = c.lock.try_guard() {
+            return (c, g);
+        }
+        SHARD_SKIPS.fetch_add(1, Ordering::Relaxed);
+    }
+    let c = &sh[home % SHARDS];
+    (c, c.lock.guard_counted(&CENTRAL_CONTENDED))
+}
+
 /// Bytes in all classes' shared lists.
 static CENTRAL_BYTES: AtomicUsize = AtomicUsize::new(0);
 /// The shared lists hold at most about this much; past it, a class's
@@ -382,8 +444,12 @@ static THREADS: AtomicUsize = AtomicUsize::new(0);
 /// threads 1-2 MiB: their caches flushed to the shared lists every few
 /// dozen frees, 750-2200 contended lock acquisitions per million pairs on
 /// bench/mthreads 16-64; with these, 40-170, and the same peak RSS: the
-/// chunks a cache holds were touched anyway.)
-const BUDGET: usize = 128 << 20;
+/// chunks a cache holds were touched anyway. 128 MiB halved the cap at 64
+/// threads against 32, and a list's refills and flushes go about as the
+/// inverse square of the room it has: at 64 threads, 2.6-3.2 times the
+/// refills and 3.5-4.7 times the flushes of 256 MiB, whose peak RSS was
+/// 104-108 MB against 94-108 on `bench/mthreads 64 16e6 256 4k 64k u`.)
+const BUDGET: usize = 256 << 20;
 const CAP_MIN: usize = 2 << 20;
 
 /// The cap of one thread's cache while `THREADS` threads have one.
@@ -395,6 +461,15 @@ fn thread_cap() -> usize {
 /// The per-thread cap in bytes (`MEMALLOC_MEDIUM_CACHE`).
 pub fn cap() -> usize {
     crate::config::medium_cache()
+}
+
+/// (refills the heap served, flushes and drains to the heap): the medium
+/// caches' acquisitions of the heap's lock.
+pub fn heap_trips() -> (usize, usize) {
+    (
+        HEAP_REFILLS.load(Ordering::Relaxed),
+        HEAP_FLUSHES.load(Ordering::Relaxed),
+    )
 }
 
 /// (bytes cached in all threads as of their last slow path, the most one
@@ -900,29 +975,10 @@ unsafe fn refill(t: &mut MCache, k: usize, csize: usize) -> *mut Chunk {
     let first = from_central(t, k, want);
     if !first.is_null() {
         *t.allocs.get_mut() += 1;
+        REFILLS.fetch_add(1, Ordering::Relaxed);
         return first;
     }
-    let mut got = 0u32;
-    let first = HEAP.with(|h| {
-        let first = h.alloc(csize);
-        if first.is_null() {
-            return first;
-        }
-        got = 1;
-        while got < want {
-            let c = h.alloc(csize);
-            if c.is_null() {
-                break;
-            }
-            (*c).next_free = t.head[k];
-            (*c).prev_free = mark(c);
-            t.head[k] = c;
-            t.count[k] += 1;
-            t.bytes += size(c);
-            got += 1;
-        }
-        first
-    });
+    let first = carve(t, csize, want);
     // The next miss of this class takes twice as many, up to the batch limit.
     let limit = ((BATCH_BYTES / csize) as u32).clamp(1, BATCH_MAX);
     t.batch[k] = (want * 2).min(limit);
@@ -930,8 +986,63 @@ unsafe fn refill(t: &mut MCache, k: usize, csize: usize) -> *mut Chunk {
         *t.allocs.get_mut() += 1;
     }
     REFILLS.fetch_add(1, Ordering::Relaxed);
+    HEAP_REFILLS.fetch_add(1, Ordering::Relaxed);
     publish(t);
     first
+}
+
+/// Takes `want` chunks of `csize` bytes (class `k`'s) from the heap as one
+/// span, and cuts it into chunks outside the heap's lock: returns the
+/// first, the others go to `t`'s lists (null when memory is exhausted).
+///
+/// Why a span: the heap writes the header of each chunk it cuts, and in
+/// fresh memory each header is a page fault, taken while it holds its lock
+/// (a refill of 4 chunks: 4 faults under the lock, with every other
+/// thread's refill and flush queued behind it). Here the heap cuts one
+/// chunk (one header, at most one fault under the lock); the span's inner
+/// headers are written after the lock is released, while the heap still
+/// sees one chunk in use (a walk of the heap, `memalloc_dump` or the
+/// checks, steps over it), and a second, short acquisition sets the span's
+/// own size to `csize` (under the lock: the heap sets PREV_FREE on that
+/// header when the chunk before it is freed). A span the heap cannot find
+/// falls back to one chunk.
+///
+/// # Safety
+/// `t` is this thread's live cache, its `own` lock held; `csize` a class's
+/// chunk size; `want * csize` at most `BATCH_BYTES` when `want > 1`.
+unsafe fn carve(t: &mut MCache, csize: usize, want: u32) -> *mut Chunk {
+    let (span, total) = HEAP.with(|h| {
+        let mut c = null_mut();
+        if want > 1 {
+            c = h.alloc(csize * want as usize);
+        }
+        if c.is_null() {
+            c = h.alloc(csize);
+        }
+        // (The size under the lock: the heap may rewrite this header.)
+        (c, if c.is_null() { 0 } else { size(c) })
+    });
+    let n = total / csize;
+    if n < 2 {
+        return span;
+    }
+    // The inner headers, in pages the heap does not look at yet; the last
+    // chunk keeps what the heap left over (under an eighth of the span,
+    // `tlsf::keeps_rest`: it serves its own class, at most two up).
+    let base = span as *mut u8;
+    for i in 1..n {
+        let c = base.add(i * csize) as *mut Chunk;
+        let s = if i + 1 == n { total - i * csize } else { csize };
+        set_head(c, s | MARK);
+        let j = class_of_chunk(s);
+        (*c).next_free = t.head[j];
+        (*c).prev_free = mark(c);
+        t.head[j] = c;
+        t.count[j] += 1;
+        t.bytes += s;
+    }
+    HEAP.with(|_| set_size(span, csize));
+    span
 }
 
 /// Free by a thread with no live cache: set one up (a thread that frees
@@ -1021,52 +1132,100 @@ unsafe fn to_central(t: &mut MCache, j: usize, n: u32) {
     t.head[j] = (*last).next_free;
     t.count[j] -= m;
     t.bytes -= bytes;
-    let cen = &CENTRAL[j];
     {
-        let _g = cen.lock.guard();
+        let (cen, _g) = lock_shard(j, t.home);
         let l = &mut *cen.list.get();
-        (*last).next_free = l.0;
-        *l = (first, l.1 + m);
+        (*last).next_free = *l;
+        *l = first;
+        cen.n
+            .store(cen.n.load(Ordering::Relaxed) + m, Ordering::Relaxed);
     }
     CENTRAL_BYTES.fetch_add(bytes, Ordering::Relaxed);
 }
 
 /// Takes up to `want` chunks of class `k` from its shared list: returns the
-/// first (null if the list was empty), the others go to `t`'s list.
+/// first (null if the list was empty), the others go to `t`'s list. The
+/// shards are looked at from `t`'s home on; one whose lock is held is
+/// passed over, and waited for only if no other had chunks.
 ///
 /// # Safety
 /// As [`to_central`].
 unsafe fn from_central(t: &mut MCache, k: usize, want: u32) -> *mut Chunk {
-    let cen = &CENTRAL[k];
-    if (*cen.list.get()).1 == 0 {
-        return null_mut(); // (a racy peek: a miss only goes to the heap)
-    }
-    let (first, last, m) = {
-        let _g = cen.lock.guard();
-        let l = &mut *cen.list.get();
-        let first = l.0;
-        if first.is_null() {
-            return first;
+    let sh = &CENTRAL[k];
+    let mut held = None;
+    for i in 0..SHARDS {
+        let cen = &sh[(t.home + i) % SHARDS];
+        if cen.n.load(Ordering::Relaxed) == 0 {
+            continue; // (a racy peek: a miss only goes to the heap)
         }
-        let (mut last, mut m) = (first, 1u32);
-        while m < want {
-            let nx = (*last).next_free;
-            if nx.is_null() {
-                break;
+        match cen.lock.try_guard() {
+            Some(g) => {
+                let c = take_shard(cen, want);
+                drop(g);
+                if !c.is_null() {
+                    return finish_take(t, k, c);
+                }
             }
-            last = nx;
-            m += 1;
+            None => {
+                SHARD_SKIPS.fetch_add(1, Ordering::Relaxed);
+                held = held.or(Some(cen));
+            }
         }
-        *l = ((*last).next_free, l.1 - m);
-        (first, last, m)
+    }
+    let Some(cen) = held else {
+        return null_mut();
     };
-    let mut bytes = 0;
-    let mut c = first;
-    loop {
-        bytes += size(c);
-        if c == last {
+    let c = {
+        let _g = cen.lock.guard_counted(&CENTRAL_CONTENDED);
+        take_shard(cen, want)
+    };
+    if c.is_null() {
+        return c;
+    }
+    finish_take(t, k, c)
+}
+
+/// Under shard `cen`'s lock: unlinks up to `want` chunks from it; returns
+/// the first, linked to the others through `next_free` and the last's link
+/// null (null if the shard is empty).
+///
+/// # Safety
+/// `cen`'s lock is held; its list holds cached chunks.
+unsafe fn take_shard(cen: &Central, want: u32) -> *mut Chunk {
+    let l = &mut *cen.list.get();
+    let first = *l;
+    if first.is_null() {
+        return first;
+    }
+    let (mut last, mut m) = (first, 1u32);
+    while m < want {
+        let nx = (*last).next_free;
+        if nx.is_null() {
             break;
         }
+        last = nx;
+        m += 1;
+    }
+    *l = (*last).next_free;
+    (*last).next_free = null_mut();
+    cen.n
+        .store(cen.n.load(Ordering::Relaxed) - m, Ordering::Relaxed);
+    first
+}
+
+/// Outside the shards' locks: accounts the chunks `take_shard` took
+/// (`first` and those linked after it) and gives all but `first` to `t`'s
+/// list `k`; returns `first` for the caller.
+///
+/// # Safety
+/// `first` is `take_shard`'s answer, not null; `t` as [`to_central`].
+unsafe fn finish_take(t: &mut MCache, k: usize, first: *mut Chunk) -> *mut Chunk {
+    let (mut bytes, mut m, mut last) = (0, 0u32, first);
+    let mut c = first;
+    while !c.is_null() {
+        bytes += size(c);
+        m += 1;
+        last = c;
         c = (*c).next_free;
     }
     CENTRAL_BYTES.fetch_sub(bytes, Ordering::Relaxed);
@@ -1090,14 +1249,17 @@ unsafe fn from_central(t: &mut MCache, k: usize, want: u32) -> *mut Chunk {
 /// # Safety
 /// The shared lists hold cached chunks (their locks guard them).
 unsafe fn drain_central(keep: usize) {
-    let mut j = NMC;
+    let mut j = NMC * SHARDS;
     while j > 0 && CENTRAL_BYTES.load(Ordering::Relaxed) > keep {
         j -= 1;
-        let cen = &CENTRAL[j];
+        let cen = &CENTRAL[j / SHARDS][j % SHARDS];
+        if cen.n.load(Ordering::Relaxed) == 0 {
+            continue;
+        }
         let first = {
-            let _g = cen.lock.guard();
-            let l = &mut *cen.list.get();
-            core::mem::replace(l, (null_mut(), 0)).0
+            let _g = cen.lock.guard_counted(&CENTRAL_CONTENDED);
+            cen.n.store(0, Ordering::Relaxed);
+            core::mem::replace(&mut *cen.list.get(), null_mut())
         };
         if first.is_null() {
             continue;
@@ -1115,6 +1277,7 @@ unsafe fn drain_central(keep: usize) {
         });
         CENTRAL_BYTES.fetch_sub(bytes, Ordering::Relaxed);
         FLUSHES.fetch_add(1, Ordering::Relaxed);
+        HEAP_FLUSHES.fetch_add(1, Ordering::Relaxed);
         if let Some((e, c)) = err {
             crate::report::fatal(e, to_user(c));
         }
@@ -1148,7 +1311,7 @@ unsafe fn free_to_heap(
 /// way then) and every shared list's lock.
 pub fn lock_all() {
     REG.lock.lock();
-    for c in CENTRAL.iter() {
+    for c in all_shards() {
         c.lock.lock();
     }
 }
@@ -1156,7 +1319,7 @@ pub fn lock_all() {
 /// For the fork handlers: releases every shared list's lock and the
 /// registry's.
 pub fn unlock_all() {
-    for c in CENTRAL.iter() {
+    for c in all_shards() {
         c.lock.unlock();
     }
     REG.lock.unlock();
@@ -1167,7 +1330,7 @@ pub fn unlock_all() {
 /// as glibc's tcaches are): the registry holds its cache alone, and the
 /// child registers for `membarrier` again before its first reclaim.
 pub fn reset_after_fork() {
-    for c in CENTRAL.iter() {
+    for c in all_shards() {
         c.lock.reset_after_fork();
     }
     REG.lock.reset_after_fork();
@@ -1236,6 +1399,7 @@ unsafe fn flush_all_of(t: &mut MCache) {
     });
     t.low = t.count;
     FLUSHES.fetch_add(1, Ordering::Relaxed);
+    HEAP_FLUSHES.fetch_add(1, Ordering::Relaxed);
     publish(t);
     if let Some((e, c)) = err {
         crate::report::fatal(e, to_user(c));
@@ -1546,6 +1710,7 @@ unsafe fn init_cache() -> *mut MCache {
     let t = to_user(ch) as *mut MCache;
     t.write(MCache::new(LIVE));
     (*t).mkey = mark_key();
+    (*t).home = NEXT_HOME.fetch_add(1, Ordering::Relaxed) % SHARDS;
     THREADS.fetch_add(1, Ordering::Relaxed);
     (*t).cap = thread_cap();
     if libc::pthread_setspecific(key, t as *const libc::c_void) != 0 {

@@ -327,12 +327,14 @@ pub fn summary(fd: i32) {
     let _ = writeln!(b, "    large (mmap)     {:>14}", large_n);
     let _ = writeln!(
         b,
-        "  medium caches      {:>14} bytes held, one thread's most {} (cap {}); {} refills, {} flushes",
+        "  medium caches      {:>14} bytes held, one thread's most {} (cap {}); {} refills ({} from the heap), {} flushes ({} to the heap)",
         cached,
         peak,
         crate::mcache::cap(),
         refills,
-        flushes
+        crate::mcache::heap_trips().0,
+        flushes,
+        crate::mcache::heap_trips().1
     );
     let (reclaims, reclaimed) = crate::mcache::reclaims();
     let _ = writeln!(
@@ -347,9 +349,12 @@ pub fn summary(fd: i32) {
     let per_m = |x: usize| (x as u128 * 1_000_000 / ops.max(1) as u128) as usize;
     let _ = writeln!(
         b,
-        "  contended locks    {:>14} ({} per million allocations; system calls {} per million)",
+        "  contended locks    {:>14} ({} per million allocations, the heap's {}, shared lists' {}, shards passed {}; system calls {} per million)",
         contended,
         per_m(contended),
+        per_m(crate::heap::HEAP_CONTENDED.load(Ordering::Relaxed)),
+        per_m(crate::mcache::CENTRAL_CONTENDED.load(Ordering::Relaxed)),
+        per_m(crate::mcache::shard_skips()),
         per_m(s.syscalls)
     );
 }

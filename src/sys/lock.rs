@@ -53,6 +53,21 @@ impl Lock {
             .then(|| Guard(self))
     }
 
+    /// `guard`, counting a contended acquisition in `also` as well as in
+    /// `CONTENDED` (a lock whose contention the statistics show apart).
+    #[inline]
+    pub fn guard_counted(&self, also: &AtomicUsize) -> Guard<'_> {
+        if self
+            .state
+            .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            also.fetch_add(1, Ordering::Relaxed);
+            self.lock_slow();
+        }
+        Guard(self)
+    }
+
     #[cold]
     fn lock_slow(&self) {
         CONTENDED.fetch_add(1, Ordering::Relaxed);
