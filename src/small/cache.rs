@@ -951,15 +951,6 @@ unsafe fn free_foreign_slow(tc: *mut Cache, cls: usize, b: *mut Block) {
 /// live zones, counted as used by them, and not in any bin or list; `xs`
 /// is not in `*tc`.
 unsafe fn give_back_all(tc: *mut Cache, xs: &[*mut Block]) {
-    // The zones' headers and map entries, asked for all at once: the loop
-    // below reads each, and one after another they are as many cache
-    // misses in a row as zones (a spill of 8 blocks took 2-8k cycles on
-    // 0.3% of the frees of `bench/latency`'s random workloads).
-    for &x in xs {
-        let g = x as usize & !(ZONE_SIZE - 1);
-        prefetch(addr_of!((*zone_at(g)).free) as *const u8);
-        prefetch(zonemap::entry(x as *const u8) as *const u8);
-    }
     let mut i = 0;
     while i < xs.len() {
         let x = xs[i];
@@ -985,19 +976,6 @@ unsafe fn give_back_all(tc: *mut Cache, xs: &[*mut Block]) {
         }
         end_run(tc, z, old, head, n);
     }
-}
-
-/// Asks the processor to bring the line of `p` into its caches (a hint: no
-/// fault, whatever `p` is).
-#[inline(always)]
-fn prefetch(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch never faults and changes no memory.
-    unsafe {
-        core::arch::x86_64::_mm_prefetch(p as *const i8, core::arch::x86_64::_MM_HINT_T0)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 /// Ends a run of `give_back_all`: `n` blocks linked from `head` onto `old`,
