@@ -340,14 +340,16 @@ unsafe fn to_medium_cache(tc: *mut mcache::MCache, p: *mut u8) -> bool {
     // the slow path, which reports it); then its tag.
     let h = (*c).head;
     let flags_ok = if crate::guard::CHECKS {
-        h & (MARK | MMAPPED | FREE) == MARK
+        // (`h & (MARK | MMAPPED | FREE) == MARK` in one `lea` and one
+        // `test`: subtracting MARK clears it, and sets it again, with a
+        // borrow, exactly when it was clear.)
+        crate::guard::opaque(h.wrapping_sub(MARK)) & (MARK | MMAPPED | FREE) == 0
     } else {
         h & (MMAPPED | FREE) == 0
     };
-    // (The tag is the head word's bits above LOW_MASK: `tag ^ h` has none
-    // of them set when it matches.)
-    const TAG_SHIFT: u32 = LOW_MASK.count_ones();
-    if !flags_ok || (crate::guard::CHECKS && (tag(c, h & LOW_MASK) ^ h) >> TAG_SHIFT != 0) {
+    // (The tag of the whole word, with no mask; a rare miss of
+    // `tag_matches_mostly` takes the slow path, which checks it exactly.)
+    if !flags_ok || (crate::guard::CHECKS && !tag_matches_mostly(c, h)) {
         return false;
     }
     mcache::free_fast(tc, c, h & SIZE_MASK)

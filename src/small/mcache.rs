@@ -145,14 +145,27 @@ const BATCH_MAX: u32 = 4;
 /// `ceil(n / 1024)` KiB).
 #[inline(always)]
 pub fn class_of(n: usize) -> usize {
-    // (n - 1 < MC_MAX: the index is below 256.)
+    // (n - 1 < MC_MAX: the index is below 1024.)
     // SAFETY: in bounds, as said.
     unsafe { *CLASS_OF_KIB.get_unchecked((n - 1) >> 10) as usize }
 }
 
+/// `class_of(n)` from cache `tc`'s copy of the table (the fast path holds
+/// `tc` already: no address of a static to form).
+///
+/// # Safety
+/// `tc` is a cache (live or static); `MC_MIN < n <= MC_MAX`.
+#[inline(always)]
+unsafe fn class_in(tc: *const MCache, n: usize) -> usize {
+    // (n - 1 < MC_MAX: the index is below 1024.)
+    *(*tc).class_of_kib.get_unchecked((n - 1) >> 10) as usize
+}
+
+static CLASS_OF_KIB: [u8; MC_MAX >> 10] = CLASS_OF_KIB_T;
+
 /// Per `k`, the class of requests of `1024 k + 1 ..= 1024 (k + 1)` bytes
 /// (`class_by_shift`'s answer, tabulated).
-static CLASS_OF_KIB: [u8; MC_MAX >> 10] = {
+const CLASS_OF_KIB_T: [u8; MC_MAX >> 10] = {
     let mut t = [0u8; MC_MAX >> 10];
     let mut k = MC_MIN >> 10;
     while k < t.len() {
@@ -194,7 +207,8 @@ unsafe fn class_of_chunk(s: usize) -> usize {
 /// Per `k`, the largest class whose size is at most `1024 k` bytes (a chunk
 /// of `1024 k + ALIGN ..` bytes serves it: every class size is a multiple
 /// of 1 KiB); 0 below the first class, which no cached chunk is.
-static CLASS_OF_CHUNK_KIB: [u8; (MC_MAX >> 10) + 1] = {
+static CLASS_OF_CHUNK_KIB: [u8; (MC_MAX >> 10) + 1] = CLASS_OF_CHUNK_KIB_T;
+const CLASS_OF_CHUNK_KIB_T: [u8; (MC_MAX >> 10) + 1] = {
     let mut t = [0u8; (MC_MAX >> 10) + 1];
     let mut k = class_size(0) >> 10;
     while k < t.len() {
@@ -204,6 +218,20 @@ static CLASS_OF_CHUNK_KIB: [u8; (MC_MAX >> 10) + 1] = {
         }
         t[k] = c as u8;
         k += 1;
+    }
+    t
+};
+
+/// Per `d >> 10`, the class of a chunk of `class_chunk(0) + d` bytes below
+/// the big classes (`CLASS_OF_CHUNK_KIB` from the first class's entry: the
+/// free's range test's difference indexes it with no offset).
+const FREE_CLASS_LEN: usize = ((class_chunk(BIG_FIRST - 1) - class_chunk(0)) >> 10) + 1;
+const FREE_CLASS_T: [u8; FREE_CLASS_LEN] = {
+    let mut t = [0u8; FREE_CLASS_LEN];
+    let mut i = 0;
+    while i < FREE_CLASS_LEN {
+        t[i] = CLASS_OF_CHUNK_KIB_T[i + (class_size(0) >> 10)];
+        i += 1;
     }
     t
 };
@@ -280,6 +308,11 @@ pub struct MCache {
     seen: (usize, usize),
     seen_at: usize,
     spent: bool,
+    /// `CLASS_OF_KIB` and `FREE_CLASS_T`, here so that the fast paths index
+    /// them from the cache they hold (one instruction less each than from
+    /// a static, whose address takes one). Never written after `new`.
+    class_of_kib: [u8; MC_MAX >> 10],
+    free_class: [u8; FREE_CLASS_LEN],
 }
 
 impl MCache {
@@ -306,6 +339,8 @@ impl MCache {
             seen: (0, 0),
             seen_at: 0,
             spent: false,
+            class_of_kib: CLASS_OF_KIB_T,
+            free_class: FREE_CLASS_T,
         }
     }
 }
@@ -429,7 +464,8 @@ pub fn pop(
     miss: impl FnOnce(usize) -> *mut u8,
 ) -> *mut u8 {
     let tc = tls::mc_get();
-    let k = class_of(n);
+    // SAFETY: tc is this thread's cache or a static one; n is in range.
+    let k = unsafe { class_in(tc, n) };
     // SAFETY: as `alloc`; `enter` .. `leave` is a fast section, whose
     // signal (the gate's `RECLAIM` bit, tested with the modes: no
     // instruction of its own) is tested before the list is read.
@@ -745,9 +781,9 @@ pub unsafe fn free_fast(tc: *mut MCache, c: *mut Chunk, s: usize) -> bool {
     if crate::guard::CHECKS && (*c).prev_free as usize == mk {
         double_free(c);
     }
-    // (In bounds: `d` passed the range test, so the index is at most
-    // `(class_chunk(NMC - 1) - ALIGN) >> 10`, `class_of_chunk`'s.)
-    let k = *CLASS_OF_CHUNK_KIB.get_unchecked((d >> 10) + (class_size(0) >> 10)) as usize;
+    // (In bounds: `d` passed the range test, so `d >> 10` is below
+    // `FREE_CLASS_LEN`.)
+    let k = *(*tc).free_class.get_unchecked(d >> 10) as usize;
     push_class(tc, c, k, mk);
     (*tc).bytes = b;
     true
@@ -1621,6 +1657,18 @@ mod tests {
             let k = class_of_chunk(s);
             assert!(class_chunk(k) <= s, "size {s} class {k}");
             assert!(k + 1 == NMC || class_chunk(k + 1) > s, "size {s} class {k}");
+        }
+        let t = MCache::new(EMPTY);
+        for s in (class_chunk(0)..=class_chunk(BIG_FIRST - 1)).step_by(16) {
+            let d = s - class_chunk(0);
+            assert_eq!(
+                t.free_class[d >> 10] as usize,
+                class_of_chunk(s),
+                "size {s}"
+            );
+        }
+        for n in MC_MIN + 1..=MC_MAX {
+            assert_eq!(class_in(&t, n), class_of(n));
         }
         for k in 0..NMC {
             let c = class_chunk(k);
