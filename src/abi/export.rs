@@ -359,7 +359,7 @@ unsafe fn to_medium_cache(tc: *mut mcache::MCache, p: *mut u8) -> bool {
     };
     // (The tag of the whole word, with no mask; a rare miss of
     // `tag_matches_mostly` takes the slow path, which checks it exactly.)
-    if !flags_ok || (crate::guard::CHECKS && !tag_matches_mostly(c, h)) {
+    if !flags_ok || (crate::guard::CHECKS && !tag_matches_mostly(c, h, &(*tc).tag_mul)) {
         return false;
     }
     mcache::free_fast(tc, c, h & SIZE_MASK)

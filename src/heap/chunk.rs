@@ -126,7 +126,7 @@ pub fn tag(c: *const Chunk, low: usize) -> usize {
 /// The tag's multiplier: odd, and `-1` modulo 2^16 (its low 16 bits set),
 /// so that a whole head word is checked without masking its tag off
 /// (`tag_matches`).
-const TAG_MUL: usize = 0xff51_afd7_ed55_ffff;
+pub const TAG_MUL: usize = 0xff51_afd7_ed55_ffff;
 const _: () = assert!(TAG_MUL as u16 == u16::MAX && LOW_MASK == crate::guard::TAG_KEY_MASK);
 /// Does head word `h` (tag included) carry the tag of its size and flags
 /// at `c`? The same answer as `tag(c, h & LOW_MASK) == h & !LOW_MASK`, in
@@ -139,12 +139,14 @@ const _: () = assert!(TAG_MUL as u16 == u16::MAX && LOW_MASK == crate::guard::TA
 pub fn tag_matches(c: *const Chunk, h: usize) -> bool {
     tag_product(c, h) >> 48 == 0
 }
-/// `tag_matches`, for a fast path that has `SIZE_MASK` in a register: may
-/// also answer false (one time in 2^44) for a word that matches, which the
-/// caller's slow path then checks again.
+/// `tag_matches`, for a fast path that has `SIZE_MASK` in a register and
+/// `TAG_MUL` in memory it holds (`mul`, read there: an `imul` from memory):
+/// may also answer false (one time in 2^44) for a word that matches, which
+/// the caller's slow path then checks again.
 #[inline(always)]
-pub fn tag_matches_mostly(c: *const Chunk, h: usize) -> bool {
-    tag_product(c, h) < SIZE_MASK
+pub fn tag_matches_mostly(c: *const Chunk, h: usize, mul: &usize) -> bool {
+    debug_assert!(*mul == TAG_MUL);
+    (c as usize ^ crate::guard::tag_key() ^ h).wrapping_mul(*mul) < SIZE_MASK
 }
 /// The product whose top 16 bits are 0 when `h` carries its tag.
 #[inline(always)]
@@ -286,8 +288,8 @@ mod tests {
             let bad = h ^ (1 << (i % 64));
             let exact = tag(c, bad & LOW_MASK) == bad & !LOW_MASK;
             assert_eq!(tag_matches(c, bad), exact);
-            assert!(!tag_matches_mostly(c, bad) || exact);
-            rejected += !tag_matches_mostly(c, h) as u32;
+            assert!(!tag_matches_mostly(c, bad, &TAG_MUL) || exact);
+            rejected += !tag_matches_mostly(c, h, &TAG_MUL) as u32;
         }
         assert!(rejected < 2, "{rejected} good words missed");
     }

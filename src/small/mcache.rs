@@ -247,10 +247,15 @@ fn mark_key() -> usize {
     crate::guard::list_key().rotate_left(17) ^ 0x6d63_6163_6865
 }
 
-/// The mark of a cached chunk `c` (at `+24`).
+/// The mark of a cached chunk `c` (at `+24`): the key itself, as a small
+/// block's (`cache`). (It was `key ^ address` until 2026-12-07: one
+/// instruction more on each of malloc's and free's fast paths, for no
+/// report more: a second free finds a random 64-bit word either way, and a
+/// freed chunk's link and mark give the key away alike to a program that
+/// reads freed memory.)
 #[inline(always)]
-fn mark(c: *const Chunk) -> *mut Chunk {
-    (mark_key() ^ c as usize) as *mut Chunk
+fn mark(_c: *const Chunk) -> *mut Chunk {
+    mark_key() as *mut Chunk
 }
 
 /// Cache states.
@@ -293,8 +298,11 @@ pub struct MCache {
     tick: u32,
     state: u32,
     /// `mark_key()`, read once (0 in the static caches, which hold nothing):
-    /// the fast paths' mark is `mkey ^ address`, one load from this line.
+    /// the fast paths' mark, one load from this line.
     mkey: usize,
+    /// `chunk::TAG_MUL`, here so that free's tag test multiplies by it
+    /// from memory (`imul`), not from a 64-bit immediate moved first.
+    pub tag_mul: usize,
     /// Held by the owner on its slow paths, and by a reclaimer while it
     /// takes the lists.
     own: Lock,
@@ -332,6 +340,7 @@ impl MCache {
             tick: 0,
             state,
             mkey: 0,
+            tag_mul: crate::chunk::TAG_MUL,
             own: Lock::new(),
             act: AtomicUsize::new(0),
             next: null_mut(),
@@ -472,7 +481,7 @@ pub fn pop(
     unsafe {
         enter(tc);
         if crate::gate::any(crate::gate::PERTURB | crate::gate::PROF | crate::gate::RECLAIM) {
-            return pop_moded(tc, k, n, counted, miss);
+            return pop_moded(n, k, tc, counted, miss);
         }
         let c = take_head(tc, k);
         if c.is_null() {
@@ -504,9 +513,9 @@ unsafe fn take_head(tc: *mut MCache, k: usize) -> *mut Chunk {
 /// `tc` is this thread's cache, in a fast section `pop` entered.
 #[inline(never)]
 unsafe fn pop_moded(
-    tc: *mut MCache,
-    k: usize,
     n: usize,
+    k: usize,
+    tc: *mut MCache,
     counted: impl FnOnce(*mut u8, usize, &mut i64) -> *mut u8,
     miss: impl FnOnce(usize) -> *mut u8,
 ) -> *mut u8 {
@@ -569,8 +578,8 @@ pub unsafe fn leave_mine(tc: *mut MCache) {
 /// `tc` is this thread's live cache; `c` the head of its non-empty list `k`.
 #[inline(always)]
 unsafe fn take(tc: *mut MCache, k: usize, c: *mut Chunk) -> *mut Chunk {
-    if crate::guard::CHECKS && (*c).prev_free as usize != (*tc).mkey ^ c as usize {
-        corrupt(c);
+    if crate::guard::CHECKS && (*c).prev_free as usize != (*tc).mkey {
+        corrupt_user(to_user(c));
     }
     *(*tc).head.get_unchecked_mut(k) = (*c).next_free;
     let left = *(*tc).count.get_unchecked(k) - 1;
@@ -777,7 +786,7 @@ pub unsafe fn free_fast(tc: *mut MCache, c: *mut Chunk, s: usize) -> bool {
         return false;
     }
     debug_assert!((*tc).state == LIVE);
-    let mk = (*tc).mkey ^ c as usize;
+    let mk = (*tc).mkey;
     if crate::guard::CHECKS && (*c).prev_free as usize == mk {
         double_free(c);
     }
@@ -797,7 +806,7 @@ pub unsafe fn free_fast(tc: *mut MCache, c: *mut Chunk, s: usize) -> bool {
 /// As [`free`]; `tc` is this thread's live cache.
 #[inline(always)]
 unsafe fn check_free(tc: *mut MCache, c: *mut Chunk) -> usize {
-    let mk = (*tc).mkey ^ c as usize;
+    let mk = (*tc).mkey;
     if crate::guard::CHECKS && (is_free(c) || (*c).prev_free as usize == mk) {
         double_free(c);
     }
@@ -866,6 +875,15 @@ unsafe fn purge_tick(tc: *mut MCache, ps: u8) {
     {
         let _ = HEAP.try_with(|h| h.purge_from_cache());
     }
+}
+
+/// `corrupt` of the chunk whose user pointer is `p` (the fast path's
+/// report: passing the pointer the report names leaves the chunk's
+/// register free for the pop, and the request's for the miss).
+#[cold]
+#[inline(never)]
+fn corrupt_user(p: *mut u8) -> ! {
+    corrupt(from_user(p))
 }
 
 /// Reports a cached chunk whose mark or link was overwritten.
