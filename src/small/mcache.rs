@@ -279,13 +279,18 @@ pub struct MCache {
     batch: [u32; NMC],
     /// Chunk bytes in the lists.
     bytes: usize,
-    /// 1 while the owner is in a fast section (see "Idle threads" above).
+    /// Odd while the owner is in a fast section (see "Idle threads" above);
+    /// each pop that served a chunk adds 2 (its count of allocations: the
+    /// section's two stores count it, with no counter of its own).
     busy: AtomicU32,
+    /// `busy` as of the last `publish`.
+    busy_published: u32,
     /// The most `bytes` has been at a slow path or a free that took one
     /// (statistics, tests): the fast path of free leaves it alone, but
     /// `bytes` only passes the cap through `free`, which records it.
     peak: usize,
-    /// Allocations served since the last `publish` (read by the reclaimer).
+    /// Allocations served by the slow paths since the last `publish` (read
+    /// by the reclaimer; the fast path's are in `busy`).
     allocs: AtomicUsize,
     /// While profiling, bytes the pops may still serve before the next
     /// sample: their own countdown (`prof::count_in`, a subtraction in this
@@ -333,6 +338,7 @@ impl MCache {
             batch: [1; NMC],
             bytes: 0,
             busy: AtomicU32::new(0),
+            busy_published: 0,
             peak: 0,
             allocs: AtomicUsize::new(0),
             prof_left: 0,
@@ -501,8 +507,12 @@ unsafe fn take_head(tc: *mut MCache, k: usize) -> *mut Chunk {
     // (A reclaim that cleared the bit is seen whole: its release fence.)
     fence(Ordering::Acquire);
     let c = *(*tc).head.get_unchecked(k);
-    let c = if c.is_null() { c } else { take(tc, k, c) };
-    leave(tc);
+    if c.is_null() {
+        leave(tc);
+        return c;
+    }
+    let c = take(tc, k, c);
+    leave_popped(tc);
     c
 }
 
@@ -531,26 +541,44 @@ unsafe fn pop_moded(
     counted(to_user(c), n, &mut (*tc).prof_left)
 }
 
-/// Enters a fast section of this thread's cache `tc`: `busy = 1`, kept by
-/// the compiler before every later access (the processor may still let the
-/// next loads pass the store: the reclaimer's `membarrier` covers that).
-/// The caller then tests the section's signal (see "Idle threads").
+/// Enters a fast section of this thread's cache `tc`: `busy += 1` (odd),
+/// kept by the compiler before every later access (the processor may
+/// still let the next loads pass the store: the reclaimer's `membarrier`
+/// covers that). The caller then tests the section's signal (see "Idle
+/// threads"). (Only the owner writes `busy`: a load and a store, one
+/// `inc` to memory.)
 ///
 /// # Safety
 /// `tc` is this thread's cache (or a static one: nobody reads their `busy`).
 #[inline(always)]
 unsafe fn enter(tc: *mut MCache) {
-    (*tc).busy.store(1, Ordering::Relaxed);
+    let b = &(*tc).busy;
+    b.store(b.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
     compiler_fence(Ordering::SeqCst);
 }
 
-/// Leaves a fast section: `busy = 0`, after every write to the lists.
+/// Leaves a fast section that served no chunk: `busy -= 1` (even again),
+/// after every write to the lists (release).
 ///
 /// # Safety
 /// As [`enter`].
 #[inline(always)]
 unsafe fn leave(tc: *mut MCache) {
-    (*tc).busy.store(0, Ordering::Release);
+    let b = &(*tc).busy;
+    fence(Ordering::Release);
+    b.store(b.load(Ordering::Relaxed).wrapping_sub(1), Ordering::Relaxed);
+}
+
+/// Leaves a pop's fast section that served a chunk: `busy += 1` (even
+/// again, and 2 more than before the section: the allocation counted).
+///
+/// # Safety
+/// As [`enter`].
+#[inline(always)]
+unsafe fn leave_popped(tc: *mut MCache) {
+    let b = &(*tc).busy;
+    fence(Ordering::Release);
+    b.store(b.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
 }
 
 /// Enters a fast section of this thread's cache, for the export layer's
@@ -588,8 +616,6 @@ unsafe fn take(tc: *mut MCache, k: usize, c: *mut Chunk) -> *mut Chunk {
         *(*tc).low.get_unchecked_mut(k) = left;
     }
     (*tc).bytes -= size(c);
-    let a = &(*tc).allocs;
-    a.store(a.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     (*c).prev_free = null_mut();
     c
 }
@@ -923,6 +949,7 @@ unsafe fn alloc_slow(mut tc: *mut MCache, k: usize, n: usize) -> *mut Chunk {
     lock_own(tc);
     let c = *(*tc).head.get_unchecked(k);
     let r = if !c.is_null() {
+        *(*tc).allocs.get_mut() += 1;
         take(tc, k, c)
     } else if (*tc).cap == 0 {
         // MEMALLOC_MEDIUM_CACHE=0 (a reclaimer's 0 is gone: we hold `own`)
@@ -1305,7 +1332,13 @@ unsafe fn publish(t: &mut MCache) {
     let bytes = t.bytes;
     t.peak = t.peak.max(bytes);
     t.cap = thread_cap();
-    ALLOCS.fetch_add(core::mem::take(t.allocs.get_mut()), Ordering::Relaxed);
+    // (Outside the fast sections: `busy` is even.)
+    let b = *t.busy.get_mut();
+    let popped = (b.wrapping_sub(core::mem::replace(&mut t.busy_published, b)) / 2) as usize;
+    ALLOCS.fetch_add(
+        core::mem::take(t.allocs.get_mut()) + popped,
+        Ordering::Relaxed,
+    );
     PEAK.fetch_max(t.peak, Ordering::Relaxed);
     // CACHED: each thread's last published figure is in it; replace ours.
     let old = t.published;
@@ -1471,7 +1504,9 @@ unsafe fn scan(now: usize, idle: usize) {
     while !t.is_null() {
         let sig = (
             (*t).act.load(Ordering::Relaxed),
-            (*t).allocs.load(Ordering::Relaxed),
+            (*t).allocs
+                .load(Ordering::Relaxed)
+                .wrapping_add((*t).busy.load(Ordering::Relaxed) as usize),
         );
         if t == me {
             // (the scanning thread is not idle)
@@ -1514,7 +1549,7 @@ unsafe fn reclaim(t: *mut MCache) -> Reclaim {
     fence(Ordering::SeqCst);
     let fenced = crate::os::membarrier_expedited();
     fence(Ordering::SeqCst);
-    if !fenced || (*t).busy.load(Ordering::Acquire) != 0 {
+    if !fenced || (*t).busy.load(Ordering::Acquire) & 1 != 0 {
         // Inside a fast section (or no barrier): leave it be.
         fence(Ordering::Release);
         crate::gate::set(crate::gate::RECLAIM, false);
