@@ -51,11 +51,12 @@
 //! length of list k; after every free, `bytes <= cap`; a freed big chunk
 //! stays in the thread's list only if then `big_held <= big_cap`.
 //!
-//! Cost: a pop or a push is a TLS load, the class computation (a `lzcnt`
-//! and shifts) and three or four stores; the mark and header tests of free;
-//! and the two stores of `busy` below (a 20000 B malloc+free pair: 117
-//! instructions under callgrind before, 121 with them; 118 since free
-//! tests the head's flags with one compare).
+//! Cost: a pop or a push is a TLS load, the class (one byte of a table in
+//! the cache itself) and three or four stores; the mark and header tests
+//! of free; and the two increments of `busy` below, which also count the
+//! pops. A 20000 B malloc+free pair: 98 instructions under callgrind
+//! (`bench/pair.c`, 12 of them the loop's; 118 until 2026-12-07, see
+//! docs/medium.md, "The fast paths' cost").
 //!
 //! **Idle threads** (an asymmetric Dekker handshake with `membarrier(2)`, as
 //! in liburcu and folly's asymmetric fences). A thread blocked in a condvar
@@ -63,21 +64,23 @@
 //! back, without the owner's fast paths taking a lock or an atomic
 //! read-modify-write:
 //! - *Owner, fast sections* (`pop`, the export layer's free through
-//!   `free_fast`, `free`): `busy = 1` (a plain store), then a plain load of
-//!   a *signal*, then the lists, then `busy = 0` (release). The signal of
-//!   `pop` and of the export layer's free is the gate's `RECLAIM` bit, which
+//!   `free_fast`, `free`): `busy += 1` (odd: a plain store), then a plain
+//!   load of a *signal*, then the lists, then `busy += 1` after a pop that
+//!   served a chunk, `busy -= 1` otherwise (even again; release). The
+//!   signal of `pop` and of the export layer's free is the gate's `RECLAIM` bit, which
 //!   they test anyway with the slower modes (no instruction of its own);
 //!   `free`'s is the cache's `own` lock being held. On a signal the section
-//!   leaves (`busy = 0`) without touching the lists and takes the slow path.
+//!   leaves (`busy -= 1`) without touching the lists and takes the slow
+//!   path.
 //! - *Owner, slow paths* (refill, flush, `malloc_trim`, statistics): under
 //!   the cache's `own` lock (one compare-exchange), which bumps `act`.
 //! - *Reclaimer* (any thread, from its refill or flush, outside its own
 //!   lock, at most every quarter of `MEMALLOC_IDLE_MS` and every 16th slow
-//!   path of a thread, holding the registry's lock `REG`): for a cache whose `(act, allocs)` has not moved
+//!   path of a thread, holding the registry's lock `REG`): for a cache whose `(act, allocs + busy)` has not moved
 //!   for `MEMALLOC_IDLE_MS`: takes `own` (try: a held lock means the owner
 //!   is busy), sets the gate's `RECLAIM` bit, calls
-//!   `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, then loads `busy`. If 1,
-//!   it undoes both and leaves. If 0, it takes the lists (empties them,
+//!   `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, then loads `busy`. If odd,
+//!   it undoes both and leaves. If even, it takes the lists (empties them,
 //!   `bytes = 0`), clears the bit after a release fence, releases `own`, and
 //!   frees the chunks to the heap.
 //!
@@ -88,16 +91,16 @@
 //! the call. (2) Every owner store before P is visible to the reclaimer's
 //! load of `busy`, after the call. The owner's `busy` stores come in
 //! program order, so that load reads the last one before P or a later one.
-//! If that is a 1, or a 0 after P that ends a section which began before
-//! P, the reclaimer leaves or the section is over; in every case it reads 0
-//! only once each section that began before P has ended, and then sees its
+//! If that is odd, or even after P, ending a section which began before
+//! P, the reclaimer leaves or the section is over; in every case it reads
+//! even only once each section that began before P has ended, and sees its
 //! writes (release/acquire), while each section that begins after P loads
 //! its signal after P and, by (1), keeps off the lists. A slow path's lock
 //! excludes the reclaimer outright. When the reclaimer clears the signals
 //! (after a release fence), a section that reads them clear (the acquire
 //! fence after the gate's test, the lock's acquire) sees the emptied lists.
 //! What the membarrier pays for is the processor's store-to-load reordering
-//! in the owner (`busy = 1` still in its store buffer when it loads the
+//! in the owner (odd `busy` still in its store buffer when it loads the
 //! signal), which a plain store and load do not prevent; the compiler keeps
 //! the order (a compiler fence after the store). Without `membarrier`
 //! (kernels before 4.14, a refusing filter) nothing is reclaimed.
@@ -108,7 +111,7 @@
 //!   `membarrier` again.
 //! - A thread that only frees (no slow path, no allocation) looks idle and
 //!   may be taken back while it pushes: the handshake covers it. After a
-//!   reclaim a cache is not looked at again until its `(act, allocs)` moves
+//!   reclaim a cache is not looked at again until its `(act, allocs + busy)` moves
 //!   (`bytes` is the owner's alone, not read by the scan): such a thread
 //!   keeps at most its cap until its next flush, as before.
 
