@@ -202,6 +202,21 @@ static void free_interior_medium(void)
     free(opaque_ptr(p + 4096));
 }
 
+/* The first byte of a 64 KiB granule inside a medium block: its "header"
+ * lies in the granule before (free looks the granule of p - 16 up). */
+static void free_interior_granule(void)
+{
+    unsigned char *p = opaque_ptr(malloc(200000));
+    if (p == NULL) {
+        fprintf(stderr, "misuse: setup malloc failed\n");
+        exit(2);
+    }
+    memset(p, 0, 200000);
+    unsigned char *q = (unsigned char *)(((uintptr_t)p + 16 + 0xffff) & ~(uintptr_t)0xffff);
+    expect_report_at(q);
+    free(opaque_ptr(q));
+}
+
 /* 1 MiB into a block of its own mapping: past the granule that holds its
  * headers, which is all of it the zone map counts. */
 static void free_interior_large(void)
@@ -413,6 +428,7 @@ static const struct {
     {"free-interior-small", free_interior_small},
     {"free-interior-medium", free_interior_medium},
     {"free-interior-big", free_interior_big},
+    {"free-interior-granule", free_interior_granule},
     {"free-interior-large", free_interior_large},
     {"free-misaligned", free_misaligned},
     {"realloc-freed", realloc_freed},

@@ -48,6 +48,7 @@ free-global                  |default|ABRT|invalid pointer \(not from memalloc, 
 free-interior-small          |default|ABRT|invalid pointer \(not the start of a block\)
 free-interior-medium         |default|ABRT|corrupted block header \(heap overflow\?\) or invalid pointer
 free-interior-big            |default|ABRT|corrupted block header \(heap overflow\?\) or invalid pointer
+free-interior-granule        |default|ABRT|corrupted block header \(heap overflow\?\) or invalid pointer
 free-interior-large          |default|ABRT|invalid pointer \(not from memalloc, or already freed and unmapped\)
 free-misaligned              |default|ABRT|invalid pointer \(not the start of a block\)
 realloc-freed                |default|ABRT|realloc of a freed block

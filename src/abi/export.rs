@@ -202,9 +202,16 @@ unsafe fn chunk_of_in_ours(p: *mut u8) -> *mut Chunk {
 /// pointer that is neither is reported when the checks can tell, not trusted.)
 #[inline(always)]
 pub unsafe fn dealloc(p: *mut u8) {
-    let info = zonemap::entry(p);
+    // The entry of the granule of `p - HDR`, where a heap chunk's header
+    // lies: if it is ours, `dealloc_chunk` reads the header with no test of
+    // its own. A zone block's granule is the same (a zone's first block is
+    // at least 192 bytes into it); a pointer less than `HDR` into
+    // a granule finds the entry below, whose zone's `block_at`, or heap
+    // chunk's checks, reject it.
+    let c = from_user(p);
+    let info = zonemap::entry(c as *const u8);
     if info.is_null() {
-        return dealloc_chunk_slow(p, 0);
+        return dealloc_chunk_slow(p, false);
     }
     // A heap chunk goes on to `dealloc_chunk` (a tail call) at the map
     // byte's test; a block of this thread's zones then at the owner's
@@ -215,9 +222,9 @@ pub unsafe fn dealloc(p: *mut u8) {
     if bits & zonemap::ZONE_BIT == 0 {
         // (The map byte's one test: its sign the zone bit, zero not ours.)
         if bits == 0 {
-            return dealloc_chunk_slow(p, 0);
+            return dealloc_chunk_slow(p, false);
         }
-        return dealloc_chunk(p, bits);
+        return dealloc_chunk(p);
     }
     if cache::free_own(info, p) {
         return;
@@ -229,7 +236,8 @@ pub unsafe fn dealloc(p: *mut u8) {
 /// `dealloc`'s fast path saves no register).
 ///
 /// # Safety
-/// As [`dealloc`]; `info` is the zone-map entry of `p`'s granule, a zone's.
+/// As [`dealloc`]; `info` is the zone-map entry of `p - HDR`'s granule, a
+/// zone's (`p`'s too, unless `p` is no block of it).
 #[inline(never)]
 unsafe fn dealloc_other_zone(p: *mut u8, info: *const zonemap::ZoneInfo) {
     cache::free(info, p)
@@ -246,10 +254,11 @@ unsafe fn dealloc_other_zone(p: *mut u8, info: *const zonemap::ZoneInfo) {
 /// `size` is the size the block was requested with.
 #[inline(always)]
 pub unsafe fn dealloc_sized(p: *mut u8, size: usize) {
+    // (The granule of `p - HDR`, as in `dealloc`.)
     if size > SMALL_MAX {
-        return dealloc_chunk_any(p, zonemap::bits(p));
+        return dealloc_chunk_any(p, zonemap::bits(from_user(p) as *const u8));
     }
-    let (bits, info) = zonemap::lookup(p);
+    let (bits, info) = zonemap::lookup(from_user(p) as *const u8);
     if bits & zonemap::ZONE_BIT != 0 {
         cache::free_vouched(info, p);
         return;
@@ -257,20 +266,22 @@ pub unsafe fn dealloc_sized(p: *mut u8, size: usize) {
     dealloc_chunk_any(p, bits)
 }
 
-/// `dealloc_chunk` for any map byte `bits`, 0 (not ours) included.
+/// `dealloc_chunk` for any map byte `bits` of `p - HDR`'s granule, 0 (not
+/// ours) included.
 ///
 /// # Safety
-/// As [`dealloc_chunk`].
+/// As [`dealloc_chunk`], but for the granule.
 #[inline(always)]
 unsafe fn dealloc_chunk_any(p: *mut u8, bits: u8) {
     if bits == 0 {
-        return dealloc_chunk_slow(p, 0);
+        return dealloc_chunk_slow(p, false);
     }
-    dealloc_chunk(p, bits)
+    dealloc_chunk(p)
 }
 
-/// free of a pointer that is not in a zone: a heap chunk or a large block.
-/// `bits`: the zone map's byte for `p`'s granule, not 0 (`dealloc_chunk_any`).
+/// free of a pointer that is not in a zone: a heap chunk or a large block,
+/// whose header (at `p - HDR`) lies in a granule the zone map says is ours,
+/// not a zone's.
 ///
 /// The common case first, with no register to save: a heap chunk of a
 /// medium class into this thread's cache (the same checks as below: the
@@ -280,9 +291,8 @@ unsafe fn dealloc_chunk_any(p: *mut u8, bits: u8) {
 /// threads"): entered before the gate's test, whose `RECLAIM` bit is its
 /// signal, left after the push.
 #[inline(never)]
-unsafe fn dealloc_chunk(p: *mut u8, bits: u8) {
-    debug_assert!(bits != 0);
-    if header_in_granule(p) {
+unsafe fn dealloc_chunk(p: *mut u8) {
+    if p as usize & (ALIGN - 1) == 0 {
         let tc = mcache::enter_mine();
         if !crate::gate::any(MODES) || profiling_only_unsampled(p) {
             if to_medium_cache(tc, p) {
@@ -292,13 +302,13 @@ unsafe fn dealloc_chunk(p: *mut u8, bits: u8) {
         } else {
             mcache::leave_mine(tc);
             if crate::gate::any(MODES & !crate::gate::PROF) {
-                return dealloc_chunk_moded(p, bits);
+                return dealloc_chunk_moded(p);
             }
-            return dealloc_chunk_sampled(p, bits);
+            return dealloc_chunk_sampled(p);
         }
         mcache::leave_mine(tc);
     }
-    dealloc_chunk_slow(p, bits)
+    dealloc_chunk_slow(p, true)
 }
 
 /// The modes that send a heap chunk's free off `dealloc_chunk`'s fast path
@@ -340,14 +350,16 @@ unsafe fn to_medium_cache(tc: *mut mcache::MCache, p: *mut u8) -> bool {
     // the slow path, which reports it); then its tag.
     let h = (*c).head;
     let flags_ok = if crate::guard::CHECKS {
-        h & (MARK | MMAPPED | FREE) == MARK
+        // (`h & (MARK | MMAPPED | FREE) == MARK` in one `lea` and one
+        // `test`: subtracting MARK clears it, and sets it again, with a
+        // borrow, exactly when it was clear.)
+        crate::guard::opaque(h.wrapping_sub(MARK)) & (MARK | MMAPPED | FREE) == 0
     } else {
         h & (MMAPPED | FREE) == 0
     };
-    // (The tag is the head word's bits above LOW_MASK: `tag ^ h` has none
-    // of them set when it matches.)
-    const TAG_SHIFT: u32 = LOW_MASK.count_ones();
-    if !flags_ok || (crate::guard::CHECKS && (tag(c, h & LOW_MASK) ^ h) >> TAG_SHIFT != 0) {
+    // (The tag of the whole word, with no mask; a rare miss of
+    // `tag_matches_mostly` takes the slow path, which checks it exactly.)
+    if !flags_ok || (crate::guard::CHECKS && !tag_matches_mostly(c, h, &(*tc).tag_mul)) {
         return false;
     }
     mcache::free_fast(tc, c, h & SIZE_MASK)
@@ -363,18 +375,18 @@ unsafe fn to_medium_cache(tc: *mut mcache::MCache, p: *mut u8) -> bool {
 /// As `dealloc_chunk`, whose test of `p`'s header passed.
 #[cold]
 #[inline(never)]
-unsafe fn dealloc_chunk_moded(p: *mut u8, bits: u8) {
+unsafe fn dealloc_chunk_moded(p: *mut u8) {
     if !crate::gate::any(
         crate::gate::DEBUG | crate::gate::PERTURB | crate::gate::KEPT | crate::gate::PURGE,
     ) {
         if !crate::prof::unsampled(p) {
-            return dealloc_chunk_sampled(p, bits);
+            return dealloc_chunk_sampled(p);
         }
         if to_medium_cache_alone(p) {
             return;
         }
     }
-    dealloc_chunk_slow(p, bits)
+    dealloc_chunk_slow(p, true)
 }
 
 /// `to_medium_cache` in a fast section of its own, which a reclaim under
@@ -399,36 +411,27 @@ unsafe fn to_medium_cache_alone(p: *mut u8) -> bool {
 /// As `dealloc_chunk_moded`.
 #[cold]
 #[inline(never)]
-unsafe fn dealloc_chunk_sampled(p: *mut u8, bits: u8) {
+unsafe fn dealloc_chunk_sampled(p: *mut u8) {
     crate::prof::freed_here(p);
     if to_medium_cache_alone(p) {
         return;
     }
-    dealloc_chunk_slow(p, bits)
+    dealloc_chunk_slow(p, true)
 }
 
-/// Is `p` 16-aligned with its header in its own zone-map granule (at
-/// least `HDR` bytes into it)? One subtraction and one test: with `HDR ==
-/// ALIGN`, `offset - HDR` has no bit outside `ALIGN..ZONE_SIZE` exactly
-/// when the offset is aligned and at least `HDR` (below, it wraps).
-#[inline(always)]
-fn header_in_granule(p: *mut u8) -> bool {
-    const _: () = assert!(HDR == ALIGN && zonemap::ZONE_SIZE.is_power_of_two());
-    (p as usize & (zonemap::ZONE_SIZE - 1)).wrapping_sub(HDR) & !(zonemap::ZONE_SIZE - ALIGN) == 0
-}
-
-/// `dealloc_chunk`, every case.
+/// `dealloc_chunk`, every case; `ours`: the zone map said the granule of
+/// `p`'s header is ours (not to be looked up again).
 #[inline(never)]
-unsafe fn dealloc_chunk_slow(p: *mut u8, bits: u8) {
+unsafe fn dealloc_chunk_slow(p: *mut u8, ours: bool) {
     if p.is_null() {
         return;
     }
     if crate::prof::active() {
         crate::prof::freed(p);
     }
-    // The map said p's granule is ours: unless p's header lies in the
-    // granule below, that is what chunk_of would look up again.
-    let c = if bits != 0 && p as usize & (zonemap::ZONE_SIZE - 1) >= HDR {
+    // The map said the granule of p's header is ours: that is what
+    // chunk_of would look up again.
+    let c = if ours {
         chunk_of_in_ours(p)
     } else {
         chunk_of(p)

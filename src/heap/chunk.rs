@@ -120,8 +120,38 @@ pub unsafe fn is_mmapped(c: *const Chunk) -> bool {
 /// pointer offset into user data finds a word whose tag does not match.
 #[inline(always)]
 pub fn tag(c: *const Chunk, low: usize) -> usize {
-    let x = (c as usize ^ low ^ crate::guard::tag_key()).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let x = (c as usize ^ low ^ crate::guard::tag_key()).wrapping_mul(TAG_MUL);
     x & !LOW_MASK
+}
+/// The tag's multiplier: odd, and `-1` modulo 2^16 (its low 16 bits set),
+/// so that a whole head word is checked without masking its tag off
+/// (`tag_matches`).
+pub const TAG_MUL: usize = 0xff51_afd7_ed55_ffff;
+const _: () = assert!(TAG_MUL as u16 == u16::MAX && LOW_MASK == crate::guard::TAG_KEY_MASK);
+/// Does head word `h` (tag included) carry the tag of its size and flags
+/// at `c`? The same answer as `tag(c, h & LOW_MASK) == h & !LOW_MASK`, in
+/// one multiplication and no mask: with `x = c ^ key ^ (h & LOW_MASK)`
+/// (below 2^48: `c` is below 2^47 and the key has no bit above 47) and
+/// `T` the tag bits, `c ^ key ^ h` is `x + T 2^48`, whose product's top 16
+/// bits are `top16(x TAG_MUL) + T TAG_MUL = top16(x TAG_MUL) - T` modulo
+/// 2^16: zero exactly when `T` is `x`'s tag.
+#[inline(always)]
+pub fn tag_matches(c: *const Chunk, h: usize) -> bool {
+    tag_product(c, h) >> 48 == 0
+}
+/// `tag_matches`, for a fast path that has `SIZE_MASK` in a register and
+/// `TAG_MUL` in memory it holds (`mul`, read there: an `imul` from memory):
+/// may also answer false (one time in 2^44) for a word that matches, which
+/// the caller's slow path then checks again.
+#[inline(always)]
+pub fn tag_matches_mostly(c: *const Chunk, h: usize, mul: &usize) -> bool {
+    debug_assert!(*mul == TAG_MUL);
+    (c as usize ^ crate::guard::tag_key() ^ h).wrapping_mul(*mul) < SIZE_MASK
+}
+/// The product whose top 16 bits are 0 when `h` carries its tag.
+#[inline(always)]
+fn tag_product(c: *const Chunk, h: usize) -> usize {
+    (c as usize ^ crate::guard::tag_key() ^ h).wrapping_mul(TAG_MUL)
 }
 /// Writes the head word (size | flags) with its tag.
 ///
@@ -146,7 +176,7 @@ pub unsafe fn head(c: *const Chunk) -> usize {
 #[inline(always)]
 pub unsafe fn head_ok(c: *const Chunk) -> bool {
     let h = (*c).head;
-    h & MARK != 0 && tag(c, h & LOW_MASK) == h & !LOW_MASK
+    h & MARK != 0 && tag_matches(c, h)
 }
 /// Sets the size, keeping the flags (the tag is rewritten).
 ///
@@ -233,4 +263,34 @@ pub unsafe fn mark_free(c: *mut Chunk) {
 #[inline(always)]
 pub unsafe fn is_sentinel(c: *const Chunk) -> bool {
     size(c) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `tag_matches` answers as the tag's definition does, on whole words
+    /// and on words with a bit of the size, the flags or the tag changed,
+    /// and `tag_matches_mostly` never accepts what it rejects.
+    #[test]
+    fn tag_matches_agrees_with_the_tag() {
+        crate::guard::init_secrets();
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut rejected = 0;
+        for i in 0..100_000usize {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let c = ((x as usize) & 0x7fff_ffff_fff0) as *const Chunk;
+            let low = ((x >> 20) as usize & SIZE_MASK) | (i & FLAGS);
+            let h = low | tag(c, low);
+            assert!(tag_matches(c, h));
+            let bad = h ^ (1 << (i % 64));
+            let exact = tag(c, bad & LOW_MASK) == bad & !LOW_MASK;
+            assert_eq!(tag_matches(c, bad), exact);
+            assert!(!tag_matches_mostly(c, bad, &TAG_MUL) || exact);
+            rejected += !tag_matches_mostly(c, h, &TAG_MUL) as u32;
+        }
+        assert!(rejected < 2, "{rejected} good words missed");
+    }
 }

@@ -825,7 +825,7 @@ pub unsafe fn free_own(info: *const zonemap::ZoneInfo, p: *mut u8) -> bool {
     // (A zone's class is below NCLASS, fixed while the zone lives.)
     let cls = e.class();
     if !bin_push(tc, cls, b) {
-        spill_bin(tc, cls, b);
+        spill_bin(b, cls, tc);
     }
     true
 }
@@ -879,7 +879,7 @@ unsafe fn free_to_bin(info: *const zonemap::ZoneInfo, p: *mut u8) {
         // (A zone's class is below NCLASS, fixed while the zone lives.)
         let cls = e.class();
         if !bin_push(tc, cls, b) {
-            spill_bin(tc, cls, b);
+            spill_bin(b, cls, tc);
         }
     } else {
         free_foreign(tc, e.class(), b);
@@ -934,7 +934,7 @@ unsafe fn free_foreign_slow(tc: *mut Cache, cls: usize, b: *mut Block) {
     } else if st < BIN_POP && (*tc).allocs[cls] == 0 {
         free_remote(tc, zone_of(b as *const u8), b);
     } else {
-        spill_bin(tc, cls, b);
+        spill_bin(b, cls, tc);
     }
 }
 
@@ -1012,7 +1012,7 @@ unsafe fn end_run(tc: *mut Cache, z: *mut Zone, old: *mut Block, head: *mut Bloc
 /// each of them once more.
 #[cold]
 #[inline(never)]
-unsafe fn spill_bin(tc: *mut Cache, cls: usize, b: *mut Block) {
+unsafe fn spill_bin(b: *mut Block, cls: usize, tc: *mut Cache) {
     const HALF: usize = BIN_CAP / 2;
     // The full free half: its first slot and its blocks.
     let base = (*tc).free_top[cls] as usize + 1 - BIN_CAP;

@@ -58,11 +58,12 @@
 //! length of list k; after every free, `bytes <= cap`; a freed big chunk
 //! stays in the thread's list only if then `big_held <= big_cap`.
 //!
-//! Cost: a pop or a push is a TLS load, the class computation (a `lzcnt`
-//! and shifts) and three or four stores; the mark and header tests of free;
-//! and the two stores of `busy` below (a 20000 B malloc+free pair: 117
-//! instructions under callgrind before, 121 with them; 118 since free
-//! tests the head's flags with one compare).
+//! Cost: a pop or a push is a TLS load, the class (one byte of a table in
+//! the cache itself) and three or four stores; the mark and header tests
+//! of free; and the two increments of `busy` below, which also count the
+//! pops. A 20000 B malloc+free pair: 98 instructions under callgrind
+//! (`bench/pair.c`, 12 of them the loop's; 118 until 2026-12-07, see
+//! docs/medium.md, "The fast paths' cost").
 //!
 //! **Idle threads** (an asymmetric Dekker handshake with `membarrier(2)`, as
 //! in liburcu and folly's asymmetric fences). A thread blocked in a condvar
@@ -70,21 +71,23 @@
 //! back, without the owner's fast paths taking a lock or an atomic
 //! read-modify-write:
 //! - *Owner, fast sections* (`pop`, the export layer's free through
-//!   `free_fast`, `free`): `busy = 1` (a plain store), then a plain load of
-//!   a *signal*, then the lists, then `busy = 0` (release). The signal of
-//!   `pop` and of the export layer's free is the gate's `RECLAIM` bit, which
+//!   `free_fast`, `free`): `busy += 1` (odd: a plain store), then a plain
+//!   load of a *signal*, then the lists, then `busy += 1` after a pop that
+//!   served a chunk, `busy -= 1` otherwise (even again; release). The
+//!   signal of `pop` and of the export layer's free is the gate's `RECLAIM` bit, which
 //!   they test anyway with the slower modes (no instruction of its own);
 //!   `free`'s is the cache's `own` lock being held. On a signal the section
-//!   leaves (`busy = 0`) without touching the lists and takes the slow path.
+//!   leaves (`busy -= 1`) without touching the lists and takes the slow
+//!   path.
 //! - *Owner, slow paths* (refill, flush, `malloc_trim`, statistics): under
 //!   the cache's `own` lock (one compare-exchange), which bumps `act`.
 //! - *Reclaimer* (any thread, from its refill or flush, outside its own
 //!   lock, at most every quarter of `MEMALLOC_IDLE_MS` and every 16th slow
-//!   path of a thread, holding the registry's lock `REG`): for a cache whose `(act, allocs)` has not moved
+//!   path of a thread, holding the registry's lock `REG`): for a cache whose `(act, allocs + busy)` has not moved
 //!   for `MEMALLOC_IDLE_MS`: takes `own` (try: a held lock means the owner
 //!   is busy), sets the gate's `RECLAIM` bit, calls
-//!   `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, then loads `busy`. If 1,
-//!   it undoes both and leaves. If 0, it takes the lists (empties them,
+//!   `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, then loads `busy`. If odd,
+//!   it undoes both and leaves. If even, it takes the lists (empties them,
 //!   `bytes = 0`), clears the bit after a release fence, releases `own`, and
 //!   frees the chunks to the heap.
 //!
@@ -95,16 +98,16 @@
 //! the call. (2) Every owner store before P is visible to the reclaimer's
 //! load of `busy`, after the call. The owner's `busy` stores come in
 //! program order, so that load reads the last one before P or a later one.
-//! If that is a 1, or a 0 after P that ends a section which began before
-//! P, the reclaimer leaves or the section is over; in every case it reads 0
-//! only once each section that began before P has ended, and then sees its
+//! If that is odd, or even after P, ending a section which began before
+//! P, the reclaimer leaves or the section is over; in every case it reads
+//! even only once each section that began before P has ended, and sees its
 //! writes (release/acquire), while each section that begins after P loads
 //! its signal after P and, by (1), keeps off the lists. A slow path's lock
 //! excludes the reclaimer outright. When the reclaimer clears the signals
 //! (after a release fence), a section that reads them clear (the acquire
 //! fence after the gate's test, the lock's acquire) sees the emptied lists.
 //! What the membarrier pays for is the processor's store-to-load reordering
-//! in the owner (`busy = 1` still in its store buffer when it loads the
+//! in the owner (odd `busy` still in its store buffer when it loads the
 //! signal), which a plain store and load do not prevent; the compiler keeps
 //! the order (a compiler fence after the store). Without `membarrier`
 //! (kernels before 4.14, a refusing filter) nothing is reclaimed.
@@ -115,7 +118,7 @@
 //!   `membarrier` again.
 //! - A thread that only frees (no slow path, no allocation) looks idle and
 //!   may be taken back while it pushes: the handshake covers it. After a
-//!   reclaim a cache is not looked at again until its `(act, allocs)` moves
+//!   reclaim a cache is not looked at again until its `(act, allocs + busy)` moves
 //!   (`bytes` is the owner's alone, not read by the scan): such a thread
 //!   keeps at most its cap until its next flush, as before.
 
@@ -152,14 +155,27 @@ const BATCH_MAX: u32 = 4;
 /// `ceil(n / 1024)` KiB).
 #[inline(always)]
 pub fn class_of(n: usize) -> usize {
-    // (n - 1 < MC_MAX: the index is below 256.)
+    // (n - 1 < MC_MAX: the index is below 1024.)
     // SAFETY: in bounds, as said.
     unsafe { *CLASS_OF_KIB.get_unchecked((n - 1) >> 10) as usize }
 }
 
+/// `class_of(n)` from cache `tc`'s copy of the table (the fast path holds
+/// `tc` already: no address of a static to form).
+///
+/// # Safety
+/// `tc` is a cache (live or static); `MC_MIN < n <= MC_MAX`.
+#[inline(always)]
+unsafe fn class_in(tc: *const MCache, n: usize) -> usize {
+    // (n - 1 < MC_MAX: the index is below 1024.)
+    *(*tc).class_of_kib.get_unchecked((n - 1) >> 10) as usize
+}
+
+static CLASS_OF_KIB: [u8; MC_MAX >> 10] = CLASS_OF_KIB_T;
+
 /// Per `k`, the class of requests of `1024 k + 1 ..= 1024 (k + 1)` bytes
 /// (`class_by_shift`'s answer, tabulated).
-static CLASS_OF_KIB: [u8; MC_MAX >> 10] = {
+const CLASS_OF_KIB_T: [u8; MC_MAX >> 10] = {
     let mut t = [0u8; MC_MAX >> 10];
     let mut k = MC_MIN >> 10;
     while k < t.len() {
@@ -201,7 +217,8 @@ unsafe fn class_of_chunk(s: usize) -> usize {
 /// Per `k`, the largest class whose size is at most `1024 k` bytes (a chunk
 /// of `1024 k + ALIGN ..` bytes serves it: every class size is a multiple
 /// of 1 KiB); 0 below the first class, which no cached chunk is.
-static CLASS_OF_CHUNK_KIB: [u8; (MC_MAX >> 10) + 1] = {
+static CLASS_OF_CHUNK_KIB: [u8; (MC_MAX >> 10) + 1] = CLASS_OF_CHUNK_KIB_T;
+const CLASS_OF_CHUNK_KIB_T: [u8; (MC_MAX >> 10) + 1] = {
     let mut t = [0u8; (MC_MAX >> 10) + 1];
     let mut k = class_size(0) >> 10;
     while k < t.len() {
@@ -211,6 +228,20 @@ static CLASS_OF_CHUNK_KIB: [u8; (MC_MAX >> 10) + 1] = {
         }
         t[k] = c as u8;
         k += 1;
+    }
+    t
+};
+
+/// Per `d >> 10`, the class of a chunk of `class_chunk(0) + d` bytes below
+/// the big classes (`CLASS_OF_CHUNK_KIB` from the first class's entry: the
+/// free's range test's difference indexes it with no offset).
+const FREE_CLASS_LEN: usize = ((class_chunk(BIG_FIRST - 1) - class_chunk(0)) >> 10) + 1;
+const FREE_CLASS_T: [u8; FREE_CLASS_LEN] = {
+    let mut t = [0u8; FREE_CLASS_LEN];
+    let mut i = 0;
+    while i < FREE_CLASS_LEN {
+        t[i] = CLASS_OF_CHUNK_KIB_T[i + (class_size(0) >> 10)];
+        i += 1;
     }
     t
 };
@@ -226,10 +257,15 @@ fn mark_key() -> usize {
     crate::guard::list_key().rotate_left(17) ^ 0x6d63_6163_6865
 }
 
-/// The mark of a cached chunk `c` (at `+24`).
+/// The mark of a cached chunk `c` (at `+24`): the key itself, as a small
+/// block's (`cache`). (It was `key ^ address` until 2026-12-07: one
+/// instruction more on each of malloc's and free's fast paths, for no
+/// report more: a second free finds a random 64-bit word either way, and a
+/// freed chunk's link and mark give the key away alike to a program that
+/// reads freed memory.)
 #[inline(always)]
-fn mark(c: *const Chunk) -> *mut Chunk {
-    (mark_key() ^ c as usize) as *mut Chunk
+fn mark(_c: *const Chunk) -> *mut Chunk {
+    mark_key() as *mut Chunk
 }
 
 /// Cache states.
@@ -253,13 +289,18 @@ pub struct MCache {
     batch: [u32; NMC],
     /// Chunk bytes in the lists.
     bytes: usize,
-    /// 1 while the owner is in a fast section (see "Idle threads" above).
+    /// Odd while the owner is in a fast section (see "Idle threads" above);
+    /// each pop that served a chunk adds 2 (its count of allocations: the
+    /// section's two stores count it, with no counter of its own).
     busy: AtomicU32,
+    /// `busy` as of the last `publish`.
+    busy_published: u32,
     /// The most `bytes` has been at a slow path or a free that took one
     /// (statistics, tests): the fast path of free leaves it alone, but
     /// `bytes` only passes the cap through `free`, which records it.
     peak: usize,
-    /// Allocations served since the last `publish` (read by the reclaimer).
+    /// Allocations served by the slow paths since the last `publish` (read
+    /// by the reclaimer; the fast path's are in `busy`).
     allocs: AtomicUsize,
     /// While profiling, bytes the pops may still serve before the next
     /// sample: their own countdown (`prof::count_in`, a subtraction in this
@@ -272,8 +313,11 @@ pub struct MCache {
     tick: u32,
     state: u32,
     /// `mark_key()`, read once (0 in the static caches, which hold nothing):
-    /// the fast paths' mark is `mkey ^ address`, one load from this line.
+    /// the fast paths' mark, one load from this line.
     mkey: usize,
+    /// `chunk::TAG_MUL`, here so that free's tag test multiplies by it
+    /// from memory (`imul`), not from a 64-bit immediate moved first.
+    pub tag_mul: usize,
     /// Held by the owner on its slow paths, and by a reclaimer while it
     /// takes the lists.
     own: Lock,
@@ -289,6 +333,11 @@ pub struct MCache {
     spent: bool,
     /// The shard of the shared lists this thread looks at first.
     home: usize,
+    /// `CLASS_OF_KIB` and `FREE_CLASS_T`, here so that the fast paths index
+    /// them from the cache they hold (one instruction less each than from
+    /// a static, whose address takes one). Never written after `new`.
+    class_of_kib: [u8; MC_MAX >> 10],
+    free_class: [u8; FREE_CLASS_LEN],
 }
 
 impl MCache {
@@ -301,6 +350,7 @@ impl MCache {
             batch: [1; NMC],
             bytes: 0,
             busy: AtomicU32::new(0),
+            busy_published: 0,
             peak: 0,
             allocs: AtomicUsize::new(0),
             prof_left: 0,
@@ -308,6 +358,7 @@ impl MCache {
             tick: 0,
             state,
             mkey: 0,
+            tag_mul: crate::chunk::TAG_MUL,
             own: Lock::new(),
             act: AtomicUsize::new(0),
             next: null_mut(),
@@ -316,6 +367,8 @@ impl MCache {
             seen_at: 0,
             spent: false,
             home: 0,
+            class_of_kib: CLASS_OF_KIB_T,
+            free_class: FREE_CLASS_T,
         }
     }
 }
@@ -504,14 +557,15 @@ pub fn pop(
     miss: impl FnOnce(usize) -> *mut u8,
 ) -> *mut u8 {
     let tc = tls::mc_get();
-    let k = class_of(n);
+    // SAFETY: tc is this thread's cache or a static one; n is in range.
+    let k = unsafe { class_in(tc, n) };
     // SAFETY: as `alloc`; `enter` .. `leave` is a fast section, whose
     // signal (the gate's `RECLAIM` bit, tested with the modes: no
     // instruction of its own) is tested before the list is read.
     unsafe {
         enter(tc);
         if crate::gate::any(crate::gate::PERTURB | crate::gate::PROF | crate::gate::RECLAIM) {
-            return pop_moded(tc, k, n, counted, miss);
+            return pop_moded(n, k, tc, counted, miss);
         }
         let c = take_head(tc, k);
         if c.is_null() {
@@ -531,8 +585,12 @@ unsafe fn take_head(tc: *mut MCache, k: usize) -> *mut Chunk {
     // (A reclaim that cleared the bit is seen whole: its release fence.)
     fence(Ordering::Acquire);
     let c = *(*tc).head.get_unchecked(k);
-    let c = if c.is_null() { c } else { take(tc, k, c) };
-    leave(tc);
+    if c.is_null() {
+        leave(tc);
+        return c;
+    }
+    let c = take(tc, k, c);
+    leave_popped(tc);
     c
 }
 
@@ -543,9 +601,9 @@ unsafe fn take_head(tc: *mut MCache, k: usize) -> *mut Chunk {
 /// `tc` is this thread's cache, in a fast section `pop` entered.
 #[inline(never)]
 unsafe fn pop_moded(
-    tc: *mut MCache,
-    k: usize,
     n: usize,
+    k: usize,
+    tc: *mut MCache,
     counted: impl FnOnce(*mut u8, usize, &mut i64) -> *mut u8,
     miss: impl FnOnce(usize) -> *mut u8,
 ) -> *mut u8 {
@@ -561,26 +619,44 @@ unsafe fn pop_moded(
     counted(to_user(c), n, &mut (*tc).prof_left)
 }
 
-/// Enters a fast section of this thread's cache `tc`: `busy = 1`, kept by
-/// the compiler before every later access (the processor may still let the
-/// next loads pass the store: the reclaimer's `membarrier` covers that).
-/// The caller then tests the section's signal (see "Idle threads").
+/// Enters a fast section of this thread's cache `tc`: `busy += 1` (odd),
+/// kept by the compiler before every later access (the processor may
+/// still let the next loads pass the store: the reclaimer's `membarrier`
+/// covers that). The caller then tests the section's signal (see "Idle
+/// threads"). (Only the owner writes `busy`: a load and a store, one
+/// `inc` to memory.)
 ///
 /// # Safety
 /// `tc` is this thread's cache (or a static one: nobody reads their `busy`).
 #[inline(always)]
 unsafe fn enter(tc: *mut MCache) {
-    (*tc).busy.store(1, Ordering::Relaxed);
+    let b = &(*tc).busy;
+    b.store(b.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
     compiler_fence(Ordering::SeqCst);
 }
 
-/// Leaves a fast section: `busy = 0`, after every write to the lists.
+/// Leaves a fast section that served no chunk: `busy -= 1` (even again),
+/// after every write to the lists (release).
 ///
 /// # Safety
 /// As [`enter`].
 #[inline(always)]
 unsafe fn leave(tc: *mut MCache) {
-    (*tc).busy.store(0, Ordering::Release);
+    let b = &(*tc).busy;
+    fence(Ordering::Release);
+    b.store(b.load(Ordering::Relaxed).wrapping_sub(1), Ordering::Relaxed);
+}
+
+/// Leaves a pop's fast section that served a chunk: `busy += 1` (even
+/// again, and 2 more than before the section: the allocation counted).
+///
+/// # Safety
+/// As [`enter`].
+#[inline(always)]
+unsafe fn leave_popped(tc: *mut MCache) {
+    let b = &(*tc).busy;
+    fence(Ordering::Release);
+    b.store(b.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
 }
 
 /// Enters a fast section of this thread's cache, for the export layer's
@@ -608,8 +684,8 @@ pub unsafe fn leave_mine(tc: *mut MCache) {
 /// `tc` is this thread's live cache; `c` the head of its non-empty list `k`.
 #[inline(always)]
 unsafe fn take(tc: *mut MCache, k: usize, c: *mut Chunk) -> *mut Chunk {
-    if crate::guard::CHECKS && (*c).prev_free as usize != (*tc).mkey ^ c as usize {
-        corrupt(c);
+    if crate::guard::CHECKS && (*c).prev_free as usize != (*tc).mkey {
+        corrupt_user(to_user(c));
     }
     *(*tc).head.get_unchecked_mut(k) = (*c).next_free;
     let left = *(*tc).count.get_unchecked(k) - 1;
@@ -618,8 +694,6 @@ unsafe fn take(tc: *mut MCache, k: usize, c: *mut Chunk) -> *mut Chunk {
         *(*tc).low.get_unchecked_mut(k) = left;
     }
     (*tc).bytes -= size(c);
-    let a = &(*tc).allocs;
-    a.store(a.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     (*c).prev_free = null_mut();
     c
 }
@@ -816,13 +890,13 @@ pub unsafe fn free_fast(tc: *mut MCache, c: *mut Chunk, s: usize) -> bool {
         return false;
     }
     debug_assert!((*tc).state == LIVE);
-    let mk = (*tc).mkey ^ c as usize;
+    let mk = (*tc).mkey;
     if crate::guard::CHECKS && (*c).prev_free as usize == mk {
         double_free(c);
     }
-    // (In bounds: `d` passed the range test, so the index is at most
-    // `(class_chunk(NMC - 1) - ALIGN) >> 10`, `class_of_chunk`'s.)
-    let k = *CLASS_OF_CHUNK_KIB.get_unchecked((d >> 10) + (class_size(0) >> 10)) as usize;
+    // (In bounds: `d` passed the range test, so `d >> 10` is below
+    // `FREE_CLASS_LEN`.)
+    let k = *(*tc).free_class.get_unchecked(d >> 10) as usize;
     push_class(tc, c, k, mk);
     (*tc).bytes = b;
     true
@@ -836,7 +910,7 @@ pub unsafe fn free_fast(tc: *mut MCache, c: *mut Chunk, s: usize) -> bool {
 /// As [`free`]; `tc` is this thread's live cache.
 #[inline(always)]
 unsafe fn check_free(tc: *mut MCache, c: *mut Chunk) -> usize {
-    let mk = (*tc).mkey ^ c as usize;
+    let mk = (*tc).mkey;
     if crate::guard::CHECKS && (is_free(c) || (*c).prev_free as usize == mk) {
         double_free(c);
     }
@@ -907,6 +981,15 @@ unsafe fn purge_tick(tc: *mut MCache, ps: u8) {
     }
 }
 
+/// `corrupt` of the chunk whose user pointer is `p` (the fast path's
+/// report: passing the pointer the report names leaves the chunk's
+/// register free for the pop, and the request's for the miss).
+#[cold]
+#[inline(never)]
+fn corrupt_user(p: *mut u8) -> ! {
+    corrupt(from_user(p))
+}
+
 /// Reports a cached chunk whose mark or link was overwritten.
 #[cold]
 #[inline(never)]
@@ -944,6 +1027,7 @@ unsafe fn alloc_slow(mut tc: *mut MCache, k: usize, n: usize) -> *mut Chunk {
     lock_own(tc);
     let c = *(*tc).head.get_unchecked(k);
     let r = if !c.is_null() {
+        *(*tc).allocs.get_mut() += 1;
         take(tc, k, c)
     } else if (*tc).cap == 0 {
         // MEMALLOC_MEDIUM_CACHE=0 (a reclaimer's 0 is gone: we hold `own`)
@@ -1467,7 +1551,13 @@ unsafe fn publish(t: &mut MCache) {
     let bytes = t.bytes;
     t.peak = t.peak.max(bytes);
     t.cap = thread_cap();
-    ALLOCS.fetch_add(core::mem::take(t.allocs.get_mut()), Ordering::Relaxed);
+    // (Outside the fast sections: `busy` is even.)
+    let b = *t.busy.get_mut();
+    let popped = (b.wrapping_sub(core::mem::replace(&mut t.busy_published, b)) / 2) as usize;
+    ALLOCS.fetch_add(
+        core::mem::take(t.allocs.get_mut()) + popped,
+        Ordering::Relaxed,
+    );
     PEAK.fetch_max(t.peak, Ordering::Relaxed);
     // CACHED: each thread's last published figure is in it; replace ours.
     let old = t.published;
@@ -1633,7 +1723,9 @@ unsafe fn scan(now: usize, idle: usize) {
     while !t.is_null() {
         let sig = (
             (*t).act.load(Ordering::Relaxed),
-            (*t).allocs.load(Ordering::Relaxed),
+            (*t).allocs
+                .load(Ordering::Relaxed)
+                .wrapping_add((*t).busy.load(Ordering::Relaxed) as usize),
         );
         if t == me {
             // (the scanning thread is not idle)
@@ -1676,7 +1768,7 @@ unsafe fn reclaim(t: *mut MCache) -> Reclaim {
     fence(Ordering::SeqCst);
     let fenced = crate::os::membarrier_expedited();
     fence(Ordering::SeqCst);
-    if !fenced || (*t).busy.load(Ordering::Acquire) != 0 {
+    if !fenced || (*t).busy.load(Ordering::Acquire) & 1 != 0 {
         // Inside a fast section (or no barrier): leave it be.
         fence(Ordering::Release);
         crate::gate::set(crate::gate::RECLAIM, false);
@@ -1838,6 +1930,18 @@ mod tests {
             let k = class_of_chunk(s);
             assert!(class_chunk(k) <= s, "size {s} class {k}");
             assert!(k + 1 == NMC || class_chunk(k + 1) > s, "size {s} class {k}");
+        }
+        let t = MCache::new(EMPTY);
+        for s in (class_chunk(0)..=class_chunk(BIG_FIRST - 1)).step_by(16) {
+            let d = s - class_chunk(0);
+            assert_eq!(
+                t.free_class[d >> 10] as usize,
+                class_of_chunk(s),
+                "size {s}"
+            );
+        }
+        for n in MC_MIN + 1..=MC_MAX {
+            assert_eq!(class_in(&t, n), class_of(n));
         }
         for k in 0..NMC {
             let c = class_chunk(k);

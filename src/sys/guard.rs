@@ -27,9 +27,17 @@ pub fn init_secrets() {
     // Without AT_RANDOM, the stack address (randomised by ASLR) still makes
     // the keys differ between runs.
     let salt = &a as *const u64 as u64;
-    TAG_KEY.store((a ^ salt.rotate_left(17)) as usize | 1, Ordering::Relaxed);
+    // (The tag key has no bit above 47: `chunk::tag_matches` relies on it.)
+    TAG_KEY.store(
+        ((a ^ salt.rotate_left(17)) as usize | 1) & TAG_KEY_MASK,
+        Ordering::Relaxed,
+    );
     LIST_KEY.store((b ^ salt.rotate_left(41)) as usize | 1, Ordering::Relaxed);
 }
+
+/// The bits the header checksum key may have (below 2^48, as a head
+/// word's size and flags).
+pub const TAG_KEY_MASK: usize = (1 << 48) - 1;
 
 /// The header checksum key.
 #[inline(always)]
@@ -47,3 +55,16 @@ pub fn list_key() -> usize {
 /// feature turns them off, to measure what they cost (`scripts/bench.sh
 /// --checks-cost`); never use it in production.
 pub const CHECKS: bool = !cfg!(feature = "unchecked");
+
+/// `x`, which the compiler may not see through (an empty `asm!`): keeps it
+/// from rewriting the arithmetic of a check into a longer equivalent (the
+/// fast paths' instruction counts are measured, `bench/pair.c`).
+#[inline(always)]
+pub fn opaque(mut x: usize) -> usize {
+    // SAFETY: an empty template: no instruction, no memory, no stack, no
+    // flags.
+    unsafe {
+        core::arch::asm!("/* {0} */", inout(reg) x, options(pure, nomem, nostack, preserves_flags))
+    };
+    x
+}
