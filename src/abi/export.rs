@@ -229,10 +229,11 @@ pub unsafe fn dealloc(p: *mut u8) {
 /// `dealloc`'s fast path saves no register).
 ///
 /// # Safety
-/// As [`dealloc`]; `info` is the zone-map entry of `p`'s granule, a zone's.
+/// As [`dealloc`]; `info` is the zone-map entry of `p`'s granule, a zone's,
+/// and `cache::free_own(info, p)` returned false.
 #[inline(never)]
 unsafe fn dealloc_other_zone(p: *mut u8, info: *const zonemap::ZoneInfo) {
-    cache::free(info, p)
+    cache::free_other(info, p)
 }
 
 /// free of a block the caller says has `size` bytes (Rust's `dealloc`):
