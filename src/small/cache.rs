@@ -935,7 +935,8 @@ unsafe fn bin_push(tc: *mut Cache, cls: usize, b: *mut Block) -> bool {
 /// Frees block `b` of class `cls` from a zone `tc` does not own. A cache
 /// that is allocating the class (it allocated some since the class's last
 /// spill, `alloc_sum`) keeps it in its bin, like a block of its own, for
-/// its next malloc of the class: a thread that frees what others allocated
+/// its next malloc of the class, if the block has cache lines of its own
+/// (`KEEP_FOREIGN`): a thread that frees what others allocated
 /// (a server thread taking over requests) reuses those blocks instead of
 /// carving its own while they wait on a remote list for an owner that may
 /// never allocate again (larson: the main thread's 8 MiB of first blocks).
@@ -963,7 +964,7 @@ unsafe fn free_foreign(tc: *mut Cache, cls: usize, b: *mut Block) {
 unsafe fn free_foreign_here(tc: *mut Cache, cls: usize, b: *mut Block) {
     // (The static caches have allocated nothing and spilled nothing, and
     // have pending batches of no zone.)
-    if alloc_sum(tc, cls) != *(*tc).spilled.get_unchecked(cls) {
+    if *KEEP_FOREIGN.get_unchecked(cls) && alloc_sum(tc, cls) != *(*tc).spilled.get_unchecked(cls) {
         if bin_push(tc, cls, b) {
             return;
         }
@@ -982,6 +983,28 @@ unsafe fn free_foreign_here(tc: *mut Cache, cls: usize, b: *mut Block) {
     }
     free_foreign_slow(tc, cls, b)
 }
+
+/// Per class: a block of it has cache lines of its own, so that another
+/// thread's block of it may be kept in a bin and reused (`free_foreign`):
+/// its size is a multiple of 64 (its blocks start and end on line
+/// boundaries, as a zone's first block starts on one: `ZONE_HDR` and the
+/// colours are), or at least 128 bytes (its inner lines are its own; two
+/// at its ends are shared). A smaller block, reused, would share its line
+/// with the neighbours that the zone's owner hands to other threads
+/// (passive false sharing, Hoard's `cache-scratch`: the main thread's
+/// 8-byte blocks, one a thread, each freed by its thread and taken back by
+/// its next malloc, four to a line; mimalloc and snmalloc never reuse
+/// another thread's block). Such blocks go to their owner.
+const KEEP_FOREIGN: [bool; NCLASS] = {
+    let mut t = [false; NCLASS];
+    let mut cls = 0;
+    while cls < NCLASS {
+        t[cls] = CLASS_SIZE[cls].is_multiple_of(64) || CLASS_SIZE[cls] >= 128;
+        cls += 1;
+    }
+    t
+};
+const _: () = assert!(ZONE_HDR.is_multiple_of(64) && (COLOURS - 1) * 64 < ZONE_SIZE);
 
 /// The allocations of `cls` that cache `tc` served (its pops and its zone
 /// allocations, which only grow, but for profiling's offsets: their sum
