@@ -13,8 +13,10 @@
 //!
 //! **Ownership**: each zone is owned by one thread cache. The owner pops and
 //! pushes the zone's `free` list with plain loads and stores; any other thread
-//! pushes onto the zone's atomic `remote` list (one compare-exchange), and the
-//! owner takes the whole remote list with one swap when it runs dry (a batch).
+//! pushes onto the zone's atomic `remote` list (one compare-exchange for a
+//! batch of up to `PENDING_MAX` blocks of the zone, linked and encoded by the
+//! freeing thread, which counts them in the list's word), and the owner takes
+//! the whole remote list with one swap when it runs dry, as its free list.
 //! A dry zone with nothing on its remote list makes the owner look at its
 //! oldest full zone before carving new blocks: blocks that other threads gave
 //! back are reused before new pages are touched (`reclaim_full`; xmalloc's
@@ -51,11 +53,13 @@
 //! blocks than a zone holds does not switch zones on every turn, and a pop
 //! is an array load rather than a load from the (possibly cold) block
 //! itself. A thread that allocates a class also keeps there the blocks of
-//! that class it frees for other threads (`free_foreign`), and reuses them;
-//! a block leaving a bin goes back to its zone, through the remote list if
-//! the zone is another thread's; a run of blocks of one zone goes in one
-//! go (`give_back_all`: a full bin's older half, freed one after another,
-//! mostly came from one zone one after another).
+//! that class it frees for other threads (`free_foreign`; only blocks with
+//! cache lines of their own, `KEEP_FOREIGN`), and reuses them; other threads'
+//! blocks it does not keep go to their owners in batches; a block leaving a
+//! bin goes back to its zone, through the remote list if the zone is another
+//! thread's; a run of blocks of one zone goes in one go (`give_back_all`: a
+//! full bin's older half, freed one after another, mostly came from one
+//! zone one after another).
 //!
 //! Fast path cost: malloc is a TLS load, a bin top test and an array pop
 //! (or, with the alloc half empty, a swap of its halves); free is a
@@ -948,7 +952,7 @@ unsafe fn bin_push(tc: *mut Cache, cls: usize, b: *mut Block) -> bool {
 /// blocks of its zone freed before it: a link and a count here, one list
 /// push a batch (`remote_run`). Through the bin, each cost a push, its
 /// share of a spill and a remote free of its own: 126 instructions a
-/// free, 56 now, 73 under mimalloc (`c_tests/xfree.sh`).
+/// free, 62 now, 73 under mimalloc (`c_tests/xfree.c`, mode c).
 /// Out of line: inlined, it made every free save registers; and with no
 /// call but tail calls, so that it saves none either.
 #[inline(never)]
