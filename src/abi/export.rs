@@ -237,10 +237,11 @@ pub unsafe fn dealloc(p: *mut u8) {
 ///
 /// # Safety
 /// As [`dealloc`]; `info` is the zone-map entry of `p - HDR`'s granule, a
-/// zone's (`p`'s too, unless `p` is no block of it).
+/// zone's (`p`'s too, unless `p` is no block of it), and
+/// `cache::free_own(info, p)` returned false.
 #[inline(never)]
 unsafe fn dealloc_other_zone(p: *mut u8, info: *const zonemap::ZoneInfo) {
-    cache::free(info, p)
+    cache::free_other(info, p)
 }
 
 /// free of a block the caller says has `size` bytes (Rust's `dealloc`):
