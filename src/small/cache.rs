@@ -1056,15 +1056,7 @@ unsafe fn give_back_all(tc: *mut Cache, cls: usize, xs: &[*mut Block]) {
         let z = zone_at(g);
         if zonemap::info(x as *const u8).owner.load(Ordering::Relaxed) != tc as usize {
             // Another thread's zone: the run to its pending batch.
-            let mut head = x;
-            let mut n = 1;
-            while i < xs.len() && xs[i] as usize & !(ZONE_SIZE - 1) == g {
-                let y = xs[i];
-                (*y).next = enc(head, y);
-                head = y;
-                n += 1;
-                i += 1;
-            }
+            let (head, n) = link_run(xs, &mut i, g, x);
             remote_run(tc, cls, z, head, x, n);
             continue;
         }
@@ -1072,17 +1064,29 @@ unsafe fn give_back_all(tc: *mut Cache, cls: usize, xs: &[*mut Block]) {
         // onto the zone's free list.
         let old = (*z).free;
         (*x).next = enc(old, x);
-        let mut head = x;
-        let mut n = 1;
-        while i < xs.len() && xs[i] as usize & !(ZONE_SIZE - 1) == g {
-            let y = xs[i];
-            (*y).next = enc(head, y);
-            head = y;
-            n += 1;
-            i += 1;
-        }
+        let (head, n) = link_run(xs, &mut i, g, x);
         end_run(tc, z, old, head, n);
     }
+}
+
+/// Links onto `x` the blocks of `xs` from `*i` on that lie in granule `g`,
+/// each onto the one before it, and moves `*i` past them; returns the last
+/// one linked (the run's head, `x` if none) and the run's length with `x`.
+///
+/// # Safety
+/// As [`give_back_all`]; `x` is the block of `xs` before `*i`, in `g`.
+#[inline(always)]
+unsafe fn link_run(xs: &[*mut Block], i: &mut usize, g: usize, x: *mut Block) -> (*mut Block, u32) {
+    let mut head = x;
+    let mut n = 1;
+    while *i < xs.len() && xs[*i] as usize & !(ZONE_SIZE - 1) == g {
+        let y = xs[*i];
+        (*y).next = enc(head, y);
+        head = y;
+        n += 1;
+        *i += 1;
+    }
+    (head, n)
 }
 
 /// Ends a run of `give_back_all`: `n` blocks linked from `head` onto `old`,
