@@ -19,26 +19,8 @@
 set -u
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(cd "$here/.." && pwd)
-lib=$root/target/release/libmemalloc.so
-out=$root/target/c_tests/classes
 MAX_MISS=0.15
-
-if [ ! -f "$lib" ]; then
-    echo "classes.sh: $lib not found: run 'cargo build --release' first" >&2
-    exit 2
-fi
-bash "$root/scripts/ensure_tools.sh" gcc=gcc valgrind=valgrind || exit 2
-mkdir -p "$out"
-passed=0
-failed=0
-
-if ! gcc -O2 -g -Wall -Wextra -fno-builtin -o "$out/classes" "$here/classes.c" 2>"$out/build.log"; then
-    echo "FAIL classes: build failed"
-    sed 's/^/    /' "$out/build.log" | head -20
-    echo "0 passed, 1 failed"
-    exit 1
-fi
+. "$here/callgrind_setup.sh" classes
 
 if LD_PRELOAD=$lib MEMALLOC_EXPECT=1 timeout 120 "$out/classes" 1000000 >"$out/native.log" 2>&1 &&
     grep -q '^ok classes' "$out/native.log"; then

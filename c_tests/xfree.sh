@@ -20,26 +20,9 @@
 set -u
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(cd "$here/.." && pwd)
-lib=$root/target/release/libmemalloc.so
-out=$root/target/c_tests/xfree
 MAX_EXTRA=20
 BATCH=256
-if [ ! -f "$lib" ]; then
-    echo "xfree.sh: $lib not found: run 'cargo build --release' first" >&2
-    exit 2
-fi
-bash "$root/scripts/ensure_tools.sh" gcc=gcc valgrind=valgrind || exit 2
-mkdir -p "$out"
-passed=0
-failed=0
-
-if ! gcc -O2 -g -Wall -Wextra -fno-builtin -pthread -o "$out/xfree" "$here/xfree.c" 2>"$out/build.log"; then
-    echo "FAIL xfree: build failed"
-    sed 's/^/    /' "$out/build.log" | head -20
-    echo "0 passed, 1 failed"
-    exit 1
-fi
+. "$here/callgrind_setup.sh" xfree -pthread
 
 for mode in l c t; do
     if LD_PRELOAD=$lib MEMALLOC_EXPECT=1 timeout 120 "$out/xfree" 20000 "$BATCH" "$mode" \
