@@ -685,6 +685,30 @@ impl Tlsf {
         end as usize - new_end
     }
 
+    /// Takes free chunk `c` out of the index and marks it in use, if it is
+    /// still indexed with `csize` bytes (else false, the index unchanged):
+    /// the sparse purge's hold on a chunk whose pages it discards without
+    /// the heap's lock (`heap::purge_sparse`). Walks the one list `csize`
+    /// maps to (big chunks: a few entries); [`free`](Self::free) gives it
+    /// back.
+    ///
+    /// # Safety
+    /// The index is consistent; `c` need not be a chunk any more (it is only
+    /// compared with the list's entries before it is read).
+    pub unsafe fn take_exact(&mut self, c: *mut Chunk, csize: usize) -> bool {
+        let (fl, sl) = mapping_insert(csize);
+        let mut x = self.heads[fl][sl];
+        while !x.is_null() && x != c {
+            x = (*x).next_free;
+        }
+        if x.is_null() || size(c) != csize {
+            return false;
+        }
+        self.remove(c);
+        mark_used(c);
+        true
+    }
+
     /// Unindexes free chunk `c` (the caller is about to give its memory away).
     ///
     /// # Safety
