@@ -176,7 +176,7 @@ pub static SPARSE_PURGED: core::sync::atomic::AtomicUsize = core::sync::atomic::
 
 /// Or after this many big frees, whichever comes first (a program churning
 /// big blocks touches new pages faster than the coarse clock ticks).
-const SPARSE_FREES: usize = 256;
+const SPARSE_FREES: usize = 1024;
 
 /// The sparse purge, if due: call it after a heap free, without the heap's
 /// lock. One relaxed load when not due.
