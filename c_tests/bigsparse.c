@@ -5,14 +5,17 @@
  * break at every round.
  *
  * 1. Sparse churn (bench/grid's `long` cell of 1-64 MiB): one thread keeps
- *    4 blocks of 1-64 MiB (log-uniform), replacing a random one per step and
- *    writing its first and last bytes, 40000 steps. Every new block is cut
- *    at other offsets than the freed ones, so without a purge the free space
- *    collects a page or two per step: a peak RSS of 112 MB (jemalloc 19 MB,
- *    tcmalloc 63 MB). The sparse purge (`heap::purge_sparse`) discards the
- *    free chunks whose sampled pages are mostly not resident: about 27 MB.
- *    Checked: peak RSS under 32 MiB, and the purge discarded something
- *    (memalloc_get_stats' released_bytes grew).
+ *    4 blocks of 1-64 MiB (about log-uniform), replacing a random one per
+ *    step and writing its first and last bytes, 40000 steps. Every new block
+ *    is cut at other offsets than the freed ones, so without a purge the
+ *    free space collects a page or two per step (peak RSS 63 MB here; the
+ *    grid's cell: 112 MB, jemalloc 19 MB, tcmalloc 63 MB). The sparse purge
+ *    (`heap::purge_sparse`) discards the free chunks that are not dense
+ *    once the resident set grew 8 MiB past where it last left it: about
+ *    31 MB. Checked: peak RSS under 48 MiB, and memory was given back
+ *    (memalloc_get_stats' released_bytes grew). (c_tests/bigreuse.c checks
+ *    the other side: a program that reuses its freed big blocks at their
+ *    address is not purged into page faults.)
  * 2. Rounds (bench/grid's `bulk` cell): 40 rounds of 24 blocks of 1-64 MiB
  *    allocated (first and last bytes written), then all freed. The free tail
  *    of the break a round leaves is the next round's memory: a trim at each
@@ -100,7 +103,7 @@ static void sparse_churn(void)
     memalloc_get_stats(&st);
     printf("sparse churn: peak RSS %ld KiB, %zu MiB given back\n", peak,
            (st.released_bytes - released0) >> 20);
-    CHECKF(peak < 32 * 1024, "peak RSS %ld KiB", peak);
+    CHECKF(peak < 48 * 1024, "peak RSS %ld KiB", peak);
     CHECK(st.released_bytes > released0);
     for (int k = 0; k < LIVE; k++)
         put(p[k], sz[k]);

@@ -152,8 +152,9 @@ pub fn big_size(csize: usize) -> usize {
 
 /// Free chunks this big or more are looked at by the sparse purge.
 const SPARSE_MIN: usize = 1 << 20;
-/// At most one sparse purge per this many nanoseconds (of the coarse clock).
-const SPARSE_NS: usize = 4_000_000;
+/// A sparse purge check at most this many nanoseconds (coarse clock) after
+/// the last, if a big free was made.
+const SPARSE_NS: usize = 20_000_000;
 /// Chunks looked at per pass, and list entries visited at most.
 const SPARSE_CHUNKS: usize = 8;
 const SPARSE_VISITS: usize = 64;
@@ -162,21 +163,31 @@ const SPARSE_VISITS: usize = 64;
 const SPARSE_SAMPLES: usize = 4;
 const SPARSE_WINDOW: usize = 64;
 /// A chunk with more than one resident page in this many sampled is dense:
-/// its pages are kept (a program that fills its blocks reuses them).
-const SPARSE_DENSE: usize = 8;
+/// its pages are kept (a program that fills its blocks reuses them). (One
+/// in 8 was too low: a free chunk cut from over and over keeps the pages
+/// where successive blocks ended, in runs; samples of such chunks found
+/// 10-40% resident.)
+const SPARSE_DENSE: usize = 2;
 
-/// A big free was made since the last sparse purge and its interval passed.
+/// A sparse purge check is due (see `purge_sparse`).
 static SPARSE_DUE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 /// When the last sparse purge ran (coarse clock).
 static SPARSE_AT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+/// The resident set (bytes) the last pass left, or the lowest a check
+/// saw since; 0: the next check sets it.
+static SPARSE_BASE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+/// How far the resident set may grow past `SPARSE_BASE` before a pass: the
+/// pages of freed big blocks retained for reuse.
+const SPARSE_SLACK: usize = 8 << 20;
 /// The list the next pass starts from (`Tlsf::walk_free_from`).
 static SPARSE_FROM: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 /// Bytes the sparse purge discarded (statistics; also in `released`).
 pub static SPARSE_PURGED: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
-/// Or after this many big frees, whichever comes first (a program churning
-/// big blocks touches new pages faster than the coarse clock ticks).
-const SPARSE_FREES: usize = 1024;
+/// A check after this many big frees, or `SPARSE_NS` after the last,
+/// whichever comes first (a program churning big blocks touches new pages
+/// faster than the coarse clock ticks).
+const SPARSE_FREES: usize = 256;
 
 /// The sparse purge, if due: call it after a heap free, without the heap's
 /// lock. One relaxed load when not due.
@@ -186,15 +197,25 @@ const SPARSE_FREES: usize = 1024;
 /// blocks are cut at other offsets and touch other pages, so the free space
 /// accumulates resident pages that nothing reuses (`bench/grid` long 1-64
 /// MiB, 4 live blocks with their first and last bytes written: 112 MB of
-/// peak RSS, jemalloc 19 MB). The 250 ms purge (`maybe_purge`) comes too
-/// late for a program that churns. This pass, at most every `SPARSE_NS`,
-/// after a free of `SPARSE_MIN` or more, samples a few big free chunks with
-/// `mincore` and discards those whose sampled pages are mostly not resident
-/// (`MADV_DONTNEED`); a dense chunk, whose pages the next block would use
-/// again, is left to the 250 ms purge. The chunk is taken out of the index
-/// while its pages are discarded, so no system call runs under the heap's
-/// lock: 2 lock acquisitions, at most `SPARSE_CHUNKS * SPARSE_SAMPLES`
-/// `mincore` and `SPARSE_CHUNKS` `madvise` calls per pass.
+/// peak RSS, jemalloc 19 MB), and a block cut over them later holds them
+/// too. The 250 ms purge (`maybe_purge`) comes too late for a program that
+/// churns.
+///
+/// A check, after `SPARSE_FREES` frees of `SPARSE_MIN` bytes or more or
+/// `SPARSE_NS` after the last, reads the process's resident set
+/// (`/proc/self/statm`). Only when it grew `SPARSE_SLACK` past where the
+/// last pass left it (the retained budget) does a pass run: it samples up
+/// to `SPARSE_CHUNKS` big free chunks with `mincore` and discards
+/// (`MADV_DONTNEED`) those not dense (at most half their sampled pages
+/// resident), but the chunk the last big free made, likeliest to be reused
+/// next. A program that reuses its free space (bench/large, whose blocks
+/// are written whole; c_tests/bigreuse.c, whose freed blocks are reused at
+/// their address) keeps its resident set where it is and makes no pass. A
+/// chunk is taken out of the index while its pages are discarded, so no
+/// system call runs under the heap's lock. Cost: 3 system calls a check; a
+/// pass 2 lock acquisitions, at most `SPARSE_CHUNKS * SPARSE_SAMPLES`
+/// `mincore` and `SPARSE_CHUNKS` `madvise` calls, and the page faults of
+/// the pages discarded that the program uses again.
 #[inline]
 pub fn purge_sparse() {
     if SPARSE_DUE.load(Ordering::Relaxed) {
@@ -208,6 +229,22 @@ fn purge_sparse_slow() {
         return; // another thread runs it
     }
     SPARSE_AT.store(os::coarse_ns(), Ordering::Relaxed);
+    // The retained budget: a pass only once the process's resident set
+    // grew `SPARSE_SLACK` past where the last pass (or the lowest check
+    // since) left it. A program that reuses its free space (the resident
+    // set stays where it is) is left alone, whatever it frees; one whose
+    // new blocks keep touching fresh pages is purged every `SPARSE_SLACK`.
+    // (Without /proc: every check is a pass.)
+    if let Some(rss) = os::resident_bytes() {
+        let base = SPARSE_BASE.load(Ordering::Relaxed);
+        if base == 0 || rss < base {
+            SPARSE_BASE.store(rss, Ordering::Relaxed);
+            return;
+        }
+        if rss - base <= SPARSE_SLACK {
+            return;
+        }
+    }
     let mut cand = [(null_mut::<Chunk>(), 0usize); SPARSE_CHUNKS];
     let mut n = 0;
     HEAP.with(|h| {
@@ -239,6 +276,7 @@ fn purge_sparse_slow() {
         }
     }
     if k == 0 {
+        SPARSE_BASE.store(0, Ordering::Relaxed); // the next check sets it
         return;
     }
     let mut held = [false; SPARSE_CHUNKS];
@@ -273,6 +311,8 @@ fn purge_sparse_slow() {
         h.released += gone;
     });
     SPARSE_PURGED.fetch_add(gone, Ordering::Relaxed);
+    // What the pass left is the base the next checks measure from.
+    SPARSE_BASE.store(os::resident_bytes().unwrap_or(0), Ordering::Relaxed);
 }
 
 /// The whole pages of free chunk `c` of `s` bytes past its links and stamp.

@@ -1087,6 +1087,36 @@ mod tests {
         }
     }
 
+    #[test]
+    fn take_exact_holds_a_free_chunk_out_of_the_index() {
+        let a = &mut Arena::new(1 << 20);
+        // SAFETY: the test buffer outlives the index, and every chunk used
+        // came from it.
+        unsafe {
+            let hole = 64 * PAGE;
+            let h = a.tlsf.alloc(hole);
+            let fence = a.tlsf.alloc(64);
+            a.tlsf.free(h);
+            let free0 = a.tlsf.free_bytes;
+            // a stale size or a chunk no longer indexed is not taken
+            assert!(!a.tlsf.take_exact(h, hole - 16));
+            assert!(!a.tlsf.take_exact(fence, size(fence)));
+            assert!(a.tlsf.take_exact(h, hole));
+            assert!(!is_free(h) && !is_prev_free(next(h)));
+            assert_eq!(a.tlsf.free_bytes, free0 - hole);
+            assert!(!a.tlsf.take_exact(h, hole), "taken twice");
+            // no request is served from it meanwhile
+            let c = a.tlsf.alloc(hole / 2);
+            assert!(c as usize >= h as usize + hole || c as usize + size(c) <= h as usize);
+            a.tlsf.free(c);
+            // given back: indexed and merged as any freed chunk
+            a.tlsf.free(h);
+            assert_eq!(a.tlsf.free_bytes, free0);
+            a.tlsf.free(fence);
+            assert_eq!(a.check().free_chunks, 1);
+        }
+    }
+
     /// The heap's splits on memory whose pages are mostly not resident, as
     /// a program leaves them that writes only the ends of its blocks: the
     /// cuts that move to a resident page keep the index whole and the
