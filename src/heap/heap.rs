@@ -168,6 +168,9 @@ const SPARSE_WINDOW: usize = 64;
 /// where successive blocks ended, in runs; samples of such chunks found
 /// 10-40% resident.)
 const SPARSE_DENSE: usize = 2;
+/// Fewer resident pages than this (estimated from the samples) are not
+/// worth a discard.
+const SPARSE_WORTH: usize = 16;
 
 /// A sparse purge check is due (see `purge_sparse`).
 static SPARSE_DUE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
@@ -324,9 +327,10 @@ fn inner(c: *mut Chunk, s: usize) -> (usize, usize) {
     )
 }
 
-/// Does range `[lo, hi)` look sparse: at most one resident page in
-/// `SPARSE_DENSE` of the pages sampled? False if the kernel could not say
-/// (the range was given back meanwhile).
+/// Is range `[lo, hi)` worth a discard: at most one resident page in
+/// `SPARSE_DENSE` of the pages sampled, and an estimated `SPARSE_WORTH`
+/// resident pages or more? False if the kernel could not say (the range
+/// was given back meanwhile).
 fn sparse((lo, hi): (usize, usize)) -> bool {
     if hi <= lo {
         return false;
@@ -348,7 +352,9 @@ fn sparse((lo, hi): (usize, usize)) -> bool {
             break;
         }
     }
-    resident * SPARSE_DENSE <= seen
+    // None resident in the samples, or too few to pay for the madvise (its
+    // cost is the range's page tables, and the other threads' TLBs): left.
+    resident * SPARSE_DENSE <= seen && resident * pages >= SPARSE_WORTH * seen
 }
 
 /// Bytes of heap chunks in use (a relaxed snapshot, without the lock).
