@@ -13,8 +13,15 @@
 //!   are the whole heap (the Rust crate), they grow by half the heap and ask
 //!   for transparent huge pages (`region_len`).
 //!
+//! - Free space goes back with `MADV_DONTNEED`: the whole pages of free
+//!   chunks of 256 KiB or more once they stayed free a purge interval
+//!   (`maybe_purge`, 250 ms), and, once the resident set grew 8 MiB past
+//!   where it was left, those of the big free chunks that are sparsely
+//!   resident (`purge_sparse`, taken out of the index meanwhile: no system
+//!   call under the lock).
+//!
 //! Invariant: every region in `regions` is indexed by `tlsf` and
-//! `in_use == sum of used chunk sizes`. Cost: the TLSF operation plus, rarely,
+//! `in_use + borrowed == sum of used chunk sizes`. Cost: the TLSF operation plus, rarely,
 //! one system call; the lock is a futex mutex (see `lock`).
 
 use crate::chunk::*;
