@@ -462,6 +462,7 @@ unsafe fn dealloc_chunk_slow(p: *mut u8, ours: bool) {
         fatal(e, p);
     }
     large::expire();
+    crate::heap::purge_sparse();
 }
 
 /// free in debug mode: the heap's checks, then the canary and quarantine.

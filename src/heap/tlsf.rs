@@ -685,6 +685,30 @@ impl Tlsf {
         end as usize - new_end
     }
 
+    /// Takes free chunk `c` out of the index and marks it in use, if it is
+    /// still indexed with `csize` bytes (else false, the index unchanged):
+    /// the sparse purge's hold on a chunk whose pages it discards without
+    /// the heap's lock (`heap::purge_sparse`). Walks the one list `csize`
+    /// maps to (big chunks: a few entries); [`free`](Self::free) gives it
+    /// back.
+    ///
+    /// # Safety
+    /// The index is consistent; `c` need not be a chunk any more (it is only
+    /// compared with the list's entries before it is read).
+    pub unsafe fn take_exact(&mut self, c: *mut Chunk, csize: usize) -> bool {
+        let (fl, sl) = mapping_insert(csize);
+        let mut x = self.heads[fl][sl];
+        while !x.is_null() && x != c {
+            x = (*x).next_free;
+        }
+        if x.is_null() || size(c) != csize {
+            return false;
+        }
+        self.remove(c);
+        mark_used(c);
+        true
+    }
+
     /// Unindexes free chunk `c` (the caller is about to give its memory away).
     ///
     /// # Safety
@@ -1060,6 +1084,36 @@ mod tests {
             a.tlsf.free(c);
             a.tlsf.free(fence);
             a.check();
+        }
+    }
+
+    #[test]
+    fn take_exact_holds_a_free_chunk_out_of_the_index() {
+        let a = &mut Arena::new(1 << 20);
+        // SAFETY: the test buffer outlives the index, and every chunk used
+        // came from it.
+        unsafe {
+            let hole = 64 * PAGE;
+            let h = a.tlsf.alloc(hole);
+            let fence = a.tlsf.alloc(64);
+            a.tlsf.free(h);
+            let free0 = a.tlsf.free_bytes;
+            // a stale size or a chunk no longer indexed is not taken
+            assert!(!a.tlsf.take_exact(h, hole - 16));
+            assert!(!a.tlsf.take_exact(fence, size(fence)));
+            assert!(a.tlsf.take_exact(h, hole));
+            assert!(!is_free(h) && !is_prev_free(next(h)));
+            assert_eq!(a.tlsf.free_bytes, free0 - hole);
+            assert!(!a.tlsf.take_exact(h, hole), "taken twice");
+            // no request is served from it meanwhile
+            let c = a.tlsf.alloc(hole / 2);
+            assert!(c as usize >= h as usize + hole || c as usize + size(c) <= h as usize);
+            a.tlsf.free(c);
+            // given back: indexed and merged as any freed chunk
+            a.tlsf.free(h);
+            assert_eq!(a.tlsf.free_bytes, free0);
+            a.tlsf.free(fence);
+            assert_eq!(a.check().free_chunks, 1);
         }
     }
 

@@ -1,0 +1,152 @@
+/*
+ * bigsparse.c - big blocks (1-64 MiB) that the program writes only in part
+ * do not leave their touched pages resident in the free space, and a
+ * program that allocates and frees big blocks in rounds does not move the
+ * break at every round.
+ *
+ * 1. Sparse churn (bench/grid's `long` cell of 1-64 MiB): one thread keeps
+ *    4 blocks of 1-64 MiB (about log-uniform), replacing a random one per
+ *    step and writing its first and last bytes, 40000 steps. Every new block
+ *    is cut at other offsets than the freed ones, so without a purge the
+ *    free space collects a page or two per step (peak RSS 63 MB here; the
+ *    grid's cell: 112 MB, jemalloc 19 MB, tcmalloc 63 MB). The sparse purge
+ *    (`heap::purge_sparse`) discards the free chunks that are not dense
+ *    once the resident set grew 8 MiB past where it last left it: about
+ *    31 MB. Checked: peak RSS under 48 MiB, and memory was given back
+ *    (memalloc_get_stats' released_bytes grew). (c_tests/bigreuse.c checks
+ *    the other side: a program that reuses its freed big blocks at their
+ *    address is not purged into page faults.)
+ * 2. Rounds (bench/grid's `bulk` cell): 40 rounds of 24 blocks of 1-64 MiB
+ *    allocated (first and last bytes written), then all freed. The free tail
+ *    of the break a round leaves is the next round's memory: a trim at each
+ *    round, and a growth of the break at each malloc of the next, made about
+ *    one system call per block (7249 `brk` calls for 8000 blocks with 16
+ *    threads), each under the heap's lock. Checked: fewer than one system
+ *    call (memalloc_get_stats' count) per 4 blocks over the last 30 rounds.
+ *
+ * memalloc only (these are memalloc's policies and counters).
+ */
+#define _GNU_SOURCE
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+
+#include "check.h"
+#include "memalloc.h"
+
+/* weak: the plain build resolves it from the preloaded library */
+#pragma weak memalloc_get_stats
+
+#define MiB ((size_t)1 << 20)
+
+static uint64_t rng = 0x2545f4914f6cdd1dull;
+
+static uint64_t next(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+}
+
+/* about log-uniform in [lo, hi) (hi / lo a power of two): an octave drawn
+   uniformly, then a size uniformly in it (bench/grid draws log-uniform) */
+static size_t draw(size_t lo, size_t hi)
+{
+    int octaves = 0;
+    while ((lo << octaves) < hi)
+        octaves++;
+    size_t base = lo << (next() % (uint64_t)octaves);
+    return base + (size_t)(next() % base);
+}
+
+static long peak_kib(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss;
+}
+
+static unsigned char *get(size_t s)
+{
+    unsigned char *p = malloc(s);
+    CHECK(p != NULL);
+    p[0] = (unsigned char)s;
+    p[s - 1] = (unsigned char)(s >> 8);
+    return p;
+}
+
+static void put(unsigned char *p, size_t s)
+{
+    CHECK(p[0] == (unsigned char)s && p[s - 1] == (unsigned char)(s >> 8));
+    free(p);
+}
+
+enum { LIVE = 4, STEPS = 40000 };
+
+static void sparse_churn(void)
+{
+    unsigned char *p[LIVE];
+    size_t sz[LIVE];
+    struct memalloc_stats st;
+    memalloc_get_stats(&st);
+    size_t released0 = st.released_bytes;
+    for (int k = 0; k < LIVE; k++)
+        p[k] = get(sz[k] = draw(MiB, 64 * MiB));
+    for (int i = 0; i < STEPS; i++) {
+        int k = (int)(next() % LIVE);
+        put(p[k], sz[k]);
+        p[k] = get(sz[k] = draw(MiB, 64 * MiB));
+    }
+    long peak = peak_kib();
+    memalloc_get_stats(&st);
+    printf("sparse churn: peak RSS %ld KiB, %zu MiB given back\n", peak,
+           (st.released_bytes - released0) >> 20);
+    CHECKF(peak < 48 * 1024, "peak RSS %ld KiB", peak);
+    CHECK(st.released_bytes > released0);
+    for (int k = 0; k < LIVE; k++)
+        put(p[k], sz[k]);
+}
+
+enum { ROUNDS = 40, WARM = 10, BATCH = 24 };
+
+static void rounds(void)
+{
+    unsigned char *p[BATCH];
+    size_t sz[BATCH];
+    struct memalloc_stats st;
+    size_t calls0 = 0;
+    for (int r = 0; r < ROUNDS; r++) {
+        if (r == WARM) {
+            memalloc_get_stats(&st);
+            calls0 = st.syscalls;
+        }
+        for (int k = 0; k < BATCH; k++)
+            p[k] = get(sz[k] = draw(MiB, 64 * MiB));
+        for (int k = 0; k < BATCH; k++) {
+            int j = k + (int)(next() % (uint64_t)(BATCH - k));
+            unsigned char *t = p[k];
+            size_t ts = sz[k];
+            p[k] = p[j], sz[k] = sz[j];
+            p[j] = t, sz[j] = ts;
+            put(p[k], sz[k]);
+        }
+    }
+    memalloc_get_stats(&st);
+    size_t calls = st.syscalls - calls0, blocks = (size_t)(ROUNDS - WARM) * BATCH;
+    printf("rounds: %zu system calls for %zu blocks\n", calls, blocks);
+    CHECKF(calls * 4 < blocks, "%zu system calls for %zu blocks", calls, blocks);
+}
+
+int main(void)
+{
+    check_begin();
+    CHECKF(memalloc_get_stats != NULL, "%s", "memalloc_get_stats not found (memalloc not loaded?)");
+    if (memalloc_get_stats == NULL)
+        return check_done("bigsparse"), 1;
+    sparse_churn();
+    rounds();
+    check_done("bigsparse");
+    return 0;
+}
