@@ -307,6 +307,11 @@ unsafe fn dealloc_chunk(p: *mut u8) {
             return dealloc_chunk_moded(p);
         }
         mcache::leave_mine(tc);
+        // (Off the fast path: one load, of the word just read, and a test.
+        // `dealloc_chunk_sampled` checks the header.)
+        if (*from_user(p)).head & SAMPLED != 0 {
+            return dealloc_chunk_sampled(p, true);
+        }
     }
     dealloc_chunk_slow(p, true)
 }
@@ -418,22 +423,30 @@ unsafe fn set_sampled(c: *mut Chunk, on: bool) {
     }
 }
 
-/// The free of a block whose head word has `SAMPLED` set (its header
-/// checked by `dealloc_chunk_slow`): its sample and its mark go, then the
-/// block is freed as any other (by the medium cache's fast path when it
-/// can). `ours`: as `dealloc_chunk_slow`'s.
+/// The free of a block whose head word has `SAMPLED` set: its header
+/// checked (`chunk_of_in_ours` or `chunk_of`, as `ours` says: as
+/// `dealloc_chunk_slow`'s), its sample and its mark go, then the block is
+/// freed as any other (by the medium cache's fast path when no mode is on).
 ///
 /// # Safety
-/// As `dealloc_chunk_slow`; `c` is `p`'s chunk, its header checked.
+/// As `dealloc_chunk_slow`.
 #[cold]
 #[inline(never)]
-unsafe fn dealloc_chunk_sampled(p: *mut u8, c: *mut Chunk, ours: bool) {
-    crate::prof::freed_here(p);
+unsafe fn dealloc_chunk_sampled(p: *mut u8, ours: bool) {
+    let c = if ours {
+        chunk_of_in_ours(p)
+    } else {
+        chunk_of(p)
+    };
+    // (The mark first: the two atomic operations together, the second, the
+    // profiler's lock, not waiting for the sample's removal, whose stores
+    // may miss the cache.)
     set_sampled(c, false);
-    if ours {
-        return dealloc_chunk(p);
+    crate::prof::freed_here(p);
+    if ours && !crate::gate::any(MODES) && to_medium_cache_alone(p) {
+        return;
     }
-    dealloc_chunk_slow(p, false)
+    dealloc_chunk_slow(p, ours)
 }
 
 /// `dealloc_chunk`, every case; `ours`: the zone map said the granule of
@@ -451,7 +464,7 @@ unsafe fn dealloc_chunk_slow(p: *mut u8, ours: bool) {
         chunk_of(p)
     };
     if (*c).head & SAMPLED != 0 {
-        return dealloc_chunk_sampled(p, c, ours);
+        return dealloc_chunk_sampled(p, ours);
     }
     // (debug_ready: c is a chunk of ours, so the settings were read.)
     if config::debug_ready() {

@@ -97,7 +97,7 @@
 //! again at its new size; one that moves, likewise (malloc + free).
 //! Known limit: allocations before the constructor are not sampled.
 
-use crate::lock::Lock;
+use crate::lock::{Lock, SpinLock};
 use core::fmt::Write;
 use core::mem::MaybeUninit;
 use core::ptr::{addr_of, addr_of_mut, null_mut};
@@ -127,9 +127,14 @@ static ACTIVE: AtomicBool = AtomicBool::new(false);
 /// The unwinder is primed and the tables mapped: samples may be taken.
 static READY: AtomicBool = AtomicBool::new(false);
 static RATE: AtomicUsize = AtomicUsize::new(512 << 10);
+/// `1 / RATE`, an f64's bits (`weight_by`).
+static INV_RATE: AtomicU64 = AtomicU64::new(0x3ec0_0000_0000_0000);
+const _: () = assert!(0x3ec0_0000_0000_0000 == (1.0f64 / (512 << 10) as f64).to_bits());
 static OUT: AtomicPtr<u8> = AtomicPtr::new(null_mut());
-/// Guards every table below.
-static LOCK: Lock = Lock::new();
+/// Guards every table below. (A spin lock, released by a store: taken
+/// twice a sample, by its filing and by its block's free; `Lock`'s release,
+/// a swap, was an atomic operation more each time.)
+static LOCK: SpinLock = SpinLock::new();
 /// The allocator's own code: frames in it are dropped.
 static SELF_START: AtomicUsize = AtomicUsize::new(0);
 static SELF_END: AtomicUsize = AtomicUsize::new(0);
@@ -282,7 +287,9 @@ fn thread_state() -> *mut ThreadState {
 pub fn configure(on: bool, rate: usize, out: *const u8) {
     // (At most 2^56: a drawn interval, under 37 times the rate, then fits
     // an i64: `draw`'s conversion is one instruction.)
-    RATE.store(rate.clamp(1, 1 << 56), Ordering::Relaxed);
+    let rate = rate.clamp(1, 1 << 56);
+    RATE.store(rate, Ordering::Relaxed);
+    INV_RATE.store((1.0 / rate as i64 as f64).to_bits(), Ordering::Relaxed);
     OUT.store(out as *mut u8, Ordering::Relaxed);
     ACTIVE.store(on, Ordering::Relaxed);
     crate::gate::set(crate::gate::PROF, on);
@@ -529,16 +536,33 @@ fn weight(n: usize) -> u64 {
 
 /// The bytes a sample of an `n`-byte block counted as `counted` bytes
 /// stands for at rate `rate`: `n / (1 - exp(-counted / rate))`.
+#[cfg(test)]
 fn weight_at(n: usize, counted: usize, rate: usize) -> u64 {
     // (Sizes and rates are below 2^63: through i64, as in `exponential`.)
     let rate = rate as i64 as f64;
-    let x = counted as i64 as f64 / rate;
+    weight_by(n, counted, rate, 1.0 / rate)
+}
+
+/// `weight_at` at rate `rate` (as a float), its inverse `inv` given: no
+/// division on the common path (its latency was most of `weight_at`'s
+/// time, 15% of what profiling cost `bench/mthreads 1`, under `perf`).
+#[inline(always)]
+fn weight_by(n: usize, counted: usize, rate: f64, inv: f64) -> u64 {
+    let c = counted as i64 as f64;
+    let x = c * inv;
+    if n == counted && x < 1.0 / 16.0 {
+        // Most medium samples: `n / p` is `rate * x / p`, and
+        // `x / (1 - exp(-x))`'s series (Bernoulli's numbers) to x^2,
+        // `rate + n / 2 + n x / 12`: the next term, `rate x^4 / 720`, is
+        // under 2.1e-8 of the sum (blocks under 32 KiB at the default
+        // rate). No division, and a short chain of dependent arithmetic:
+        // the sample's next atomic operation waits for it (`weight_at` was
+        // 3% of `bench/mthreads 1`'s time under `perf`, most of it its
+        // divisions' latency, then its series' to x^6).
+        return (rate + c * (0.5 + x * (1.0 / 12.0)) + 0.5) as i64 as u64;
+    }
     if n == counted && x < 0.25 {
-        // Every medium or large sample: `n / p` is `rate * x / p`, and
-        // `x / (1 - exp(-x))`'s series (Bernoulli's numbers) to x^6 (the
-        // next term is under 2e-11 of the sum): no second division, a
-        // dozen instructions less (`weight_at` was 3% of `bench/mthreads
-        // 1`'s time under `perf`, most of it the divisions' latency).
+        // To x^6 (the next term is under 2e-11 of the sum).
         let x2 = x * x;
         let g = 1.0 + x * 0.5 + x2 * (1.0 / 12.0 - x2 * (1.0 / 720.0 - x2 * (1.0 / 30240.0)));
         return (rate * g + 0.5) as i64 as u64;
@@ -609,9 +633,19 @@ pub fn counted(p: *mut u8, n: usize) -> *mut u8 {
 #[inline(never)]
 fn counted_due(p: *mut u8, n: usize) -> *mut u8 {
     // SAFETY: this thread's own state.
-    if take_due(unsafe { &mut *thread_state() }) {
+    let t = unsafe { &mut *thread_state() };
+    // (`take_due`, with the new interval drawn after the sample: see
+    // `counted_due_in`.)
+    if t.rng == 0 {
+        t.left += draw(t);
+        if t.left > 0 {
+            return opaque(p);
+        }
+    }
+    if t.busy == 0 && READY.load(Ordering::Relaxed) {
         record_inline(p, n, n);
     }
+    t.left = draw(t);
     opaque(p)
 }
 
@@ -661,10 +695,16 @@ fn counted_due_in(p: *mut u8, n: usize, left: &mut i64) -> *mut u8 {
     // SAFETY: this thread's own state.
     let t = unsafe { &mut *thread_state() };
     let armed = *left + n as i64 != 0;
-    *left = draw(t);
     if armed && t.busy == 0 && READY.load(Ordering::Relaxed) {
         record_inline(p, n, n);
     }
+    // (The new interval after the sample, not before: its chain of
+    // dependent arithmetic, 60-odd cycles, then ends its store while this
+    // thread goes on; before the sample, the first atomic operation of the
+    // sample's waited for that store. `draw` was 30% of what profiling cost
+    // `bench/mthreads 1`, under `perf`. An allocation made meanwhile, by the
+    // unwinder, finds this countdown still due and draws: overwritten here.)
+    *left = draw(t);
     opaque(p)
 }
 
@@ -716,7 +756,17 @@ fn record_inline(p: *mut u8, n: usize, counted: usize) {
         first += 1;
     }
     let frames = &raw[first..got.min(first + MAX_FRAMES)];
-    let w = weight_at(n, counted, RATE.load(Ordering::Relaxed));
+    // The mark first (the block is not yet the program's: no free can see
+    // it before its sample is filed), so that the sample's atomic
+    // operations come together: each waits for the stores before it to
+    // reach the cache, and the filing's may miss it (a table's line).
+    let mark = MARK.load(Ordering::Relaxed);
+    if mark != 0 {
+        // SAFETY: MARK holds `set_mark`'s function; `p` is the block just
+        // made, a heap chunk or own mapping (see "Sampled blocks"), not yet
+        // returned to the program.
+        unsafe { core::mem::transmute::<usize, unsafe fn(*mut u8)>(mark)(p) };
+    }
     // A memo that holds these frames (its walk replayed, or just kept)
     // knows their stack, once a sample filed it: `insert` then skips the
     // hash and the index's lookup.
@@ -725,6 +775,14 @@ fn record_inline(p: *mut u8, n: usize, counted: usize) {
     let hint = if kept { unsafe { (*m).stack } } else { 0 };
     let s = {
         let _g = LOCK.guard();
+        // (The weight under the lock, after its atomic operation, which
+        // would otherwise wait for the weight's arithmetic.)
+        let w = weight_by(
+            n,
+            counted,
+            RATE.load(Ordering::Relaxed) as i64 as f64,
+            f64::from_bits(INV_RATE.load(Ordering::Relaxed)),
+        );
         // SAFETY: the tables are only touched under LOCK.
         unsafe { insert(&mut *addr_of_mut!(TABLES), p as usize, w, frames, hint) }
     };
@@ -733,13 +791,6 @@ fn record_inline(p: *mut u8, n: usize, counted: usize) {
         unsafe { (*m).stack = s };
     }
     memo_give(m);
-    let mark = MARK.load(Ordering::Relaxed);
-    if mark != 0 {
-        // SAFETY: MARK holds `set_mark`'s function; `p` is the block just
-        // made, a heap chunk or own mapping (see "Sampled blocks"), not yet
-        // returned to the program.
-        unsafe { core::mem::transmute::<usize, unsafe fn(*mut u8)>(mark)(p) };
-    }
     // SAFETY: this thread's own state.
     unsafe { (*t).busy = 0 };
 }
@@ -1928,7 +1979,7 @@ fn walk(
 // ---- fork ------------------------------------------------------------------------
 
 /// The fork handlers: the profile's lock is taken before the allocator's.
-pub fn lock() -> &'static Lock {
+pub fn lock() -> &'static SpinLock {
     &LOCK
 }
 
@@ -2529,7 +2580,8 @@ mod tests {
         // the rate, any other) against `n / (1 - exp(-x))`.
         let rate = 512 << 10;
         for n in [
-            1usize, 100, 4096, 20_000, 65_536, 131_071, 131_072, 131_073, 400_000,
+            1usize, 100, 4096, 20_000, 32_767, 32_768, 32_769, 65_536, 131_071, 131_072, 131_073,
+            400_000,
         ] {
             for counted in [n, n + 16, 4096] {
                 let x = counted as f64 / rate as f64;
