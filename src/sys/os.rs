@@ -352,12 +352,6 @@ pub fn futex_wake(word: &AtomicU32) {
     }
 }
 
-/// Gives the processor to another thread that can run (sched_yield(2)).
-pub fn yield_now() {
-    // SAFETY: no arguments, no memory.
-    unsafe { libc::sched_yield() };
-}
-
 /// membarrier(2) commands (linux/membarrier.h).
 const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
 const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;

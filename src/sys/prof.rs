@@ -97,10 +97,11 @@
 //! again at its new size; one that moves, likewise (malloc + free).
 //! Known limit: allocations before the constructor are not sampled.
 
-use crate::lock::{Lock, SpinLock};
+use crate::lock::Lock;
+use core::cell::UnsafeCell;
 use core::fmt::Write;
 use core::mem::MaybeUninit;
-use core::ptr::{addr_of, addr_of_mut, null_mut};
+use core::ptr::null_mut;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 /// Frames kept per stack.
@@ -131,10 +132,6 @@ static RATE: AtomicUsize = AtomicUsize::new(512 << 10);
 static INV_RATE: AtomicU64 = AtomicU64::new(0x3ec0_0000_0000_0000);
 const _: () = assert!(0x3ec0_0000_0000_0000 == (1.0f64 / (512 << 10) as f64).to_bits());
 static OUT: AtomicPtr<u8> = AtomicPtr::new(null_mut());
-/// Guards every table below. (A spin lock, released by a store: taken
-/// twice a sample, by its filing and by its block's free; `Lock`'s release,
-/// a swap, was an atomic operation more each time.)
-static LOCK: SpinLock = SpinLock::new();
 /// The allocator's own code: frames in it are dropped.
 static SELF_START: AtomicUsize = AtomicUsize::new(0);
 static SELF_END: AtomicUsize = AtomicUsize::new(0);
@@ -147,8 +144,9 @@ static LASTING: [[AtomicUsize; 2]; 4] = [const { [const { AtomicUsize::new(0) };
 /// blocks): see "Sampled blocks".
 static MARK: AtomicUsize = AtomicUsize::new(0);
 
-/// A distinct call stack and its totals.
-#[repr(C)]
+/// A distinct call stack and its totals (its figures in the first cache
+/// line of its own: a sample's filing and its block's free touch one line).
+#[repr(C, align(64))]
 struct Stack {
     hash: u64,
     depth: usize,
@@ -163,7 +161,8 @@ struct Stack {
 }
 
 /// A live sample: its block's address (0: empty slot), weight and stack.
-#[repr(C)]
+/// (32 bytes: a slot never straddles two cache lines.)
+#[repr(C, align(32))]
 #[derive(Clone, Copy)]
 struct Sample {
     addr: usize,
@@ -171,26 +170,29 @@ struct Sample {
     stack: usize,
 }
 
-/// The tables, under `LOCK`.
+/// The tables, under `LOCK`. The fields a sampled block's free reads and
+/// writes come first, in the cache line that begins with the lock (see
+/// `Shared`); a sample's filing reads the next line too.
+#[repr(C)]
 struct Tables {
-    stacks: *mut Stack,
-    nstacks: usize,
-    /// Stack index + 1 per bucket; 0 = empty.
-    index: *mut u32,
     /// The live samples' table, open addressing with linear probing:
     /// `slots` slots (a power of two, at most `SAMPLE_SLOTS`) of an area of
     /// `SAMPLE_SLOTS`; `spare`, another such area, takes the entries when
     /// the table doubles (`grow`). Address `a`'s first slot is
     /// `slot_of(a, shift)`, `shift` being 64 - log2(slots).
     samples: *mut Sample,
-    spare: *mut Sample,
+    stacks: *mut Stack,
     slots: usize,
-    shift: u32,
     nsamples: usize,
     live_total: u64,
-    peak_total: u64,
     /// Counts the peaks reached (each new maximum of `live_total`).
     peak_epoch: u64,
+    shift: u32,
+    nstacks: usize,
+    /// Stack index + 1 per bucket; 0 = empty.
+    index: *mut u32,
+    spare: *mut Sample,
+    peak_total: u64,
     alloc_total: u64,
     sample_count: u64,
     dropped: u64,
@@ -235,7 +237,28 @@ impl Tables {
     }
 }
 
-static mut TABLES: Tables = Tables::EMPTY;
+/// The tables and their lock, the lock at the start of a cache line with
+/// the fields of `Tables` a free uses: a sampled block's free touches that
+/// line, its sample's slot and its stack's figures, where the lock, and the
+/// table's two lines, were three lines apart (each a miss when the program
+/// between two samples goes through more memory than the cache holds, as
+/// `bench/mthreads` does).
+#[repr(C, align(64))]
+struct Shared {
+    lock: Lock,
+    tables: UnsafeCell<Tables>,
+}
+// SAFETY: `tables` is only touched under `lock` (or by the one thread of a
+// fork child, `after_fork_child`).
+unsafe impl Sync for Shared {}
+const _: () =
+    assert!(core::mem::offset_of!(Shared, tables) + core::mem::offset_of!(Tables, shift) < 64);
+static SHARED: Shared = Shared {
+    lock: Lock::new(),
+    tables: UnsafeCell::new(Tables::EMPTY),
+};
+/// Guards the tables.
+static LOCK: &Lock = &SHARED.lock;
 
 // ---- per-thread state --------------------------------------------------------
 
@@ -326,7 +349,7 @@ pub fn prime() {
     {
         let _g = LOCK.guard();
         // SAFETY: TABLES is only touched under LOCK.
-        unsafe { *addr_of_mut!(TABLES) = tables };
+        unsafe { *SHARED.tables.get() = tables };
     }
     find_self();
     let mut buf = [null_mut::<libc::c_void>(); 4];
@@ -784,7 +807,7 @@ fn record_inline(p: *mut u8, n: usize, counted: usize) {
             f64::from_bits(INV_RATE.load(Ordering::Relaxed)),
         );
         // SAFETY: the tables are only touched under LOCK.
-        unsafe { insert(&mut *addr_of_mut!(TABLES), p as usize, w, frames, hint) }
+        unsafe { insert(&mut *SHARED.tables.get(), p as usize, w, frames, hint) }
     };
     if kept {
         // SAFETY: as above.
@@ -974,7 +997,7 @@ pub fn freed_here(p: *mut u8) {
 fn freed_slow(addr: usize) {
     let _g = LOCK.guard();
     // SAFETY: the tables are only touched under LOCK.
-    unsafe { remove(&mut *addr_of_mut!(TABLES), addr) }
+    unsafe { remove(&mut *SHARED.tables.get(), addr) }
 }
 
 /// Drops the sample of block `addr`, if any (under LOCK).
@@ -1979,8 +2002,8 @@ fn walk(
 // ---- fork ------------------------------------------------------------------------
 
 /// The fork handlers: the profile's lock is taken before the allocator's.
-pub fn lock() -> &'static SpinLock {
-    &LOCK
+pub fn lock() -> &'static Lock {
+    LOCK
 }
 
 /// In a fork child: a profile of its own, empty (the parent's samples stay
@@ -2002,7 +2025,7 @@ pub fn after_fork_child() {
     }
     // SAFETY: single-threaded child; the tables are ours.
     unsafe {
-        let t = &mut *addr_of_mut!(TABLES);
+        let t = &mut *SHARED.tables.get();
         if t.stacks.is_null() {
             return;
         }
@@ -2098,7 +2121,7 @@ fn write_report(fd: i32, fig: Figure) {
     let mut b = crate::report::StackBuf::<4096>::new(fd);
     // SAFETY: the tables are only touched under LOCK.
     unsafe {
-        let t = &*addr_of!(TABLES);
+        let t = &*SHARED.tables.get();
         for k in 0..t.nstacks {
             let s = &*t.stacks.add(k);
             let v = match fig {
@@ -2179,7 +2202,7 @@ pub fn exit_report() {
     let (samples, peak, live, total, dropped) = {
         let _g = LOCK.guard();
         // SAFETY: read under LOCK.
-        let t = unsafe { &*addr_of!(TABLES) };
+        let t = unsafe { &*SHARED.tables.get() };
         (
             t.sample_count,
             t.peak_total,
@@ -2402,7 +2425,7 @@ mod tests {
         }
         let _g = LOCK.guard();
         // SAFETY: read under LOCK.
-        let t = unsafe { &*addr_of!(TABLES) };
+        let t = unsafe { &*SHARED.tables.get() };
         assert_eq!(t.nsamples, live.len());
         assert_eq!(t.live_total, live.values().sum::<u64>());
         let mut found = 0;
