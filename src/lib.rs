@@ -166,6 +166,8 @@ fn memalloc_init() {
     // A sampled small block of 1 KiB or more comes from the medium cache.
     cache::set_medium_sample(mcache::sample);
     stats::trace_open();
+    // A sampled block is marked in its header, so that its free is seen.
+    prof::set_mark(export::mark_sampled);
     prof::prime();
     stats::register_exit();
     // SAFETY: the handlers only take and release our locks.

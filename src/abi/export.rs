@@ -287,6 +287,8 @@ unsafe fn dealloc_chunk_any(p: *mut u8, bits: u8) {
 /// The common case first, with no register to save: a heap chunk of a
 /// medium class into this thread's cache (the same checks as below: the
 /// header's tag, then `mcache::free_fast`'s), else `dealloc_chunk_slow`.
+/// The profiler adds nothing here: a sampled block's header says so, and
+/// fails `to_medium_cache`'s test of its size (see `chunk::SAMPLED`).
 ///
 /// The fast path is a fast section of the medium cache (`mcache`, "Idle
 /// threads"): entered before the gate's test, whose `RECLAIM` bit is its
@@ -295,43 +297,33 @@ unsafe fn dealloc_chunk_any(p: *mut u8, bits: u8) {
 unsafe fn dealloc_chunk(p: *mut u8) {
     if p as usize & (ALIGN - 1) == 0 {
         let tc = mcache::enter_mine();
-        if !crate::gate::any(MODES) || profiling_only_unsampled(p) {
+        if !crate::gate::any(MODES) {
             if to_medium_cache(tc, p) {
                 mcache::leave_mine(tc);
                 return;
             }
         } else {
             mcache::leave_mine(tc);
-            if crate::gate::any(MODES & !crate::gate::PROF) {
-                return dealloc_chunk_moded(p);
-            }
-            return dealloc_chunk_sampled(p);
+            return dealloc_chunk_moded(p);
         }
         mcache::leave_mine(tc);
+        // (Off the fast path: one load, of the word just read, and a test.
+        // `dealloc_chunk_sampled` checks the header.)
+        if (*from_user(p)).head & SAMPLED != 0 {
+            return dealloc_chunk_sampled(p, true);
+        }
     }
     dealloc_chunk_slow(p, true)
 }
 
 /// The modes that send a heap chunk's free off `dealloc_chunk`'s fast path
-/// (a reclaim's signal among them).
-const MODES: u8 = crate::gate::PROF
-    | crate::gate::DEBUG
+/// (a reclaim's signal among them). Not the profiler's: see
+/// `dealloc_chunk`.
+const MODES: u8 = crate::gate::DEBUG
     | crate::gate::PERTURB
     | crate::gate::KEPT
     | crate::gate::PURGE
     | crate::gate::RECLAIM;
-
-/// While some mode is on: is it the profiler alone (no reclaim's signal
-/// either), and `p` surely not sampled? Then the free takes the fast path
-/// as when no mode is on: the branch `dealloc_chunk` takes when a mode is
-/// on, a second test of the gate and the filter's (`prof::unsampled`), a
-/// dozen instructions, where going through `dealloc_chunk_moded` redid the
-/// fast path's tests (18 more instructions a free, callgrind). A block the
-/// filter does not answer for goes to `dealloc_chunk_sampled` at once.
-#[inline(always)]
-fn profiling_only_unsampled(p: *mut u8) -> bool {
-    !crate::gate::any(MODES & !crate::gate::PROF) && crate::prof::unsampled(p)
-}
 
 /// `dealloc_chunk`'s fast path for heap chunk `p` (its header in its
 /// granule): into this thread's medium cache `tc`, after the header's tag
@@ -363,29 +355,28 @@ unsafe fn to_medium_cache(tc: *mut mcache::MCache, p: *mut u8) -> bool {
     if !flags_ok || (crate::guard::CHECKS && !tag_matches_mostly(c, h, &(*tc).tag_mul)) {
         return false;
     }
-    mcache::free_fast(tc, c, h & SIZE_MASK)
+    // The size with the profiler's mark: a sampled block's is above every
+    // class, so `free_fast`'s range test sends it to the slow path, which
+    // drops its sample (the mask is one constant either way).
+    const _: () = assert!(SAMPLED > mcache::MC_MAX);
+    mcache::free_fast(tc, c, h & SIZE_SAMPLED)
 }
 
-/// `dealloc_chunk` of a heap chunk while a slower mode is on: while
-/// profiling, and no other mode, a block takes the fast path, once its
-/// sample is dropped if the profiler's filter says it may have one (out of
-/// line, so that `dealloc_chunk` makes no call but tail calls and saves no
-/// register; the filter's test, `prof::unsampled`, is a few instructions).
+/// `dealloc_chunk` of a heap chunk while a slower mode is on: during a
+/// reclaim's signal, and no other mode, the block takes the fast path in a
+/// section of its own (out of line, so that `dealloc_chunk` makes no call
+/// but tail calls and saves no register).
 ///
 /// # Safety
-/// As `dealloc_chunk`, whose test of `p`'s header passed.
+/// As `dealloc_chunk`, whose test of `p`'s alignment passed.
 #[cold]
 #[inline(never)]
 unsafe fn dealloc_chunk_moded(p: *mut u8) {
     if !crate::gate::any(
         crate::gate::DEBUG | crate::gate::PERTURB | crate::gate::KEPT | crate::gate::PURGE,
-    ) {
-        if !crate::prof::unsampled(p) {
-            return dealloc_chunk_sampled(p);
-        }
-        if to_medium_cache_alone(p) {
-            return;
-        }
+    ) && to_medium_cache_alone(p)
+    {
+        return;
     }
     dealloc_chunk_slow(p, true)
 }
@@ -403,21 +394,59 @@ unsafe fn to_medium_cache_alone(p: *mut u8) -> bool {
     cached
 }
 
-/// `dealloc_chunk_moded` of a block the profiler may have sampled (its
-/// filter bucket holds a sample): drops the sample, then the block takes
-/// the fast path as any other (`dealloc_chunk_slow`, should it still go
-/// there, finds no sample left).
+/// Marks the block at user address `p` sampled (`prof::set_mark`'s hook):
+/// its free then leaves the fast path for `dealloc_chunk_sampled`.
 ///
 /// # Safety
-/// As `dealloc_chunk_moded`.
+/// `p` is the user pointer of an in-use heap chunk or own mapping of this
+/// thread's, not yet returned to the program.
+pub unsafe fn mark_sampled(p: *mut u8) {
+    set_sampled(from_user(p), true);
+}
+
+/// Sets or clears `SAMPLED` in the head word of in-use chunk `c`, by a
+/// compare-and-swap and without the heap's lock: the heap, under its lock,
+/// also rewrites an in-use chunk's head word (its `PREV_FREE`, when the
+/// chunk before it is freed or taken), and while profiling it does so by a
+/// compare-and-swap too (`chunk::set_flags`), so neither write is lost.
+/// (A plain write lost one of the two: `threads32` and `larson` aborted on
+/// "heap corruption"; under the heap's lock, `mlarge-16` queued on it.)
+///
+/// # Safety
+/// `c` is an in-use chunk of ours, its header checked, that no other
+/// thread frees or resizes meanwhile.
+unsafe fn set_sampled(c: *mut Chunk, on: bool) {
+    if on {
+        update_head(c, |low| low | SAMPLED)
+    } else {
+        update_head(c, |low| low & !SAMPLED)
+    }
+}
+
+/// The free of a block whose head word has `SAMPLED` set: its header
+/// checked (`chunk_of_in_ours` or `chunk_of`, as `ours` says: as
+/// `dealloc_chunk_slow`'s), its sample and its mark go, then the block is
+/// freed as any other (by the medium cache's fast path when no mode is on).
+///
+/// # Safety
+/// As `dealloc_chunk_slow`.
 #[cold]
 #[inline(never)]
-unsafe fn dealloc_chunk_sampled(p: *mut u8) {
+unsafe fn dealloc_chunk_sampled(p: *mut u8, ours: bool) {
+    let c = if ours {
+        chunk_of_in_ours(p)
+    } else {
+        chunk_of(p)
+    };
+    // (The mark first: the two atomic operations together, the second, the
+    // profiler's lock, not waiting for the sample's removal, whose stores
+    // may miss the cache.)
+    set_sampled(c, false);
     crate::prof::freed_here(p);
-    if to_medium_cache_alone(p) {
+    if ours && !crate::gate::any(MODES) && to_medium_cache_alone(p) {
         return;
     }
-    dealloc_chunk_slow(p, true)
+    dealloc_chunk_slow(p, ours)
 }
 
 /// `dealloc_chunk`, every case; `ours`: the zone map said the granule of
@@ -427,9 +456,6 @@ unsafe fn dealloc_chunk_slow(p: *mut u8, ours: bool) {
     if p.is_null() {
         return;
     }
-    if crate::prof::active() {
-        crate::prof::freed(p);
-    }
     // The map said the granule of p's header is ours: that is what
     // chunk_of would look up again.
     let c = if ours {
@@ -437,6 +463,9 @@ unsafe fn dealloc_chunk_slow(p: *mut u8, ours: bool) {
     } else {
         chunk_of(p)
     };
+    if (*c).head & SAMPLED != 0 {
+        return dealloc_chunk_sampled(p, ours);
+    }
     // (debug_ready: c is a chunk of ours, so the settings were read.)
     if config::debug_ready() {
         return debug_free(p, c);
@@ -586,10 +615,13 @@ pub unsafe fn realloc_impl(p: *mut u8, n: usize) -> *mut u8 {
     let threshold = large::threshold();
     if is_mmapped(c) {
         let old = large::usable(c);
+        // (Its sample goes whether it moves, by mremap or to the heap: the
+        // block counts as allocated again.)
+        if (*c).head & SAMPLED != 0 {
+            crate::prof::freed_here(p);
+            set_sampled(c, false);
+        }
         if csize >= threshold {
-            if crate::prof::active() {
-                crate::prof::freed(p);
-            }
             let q = large::realloc(c, n);
             if crate::prof::active() && !q.is_null() {
                 return crate::prof::counted(q, n);
@@ -619,6 +651,8 @@ unsafe fn resize_heap_chunk(
     csize: usize,
     threshold: usize,
 ) -> bool {
+    // (Read before the resize, which may write the head word afresh.)
+    let sampled = (*c).head & SAMPLED != 0;
     // SAFETY: chunk_of checked c's header; validate checks it is in use
     // before resize_in_place touches it.
     let r = HEAP.with(|h| {
@@ -637,10 +671,13 @@ unsafe fn resize_heap_chunk(
     match r {
         Err(e) => fatal(e, p),
         Ok(true) => {
+            if sampled {
+                crate::prof::freed_here(p);
+                set_sampled(c, false);
+            }
             if crate::prof::active() {
-                // Its sample (if any) goes, and the block counts as a new
+                // Its sample (if any) went, and the block counts as a new
                 // allocation of n bytes.
-                crate::prof::freed(p);
                 crate::prof::counted(p, n);
             }
             true

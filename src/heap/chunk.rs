@@ -4,7 +4,8 @@
 //! A chunk `c` (16-aligned) looks like glibc's:
 //! ```text
 //!   c +  0  prev_size   size of the previous chunk; valid only if PREV_FREE
-//!   c +  8  head        size | flags  (size a multiple of 16, >= MIN_CHUNK)
+//!   c +  8  head        size | flags  (size a multiple of 16, >= MIN_CHUNK;
+//!                           bit 47: SAMPLED; bits 48-63: the tag)
 //!   c + 16  user data   ... up to c + size + 8 (through the next chunk's
 //!                           prev_size word, which is unused while c is used)
 //!   free chunks keep their list links at c + 16 (next_free), c + 24 (prev_free)
@@ -19,7 +20,7 @@
 //! Invariants (checked by `Tlsf::check_region`): sizes are multiples of 16 and
 //! at least MIN_CHUNK; every header carries MARK; no two physically adjacent
 //! chunks are both free; PREV_FREE of a chunk equals FREE of its predecessor;
-//! a free chunk's footer equals its size.
+//! a free chunk's footer equals its size; no free chunk carries SAMPLED.
 
 /// This chunk is free (indexed in the TLSF lists).
 pub const FREE: usize = 1;
@@ -33,8 +34,25 @@ pub const MMAPPED: usize = 4;
 pub const MARK: usize = 8;
 /// All flag bits.
 pub const FLAGS: usize = 15;
+/// The profiler sampled this in-use block (`prof`, "Sampled blocks"): bit
+/// 47, above every size (a chunk lies in the 47-bit user address space).
+/// Set and cleared by the export layer only, on a block of its own; never on
+/// a free or cached chunk. Inside the bits the tag covers, and inside what
+/// the medium free's fast path reads as a size (`SIZE_SAMPLED`): a marked
+/// block fails that size's range test at no cost of its own.
+///
+/// The mark is written without the heap's lock, by a compare-and-swap
+/// (`update_head`), while the heap, under its lock, may rewrite the same
+/// head word (`PREV_FREE`, when the chunk before it is freed or taken):
+/// so, while profiling, the heap's flag updates (`set_flags`,
+/// `clear_flags`) are compare-and-swaps too, and neither write is lost.
+pub const SAMPLED: usize = 1 << 47;
 /// The size bits of a head word.
-pub const SIZE_MASK: usize = 0x0000_ffff_ffff_fff0;
+pub const SIZE_MASK: usize = 0x0000_7fff_ffff_fff0;
+/// The size bits and `SAMPLED`: a head word's size for the medium free's
+/// fast path, above every class when the block is sampled.
+pub const SIZE_SAMPLED: usize = SIZE_MASK | SAMPLED;
+const _: () = assert!(SIZE_SAMPLED == 0x0000_ffff_ffff_fff0 && MAX_REQUEST * 2 <= SAMPLED);
 /// Size and flags: the bits the tag covers.
 pub const LOW_MASK: usize = 0x0000_ffff_ffff_ffff;
 
@@ -139,14 +157,14 @@ const _: () = assert!(TAG_MUL as u16 == u16::MAX && LOW_MASK == crate::guard::TA
 pub fn tag_matches(c: *const Chunk, h: usize) -> bool {
     tag_product(c, h) >> 48 == 0
 }
-/// `tag_matches`, for a fast path that has `SIZE_MASK` in a register and
+/// `tag_matches`, for a fast path that has `SIZE_SAMPLED` in a register and
 /// `TAG_MUL` in memory it holds (`mul`, read there: an `imul` from memory):
 /// may also answer false (one time in 2^44) for a word that matches, which
 /// the caller's slow path then checks again.
 #[inline(always)]
 pub fn tag_matches_mostly(c: *const Chunk, h: usize, mul: &usize) -> bool {
     debug_assert!(*mul == TAG_MUL);
-    (c as usize ^ crate::guard::tag_key() ^ h).wrapping_mul(*mul) < SIZE_MASK
+    (c as usize ^ crate::guard::tag_key() ^ h).wrapping_mul(*mul) < SIZE_SAMPLED
 }
 /// The product whose top 16 bits are 0 when `h` carries its tag.
 #[inline(always)]
@@ -186,21 +204,53 @@ pub unsafe fn head_ok(c: *const Chunk) -> bool {
 pub unsafe fn set_size(c: *mut Chunk, size: usize) {
     set_head(c, (head(c) & !SIZE_MASK) | size);
 }
-/// Sets flag bits `f` (the tag is rewritten).
+/// Sets flag bits `f` (the tag is rewritten); while profiling, by a
+/// compare-and-swap (see `SAMPLED`).
 ///
 /// # Safety
 /// `c` is a writable chunk header (see the contract above).
 #[inline(always)]
 pub unsafe fn set_flags(c: *mut Chunk, f: usize) {
+    if crate::prof::active() {
+        return update_head(c, |low| low | f);
+    }
     set_head(c, head(c) | f);
 }
-/// Clears flag bits `f` (the tag is rewritten).
+/// Clears flag bits `f` (the tag is rewritten); while profiling, by a
+/// compare-and-swap (see `SAMPLED`).
 ///
 /// # Safety
 /// `c` is a writable chunk header (see the contract above).
 #[inline(always)]
 pub unsafe fn clear_flags(c: *mut Chunk, f: usize) {
+    if crate::prof::active() {
+        return update_head(c, |low| low & !f);
+    }
     set_head(c, head(c) & !f);
+}
+/// Rewrites the head word's size and flags `low` as `f(low)`, with its
+/// tag, by a compare-and-swap: for a word another thread may rewrite at
+/// the same time the same way (the profiler's mark, `SAMPLED`, and the
+/// heap's flags), neither change is lost.
+///
+/// # Safety
+/// `c` is a writable chunk header (see the contract above), 8-aligned
+/// (every header is 16-aligned); whoever else writes its head word at the
+/// same time writes it through this function.
+#[inline(never)]
+pub unsafe fn update_head(c: *mut Chunk, f: impl Fn(usize) -> usize) {
+    use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    // SAFETY: the head word is aligned and ours to write (the contract);
+    // every concurrent write of it is atomic too.
+    let a = unsafe { AtomicUsize::from_ptr(core::ptr::addr_of_mut!((*c).head)) };
+    let mut h = a.load(Relaxed);
+    loop {
+        let low = f(h & LOW_MASK);
+        match a.compare_exchange_weak(h, low | tag(c, low), Relaxed, Relaxed) {
+            Ok(_) => return,
+            Err(now) => h = now,
+        }
+    }
 }
 /// The physically next chunk.
 ///

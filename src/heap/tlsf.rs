@@ -868,6 +868,9 @@ impl Tlsf {
                 if prev_free {
                     r.bad += 1; // two adjacent free chunks
                 }
+                if h & SAMPLED != 0 {
+                    r.bad += 1; // the profiler's mark outlived its block
+                }
                 r.free_chunks += 1;
                 r.free_bytes += s;
             } else {

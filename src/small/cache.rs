@@ -1619,7 +1619,7 @@ const SAMPLE_FROM_MEDIUM: usize = 1024;
 
 /// A sampled small request of `n` bytes counted as a block of `cls`: a heap
 /// chunk (from the thread's medium cache, or from the heap), so that its
-/// free is seen (`prof::freed`); null if there is none.
+/// free is seen (its header marked `chunk::SAMPLED`); null if none.
 unsafe fn prof_sample(cls: usize, n: usize) -> *mut u8 {
     let p = if CLASS_SIZE[cls] as usize >= SAMPLE_FROM_MEDIUM {
         medium_sample(cls)

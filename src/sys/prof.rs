@@ -33,13 +33,19 @@
 //!
 //! **Sampled blocks** are always heap chunks or own mappings, never zone
 //! blocks (a sampled small request is served by the thread's medium cache
-//! or the TLSF heap), so their frees reach `dealloc_chunk`, where `freed`
-//! looks them up. `FILTER` (a counting filter: one 16-bit count per bucket
-//! of live sampled addresses) answers "surely not sampled" with one load
-//! and no lock (`unsampled`), inside the medium free's fast path (its
-//! branch taken when a mode is on); a block it does not answer for drops
-//! its sample and takes the medium cache's fast path too
-//! (`export::dealloc_chunk_sampled`).
+//! or the TLSF heap), and each is marked in its own header (`SAMPLED`, a
+//! bit of the head word no size uses, set by the export layer's `MARK`
+//! hook once the sample is filed, by a compare-and-swap with no lock: the
+//! heap writes an in-use chunk's head word too, and does so by a
+//! compare-and-swap while profiling, `chunk::set_flags`): the fast path of
+//! free tests the head word's flags and the chunk's size anyway, and the
+//! bit fails that test
+//! at no cost of its own, so the frees of blocks not sampled (14 in 15 of
+//! `bench/mthreads`'s) run exactly as when not profiling, and only a
+//! marked block's free drops its sample (`freed_here`, the live table's
+//! lookup under `LOCK`). (Before, a counting filter in `.bss` answered
+//! "surely not sampled" on every free while profiling: about 9
+//! instructions a free, and an atomic add and subtract a sample.)
 //!
 //! **What a sample keeps.** Its call stack (up to `MAX_FRAMES` return
 //! addresses, the allocator's own frames dropped), deduplicated in `STACKS`
@@ -92,10 +98,11 @@
 //! Known limit: allocations before the constructor are not sampled.
 
 use crate::lock::Lock;
+use core::cell::UnsafeCell;
 use core::fmt::Write;
 use core::mem::MaybeUninit;
-use core::ptr::{addr_of, addr_of_mut, null_mut};
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use core::ptr::null_mut;
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 /// Frames kept per stack.
 pub const MAX_FRAMES: usize = 64;
@@ -108,8 +115,12 @@ const INDEX_CAP: usize = STACK_CAP * 2;
 /// Live samples kept at once (at most half of SAMPLE_SLOTS).
 const SAMPLE_CAP: usize = 1 << 16;
 const SAMPLE_SLOTS: usize = SAMPLE_CAP * 2;
-/// Buckets of the free-time filter.
-const FILTER_CAP: usize = 1 << 16;
+/// Slots of the live samples' table at first; it doubles whenever it
+/// would be more than half full, up to `SAMPLE_SLOTS`. (At its full size
+/// from the start, 3 MiB, a sample's slot was a cache miss at its filing
+/// and often at its free: 85% of `insert`'s time in `perf` on
+/// `bench/mthreads 1`, whose 256 live blocks hold about 20 samples.)
+const SAMPLE_SLOTS_MIN: usize = 256;
 
 /// Profiling asked for (from the environment): the caches route small
 /// requests through the counting path.
@@ -117,9 +128,10 @@ static ACTIVE: AtomicBool = AtomicBool::new(false);
 /// The unwinder is primed and the tables mapped: samples may be taken.
 static READY: AtomicBool = AtomicBool::new(false);
 static RATE: AtomicUsize = AtomicUsize::new(512 << 10);
+/// `1 / RATE`, an f64's bits (`weight_by`).
+static INV_RATE: AtomicU64 = AtomicU64::new(0x3ec0_0000_0000_0000);
+const _: () = assert!(0x3ec0_0000_0000_0000 == (1.0f64 / (512 << 10) as f64).to_bits());
 static OUT: AtomicPtr<u8> = AtomicPtr::new(null_mut());
-/// Guards every table below.
-static LOCK: Lock = Lock::new();
 /// The allocator's own code: frames in it are dropped.
 static SELF_START: AtomicUsize = AtomicUsize::new(0);
 static SELF_END: AtomicUsize = AtomicUsize::new(0);
@@ -127,16 +139,14 @@ static SELF_END: AtomicUsize = AtomicUsize::new(0);
 /// the rows of the unwinder's table for their code never go stale (see
 /// "Unloaded objects").
 static LASTING: [[AtomicUsize; 2]; 4] = [const { [const { AtomicUsize::new(0) }; 2] }; 4];
-/// One count per bucket of live sampled addresses (see `FILTER_CAP`): in
-/// `.bss`, page-aligned (its pages are anonymous, zero until written, and
-/// a fork child empties them with `os::discard`), so that a free's test
-/// reads it at a fixed address, with no pointer to load and test first.
-#[repr(C, align(4096))]
-struct Filter([AtomicU16; FILTER_CAP]);
-static FILTER: Filter = Filter([const { AtomicU16::new(0) }; FILTER_CAP]);
+/// Marks a sampled block in its header (the export layer's, set once by
+/// `set_mark`; 0: none, as in the unit tests, whose addresses are no
+/// blocks): see "Sampled blocks".
+static MARK: AtomicUsize = AtomicUsize::new(0);
 
-/// A distinct call stack and its totals.
-#[repr(C)]
+/// A distinct call stack and its totals (its figures in the first cache
+/// line of its own: a sample's filing and its block's free touch one line).
+#[repr(C, align(64))]
 struct Stack {
     hash: u64,
     depth: usize,
@@ -151,7 +161,8 @@ struct Stack {
 }
 
 /// A live sample: its block's address (0: empty slot), weight and stack.
-#[repr(C)]
+/// (32 bytes: a slot never straddles two cache lines.)
+#[repr(C, align(32))]
 #[derive(Clone, Copy)]
 struct Sample {
     addr: usize,
@@ -159,18 +170,29 @@ struct Sample {
     stack: usize,
 }
 
-/// The tables, under `LOCK`.
+/// The tables, under `LOCK`. The fields a sampled block's free reads and
+/// writes come first, in the cache line that begins with the lock (see
+/// `Shared`); a sample's filing reads the next line too.
+#[repr(C)]
 struct Tables {
+    /// The live samples' table, open addressing with linear probing:
+    /// `slots` slots (a power of two, at most `SAMPLE_SLOTS`) of an area of
+    /// `SAMPLE_SLOTS`; `spare`, another such area, takes the entries when
+    /// the table doubles (`grow`). Address `a`'s first slot is
+    /// `slot_of(a, shift)`, `shift` being 64 - log2(slots).
+    samples: *mut Sample,
     stacks: *mut Stack,
+    slots: usize,
+    nsamples: usize,
+    live_total: u64,
+    /// Counts the peaks reached (each new maximum of `live_total`).
+    peak_epoch: u64,
+    shift: u32,
     nstacks: usize,
     /// Stack index + 1 per bucket; 0 = empty.
     index: *mut u32,
-    samples: *mut Sample,
-    nsamples: usize,
-    live_total: u64,
+    spare: *mut Sample,
     peak_total: u64,
-    /// Counts the peaks reached (each new maximum of `live_total`).
-    peak_epoch: u64,
     alloc_total: u64,
     sample_count: u64,
     dropped: u64,
@@ -183,6 +205,9 @@ impl Tables {
         nstacks: 0,
         index: null_mut(),
         samples: null_mut(),
+        spare: null_mut(),
+        slots: SAMPLE_SLOTS_MIN,
+        shift: 64 - SAMPLE_SLOTS_MIN.trailing_zeros(),
         nsamples: 0,
         live_total: 0,
         peak_total: 0,
@@ -191,9 +216,49 @@ impl Tables {
         sample_count: 0,
         dropped: 0,
     };
+
+    /// Maps the tables (None if the system refused).
+    fn map() -> Option<Tables> {
+        let stacks = crate::os::map(STACK_CAP * core::mem::size_of::<Stack>());
+        let index = crate::os::map(INDEX_CAP * 4);
+        let samples = crate::os::map(2 * SAMPLE_SLOTS * core::mem::size_of::<Sample>());
+        if stacks.is_null() || index.is_null() || samples.is_null() {
+            return None;
+        }
+        let samples = samples as *mut Sample;
+        Some(Tables {
+            stacks: stacks as *mut Stack,
+            index: index as *mut u32,
+            samples,
+            // SAFETY: the second half of the area just mapped.
+            spare: unsafe { samples.add(SAMPLE_SLOTS) },
+            ..Tables::EMPTY
+        })
+    }
 }
 
-static mut TABLES: Tables = Tables::EMPTY;
+/// The tables and their lock, the lock at the start of a cache line with
+/// the fields of `Tables` a free uses: a sampled block's free touches that
+/// line, its sample's slot and its stack's figures, where the lock, and the
+/// table's two lines, were three lines apart (each a miss when the program
+/// between two samples goes through more memory than the cache holds, as
+/// `bench/mthreads` does).
+#[repr(C, align(64))]
+struct Shared {
+    lock: Lock,
+    tables: UnsafeCell<Tables>,
+}
+// SAFETY: `tables` is only touched under `lock` (or by the one thread of a
+// fork child, `after_fork_child`).
+unsafe impl Sync for Shared {}
+const _: () =
+    assert!(core::mem::offset_of!(Shared, tables) + core::mem::offset_of!(Tables, shift) < 64);
+static SHARED: Shared = Shared {
+    lock: Lock::new(),
+    tables: UnsafeCell::new(Tables::EMPTY),
+};
+/// Guards the tables.
+static LOCK: &Lock = &SHARED.lock;
 
 // ---- per-thread state --------------------------------------------------------
 
@@ -243,10 +308,21 @@ fn thread_state() -> *mut ThreadState {
 
 /// From `config`: MEMALLOC_PROF, MEMALLOC_PROF_RATE, MEMALLOC_PROF_OUT.
 pub fn configure(on: bool, rate: usize, out: *const u8) {
-    RATE.store(rate.max(1), Ordering::Relaxed);
+    // (At most 2^56: a drawn interval, under 37 times the rate, then fits
+    // an i64: `draw`'s conversion is one instruction.)
+    let rate = rate.clamp(1, 1 << 56);
+    RATE.store(rate, Ordering::Relaxed);
+    INV_RATE.store((1.0 / rate as i64 as f64).to_bits(), Ordering::Relaxed);
     OUT.store(out as *mut u8, Ordering::Relaxed);
     ACTIVE.store(on, Ordering::Relaxed);
     crate::gate::set(crate::gate::PROF, on);
+}
+
+/// From the constructor, before `prime`: how a sampled block is marked in
+/// its header (`mark(p)` for the block at user address `p`), so that its
+/// free is seen (see "Sampled blocks").
+pub fn set_mark(mark: unsafe fn(*mut u8)) {
+    MARK.store(mark as usize, Ordering::Relaxed);
 }
 
 /// Is profiling on? (One load: the test on the slower paths.)
@@ -262,26 +338,18 @@ pub fn prime() {
     if !active() || READY.load(Ordering::Relaxed) {
         return;
     }
-    let stacks = crate::os::map(STACK_CAP * core::mem::size_of::<Stack>());
-    let index = crate::os::map(INDEX_CAP * 4);
-    let samples = crate::os::map(SAMPLE_SLOTS * core::mem::size_of::<Sample>());
-    if stacks.is_null() || index.is_null() || samples.is_null() {
+    let Some(tables) = Tables::map() else {
         // (ACTIVE stays: the caches route through the counting path, which
         // takes no sample while READY is false.)
         crate::report::warn(format_args!(
             "MEMALLOC_PROF: cannot map the tables, no profile"
         ));
         return;
-    }
+    };
     {
         let _g = LOCK.guard();
         // SAFETY: TABLES is only touched under LOCK.
-        unsafe {
-            let t = &mut *addr_of_mut!(TABLES);
-            t.stacks = stacks as *mut Stack;
-            t.index = index as *mut u32;
-            t.samples = samples as *mut Sample;
-        }
+        unsafe { *SHARED.tables.get() = tables };
     }
     find_self();
     let mut buf = [null_mut::<libc::c_void>(); 4];
@@ -413,7 +481,10 @@ fn rng_next(t: &mut ThreadState) -> u64 {
 /// An interval drawn from the exponential distribution of mean `RATE`.
 fn draw(t: &mut ThreadState) -> i64 {
     let x = exponential(t) * RATE.load(Ordering::Relaxed) as i64 as f64;
-    (x as i64).max(1)
+    // SAFETY: `x` is finite and below 2^62: `exponential` is under 37
+    // (its uniform is at least 2^-53) and RATE at most 2^56 (`configure`).
+    // (`as` would test for NaN and saturate: five instructions more.)
+    unsafe { x.to_int_unchecked::<i64>() }.max(1)
 }
 
 /// A draw of the exponential distribution of mean 1: `-ln u`, `u` uniform
@@ -488,10 +559,37 @@ fn weight(n: usize) -> u64 {
 
 /// The bytes a sample of an `n`-byte block counted as `counted` bytes
 /// stands for at rate `rate`: `n / (1 - exp(-counted / rate))`.
+#[cfg(test)]
 fn weight_at(n: usize, counted: usize, rate: usize) -> u64 {
     // (Sizes and rates are below 2^63: through i64, as in `exponential`.)
     let rate = rate as i64 as f64;
-    let x = counted as i64 as f64 / rate;
+    weight_by(n, counted, rate, 1.0 / rate)
+}
+
+/// `weight_at` at rate `rate` (as a float), its inverse `inv` given: no
+/// division on the common path (its latency was most of `weight_at`'s
+/// time, 15% of what profiling cost `bench/mthreads 1`, under `perf`).
+#[inline(always)]
+fn weight_by(n: usize, counted: usize, rate: f64, inv: f64) -> u64 {
+    let c = counted as i64 as f64;
+    let x = c * inv;
+    if n == counted && x < 1.0 / 16.0 {
+        // Most medium samples: `n / p` is `rate * x / p`, and
+        // `x / (1 - exp(-x))`'s series (Bernoulli's numbers) to x^2,
+        // `rate + n / 2 + n x / 12`: the next term, `rate x^4 / 720`, is
+        // under 2.1e-8 of the sum (blocks under 32 KiB at the default
+        // rate). No division, and a short chain of dependent arithmetic:
+        // the sample's next atomic operation waits for it (`weight_at` was
+        // 3% of `bench/mthreads 1`'s time under `perf`, most of it its
+        // divisions' latency, then its series' to x^6).
+        return (rate + c * (0.5 + x * (1.0 / 12.0)) + 0.5) as i64 as u64;
+    }
+    if n == counted && x < 0.25 {
+        // To x^6 (the next term is under 2e-11 of the sum).
+        let x2 = x * x;
+        let g = 1.0 + x * 0.5 + x2 * (1.0 / 12.0 - x2 * (1.0 / 720.0 - x2 * (1.0 / 30240.0)));
+        return (rate * g + 0.5) as i64 as u64;
+    }
     let p = sampled_p(x);
     if p <= 0.0 {
         return rate as i64 as u64;
@@ -558,9 +656,19 @@ pub fn counted(p: *mut u8, n: usize) -> *mut u8 {
 #[inline(never)]
 fn counted_due(p: *mut u8, n: usize) -> *mut u8 {
     // SAFETY: this thread's own state.
-    if take_due(unsafe { &mut *thread_state() }) {
+    let t = unsafe { &mut *thread_state() };
+    // (`take_due`, with the new interval drawn after the sample: see
+    // `counted_due_in`.)
+    if t.rng == 0 {
+        t.left += draw(t);
+        if t.left > 0 {
+            return opaque(p);
+        }
+    }
+    if t.busy == 0 && READY.load(Ordering::Relaxed) {
         record_inline(p, n, n);
     }
+    t.left = draw(t);
     opaque(p)
 }
 
@@ -610,10 +718,16 @@ fn counted_due_in(p: *mut u8, n: usize, left: &mut i64) -> *mut u8 {
     // SAFETY: this thread's own state.
     let t = unsafe { &mut *thread_state() };
     let armed = *left + n as i64 != 0;
-    *left = draw(t);
     if armed && t.busy == 0 && READY.load(Ordering::Relaxed) {
         record_inline(p, n, n);
     }
+    // (The new interval after the sample, not before: its chain of
+    // dependent arithmetic, 60-odd cycles, then ends its store while this
+    // thread goes on; before the sample, the first atomic operation of the
+    // sample's waited for that store. `draw` was 30% of what profiling cost
+    // `bench/mthreads 1`, under `perf`. An allocation made meanwhile, by the
+    // unwinder, finds this countdown still due and draws: overwritten here.)
+    *left = draw(t);
     opaque(p)
 }
 
@@ -665,7 +779,17 @@ fn record_inline(p: *mut u8, n: usize, counted: usize) {
         first += 1;
     }
     let frames = &raw[first..got.min(first + MAX_FRAMES)];
-    let w = weight_at(n, counted, RATE.load(Ordering::Relaxed));
+    // The mark first (the block is not yet the program's: no free can see
+    // it before its sample is filed), so that the sample's atomic
+    // operations come together: each waits for the stores before it to
+    // reach the cache, and the filing's may miss it (a table's line).
+    let mark = MARK.load(Ordering::Relaxed);
+    if mark != 0 {
+        // SAFETY: MARK holds `set_mark`'s function; `p` is the block just
+        // made, a heap chunk or own mapping (see "Sampled blocks"), not yet
+        // returned to the program.
+        unsafe { core::mem::transmute::<usize, unsafe fn(*mut u8)>(mark)(p) };
+    }
     // A memo that holds these frames (its walk replayed, or just kept)
     // knows their stack, once a sample filed it: `insert` then skips the
     // hash and the index's lookup.
@@ -674,8 +798,16 @@ fn record_inline(p: *mut u8, n: usize, counted: usize) {
     let hint = if kept { unsafe { (*m).stack } } else { 0 };
     let s = {
         let _g = LOCK.guard();
+        // (The weight under the lock, after its atomic operation, which
+        // would otherwise wait for the weight's arithmetic.)
+        let w = weight_by(
+            n,
+            counted,
+            RATE.load(Ordering::Relaxed) as i64 as f64,
+            f64::from_bits(INV_RATE.load(Ordering::Relaxed)),
+        );
         // SAFETY: the tables are only touched under LOCK.
-        unsafe { insert(&mut *addr_of_mut!(TABLES), p as usize, w, frames, hint) }
+        unsafe { insert(&mut *SHARED.tables.get(), p as usize, w, frames, hint) }
     };
     if kept {
         // SAFETY: as above.
@@ -695,26 +827,11 @@ fn hash_frames(frames: &[usize]) -> u64 {
     h ^ frames.len() as u64
 }
 
+/// The first slot of address `a` in a table of `1 << (64 - shift)` slots:
+/// the top bits of a multiplicative hash.
 #[inline]
-fn hash_addr(a: usize) -> u64 {
-    (a as u64 >> 4).wrapping_mul(0x9e37_79b9_7f4a_7c15)
-}
-
-/// The filter's bucket of address `a` (below `FILTER_CAP`): the top bits
-/// of a multiplicative hash. (Bits 4-19 of the address, one instruction
-/// less, put 10 times more frees of `bench/mthreads` in a live sample's
-/// bucket, each a lookup that finds no sample: medium chunks lie at
-/// multiples of their classes' sizes.)
-#[inline(always)]
-fn filter_index(a: usize) -> usize {
-    const _: () = assert!(FILTER_CAP == 1 << 16);
-    ((a as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 48) as usize
-}
-
-#[inline(always)]
-fn filter_slot(a: usize) -> &'static AtomicU16 {
-    // SAFETY: the index is below FILTER_CAP (a u16).
-    unsafe { FILTER.0.get_unchecked(filter_index(a)) }
+fn slot_of(a: usize, shift: u32) -> usize {
+    ((a as u64 >> 4).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> shift) as usize
 }
 
 /// Files a sample (under LOCK) of stack `frames`, which is stack
@@ -746,8 +863,11 @@ unsafe fn insert(t: &mut Tables, addr: usize, w: u64, frames: &[usize], hint: us
         t.dropped += 1;
         return s + 1;
     }
-    let mask = SAMPLE_SLOTS - 1;
-    let mut i = hash_addr(addr) as usize & mask;
+    if 2 * (t.nsamples + 1) > t.slots {
+        grow(t);
+    }
+    let mask = t.slots - 1;
+    let mut i = slot_of(addr, t.shift);
     loop {
         let e = &mut *t.samples.add(i);
         if e.addr == 0 || e.addr == addr {
@@ -757,8 +877,6 @@ unsafe fn insert(t: &mut Tables, addr: usize, w: u64, frames: &[usize], hint: us
                 (*touch(t, e.stack)).live_bytes -= e.weight;
                 t.live_total -= e.weight;
                 t.nsamples -= 1;
-            } else {
-                filter_slot(addr).fetch_add(1, Ordering::Relaxed);
             }
             *e = Sample {
                 addr,
@@ -779,6 +897,33 @@ unsafe fn insert(t: &mut Tables, addr: usize, w: u64, frames: &[usize], hint: us
         t.peak_epoch += 1;
     }
     s + 1
+}
+
+/// Doubles the live samples' table (under LOCK): its entries go to the
+/// spare area, which becomes the table. O(slots), once per doubling.
+///
+/// # Safety
+/// `t`'s tables are mapped and held under LOCK; `t.slots < SAMPLE_SLOTS`
+/// (true while `nsamples < SAMPLE_CAP`).
+unsafe fn grow(t: &mut Tables) {
+    let (old, slots) = (t.samples, t.slots);
+    let (new, shift) = (t.spare, t.shift - 1);
+    let mask = 2 * slots - 1;
+    core::ptr::write_bytes(new, 0, 2 * slots);
+    for k in 0..slots {
+        let e = *old.add(k);
+        if e.addr != 0 {
+            let mut i = slot_of(e.addr, shift);
+            while (*new.add(i)).addr != 0 {
+                i = (i + 1) & mask;
+            }
+            *new.add(i) = e;
+        }
+    }
+    t.samples = new;
+    t.spare = old;
+    t.slots = 2 * slots;
+    t.shift = shift;
 }
 
 /// Stack `s`, about to have its live bytes changed: if they have not
@@ -838,27 +983,9 @@ unsafe fn find_stack(t: &mut Tables, frames: &[usize]) -> Option<usize> {
     Some(k)
 }
 
-/// Is the heap chunk at user address `p` surely not sampled? For the free
-/// of a heap chunk while the profiler is on (`gate::PROF` set: `active()`
-/// is not tested again): the filter's answer, a shift and one load of its
-/// count (false for a block whose bucket holds a live sample).
-#[inline(always)]
-pub fn unsampled(p: *mut u8) -> bool {
-    filter_slot(p as usize).load(Ordering::Relaxed) == 0
-}
-
-/// A heap chunk or own mapping at user address `p` is being freed (or
-/// moved): drops its sample if it has one.
-#[inline]
-pub fn freed(p: *mut u8) {
-    if filter_slot(p as usize).load(Ordering::Relaxed) == 0 {
-        return;
-    }
-    freed_slow(p as usize);
-}
-
-/// `freed` for a block whose filter bucket holds a live sample (the
-/// caller tested it: `unsampled` said no).
+/// The block at user address `p`, marked sampled, is being freed (or
+/// moved): drops its sample (none, if the table was full when it was
+/// taken, or in a fork child for a block its parent sampled).
 #[cold]
 #[inline(never)]
 pub fn freed_here(p: *mut u8) {
@@ -870,7 +997,7 @@ pub fn freed_here(p: *mut u8) {
 fn freed_slow(addr: usize) {
     let _g = LOCK.guard();
     // SAFETY: the tables are only touched under LOCK.
-    unsafe { remove(&mut *addr_of_mut!(TABLES), addr) }
+    unsafe { remove(&mut *SHARED.tables.get(), addr) }
 }
 
 /// Drops the sample of block `addr`, if any (under LOCK).
@@ -879,8 +1006,8 @@ fn freed_slow(addr: usize) {
 /// `t`'s tables are mapped (`prime`) and held under LOCK.
 unsafe fn remove(t: &mut Tables, addr: usize) {
     {
-        let mask = SAMPLE_SLOTS - 1;
-        let mut i = hash_addr(addr) as usize & mask;
+        let mask = t.slots - 1;
+        let mut i = slot_of(addr, t.shift);
         loop {
             let e = *t.samples.add(i);
             if e.addr == 0 {
@@ -895,7 +1022,6 @@ unsafe fn remove(t: &mut Tables, addr: usize) {
         (*touch(t, e.stack)).live_bytes -= e.weight;
         t.live_total -= e.weight;
         t.nsamples -= 1;
-        filter_slot(addr).fetch_sub(1, Ordering::Relaxed);
         // Backward-shift deletion (linear probing keeps no tombstones).
         let mut hole = i;
         let mut j = (i + 1) & mask;
@@ -904,7 +1030,7 @@ unsafe fn remove(t: &mut Tables, addr: usize) {
             if x.addr == 0 {
                 break;
             }
-            let home = hash_addr(x.addr) as usize & mask;
+            let home = slot_of(x.addr, t.shift);
             // x may fill the hole unless its home lies in (hole, j].
             if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(hole) & mask) {
                 *t.samples.add(hole) = x;
@@ -1877,7 +2003,7 @@ fn walk(
 
 /// The fork handlers: the profile's lock is taken before the allocator's.
 pub fn lock() -> &'static Lock {
-    &LOCK
+    LOCK
 }
 
 /// In a fork child: a profile of its own, empty (the parent's samples stay
@@ -1899,7 +2025,7 @@ pub fn after_fork_child() {
     }
     // SAFETY: single-threaded child; the tables are ours.
     unsafe {
-        let t = &mut *addr_of_mut!(TABLES);
+        let t = &mut *SHARED.tables.get();
         if t.stacks.is_null() {
             return;
         }
@@ -1908,11 +2034,13 @@ pub fn after_fork_child() {
             STACK_CAP * core::mem::size_of::<Stack>(),
         );
         crate::os::discard(t.index as *mut u8, INDEX_CAP * 4);
+        // (Both areas, one mapping: the lower address is its start.)
         crate::os::discard(
-            t.samples as *mut u8,
-            SAMPLE_SLOTS * core::mem::size_of::<Sample>(),
+            t.samples.min(t.spare) as *mut u8,
+            2 * SAMPLE_SLOTS * core::mem::size_of::<Sample>(),
         );
-        crate::os::discard(FILTER.0.as_ptr() as *mut u8, FILTER_CAP * 2);
+        t.slots = Tables::EMPTY.slots;
+        t.shift = Tables::EMPTY.shift;
         t.nstacks = 0;
         t.nsamples = 0;
         t.live_total = 0;
@@ -1993,7 +2121,7 @@ fn write_report(fd: i32, fig: Figure) {
     let mut b = crate::report::StackBuf::<4096>::new(fd);
     // SAFETY: the tables are only touched under LOCK.
     unsafe {
-        let t = &*addr_of!(TABLES);
+        let t = &*SHARED.tables.get();
         for k in 0..t.nstacks {
             let s = &*t.stacks.add(k);
             let v = match fig {
@@ -2074,7 +2202,7 @@ pub fn exit_report() {
     let (samples, peak, live, total, dropped) = {
         let _g = LOCK.guard();
         // SAFETY: read under LOCK.
-        let t = unsafe { &*addr_of!(TABLES) };
+        let t = unsafe { &*SHARED.tables.get() };
         (
             t.sample_count,
             t.peak_total,
@@ -2147,7 +2275,11 @@ fn ln(x: f64) -> f64 {
     let m = f64::from_bits((bits & ((1u64 << 52) - 1)) | (1023u64 << 52));
     let [inv, ln_c] = LN_TAB[((bits >> (52 - LN_BITS)) as usize) & (LN_ROWS - 1)];
     let r = m * inv - 1.0;
-    let p = r * (1.0 + r * (-0.5 + r * (1.0 / 3.0 + r * (-0.25 + r * 0.2))));
+    // (Estrin's scheme, not Horner's: its chain of dependent multiplies and
+    // adds is 4 long, not 10, and a sample waits for this one. `draw` was
+    // 5% of `bench/mthreads 1`'s time under `perf`.)
+    let r2 = r * r;
+    let p = r + r2 * (-0.5 + r * (1.0 / 3.0)) + (r2 * r2) * (-0.25 + r * 0.2);
     ln_c + p + e as f64 * LN2
 }
 
@@ -2212,16 +2344,7 @@ mod tests {
     fn peak_per_stack_against_a_model() {
         configure(true, 4096, null_mut());
         prime();
-        let stacks = crate::os::map(STACK_CAP * core::mem::size_of::<Stack>());
-        let index = crate::os::map(INDEX_CAP * 4);
-        let samples = crate::os::map(SAMPLE_SLOTS * core::mem::size_of::<Sample>());
-        assert!(!stacks.is_null() && !index.is_null() && !samples.is_null());
-        let mut t = Tables {
-            stacks: stacks as *mut Stack,
-            index: index as *mut u32,
-            samples: samples as *mut Sample,
-            ..Tables::EMPTY
-        };
+        let mut t = Tables::map().expect("tables mapped");
         const NS: usize = 300;
         let (mut live, mut peak) = ([0u64; NS], [0u64; NS]);
         let mut blocks: Vec<(usize, usize, u64)> = Vec::new();
@@ -2267,7 +2390,7 @@ mod tests {
             assert_eq!(peak_of(&t, st), peak[s], "stack {}", s);
         }
         for (a, _, _) in blocks {
-            // SAFETY: as above (the global filter's counts go back down).
+            // SAFETY: as above.
             unsafe { remove(&mut t, a) };
         }
     }
@@ -2293,7 +2416,7 @@ mod tests {
             if r & 1 == 0 || live.len() > 40_000 {
                 // (Freeing an address never sampled has no effect.)
                 live.remove(&a);
-                freed(a as *mut u8);
+                freed_here(a as *mut u8);
             } else if let std::collections::hash_map::Entry::Vacant(v) = live.entry(a) {
                 let n = 1 + (r as usize >> 40) % 5000;
                 record(a as *mut u8, n);
@@ -2302,12 +2425,13 @@ mod tests {
         }
         let _g = LOCK.guard();
         // SAFETY: read under LOCK.
-        let t = unsafe { &*addr_of!(TABLES) };
+        let t = unsafe { &*SHARED.tables.get() };
         assert_eq!(t.nsamples, live.len());
         assert_eq!(t.live_total, live.values().sum::<u64>());
         let mut found = 0;
-        for i in 0..SAMPLE_SLOTS {
-            // SAFETY: i < SAMPLE_SLOTS.
+        assert!(t.slots >= 2 * t.nsamples && t.slots <= SAMPLE_SLOTS);
+        for i in 0..t.slots {
+            // SAFETY: i < slots.
             let e = unsafe { *t.samples.add(i) };
             if e.addr != 0 {
                 assert_eq!(live.get(&e.addr), Some(&e.weight));
@@ -2475,5 +2599,19 @@ mod tests {
         assert_eq!(weight_at(1_000_000, 1_000_000, 1000), 1_000_000);
         let w = weight_at(1000, 1000, 1000) as f64;
         assert!((w - 1000.0 / (1.0 - (-1.0f64).exp())).abs() < 1.0);
+        // Both forms (a block counted as its own size below a quarter of
+        // the rate, any other) against `n / (1 - exp(-x))`.
+        let rate = 512 << 10;
+        for n in [
+            1usize, 100, 4096, 20_000, 32_767, 32_768, 32_769, 65_536, 131_071, 131_072, 131_073,
+            400_000,
+        ] {
+            for counted in [n, n + 16, 4096] {
+                let x = counted as f64 / rate as f64;
+                let want = n as f64 / -(-x).exp_m1();
+                let got = weight_at(n, counted, rate) as f64;
+                assert!((got - want).abs() <= 0.5 + 1e-9 * want, "{} {}", n, counted);
+            }
+        }
     }
 }
