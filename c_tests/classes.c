@@ -6,13 +6,20 @@
  * predictor learns when classes vary, so how often that happens shows as
  * mispredicted branches per pair.
  *
- *   classes [PAIRS=100000]
+ *   classes [PAIRS=100000] [MODE=s]
  *
+ * MODE s: sizes 1/size^2 over 1-256 B, a random block replaced (as above);
+ * MODE band: sizes log-uniform over 16-128 B (bench/grid's smallest band,
+ * eight classes), a random block replaced (the grid's "long");
+ * MODE fifo: the same sizes, the blocks replaced in the order they were
+ * allocated (the grid's "cross" in one thread: each block freed 1024
+ * allocations after its malloc, so the frees of a class come in runs).
  * The loop has no data-dependent branch of its own (the slot and the size
  * come from table lookups), so the mispredictions are the allocator's.
  * Checks that each block keeps its tag until its free. */
 #include "check.h"
 #include <stdint.h>
+#include <string.h>
 
 enum { LIVE = 1024, SIZES = 64 };
 
@@ -29,12 +36,20 @@ static inline uint64_t next(void)
 int main(int argc, char **argv)
 {
     long pairs = argc > 1 ? atol(argv[1]) : 100000;
-    /* 1/size^2 over 1..256 B, quantised: half the requests of 1 byte,
-     * 15 of 16 up to 16 bytes, the rest up to 256 */
+    const char *mode = argc > 2 ? argv[2] : "s";
+    int band = strcmp(mode, "band") == 0, fifo = strcmp(mode, "fifo") == 0;
+    CHECKF(band || fifo || strcmp(mode, "s") == 0, "unknown mode %s", mode);
+    /* s: 1/size^2 over 1..256 B, quantised: half the requests of 1 byte,
+     * 15 of 16 up to 16 bytes, the rest up to 256; band, fifo: log-uniform
+     * over 16..128 B */
     size_t size[SIZES];
-    for (int i = 0; i < SIZES; i++) {
+    double f = 16.0 * 1.0161964; /* 16 * 8^(0.5/64), then a factor 8^(1/64) a step */
+    for (int i = 0; i < SIZES; i++, f *= 1.0330240) {
         double u = (i + 0.5) / SIZES;
-        size[i] = (size_t)(1.0 / (1.0 - u * (1.0 - 1.0 / 256)));
+        if (band || fifo)
+            size[i] = (size_t)f;
+        else
+            size[i] = (size_t)(1.0 / (1.0 - u * (1.0 - 1.0 / 256)));
     }
     unsigned char *p[LIVE];
     for (int k = 0; k < LIVE; k++) {
@@ -45,7 +60,7 @@ int main(int argc, char **argv)
     unsigned bad = 0;
     for (long i = 0; i < pairs; i++) {
         uint64_t r = next();
-        unsigned k = (unsigned)(r & (LIVE - 1));
+        unsigned k = fifo ? (unsigned)(i & (LIVE - 1)) : (unsigned)(r & (LIVE - 1));
         bad |= p[k][0] ^ (unsigned char)k;
         free(p[k]);
         p[k] = malloc(size[(r >> 10) & (SIZES - 1)]);

@@ -57,9 +57,11 @@
 //! cache lines of their own, `KEEP_FOREIGN`), and reuses them; other threads'
 //! blocks it does not keep go to their owners in batches; a block leaving a
 //! bin goes back to its zone, through the remote list if the zone is another
-//! thread's; a run of blocks of one zone goes in one go (`give_back_all`: a
-//! full bin's older half, freed one after another, mostly came from one
-//! zone one after another).
+//! thread's; a run of blocks of one zone goes in one go (`give_back_all`:
+//! the blocks of a bin's half, freed one after another, mostly came from
+//! one zone one after another). A full free half becomes the alloc half,
+//! and the blocks of the alloc half go back (`spill_bin`). The classes of
+//! up to 128 bytes have halves of 31 blocks, the others of 15 (`HALF`).
 //!
 //! Fast path cost: malloc is a TLS load, a bin top test and an array pop
 //! (or, with the alloc half empty, a swap of its halves); free is a
@@ -364,8 +366,8 @@ const LIVE: u32 = 0;
 const EMPTY: u32 = 1;
 const DEAD: u32 = 2;
 
-/// A thread's cache: `CacheOf<{ BIN_ROW * NCLASS }>`.
-pub type Cache = CacheOf<{ BIN_ROW * NCLASS }>;
+/// A thread's cache: `CacheOf<NBIN>`.
+pub type Cache = CacheOf<NBIN>;
 
 /// A cache with `N` bin slots. Thread caches have them all; the static
 /// caches (`EMPTY_CACHE`, `DEAD_CACHE`) have none, as their bins are always
@@ -384,6 +386,8 @@ pub struct CacheOf<const N: usize> {
     sparse: bool,
     /// `SWAP_MIN`, here for the same reason as `class_of`.
     swap_min: [u8; NCLASS],
+    /// `HALF_MASK`, here for the same reason.
+    half_mask: [u8; NCLASS],
     /// The zone each class allocates from (`EMPTY_ZONE` if none).
     pub current: [*mut Zone; NCLASS],
     /// Per class: the top of the bin's alloc half (the low 16 bits,
@@ -425,8 +429,8 @@ pub struct CacheOf<const N: usize> {
     /// switch zones every `capacity` calls. Blocks in a bin count as used
     /// by their zone.
     ///
-    /// A class's row (`BIN_ROW` slots) holds two stacks of up to `BIN_CAP
-    /// - 1` blocks, one in each half: malloc pops the *alloc* half (its top
+    /// A class's row (`2 * HALF[cls]` slots) holds two stacks of up to
+    /// `HALF[cls] - 1` blocks, one in each half: malloc pops the *alloc* half (its top
     /// in `bin_state`), free pushes the *free* half (its top in
     /// `free_top`), and when the alloc half is empty malloc swaps the two
     /// (two stores), as mimalloc's pages keep `free` and `local_free`, or,
@@ -439,11 +443,12 @@ pub struct CacheOf<const N: usize> {
     /// classes the CPU cannot know whether they do before the free's class
     /// lookup is done, and after a few wrong guesses every malloc waited
     /// for it (docs/performance.md, "Small requests of random classes").
-    /// A full free half gives its older half back to the zones.
-    /// A top is a slot index in `bin` (class-major): the row's start, plus
-    /// 0 or `BIN_CAP` for the half, plus the half's count; so a push or pop
-    /// is one indexed store or load, and a half is empty exactly when its
-    /// top is a multiple of `BIN_CAP`.
+    /// A full free half becomes the alloc half, whose blocks go back to the
+    /// zones (`spill_bin`).
+    /// A top is a slot index in `bin` (class-major): the row's start
+    /// (`ROW`), plus 0 or `HALF[cls]` for the half, plus the half's count;
+    /// so a push or pop is one indexed store or load, and a half is empty
+    /// exactly when its top is a multiple of `HALF[cls]` (`half_empty`).
     /// Last in the struct, and never initialised (see `init_fields`).
     bin: [*mut Block; N],
 }
@@ -460,28 +465,80 @@ struct Pending {
 /// Blocks batched before a remote push.
 const PENDING_MAX: u32 = 32;
 
-/// Slots of a half of a class's bin row. A half holds `BIN_CAP - 1`
-/// blocks, so that its top is a multiple of `BIN_CAP` exactly when it is
-/// empty (see `Cache::bin`).
+/// Slots of a half of a bin row of a class of at most `WIDE_MAX` bytes
+/// (`WIDE_HALF`), and of a bigger class (`BIN_CAP`). A half of `h` slots
+/// holds `h - 1` blocks, and starts at a multiple of `h`, so that its top
+/// is a multiple of `h` exactly when it is empty (see `Cache::bin`).
+///
+/// The classes of up to 128 bytes have halves of 32 slots: with 16, their
+/// alloc half emptied once in 8-14 mallocs, and the branch that leaves the
+/// pop then is one no predictor learns when classes vary (`bench/grid 1
+/// 2e6 16 128 long 64`: 228k mispredicted branches in 2M pairs with 16,
+/// 109k with 32, callgrind; CPU time -5%, medians of 21 alternating runs).
+/// For all the classes it doubled a thread's bins to 14 KiB
+/// (`c_tests/threads.c` holds 64 dead caches for reuse: over its 1 MiB
+/// bound); these eight add 2 KiB.
+const WIDE_HALF: usize = 32;
 const BIN_CAP: usize = 16;
-/// Slots of a class's bin row: the alloc half and the free half.
-const BIN_ROW: usize = 2 * BIN_CAP;
+/// The biggest class with halves of `WIDE_HALF` slots.
+const WIDE_MAX: u32 = 128;
+/// Per class, the slots of a half of its bin row.
+const HALF: [usize; NCLASS] = {
+    let mut t = [0; NCLASS];
+    let mut cls = 0;
+    while cls < NCLASS {
+        t[cls] = if CLASS_SIZE[cls] <= WIDE_MAX {
+            WIDE_HALF
+        } else {
+            BIN_CAP
+        };
+        cls += 1;
+    }
+    t
+};
+/// Per class, `HALF - 1`: a top `t` is that of an empty half iff `t & mask
+/// == 0`, and `t & mask` is the half's count.
+const HALF_MASK: [u8; NCLASS] = {
+    let mut t = [0; NCLASS];
+    let mut cls = 0;
+    while cls < NCLASS {
+        t[cls] = (HALF[cls] - 1) as u8;
+        cls += 1;
+    }
+    t
+};
+/// Per class, the first slot of its bin row (the rows in class order: the
+/// wide ones first, so that every half starts at a multiple of its size).
+const ROW: [usize; NCLASS] = {
+    let mut t = [0; NCLASS];
+    let mut cls = 1;
+    while cls < NCLASS {
+        t[cls] = t[cls - 1] + 2 * HALF[cls - 1];
+        assert!(t[cls].is_multiple_of(HALF[cls]));
+        cls += 1;
+    }
+    t
+};
+/// Slots of a thread's bins, all rows.
+const NBIN: usize = ROW[NCLASS - 1] + 2 * HALF[NCLASS - 1];
 /// `Cache::bin_state`: the alloc half's top (see `Cache::bin`), and one pop.
 const BIN_TOP: u64 = 0xffff;
-const _: () = assert!(BIN_TOP == u16::MAX as u64 && BIN_ROW * NCLASS <= u16::MAX as usize);
-const _: () = assert!(BIN_CAP.is_power_of_two());
+const _: () = assert!(BIN_TOP == u16::MAX as u64 && NBIN <= u16::MAX as usize);
+const _: () = assert!(BIN_CAP.is_power_of_two() && WIDE_HALF == 2 * BIN_CAP);
 const BIN_POP: u64 = 1 << 16;
 
-/// Is the bin half whose top is `top` empty?
+/// Is the bin half whose top is `top` empty (`mask`: its class's
+/// `HALF_MASK`)?
 #[inline(always)]
-fn half_empty(top: usize) -> bool {
-    top.is_multiple_of(BIN_CAP)
+fn half_empty(top: usize, mask: u8) -> bool {
+    top as u8 & mask == 0
 }
 
-/// Is the bin half whose top is `top` full?
+/// Is the bin half whose top is `top` full (`mask`: its class's
+/// `HALF_MASK`)?
 #[inline(always)]
-fn half_full(top: usize) -> bool {
-    (top + 1).is_multiple_of(BIN_CAP)
+fn half_full(top: usize, mask: u8) -> bool {
+    (top + 1) as u8 & mask == 0
 }
 
 /// The tops of empty bins: `bin_state` (alloc half first) and `free_top`.
@@ -489,8 +546,8 @@ const EMPTY_BINS: ([u64; NCLASS], [u64; NCLASS]) = {
     let (mut a, mut f) = ([0; NCLASS], [0; NCLASS]);
     let mut cls = 0;
     while cls < NCLASS {
-        a[cls] = (cls * BIN_ROW) as u64;
-        f[cls] = (cls * BIN_ROW + BIN_CAP) as u64;
+        a[cls] = ROW[cls] as u64;
+        f[cls] = (ROW[cls] + HALF[cls]) as u64;
         cls += 1;
     }
     (a, f)
@@ -507,6 +564,7 @@ const fn static_cache(state: u32) -> CacheOf<0> {
         class_of: CLASS_OF,
         sparse: false,
         swap_min: SWAP_MIN,
+        half_mask: HALF_MASK,
         // SAFETY: only the address is taken.
         current: [addr_of_mut!(EMPTY_ZONE); NCLASS],
         bin_state: EMPTY_BINS.0,
@@ -650,11 +708,15 @@ unsafe fn alloc_class(tc: *mut Cache, cls: usize, n: usize) -> *mut u8 {
     // (cls < NCLASS; a top is a slot of the class's row.)
     let st = *(*tc).bin_state.get_unchecked(cls);
     let top = st as u16 as usize; // (BIN_TOP)
-    if !half_empty(top) {
+    if !half_empty(top, *(*tc).half_mask.get_unchecked(cls)) {
         return bin_pop(tc, cls, st, top, n);
     }
+    // (The mask again, from the static table: the one in the cache, read
+    // once for both tests, was a load and a test above, where the test
+    // reads it from memory.)
+    let mask = *HALF_MASK.get_unchecked(cls);
     let ft = *(*tc).free_top.get_unchecked(cls);
-    if half_empty(ft as usize) {
+    if half_empty(ft as usize, mask) {
         // The bin is empty, and nothing was freed since the alloc half was
         // last filled: the class is being allocated in a run. A block from
         // the zone, and the alloc half stays empty, so that each malloc of
@@ -684,7 +746,7 @@ unsafe fn alloc_class(tc: *mut Cache, cls: usize, n: usize) -> *mut u8 {
     }
     // The free half becomes the alloc half, and the empty one the free
     // half, if it has enough blocks; else `bin_refill`.
-    if ft as usize % BIN_CAP >= *(*tc).swap_min.get_unchecked(cls) as usize {
+    if ft as u8 & mask >= *(*tc).swap_min.get_unchecked(cls) {
         *(*tc).free_top.get_unchecked_mut(cls) = top as u64;
         return bin_pop(tc, cls, (st & !BIN_TOP) | ft, ft as usize, n);
     }
@@ -711,8 +773,8 @@ const FILL_TO: [u8; NCLASS] = {
         let n = FILL_BYTES / CLASS_SIZE[cls] as usize;
         t[cls] = if n < 1 {
             1
-        } else if n > BIN_CAP - 2 {
-            (BIN_CAP - 2) as u8
+        } else if n > HALF[cls] - 2 {
+            (HALF[cls] - 2) as u8
         } else {
             n as u8
         };
@@ -754,7 +816,7 @@ const SWAP_MIN: [u8; NCLASS] = {
 unsafe fn bin_refill(n: usize, cls: usize, tc: *mut Cache, st: u64) -> *mut u8 {
     let top = (st & BIN_TOP) as usize;
     let ft = *(*tc).free_top.get_unchecked(cls) as usize;
-    let k = ft % BIN_CAP;
+    let k = ft & HALF_MASK[cls] as usize;
     let z = *(*tc).current.get_unchecked(cls);
     let fill = FILL_TO[cls] as usize;
     // Zone blocks at the bottom of the alloc half, in the order of the
@@ -928,7 +990,7 @@ unsafe fn free_to_bin(info: *const zonemap::ZoneInfo, p: *mut u8) {
 unsafe fn bin_push(tc: *mut Cache, cls: usize, b: *mut Block) -> bool {
     // (cls < NCLASS; a top is a slot of the class's row.)
     let ft = *(*tc).free_top.get_unchecked(cls) as usize;
-    if half_full(ft) {
+    if half_full(ft, *(*tc).half_mask.get_unchecked(cls)) {
         return false;
     }
     *(*tc).bin.get_unchecked_mut(ft) = b;
@@ -1109,9 +1171,17 @@ unsafe fn end_run(tc: *mut Cache, z: *mut Zone, old: *mut Block, head: *mut Bloc
     }
 }
 
-/// The free half of the bin of `cls` is full: its older half goes back to
-/// the zones, and `b`
-/// goes in.
+/// The free half of the bin of `cls` is full: it becomes the alloc half,
+/// the blocks of the alloc half go back to the zones, and `b` starts the
+/// new free half.
+///
+/// So the alloc half is full after a spill, and the blocks given back are
+/// the colder ones (freed before all of the free half's, or taken from the
+/// zone). Giving back the free half's older half instead, as before, left
+/// the alloc half as it was, often nearly empty: `bench/grid 1 1e6 16 128
+/// cross 1000` (each block freed 1000 allocations after its malloc) took
+/// 443k mispredicted branches, now 131k; `grid ... long 1000` 363k, now
+/// 296k (callgrind, halves of 15 blocks for both).
 ///
 /// Measured and not kept: a stash of 16-block magazines per class behind
 /// the bins (a full bin's half copied there, an empty bin refilled from it
@@ -1124,35 +1194,55 @@ unsafe fn end_run(tc: *mut Cache, z: *mut Zone, old: *mut Block, head: *mut Bloc
 #[cold]
 #[inline(never)]
 unsafe fn spill_bin(b: *mut Block, cls: usize, tc: *mut Cache) {
-    const HALF: usize = BIN_CAP / 2;
-    // The full free half: its first slot and its blocks.
-    let base = (*tc).free_top[cls] as usize + 1 - BIN_CAP;
-    let n = BIN_CAP - 1;
-    // (A copy: the zones' slow paths take the cache as `&mut`.)
-    let mut xs = [null_mut(); HALF];
-    xs.copy_from_slice(&(&(*tc).bin)[base..base + HALF]);
-    give_back_all(tc, cls, &xs);
-    let half = &mut (&mut (*tc).bin)[base..base + n];
-    half.copy_within(HALF.., 0);
-    half[n - HALF] = b;
-    (*tc).free_top[cls] = (base + n - HALF + 1) as u64;
-    // Until the thread allocates the class again, it frees other threads'
-    // blocks of it to their owners at once (`free_foreign`). (Giving the
-    // alloc half back too when it had not allocated the class since the
-    // last spill either cost `c_tests/bursts.sh` 2.4 instructions a pair.)
+    // The full free half becomes the alloc half, and the blocks of the old
+    // alloc half (freed before any of them, or taken from the zone) go back
+    // to the zones.
+    let h = HALF[cls];
+    let st = (*tc).bin_state[cls];
+    let top = (st & BIN_TOP) as usize;
+    let ab = top & !(h - 1);
+    let fb = (*tc).free_top[cls] as usize + 1 - h;
+    if top != ab {
+        // (The alloc half's top is lowered first: a zone this empties
+        // brings `free_local_slow` to `give_back_alloc_half`, which must
+        // find the half empty.)
+        (*tc).bin_state[cls] = (st & !BIN_TOP) | ab as u64;
+        // (A copy, as the zones' slow paths take the cache as `&mut`; in
+        // runs of a fixed length: a copy of `top - ab` slots was a call of
+        // `memcpy`, whose branches on the length mispredicted about three
+        // times a spill. The slots above `top` may never have been written:
+        // only the first `top - ab` are read.)
+        let k = top - ab;
+        let mut xs = core::mem::MaybeUninit::<[*mut Block; WIDE_HALF]>::uninit();
+        let (from, to) = (
+            (*tc).bin.as_ptr().add(ab),
+            xs.as_mut_ptr() as *mut *mut Block,
+        );
+        core::ptr::copy_nonoverlapping(from, to, BIN_CAP);
+        if k > BIN_CAP {
+            // (A wide half: its second run of slots.)
+            core::ptr::copy_nonoverlapping(from.add(BIN_CAP), to.add(BIN_CAP), BIN_CAP);
+        }
+        let xs = core::slice::from_raw_parts(xs.as_ptr() as *const *mut Block, k);
+        give_back_all(tc, cls, xs);
+    }
+    (*tc).bin_state[cls] = ((*tc).bin_state[cls] & !BIN_TOP) | (fb + h - 1) as u64;
+    (*tc).bin[ab] = b;
+    (*tc).free_top[cls] = (ab + 1) as u64;
     (*tc).spilled[cls] = alloc_sum(tc, cls);
 }
 
 /// Gives every block of `tc`'s bins back to the zones.
 unsafe fn drain_bins(tc: *mut Cache) {
-    for cls in 0..NCLASS {
+    for (cls, h) in HALF.iter().enumerate() {
         let at = ((*tc).bin_state[cls] & BIN_TOP) as usize;
         let ft = (*tc).free_top[cls] as usize;
-        let (ab, fb) = (at / BIN_CAP * BIN_CAP, ft / BIN_CAP * BIN_CAP);
+        let m = h - 1;
+        let (ab, fb) = (at & !m, ft & !m);
         (*tc).bin_state[cls] = ((*tc).bin_state[cls] & !BIN_TOP) | ab as u64;
         (*tc).free_top[cls] = fb as u64;
         for (base, top) in [(ab, at), (fb, ft)] {
-            let mut xs = [null_mut(); BIN_CAP];
+            let mut xs = [null_mut(); WIDE_HALF];
             xs[..top - base].copy_from_slice(&(&(*tc).bin)[base..top]);
             give_back_all(tc, cls, &xs[..top - base]);
         }
@@ -2100,12 +2190,12 @@ unsafe fn free_local_slow(tc: *mut Cache, z: *mut Zone) {
 unsafe fn give_back_alloc_half(tc: *mut Cache, cls: usize) {
     let st = (*tc).bin_state[cls];
     let at = (st & BIN_TOP) as usize;
-    let base = at / BIN_CAP * BIN_CAP;
+    let base = at & !(HALF[cls] - 1);
     if at == base {
         return;
     }
     (*tc).bin_state[cls] = (st & !BIN_TOP) | base as u64;
-    let mut xs = [null_mut(); BIN_CAP];
+    let mut xs = [null_mut(); WIDE_HALF];
     xs[..at - base].copy_from_slice(&(&(*tc).bin)[base..at]);
     give_back_all(tc, cls, &xs[..at - base]);
 }
@@ -2279,6 +2369,7 @@ unsafe fn init_fields(c: *mut Cache, sparse: bool) {
         class_of,
         sparse: _,
         swap_min,
+        half_mask,
         current,
         bin_state,
         free_top,
@@ -2302,6 +2393,7 @@ unsafe fn init_fields(c: *mut Cache, sparse: bool) {
     }
     addr_of_mut!((*c).sparse).write(sparse);
     addr_of_mut!((*c).swap_min).write(swap_min);
+    addr_of_mut!((*c).half_mask).write(half_mask);
     addr_of_mut!((*c).current).write(current);
     addr_of_mut!((*c).bin_state).write(bin_state);
     addr_of_mut!((*c).free_top).write(free_top);
@@ -2550,7 +2642,7 @@ mod tests {
                 let c = &mut *tc;
                 let left = 1 + next() % if round % 3 == 0 { 5 } else { 3000 };
                 c.prof[cls].left = left;
-                c.bin_state[cls] = (c.bin_state[cls] & !BIN_TOP) | (cls * BIN_ROW + 20) as u64;
+                c.bin_state[cls] = (c.bin_state[cls] & !BIN_TOP) | (ROW[cls] + 20) as u64;
                 prof_arm(tc, cls, last_bin, last_zone);
                 let zone_share = next() % 4; // how often the zone path serves
                 let (mut bin, mut zone) = (0u64, 0u64);
@@ -2585,7 +2677,7 @@ mod tests {
                 true_pops += bin;
                 true_allocs += zone as usize;
                 assert_eq!(c.bin_state[cls] >> 16, true_pops);
-                assert_eq!(c.bin_state[cls] & BIN_TOP, (cls * BIN_ROW + 20) as u64);
+                assert_eq!(c.bin_state[cls] & BIN_TOP, (ROW[cls] + 20) as u64);
                 assert_eq!(c.allocs[cls], true_allocs);
                 assert_eq!(served(tc, cls), true_pops as usize + true_allocs);
                 (last_bin, last_zone) = (b, z);
