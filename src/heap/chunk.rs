@@ -139,14 +139,16 @@ const _: () = assert!(TAG_MUL as u16 == u16::MAX && LOW_MASK == crate::guard::TA
 pub fn tag_matches(c: *const Chunk, h: usize) -> bool {
     tag_product(c, h) >> 48 == 0
 }
-/// `tag_matches`, for a fast path that has `SIZE_MASK` in a register and
+/// `tag_matches`, for a fast path that has `SIZE_MASK | MARK | MMAPPED |
+/// FREE` in a register (the medium free's mask of the head word) and
 /// `TAG_MUL` in memory it holds (`mul`, read there: an `imul` from memory):
 /// may also answer false (one time in 2^44) for a word that matches, which
 /// the caller's slow path then checks again.
 #[inline(always)]
 pub fn tag_matches_mostly(c: *const Chunk, h: usize, mul: &usize) -> bool {
     debug_assert!(*mul == TAG_MUL);
-    (c as usize ^ crate::guard::tag_key() ^ h).wrapping_mul(*mul) < SIZE_MASK
+    (c as usize ^ crate::guard::tag_key() ^ h).wrapping_mul(*mul)
+        < SIZE_MASK | MARK | MMAPPED | FREE
 }
 /// The product whose top 16 bits are 0 when `h` carries its tag.
 #[inline(always)]

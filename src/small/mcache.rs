@@ -54,7 +54,7 @@
 //!
 //! Invariants, per thread cache: every listed chunk is an in-use heap chunk
 //! (not mmapped) of at least its class's chunk size and less than the next
-//! class's; `bytes == sum of size(c)` over the lists; `count[k]` is the
+//! class's; `bytes == sum of weight(size(c))` over the lists; `count[k]` is the
 //! length of list k; after every free, `bytes <= cap`; a freed big chunk
 //! stays in the thread's list only if then `big_held <= big_cap`.
 //!
@@ -204,6 +204,22 @@ const fn class_chunk(k: usize) -> usize {
     class_size(k) + ALIGN
 }
 
+/// What a listed chunk of `s` bytes counts for in its cache's `bytes`:
+/// `s + MARK`, its head word's size and flags as free's fast path has them
+/// (`head & HEAD_MASK`: MARK set, neither FREE nor MMAPPED, PREV_FREE masked
+/// off), with no subtraction. (8 bytes a chunk over its size: the cap is
+/// met 0.16% sooner at most; `publish` reports the bytes exactly.)
+#[inline(always)]
+const fn weight(s: usize) -> usize {
+    s + MARK
+}
+
+/// The bits of a cached chunk's head word that free's fast path keeps:
+/// the size and every flag but PREV_FREE (which the heap sets and clears on
+/// a cached chunk when its neighbour changes). A listed chunk's is
+/// `weight(size)`.
+pub const HEAD_MASK: usize = SIZE_MASK | MARK | MMAPPED | FREE;
+
 /// The class a chunk of `s` bytes serves: the largest whose chunk size is
 /// at most `s`. One load from `CLASS_OF_CHUNK_KIB`.
 ///
@@ -279,15 +295,21 @@ pub struct MCache {
     /// Per class, the cached chunks (linked through `next_free`).
     head: [*mut Chunk; NMC],
     count: [u32; NMC],
-    /// Per class, the shortest the list has been since the last flush: that
-    /// many chunks sat unused all along (tcmalloc's low-water mark).
-    low: [u32; NMC],
+    /// Per class, the chunks above the list's low-water mark: `count[k] -
+    /// above[k]` is the shortest list `k` has been since the last flush,
+    /// that many chunks sat unused all along (tcmalloc's low-water mark).
+    /// Kept as this difference so that a pop updates it with no branch (a
+    /// saturating decrement: `sub`, `adc`): a pop's `left < low` test was
+    /// taken at random, 5.5% of the pops of `bench/mthreads 1`, and
+    /// mispredicted as often (cachegrind, --branch-sim=yes).
+    above: [u32; NMC],
     /// This thread's cap: `cap()`, less while many threads have a cache
     /// (see `thread_cap`).
     cap: usize,
     /// Chunks a refill of each class takes next (grows with the misses).
     batch: [u32; NMC],
-    /// Chunk bytes in the lists.
+    /// Chunk bytes in the lists, each chunk counted at its `weight` (its
+    /// size and 8).
     bytes: usize,
     /// Odd while the owner is in a fast section (see "Idle threads" above);
     /// each pop that served a chunk adds 2 (its count of allocations: the
@@ -345,7 +367,7 @@ impl MCache {
         MCache {
             head: [null_mut(); NMC],
             count: [0; NMC],
-            low: [0; NMC],
+            above: [0; NMC],
             cap: 0,
             batch: [1; NMC],
             bytes: 0,
@@ -687,14 +709,22 @@ unsafe fn take(tc: *mut MCache, k: usize, c: *mut Chunk) -> *mut Chunk {
     if crate::guard::CHECKS && (*c).prev_free as usize != (*tc).mkey {
         corrupt_user(to_user(c));
     }
-    *(*tc).head.get_unchecked_mut(k) = (*c).next_free;
-    let left = *(*tc).count.get_unchecked(k) - 1;
-    *(*tc).count.get_unchecked_mut(k) = left;
-    if left < *(*tc).low.get_unchecked(k) {
-        *(*tc).low.get_unchecked_mut(k) = left;
-    }
-    (*tc).bytes -= size(c);
     (*c).prev_free = null_mut();
+    *(*tc).head.get_unchecked_mut(k) = (*c).next_free;
+    *(*tc).count.get_unchecked_mut(k) -= 1;
+    // `above[k] = above[k].saturating_sub(1)` in two instructions to
+    // memory, no branch (the compiler's took a load, a compare, an `adc`
+    // and a store).
+    // SAFETY: `k < NMC`: `above[k]` is a `u32` of the cache.
+    core::arch::asm!(
+        "sub dword ptr [{t} + {k} * 4 + {off}], 1",
+        "adc dword ptr [{t} + {k} * 4 + {off}], 0",
+        t = in(reg) tc,
+        k = in(reg) k,
+        off = const core::mem::offset_of!(MCache, above),
+        options(nostack),
+    );
+    (*tc).bytes -= (*c).head & HEAD_MASK;
     c
 }
 
@@ -763,7 +793,7 @@ pub unsafe fn free(c: *mut Chunk) -> bool {
         return free_locked(tc, c, s, mk);
     }
     let k = push(tc, c, s, mk);
-    let b = (*tc).bytes + s;
+    let b = (*tc).bytes + weight(s);
     (*tc).bytes = b;
     let over = b > (*tc).cap;
     if !over && b > (*tc).peak {
@@ -789,7 +819,7 @@ pub unsafe fn free(c: *mut Chunk) -> bool {
 unsafe fn free_locked(tc: *mut MCache, c: *mut Chunk, s: usize, mk: usize) -> bool {
     lock_own(tc);
     let k = push(tc, c, s, mk);
-    let b = (*tc).bytes + s;
+    let b = (*tc).bytes + weight(s);
     (*tc).bytes = b;
     if b > (*tc).cap {
         flush_over_cap(tc, k);
@@ -841,7 +871,7 @@ unsafe fn free_big(tc: *mut MCache, c: *mut Chunk, s: usize) -> bool {
     lock_own(tc);
     let t = &mut *tc;
     let k = push(tc, c, s, mk);
-    t.bytes += s;
+    t.bytes += weight(s);
     if t.cap != 0 && big_held(t) > big_cap(t) {
         // c (the head of list k) leaves for the shared list.
         to_central(t, k, 1);
@@ -875,17 +905,24 @@ unsafe fn free_big(tc: *mut MCache, c: *mut Chunk, s: usize) -> bool {
 /// `RECLAIM` bit clear (with every slower mode: `gate`, the heap's purge
 /// among them), followed by an acquire fence.
 #[inline(always)]
-pub unsafe fn free_fast(tc: *mut MCache, c: *mut Chunk, s: usize) -> bool {
-    // (One subtraction for the range's test and the class's index: every
-    // class's chunk is `ALIGN` past a multiple of 1 KiB, the first's 5 KiB.
-    // The big classes take `free`, which bounds their share.)
-    let d = s.wrapping_sub(class_chunk(0));
-    if d > class_chunk(BIG_FIRST - 1) - class_chunk(0) {
+pub unsafe fn free_fast(tc: *mut MCache, c: *mut Chunk, h: usize) -> bool {
+    // One subtraction and one rotation test the flags and the range, and
+    // give the class's index: `w - weight(class_chunk(0))` has its low 4
+    // bits clear exactly when the flags are MARK alone (ours, neither free
+    // nor mapped; a free chunk's second free goes to the slow path, which
+    // reports it), and every class's chunk is `ALIGN` past a multiple of
+    // 1 KiB, the first's 5 KiB. Rotated right by 4, any flag left over
+    // lands in the top bits and fails the range's test. (Three
+    // instructions fewer than the flags' test and the range's apart.) The
+    // big classes take `free`, which bounds their share.
+    let w = h & HEAD_MASK;
+    let d = w.wrapping_sub(weight(class_chunk(0))).rotate_right(4);
+    if d > (class_chunk(BIG_FIRST - 1) - class_chunk(0)) >> 4 {
         return false;
     }
     // (The static caches, EMPTY and DEAD, have a cap of 0: this test
     // sends them to `free` too.)
-    let b = (*tc).bytes + s;
+    let b = (*tc).bytes + w;
     if b > (*tc).cap {
         return false;
     }
@@ -894,9 +931,9 @@ pub unsafe fn free_fast(tc: *mut MCache, c: *mut Chunk, s: usize) -> bool {
     if crate::guard::CHECKS && (*c).prev_free as usize == mk {
         double_free(c);
     }
-    // (In bounds: `d` passed the range test, so `d >> 10` is below
+    // (In bounds: `d` passed the range test, so `d >> 6` is below
     // `FREE_CLASS_LEN`.)
-    let k = *(*tc).free_class.get_unchecked(d >> 10) as usize;
+    let k = *(*tc).free_class.get_unchecked(d >> 6) as usize;
     push_class(tc, c, k, mk);
     (*tc).bytes = b;
     true
@@ -944,6 +981,7 @@ unsafe fn push_class(tc: *mut MCache, c: *mut Chunk, k: usize, mk: usize) {
     (*c).prev_free = mk as *mut Chunk;
     *(*tc).head.get_unchecked_mut(k) = c;
     *(*tc).count.get_unchecked_mut(k) += 1;
+    *(*tc).above.get_unchecked_mut(k) += 1;
 }
 
 /// Reports a second free of a chunk that is cached or free.
@@ -1129,7 +1167,8 @@ unsafe fn carve(t: &mut MCache, csize: usize, want: u32) -> *mut Chunk {
         (*c).prev_free = mark(c);
         t.head[j] = c;
         t.count[j] += 1;
-        t.bytes += s;
+        t.above[j] += 1;
+        t.bytes += weight(s);
     }
     HEAP.with(|_| set_size(span, csize));
     span
@@ -1226,7 +1265,7 @@ unsafe fn flush_over_cap(tc: *mut MCache, k: usize) {
     }
     let goal = t.cap / 4 * 3;
     for j in 0..NMC {
-        to_central(t, j, t.low[j].div_ceil(2));
+        to_central(t, j, (t.count[j] - t.above[j]).div_ceil(2));
     }
     let mut j = NMC;
     while t.bytes > goal && j > 0 {
@@ -1238,7 +1277,7 @@ unsafe fn flush_over_cap(tc: *mut MCache, k: usize) {
     if t.bytes > goal {
         to_central(t, k, t.count[k].div_ceil(2));
     }
-    t.low = t.count;
+    t.above = [0; NMC];
     FLUSHES.fetch_add(1, Ordering::Relaxed);
     publish(t);
     if CENTRAL_BYTES.load(Ordering::Relaxed) > CENTRAL_CAP {
@@ -1267,7 +1306,8 @@ unsafe fn to_central(t: &mut MCache, j: usize, n: u32) {
     }
     t.head[j] = (*last).next_free;
     t.count[j] -= m;
-    t.bytes -= bytes;
+    t.above[j] = t.above[j].min(t.count[j]);
+    t.bytes -= bytes + m as usize * MARK;
     {
         let (cen, _g) = lock_shard(j, t.home);
         let l = &mut *cen.list.get();
@@ -1373,7 +1413,8 @@ unsafe fn finish_take(t: &mut MCache, k: usize, first: *mut Chunk) -> *mut Chunk
         (*last).next_free = t.head[k];
         t.head[k] = (*first).next_free;
         t.count[k] += m - 1;
-        t.bytes += bytes - size(first);
+        t.above[k] += m - 1;
+        t.bytes += bytes - size(first) + (m - 1) as usize * MARK;
     }
     (*first).prev_free = null_mut();
     first
@@ -1508,7 +1549,8 @@ unsafe fn release(
         }
         t.head[k] = (*c).next_free;
         t.count[k] -= 1;
-        t.bytes -= size(c);
+        t.above[k] = t.above[k].min(t.count[k]);
+        t.bytes -= weight(size(c));
         let e = free_to_heap(h, c);
         if e.is_some() {
             return e;
@@ -1533,7 +1575,7 @@ unsafe fn flush_all_of(t: &mut MCache) {
             }
         }
     });
-    t.low = t.count;
+    t.above = [0; NMC];
     FLUSHES.fetch_add(1, Ordering::Relaxed);
     HEAP_FLUSHES.fetch_add(1, Ordering::Relaxed);
     publish(t);
@@ -1548,8 +1590,10 @@ unsafe fn flush_all_of(t: &mut MCache) {
 /// # Safety
 /// `t` is this thread's live cache.
 unsafe fn publish(t: &mut MCache) {
-    let bytes = t.bytes;
-    t.peak = t.peak.max(bytes);
+    t.peak = t.peak.max(t.bytes);
+    // (The chunks' sizes: `bytes` counts each chunk's `weight`.)
+    let chunks: usize = t.count.iter().map(|&n| n as usize).sum();
+    let bytes = t.bytes - chunks * MARK;
     t.cap = thread_cap();
     // (Outside the fast sections: `busy` is even.)
     let b = *t.busy.get_mut();
@@ -1780,7 +1824,7 @@ unsafe fn reclaim(t: *mut MCache) -> Reclaim {
     let bytes = (*t).bytes;
     (*t).head = [null_mut(); NMC];
     (*t).count = [0; NMC];
-    (*t).low = [0; NMC];
+    (*t).above = [0; NMC];
     (*t).bytes = 0;
     CACHED.fetch_sub(core::mem::take(&mut (*t).published), Ordering::Relaxed);
     fence(Ordering::Release);
