@@ -126,7 +126,7 @@ use crate::chunk::*;
 use crate::heap::HEAP;
 use crate::lock::Lock;
 use core::cell::UnsafeCell;
-use core::ptr::{addr_of, null_mut};
+use core::ptr::{addr_of, addr_of_mut, null_mut};
 use core::sync::atomic::{compiler_fence, fence, AtomicU32, AtomicUsize, Ordering};
 
 /// Largest request served from the caches.
@@ -285,6 +285,9 @@ fn mark(_c: *const Chunk) -> *mut Chunk {
     mark_key() as *mut Chunk
 }
 
+/// The sink's list (`MCache::pend`), past the classes'.
+const SINK: usize = NMC;
+
 /// Cache states.
 const EMPTY: u32 = 0;
 const LIVE: u32 = 1;
@@ -294,8 +297,9 @@ const DEAD: u32 = 2;
 #[repr(C)]
 pub struct MCache {
     /// Per class, the cached chunks (linked through `next_free`).
-    head: [*mut Chunk; NMC],
-    count: [u32; NMC],
+    /// (Index `SINK`, past the classes, is the sink's list: see `pend`.)
+    head: [*mut Chunk; NMC + 1],
+    count: [u32; NMC + 1],
     /// Per class, the chunks above the list's low-water mark: `count[k] -
     /// above[k]` is the shortest list `k` has been since the last flush,
     /// that many chunks sat unused all along (tcmalloc's low-water mark).
@@ -303,7 +307,7 @@ pub struct MCache {
     /// saturating decrement: `sub`, `adc`): a pop's `left < low` test was
     /// taken at random, 5.5% of the pops of `bench/mthreads 1`, and
     /// mispredicted as often (cachegrind, --branch-sim=yes).
-    above: [u32; NMC],
+    above: [u32; NMC + 1],
     /// This thread's cap: `cap()`, less while many threads have a cache
     /// (see `thread_cap`).
     cap: usize,
@@ -315,11 +319,16 @@ pub struct MCache {
     /// (in another cache line than its link for one chunk in four): a
     /// subtraction of `cw[k]`.
     bytes: usize,
-    /// The chunk the last fast free cached, not in its list yet (null if
-    /// none): its link word holds its class, and the next fast free, or
-    /// any slow path (`settle`), pushes it. Counted in `bytes`, not in
-    /// `count`. See `free_fast` for why.
+    /// The chunk the last fast free cached, not in its list yet: its link
+    /// word holds its class, and the next fast free, or any slow path
+    /// (`settle`), pushes it. Counted in `bytes`, not in `count`. See
+    /// `free_fast` for why. When none is, `sink` (a live cache's; null in
+    /// the static ones, whose frees never get that far), whose link word
+    /// holds `SINK`: the fast free pushes it on that list, which nobody
+    /// reads, rather than test for none.
     pend: *mut Chunk,
+    /// The stand-in pending chunk (its `next_free` word is `SINK`).
+    sink: Chunk,
     /// Odd while the owner is in a fast section (see "Idle threads" above);
     /// each pop that served a chunk adds 2 (its count of allocations: the
     /// section's two stores count it, with no counter of its own).
@@ -376,13 +385,19 @@ pub struct MCache {
 impl MCache {
     const fn new(state: u32) -> MCache {
         MCache {
-            head: [null_mut(); NMC],
-            count: [0; NMC],
-            above: [0; NMC],
+            head: [null_mut(); NMC + 1],
+            count: [0; NMC + 1],
+            above: [0; NMC + 1],
             cap: 0,
             batch: [1; NMC],
             bytes: 0,
             pend: null_mut(),
+            sink: Chunk {
+                prev_size: 0,
+                head: 0,
+                next_free: SINK as *mut Chunk,
+                prev_free: null_mut(),
+            },
             busy: AtomicU32::new(0),
             busy_published: 0,
             peak: 0,
@@ -961,10 +976,7 @@ pub unsafe fn free_fast(tc: *mut MCache, c: *mut Chunk, h: usize) -> bool {
     let prev = (*tc).pend;
     (*tc).pend = c;
     (*tc).bytes = b;
-    if !prev.is_null() {
-        let pk = (*prev).next_free as usize;
-        link_class(tc, prev, pk);
-    }
+    link_class(tc, prev, (*prev).next_free as usize);
     true
 }
 
@@ -975,9 +987,9 @@ pub unsafe fn free_fast(tc: *mut MCache, c: *mut Chunk, h: usize) -> bool {
 /// `tc` is a cache whose lists its caller may write.
 #[inline]
 unsafe fn settle(tc: *mut MCache) {
-    let c = (*tc).pend;
-    if !c.is_null() {
-        (*tc).pend = null_mut();
+    let sink = addr_of_mut!((*tc).sink);
+    let c = core::mem::replace(&mut (*tc).pend, sink);
+    if c != sink {
         link_class(tc, c, (*c).next_free as usize);
     }
 }
@@ -1335,7 +1347,7 @@ unsafe fn flush_over_cap(tc: *mut MCache, k: usize) {
     if t.bytes > goal {
         to_central(t, k, t.count[k].div_ceil(2));
     }
-    t.above = [0; NMC];
+    t.above = [0; NMC + 1];
     FLUSHES.fetch_add(1, Ordering::Relaxed);
     publish(t);
     if CENTRAL_BYTES.load(Ordering::Relaxed) > CENTRAL_CAP {
@@ -1634,7 +1646,7 @@ unsafe fn flush_all_of(t: &mut MCache) {
             }
         }
     });
-    t.above = [0; NMC];
+    t.above = [0; NMC + 1];
     FLUSHES.fetch_add(1, Ordering::Relaxed);
     HEAP_FLUSHES.fetch_add(1, Ordering::Relaxed);
     publish(t);
@@ -1879,11 +1891,14 @@ unsafe fn reclaim(t: *mut MCache) -> Reclaim {
     }
     // The owner is outside, and every entry of its from now on waits.
     settle(t);
-    let heads = (*t).head;
+    // (The classes' lists; not the sink's.)
+    let all = (*t).head;
+    let mut heads = [null_mut(); NMC];
+    heads.copy_from_slice(&all[..NMC]);
     let bytes = (*t).bytes;
-    (*t).head = [null_mut(); NMC];
-    (*t).count = [0; NMC];
-    (*t).above = [0; NMC];
+    (*t).head = [null_mut(); NMC + 1];
+    (*t).count = [0; NMC + 1];
+    (*t).above = [0; NMC + 1];
     (*t).bytes = 0;
     CACHED.fetch_sub(core::mem::take(&mut (*t).published), Ordering::Relaxed);
     fence(Ordering::Release);
@@ -1956,6 +1971,7 @@ unsafe fn init_cache() -> *mut MCache {
     }
     let t = to_user(ch) as *mut MCache;
     t.write(MCache::new(LIVE));
+    (*t).pend = addr_of_mut!((*t).sink);
     (*t).mkey = mark_key();
     (*t).home = NEXT_HOME.fetch_add(1, Ordering::Relaxed) % SHARDS;
     THREADS.fetch_add(1, Ordering::Relaxed);
