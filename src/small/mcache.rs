@@ -319,15 +319,16 @@ pub struct MCache {
     /// (in another cache line than its link for one chunk in four): a
     /// subtraction of `cw[k]`.
     bytes: usize,
-    /// The chunk the last fast free cached, not in its list yet: its link
-    /// word holds its class, and the next fast free, or any slow path
-    /// (`settle`), pushes it. Counted in `bytes`, not in `count`. See
-    /// `free_fast` for why. When none is, `sink` (a live cache's; null in
-    /// the static ones, whose frees never get that far), whose link word
-    /// holds `SINK`: the fast free pushes it on that list, which nobody
-    /// reads, rather than test for none.
+    /// The chunk the last fast free cached, not in its list yet (its class
+    /// `pend_k`): the next fast free, or any slow path (`settle`), pushes
+    /// it. Counted in `bytes`, not in `count`. See `free_fast` for why.
+    /// When none is, `sink` (a live cache's; null in the static ones,
+    /// whose frees never get that far) of class `SINK`: the fast free
+    /// pushes it on that list, which nobody reads, rather than test for
+    /// none.
     pend: *mut Chunk,
-    /// The stand-in pending chunk (its `next_free` word is `SINK`).
+    pend_k: usize,
+    /// The stand-in pending chunk.
     sink: Chunk,
     /// Odd while the owner is in a fast section (see "Idle threads" above);
     /// each pop that served a chunk adds 2 (its count of allocations: the
@@ -392,10 +393,11 @@ impl MCache {
             batch: [1; NMC],
             bytes: 0,
             pend: null_mut(),
+            pend_k: SINK,
             sink: Chunk {
                 prev_size: 0,
                 head: 0,
-                next_free: SINK as *mut Chunk,
+                next_free: null_mut(),
                 prev_free: null_mut(),
             },
             busy: AtomicU32::new(0),
@@ -963,8 +965,8 @@ pub unsafe fn free_fast(tc: *mut MCache, c: *mut Chunk, h: usize) -> bool {
         double_free(c);
     }
     // The push waits for the next free: `c` is marked (a second free of it
-    // is found) and becomes the pending chunk, its class in its link word,
-    // and the chunk pending before is pushed, its class long read. Why:
+    // is found) and becomes the pending chunk, and the chunk pending
+    // before is pushed, its class long read. Why:
     // `k` comes from the header, in the line the program read last (often
     // a cache miss still under way); stores to `head[k]`, `count[k]` and
     // `above[k]`, whose address waited for it, held up the next malloc's
@@ -972,11 +974,12 @@ pub unsafe fn free_fast(tc: *mut MCache, c: *mut Chunk, h: usize) -> bool {
     // and with them the program's next miss: 1.2x tcmalloc's time on
     // `bench/mthreads 1 2e7 256 5121 6144 u`, 1.0x with the class fixed.
     (*c).prev_free = mk as *mut Chunk;
-    (*c).next_free = k as *mut Chunk;
     let prev = (*tc).pend;
+    let pk = (*tc).pend_k;
     (*tc).pend = c;
+    (*tc).pend_k = k;
     (*tc).bytes = b;
-    link_class(tc, prev, (*prev).next_free as usize);
+    link_class(tc, prev, pk);
     true
 }
 
@@ -989,8 +992,9 @@ pub unsafe fn free_fast(tc: *mut MCache, c: *mut Chunk, h: usize) -> bool {
 unsafe fn settle(tc: *mut MCache) {
     let sink = addr_of_mut!((*tc).sink);
     let c = core::mem::replace(&mut (*tc).pend, sink);
+    let k = core::mem::replace(&mut (*tc).pend_k, SINK);
     if c != sink {
-        link_class(tc, c, (*c).next_free as usize);
+        link_class(tc, c, k);
     }
 }
 
