@@ -346,13 +346,12 @@ unsafe fn to_medium_cache(tc: *mut mcache::MCache, p: *mut u8) -> bool {
     // (After the gate's test: a reclaim that cleared its bit is seen whole.)
     core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
     let c = from_user(p);
-    // One load of the head word; its tag, then `free_fast`'s one test of
-    // its flags (ours, neither mapped nor free: a free chunk's second free
-    // goes to the slow path, which reports it) and its size. (The tag of
-    // the whole word, with no mask; a rare miss of `tag_matches_mostly`
-    // takes the slow path, which checks it exactly.)
+    // One load of the head word; its tag (of the whole word, with no
+    // mask), then `free_fast`'s one test of its flags (ours, neither mapped
+    // nor free: a free chunk's second free goes to the slow path, which
+    // reports it) and its size.
     let h = (*c).head;
-    if crate::guard::CHECKS && !tag_matches_mostly(c, h, &(*tc).tag_mul) {
+    if crate::guard::CHECKS && !tag_matches_in(c, h, &(*tc).tag_mul) {
         return false;
     }
     mcache::free_fast(tc, c, h)

@@ -299,14 +299,15 @@ pub struct MCache {
     /// Per class, the cached chunks (linked through `next_free`).
     /// (Index `SINK`, past the classes, is the sink's list: see `pend`.)
     head: [*mut Chunk; NMC + 1],
-    count: [u32; NMC + 1],
-    /// Per class, the chunks above the list's low-water mark: `count[k] -
-    /// above[k]` is the shortest list `k` has been since the last flush,
-    /// that many chunks sat unused all along (tcmalloc's low-water mark).
-    /// Kept as this difference so that a pop updates it with no branch (a
-    /// saturating decrement: `sub`, `adc`): a pop's `left < low` test was
-    /// taken at random, 5.5% of the pops of `bench/mthreads 1`, and
-    /// mispredicted as often (cachegrind, --branch-sim=yes).
+    /// Per class, the list's low-water mark: the shortest list `k` has been
+    /// since the last flush, that many chunks sat unused all along
+    /// (tcmalloc's), and the chunks above it. The list's length is `low[k]
+    /// + above[k]` (`count_of`): a pop updates the two with no branch (a
+    /// saturating decrement of `above`, whose borrow decrements `low`:
+    /// `sub`, `adc`, `sbb`), a push `above` alone. (A pop's `left < low`
+    /// test was taken at random, 5.5% of the pops of `bench/mthreads 1`,
+    /// and mispredicted as often: cachegrind, --branch-sim=yes.)
+    low: [u32; NMC + 1],
     above: [u32; NMC + 1],
     /// This thread's cap: `cap()`, less while many threads have a cache
     /// (see `thread_cap`).
@@ -359,6 +360,8 @@ pub struct MCache {
     /// `chunk::TAG_MUL`, here so that free's tag test multiplies by it
     /// from memory (`imul`), not from a 64-bit immediate moved first.
     pub tag_mul: usize,
+    /// `HEAD_MASK`, for free's fast path (an `and` from memory).
+    head_mask: usize,
     /// Held by the owner on its slow paths, and by a reclaimer while it
     /// takes the lists.
     own: Lock,
@@ -383,11 +386,33 @@ pub struct MCache {
     free_class: [u8; FREE_CLASS_LEN],
 }
 
+/// The length of `t`'s list `k`.
+#[inline]
+fn count_of(t: &MCache, k: usize) -> u32 {
+    t.low[k] + t.above[k]
+}
+
+/// Sets the length of `t`'s list `k` to `n` (chunks taken off it by a slow
+/// path): the low-water mark falls with it.
+#[inline]
+fn set_count(t: &mut MCache, k: usize, n: u32) {
+    t.low[k] = t.low[k].min(n);
+    t.above[k] = n - t.low[k];
+}
+
+/// A flush: each list's low-water mark is its length now.
+fn reset_low(t: &mut MCache) {
+    for k in 0..NMC {
+        t.low[k] += t.above[k];
+        t.above[k] = 0;
+    }
+}
+
 impl MCache {
     const fn new(state: u32) -> MCache {
         MCache {
             head: [null_mut(); NMC + 1],
-            count: [0; NMC + 1],
+            low: [0; NMC + 1],
             above: [0; NMC + 1],
             cap: 0,
             batch: [1; NMC],
@@ -410,6 +435,7 @@ impl MCache {
             state,
             mkey: 0,
             tag_mul: crate::chunk::TAG_MUL,
+            head_mask: HEAD_MASK,
             own: Lock::new(),
             act: AtomicUsize::new(0),
             next: null_mut(),
@@ -741,17 +767,19 @@ unsafe fn take(tc: *mut MCache, k: usize, c: *mut Chunk) -> *mut Chunk {
     }
     (*c).prev_free = null_mut();
     *(*tc).head.get_unchecked_mut(k) = (*c).next_free;
-    *(*tc).count.get_unchecked_mut(k) -= 1;
-    // `above[k] = above[k].saturating_sub(1)` in two instructions to
-    // memory, no branch (the compiler's took a load, a compare, an `adc`
-    // and a store).
-    // SAFETY: `k < NMC`: `above[k]` is a `u32` of the cache.
+    // `if above[k] > 0 { above[k] -= 1 } else { low[k] -= 1 }` in three
+    // instructions to memory, no branch: the `sub` borrows when `above[k]`
+    // is 0, the `adc` undoes it and carries out exactly then, the `sbb`
+    // subtracts that carry from `low[k]` (at least 1: the list held `c`).
+    // SAFETY: `k < NMC`: `above[k]` and `low[k]` are `u32`s of the cache.
     core::arch::asm!(
-        "sub dword ptr [{t} + {k} * 4 + {off}], 1",
-        "adc dword ptr [{t} + {k} * 4 + {off}], 0",
+        "sub dword ptr [{t} + {k} * 4 + {ab}], 1",
+        "adc dword ptr [{t} + {k} * 4 + {ab}], 0",
+        "sbb dword ptr [{t} + {k} * 4 + {lo}], 0",
         t = in(reg) tc,
         k = in(reg) k,
-        off = const core::mem::offset_of!(MCache, above),
+        ab = const core::mem::offset_of!(MCache, above),
+        lo = const core::mem::offset_of!(MCache, low),
         options(nostack),
     );
     (*tc).bytes -= *(*tc).cw.get_unchecked(k);
@@ -873,7 +901,7 @@ fn big_cap(t: &MCache) -> usize {
 /// class's chunk size; a listed chunk is less than the next class's).
 fn big_held(t: &MCache) -> usize {
     (BIG_FIRST..NMC)
-        .map(|j| t.count[j] as usize * class_chunk(j))
+        .map(|j| count_of(t, j) as usize * class_chunk(j))
         .sum()
 }
 
@@ -945,7 +973,9 @@ pub unsafe fn free_fast(tc: *mut MCache, c: *mut Chunk, h: usize) -> bool {
     // lands in the top bits and fails the range's test. (Three
     // instructions fewer than the flags' test and the range's apart.) The
     // big classes take `free`, which bounds their share.
-    let w = h & HEAD_MASK;
+    // (The mask read from the cache: an `and` from memory, where the
+    // constant took a 10-byte `movabs` first.)
+    let w = h & (*tc).head_mask;
     let d = w.wrapping_sub(class_chunk(0) | MARK).rotate_right(4);
     if d > (class_chunk(BIG_FIRST - 1) - class_chunk(0)) >> 4 {
         return false;
@@ -1048,7 +1078,6 @@ unsafe fn push_class(tc: *mut MCache, c: *mut Chunk, k: usize, mk: usize) {
 unsafe fn link_class(tc: *mut MCache, c: *mut Chunk, k: usize) {
     (*c).next_free = *(*tc).head.get_unchecked(k);
     *(*tc).head.get_unchecked_mut(k) = c;
-    *(*tc).count.get_unchecked_mut(k) += 1;
     *(*tc).above.get_unchecked_mut(k) += 1;
 }
 
@@ -1240,7 +1269,6 @@ unsafe fn carve(t: &mut MCache, csize: usize, want: u32) -> *mut Chunk {
         (*c).next_free = t.head[j];
         (*c).prev_free = mark(c);
         t.head[j] = c;
-        t.count[j] += 1;
         t.above[j] += 1;
         t.bytes += class_chunk(j);
     }
@@ -1339,19 +1367,19 @@ unsafe fn flush_over_cap(tc: *mut MCache, k: usize) {
     }
     let goal = t.cap / 4 * 3;
     for j in 0..NMC {
-        to_central(t, j, (t.count[j] - t.above[j]).div_ceil(2));
+        to_central(t, j, t.low[j].div_ceil(2));
     }
     let mut j = NMC;
     while t.bytes > goal && j > 0 {
         j -= 1;
         if j != k {
-            to_central(t, j, t.count[j].div_ceil(2));
+            to_central(t, j, count_of(t, j).div_ceil(2));
         }
     }
     if t.bytes > goal {
-        to_central(t, k, t.count[k].div_ceil(2));
+        to_central(t, k, count_of(t, k).div_ceil(2));
     }
-    t.above = [0; NMC + 1];
+    reset_low(t);
     FLUSHES.fetch_add(1, Ordering::Relaxed);
     publish(t);
     if CENTRAL_BYTES.load(Ordering::Relaxed) > CENTRAL_CAP {
@@ -1379,8 +1407,7 @@ unsafe fn to_central(t: &mut MCache, j: usize, n: u32) {
         m += 1;
     }
     t.head[j] = (*last).next_free;
-    t.count[j] -= m;
-    t.above[j] = t.above[j].min(t.count[j]);
+    set_count(t, j, count_of(t, j) - m);
     t.bytes -= m as usize * class_chunk(j);
     {
         let (cen, _g) = lock_shard(j, t.home);
@@ -1486,7 +1513,6 @@ unsafe fn finish_take(t: &mut MCache, k: usize, first: *mut Chunk) -> *mut Chunk
     if m > 1 {
         (*last).next_free = t.head[k];
         t.head[k] = (*first).next_free;
-        t.count[k] += m - 1;
         t.above[k] += m - 1;
         t.bytes += (m - 1) as usize * class_chunk(k);
     }
@@ -1622,8 +1648,7 @@ unsafe fn release(
             break;
         }
         t.head[k] = (*c).next_free;
-        t.count[k] -= 1;
-        t.above[k] = t.above[k].min(t.count[k]);
+        set_count(t, k, count_of(t, k) - 1);
         t.bytes -= class_chunk(k);
         let e = free_to_heap(h, c);
         if e.is_some() {
@@ -1646,11 +1671,11 @@ unsafe fn flush_all_of(t: &mut MCache) {
     HEAP.with(|h| {
         for k in 0..NMC {
             if err.is_none() {
-                err = release(h, t, k, t.count[k]);
+                err = release(h, t, k, count_of(t, k));
             }
         }
     });
-    t.above = [0; NMC + 1];
+    reset_low(t);
     FLUSHES.fetch_add(1, Ordering::Relaxed);
     HEAP_FLUSHES.fetch_add(1, Ordering::Relaxed);
     publish(t);
@@ -1901,7 +1926,7 @@ unsafe fn reclaim(t: *mut MCache) -> Reclaim {
     heads.copy_from_slice(&all[..NMC]);
     let bytes = (*t).bytes;
     (*t).head = [null_mut(); NMC + 1];
-    (*t).count = [0; NMC + 1];
+    (*t).low = [0; NMC + 1];
     (*t).above = [0; NMC + 1];
     (*t).bytes = 0;
     CACHED.fetch_sub(core::mem::take(&mut (*t).published), Ordering::Relaxed);
