@@ -301,8 +301,8 @@ pub struct MCache {
     head: [*mut Chunk; NMC + 1],
     /// Per class, the list's low-water mark: the shortest list `k` has been
     /// since the last flush, that many chunks sat unused all along
-    /// (tcmalloc's), and the chunks above it. The list's length is `low[k]
-    /// + above[k]` (`count_of`): a pop updates the two with no branch (a
+    /// (tcmalloc's), and the chunks above it. The list's length is their
+    /// sum (`count_of`): a pop updates the two with no branch (a
     /// saturating decrement of `above`, whose borrow decrements `low`:
     /// `sub`, `adc`, `sbb`), a push `above` alone. (A pop's `left < low`
     /// test was taken at random, 5.5% of the pops of `bench/mthreads 1`,
