@@ -54,16 +54,18 @@
 //!
 //! Invariants, per thread cache: every listed chunk is an in-use heap chunk
 //! (not mmapped) of at least its class's chunk size and less than the next
-//! class's; `bytes == sum of class_chunk(k) count[k]` over the lists; `count[k]` is the
-//! length of list k; after every free, `bytes <= cap`; a freed big chunk
-//! stays in the thread's list only if then `big_held <= big_cap`.
+//! class's; `low[k] + above[k]` is the length of list k; `bytes` is the sum
+//! of `class_chunk(k)` over the listed chunks and the pending one (`pend`,
+//! cached by the last fast free and not linked yet); after every free,
+//! `bytes <= cap`; a freed big chunk stays in the thread's list only if
+//! then `big_held <= big_cap`.
 //!
 //! Cost: a pop or a push is a TLS load, the class (one byte of a table in
 //! the cache itself) and three or four stores; the mark and header tests
 //! of free; and the two increments of `busy` below, which also count the
-//! pops. A 20000 B malloc+free pair: 98 instructions under callgrind
+//! pops. A 20000 B malloc+free pair: 99 instructions under callgrind
 //! (`bench/pair.c`, 12 of them the loop's; 118 until 2026-12-07, see
-//! docs/medium.md, "The fast paths' cost").
+//! docs/medium.md, "The fast paths' cost" and "Where the time went").
 //!
 //! **Idle threads** (an asymmetric Dekker handshake with `membarrier(2)`, as
 //! in liburcu and folly's asymmetric fences). A thread blocked in a condvar
