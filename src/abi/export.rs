@@ -338,28 +338,19 @@ unsafe fn to_medium_cache(tc: *mut mcache::MCache, p: *mut u8) -> bool {
     // (After the gate's test: a reclaim that cleared its bit is seen whole.)
     core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
     let c = from_user(p);
-    // One load of the head word and one test for its three flags: ours
-    // (MARK), neither mapped nor free (a free chunk's second free goes to
-    // the slow path, which reports it); then its tag.
+    // One load of the head word; its tag (of the whole word, with no
+    // mask), then `free_fast`'s one test of its flags (ours, neither mapped
+    // nor free: a free chunk's second free goes to the slow path, which
+    // reports it) and its size.
     let h = (*c).head;
-    let flags_ok = if crate::guard::CHECKS {
-        // (`h & (MARK | MMAPPED | FREE) == MARK` in one `lea` and one
-        // `test`: subtracting MARK clears it, and sets it again, with a
-        // borrow, exactly when it was clear.)
-        crate::guard::opaque(h.wrapping_sub(MARK)) & (MARK | MMAPPED | FREE) == 0
-    } else {
-        h & (MMAPPED | FREE) == 0
-    };
-    // (The tag of the whole word, with no mask; a rare miss of
-    // `tag_matches_mostly` takes the slow path, which checks it exactly.)
-    if !flags_ok || (crate::guard::CHECKS && !tag_matches_mostly(c, h, &(*tc).tag_mul)) {
+    if crate::guard::CHECKS && !tag_matches_in(c, h, &(*tc).tag_mul) {
         return false;
     }
-    // The size with the profiler's mark: a sampled block's is above every
-    // class, so `free_fast`'s range test sends it to the slow path, which
-    // drops its sample (the mask is one constant either way).
-    const _: () = assert!(SAMPLED > mcache::MC_MAX);
-    mcache::free_fast(tc, c, h & SIZE_SAMPLED)
+    // `h` whole: `free_fast`'s mask keeps the profiler's mark, and a
+    // sampled block's size, with it, is above every class, so the range test
+    // sends it to the slow path, which drops its sample.
+    const _: () = assert!(SAMPLED > mcache::MC_MAX && mcache::HEAD_MASK & SAMPLED != 0);
+    mcache::free_fast(tc, c, h)
 }
 
 /// `dealloc_chunk` of a heap chunk while a slower mode is on: during a

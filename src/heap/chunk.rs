@@ -157,14 +157,12 @@ const _: () = assert!(TAG_MUL as u16 == u16::MAX && LOW_MASK == crate::guard::TA
 pub fn tag_matches(c: *const Chunk, h: usize) -> bool {
     tag_product(c, h) >> 48 == 0
 }
-/// `tag_matches`, for a fast path that has `SIZE_SAMPLED` in a register and
-/// `TAG_MUL` in memory it holds (`mul`, read there: an `imul` from memory):
-/// may also answer false (one time in 2^44) for a word that matches, which
-/// the caller's slow path then checks again.
+/// `tag_matches`, for a fast path that holds `TAG_MUL` in memory (`mul`,
+/// read there: an `imul` from memory, not a 64-bit immediate moved first).
 #[inline(always)]
-pub fn tag_matches_mostly(c: *const Chunk, h: usize, mul: &usize) -> bool {
+pub fn tag_matches_in(c: *const Chunk, h: usize, mul: &usize) -> bool {
     debug_assert!(*mul == TAG_MUL);
-    (c as usize ^ crate::guard::tag_key() ^ h).wrapping_mul(*mul) < SIZE_SAMPLED
+    (c as usize ^ crate::guard::tag_key() ^ h).wrapping_mul(*mul) >> 48 == 0
 }
 /// The product whose top 16 bits are 0 when `h` carries its tag.
 #[inline(always)]
@@ -321,7 +319,7 @@ mod tests {
 
     /// `tag_matches` answers as the tag's definition does, on whole words
     /// and on words with a bit of the size, the flags or the tag changed,
-    /// and `tag_matches_mostly` never accepts what it rejects.
+    /// and `tag_matches_in` never accepts what it rejects.
     #[test]
     fn tag_matches_agrees_with_the_tag() {
         crate::guard::init_secrets();
@@ -338,8 +336,9 @@ mod tests {
             let bad = h ^ (1 << (i % 64));
             let exact = tag(c, bad & LOW_MASK) == bad & !LOW_MASK;
             assert_eq!(tag_matches(c, bad), exact);
-            assert!(!tag_matches_mostly(c, bad, &TAG_MUL) || exact);
-            rejected += !tag_matches_mostly(c, h, &TAG_MUL) as u32;
+            assert!(!tag_matches_in(c, bad, &TAG_MUL) || exact);
+            rejected += !tag_matches_in(c, h, &TAG_MUL) as u32;
+            assert_eq!(tag_matches_in(c, h, &TAG_MUL), tag_matches(c, h));
         }
         assert!(rejected < 2, "{rejected} good words missed");
     }

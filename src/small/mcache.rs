@@ -54,16 +54,18 @@
 //!
 //! Invariants, per thread cache: every listed chunk is an in-use heap chunk
 //! (not mmapped) of at least its class's chunk size and less than the next
-//! class's; `bytes == sum of size(c)` over the lists; `count[k]` is the
-//! length of list k; after every free, `bytes <= cap`; a freed big chunk
-//! stays in the thread's list only if then `big_held <= big_cap`.
+//! class's; `low[k] + above[k]` is the length of list k; `bytes` is the sum
+//! of `class_chunk(k)` over the listed chunks and the pending one (`pend`,
+//! cached by the last fast free and not linked yet); after every free,
+//! `bytes <= cap`; a freed big chunk stays in the thread's list only if
+//! then `big_held <= big_cap`.
 //!
 //! Cost: a pop or a push is a TLS load, the class (one byte of a table in
 //! the cache itself) and three or four stores; the mark and header tests
 //! of free; and the two increments of `busy` below, which also count the
-//! pops. A 20000 B malloc+free pair: 98 instructions under callgrind
+//! pops. A 20000 B malloc+free pair: 99 instructions under callgrind
 //! (`bench/pair.c`, 12 of them the loop's; 118 until 2026-12-07, see
-//! docs/medium.md, "The fast paths' cost").
+//! docs/medium.md, "The fast paths' cost" and "Where the time went").
 //!
 //! **Idle threads** (an asymmetric Dekker handshake with `membarrier(2)`, as
 //! in liburcu and folly's asymmetric fences). A thread blocked in a condvar
@@ -126,7 +128,7 @@ use crate::chunk::*;
 use crate::heap::HEAP;
 use crate::lock::Lock;
 use core::cell::UnsafeCell;
-use core::ptr::{addr_of, null_mut};
+use core::ptr::{addr_of, addr_of_mut, null_mut};
 use core::sync::atomic::{compiler_fence, fence, AtomicU32, AtomicUsize, Ordering};
 
 /// Largest request served from the caches.
@@ -204,6 +206,14 @@ const fn class_chunk(k: usize) -> usize {
     class_size(k) + ALIGN
 }
 
+/// The bits of a cached chunk's head word that free's fast path keeps:
+/// the size with the profiler's mark (`SAMPLED`: a sampled block's size is
+/// then above every class, and its free takes the slow path, which drops
+/// its sample) and every flag but PREV_FREE (which the heap sets and clears
+/// on a cached chunk when its neighbour changes): a chunk to cache has
+/// MARK, neither FREE nor MMAPPED.
+pub const HEAD_MASK: usize = SIZE_SAMPLED | MARK | MMAPPED | FREE;
+
 /// The class a chunk of `s` bytes serves: the largest whose chunk size is
 /// at most `s`. One load from `CLASS_OF_CHUNK_KIB`.
 ///
@@ -246,6 +256,17 @@ const FREE_CLASS_T: [u8; FREE_CLASS_LEN] = {
     t
 };
 
+/// `class_chunk(k)` per class (`MCache::cw`).
+const CW_T: [usize; NMC] = {
+    let mut t = [0; NMC];
+    let mut k = 0;
+    while k < NMC {
+        t[k] = class_chunk(k);
+        k += 1;
+    }
+    t
+};
+
 const _: () = assert!(class_size(0) == 5120 && class_size(3) == 8192);
 const _: () = assert!(class_size(NMC - 1) == MC_MAX && class_size(4) == 10240);
 const _: () = assert!(class_size(BIG_FIRST - 1) == 256 << 10 && BIG_FIRST < NMC);
@@ -268,6 +289,9 @@ fn mark(_c: *const Chunk) -> *mut Chunk {
     mark_key() as *mut Chunk
 }
 
+/// The sink's list (`MCache::pend`), past the classes'.
+const SINK: usize = NMC;
+
 /// Cache states.
 const EMPTY: u32 = 0;
 const LIVE: u32 = 1;
@@ -277,18 +301,40 @@ const DEAD: u32 = 2;
 #[repr(C)]
 pub struct MCache {
     /// Per class, the cached chunks (linked through `next_free`).
-    head: [*mut Chunk; NMC],
-    count: [u32; NMC],
-    /// Per class, the shortest the list has been since the last flush: that
-    /// many chunks sat unused all along (tcmalloc's low-water mark).
-    low: [u32; NMC],
+    /// (Index `SINK`, past the classes, is the sink's list: see `pend`.)
+    head: [*mut Chunk; NMC + 1],
+    /// Per class, the list's low-water mark: the shortest list `k` has been
+    /// since the last flush, that many chunks sat unused all along
+    /// (tcmalloc's), and the chunks above it. The list's length is their
+    /// sum (`count_of`): a pop updates the two with no branch (a
+    /// saturating decrement of `above`, whose borrow decrements `low`:
+    /// `sub`, `adc`, `sbb`), a push `above` alone. (A pop's `left < low`
+    /// test was taken at random, 5.5% of the pops of `bench/mthreads 1`,
+    /// and mispredicted as often: cachegrind, --branch-sim=yes.)
+    low: [u32; NMC + 1],
+    above: [u32; NMC + 1],
     /// This thread's cap: `cap()`, less while many threads have a cache
     /// (see `thread_cap`).
     cap: usize,
     /// Chunks a refill of each class takes next (grows with the misses).
     batch: [u32; NMC],
-    /// Chunk bytes in the lists.
+    /// Chunk bytes in the lists, each chunk counted at its class's chunk
+    /// size (`class_chunk`: a listed chunk is at least that, and less than
+    /// the next class's), so that a pop need not read the chunk's header
+    /// (in another cache line than its link for one chunk in four): a
+    /// subtraction of `cw[k]`.
     bytes: usize,
+    /// The chunk the last fast free cached, not in its list yet (its class
+    /// `pend_k`): the next fast free, or any slow path (`settle`), pushes
+    /// it. Counted in `bytes`, not in `count`. See `free_fast` for why.
+    /// When none is, `sink` (a live cache's; null in the static ones,
+    /// whose frees never get that far) of class `SINK`: the fast free
+    /// pushes it on that list, which nobody reads, rather than test for
+    /// none.
+    pend: *mut Chunk,
+    pend_k: usize,
+    /// The stand-in pending chunk.
+    sink: Chunk,
     /// Odd while the owner is in a fast section (see "Idle threads" above);
     /// each pop that served a chunk adds 2 (its count of allocations: the
     /// section's two stores count it, with no counter of its own).
@@ -318,6 +364,8 @@ pub struct MCache {
     /// `chunk::TAG_MUL`, here so that free's tag test multiplies by it
     /// from memory (`imul`), not from a 64-bit immediate moved first.
     pub tag_mul: usize,
+    /// `HEAD_MASK`, for free's fast path (an `and` from memory).
+    head_mask: usize,
     /// Held by the owner on its slow paths, and by a reclaimer while it
     /// takes the lists.
     own: Lock,
@@ -333,6 +381,8 @@ pub struct MCache {
     spent: bool,
     /// The shard of the shared lists this thread looks at first.
     home: usize,
+    /// `class_chunk(k)` per class, for the fast paths' `bytes`.
+    cw: [usize; NMC],
     /// `CLASS_OF_KIB` and `FREE_CLASS_T`, here so that the fast paths index
     /// them from the cache they hold (one instruction less each than from
     /// a static, whose address takes one). Never written after `new`.
@@ -340,15 +390,45 @@ pub struct MCache {
     free_class: [u8; FREE_CLASS_LEN],
 }
 
+/// The length of `t`'s list `k`.
+#[inline]
+fn count_of(t: &MCache, k: usize) -> u32 {
+    t.low[k] + t.above[k]
+}
+
+/// Sets the length of `t`'s list `k` to `n` (chunks taken off it by a slow
+/// path): the low-water mark falls with it.
+#[inline]
+fn set_count(t: &mut MCache, k: usize, n: u32) {
+    t.low[k] = t.low[k].min(n);
+    t.above[k] = n - t.low[k];
+}
+
+/// A flush: each list's low-water mark is its length now.
+fn reset_low(t: &mut MCache) {
+    for k in 0..NMC {
+        t.low[k] += t.above[k];
+        t.above[k] = 0;
+    }
+}
+
 impl MCache {
     const fn new(state: u32) -> MCache {
         MCache {
-            head: [null_mut(); NMC],
-            count: [0; NMC],
-            low: [0; NMC],
+            head: [null_mut(); NMC + 1],
+            low: [0; NMC + 1],
+            above: [0; NMC + 1],
             cap: 0,
             batch: [1; NMC],
             bytes: 0,
+            pend: null_mut(),
+            pend_k: SINK,
+            sink: Chunk {
+                prev_size: 0,
+                head: 0,
+                next_free: null_mut(),
+                prev_free: null_mut(),
+            },
             busy: AtomicU32::new(0),
             busy_published: 0,
             peak: 0,
@@ -359,6 +439,7 @@ impl MCache {
             state,
             mkey: 0,
             tag_mul: crate::chunk::TAG_MUL,
+            head_mask: HEAD_MASK,
             own: Lock::new(),
             act: AtomicUsize::new(0),
             next: null_mut(),
@@ -367,6 +448,7 @@ impl MCache {
             seen_at: 0,
             spent: false,
             home: 0,
+            cw: CW_T,
             class_of_kib: CLASS_OF_KIB_T,
             free_class: FREE_CLASS_T,
         }
@@ -687,14 +769,24 @@ unsafe fn take(tc: *mut MCache, k: usize, c: *mut Chunk) -> *mut Chunk {
     if crate::guard::CHECKS && (*c).prev_free as usize != (*tc).mkey {
         corrupt_user(to_user(c));
     }
-    *(*tc).head.get_unchecked_mut(k) = (*c).next_free;
-    let left = *(*tc).count.get_unchecked(k) - 1;
-    *(*tc).count.get_unchecked_mut(k) = left;
-    if left < *(*tc).low.get_unchecked(k) {
-        *(*tc).low.get_unchecked_mut(k) = left;
-    }
-    (*tc).bytes -= size(c);
     (*c).prev_free = null_mut();
+    *(*tc).head.get_unchecked_mut(k) = (*c).next_free;
+    // `if above[k] > 0 { above[k] -= 1 } else { low[k] -= 1 }` in three
+    // instructions to memory, no branch: the `sub` borrows when `above[k]`
+    // is 0, the `adc` undoes it and carries out exactly then, the `sbb`
+    // subtracts that carry from `low[k]` (at least 1: the list held `c`).
+    // SAFETY: `k < NMC`: `above[k]` and `low[k]` are `u32`s of the cache.
+    core::arch::asm!(
+        "sub dword ptr [{t} + {k} * 4 + {ab}], 1",
+        "adc dword ptr [{t} + {k} * 4 + {ab}], 0",
+        "sbb dword ptr [{t} + {k} * 4 + {lo}], 0",
+        t = in(reg) tc,
+        k = in(reg) k,
+        ab = const core::mem::offset_of!(MCache, above),
+        lo = const core::mem::offset_of!(MCache, low),
+        options(nostack),
+    );
+    (*tc).bytes -= *(*tc).cw.get_unchecked(k);
     c
 }
 
@@ -763,7 +855,7 @@ pub unsafe fn free(c: *mut Chunk) -> bool {
         return free_locked(tc, c, s, mk);
     }
     let k = push(tc, c, s, mk);
-    let b = (*tc).bytes + s;
+    let b = (*tc).bytes + class_chunk(k);
     (*tc).bytes = b;
     let over = b > (*tc).cap;
     if !over && b > (*tc).peak {
@@ -789,7 +881,7 @@ pub unsafe fn free(c: *mut Chunk) -> bool {
 unsafe fn free_locked(tc: *mut MCache, c: *mut Chunk, s: usize, mk: usize) -> bool {
     lock_own(tc);
     let k = push(tc, c, s, mk);
-    let b = (*tc).bytes + s;
+    let b = (*tc).bytes + class_chunk(k);
     (*tc).bytes = b;
     if b > (*tc).cap {
         flush_over_cap(tc, k);
@@ -813,7 +905,7 @@ fn big_cap(t: &MCache) -> usize {
 /// class's chunk size; a listed chunk is less than the next class's).
 fn big_held(t: &MCache) -> usize {
     (BIG_FIRST..NMC)
-        .map(|j| t.count[j] as usize * class_chunk(j))
+        .map(|j| count_of(t, j) as usize * class_chunk(j))
         .sum()
 }
 
@@ -841,7 +933,7 @@ unsafe fn free_big(tc: *mut MCache, c: *mut Chunk, s: usize) -> bool {
     lock_own(tc);
     let t = &mut *tc;
     let k = push(tc, c, s, mk);
-    t.bytes += s;
+    t.bytes += class_chunk(k);
     if t.cap != 0 && big_held(t) > big_cap(t) {
         // c (the head of list k) leaves for the shared list.
         to_central(t, k, 1);
@@ -875,17 +967,29 @@ unsafe fn free_big(tc: *mut MCache, c: *mut Chunk, s: usize) -> bool {
 /// `RECLAIM` bit clear (with every slower mode: `gate`, the heap's purge
 /// among them), followed by an acquire fence.
 #[inline(always)]
-pub unsafe fn free_fast(tc: *mut MCache, c: *mut Chunk, s: usize) -> bool {
-    // (One subtraction for the range's test and the class's index: every
-    // class's chunk is `ALIGN` past a multiple of 1 KiB, the first's 5 KiB.
-    // The big classes take `free`, which bounds their share.)
-    let d = s.wrapping_sub(class_chunk(0));
-    if d > class_chunk(BIG_FIRST - 1) - class_chunk(0) {
+pub unsafe fn free_fast(tc: *mut MCache, c: *mut Chunk, h: usize) -> bool {
+    // One subtraction and one rotation test the flags and the range, and
+    // give the class's index: `w - (class_chunk(0) | MARK)` has its low 4
+    // bits clear exactly when the flags are MARK alone (ours, neither free
+    // nor mapped; a free chunk's second free goes to the slow path, which
+    // reports it), and every class's chunk is `ALIGN` past a multiple of
+    // 1 KiB, the first's 5 KiB. Rotated right by 4, any flag left over
+    // lands in the top bits and fails the range's test. (Three
+    // instructions fewer than the flags' test and the range's apart.) The
+    // big classes take `free`, which bounds their share.
+    // (The mask read from the cache: an `and` from memory, where the
+    // constant took a 10-byte `movabs` first.)
+    let w = h & (*tc).head_mask;
+    let d = w.wrapping_sub(class_chunk(0) | MARK).rotate_right(4);
+    if d > (class_chunk(BIG_FIRST - 1) - class_chunk(0)) >> 4 {
         return false;
     }
+    // (In bounds: `d` passed the range test, so `d >> 6` is below
+    // `FREE_CLASS_LEN`.)
+    let k = *(*tc).free_class.get_unchecked(d >> 6) as usize;
     // (The static caches, EMPTY and DEAD, have a cap of 0: this test
     // sends them to `free` too.)
-    let b = (*tc).bytes + s;
+    let b = (*tc).bytes + *(*tc).cw.get_unchecked(k);
     if b > (*tc).cap {
         return false;
     }
@@ -894,12 +998,38 @@ pub unsafe fn free_fast(tc: *mut MCache, c: *mut Chunk, s: usize) -> bool {
     if crate::guard::CHECKS && (*c).prev_free as usize == mk {
         double_free(c);
     }
-    // (In bounds: `d` passed the range test, so `d >> 10` is below
-    // `FREE_CLASS_LEN`.)
-    let k = *(*tc).free_class.get_unchecked(d >> 10) as usize;
-    push_class(tc, c, k, mk);
+    // The push waits for the next free: `c` is marked (a second free of it
+    // is found) and becomes the pending chunk, and the chunk pending
+    // before is pushed, its class long read. Why:
+    // `k` comes from the header, in the line the program read last (often
+    // a cache miss still under way); stores to `head[k]`, `count[k]` and
+    // `above[k]`, whose address waited for it, held up the next malloc's
+    // loads of its list (the processor cannot tell them apart until then),
+    // and with them the program's next miss: 1.2x tcmalloc's time on
+    // `bench/mthreads 1 2e7 256 5121 6144 u`, 1.0x with the class fixed.
+    (*c).prev_free = mk as *mut Chunk;
+    let prev = (*tc).pend;
+    let pk = (*tc).pend_k;
+    (*tc).pend = c;
+    (*tc).pend_k = k;
     (*tc).bytes = b;
+    link_class(tc, prev, pk);
     true
+}
+
+/// Pushes the pending chunk, if any, on its list (the owner's slow paths,
+/// under `own`, and a reclaim: nothing reads the lists with one pending).
+///
+/// # Safety
+/// `tc` is a cache whose lists its caller may write.
+#[inline]
+unsafe fn settle(tc: *mut MCache) {
+    let sink = addr_of_mut!((*tc).sink);
+    let c = core::mem::replace(&mut (*tc).pend, sink);
+    let k = core::mem::replace(&mut (*tc).pend_k, SINK);
+    if c != sink {
+        link_class(tc, c, k);
+    }
 }
 
 /// The checks of a free of in-use chunk `c` into live cache
@@ -940,10 +1070,19 @@ unsafe fn push(tc: *mut MCache, c: *mut Chunk, s: usize, mk: usize) -> usize {
 /// As [`push`].
 #[inline(always)]
 unsafe fn push_class(tc: *mut MCache, c: *mut Chunk, k: usize, mk: usize) {
-    (*c).next_free = *(*tc).head.get_unchecked(k);
     (*c).prev_free = mk as *mut Chunk;
+    link_class(tc, c, k);
+}
+
+/// Links `c`, marked, on `tc`'s list `k`.
+///
+/// # Safety
+/// As [`push`]; `k < NMC`.
+#[inline(always)]
+unsafe fn link_class(tc: *mut MCache, c: *mut Chunk, k: usize) {
+    (*c).next_free = *(*tc).head.get_unchecked(k);
     *(*tc).head.get_unchecked_mut(k) = c;
-    *(*tc).count.get_unchecked_mut(k) += 1;
+    *(*tc).above.get_unchecked_mut(k) += 1;
 }
 
 /// Reports a second free of a chunk that is cached or free.
@@ -1024,9 +1163,15 @@ unsafe fn alloc_slow(mut tc: *mut MCache, k: usize, n: usize) -> *mut Chunk {
     if tc.is_null() || (*tc).state != LIVE {
         return alloc_uncached(n);
     }
+    // (A list whose one chunk is the one pending (`free_fast`), settled by
+    // `lock_own`, is refilled all the same: a program that frees and
+    // allocates one block of a class in turn, as `bench/pair.c`, needs two
+    // chunks of it going round, one in the list while the other waits.)
+    let pend = (*tc).pend;
     lock_own(tc);
     let c = *(*tc).head.get_unchecked(k);
-    let r = if !c.is_null() {
+    let only_pend = !c.is_null() && c == pend && (*c).next_free.is_null();
+    let r = if !c.is_null() && !only_pend {
         *(*tc).allocs.get_mut() += 1;
         take(tc, k, c)
     } else if (*tc).cap == 0 {
@@ -1128,8 +1273,8 @@ unsafe fn carve(t: &mut MCache, csize: usize, want: u32) -> *mut Chunk {
         (*c).next_free = t.head[j];
         (*c).prev_free = mark(c);
         t.head[j] = c;
-        t.count[j] += 1;
-        t.bytes += s;
+        t.above[j] += 1;
+        t.bytes += class_chunk(j);
     }
     HEAP.with(|_| set_size(span, csize));
     span
@@ -1232,13 +1377,13 @@ unsafe fn flush_over_cap(tc: *mut MCache, k: usize) {
     while t.bytes > goal && j > 0 {
         j -= 1;
         if j != k {
-            to_central(t, j, t.count[j].div_ceil(2));
+            to_central(t, j, count_of(t, j).div_ceil(2));
         }
     }
     if t.bytes > goal {
-        to_central(t, k, t.count[k].div_ceil(2));
+        to_central(t, k, count_of(t, k).div_ceil(2));
     }
-    t.low = t.count;
+    reset_low(t);
     FLUSHES.fetch_add(1, Ordering::Relaxed);
     publish(t);
     if CENTRAL_BYTES.load(Ordering::Relaxed) > CENTRAL_CAP {
@@ -1266,8 +1411,8 @@ unsafe fn to_central(t: &mut MCache, j: usize, n: u32) {
         m += 1;
     }
     t.head[j] = (*last).next_free;
-    t.count[j] -= m;
-    t.bytes -= bytes;
+    set_count(t, j, count_of(t, j) - m);
+    t.bytes -= m as usize * class_chunk(j);
     {
         let (cen, _g) = lock_shard(j, t.home);
         let l = &mut *cen.list.get();
@@ -1372,8 +1517,8 @@ unsafe fn finish_take(t: &mut MCache, k: usize, first: *mut Chunk) -> *mut Chunk
     if m > 1 {
         (*last).next_free = t.head[k];
         t.head[k] = (*first).next_free;
-        t.count[k] += m - 1;
-        t.bytes += bytes - size(first);
+        t.above[k] += m - 1;
+        t.bytes += (m - 1) as usize * class_chunk(k);
     }
     (*first).prev_free = null_mut();
     first
@@ -1507,8 +1652,8 @@ unsafe fn release(
             break;
         }
         t.head[k] = (*c).next_free;
-        t.count[k] -= 1;
-        t.bytes -= size(c);
+        set_count(t, k, count_of(t, k) - 1);
+        t.bytes -= class_chunk(k);
         let e = free_to_heap(h, c);
         if e.is_some() {
             return e;
@@ -1522,6 +1667,7 @@ unsafe fn release(
 /// # Safety
 /// As [`to_central`].
 unsafe fn flush_all_of(t: &mut MCache) {
+    settle(t);
     if t.bytes == 0 {
         return;
     }
@@ -1529,11 +1675,11 @@ unsafe fn flush_all_of(t: &mut MCache) {
     HEAP.with(|h| {
         for k in 0..NMC {
             if err.is_none() {
-                err = release(h, t, k, t.count[k]);
+                err = release(h, t, k, count_of(t, k));
             }
         }
     });
-    t.low = t.count;
+    reset_low(t);
     FLUSHES.fetch_add(1, Ordering::Relaxed);
     HEAP_FLUSHES.fetch_add(1, Ordering::Relaxed);
     publish(t);
@@ -1602,7 +1748,7 @@ pub fn publish_mine() {
 
 /// Takes `tc`'s lock for one of its owner's slow paths (waiting while a
 /// reclaimer holds it), and counts the slow path (the reclaimer's sign of
-/// life).
+/// life), and pushes the pending chunk on its list (`settle`).
 ///
 /// # Safety
 /// `tc` is this thread's live cache.
@@ -1611,6 +1757,7 @@ unsafe fn lock_own(tc: *mut MCache) {
     (*tc).own.lock();
     let a = &(*tc).act;
     a.store(a.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    settle(tc);
 }
 
 /// Releases what `lock_own` took.
@@ -1776,11 +1923,15 @@ unsafe fn reclaim(t: *mut MCache) -> Reclaim {
         return Reclaim::Busy;
     }
     // The owner is outside, and every entry of its from now on waits.
-    let heads = (*t).head;
+    settle(t);
+    // (The classes' lists; not the sink's.)
+    let all = (*t).head;
+    let mut heads = [null_mut(); NMC];
+    heads.copy_from_slice(&all[..NMC]);
     let bytes = (*t).bytes;
-    (*t).head = [null_mut(); NMC];
-    (*t).count = [0; NMC];
-    (*t).low = [0; NMC];
+    (*t).head = [null_mut(); NMC + 1];
+    (*t).low = [0; NMC + 1];
+    (*t).above = [0; NMC + 1];
     (*t).bytes = 0;
     CACHED.fetch_sub(core::mem::take(&mut (*t).published), Ordering::Relaxed);
     fence(Ordering::Release);
@@ -1853,6 +2004,7 @@ unsafe fn init_cache() -> *mut MCache {
     }
     let t = to_user(ch) as *mut MCache;
     t.write(MCache::new(LIVE));
+    (*t).pend = addr_of_mut!((*t).sink);
     (*t).mkey = mark_key();
     (*t).home = NEXT_HOME.fetch_add(1, Ordering::Relaxed) % SHARDS;
     THREADS.fetch_add(1, Ordering::Relaxed);
