@@ -1273,13 +1273,14 @@ unsafe fn flush_over_cap(tc: *mut MCache, k: usize) {
 
 /// The chunks one `flush_over_cap` moves at most, beyond those it must
 /// move to bring the cache under its cap, and the part of the cap it
-/// flushes down to (numerator, denominator). Each chunk moved is a walk
-/// to its header (`to_central`), mostly a cache and a TLB miss: a flush of
-/// half of each class's unused chunks, then down to three quarters of the
-/// cap, moved 38 chunks on average on the medium latency workload, and
-/// took that free to 4-7k cycles (0.06% of its frees: its p99.99, 10-14k
-/// cycles). Bounded, flushes come more often and each costs less: see
-/// docs/medium.md, "Bounded flushes".
+/// flushes down to (numerator, denominator). A flush's cost grows with the
+/// chunks it moves (a walk to each one's header, in `to_central`) and the
+/// classes it gives to (a shard's lock and the shared counters for each):
+/// a flush of half of each class's unused chunks, then down to three
+/// quarters of the cap, moved up to 75 chunks on the medium latency
+/// workload and took that free to 4-7k cycles (0.05% of its frees, its
+/// p99.99). Bounded, flushes come more often and each costs less: see
+/// docs/medium.md, "Bounded flushes", for where their cycles go.
 const FLUSH_MOVES: u32 = 16;
 const FLUSH_GOAL: (usize, usize) = (15, 16);
 
