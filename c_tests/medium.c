@@ -20,6 +20,13 @@
  *      blocks of 600000 B (2.5 MiB, under the 4 MiB cap); it keeps one,
  *      the others go to the shared lists: "one thread's most" is at most
  *      1 MiB (the biggest class's chunk).
+ *   7. A flush's work is bounded: one thread frees 400 blocks of 5-65 KiB
+ *      (about 14 MiB, past the 4 MiB cap) in random order and allocates
+ *      them again, 20 times: the test runs itself with MEMALLOC_STATS=1,
+ *      and the summary's "at most N chunks in one" flush is at most 20
+ *      (mcache.rs's FLUSH_MOVES, 16, and what bringing the cache under
+ *      its cap takes: under a chunk of 64 KiB past it, and each chunk moved
+ *      is at least 5 KiB). Unbounded, one flush moved up to 51 here.
  * (A double free of a cached medium block is c_tests/misuse.c's
  * double-free-medium and double-free-medium-cached-other-thread.)
  */
@@ -212,6 +219,46 @@ static void big(void)
     free(q);
 }
 
+/* The child of flush_bounded: 400 blocks of 5-65 KiB freed in random order
+ * and allocated again, 20 times. */
+static void flush_churn(void)
+{
+    static unsigned char *p[400];
+    uint64_t r = 0x9e3779b97f4a7c15ull;
+    for (int round = 0; round < 20; round++) {
+        for (int i = 0; i < 400; i++) {
+            r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+            p[i] = malloc(5120 + r % (60 * 1024));
+            if (p[i] == NULL)
+                abort();
+            p[i][0] = (unsigned char)i;
+        }
+        for (int i = 399; i > 0; i--) {
+            r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+            int j = (int)(r % (uint64_t)(i + 1));
+            unsigned char *t = p[i];
+            p[i] = p[j], p[j] = t;
+        }
+        for (int i = 0; i < 400; i++)
+            free(p[i]);
+    }
+}
+
+/* 7: a flush moves a bounded number of chunks. */
+static void flush_bounded(const char *self)
+{
+    static char buf[1 << 16];
+    run_child(self, "flush", NULL, buf, sizeof buf);
+    const char *m = strstr(buf, "(cap ");
+    CHECKF(m != NULL, "no medium cache line in: %s", buf);
+    unsigned long cap = 0, refills = 0, heap_refills = 0, flushes = 0, heap_flushes = 0, most = 0;
+    CHECKF(m && sscanf(m, "(cap %lu); %lu refills (%lu from the heap), %lu flushes (%lu to the heap), at most %lu chunks in one",
+                       &cap, &refills, &heap_refills, &flushes, &heap_flushes, &most) == 6,
+           "no flush figures in: %.300s", m ? m : buf);
+    CHECKF(flushes >= 20, "%lu flushes: the cache never passed its cap?", flushes);
+    CHECKF(most > 0 && most <= 20, "one flush moved %lu chunks (at most 20)", most);
+}
+
 /* 6: the big classes' share of the cache. */
 static void big_share(const char *self)
 {
@@ -230,6 +277,10 @@ int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "pairs") == 0) {
         pairs();
+        return 0;
+    }
+    if (argc > 1 && strcmp(argv[1], "flush") == 0) {
+        flush_churn();
         return 0;
     }
     if (argc > 1 && strcmp(argv[1], "big") == 0) {
@@ -292,6 +343,8 @@ int main(int argc, char **argv)
     classes_cached(argv[0]);
     /* 6 */
     big_share(argv[0]);
+    /* 7 */
+    flush_bounded(argv[0]);
     check_done("medium");
     return 0;
 }

@@ -17,6 +17,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 BIN="$ROOT/target/bench"
 out="$ROOT/results/syscalls.md"
 build=1
+REPS=3
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --no-build) build=0 ;;
@@ -95,21 +96,30 @@ trap 'rm -rf "$TMP"' EXIT
     echo "(all kinds), per million allocations, as \`MEMALLOC_STATS=1\` prints them at exit; the"
     echo "medium caches' refills (of them from the heap) and flushes (of them to the heap). A run"
     echo "counts its threads' first fills and their exits too; *steady* is the contended acquisitions"
-    echo "per million pairs of the difference between that run and one of 8e6 pairs."
+    echo "per million pairs of the difference between that run and one of 8e6 pairs. Each figure is"
+    echo "the median of $REPS pairs of runs (one run's figures swing several-fold at 16-64 threads)."
     echo
     echo "| threads | contended locks | per million allocations | the heap's | steady, per million pairs | system calls per million | refills (heap) / flushes (heap) |"
     echo "|---:|---:|---:|---:|---:|---:|---|"
+    pat='s/^ *contended locks *\([0-9]*\) (\([0-9]*\) per million allocations, the heap.s \([0-9]*\),.* system calls \([0-9]*\) per million.*/'
+    rpat='s/.*; \([0-9]*\) refills (\([0-9]*\) from the heap), \([0-9]*\) flushes (\([0-9]*\) to the heap).*/'
+    med() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{ v[NR] = $1 } END { print (NR ? v[int((NR + 1) / 2)] : 0) }'; }
     for t in 1 2 4 8 16 32 64; do
-        st=$(MEMALLOC_STATS=1 LD_PRELOAD="${LIB[memalloc]}" "$BIN/mthreads" "$t" 2e6 256 4k 64k u 2>&1 >/dev/null)
-        st8=$(MEMALLOC_STATS=1 LD_PRELOAD="${LIB[memalloc]}" "$BIN/mthreads" "$t" 8e6 256 4k 64k u 2>&1 >/dev/null)
-        pat='s/^ *contended locks *\([0-9]*\) (\([0-9]*\) per million allocations, the heap.s \([0-9]*\),.* system calls \([0-9]*\) per million.*/'
-        c=$(sed -n "${pat}\1 | \2 | \3/p" <<<"$st")
-        y=$(sed -n "${pat}\4/p" <<<"$st")
-        n2=$(sed -n "${pat}\1/p" <<<"$st")
-        n8=$(sed -n "${pat}\1/p" <<<"$st8")
-        steady=$(awk -v a="${n2:-0}" -v b="${n8:-0}" 'BEGIN { d = (b - a) / 6; printf "%.0f", d }')
-        r=$(sed -n 's/.*; \([0-9]*\) refills (\([0-9]*\) from the heap), \([0-9]*\) flushes (\([0-9]*\) to the heap).*/\1 (\2) \/ \3 (\4)/p' <<<"$st")
-        echo "| $t | $c | $steady | $y | $r |"
+        c=() a=() hp=() y=() sd=() r1=() r2=() r3=() r4=()
+        for _ in $(seq "$REPS"); do
+            st=$(MEMALLOC_STATS=1 LD_PRELOAD="${LIB[memalloc]}" "$BIN/mthreads" "$t" 2e6 256 4k 64k u 2>&1 >/dev/null)
+            st8=$(MEMALLOC_STATS=1 LD_PRELOAD="${LIB[memalloc]}" "$BIN/mthreads" "$t" 8e6 256 4k 64k u 2>&1 >/dev/null)
+            n2=$(sed -n "${pat}\1/p" <<<"$st")
+            n8=$(sed -n "${pat}\1/p" <<<"$st8")
+            c+=("${n2:-0}")
+            a+=("$(sed -n "${pat}\2/p" <<<"$st")")
+            hp+=("$(sed -n "${pat}\3/p" <<<"$st")")
+            y+=("$(sed -n "${pat}\4/p" <<<"$st")")
+            sd+=("$(awk -v a="${n2:-0}" -v b="${n8:-0}" 'BEGIN { printf "%.0f", (b - a) / 6 }')")
+            r1+=("$(sed -n "${rpat}\1/p" <<<"$st")") r2+=("$(sed -n "${rpat}\2/p" <<<"$st")")
+            r3+=("$(sed -n "${rpat}\3/p" <<<"$st")") r4+=("$(sed -n "${rpat}\4/p" <<<"$st")")
+        done
+        echo "| $t | $(med <<<"${c[*]}") | $(med <<<"${a[*]}") | $(med <<<"${hp[*]}") | $(med <<<"${sd[*]}") | $(med <<<"${y[*]}") | $(med <<<"${r1[*]}") ($(med <<<"${r2[*]}")) / $(med <<<"${r3[*]}") ($(med <<<"${r4[*]}")) |"
     done
     echo
 } >"$out"

@@ -352,6 +352,20 @@ impl ZoneList {
         (*z).next = null_mut();
         (*z).prev = null_mut();
     }
+    /// Moves the zones of `other` to the end of this list (O(1)).
+    unsafe fn append(&mut self, other: &mut ZoneList) {
+        if other.head.is_null() {
+            return;
+        }
+        if self.tail.is_null() {
+            self.head = other.head;
+        } else {
+            (*self.tail).next = other.head;
+            (*other.head).prev = self.tail;
+        }
+        self.tail = other.tail;
+        *other = ZoneList::new();
+    }
     unsafe fn pop_front(&mut self) -> *mut Zone {
         let z = self.head;
         if !z.is_null() {
@@ -801,7 +815,8 @@ const SWAP_MIN: [u8; NCLASS] = {
 /// The alloc half of `cls`'s bin (state `st`) is empty, and the free half
 /// holds fewer than the class's `SWAP_MIN` blocks but some: blocks from the
 /// current zone's free list fill the alloc half up to the class's fill
-/// (`FILL_TO`), the free half's on top of them; then a block is popped.
+/// (`FILL_TO`; fewer where the list leaps about the zone: `REFILL_JUMPS`),
+/// the free half's on top of them; then a block is popped.
 ///
 /// So the alloc half of a small class empties once in 8 or more of the
 /// class's mallocs: the branch that leaves `alloc_class`'s pop is one a
@@ -829,6 +844,7 @@ unsafe fn bin_refill(n: usize, cls: usize, tc: *mut Cache, st: u64) -> *mut u8 {
     let mut b = (*z).free;
     let key = crate::guard::list_key();
     let mut got = 0;
+    let mut jumps = 0;
     while got < want && b != z as *mut Block {
         let t = (*b).next as usize ^ key;
         if crate::guard::CHECKS && t >= ZONE_SIZE {
@@ -836,7 +852,13 @@ unsafe fn bin_refill(n: usize, cls: usize, tc: *mut Cache, st: u64) -> *mut u8 {
         }
         got += 1;
         *bin.add(top + want - got) = b;
-        b = (t ^ b as usize) as *mut Block;
+        let nb = (t ^ b as usize) as *mut Block;
+        // (A link to a block far from this one: its line is likely cold.)
+        jumps += ((nb as usize).wrapping_sub(b as usize).wrapping_add(256) > 512) as usize;
+        b = nb;
+        if jumps >= REFILL_JUMPS {
+            break;
+        }
     }
     if got != 0 {
         (*z).free = b;
@@ -858,6 +880,18 @@ unsafe fn bin_refill(n: usize, cls: usize, tc: *mut Cache, st: u64) -> *mut u8 {
     }
     bin_pop(tc, cls, (st & !BIN_TOP) | at as u64, at, n)
 }
+
+/// Links to a far block (more than 256 bytes away) a fill from a zone's list
+/// follows at most (`bin_refill`). The list is walked one dependent load
+/// after another, and a block far from the one before it is mostly a cache
+/// miss (and a TLB miss when the zone's blocks were freed at random long
+/// ago): a fill of up to 14 blocks of such a list took malloc's p99.9 on the
+/// small latency workload to 3.1-3.6k cycles; stopping at the second far
+/// link, 1.7k (medians of 5, `bench/latency 1e7 100000 1 small`). A fresh
+/// zone's blocks, carved in address order, are near each other: their
+/// fills are whole. (`c_tests/classes.sh`: 87.9 instructions a pair, 87.5
+/// now; `bursts.sh` unchanged.)
+const REFILL_JUMPS: usize = 2;
 
 /// `alloc_class`'s pop from the alloc half of `cls`'s bin, whose state is
 /// `st` and top `top` (not empty).
@@ -1096,6 +1130,34 @@ unsafe fn free_foreign_slow(tc: *mut Cache, cls: usize, b: *mut Block) {
     new_pending((*tc).pending.get_unchecked_mut(cls), z, b, b, 1)
 }
 
+/// Asks the processor for the cache line of `p`, for writing soon (a
+/// hint: no fault, no change to memory, whatever `p` is).
+#[inline(always)]
+fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults and changes no memory.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch(p as *const i8, core::arch::x86_64::_MM_HINT_ET0)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Asks for the line of each zone of blocks `xs` that `give_back_all`
+/// writes (once a run of one zone).
+#[inline(never)]
+fn prefetch_zones(xs: &[*mut Block]) {
+    let mut last = 0;
+    for &x in xs {
+        let g = x as usize & !(ZONE_SIZE - 1);
+        if g != last {
+            last = g;
+            // (Address arithmetic only: nothing is read.)
+            prefetch(zone_at(g).wrapping_byte_add(core::mem::offset_of!(Zone, free)) as *const u8);
+        }
+    }
+}
+
 /// Gives blocks `xs` of class `cls`, leaving `tc`'s bin, back to their
 /// zones: at once to a zone of `tc`'s, else through the zone's remote list
 /// (batched in `tc`'s pending list). A run of blocks of one zone goes in
@@ -1110,6 +1172,17 @@ unsafe fn free_foreign_slow(tc: *mut Cache, cls: usize, b: *mut Block) {
 /// live zones of `cls`, counted as used by them, and not in any bin or
 /// list; `xs` is not in `*tc`.
 unsafe fn give_back_all(tc: *mut Cache, cls: usize, xs: &[*mut Block]) {
+    // The zones' lines that the runs read and write, asked for at once: in
+    // a program that frees at random, the blocks of a spill lie in as many
+    // zones, whose headers are mostly cold (a cache and a TLB miss each),
+    // and the loop below would take those misses one after another. (Not
+    // when the first and last blocks share a zone, as a burst's do: the
+    // pass cost `c_tests/bursts.sh` 8 instructions a pair.)
+    if let (Some(&a), Some(&b)) = (xs.first(), xs.last()) {
+        if (a as usize ^ b as usize) >= ZONE_SIZE {
+            prefetch_zones(xs);
+        }
+    }
     let mut i = 0;
     while i < xs.len() {
         let x = xs[i];
@@ -1127,7 +1200,7 @@ unsafe fn give_back_all(tc: *mut Cache, cls: usize, xs: &[*mut Block]) {
         let old = (*z).free;
         (*x).next = enc(old, x);
         let (head, n) = link_run(xs, &mut i, g, x);
-        end_run(tc, z, old, head, n);
+        end_run(tc, cls, z, old, head, n);
     }
 }
 
@@ -1152,13 +1225,20 @@ unsafe fn link_run(xs: &[*mut Block], i: &mut usize, g: usize, x: *mut Block) ->
 }
 
 /// Ends a run of `give_back_all`: `n` blocks linked from `head` onto `old`,
-/// the free list of zone `z` when the run began.
+/// the free list of zone `z` (of class `cls`) when the run began.
 ///
 /// # Safety
-/// `z` is a live zone of `tc`, this thread's cache, and the run's blocks
-/// are free blocks of it, counted as used.
+/// `z` is a live zone of `cls` of `tc`, this thread's cache, and the run's
+/// blocks are free blocks of it, counted as used.
 #[inline(always)]
-unsafe fn end_run(tc: *mut Cache, z: *mut Zone, old: *mut Block, head: *mut Block, n: u32) {
+unsafe fn end_run(
+    tc: *mut Cache,
+    cls: usize,
+    z: *mut Zone,
+    old: *mut Block,
+    head: *mut Block,
+    n: u32,
+) {
     (*z).free = head;
     let used = (*z).used - n;
     (*z).used = used;
@@ -1167,7 +1247,7 @@ unsafe fn end_run(tc: *mut Cache, z: *mut Zone, old: *mut Block, head: *mut Bloc
     // (An empty zone may go back to the heap: no later block of the caller's
     // is in it, as each counts as used until its run comes.)
     if (*z).state != CURRENT && (old == z as *mut Block || used == 0) {
-        free_local_slow(tc, z);
+        free_local_slow(tc, cls, z);
     }
 }
 
@@ -2102,13 +2182,19 @@ unsafe fn new_zone(c: &mut Cache, cls: usize) -> *mut Zone {
 
 /// Gives an empty zone back to the heap.
 unsafe fn retire(z: *mut Zone) {
-    HEAP.with(|h| {
-        let g = z as usize & !(ZONE_SIZE - 1);
-        zonemap::clear(g as *const u8);
-        // SAFETY: a zone's chunk starts at its granule and is in use until
-        // this free.
-        h.free(g as *mut chunk::Chunk);
-    });
+    HEAP.with(|h| retire_in(h, z));
+}
+
+/// `retire`, under the heap's lock (`h`).
+///
+/// # Safety
+/// As `retire`.
+unsafe fn retire_in(h: &mut Heap, z: *mut Zone) {
+    let g = z as usize & !(ZONE_SIZE - 1);
+    zonemap::clear(g as *const u8);
+    // SAFETY: a zone's chunk starts at its granule and is in use until
+    // this free.
+    h.free(g as *mut chunk::Chunk);
 }
 
 /// Takes a zone of `cls` abandoned by an exited thread.
@@ -2149,12 +2235,13 @@ unsafe fn adopt(c: &mut Cache, cls: usize) -> *mut Zone {
     }
 }
 
-/// Owner free that emptied the zone or refilled a dry one.
+/// Owner free that emptied the zone or refilled a dry one. (The class is
+/// the caller's: the zone's own field lies in a line of its header that
+/// the free did not read.)
 #[cold]
 #[inline(never)]
-unsafe fn free_local_slow(tc: *mut Cache, z: *mut Zone) {
+unsafe fn free_local_slow(tc: *mut Cache, cls: usize, z: *mut Zone) {
     let c = &mut *tc;
-    let cls = (*z).class as usize;
     match (*z).state {
         AVAIL if (*z).used == 0 => c.avail[cls].unlink(z),
         FULL => {
@@ -2419,6 +2506,14 @@ unsafe fn recycle(c: *mut Cache) {
 
 /// The pthread key destructor: returns the cache's empty zones to the heap and
 /// abandons the rest to the shared lists.
+///
+/// The zones are sorted first, outside every shared lock: the empty ones go
+/// to the heap under one acquisition of its lock, the others are abandoned
+/// under one acquisition of the shared lock, with the cache's figures and
+/// the cache itself. (A zone at a time, each taking the shared lock or the
+/// heap's, threads that exit together queued on them: 8 threads exiting at
+/// once made 13 futex calls per million pairs of `bench/mthreads 8 5e6 1000
+/// 1 32k s`, half the program's; see docs/performance.md.)
 unsafe extern "C" fn thread_exit(arg: *mut libc::c_void) {
     let c = arg as *mut Cache;
     if c.is_null() {
@@ -2432,63 +2527,85 @@ unsafe extern "C" fn thread_exit(arg: *mut libc::c_void) {
     }
     tls::set(static_cache_ptr(addr_of!(DEAD_CACHE)));
     let empty = addr_of_mut!(EMPTY_ZONE);
-    for cls in 0..NCLASS {
+    let mut keep = [ZoneList::new(); NCLASS];
+    let mut dead = ZoneList::new();
+    for (cls, kept) in keep.iter_mut().enumerate() {
         let cur = (*c).current[cls];
         if cur != empty {
-            release_zone(cur);
+            sort_zone(cur, kept, &mut dead);
         }
         if !(*c).spare[cls].is_null() {
-            retire((*c).spare[cls]);
+            dead.push_back((*c).spare[cls]);
         }
         loop {
             let z = (*c).avail[cls].pop_front();
             if z.is_null() {
                 break;
             }
-            release_zone(z);
+            sort_zone(z, kept, &mut dead);
         }
         loop {
             let z = (*c).full[cls].pop_front();
             if z.is_null() {
                 break;
             }
-            release_zone(z);
+            sort_zone(z, kept, &mut dead);
         }
     }
-    {
-        let _g = SHARED_LOCK.guard();
-        let s = &mut *addr_of_mut!(SHARED);
-        for (i, n) in s.allocs.iter_mut().enumerate() {
-            *n += served(c, i);
-        }
-        if (*c).live_prev.is_null() {
-            s.live = (*c).live_next;
-        } else {
-            (*(*c).live_prev).live_next = (*c).live_next;
-        }
-        if !(*c).live_next.is_null() {
-            (*(*c).live_next).live_prev = (*c).live_prev;
-        }
-        THREADS.fetch_sub(1, Ordering::Relaxed);
-    }
-    recycle(c);
-}
-
-/// At owner exit: an empty zone goes to the heap, another is abandoned.
-unsafe fn release_zone(z: *mut Zone) {
-    collect(z);
-    if (*z).used == 0 {
-        retire(z);
-        return;
+    if !dead.head.is_null() {
+        HEAP.with(|h| {
+            let mut z = dead.head;
+            while !z.is_null() {
+                // (Read before the zone's chunk is freed.)
+                let next = (*z).next;
+                retire_in(h, z);
+                z = next;
+            }
+        });
     }
     let _g = SHARED_LOCK.guard();
-    let _zg = (*z).alock.guard();
-    (*z).state = ABANDONED;
-    (*z).owner.store(null_mut(), Ordering::Release);
-    zonemap::info(z as *const u8)
-        .owner
-        .store(0, Ordering::Release);
-    (*addr_of_mut!(SHARED)).abandoned[(*z).class as usize].push_back(z);
+    let s = &mut *addr_of_mut!(SHARED);
+    for (cls, kept) in keep.iter_mut().enumerate() {
+        let mut z = kept.head;
+        while !z.is_null() {
+            let _zg = (*z).alock.guard();
+            (*z).state = ABANDONED;
+            (*z).owner.store(null_mut(), Ordering::Release);
+            zonemap::info(z as *const u8)
+                .owner
+                .store(0, Ordering::Release);
+            z = (*z).next;
+        }
+        s.abandoned[cls].append(kept);
+    }
+    for (i, n) in s.allocs.iter_mut().enumerate() {
+        *n += served(c, i);
+    }
+    if (*c).live_prev.is_null() {
+        s.live = (*c).live_next;
+    } else {
+        (*(*c).live_prev).live_next = (*c).live_next;
+    }
+    if !(*c).live_next.is_null() {
+        (*(*c).live_next).live_prev = (*c).live_prev;
+    }
+    THREADS.fetch_sub(1, Ordering::Relaxed);
+    (*c).next_free = s.free_caches;
+    s.free_caches = c;
+}
+
+/// At owner exit: zone `z` (of the owner's lists, unlinked) goes to `dead`
+/// if all its blocks came back, else to `kept`, to be abandoned.
+///
+/// # Safety
+/// `z` is a live zone of the exiting thread's cache, on none of its lists.
+unsafe fn sort_zone(z: *mut Zone, kept: &mut ZoneList, dead: &mut ZoneList) {
+    collect(z);
+    if (*z).used == 0 {
+        dead.push_back(z);
+    } else {
+        kept.push_back(z);
+    }
 }
 
 /// malloc_trim's part: the caches of exited threads, kept for the next

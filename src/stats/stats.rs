@@ -327,14 +327,15 @@ pub fn summary(fd: i32) {
     let _ = writeln!(b, "    large (mmap)     {:>14}", large_n);
     let _ = writeln!(
         b,
-        "  medium caches      {:>14} bytes held, one thread's most {} (cap {}); {} refills ({} from the heap), {} flushes ({} to the heap)",
+        "  medium caches      {:>14} bytes held, one thread's most {} (cap {}); {} refills ({} from the heap), {} flushes ({} to the heap), at most {} chunks in one",
         cached,
         peak,
         crate::mcache::cap(),
         refills,
         crate::mcache::heap_trips().0,
         flushes,
-        crate::mcache::heap_trips().1
+        crate::mcache::heap_trips().1,
+        crate::mcache::flush_most()
     );
     let (reclaims, reclaimed) = crate::mcache::reclaims();
     let _ = writeln!(
