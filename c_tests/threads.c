@@ -432,7 +432,12 @@ int main(int argc, char **argv)
         get_stats(&s1);
         printf("in_use %zu -> %zu bytes, heap %zu -> %zu bytes\n", s0.in_use, s1.in_use,
                s0.heap_bytes, s1.heap_bytes);
-        CHECKF(s1.in_use <= s0.in_use + 1 * MiB,
+        /* What stays counted is the blocks in the bins of the caches kept
+         * for reuse (64 threads': 0.81 MB at 5660a14; small17c's bins of
+         * 31-block halves for the classes up to 128 B hold 2.6 KiB more a
+         * thread, 0.98 MB, and 1.05-1.12 MB with the other branches of
+         * 2026-12-07 merged): 20 KiB a thread. */
+        CHECKF(s1.in_use <= s0.in_use + 64 * 20 * KiB,
                "in_use %zu -> %zu after every block was freed", s0.in_use, s1.in_use);
     }
     check_done("threads");
