@@ -27,14 +27,17 @@ static GLOBAL: memalloc::MemAlloc = memalloc::MemAlloc;
 
 /// Instructions an alloc + dealloc pair of 24 bytes may take, the loop
 /// and `std::alloc`'s wrappers included (callgrind, x86_64, release build
-/// without LTO, rustc 1.95): 73 measured; 84 with `__rust_alloc` saving
-/// five registers (the over-aligned path inlined into it), 92 with that and
-/// the block-start check on every dealloc.
+/// without LTO, rustc 1.95): 76.2 measured (67.5 before the double-free
+/// mark was checked one dealloc later, with the block prefetched:
+/// `cache::free_vouched`); 84 with `__rust_alloc` saving five registers
+/// (the over-aligned path inlined into it), 92 with that and the
+/// block-start check on every dealloc (both before that change).
 const PAIR_MAX: u64 = 78;
 
 /// The same for `alloc_zeroed` + `dealloc` (the 24 bytes' clearing and the
-/// test's own check and write included): 85 measured; 106 through the C
-/// calloc path (its overflow test and the mmap threshold's loads).
+/// test's own check and write included): 82.5 measured (90.0 with a
+/// `memset` call for the clearing); 106 through the C calloc path (its
+/// overflow test and the mmap threshold's loads).
 const ZEROED_PAIR_MAX: u64 = 90;
 
 /// The child of `small_pair_instructions`: `MEMALLOC_TEST_PAIRS` pairs.

@@ -63,7 +63,7 @@ unsafe impl GlobalAlloc for MemAlloc {
         // A small block is the `alloc` path's, then cleared: the C calloc
         // path before it (its overflow test, the mmap threshold's loads)
         // cost a 24-byte alloc_zeroed + dealloc pair 106 instructions,
-        // this 85 (callgrind, tests/rust_path.rs).
+        // this 82.5 (callgrind, tests/rust_path.rs; `clear`).
         if layout.align() <= ALIGN && layout.size() <= SMALL_MAX {
             let p = export::alloc(layout.size());
             if !p.is_null() {
