@@ -8,6 +8,11 @@
 //!   `ZEROED_PAIR_MAX`;
 //! - `dealloc_twice_is_reported`: a block freed twice through Rust's
 //!   `dealloc` is still reported as a double free;
+//! - `dealloc_twice_apart_is_reported`: also when another free comes
+//!   between the two (reported one free later, or before the block could
+//!   be handed out again, or when it is reallocated);
+//! - `dealloc_leaves_block_unread`: `dealloc` of a small block touches
+//!   nothing of it (its page is inaccessible meanwhile);
 //! - `big_heap_asks_for_huge_pages`: a heap of 48 MiB of small blocks lies
 //!   in regions that ask for transparent huge pages (without `override`,
 //!   where the regions are the whole heap).
@@ -22,14 +27,17 @@ static GLOBAL: memalloc::MemAlloc = memalloc::MemAlloc;
 
 /// Instructions an alloc + dealloc pair of 24 bytes may take, the loop
 /// and `std::alloc`'s wrappers included (callgrind, x86_64, release build
-/// without LTO, rustc 1.95): 73 measured; 84 with `__rust_alloc` saving
-/// five registers (the over-aligned path inlined into it), 92 with that and
-/// the block-start check on every dealloc.
+/// without LTO, rustc 1.95): 76.2 measured (67.5 before the double-free
+/// mark was checked one dealloc later, with the block prefetched:
+/// `cache::free_vouched`); 84 with `__rust_alloc` saving five registers
+/// (the over-aligned path inlined into it), 92 with that and the
+/// block-start check on every dealloc (both before that change).
 const PAIR_MAX: u64 = 78;
 
 /// The same for `alloc_zeroed` + `dealloc` (the 24 bytes' clearing and the
-/// test's own check and write included): 85 measured; 106 through the C
-/// calloc path (its overflow test and the mmap threshold's loads).
+/// test's own check and write included): 82.5 measured (90.0 with a
+/// `memset` call for the clearing); 106 through the C calloc path (its
+/// overflow test and the mmap threshold's loads).
 const ZEROED_PAIR_MAX: u64 = 90;
 
 /// The child of `small_pair_instructions`: `MEMALLOC_TEST_PAIRS` pairs.
@@ -160,6 +168,123 @@ fn dealloc_twice_is_reported() {
         "MEMALLOC_TEST_DEALLOC_TWICE",
         "1",
         "memalloc: double free",
+    );
+}
+
+/// The child of `dealloc_twice_apart_is_reported`: block `p` freed twice
+/// with another free between, then (by `MEMALLOC_TEST_DEALLOC_APART`)
+/// `dealloc`: one more free; `alloc`: allocations of the class until its
+/// bin's halves swap; `realloc`: `p` reallocated. `realloc-freed`: `p`
+/// freed once, then reallocated.
+#[test]
+fn dealloc_twice_apart_child() {
+    let Some(mode) = std::env::var_os("MEMALLOC_TEST_DEALLOC_APART") else {
+        return;
+    };
+    let l = Layout::from_size_align(40, 8).unwrap();
+    // SAFETY: none: the double free memalloc must report.
+    unsafe {
+        let keep: Vec<*mut u8> = (0..64).map(|_| alloc(l)).collect();
+        let (p, x, y) = (alloc(l), alloc(l), alloc(l));
+        let mode = mode.to_str().unwrap();
+        dealloc(p, l);
+        if mode == "realloc-freed" {
+            black_box(std::alloc::realloc(p, l, 48));
+            println!("misuse not caught {p:p} {keep:?}");
+            return;
+        }
+        dealloc(x, l);
+        dealloc(p, l);
+        match mode {
+            "dealloc" => dealloc(y, l),
+            "alloc" => {
+                // (Every block p's bin holds, and more: one of these
+                // allocations takes the free half holding p twice.)
+                for _ in 0..64 {
+                    black_box(alloc(l));
+                }
+            }
+            _ => {
+                black_box(std::alloc::realloc(p, l, 48));
+            }
+        }
+        println!("misuse not caught {p:p} {keep:?}");
+    }
+}
+
+/// A double free through `dealloc` whose frees do not follow each other is
+/// reported at the thread's next `dealloc`, or before the block could be
+/// handed out again, or when it is reallocated (the mark is checked one
+/// free later: `cache::free_vouched`); a block just freed is still known
+/// as freed to `realloc`.
+#[test]
+fn dealloc_twice_apart_is_reported() {
+    for (mode, message) in [
+        ("dealloc", "memalloc: double free"),
+        ("alloc", "memalloc: double free"),
+        ("realloc", "memalloc: double free"),
+        ("realloc-freed", "memalloc: realloc of a freed block"),
+    ] {
+        common::expect_abort(
+            "dealloc_twice_apart_child",
+            "MEMALLOC_TEST_DEALLOC_APART",
+            mode,
+            message,
+        );
+    }
+}
+
+/// The child of `dealloc_leaves_block_unread`: frees a block whose page
+/// is made inaccessible for the `dealloc`, then restored.
+#[test]
+fn dealloc_unread_child() {
+    if std::env::var_os("MEMALLOC_TEST_DEALLOC_UNREAD").is_none() {
+        return;
+    }
+    let l = Layout::from_size_align(1000, 8).unwrap();
+    // SAFETY: the blocks are memalloc's, of this layout, freed once; the
+    // page is made accessible again before anything else runs here.
+    unsafe {
+        let keep: Vec<*mut u8> = (0..32).map(|_| alloc(l)).collect();
+        let p = alloc(l);
+        let page = (p as usize & !4095) as *mut libc::c_void;
+        assert_eq!(libc::mprotect(page, 4096, libc::PROT_NONE), 0);
+        dealloc(p, l);
+        assert_eq!(
+            libc::mprotect(page, 4096, libc::PROT_READ | libc::PROT_WRITE),
+            0
+        );
+        for q in keep {
+            dealloc(q, l);
+        }
+        println!("dealloc left the block unread");
+    }
+}
+
+/// Rust's `dealloc` of a small block of the thread's own zones reads and
+/// writes nothing of the block (its double-free mark is checked at the
+/// next `dealloc`, the line prefetched meanwhile: `cache::free_vouched`),
+/// so a program freeing blocks it has not touched for long does not wait
+/// for each one's cache line. Checked with the block's page inaccessible
+/// during the `dealloc`.
+#[test]
+fn dealloc_leaves_block_unread() {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "dealloc_unread_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("MEMALLOC_TEST_DEALLOC_UNREAD", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("dealloc left the block unread"),
+        "{:?}: {stdout} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 
