@@ -289,6 +289,10 @@ fn purge_sparse_slow() {
         SPARSE_BASE.store(0, Ordering::Relaxed); // the next check sets it
         return;
     }
+    // (A child forked between the two sections below starts with the held
+    // chunks out of the index, and never gives them back: at most
+    // SPARSE_CHUNKS free chunks of address space, their pages discarded or
+    // about to be; `borrowed` keeps `check` consistent in the child.)
     let mut held = [false; SPARSE_CHUNKS];
     HEAP.with(|h| {
         for i in 0..k {
