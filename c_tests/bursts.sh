@@ -21,23 +21,11 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 MAX_EXTRA=20
 . "$here/callgrind_setup.sh" bursts
 
-if LD_PRELOAD=$lib MEMALLOC_EXPECT=1 timeout 120 "$out/bursts" 2000 80 >"$out/native.log" 2>&1 &&
-    grep -q '^ok bursts' "$out/native.log"; then
-    echo "PASS bursts (native, 2000 rounds of 80 a size)"
-    passed=$((passed + 1))
-else
-    echo "FAIL bursts (native)"
-    tail -5 "$out/native.log" | sed 's/^/    /'
-    failed=$((failed + 1))
-fi
+native "" "2000 rounds of 80 a size" 2000 80
 
 # ir ROUNDS BURST: the instructions of one run under callgrind
 ir() {
-    local f="$out/callgrind.$1.$2.out"
-    LD_PRELOAD=$lib timeout 300 valgrind --tool=callgrind --callgrind-out-file="$f" \
-        "$out/bursts" "$1" "$2" >"$out/callgrind.$1.$2.log" 2>&1 || return 1
-    grep -q '^ok bursts' "$out/callgrind.$1.$2.log" || return 1
-    awk '/^(summary|totals):/ { print $2; exit }' "$f"
+    callgrind '$2' -- "$1" "$2"
 }
 # per_pair BURST: instructions per malloc+free pair (5 sizes a round)
 per_pair() {

@@ -30,25 +30,13 @@ MAX_MISS=0.09
 . "$here/callgrind_setup.sh" classes
 
 for mode in s band fifo; do
-    if LD_PRELOAD=$lib MEMALLOC_EXPECT=1 timeout 120 "$out/classes" 1000000 $mode >"$out/native.$mode.log" 2>&1 &&
-        grep -q '^ok classes' "$out/native.$mode.log"; then
-        echo "PASS classes $mode (native, 1000000 pairs)"
-        passed=$((passed + 1))
-    else
-        echo "FAIL classes $mode (native)"
-        tail -5 "$out/native.$mode.log" | sed 's/^/    /'
-        failed=$((failed + 1))
-    fi
+    native "$mode" "1000000 pairs" 1000000 $mode
 done
 
 # miss PAIRS MODE: "instructions mispredictions" of one run under callgrind
 miss() {
-    local f="$out/callgrind.$2.$1.out"
-    LD_PRELOAD=$lib timeout 300 valgrind --tool=callgrind --branch-sim=yes \
-        --callgrind-out-file="$f" "$out/classes" "$1" "$2" >"$out/callgrind.$2.$1.log" 2>&1 || return 1
-    grep -q '^ok classes' "$out/callgrind.$2.$1.log" || return 1
     # events: Ir Bc Bcm Bi Bim
-    awk '/^(summary|totals):/ { print $2, $4; exit }' "$f"
+    callgrind '$2, $4' --branch-sim=yes -- "$1" "$2"
 }
 for mode in s band fifo; do
     if a=$(miss 100000 $mode) && b=$(miss 200000 $mode); then

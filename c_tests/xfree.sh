@@ -25,24 +25,12 @@ BATCH=256
 . "$here/callgrind_setup.sh" xfree -pthread
 
 for mode in l c t; do
-    if LD_PRELOAD=$lib MEMALLOC_EXPECT=1 timeout 120 "$out/xfree" 20000 "$BATCH" "$mode" \
-        >"$out/native.$mode.log" 2>&1 && grep -q '^ok xfree' "$out/native.$mode.log"; then
-        echo "PASS xfree (native, mode $mode, 20000 rounds of $BATCH blocks)"
-        passed=$((passed + 1))
-    else
-        echo "FAIL xfree (native, mode $mode)"
-        tail -5 "$out/native.$mode.log" | sed 's/^/    /'
-        failed=$((failed + 1))
-    fi
+    native "mode $mode" "20000 rounds of $BATCH blocks" 20000 "$BATCH" "$mode"
 done
 
 # ir ROUNDS MODE: the instructions of one run under callgrind
 ir() {
-    local f="$out/callgrind.$1.$2.out"
-    LD_PRELOAD=$lib timeout 300 valgrind --tool=callgrind --callgrind-out-file="$f" \
-        "$out/xfree" "$1" "$BATCH" "$2" >"$out/callgrind.$1.$2.log" 2>&1 || return 1
-    grep -q '^ok xfree' "$out/callgrind.$1.$2.log" || return 1
-    awk '/^(summary|totals):/ { print $2; exit }' "$f"
+    callgrind '$2' -- "$1" "$BATCH" "$2"
 }
 # per_pair MODE: instructions per malloc+free pair
 per_pair() {
