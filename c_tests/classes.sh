@@ -22,11 +22,12 @@
 # (Before cache::bin_refill, the halves swapped whenever the free one had a
 # block: 0.21 in mode s.) A fourth mode, `short` (128 B-4 KiB log-uniform,
 # each block freed right after its malloc: the grid's short 128 B-4 KiB),
-# passes at MAX_MISS_SHORT (0.05): the classes above 128 B fill their alloc
-# half with one block (cache::FILL_TO), so each of their mallocs swaps the
-# halves, a branch the predictor learns: 0.000 a pair; with 1 KiB of blocks
-# (fills of 8 down to 1 over these classes) the swap came once in 1-8
-# mallocs by class, 0.372.
+# passes at MAX_MISS_SHORT (0.10): the classes above 128 B but the sparse
+# class (256 B) fill their alloc half with one block (cache::FILL_TO), so
+# each of their mallocs swaps the halves, a branch the predictor learns:
+# 0.048 a pair (0.000 with the 256-byte class filled with one block too);
+# with 1 KiB of blocks (fills of 8 down to 1 over these classes) the swap
+# came once in 1-8 mallocs by class, 0.372.
 # Every mode's instructions per pair are printed, not bounded.
 # Installs gcc and valgrind if missing. Ends with the line
 # "N passed, M failed"; exits 1 if any failed.
@@ -34,7 +35,7 @@ set -u
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 MAX_MISS=0.09
-MAX_MISS_SHORT=0.05
+MAX_MISS_SHORT=0.10
 . "$here/callgrind_setup.sh" classes
 
 for mode in s band fifo short; do
