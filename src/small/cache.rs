@@ -837,9 +837,9 @@ const FILL_BYTES: usize = 1024;
 /// instructions, was 92 with one block, 81.5 with two; its bound is 78).
 /// A fill of at least 4 blocks for all these classes instead took the grid
 /// cell to 0.21 s (more blocks cycled, their first and last lines
-/// written). Random long-lived classes (`grid ... 128 4096 long`, `mchurn`,
-/// callgrind) swap a little more often: mispredictions +2-5%,
-/// instructions -0.4%.
+/// written). Random long-lived classes swap a little more often
+/// (callgrind: `grid ... 128 4096 long` mispredictions +4.3%, `mchurn`
+/// +1.6%; instructions -0.3% and -0.5%).
 const FILL_TO: [u8; NCLASS] = {
     let mut t = [0u8; NCLASS];
     let mut cls = 0;
