@@ -13,7 +13,10 @@
  * eight classes), a random block replaced (the grid's "long");
  * MODE fifo: the same sizes, the blocks replaced in the order they were
  * allocated (the grid's "cross" in one thread: each block freed 1024
- * allocations after its malloc, so the frees of a class come in runs).
+ * allocations after its malloc, so the frees of a class come in runs);
+ * MODE short: sizes log-uniform over 128-4096 B (20 classes), each block
+ * freed right after its malloc and the writes of its first and last bytes
+ * (the grid's "short" 128 B-4 KiB).
  * The loop has no data-dependent branch of its own (the slot and the size
  * come from table lookups), so the mispredictions are the allocator's.
  * Checks that each block keeps its tag until its free. */
@@ -38,15 +41,19 @@ int main(int argc, char **argv)
     long pairs = argc > 1 ? atol(argv[1]) : 100000;
     const char *mode = argc > 2 ? argv[2] : "s";
     int band = strcmp(mode, "band") == 0, fifo = strcmp(mode, "fifo") == 0;
-    CHECKF(band || fifo || strcmp(mode, "s") == 0, "unknown mode %s", mode);
+    int shrt = strcmp(mode, "short") == 0;
+    CHECKF(band || fifo || shrt || strcmp(mode, "s") == 0, "unknown mode %s", mode);
     /* s: 1/size^2 over 1..256 B, quantised: half the requests of 1 byte,
      * 15 of 16 up to 16 bytes, the rest up to 256; band, fifo: log-uniform
-     * over 16..128 B */
+     * over 16..128 B; short: log-uniform over 128..4096 B */
     size_t size[SIZES];
     double f = 16.0 * 1.0161964; /* 16 * 8^(0.5/64), then a factor 8^(1/64) a step */
-    for (int i = 0; i < SIZES; i++, f *= 1.0330240) {
+    double g = 128.0 * 1.0274461; /* 128 * 32^(0.5/64), then 32^(1/64) a step */
+    for (int i = 0; i < SIZES; i++, f *= 1.0330240, g *= 1.0556454) {
         double u = (i + 0.5) / SIZES;
-        if (band || fifo)
+        if (shrt)
+            size[i] = (size_t)g;
+        else if (band || fifo)
             size[i] = (size_t)f;
         else
             size[i] = (size_t)(1.0 / (1.0 - u * (1.0 - 1.0 / 256)));
@@ -58,7 +65,15 @@ int main(int argc, char **argv)
         p[k][0] = (unsigned char)k;
     }
     unsigned bad = 0;
-    for (long i = 0; i < pairs; i++) {
+    for (long i = 0; shrt && i < pairs; i++) {
+        size_t n = size[next() & (SIZES - 1)];
+        unsigned char *q = malloc(n);
+        q[0] = (unsigned char)i;
+        q[n - 1] = (unsigned char)i;
+        bad |= (q[0] ^ q[n - 1]) | (unsigned)(((uintptr_t)q & 15) != 0);
+        free(q);
+    }
+    for (long i = 0; !shrt && i < pairs; i++) {
         uint64_t r = next();
         unsigned k = fifo ? (unsigned)(i & (LIVE - 1)) : (unsigned)(r & (LIVE - 1));
         bad |= p[k][0] ^ (unsigned char)k;

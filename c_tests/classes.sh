@@ -20,16 +20,25 @@
 # cache::spill_bin) 0.050, 0.064 and 0.068; with halves of 15 blocks
 # 0.110, 0.178 and 0.182 (0.097, 0.146, 0.150 with the new spill alone).
 # (Before cache::bin_refill, the halves swapped whenever the free one had a
-# block: 0.21 in mode s.)
+# block: 0.21 in mode s.) A fourth mode, `short` (128 B-4 KiB log-uniform,
+# each block freed right after its malloc: the grid's short 128 B-4 KiB),
+# passes at MAX_MISS_SHORT (0.10): the classes above 128 B but the sparse
+# class (256 B) fill their alloc half with one block (cache::FILL_TO), so
+# each of their mallocs swaps the halves, a branch the predictor learns:
+# 0.048 a pair (0.000 with the 256-byte class filled with one block too);
+# with 1 KiB of blocks (fills of 8 down to 1 over these classes) the swap
+# came once in 1-8 mallocs by class, 0.372.
+# Every mode's instructions per pair are printed, not bounded.
 # Installs gcc and valgrind if missing. Ends with the line
 # "N passed, M failed"; exits 1 if any failed.
 set -u
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 MAX_MISS=0.09
+MAX_MISS_SHORT=0.10
 . "$here/callgrind_setup.sh" classes
 
-for mode in s band fifo; do
+for mode in s band fifo short; do
     native "$mode" "1000000 pairs" 1000000 $mode
 done
 
@@ -38,13 +47,15 @@ miss() {
     # events: Ir Bc Bcm Bi Bim
     callgrind '$2, $4' --branch-sim=yes -- "$1" "$2"
 }
-for mode in s band fifo; do
+for mode in s band fifo short; do
+    max=$MAX_MISS
+    [ $mode = short ] && max=$MAX_MISS_SHORT
     if a=$(miss 100000 $mode) && b=$(miss 200000 $mode); then
         per=$(awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " ");
             printf "%.3f %.1f", (y[2] - x[2]) / 100000, (y[1] - x[1]) / 100000 }')
         read -r m i <<<"$per"
-        msg="mispredicted branches per pair: $m (at most $MAX_MISS); instructions per pair: $i"
-        if awk -v m="$m" -v x="$MAX_MISS" 'BEGIN { exit !(m <= x) }'; then
+        msg="mispredicted branches per pair: $m (at most $max); instructions per pair: $i"
+        if awk -v m="$m" -v x="$max" 'BEGIN { exit !(m <= x) }'; then
             echo "PASS classes $mode (callgrind): $msg"
             passed=$((passed + 1))
         else

@@ -818,12 +818,34 @@ const FILL_BYTES: usize = 1024;
 /// blocks of the big classes: a thread that keeps one block of a class
 /// cycles through the blocks of its bin, and its first zone batch is one
 /// page (8 blocks of 512 bytes, the last reaching into the next page).
+///
+/// One block for every class above `WIDE_MAX` but `SPARSE_CLASS` (so its
+/// `SWAP_MIN` is 1 and it never takes `bin_refill`): a program that frees
+/// each block soon after its malloc (the grid's *short* 128 B-4 KiB)
+/// cycles, per class, through as many blocks as its row holds, swapping
+/// the halves once a cycle. With fills of 8 down to 1 block over these
+/// classes (1 KiB of blocks), the swap came once in 1 to 8 mallocs
+/// depending on the class, a branch no predictor learns when classes vary:
+/// 0.37 mispredicted branches a pair (`c_tests/classes.sh` mode short),
+/// 0.05 now; CPU time of `classes 2e7 short` 0.205 -> 0.178 s (tcmalloc
+/// 0.191), of `grid 1 1.5e7 128 4096 short` 0.161 -> 0.148 (medians of 7).
+/// Every such malloc of a pair loop swaps (a branch the predictor learns):
+/// `bench/pair` 160 B 68 -> 78 instructions, 512 B 72 -> 78, as 1024 B and
+/// up were already.
+/// `SPARSE_CLASS` keeps its 4 blocks: a sparse thread's pairs of any size
+/// up to 256 B take it (`tests/rust_path.rs`: the Rust pair of 24 B, 76.2
+/// instructions, was 92 with one block, 81.5 with two; its bound is 78).
+/// A fill of at least 4 blocks for all these classes instead took the grid
+/// cell to 0.21 s (more blocks cycled, their first and last lines
+/// written). Random long-lived classes swap a little more often
+/// (callgrind: `grid ... 128 4096 long` mispredictions +4.3%, `mchurn`
+/// +1.6%; instructions -0.3% and -0.5%).
 const FILL_TO: [u8; NCLASS] = {
     let mut t = [0u8; NCLASS];
     let mut cls = 0;
     while cls < NCLASS {
         let n = FILL_BYTES / CLASS_SIZE[cls] as usize;
-        t[cls] = if n < 1 {
+        t[cls] = if n < 1 || (CLASS_SIZE[cls] > WIDE_MAX && cls != SPARSE_CLASS) {
             1
         } else if n > HALF[cls] - 2 {
             (HALF[cls] - 2) as u8
