@@ -16,10 +16,12 @@
  *      class, above 256 KiB): the test runs itself with MEMALLOC_STATS=1,
  *      and of 2 x 2000 malloc+free pairs the caches serve all but the
  *      first few (the summary's "medium (cached)").
- *   6. The big classes' share of a thread's cache: a thread frees four
- *      blocks of 600000 B (2.5 MiB, under the 4 MiB cap); it keeps one,
- *      the others go to the shared lists: "one thread's most" is at most
- *      1 MiB (the biggest class's chunk).
+ *   6. The big classes' share of a thread's cache: a thread frees twelve
+ *      blocks of 600000 B (7.9 MiB of chunks). With 16 other threads holding
+ *      a cache, it keeps one, the others go to the shared lists: "one
+ *      thread's most" is at most 1 MiB (the biggest class's chunk). Alone,
+ *      it keeps more than one and at most 6 MiB (mcache.rs's
+ *      BIG_SHARE_MAX: a lone thread's big classes get more room).
  *   7. A flush's work is bounded: one thread frees 400 blocks of 5-65 KiB
  *      (about 14 MiB, past the 4 MiB cap) in random order and allocates
  *      them again, 20 times: the test runs itself with MEMALLOC_STATS=1,
@@ -194,29 +196,56 @@ static void classes_cached(const char *self)
     CHECKF(cached >= 3990, "of 4000 pairs of 200000 and 700000 B, %lu served by the caches", cached);
 }
 
-/* The child of big_share: four blocks of 600000 B freed (into the caches:
- * the threshold rose past them with a freed mapping), then a request of
- * another class, whose refill records what the cache holds. */
-static void big(void)
+/* The child of big_share: BIG_N blocks of 600000 B freed (into the caches:
+ * the dynamic threshold rose to that size at the first free), then a
+ * request of another class, whose refill records what the cache holds. With
+ * "big16", 16 other threads hold a medium cache meanwhile. */
+enum { BIG_N = 12, BIG_THREADS = 16 };
+static pthread_barrier_t big_ready, big_done;
+
+static void *hold_cache(void *arg)
 {
+    (void)arg;
+    free(malloc(5000)); /* a medium block: the thread has a cache */
+    pthread_barrier_wait(&big_ready);
+    pthread_barrier_wait(&big_done);
+    return NULL;
+}
+
+static void big(int with_threads)
+{
+    pthread_t t[BIG_THREADS];
+    if (with_threads) {
+        pthread_barrier_init(&big_ready, NULL, BIG_THREADS + 1);
+        pthread_barrier_init(&big_done, NULL, BIG_THREADS + 1);
+        for (int i = 0; i < BIG_THREADS; i++)
+            if (pthread_create(&t[i], NULL, hold_cache, NULL) != 0)
+                abort();
+        pthread_barrier_wait(&big_ready);
+    }
     void *m = malloc(600000);
     if (m == NULL)
         abort();
     free(m);
-    void *p[4];
-    for (int i = 0; i < 4; i++) {
+    void *p[BIG_N];
+    for (int i = 0; i < BIG_N; i++) {
         p[i] = malloc(600000);
         if (p[i] == NULL)
             abort();
         memset(p[i], i, 600000);
     }
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < BIG_N; i++)
         free(p[i]);
     unsigned char *volatile q = malloc(300000);
     if (q == NULL)
         abort();
     q[0] = 1;
     free(q);
+    if (with_threads) {
+        pthread_barrier_wait(&big_done);
+        for (int i = 0; i < BIG_THREADS; i++)
+            pthread_join(t[i], NULL);
+    }
 }
 
 /* The child of flush_bounded: 400 blocks of 5-65 KiB freed in random order
@@ -263,14 +292,22 @@ static void flush_bounded(const char *self)
 static void big_share(const char *self)
 {
     static char buf[1 << 16];
-    run_child(self, "big", NULL, buf, sizeof buf);
-    const char *m = strstr(buf, "one thread's most ");
-    CHECKF(m != NULL, "no medium cache line in: %s", buf);
-    unsigned long most = 0, cap = 0;
-    CHECK(m && sscanf(m, "one thread's most %lu (cap %lu)", &most, &cap) == 2);
-    CHECKF(cap == 4 * 1024 * 1024, "cap %lu", cap);
-    CHECKF(most > 0 && most <= 1024 * 1024 + 16,
-           "a thread that freed four blocks of 600000 B held %lu bytes of them", most);
+    for (int with = 0; with < 2; with++) {
+        run_child(self, with ? "big16" : "big", NULL, buf, sizeof buf);
+        const char *m = strstr(buf, "one thread's most ");
+        CHECKF(m != NULL, "no medium cache line in: %s", buf);
+        unsigned long most = 0, cap = 0;
+        CHECK(m && sscanf(m, "one thread's most %lu (cap %lu)", &most, &cap) == 2);
+        CHECKF(cap >= 4 * 1024 * 1024, "cap %lu", cap);
+        if (with)
+            CHECKF(most > 0 && most <= 1024 * 1024 + 16,
+                   "a thread that freed %d blocks of 600000 B, with %d other threads, held %lu bytes of them",
+                   BIG_N, BIG_THREADS, most);
+        else
+            CHECKF(most > 1024 * 1024 + 16 && most <= 6 * 1024 * 1024,
+                   "a lone thread that freed %d blocks of 600000 B held %lu bytes of them (1-6 MiB)",
+                   BIG_N, most);
+    }
 }
 
 int main(int argc, char **argv)
@@ -284,7 +321,11 @@ int main(int argc, char **argv)
         return 0;
     }
     if (argc > 1 && strcmp(argv[1], "big") == 0) {
-        big();
+        big(0);
+        return 0;
+    }
+    if (argc > 1 && strcmp(argv[1], "big16") == 0) {
+        big(1);
         return 0;
     }
     if (argc > 1 && strcmp(argv[1], "cap") == 0) {

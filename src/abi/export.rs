@@ -569,12 +569,44 @@ unsafe fn debug_realloc(p: *mut u8, c: *mut Chunk, n: usize) -> *mut u8 {
     q
 }
 
-/// realloc, with glibc's `realloc(p, 0)` = free.
+/// realloc, with glibc's `realloc(p, 0)` = free. The common case of a heap
+/// block that already fits (`stays`) first, in a frame of its own; all else
+/// in `realloc_any`.
 ///
 /// # Safety
 /// `p` is null or a pointer this allocator returned and has not freed. (A
 /// pointer that is neither is reported when the checks can tell, not trusted.)
+#[inline]
 pub unsafe fn realloc_impl(p: *mut u8, n: usize) -> *mut u8 {
+    // The header's granule is ours and no zone's (as `dealloc`), the header
+    // aligned and its tag right, the block neither free nor mapped nor
+    // cached: else `realloc_any` takes it, and reports what is wrong.
+    let c = from_user(p);
+    let bits = zonemap::bits(c as *const u8);
+    if bits != 0
+        && bits & zonemap::ZONE_BIT == 0
+        && p as usize & (ALIGN - 1) == 0
+        && n != 0
+        && !crate::gate::any(crate::gate::DEBUG)
+        && (!crate::guard::CHECKS || head_ok(c))
+        && (*c).head & FREE == 0
+        && !mcache::is_cached(c)
+    {
+        if let Some(csize) = request_to_size(n) {
+            if stays(c, csize) {
+                return p;
+            }
+        }
+    }
+    realloc_any(p, n)
+}
+
+/// `realloc_impl`'s every case.
+///
+/// # Safety
+/// As [`realloc_impl`].
+#[inline(never)]
+unsafe fn realloc_any(p: *mut u8, n: usize) -> *mut u8 {
     if p.is_null() {
         return alloc(n);
     }
@@ -603,6 +635,9 @@ pub unsafe fn realloc_impl(p: *mut u8, n: usize) -> *mut u8 {
         Some(s) => s,
         None => return enomem(),
     };
+    if stays(c, csize) {
+        return p;
+    }
     let threshold = large::threshold();
     if is_mmapped(c) {
         let old = large::usable(c);
@@ -625,6 +660,33 @@ pub unsafe fn realloc_impl(p: *mut u8, n: usize) -> *mut u8 {
         return p;
     }
     move_growing(p, usable(c), n, threshold)
+}
+
+/// Whether heap chunk `c`, in use and not mapped on its own, already fits
+/// chunk size `csize` and is not worth a split (more than half of it is
+/// needed): `realloc` then returns the block as it is, without the heap's
+/// lock. The common case of a string grown by small steps in the headroom
+/// `move_growing` and `resize_heap_chunk` gave it (`bench/realloc`: 197k of
+/// 213k reallocs of its strings). Only `c`'s own head word is read, which
+/// the caller checked (its tag, not free, not cached) as the medium free's
+/// fast path checks it; its size bits change only by the block's owner
+/// (the heap's flag updates of `PREV_FREE` under its lock leave them). Its
+/// neighbours are checked when it goes back to the heap, as a cached
+/// block's are. Not while profiling (the block counts as allocated again:
+/// `resize_heap_chunk`) nor for a sampled block. Through the heap's lock,
+/// the same case cost 168 instructions a realloc (callgrind), 65 more than
+/// tcmalloc's.
+///
+/// # Safety
+/// `c` is `chunk_of(p)` of a live block, checked not free and not cached.
+#[inline(always)]
+unsafe fn stays(c: *mut Chunk, csize: usize) -> bool {
+    let h = (*c).head;
+    let have = h & SIZE_MASK;
+    h & (MMAPPED | SAMPLED) == 0
+        && csize <= have
+        && csize > have / 2
+        && !crate::gate::any(crate::gate::PROF)
 }
 
 /// Resizes heap chunk `c` (of user pointer `p`) in place to chunk size

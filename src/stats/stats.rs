@@ -330,7 +330,7 @@ pub fn summary(fd: i32) {
         "  medium caches      {:>14} bytes held, one thread's most {} (cap {}); {} refills ({} from the heap), {} flushes ({} to the heap), at most {} chunks in one",
         cached,
         peak,
-        crate::mcache::cap(),
+        crate::mcache::lone_cap(),
         refills,
         crate::mcache::heap_trips().0,
         flushes,

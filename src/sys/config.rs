@@ -7,7 +7,7 @@
 //! | `MEMALLOC_TOP_PAD`          | 64 KiB   | slack added when growing, kept when shrinking |
 //! | `MEMALLOC_MMAP_THRESHOLD`   | 128 KiB  | requests at or above it get their own mapping |
 //! | `MEMALLOC_LARGE_CACHE`      | 64 MiB   | freed own mappings kept (up to 1 s) for reuse; 0: none |
-//! | `MEMALLOC_MEDIUM_CACHE`     | 4 MiB    | bytes of freed medium blocks each thread keeps (see `mcache`) |
+//! | `MEMALLOC_MEDIUM_CACHE`     | 4 MiB    | bytes of freed medium blocks each thread keeps (the default: more above 256 KiB with few threads; see `mcache`) |
 //! | `MEMALLOC_STATS`            | 0        | 1: print a statistics summary on stderr at exit |
 //! | `MEMALLOC_TRACE`            | unset    | file: record the heap size over time (one line per change) |
 //! | `MEMALLOC_DUMP`             | unset    | file: write a heap dump at exit |

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# c_tests/regrow.sh - two single-thread patterns that were slower than the
+# peers cost at most a bound of instructions (c_tests/regrow.c).
+#
+#   c_tests/regrow.sh        (needs `cargo build --release` first)
+#
+# Runs regrow.c under LD_PRELOAD=target/release/libmemalloc.so: natively (its
+# own checks: contents kept; the 64 KiB-1 MiB pairs make at most 1 memory
+# system call per 1000 once warm), then under valgrind --tool=callgrind at
+# two counts each, and takes the instructions per operation as the
+# difference of the counts over the difference of the operations (start-up
+# and exit cancel out), the program's own work included:
+#   strings  a realloc growing a block of 16-64 KiB by 16 bytes, which its
+#            headroom holds: at most MAX_REALLOC (185). Through the heap's
+#            lock it cost 256 (glibc 224, tcmalloc 201; 164 without it).
+#   big      a malloc+free pair of 64 KiB-1 MiB at random: at most MAX_BIG
+#            (280). With a thread's big classes held to 1 MiB it cost 402,
+#            most pairs going through the shared lists (glibc 341, tcmalloc
+#            708; 225 with the room `mcache::big_extra` gives a lone thread).
+# Installs gcc and valgrind if missing. Ends with the line "N passed, M
+# failed"; exits 1 if any failed.
+set -u
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+MAX_REALLOC=185
+MAX_BIG=280
+. "$here/callgrind_setup.sh" regrow -I "$here/../include"
+
+native strings "reallocs in place, contents kept" strings 200
+native big "64 KiB-1 MiB pairs, no system call per pair" big 100000
+
+# per_op PATTERN N1 N2 OPS_PER_N: instructions per operation
+per_op() {
+    local a b
+    a=$(callgrind '$2' -- "$1" "$2") && b=$(callgrind '$2' -- "$1" "$3") || return 1
+    awk -v a="$a" -v b="$b" -v p=$((($3 - $2) * $4)) 'BEGIN { printf "%.1f", (b - a) / p }'
+}
+
+# bound NAME VALUE MAX WHAT
+bound() {
+    if awk -v v="$2" -v m="$3" 'BEGIN { exit !(v <= m) }'; then
+        echo "PASS regrow (callgrind, $1): $4 $2 instructions (at most $3)"
+        passed=$((passed + 1))
+    else
+        echo "FAIL regrow (callgrind, $1): $4 $2 instructions (at most $3)"
+        failed=$((failed + 1))
+    fi
+}
+
+if v=$(per_op strings 10 20 3072); then
+    bound strings "$v" $MAX_REALLOC "a realloc growing a 16-64 KiB block in its headroom:"
+else
+    echo "FAIL regrow (callgrind, strings): a run failed; logs in $out"
+    failed=$((failed + 1))
+fi
+if v=$(per_op big 20000 40000 1); then
+    bound big "$v" $MAX_BIG "a malloc+free pair of 64 KiB-1 MiB:"
+else
+    echo "FAIL regrow (callgrind, big): a run failed; logs in $out"
+    failed=$((failed + 1))
+fi
+
+echo "$passed passed, $failed failed"
+[ $failed -eq 0 ]
