@@ -760,7 +760,9 @@ fn record_inline(p: *mut u8, n: usize, counted: usize) {
     // Not zeroed (a memset of 640 bytes a sample): only the first `got`
     // entries, which the unwinder or `backtrace` wrote, are read.
     let mut raw = [const { MaybeUninit::<usize>::uninit() }; RAW_FRAMES];
-    let (got, m) = unwind_here(&mut raw);
+    // (0 frames: a memo replayed its walk and knows its stack, `hint`
+    // below; the frames are not copied, nor the allocator's own skipped.)
+    let (got, m) = unwind_here(&mut raw, true);
     let got = match got {
         Some(n) => n,
         // SAFETY: raw holds RAW_FRAMES entries.
@@ -992,15 +994,9 @@ unsafe fn find_stack(t: &mut Tables, frames: &[usize]) -> Option<usize> {
 #[cold]
 #[inline(never)]
 pub fn freed_here(p: *mut u8) {
-    freed_slow(p as usize)
-}
-
-#[cold]
-#[inline(never)]
-fn freed_slow(addr: usize) {
     let _g = LOCK.guard();
     // SAFETY: the tables are only touched under LOCK.
-    unsafe { remove(&mut *SHARED.tables.get(), addr) }
+    unsafe { remove(&mut *SHARED.tables.get(), p as usize) }
 }
 
 /// Drops the sample of block `addr`, if any (under LOCK).
@@ -1691,15 +1687,17 @@ fn run_cfi(
 #[cfg(test)]
 #[inline(never)]
 fn unwind(out: &mut [MaybeUninit<usize>]) -> Option<usize> {
-    unwind_here(out).0
+    unwind_here(out, false).0
 }
 
 /// `unwind` from the frame of the function it is inlined into (the
 /// sample's: one frame of the allocator's less to walk through).
 /// Also returns the memo it used (null: none), this thread's: the caller
-/// reads or sets its `stack`.
+/// reads or sets its `stack`. With `known`, a memo that replays its walk
+/// and knows the stack its frames were filed as writes no frame: 0 frames
+/// (a walk finds 1 at least), the stack is the memo's.
 #[inline(always)]
-fn unwind_here(out: &mut [MaybeUninit<usize>]) -> (Option<usize>, *mut Memo) {
+fn unwind_here(out: &mut [MaybeUninit<usize>], known: bool) -> (Option<usize>, *mut Memo) {
     if FIND_FDE.load(Ordering::Acquire) == 0 || out.is_empty() {
         return (None, null_mut());
     }
@@ -1721,7 +1719,7 @@ fn unwind_here(out: &mut [MaybeUninit<usize>]) -> (Option<usize>, *mut Memo) {
     if !m.is_null() {
         // SAFETY: `m` is a memo of this thread's group.
         unsafe {
-            if let Some(n) = memo_replay(&*m, out, ip, sp, rbp) {
+            if let Some(n) = memo_replay(&*m, out, ip, sp, rbp, known) {
                 return (Some(n), m);
             }
             (*m).ip = 0;
@@ -1913,7 +1911,8 @@ unsafe extern "C" fn memo_thread_exit(group: *mut libc::c_void) {
 }
 
 /// The frames of a walk from (`ip`, `sp`, `rbp`) into `out`, if `m` holds
-/// it and every value it read is unchanged; None otherwise.
+/// it and every value it read is unchanged; None otherwise. With `known`,
+/// when `m` knows their stack (`stack`), none is written: 0.
 ///
 /// # Safety
 /// `m` is a memo of this thread's group.
@@ -1924,6 +1923,7 @@ unsafe fn memo_replay(
     ip: usize,
     sp: usize,
     rbp: usize,
+    known: bool,
 ) -> Option<usize> {
     if m.ip != ip || m.sp != sp || (m.use_rbp && m.rbp != rbp) || m.n > out.len() {
         return None;
@@ -1935,6 +1935,12 @@ unsafe fn memo_replay(
         if *(c[0] as *const usize) != c[1] {
             return None;
         }
+    }
+    if known && m.stack != 0 {
+        // (`insert` takes the stack from the memo: the frames' copy, and
+        // the allocator's own frames skipped, about 40 instructions a
+        // sample, are not needed.)
+        return Some(0);
     }
     for (o, &f) in out[1..m.n].iter_mut().zip(&m.frames[1..m.n]) {
         o.write(f);
