@@ -1781,10 +1781,13 @@ fn unwind_here(out: &mut [MaybeUninit<usize>], known: bool) -> (Option<usize>, *
 // Each thread owns a group of `MEMO_GROUP` memos (a slot per hash of where
 // the walk starts), claimed at its first sample from a bitmap
 // (`MEMO_OWNED`) and given back by a pthread key's destructor when the
-// thread exits: a sample uses its memo with no atomic operation. (They
-// were shared by all threads, each taken and given back by an atomic swap
-// and a store a sample: that swap was 7% of `counted_due_in`'s time in
-// `perf` on `bench/mthreads 1`, as it waits for the stores before it.) A
+// thread exits: a sample uses its memo with no atomic operation, and no
+// thread evicts another's walks. (They were 64 slots shared by all
+// threads, hashed by stack pointer, each taken and given back by an atomic
+// swap and a store a sample: the swap held 7% of `counted_due_in`'s
+// samples in `perf` on `bench/mthreads 1`, as it waited for the stores
+// before it; without it, the time measured is the same within this
+// machine's noise: the next atomic operation waits for them instead.) A
 // thread that finds every group taken (more than `MEMO_SLOTS /
 // MEMO_GROUP` threads sampling) walks without a memo, and tries again at
 // its next sample.
