@@ -435,3 +435,9 @@ pub fn getenv(name: &core::ffi::CStr) -> Option<&'static [u8]> {
         }
     }
 }
+
+/// Gives the processor to another thread that can run (sched_yield(2)).
+pub fn yield_now() {
+    // SAFETY: no arguments, no memory.
+    unsafe { libc::sched_yield() };
+}
