@@ -307,12 +307,10 @@ static int zone_run(unsigned char **q, size_t req, size_t n)
     for (int i = NQ - 1; i > 0 && q[i] - q[i - 1] == (ptrdiff_t)n; i--)
         from = i - 1;
     if (from >= 0) {
-        /* the zone's header: after the 16-byte chunk header at the 64 KiB
-         * granule and colour * 64 bytes (address bits 16-19), the owner,
-         * then the block size (as extensions.c reads it) */
-        uintptr_t g = (uintptr_t)q[from] & ~(uintptr_t)0xffff;
-        uint32_t bs = *(uint32_t *)(g + 16 + ((g >> 16) & 15) * 64 + 8);
-        CHECKF(bs == n, "block size %u in the zone header of a %zu-byte block", bs, n);
+        /* a zone block's usable size is its zone's block size (the zone
+         * header, which says so, lies in the zone map, out of reach) */
+        size_t bs = malloc_usable_size(q[from]);
+        CHECKF(bs == n, "usable size %zu of a block of a run of %zu-byte blocks", bs, n);
     }
     return from;
 }

@@ -184,10 +184,10 @@ static void test_check(void)
     CHECK(memalloc_check() == 0);
 
     /* and it sees corruption: a medium block's header tag (bits 48-63 of
-     * the word before the block), then a zone's block size (the zone
-     * header follows the 16-byte chunk header at the 64 KiB boundary, after
-     * colour * 64 bytes, the colour being address bits 16-19: owner, then
-     * block_size), each written over and put back */
+     * the word before the block), then a zone chunk's (the 16-byte chunk
+     * header at the zone's 64 KiB boundary, whose second word is the head;
+     * the zone header itself lies in the zone map, out of the program's
+     * reach), each written over and put back */
     unsigned char *m = malloc(opaque(20000));
     CHECK(m != NULL);
     uint64_t *head = opaque_ptr((void *)((uintptr_t)m - 8));
@@ -202,12 +202,12 @@ static void test_check(void)
     unsigned char *small = malloc(opaque(64));
     CHECK(small != NULL);
     uintptr_t granule = (uintptr_t)small & ~(uintptr_t)0xffff;
-    uint32_t *bs = (uint32_t *)(granule + 16 + ((granule >> 16) & 15) * 64 + 8);
-    CHECKF(*bs == 64, "block size %u at the zone header of a 64-byte block", *bs);
-    *bs = 80;
+    uint64_t *zhead = opaque_ptr((void *)(granule + 8));
+    saved = *zhead;
+    *zhead ^= (uint64_t)1 << 60;
     broken = memalloc_check();
-    *bs = 64;
-    CHECKF(broken >= 1, "memalloc_check() = %zu with a zone's block size rewritten", broken);
+    *zhead = saved;
+    CHECKF(broken >= 1, "memalloc_check() = %zu with a zone chunk's header tag broken", broken);
     CHECK(memalloc_check() == 0);
     free(small);
 }

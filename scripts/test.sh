@@ -10,7 +10,8 @@
 #   e  c_tests    bash c_tests/run.sh, bash c_tests/cxx.sh (C++, new/delete),
 #                 bash c_tests/bursts.sh (bursts past the bins, under callgrind),
 #                 c_tests/classes.sh (random classes), c_tests/xfree.sh (xthread frees),
-#                 c_tests/regrow.sh (realloc growth, 64 KiB-1 MiB pairs)
+#                 c_tests/regrow.sh (realloc growth, 64 KiB-1 MiB pairs),
+#                 c_tests/spills.sh (a bin's spill finds the zone headers in cache)
 #   f  hardening  bash c_tests/hardening.sh (misuse, faults, 32-thread stress)
 #   g  install    bash tests/install_test.sh (install.sh, pkg-config, C builds)
 #   h  scripts    bash tests/scripts_test.sh (heapmap, plot_trace, run.sh options,
@@ -207,7 +208,8 @@ stage_c_tests() {
     with_timeout 600 bash "$ROOT/c_tests/bursts.sh" || return $?
     with_timeout 600 bash "$ROOT/c_tests/classes.sh" || return $?
     with_timeout 600 bash "$ROOT/c_tests/xfree.sh" || return $?
-    with_timeout 600 bash "$ROOT/c_tests/regrow.sh"
+    with_timeout 600 bash "$ROOT/c_tests/regrow.sh" || return $?
+    with_timeout 600 bash "$ROOT/c_tests/spills.sh"
 }
 
 stage_hardening() {

@@ -1167,8 +1167,7 @@ impl Heap {
             bad += self.tlsf.check_lists(|p| !regions.find(p).is_null());
         }
         // Zones: their chunk must span its granule, and the header fields
-        // fixed at creation must still hold (an overflow from the chunk
-        // below would have rewritten them). Only over a sound chunk chain:
+        // fixed at creation must still hold. Only over a sound chunk chain:
         // the walk follows sizes without the checks of check_region.
         if bad == 0 {
             self.for_each_zone(|c| {

@@ -6,7 +6,8 @@
 //! Level 1 is a static array indexed by address bits 32-46 (256 KiB of .bss,
 //! touched only where used); level 2 is an array of 32-byte entries per 4 GiB
 //! of address space (a 2 MiB mapping, of which a page covers 8 MiB of our
-//! memory), mapped on first use and never freed. Bit 7 of a granule's byte is the zone
+//! memory; then the rooms, 12 MiB, a page for 21 granules, touched only
+//! where zones are), mapped on first use and never freed. Bit 7 of a granule's byte is the zone
 //! bit; bits 0-6 count our mappings over it (below).
 //!
 //! Invariant: bit(g) is set iff a live zone starts at granule g. A bit only
@@ -24,6 +25,11 @@
 //! whenever more than a handful of zones were in use. Entries lie 32 bytes
 //! apart, two to a cache line, like tcmalloc's page map entries.
 //!
+//! Each leaf also holds, per granule, a room for the header of the zone
+//! starting there ([`Room`]): this layer stores it and never reads it; the
+//! layer above keeps its `Zone` there, so that the headers of all zones lie
+//! together in a few pages rather than one in each zone.
+//!
 //! The same leaves count, per granule, how many of our mappings overlap it
 //! (a heap region with all its granules, a large block with the granule of
 //! its headers only: see `large::ours_end`): `free` of a pointer whose
@@ -32,6 +38,7 @@
 //! already unmapped, a pointer into a large block's later granules).
 
 use core::cell::UnsafeCell;
+use core::ptr::addr_of_mut;
 use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 
 /// log2 of the zone size and alignment.
@@ -128,9 +135,25 @@ impl ZoneInfo {
     }
 }
 
+/// Bytes of a granule's room for the header of the zone starting there
+/// (`cache::Zone`, which this layer only stores: [`room`]).
+pub const ROOM: usize = 192;
+
+/// A granule's room for its zone's header: the headers of all zones lie
+/// together here, in the leaves, rather than each in its own zone's first
+/// page. A thread's slow paths (a bin's spill, one block to each of up to
+/// 31 zones; the zone lists' links) touch the headers of many zones in a
+/// row: in the zones, each header was a page of its own (a TLB miss) and
+/// its line one of a few cache sets (a zone is 64 KiB-aligned), so that
+/// with a few hundred zones every one was a cache miss; here a page holds
+/// 21 of them and their lines spread over all sets.
+#[repr(C, align(64))]
+pub struct Room(pub [u64; ROOM / 8]);
+
 #[repr(C)]
 struct Leaf {
     entry: [ZoneInfo; GRANULES],
+    room: [Room; GRANULES],
 }
 
 /// Level 1, after the lock that serialises mapping new leaves. One static:
@@ -209,6 +232,27 @@ pub fn entry(p: *const u8) -> *const ZoneInfo {
 pub fn info(p: *const u8) -> &'static ZoneInfo {
     let (leaf, g) = slot(p).expect("zone map: info of an unmapped granule");
     &leaf.entry[g]
+}
+
+/// The room for the zone header of the granule holding `p` (see [`Room`]):
+/// `p` lies in one of our mappings (`add_ours`), whose leaves exist.
+#[inline(always)]
+pub fn room(p: *const u8) -> *mut Room {
+    let a = p as usize;
+    let leaf = MAP.l1[(a >> L1_SHIFT) & (L1_LEN - 1)].load(Ordering::Acquire);
+    debug_assert!(!leaf.is_null());
+    // SAFETY: leaves are never freed; the index is below GRANULES. (Only the
+    // address is computed.)
+    unsafe { addr_of_mut!((*leaf).room[(a >> ZONE_SHIFT) & (GRANULES - 1)]) }
+}
+
+/// [`room`] of the granule holding `p`, whose entry is `e` (no lookup: an
+/// entry and its room lie in one leaf, at one index).
+#[inline(always)]
+pub fn room_of(e: *const ZoneInfo, p: *const u8) -> *mut Room {
+    const _: () = assert!(core::mem::offset_of!(Leaf, room) == GRANULES * 32);
+    let i = (p as usize >> ZONE_SHIFT) & (GRANULES - 1);
+    (e as usize + (GRANULES - i) * 32 + i * ROOM) as *mut Room
 }
 
 /// The map byte of the granule holding `p` (0 if unmapped): `ZONE_BIT` if a

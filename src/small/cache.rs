@@ -7,7 +7,9 @@
 //! **Zones**: 64 KiB runs of one class's blocks, taken from the TLSF heap as
 //! one 64 KiB-aligned chunk (the chunk exactly tiles 64 KiB, so consecutive
 //! zones waste nothing) and marked in the `zonemap`. A block has no header:
-//! `free(p)` finds its zone by masking `p`. The free list lives inside the
+//! `free(p)` finds its zone's granule by masking `p`, and its header in the
+//! zone map's room for that granule (`zone_at`: the headers of all zones
+//! lie together there, not in the zones). The free list lives inside the
 //! free blocks. Blocks are carved lazily, a batch at a time, so a young zone
 //! touches only the pages it uses.
 //!
@@ -145,7 +147,7 @@ pub struct Block {
 }
 
 /// The encoded link stored in free block `at` to `next`. Both lie in the same
-/// zone (the list ends with the zone's own address), so `enc ^ key` is below
+/// zone (the list ends with the zone's granule address: `is_end`), so `enc ^ key` is below
 /// ZONE_SIZE for every genuine link: a link overwritten by a heap overflow
 /// or a use after free decodes outside the zone and is reported instead of
 /// handing out an arbitrary address.
@@ -185,44 +187,54 @@ const SPARE: u32 = 4;
 const RETIRING: u32 = 5;
 
 /// Bytes from the zone's 64 KiB-aligned start to its first block when its
-/// colour is 0: the heap chunk's header, then the `Zone`.
-pub const ZONE_HDR: usize = chunk::HDR + core::mem::size_of::<Zone>();
-/// Zone headers are coloured: a zone's header sits `colour * 64` bytes after
-/// its chunk header, the colour taken from address bits 16-19, and its
-/// blocks start after the header. Uncoloured, every header would start 16
-/// bytes into a 64 KiB granule, so all of them would fall in the same few
-/// sets of a cache indexed by the low address bits (a 1 MiB 8-way L2 keeps
-/// only 16 lines 64 KiB apart), and the owner's pops, spills and collects,
-/// and remote frees, would miss on them. 16 colours spread them over 16
-/// times as many sets, for at most 960 bytes (1.5%) of a zone. (`free`
-/// reads the zone map's entry, not the header: see `zonemap`.)
+/// colour is 0: the heap chunk's header, and the room where the `Zone`
+/// header lay before it moved to the zone map (see `zone_at`). (Kept, with
+/// the colours, so that every class's geometry stays as it was.)
+pub const ZONE_HDR: usize = 192;
+/// A zone's first block is coloured: it starts `colour * 64` bytes after
+/// `ZONE_HDR`, the colour taken from address bits 16-19, for at most 960
+/// bytes (1.5%) of a zone. (Introduced when the header lay there, so that
+/// headers did not all fall in the same few cache sets.)
 const COLOURS: usize = 16;
-/// Bytes between a zone's granule and its header: `HDR + colour * 64`.
+/// Offset of the first block of the zone at `granule`: `ZONE_HDR + colour * 64`.
 #[inline(always)]
-const fn zone_offset(granule: usize) -> usize {
-    chunk::HDR + ((granule >> (ZONE_SHIFT - 6)) & ((COLOURS - 1) << 6))
+const fn first_at(granule: usize) -> usize {
+    ZONE_HDR + ((granule >> (ZONE_SHIFT - 6)) & ((COLOURS - 1) << 6))
 }
-/// The zone header of the zone at 64 KiB-aligned `granule`.
+/// The zone header of the zone at 64 KiB-aligned `granule`: in the zone
+/// map's room for that granule (`zonemap::Room`), not in the zone, so that
+/// the headers of all zones lie together. A spill of a bin gives blocks
+/// back to up to 31 zones, and the lists' links touch their neighbours'
+/// headers: with each header in its own zone's first page, every one was a
+/// TLB miss and, all 64 KiB apart, a line in one of a few cache sets
+/// (docs/performance.md, "Zone headers together").
 #[inline(always)]
 pub fn zone_at(granule: usize) -> *mut Zone {
-    (granule + zone_offset(granule)) as *mut Zone
+    zonemap::room(granule as *const u8) as *mut Zone
 }
 /// Blocks a zone of `bs`-byte blocks at `granule` holds.
 const fn zone_capacity(granule: usize, bs: usize) -> u32 {
-    ((ZONE_END - zone_offset(granule) - core::mem::size_of::<Zone>()) / bs) as u32
+    ((ZONE_END - first_at(granule)) / bs) as u32
+}
+/// Is `b` the end of a zone's free or remote list? A list ends with its
+/// zone's granule address, where the heap chunk's header lies and no block
+/// (so that the last link, encoded, still stays within the granule: see
+/// `enc`), or null (`EMPTY_ZONE`'s).
+#[inline(always)]
+fn is_end(b: *mut Block) -> bool {
+    (b as usize) & (ZONE_SIZE - 1) == 0
 }
 /// The zone's chunk spans exactly its 64 KiB granule (the chunk, not its user
-/// pointer, is aligned), so its header lies in the zone's own first page:
-/// a zone costs no page of its neighbour's, and blocks may run to the end of
-/// the granule (the next chunk's header starts there).
+/// pointer, is aligned), so its chunk header lies in the zone's own first
+/// page: a zone costs no page of its neighbour's, and blocks may run to the
+/// end of the granule (the next chunk's header starts there).
 const ZONE_END: usize = ZONE_SIZE;
 
-/// A zone header, right after the chunk header at the zone's 64 KiB-aligned
-/// start (`Zone` pointers are the chunk's user pointers, start + 16). Laid
-/// out on cache lines: line 0 after the chunk header, lines 1 and 2 whole,
-/// so that the owner's writes (line 1) and other threads' pushes (line 2)
-/// never make a free on another core miss on what it reads (line 0).
-#[repr(C)]
+/// A zone header, in the zone map's room for the zone's granule (see
+/// `zone_at`). Laid out on three cache lines, so that the owner's writes
+/// (line 1) and other threads' pushes (line 2) never make a free on another
+/// core miss on what it reads (line 0).
+#[repr(C, align(64))]
 pub struct Zone {
     // line 0: fixed while the zone lives, but for its owner (each field
     // that `free` needs is mirrored in the zone map's entry, which it reads
@@ -238,9 +250,12 @@ pub struct Zone {
     /// size iff `off * div_magic < div_magic` (mod 2^64; Lemire, "Faster
     /// remainder by direct computation", 2019).
     div_magic: u64,
-    _pad0: [u32; 4],
+    /// The zone's 64 KiB-aligned start (its chunk), which is also the end
+    /// of its lists (`is_end`).
+    granule: usize,
+    _pad0: [u32; 6],
     // line 1: the owner's
-    /// Blocks ready to hand out (encoded list, ending with the zone itself).
+    /// Blocks ready to hand out (encoded list, ending with the granule: `is_end`).
     pub free: *mut Block,
     /// Blocks handed out and not collected back.
     pub used: u32,
@@ -254,7 +269,7 @@ pub struct Zone {
     _pad2: [usize; 3],
     // line 2: other threads' frees
     /// The blocks other threads freed into the zone (see `remote_word`):
-    /// an encoded list like `free`, ending with the zone itself, so that
+    /// an encoded list like `free`, ending with the granule, so that
     /// the owner takes it whole as its free list when that is empty, and
     /// its length (`collect`).
     remote: AtomicUsize,
@@ -271,7 +286,7 @@ impl Zone {
         block_size: u32,
         class: u32,
         capacity: u32,
-        free: *mut Block,
+        granule: usize,
     ) -> Zone {
         Zone {
             owner: AtomicPtr::new(owner),
@@ -284,8 +299,9 @@ impl Zone {
             } else {
                 u64::MAX / block_size as u64 + 1
             },
-            _pad0: [0; 4],
-            free,
+            granule,
+            _pad0: [0; 6],
+            free: granule as *mut Block,
             used: 0,
             state: CURRENT,
             carved: 0,
@@ -300,9 +316,12 @@ impl Zone {
     }
 }
 
-const _: () =
-    assert!(ZONE_HDR == 192 && (chunk::HDR + core::mem::offset_of!(Zone, free)).is_multiple_of(64));
-const _: () = assert!((chunk::HDR + core::mem::offset_of!(Zone, remote)).is_multiple_of(64));
+const _: () = assert!(
+    core::mem::size_of::<Zone>() == zonemap::ROOM
+        && core::mem::align_of::<Zone>() <= core::mem::align_of::<zonemap::Room>()
+        && core::mem::offset_of!(Zone, free) == 64
+        && core::mem::offset_of!(Zone, remote) == 128
+);
 
 /// A list of zones (owner's avail/full lists, the abandoned lists).
 #[derive(Clone, Copy)]
@@ -578,8 +597,7 @@ const EMPTY_BINS: ([u64; NCLASS], [u64; NCLASS]) = {
 /// A zone with no free block: the current zone of every class of a cache
 /// that has none, so the fast path misses without a test of its own.
 /// Never written.
-pub static mut EMPTY_ZONE: Zone =
-    Zone::new(null_mut(), 0, 0, 0, addr_of_mut!(EMPTY_ZONE) as *mut Block);
+pub static mut EMPTY_ZONE: Zone = Zone::new(null_mut(), 0, 0, 0, 0);
 
 const fn static_cache(state: u32) -> CacheOf<0> {
     CacheOf {
@@ -701,9 +719,12 @@ pub fn zone_of(p: *const u8) -> *mut Zone {
 }
 
 /// Offset of zone `z`'s first block in its granule.
+///
+/// # Safety
+/// `z` is a live zone.
 #[inline]
-fn first_offset(z: *const Zone) -> u32 {
-    (z as usize + core::mem::size_of::<Zone>()) as u32 & (ZONE_SIZE as u32 - 1)
+unsafe fn first_offset(z: *const Zone) -> u32 {
+    first_at((*z).granule) as u32
 }
 
 // ---- fast paths ------------------------------------------------------------
@@ -750,7 +771,7 @@ unsafe fn alloc_class(tc: *mut Cache, cls: usize, n: usize) -> *mut u8 {
         // their zones `EMPTY_ZONE`.)
         let z = *(*tc).current.get_unchecked(cls);
         let b = (*z).free;
-        if b != z as *mut Block {
+        if !is_end(b) {
             // (As the pops count in `bin_pop`: the count wraps to 0.)
             let a = (*tc).allocs.get_unchecked(cls).wrapping_add(1);
             *(*tc).allocs.get_unchecked_mut(cls) = a;
@@ -906,7 +927,7 @@ unsafe fn bin_refill(n: usize, cls: usize, tc: *mut Cache, st: u64) -> *mut u8 {
     let key = crate::guard::list_key();
     let mut got = 0;
     let mut jumps = 0;
-    while got < want && b != z as *mut Block {
+    while got < want && !is_end(b) {
         let t = (*b).next as usize ^ key;
         if crate::guard::CHECKS && t >= ZONE_SIZE {
             return corrupt_list(b);
@@ -1210,8 +1231,8 @@ unsafe fn free_foreign_here(tc: *mut Cache, cls: usize, b: *mut Block) {
         return spill_bin(b, cls, tc);
     }
     let p = (*tc).pending.get_unchecked_mut(cls);
-    // (The batch's zone header lies in the block's granule.)
-    if (p.zone as usize ^ b as usize) < ZONE_SIZE {
+    // (A batch's head is a block of its zone; with no batch, null.)
+    if (p.head as usize ^ b as usize) < ZONE_SIZE {
         (*b).next = enc(p.head, b);
         p.head = b;
         p.count += 1;
@@ -1328,8 +1349,9 @@ unsafe fn give_back_all(tc: *mut Cache, cls: usize, xs: &[*mut Block]) {
         let x = xs[i];
         i += 1;
         let g = x as usize & !(ZONE_SIZE - 1);
-        let z = zone_at(g);
-        if zonemap::info(x as *const u8).owner.load(Ordering::Relaxed) != tc as usize {
+        let e = zonemap::info(x as *const u8);
+        let z = zonemap::room_of(e, x as *const u8) as *mut Zone;
+        if e.owner.load(Ordering::Relaxed) != tc as usize {
             // Another thread's zone: the run to its pending batch.
             let (head, n) = link_run(xs, &mut i, g, x);
             remote_run(tc, cls, z, head, x, n);
@@ -1386,7 +1408,7 @@ unsafe fn end_run(
     // empty -> heap); the current zone never stops being current here.
     // (An empty zone may go back to the heap: no later block of the caller's
     // is in it, as each counts as used until its run comes.)
-    if (*z).state != CURRENT && (old == z as *mut Block || used == 0) {
+    if (*z).state != CURRENT && (is_end(old) || used == 0) {
         free_local_slow(tc, cls, z);
     }
 }
@@ -1572,6 +1594,7 @@ unsafe fn new_pending(p: &mut Pending, z: *mut Zone, head: *mut Block, tail: *mu
 unsafe fn flush_pending(p: &mut Pending) {
     push_remote(p.zone, p.head, p.tail, p.count);
     p.zone = null_mut();
+    p.head = null_mut();
 }
 
 /// `Zone::remote`'s word: the list's first block in the low
@@ -1586,11 +1609,12 @@ fn remote_word(head: *mut Block, n: usize) -> usize {
     head as usize | n << REMOTE_SHIFT
 }
 
-/// The first block of the remote list of word `w`; `z` if it is empty.
+/// The first block of the remote list of word `w` of the zone at `granule`;
+/// the list's end if it is empty.
 #[inline(always)]
-fn remote_head(w: usize, z: *mut Zone) -> *mut Block {
+fn remote_head(w: usize, granule: usize) -> *mut Block {
     if w == 0 {
-        return z as *mut Block;
+        return granule as *mut Block;
     }
     (w & ((1 << REMOTE_SHIFT) - 1)) as *mut Block
 }
@@ -1606,7 +1630,7 @@ unsafe fn push_remote(z: *mut Zone, head: *mut Block, tail: *mut Block, n: u32) 
     }
     let mut w = (*z).remote.load(Ordering::Relaxed);
     loop {
-        (*tail).next = enc(remote_head(w, z), tail);
+        (*tail).next = enc(remote_head(w, tail as usize & !(ZONE_SIZE - 1)), tail);
         let new = remote_word(head, (w >> REMOTE_SHIFT) + n as usize);
         match (*z)
             .remote
@@ -1714,7 +1738,7 @@ pub fn leave_fast_path() {
             collect(z);
             if (*z).used == 0 {
                 keep_or_retire(c, cls, z);
-            } else if (*z).free != z as *mut Block || (*z).carved < (*z).capacity {
+            } else if !is_end((*z).free) || (*z).carved < (*z).capacity {
                 (*z).state = AVAIL;
                 c.avail[cls].push_back(z);
             } else {
@@ -1982,7 +2006,7 @@ unsafe fn prof_tick(n: usize) -> *mut u8 {
     } else {
         let z = (*tc).current[cls];
         let b = (*z).free;
-        if b == z as *mut Block {
+        if is_end(b) {
             // (Not from the fast path as it stands: only a malloc that
             // reentered this one, from a signal handler, could have
             // emptied the zone.)
@@ -2111,7 +2135,7 @@ unsafe fn refill(mut tc: *mut Cache, mut cls: usize, n: usize) -> *mut u8 {
     loop {
         let z = c.current[cls];
         if z != empty {
-            if collect(z) == 0 && (*z).free == z as *mut Block {
+            if collect(z) == 0 && is_end((*z).free) {
                 let f = reclaim_full(c, cls);
                 if !f.is_null() {
                     // Blocks other threads gave back to a full zone go
@@ -2135,7 +2159,7 @@ unsafe fn refill(mut tc: *mut Cache, mut cls: usize, n: usize) -> *mut u8 {
             let z = c.current[cls];
             if z != empty {
                 let b = (*z).free;
-                if b != z as *mut Block {
+                if !is_end(b) {
                     (*z).free = dec(b);
                     (*b).mark = 0;
                     (*z).used += 1;
@@ -2210,20 +2234,21 @@ unsafe fn collect(z: *mut Zone) -> u32 {
         return 0;
     }
     let w = (*z).remote.swap(0, Ordering::Acquire);
-    let head = remote_head(w, z);
+    let g = (*z).granule;
+    let head = remote_head(w, g);
     let n = (w >> REMOTE_SHIFT) as u32;
-    if (head as usize ^ z as usize) >= ZONE_SIZE {
+    if (head as usize ^ g) >= ZONE_SIZE || is_end(head) {
         corrupt_list(head);
     }
     let free = (*z).free;
-    if free != z as *mut Block {
+    if !is_end(free) {
         // (At most n links: a cycle, or a list longer than its count, is
         // corruption.)
         let mut b = head;
         let mut k = 1;
         loop {
             let nx = dec(b);
-            if nx == z as *mut Block {
+            if is_end(nx) {
                 break;
             }
             if k == n {
@@ -2258,7 +2283,7 @@ unsafe fn carve(z: *mut Zone) -> bool {
         return false;
     }
     let bs = (*z).block_size as usize;
-    let base = z as usize + core::mem::size_of::<Zone>();
+    let base = (*z).granule + first_at((*z).granule);
     let start = base + done as usize * bs;
     let page_end = (start | 4095) + 1;
     let in_page = (page_end - start).div_ceil(bs) as u32;
@@ -2295,15 +2320,9 @@ unsafe fn new_zone(c: &mut Cache, cls: usize) -> *mut Zone {
         // walk (memalloc_check, the statistics, a fork child's) under the
         // heap lock never meets a zone without one.
         let z = zone_at(ch as usize);
-        z.write(Zone::new(
-            c as *mut Cache,
-            bs,
-            cls as u32,
-            cap,
-            z as *mut Block,
-        ));
+        z.write(Zone::new(c as *mut Cache, bs, cls as u32, cap, ch as usize));
         if !zonemap::set(
-            z as *const u8,
+            ch as *const u8,
             c as *mut Cache as usize,
             cls as u32,
             first_offset(z),
@@ -2333,7 +2352,7 @@ unsafe fn retire(z: *mut Zone) {
 /// # Safety
 /// As `retire`.
 unsafe fn retire_in(h: &mut Heap, z: *mut Zone) {
-    let g = z as usize & !(ZONE_SIZE - 1);
+    let g = (*z).granule;
     zonemap::clear(g as *const u8);
     // SAFETY: a zone's chunk starts at its granule and is in use until
     // this free.
@@ -2351,7 +2370,7 @@ unsafe fn adopt(c: &mut Cache, cls: usize) -> *mut Zone {
                 let _zg = (*z).alock.guard();
                 if (*z).state != RETIRING {
                     (*z).owner.store(c as *mut Cache, Ordering::Relaxed);
-                    zonemap::info(z as *const u8)
+                    zonemap::info((*z).granule as *const u8)
                         .owner
                         .store(c as *mut Cache as usize, Ordering::Relaxed);
                     break;
@@ -2367,8 +2386,8 @@ unsafe fn adopt(c: &mut Cache, cls: usize) -> *mut Zone {
             return z;
         }
         collect(z);
-        if (*z).free != z as *mut Block || (*z).carved < (*z).capacity {
-            if (*z).free == z as *mut Block {
+        if !is_end((*z).free) || (*z).carved < (*z).capacity {
+            if is_end((*z).free) {
                 carve(z);
             }
             return z;
@@ -2718,7 +2737,7 @@ unsafe extern "C" fn thread_exit(arg: *mut libc::c_void) {
             let _zg = (*z).alock.guard();
             (*z).state = ABANDONED;
             (*z).owner.store(null_mut(), Ordering::Release);
-            zonemap::info(z as *const u8)
+            zonemap::info((*z).granule as *const u8)
                 .owner
                 .store(0, Ordering::Release);
             z = (*z).next;
@@ -2826,8 +2845,8 @@ pub fn trim_abandoned() -> usize {
 /// owner thread and are read racily; each stays in range at every moment.
 pub unsafe fn zone_ok(z: *const Zone) -> bool {
     let cls = (*z).class as usize;
-    let g = z as usize & !(ZONE_SIZE - 1);
-    if cls >= NCLASS || z != zone_at(g) {
+    let g = (*z).granule;
+    if cls >= NCLASS || !g.is_multiple_of(ZONE_SIZE) || z != zone_at(g) {
         return false;
     }
     let bs = CLASS_SIZE[cls];
@@ -2840,8 +2859,8 @@ pub unsafe fn zone_ok(z: *const Zone) -> bool {
         && (*z).div_magic == u64::MAX / bs as u64 + 1
         && used <= cap
         && carved <= cap
-        && zonemap::is_zone(z as *const u8)
-        && zonemap::info(z as *const u8).fixed()
+        && zonemap::is_zone(g as *const u8)
+        && zonemap::info(g as *const u8).fixed()
             == (cls as u32, first_offset(z), zonemap::geometry(bs, cap))
 }
 
