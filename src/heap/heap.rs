@@ -15,7 +15,7 @@
 //!
 //! - Free space goes back with `MADV_DONTNEED`: the whole pages of free
 //!   chunks of 256 KiB or more once they stayed free a purge interval
-//!   (`maybe_purge`, 250 ms), and, once the resident set grew 8 MiB past
+//!   (`maybe_purge`, 250 ms), and, once the resident set grew 4 MiB past
 //!   where it was left, those of the big free chunks that are sparsely
 //!   resident (`purge_sparse`, taken out of the index meanwhile: no system
 //!   call under the lock).
@@ -202,8 +202,12 @@ static SPARSE_AT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUs
 /// saw since; 0: the next check sets it.
 static SPARSE_BASE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 /// How far the resident set may grow past `SPARSE_BASE` before a pass: the
-/// pages of freed big blocks retained for reuse.
-const SPARSE_SLACK: usize = 8 << 20;
+/// pages of freed big blocks retained for reuse. (8 MiB before: bench/grid's
+/// cells of 1-64 MiB, peak RSS with 8 -> 4 MiB, medians of 5: long at 1
+/// thread 30.1 -> 15.8 MB (jemalloc 18.6), for 0.117 -> 0.136 s of CPU;
+/// long at 16 threads 53 -> 39 MB; cross at 16, 45 -> 35 MB (glibc 25);
+/// c_tests/bigreuse.c, 1231 faults, under its bound.)
+const SPARSE_SLACK: usize = 4 << 20;
 /// The list the next pass starts from (`Tlsf::walk_free_from`).
 static SPARSE_FROM: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 /// Bytes the sparse purge discarded (statistics; also in `released`).
