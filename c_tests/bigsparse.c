@@ -14,9 +14,8 @@
  *    once the resident set grew 4 MiB past where it last left it: 16-18 MB
  *    (26-31 MB when it waited for 8 MiB). Checked: peak RSS under 24 MiB,
  *    and memory was given back (memalloc_get_stats' released_bytes grew).
- *    (c_tests/bigreuse.c checks
- *    the other side: a program that reuses its freed big blocks at their
- *    address is not purged into page faults.)
+ *    (c_tests/bigreuse.c checks the other side: a program that reuses its
+ *    freed big blocks at their address is not purged into page faults.)
  * 2. Rounds (bench/grid's `bulk` cell): 40 rounds of 24 blocks of 1-64 MiB
  *    allocated (first and last bytes written), then all freed. The free tail
  *    of the break a round leaves is the next round's memory: a trim at each
