@@ -63,9 +63,14 @@ const PURGE_BUDGET: usize = 128 << 10;
 /// by the 250 ms purge.
 const BOOST_MAX: usize = 1 << 30;
 /// A growth of the break for a big request adds half the tail a trim keeps
-/// once that is this big (see `grow_brk`): smaller cycles grow by the
-/// request (bench/large, whose cycles take about 55 MiB; c_tests/brk.c's
-/// 16 MiB, whose free tail then stays under the trim threshold).
+/// once the trims of the last cycle gave back this much (see `grow_brk`;
+/// `last_cycle`: a round of frees may trim in several steps): smaller cycles
+/// grow by the request (bench/large, whose cycles take about 55 MiB;
+/// c_tests/brk.c's 16 MiB, whose free tail then stays under the trim
+/// threshold). Not `pad_boost` itself, which doubles at every cycle: in
+/// c_tests/stress.c (a heap of about 200 MiB) it passed 256 MiB, the step
+/// grew the heap to 292 MiB, and the purge's 250 MiB of budget in the
+/// test's 2000 frees after its pause left 57 MiB resident (its bound: 34).
 const BOOST_STEP_MIN: usize = 256 << 20;
 /// The most a growth of the break adds beyond the request for the heap's
 /// own growth (see `grow_brk`).
@@ -474,6 +479,11 @@ pub struct Heap {
     pad_boost: usize,
     /// Bytes the last trim (or burst of unmaps) gave back.
     last_cut: usize,
+    /// Bytes trimmed since the break last grew.
+    cycle_cut: usize,
+    /// Bytes trimmed between the last two growths of the break, if the
+    /// last one came within THRASH_NS of a trim (a cycle), else 0.
+    last_cycle: usize,
 }
 
 /// Acquisitions of the heap's lock that found it held (also counted in
@@ -542,6 +552,8 @@ pub static HEAP: GlobalHeap = GlobalHeap {
         boost_at: 0,
         pad_boost: 0,
         last_cut: 0,
+        cycle_cut: 0,
+        last_cycle: 0,
     }),
 };
 
@@ -717,15 +729,16 @@ impl Heap {
         // free at the tail (a program that grows and trims over and over
         // gets a bigger pad: `note_growth`).
         // A big request grows it by itself, unless the program cycles
-        // through more than BOOST_STEP_MIN (`note_growth`): then by half the
-        // tail a trim keeps (about what a cycle takes back at once) as well.
+        // through more than BOOST_STEP_MIN (the trims before the last
+        // growth gave that back, within BOOST_LIFE_NS: `note_growth`): then
+        // by half the tail a trim keeps as well.
         // bench/grid's `bulk` cell of 1-64 MiB at 64 threads (rounds of 256
         // blocks, about 4 GiB, then all freed: more than BOOST_MAX) grew the
         // break once per block of every round after the trim: 6054 `brk`
         // calls for 8000 blocks, each under the heap's lock; about 230 so.
         let pad = if need < GROW_STEP_NEED {
             pad.max((self.brk_bytes / 8).min(GROW_STEP_MAX))
-        } else if self.pad_boost >= BOOST_STEP_MIN
+        } else if self.last_cycle >= BOOST_STEP_MIN
             && os::coarse_ns().wrapping_sub(self.boost_at) <= BOOST_LIFE_NS
         {
             pad.max(self.pad_boost / 2)
@@ -1029,6 +1042,7 @@ impl Heap {
                 if cut != 0 {
                     self.last_trim = os::coarse_ns();
                     self.last_cut = cut;
+                    self.cycle_cut += cut;
                 }
             }
         } else if (*r).kind == KIND_MMAP && f as *mut u8 == (*r).start && self.mmap_regions > 1 {
@@ -1256,11 +1270,14 @@ impl Heap {
             return;
         }
         let now = os::coarse_ns();
+        self.last_cycle = 0;
         if now.wrapping_sub(self.last_trim) < THRASH_NS {
             // What was kept plus what was cut: what the program took.
             self.pad_boost = ((self.pad_boost + self.last_cut) * 2).clamp(1 << 20, BOOST_MAX);
             self.boost_at = now;
+            self.last_cycle = self.cycle_cut;
         }
+        self.cycle_cut = 0;
         self.last_trim = 0;
     }
 
@@ -1278,6 +1295,7 @@ impl Heap {
         } else {
             self.last_cut = bytes;
         }
+        self.cycle_cut = self.cycle_cut.saturating_add(bytes);
         self.last_trim = now.max(1);
     }
 
