@@ -729,16 +729,23 @@ impl Heap {
         // free at the tail (a program that grows and trims over and over
         // gets a bigger pad: `note_growth`).
         // A big request grows it by itself, unless the program cycles
-        // through more than BOOST_STEP_MIN (the trims before the last
-        // growth gave that back, within BOOST_LIFE_NS: `note_growth`): then
-        // by half the tail a trim keeps as well.
+        // through more than the tail a trim keeps can hold (BOOST_MAX
+        // reached, and the trims before the last growth gave back
+        // BOOST_STEP_MIN or more, within BOOST_LIFE_NS: `note_growth`):
+        // then by half that tail as well. (Below BOOST_MAX, the kept tail
+        // grows until it holds the cycle, and the break stops moving: with
+        // the step, the tail a round left was over the kept one, so every
+        // round trimmed and grew again, and a pause of the process longer
+        // than the cycle's windows, on a loaded machine, undid the boost:
+        // c_tests/bigsparse.c's rounds of 360 MiB made 334 system calls.)
         // bench/grid's `bulk` cell of 1-64 MiB at 64 threads (rounds of 256
         // blocks, about 4 GiB, then all freed: more than BOOST_MAX) grew the
         // break once per block of every round after the trim: 6054 `brk`
         // calls for 8000 blocks, each under the heap's lock; about 230 so.
         let pad = if need < GROW_STEP_NEED {
             pad.max((self.brk_bytes / 8).min(GROW_STEP_MAX))
-        } else if self.last_cycle >= BOOST_STEP_MIN
+        } else if self.pad_boost == BOOST_MAX
+            && self.last_cycle >= BOOST_STEP_MIN
             && os::coarse_ns().wrapping_sub(self.boost_at) <= BOOST_LIFE_NS
         {
             pad.max(self.pad_boost / 2)
