@@ -15,7 +15,7 @@
 //!
 //! - Free space goes back with `MADV_DONTNEED`: the whole pages of free
 //!   chunks of 256 KiB or more once they stayed free a purge interval
-//!   (`maybe_purge`, 250 ms), and, once the resident set grew 8 MiB past
+//!   (`maybe_purge`, 250 ms), and, once the resident set grew 4 MiB past
 //!   where it was left, those of the big free chunks that are sparsely
 //!   resident (`purge_sparse`, taken out of the index meanwhile: no system
 //!   call under the lock).
@@ -62,6 +62,16 @@ const PURGE_BUDGET: usize = 128 << 10;
 /// discarded by the sparse purge if it touched few (`purge_sparse`), else
 /// by the 250 ms purge.
 const BOOST_MAX: usize = 1 << 30;
+/// A growth of the break for a big request adds half the tail a trim keeps
+/// once the trims of the last cycle gave back this much (see `grow_brk`;
+/// `last_cycle`: a round of frees may trim in several steps): smaller cycles
+/// grow by the request (bench/large, whose cycles take about 55 MiB;
+/// c_tests/brk.c's 16 MiB, whose free tail then stays under the trim
+/// threshold). Not `pad_boost` itself, which doubles at every cycle: in
+/// c_tests/stress.c (a heap of about 200 MiB) it passed 256 MiB, the step
+/// grew the heap to 292 MiB, and the purge's 250 MiB of budget in the
+/// test's 2000 frees after its pause left 57 MiB resident (its bound: 34).
+const BOOST_STEP_MIN: usize = 256 << 20;
 /// The most a growth of the break adds beyond the request for the heap's
 /// own growth (see `grow_brk`).
 const GROW_STEP_MAX: usize = 32 << 20;
@@ -179,6 +189,16 @@ const SPARSE_DENSE: usize = 2;
 /// worth a discard.
 const SPARSE_WORTH: usize = 16;
 
+/// A free chunk this big is purged if its samples are not dense, even when
+/// they find too few resident pages to tell (those of a chunk of GiBs with
+/// a page or two per block that was cut from it find none), and even when
+/// the last big free made it. bench/grid's `short` cell of 1-64 MiB (one
+/// block at a time, first and last bytes written): the heap is one free
+/// chunk, always the last freed, whose interior collects the last page of
+/// every size drawn: peak RSS 24.8 MB (tcmalloc 9.4, jemalloc 10.0); 11.1
+/// so, for 0.084 s of CPU instead of 0.025 (tcmalloc 0.093), the pages
+/// faulted in again. 16 threads: 66 -> 35 MB (jemalloc 36).
+const SPARSE_HUGE: usize = 64 << 20;
 /// A sparse purge check is due (see `purge_sparse`).
 static SPARSE_DUE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 /// When the last sparse purge ran (coarse clock).
@@ -187,8 +207,12 @@ static SPARSE_AT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUs
 /// saw since; 0: the next check sets it.
 static SPARSE_BASE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 /// How far the resident set may grow past `SPARSE_BASE` before a pass: the
-/// pages of freed big blocks retained for reuse.
-const SPARSE_SLACK: usize = 8 << 20;
+/// pages of freed big blocks retained for reuse. (8 MiB before: bench/grid's
+/// cells of 1-64 MiB, peak RSS with 8 -> 4 MiB, medians of 5: long at 1
+/// thread 30.1 -> 15.8 MB (jemalloc 18.6), for 0.117 -> 0.136 s of CPU;
+/// long at 16 threads 53 -> 39 MB; cross at 16, 45 -> 35 MB (glibc 25);
+/// c_tests/bigreuse.c, 1231 faults, under its bound.)
+const SPARSE_SLACK: usize = 4 << 20;
 /// The list the next pass starts from (`Tlsf::walk_free_from`).
 static SPARSE_FROM: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 /// Bytes the sparse purge discarded (statistics; also in `released`).
@@ -218,7 +242,7 @@ const SPARSE_FREES: usize = 256;
 /// to `SPARSE_CHUNKS` big free chunks with `mincore` and discards
 /// (`MADV_DONTNEED`) those not dense (at most half their sampled pages
 /// resident), but the chunk the last big free made, likeliest to be reused
-/// next. A program that reuses its free space (bench/large, whose blocks
+/// next, unless it is `SPARSE_HUGE` or more. A program that reuses its free space (bench/large, whose blocks
 /// are written whole; c_tests/bigreuse.c, whose freed blocks are reused at
 /// their address) keeps its resident set where it is and makes no pass. A
 /// chunk is taken out of the index while its pages are discarded, so no
@@ -266,7 +290,10 @@ fn purge_sparse_slow() {
             h.tlsf
                 .walk_free_from(SPARSE_MIN, SPARSE_FROM.load(Ordering::Relaxed), |c| {
                     visits += 1;
-                    if size(c) >= SPARSE_MIN && c != last && crate::tlsf::stamp(c) != PURGED {
+                    if size(c) >= SPARSE_MIN
+                        && (c != last || size(c) >= SPARSE_HUGE)
+                        && crate::tlsf::stamp(c) != PURGED
+                    {
                         cand[n] = (c, size(c));
                         n += 1;
                     }
@@ -365,7 +392,8 @@ fn sparse((lo, hi): (usize, usize)) -> bool {
     }
     // None resident in the samples, or too few to pay for the madvise (its
     // cost is the range's page tables, and the other threads' TLBs): left.
-    resident * SPARSE_DENSE <= seen && resident * pages >= SPARSE_WORTH * seen
+    resident * SPARSE_DENSE <= seen
+        && (resident * pages >= SPARSE_WORTH * seen || pages * os::PAGE >= SPARSE_HUGE)
 }
 
 /// Bytes of heap chunks in use (a relaxed snapshot, without the lock).
@@ -451,6 +479,11 @@ pub struct Heap {
     pad_boost: usize,
     /// Bytes the last trim (or burst of unmaps) gave back.
     last_cut: usize,
+    /// Bytes trimmed since the break last grew.
+    cycle_cut: usize,
+    /// Bytes trimmed between the last two growths of the break, if the
+    /// last one came within THRASH_NS of a trim (a cycle), else 0.
+    last_cycle: usize,
 }
 
 /// Acquisitions of the heap's lock that found it held (also counted in
@@ -519,6 +552,8 @@ pub static HEAP: GlobalHeap = GlobalHeap {
         boost_at: 0,
         pad_boost: 0,
         last_cut: 0,
+        cycle_cut: 0,
+        last_cycle: 0,
     }),
 };
 
@@ -693,8 +728,27 @@ impl Heap {
         // before a block is carved there, and a trim gives back what stays
         // free at the tail (a program that grows and trims over and over
         // gets a bigger pad: `note_growth`).
+        // A big request grows it by itself, unless the program cycles
+        // through more than the tail a trim keeps can hold (BOOST_MAX
+        // reached, and the trims before the last growth gave back
+        // BOOST_STEP_MIN or more, within BOOST_LIFE_NS: `note_growth`):
+        // then by half that tail as well. (Below BOOST_MAX, the kept tail
+        // grows until it holds the cycle, and the break stops moving: with
+        // the step, the tail a round left was over the kept one, so every
+        // round trimmed and grew again, and a pause of the process longer
+        // than the cycle's windows, on a loaded machine, undid the boost:
+        // c_tests/bigsparse.c's rounds of 360 MiB made 334 system calls.)
+        // bench/grid's `bulk` cell of 1-64 MiB at 64 threads (rounds of 256
+        // blocks, about 4 GiB, then all freed: more than BOOST_MAX) grew the
+        // break once per block of every round after the trim: 6054 `brk`
+        // calls for 8000 blocks, each under the heap's lock; about 230 so.
         let pad = if need < GROW_STEP_NEED {
             pad.max((self.brk_bytes / 8).min(GROW_STEP_MAX))
+        } else if self.pad_boost == BOOST_MAX
+            && self.last_cycle >= BOOST_STEP_MIN
+            && os::coarse_ns().wrapping_sub(self.boost_at) <= BOOST_LIFE_NS
+        {
+            pad.max(self.pad_boost / 2)
         } else {
             pad
         };
@@ -995,6 +1049,7 @@ impl Heap {
                 if cut != 0 {
                     self.last_trim = os::coarse_ns();
                     self.last_cut = cut;
+                    self.cycle_cut += cut;
                 }
             }
         } else if (*r).kind == KIND_MMAP && f as *mut u8 == (*r).start && self.mmap_regions > 1 {
@@ -1221,11 +1276,14 @@ impl Heap {
             return;
         }
         let now = os::coarse_ns();
+        self.last_cycle = 0;
         if now.wrapping_sub(self.last_trim) < THRASH_NS {
             // What was kept plus what was cut: what the program took.
             self.pad_boost = ((self.pad_boost + self.last_cut) * 2).clamp(1 << 20, BOOST_MAX);
             self.boost_at = now;
+            self.last_cycle = self.cycle_cut;
         }
+        self.cycle_cut = 0;
         self.last_trim = 0;
     }
 
@@ -1243,6 +1301,7 @@ impl Heap {
         } else {
             self.last_cut = bytes;
         }
+        self.cycle_cut = self.cycle_cut.saturating_add(bytes);
         self.last_trim = now.max(1);
     }
 
