@@ -13,6 +13,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <malloc.h>
 #include <unistd.h>
 
@@ -574,6 +575,60 @@ static void test_large_cache(void)
     CHECK(memalloc_check() == 0);
 }
 
+/* Minor page faults of the process so far. */
+static long minflt(void)
+{
+    struct rusage u;
+    CHECK(getrusage(RUSAGE_SELF, &u) == 0);
+    return u.ru_minflt;
+}
+
+/* A kept mapping much smaller than a request grows into its block (mremap):
+ * its resident pages serve the block's first bytes. A table that doubles
+ * frees the old block after mapping the new one, so the block kept from the
+ * growth before is a quarter of the next request (bench/rust's `hashmap`).
+ * calloc clears only the grown block's old pages: the new ones are fresh. */
+static void test_large_cache_grows(void)
+{
+    enum { SMALL = 8 << 20, BIG = 32 << 20, PAGES = (BIG - SMALL) / 4096 };
+    malloc_trim(0); /* nothing kept */
+    for (int zero = 0; zero < 2; zero++) {
+        unsigned char *a = malloc(opaque(SMALL));
+        CHECK(a != NULL);
+        memset(a, 0x5A, SMALL);
+        free(opaque_ptr(a)); /* kept */
+        long f0 = minflt();
+        unsigned char *b = zero ? calloc(1, opaque(BIG)) : malloc(opaque(BIG));
+        CHECK(b != NULL);
+        long f1 = minflt();
+        memset(b, 0x33, BIG);
+        long f2 = minflt();
+        /* fresh: BIG / 4096 = 8192 faults writing it; grown: 6144 */
+        CHECKF(f2 - f0 < PAGES + PAGES / 8,
+               "%s of 32 MiB after an 8 MiB block was freed: %ld page faults, expected about %d",
+               zero ? "calloc" : "malloc", f2 - f0, PAGES);
+        if (zero)
+            CHECKF(f1 - f0 < 64, "calloc of a grown kept mapping faulted %ld pages (cleared it all?)",
+                   f1 - f0);
+        free(opaque_ptr(b));
+        malloc_trim(0);
+    }
+    /* and calloc's block is zero where the small one was written */
+    unsigned char *a = malloc(opaque(SMALL));
+    CHECK(a != NULL);
+    memset(a, 0x5A, SMALL);
+    free(opaque_ptr(a));
+    unsigned char *c = calloc(1, opaque(BIG));
+    CHECK(c != NULL);
+    for (size_t i = 0; i < BIG; i += 64)
+        if (c[i] != 0 || c[i + 63] != 0) {
+            CHECKF(0, "calloc'd grown mapping non-zero at %zu", i);
+            break;
+        }
+    free(opaque_ptr(c));
+    CHECK(memalloc_check() == 0);
+}
+
 int main(void)
 {
     check_begin();
@@ -584,7 +639,8 @@ int main(void)
     test_stats();
     test_pools();
     test_sparse_large();
-    test_large_cache(); /* last: it fixes the mmap threshold */
+    test_large_cache(); /* it fixes the mmap threshold */
+    test_large_cache_grows();
     check_done("extensions");
     return 0;
 }

@@ -782,8 +782,13 @@ unsafe fn alloc_class(tc: *mut Cache, cls: usize, n: usize) -> *mut u8 {
             if crate::guard::CHECKS && t >= ZONE_SIZE {
                 return corrupt_list(b);
             }
-            (*z).free = (t ^ b as usize) as *mut Block;
+            let nb = (t ^ b as usize) as *mut Block;
+            (*z).free = nb;
             (*z).used += 1;
+            // The run's next malloc loads `nb`'s link: its line, fetched
+            // now, comes while the program uses this block (a list of
+            // blocks freed at random is a miss a block, waited for here).
+            prefetch(nb as *const u8);
             (*b).mark = 0;
             return b as *mut u8;
         }
