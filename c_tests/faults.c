@@ -710,6 +710,46 @@ static int fault_quarantine(void)
     return 0;
 }
 
+/* Run under MEMALLOC_FAIL_AFTER=N MEMALLOC_FAIL_COUNT=1: a mapped block of
+ * 64 MiB grows to 5 GiB by realloc (mremap). Spanning two or more 4 GiB
+ * windows of the address map, the grown block needs a leaf of the map
+ * that does not exist yet, so for some N the failing call is the leaf's
+ * mapping after the block has already moved: realloc must then give NULL
+ * with the old block intact (not abort), as when mremap itself fails.
+ * Prints "remap: refused" when realloc returned NULL. */
+static int fault_remap(void)
+{
+    const size_t old = 64 * MiB, grown = (size_t)5 << 30;
+    unsigned char *p = malloc(old);
+    if (p == NULL) {
+        CHECK(errno == ENOMEM);
+        check_done("faults remap");
+        return 0;
+    }
+    memset(p, 0x5a, 4096);
+    memset(p + old - 4096, 0xa5, 4096);
+    unsigned char *q = realloc(p, grown);
+    unsigned char *b = q != NULL ? q : p;
+    if (q == NULL) {
+        CHECK(errno == ENOMEM);
+        printf("remap: refused\n");
+    }
+    for (size_t i = 0; i < 4096; i++) {
+        CHECKF(b[i] == 0x5a && b[old - 4096 + i] == 0xa5, "byte %zu of the block lost after realloc", i);
+        if (b[i] != 0x5a || b[old - 4096 + i] != 0xa5)
+            break;
+    }
+    if (q != NULL) {
+        q[grown - 1] = 1; /* the grown tail is ours */
+        CHECK(malloc_usable_size(q) >= grown);
+    }
+    heap_ok("after the realloc");
+    free(b);
+    heap_ok("after the free");
+    check_done("faults remap");
+    return 0;
+}
+
 /* ---- (d) 10,000 threads --------------------------------------------------- */
 
 enum { WAVE = 50, PER_THREAD = 320, KEEP = 8, SWAP = 256 };
@@ -1053,9 +1093,11 @@ int main(int argc, char **argv)
         return fault_threads(argc > 2 ? atoi(argv[2]) : 10000);
     if (strcmp(mode, "quarantine") == 0)
         return fault_quarantine();
+    if (strcmp(mode, "remap") == 0)
+        return fault_remap();
     if (strcmp(mode, "reentry") == 0 && argc > 2)
         return fault_reentry(argv[2]);
     fprintf(stderr, "usage: faults inject [seed] | inject-threads [seed [threads]] | rlimit-as | "
-                    "rlimit-data | quarantine | threads [n] | reentry LIB.so\n");
+                    "rlimit-data | quarantine | remap | threads [n] | reentry LIB.so\n");
     return 2;
 }

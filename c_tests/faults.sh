@@ -14,6 +14,8 @@
 #   inject-threads  faults inject-threads (8 threads at once) under a set of
 #                 FAIL_AFTER / FAIL_COUNT values
 #   rlimit-as, rlimit-data   RLIMIT_AS / RLIMIT_DATA lowered in the program
+#   remap         a mapped block grown to 5 GiB by realloc while one memory
+#                 call fails (MEMALLOC_FAIL_AFTER=0..12): NULL, block intact
 #   quarantine    debug mode when its quarantine cannot be mapped (the frees
 #                 go straight back), under MEMALLOC_FAIL_AFTER=0..12
 #   fork          c_tests/fork.c with 1000 forks while 8 threads allocate
@@ -164,33 +166,48 @@ inject_group() {
     fi
 }
 
-# debug mode whose quarantine cannot be mapped: `faults quarantine` under
-# MEMALLOC_DEBUG=1 and MEMALLOC_FAIL_AFTER=0..12 (one failure each). Every run
-# must end clean, and in at least one the failure must have hit the
-# quarantine's mapping: the freed block came back at once ("reused").
-quarantine_runs() {
-    local v=$1 name=quarantine
+# `faults MODE` under MEMALLOC_FAIL_AFTER=0..12 (one failure each), with
+# ENV... added: every run must end clean, and in at least one the failure must
+# have hit the path under test, which the run tells by printing "MODE: WORD".
+# VARIANT MODE WORD WHAT-IT-MEANS ENV...
+failing_runs() {
+    local v=$1 name=$2 word=$3 meaning=$4
+    shift 4
     selected "$name" || return 0
-    local n bad=0 reused=0 first_bad= t0=$SECONDS log
+    local n bad=0 hit=0 first_bad= t0=$SECONDS log
     for n in $(seq 0 12); do
         log=$out/logs/$name.$v.$n.log
-        run_one "$v" "$log" 60 MEMALLOC_DEBUG=1 MEMALLOC_FAIL_AFTER=$n MEMALLOC_FAIL_COUNT=1 \
-            -- faults quarantine
-        if [ $rc -eq 0 ] && grep -q "^ok faults quarantine: " "$log"; then
-            grep -q "^quarantine: reused" "$log" && reused=$((reused + 1))
+        run_one "$v" "$log" 60 "$@" MEMALLOC_FAIL_AFTER=$n MEMALLOC_FAIL_COUNT=1 -- faults "$name"
+        if [ $rc -eq 0 ] && grep -q "^ok faults $name: " "$log"; then
+            grep -q "^$name: $word" "$log" && hit=$((hit + 1))
         else
             bad=$((bad + 1))
-            [ -n "$first_bad" ] || first_bad="MEMALLOC_FAIL_AFTER=$n: $(why_rc $rc) (log $log)"
+            [ -n "$first_bad" ] ||
+                first_bad="MEMALLOC_FAIL_AFTER=$n: $(why_rc $rc): $(grep -v "^$name" "$log" | tail -1) (log $log)"
         fi
     done
     local label="$name ($(vlabel "$v")) [$((SECONDS - t0))s]"
     if [ $bad -ne 0 ]; then
         fail "$label: $bad of 13 runs failed; first: $first_bad"
-    elif [ $reused -eq 0 ]; then
-        fail "$label: no run failed the quarantine's mapping (no freed block came back at once)"
+    elif [ $hit -eq 0 ]; then
+        fail "$label: in no run did the failure reach the path under test ($meaning)"
     else
-        pass "$label: 13 runs clean; in $reused the quarantine could not be mapped and frees went straight back"
+        pass "$label: 13 runs clean; in $hit of them $meaning"
     fi
+}
+
+# debug mode whose quarantine cannot be mapped (`faults quarantine` under
+# MEMALLOC_DEBUG=1): the freed block comes back at once ("reused").
+quarantine_runs() {
+    failing_runs "$1" quarantine reused \
+        "the quarantine could not be mapped and frees went straight back" MEMALLOC_DEBUG=1
+}
+
+# a mapped block grown by realloc to 5 GiB (`faults remap`): whichever call
+# fails (the mremap, or the address map's leaf for the moved block), realloc
+# gives NULL with the block intact ("refused"), or succeeds.
+remap_runs() {
+    failing_runs "$1" remap refused "realloc gave NULL with the block intact"
 }
 
 # a single run expecting "ok NAME: ..." : TEST VARIANT OKNAME TIMEOUT ENV... -- BIN ARGS...
@@ -242,6 +259,7 @@ for v in linked plain; do
     single rlimit-as "$v" "faults rlimit-as" 60 -- faults rlimit-as
     single rlimit-data "$v" "faults rlimit-data" 60 -- faults rlimit-data
     quarantine_runs "$v"
+    remap_runs "$v"
     single reentry "$v" "faults reentry" 60 FAULTS_CTOR_THREAD=1 -- \
         faults-reentry reentry "$out/libreentry.so"
     single threads "$v" "faults threads" 300 -- faults threads "$threads"

@@ -615,10 +615,17 @@ pub unsafe fn realloc(c: *mut Chunk, n: usize) -> *mut u8 {
     if nb.is_null() {
         return null_mut();
     }
-    crate::zonemap::remove_ours(h as *mut u8, ours_end(h as *mut u8, off));
     if !crate::zonemap::add_ours(nb, ours_end(nb, off)) {
-        crate::report::fatal_msg("out of memory for the address map");
+        // The block moved to a window of the address map whose leaf could
+        // not be mapped: put it back where it was (still registered), so
+        // that realloc fails with the block intact, as when mremap fails.
+        if !os::remap_back(nb, new_len, h as *mut u8, len) {
+            crate::report::fatal_msg("out of memory for the address map");
+        }
+        crate::os::set_errno(libc::ENOMEM);
+        return null_mut();
     }
+    crate::zonemap::remove_ours(h as *mut u8, ours_end(h as *mut u8, off));
     let nh = nb as *mut LargeHdr;
     let list = &mut *core::ptr::addr_of_mut!(LIST);
     // Relink: the neighbours still point at the old address.

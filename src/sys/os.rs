@@ -208,6 +208,40 @@ pub unsafe fn remap(p: *mut u8, old: usize, new: usize) -> *mut u8 {
     }
 }
 
+/// Undoes a [`remap`] that gave `[q, q + len)` for the mapping that was
+/// `[p, p + old)`: moves its first `old` bytes back to `p` (or shrinks it in
+/// place when `q == p`). The old range is first reserved with
+/// `MAP_FIXED_NOREPLACE`, so a mapping made there since is never replaced:
+/// false (the block stays at `q`) if the range is taken or the kernel
+/// refuses. Not subject to fault injection: it gives memory back.
+///
+/// # Safety
+/// `[q, q + len)` is one mapping this allocator owns, and `p`, `old` the
+/// address and length the remap moved it from (`old <= len`).
+pub unsafe fn remap_back(q: *mut u8, len: usize, p: *mut u8, old: usize) -> bool {
+    count();
+    if q == p {
+        return libc::mremap(q as *mut libc::c_void, len, old, 0) != libc::MAP_FAILED;
+    }
+    let r = libc::mmap(
+        p as *mut libc::c_void,
+        old,
+        libc::PROT_NONE,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+        -1,
+        0,
+    );
+    if r != p as *mut libc::c_void {
+        if r != libc::MAP_FAILED {
+            // A kernel before 4.17 took the flag as a hint and mapped elsewhere.
+            libc::munmap(r, old);
+        }
+        return false;
+    }
+    let flags = libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED;
+    libc::mremap(q as *mut libc::c_void, len, old, flags, p) == p as *mut libc::c_void
+}
+
 /// Makes `[p, p + len)` inaccessible (a guard page).
 ///
 /// # Safety
