@@ -314,12 +314,12 @@ static void stress_part(void)
 static struct { void *p; size_t n; } ring[RC][RING];
 static unsigned ring_head[RC], ring_tail[RC]; /* producer / consumer indices */
 static pthread_mutex_t ring_mu[RC] = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER};
-static int producers_done;
+static int producers_done, race_stop;
 
 static void *producer(void *arg)
 {
     uint64_t s = 0x51ed27u + (uintptr_t)arg;
-    while (now_s() < deadline) {
+    while (now_s() < deadline && !__atomic_load_n(&race_stop, __ATOMIC_RELAXED)) {
         int c = (int)(rng_next(&s) % RC);
         size_t n = 5000 + (size_t)(rng_next(&s) % 30000);
         void *p = put(n);
@@ -366,19 +366,25 @@ static void *consumer(void *arg)
 
 static void race_part(void)
 {
-    deadline = now_s() + 3;
+    /* 3 s, and on a loaded machine (where fewer scans fall in 3 s) longer,
+     * until 10 caches were taken back, at most 30 s */
+    double t0 = now_s();
+    deadline = t0 + 30;
     pthread_t p[RP], c[RC];
     for (size_t i = 0; i < RC; i++)
         CHECK(pthread_create(&c[i], NULL, consumer, (void *)(uintptr_t)i) == 0);
     for (size_t i = 0; i < RP; i++)
         CHECK(pthread_create(&p[i], NULL, producer, (void *)(uintptr_t)i) == 0);
+    while (now_s() < deadline && !(now_s() >= t0 + 3 && stats().medium_reclaims >= 10))
+        usleep(50 * 1000);
+    __atomic_store_n(&race_stop, 1, __ATOMIC_RELAXED);
     for (size_t i = 0; i < RP; i++)
         CHECK(pthread_join(p[i], NULL) == 0);
     __atomic_store_n(&producers_done, 1, __ATOMIC_RELEASE);
     for (size_t i = 0; i < RC; i++)
         CHECK(pthread_join(c[i], NULL) == 0);
     struct memalloc_stats st = stats();
-    fprintf(stderr, "race: %zu caches taken back\n", st.medium_reclaims);
+    fprintf(stderr, "race: %zu caches taken back in %.1f s\n", st.medium_reclaims, now_s() - t0);
     CHECKF(st.medium_reclaims >= 10, "only %zu caches taken back", st.medium_reclaims);
     CHECK(memalloc_check() == 0);
     /* every block is freed: nothing is in use but what the caches hold */
