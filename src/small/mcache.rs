@@ -381,6 +381,12 @@ pub struct MCache {
     spent: bool,
     /// The shard of the shared lists this thread looks at first.
     home: usize,
+    /// This thread's reserve (`heap::take_reserve`; null: none): refills
+    /// from the heap cut their chunks from it without the heap's lock (see
+    /// `carve`). The owner's alone, under `own`.
+    res: *mut Chunk,
+    /// The size of this thread's next reserve (doubles up to `RES_MAX`).
+    res_next: usize,
     /// `class_chunk(k)` per class, for the fast paths' `bytes`.
     cw: [usize; NMC],
     /// `CLASS_OF_KIB` and `FREE_CLASS_T`, here so that the fast paths index
@@ -448,6 +454,8 @@ impl MCache {
             seen_at: 0,
             spent: false,
             home: 0,
+            res: null_mut(),
+            res_next: RES_FIRST,
             cw: CW_T,
             class_of_kib: CLASS_OF_KIB_T,
             free_class: FREE_CLASS_T,
@@ -1213,7 +1221,7 @@ unsafe fn refill(t: &mut MCache, k: usize, csize: usize) -> *mut Chunk {
         REFILLS.fetch_add(1, Ordering::Relaxed);
         return c;
     }
-    let first = carve(t, csize, want);
+    let first = carve(t, k, csize, want);
     // The next miss of this class takes twice as many, up to the batch limit.
     let limit = ((BATCH_BYTES / csize) as u32).clamp(1, BATCH_MAX);
     t.batch[k] = (want * 2).min(limit);
@@ -1221,64 +1229,86 @@ unsafe fn refill(t: &mut MCache, k: usize, csize: usize) -> *mut Chunk {
         *t.allocs.get_mut() += 1;
     }
     REFILLS.fetch_add(1, Ordering::Relaxed);
-    HEAP_REFILLS.fetch_add(1, Ordering::Relaxed);
     publish(t);
     first
 }
 
-/// Takes `want` chunks of `csize` bytes (class `k`'s) from the heap as one
-/// span, and cuts it into chunks outside the heap's lock: returns the
-/// first, the others go to `t`'s lists (null when memory is exhausted).
+/// Takes `want` chunks of `csize` bytes (class `k`'s) from the heap: cut
+/// from this thread's reserve without the heap's lock, else (the reserve
+/// has no room for one) from a new reserve taken with one acquisition,
+/// which gives the old one's rest back in the same; returns the first, the
+/// others go to `t`'s list `k` (null when memory is exhausted). A chunk
+/// bigger than `RES_CHUNK_MAX` comes from the heap itself (one acquisition:
+/// `want` is 1 for those).
 ///
-/// Why a span: the heap writes the header of each chunk it cuts, and in
-/// fresh memory each header is a page fault, taken while it holds its lock
-/// (a refill of 4 chunks: 4 faults under the lock, with every other
-/// thread's refill and flush queued behind it). Here the heap cuts one
-/// chunk (one header, at most one fault under the lock); the span's inner
-/// headers are written after the lock is released, while the heap still
-/// sees one chunk in use (a walk of the heap, `memalloc_dump` or the
-/// checks, steps over it), and a second, short acquisition sets the span's
-/// own size to `csize` (under the lock: the heap sets PREV_FREE on that
-/// header when the chunk before it is freed). A span the heap cannot find
-/// falls back to one chunk.
+/// Why a reserve: 64 threads filling their caches at once took the heap's
+/// lock 20k times in a 2e6-pair run of `bench/mthreads 64`, twice per
+/// refill of several chunks (the span's cut, then its own size set under
+/// the lock) and with a page fault under it (the span's header); whenever
+/// a holder was preempted, 63 threads queued behind it (556 contended
+/// acquisitions per million allocations at 7fd92b8, `results/syscalls.md`).
+/// With reserves of 128 KiB-1 MiB a thread takes the lock about a tenth as
+/// often in its first fill, and the headers of the chunks it cuts fault in
+/// outside it. The reserve is address space: only the headers of the
+/// chunks cut touch its pages, and its rest goes back to the heap at the
+/// thread's exit, at `malloc_trim` and when the thread is idle.
 ///
 /// # Safety
-/// `t` is this thread's live cache, its `own` lock held; `csize` a class's
-/// chunk size; `want * csize` at most `BATCH_BYTES` when `want > 1`.
-unsafe fn carve(t: &mut MCache, csize: usize, want: u32) -> *mut Chunk {
-    let (span, total) = HEAP.with(|h| {
-        let mut c = null_mut();
-        if want > 1 {
-            c = h.alloc(csize * want as usize);
+/// `t` is this thread's live cache, its `own` lock held; `csize` is class
+/// `k`'s chunk size; `want * csize` at most `BATCH_BYTES` when `want > 1`.
+unsafe fn carve(t: &mut MCache, k: usize, csize: usize, want: u32) -> *mut Chunk {
+    if csize > RES_CHUNK_MAX {
+        HEAP_REFILLS.fetch_add(1, Ordering::Relaxed);
+        return HEAP.with(|h| h.alloc(csize));
+    }
+    let mut first = null_mut();
+    if !t.res.is_null() {
+        first = crate::heap::reserve_cut(t.res, csize);
+    }
+    if first.is_null() {
+        let old = core::mem::replace(&mut t.res, null_mut());
+        let want_res = t.res_next;
+        let r = HEAP.with(|h| {
+            if !old.is_null() {
+                h.end_reserve(old);
+            }
+            let r = h.take_reserve(want_res, csize * want as usize + crate::heap::RES_KEEP);
+            if r.is_null() {
+                // (No room for a reserve: one chunk, if any.)
+                first = h.alloc(csize);
+            }
+            r
+        });
+        HEAP_REFILLS.fetch_add(1, Ordering::Relaxed);
+        t.res_next = (want_res * 2).min(RES_MAX);
+        if r.is_null() {
+            return first;
         }
+        t.res = r;
+        first = crate::heap::reserve_cut(r, csize);
+    }
+    for _ in 1..want {
+        let c = crate::heap::reserve_cut(t.res, csize);
         if c.is_null() {
-            c = h.alloc(csize);
+            break;
         }
-        // (The size under the lock: the heap may rewrite this header.)
-        (c, if c.is_null() { 0 } else { size(c) })
-    });
-    let n = total / csize;
-    if n < 2 {
-        return span;
+        let mk = t.mkey;
+        push_class(t, c, k, mk);
+        t.bytes += csize;
     }
-    // The inner headers, in pages the heap does not look at yet; the last
-    // chunk keeps what the heap left over (under an eighth of the span,
-    // `tlsf::keeps_rest`: it serves its own class, at most two up).
-    let base = span as *mut u8;
-    for i in 1..n {
-        let c = base.add(i * csize) as *mut Chunk;
-        let s = if i + 1 == n { total - i * csize } else { csize };
-        set_head(c, s | MARK);
-        let j = class_of_chunk(s);
-        (*c).next_free = t.head[j];
-        (*c).prev_free = mark(c);
-        t.head[j] = c;
-        t.above[j] += 1;
-        t.bytes += class_chunk(j);
-    }
-    HEAP.with(|_| set_size(span, csize));
-    span
+    first
 }
+
+/// The size of a thread's first reserve, and the most a reserve grows to
+/// (each next one twice the last): a thread that makes few medium requests
+/// holds little address space, one that fills a cache takes the heap's
+/// lock a few times. (`bench/mthreads 64 2e6 256 4k 64k u`: 8.5 MiB per
+/// thread in its first fill.)
+const RES_FIRST: usize = 128 << 10;
+const RES_MAX: usize = 1 << 20;
+/// The biggest chunk cut from a reserve (bigger ones: one acquisition each
+/// anyway, and a reserve would be spent on a few).
+const RES_CHUNK_MAX: usize = 128 << 10;
 
 /// A chunk of one of the `SPAN_UP` classes above `k` from their shared
 /// lists, for a refill of class `k` that found its own shared list empty;
@@ -1716,11 +1746,15 @@ unsafe fn release(
 /// As [`to_central`].
 unsafe fn flush_all_of(t: &mut MCache) {
     settle(t);
-    if t.bytes == 0 {
+    let res = core::mem::replace(&mut t.res, null_mut());
+    if t.bytes == 0 && res.is_null() {
         return;
     }
     let mut err = None;
     HEAP.with(|h| {
+        if !res.is_null() {
+            h.end_reserve(res);
+        }
         for k in 0..NMC {
             if err.is_none() {
                 err = release(h, t, k, count_of(t, k));
@@ -1977,6 +2011,7 @@ unsafe fn reclaim(t: *mut MCache) -> Reclaim {
     let mut heads = [null_mut(); NMC];
     heads.copy_from_slice(&all[..NMC]);
     let bytes = (*t).bytes;
+    let res = core::mem::replace(&mut (*t).res, null_mut());
     (*t).head = [null_mut(); NMC + 1];
     (*t).low = [0; NMC + 1];
     (*t).above = [0; NMC + 1];
@@ -1985,11 +2020,14 @@ unsafe fn reclaim(t: *mut MCache) -> Reclaim {
     fence(Ordering::Release);
     crate::gate::set(crate::gate::RECLAIM, false);
     drop(g);
-    if bytes == 0 {
+    if bytes == 0 && res.is_null() {
         return Reclaim::Done;
     }
     let mut err = None;
     HEAP.with(|h| {
+        if !res.is_null() {
+            h.end_reserve(res);
+        }
         for first in heads {
             let mut c = first;
             while !c.is_null() && err.is_none() {
