@@ -1345,6 +1345,10 @@ const RES_LEFT: usize = 32;
 pub const RES_KEEP: usize = 64;
 const _: () = assert!(RES_LEFT + 8 <= RES_KEEP && RES_KEEP >= MIN_CHUNK);
 
+/// Free bytes in the index besides the break's tail (and an eighth of the
+/// heap) from which reserves are only what a refill needs (`take_reserve`).
+const RES_HOLES: usize = 4 << 20;
+
 /// Bytes of the reserves not cut yet.
 static RESERVED: AtomicUsize = AtomicUsize::new(0);
 
@@ -1416,6 +1420,22 @@ impl Heap {
     /// with `reserve_cut` and gives it back with `end_reserve`.
     pub fn take_reserve(&mut self, want: usize, min: usize) -> *mut Chunk {
         let min = min.max(RES_KEEP + MIN_CHUNK);
+        // While the index holds many freed chunks besides the break's free
+        // tail (an eighth of the heap, and `RES_HOLES`), a reserve is only
+        // what the refill needs, from the best fit: those chunks' pages are
+        // the program's already, where a big reserve from the tail would
+        // fault in fresh ones and leave the small freed chunks, which no
+        // purge gives back (under 256 KiB), free for nothing (always
+        // `want`: `bench/xmalloc 4 4 1e6 64 32 64 32k` peaked at 100-116 MB
+        // of RSS against 72-77, c_tests/stress.c's heap grew to 330 MiB
+        // against 190 and its RSS after the pause failed its bound).
+        let holes = self.tlsf.free_bytes.saturating_sub(self.brk_tail_free());
+        let heap = self.brk_bytes + self.mmap_region_bytes;
+        let want = if holes >= RES_HOLES.max(heap / 8) {
+            min
+        } else {
+            want
+        };
         // SAFETY: the index and regions are consistent under the lock; the
         // chunk taken is ours to link (its user words are not handed out).
         unsafe {

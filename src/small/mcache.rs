@@ -1348,14 +1348,21 @@ unsafe fn carve(t: &mut MCache, k: usize, csize: usize, want: u32) -> *mut Chunk
         t.res = r;
         first = crate::heap::reserve_cut(r, csize);
     }
+    // The cuts go down from the reserve's end; the caller gets the lowest
+    // and the list the others, the one just above it on top: the batch is
+    // handed out in ascending order, a block's neighbour above it the
+    // block handed out next (as the heap's front cuts did: an overflow of
+    // one into the next, in c_tests/misuse.c's overflow-free-next, is found
+    // at that next block's free).
     for _ in 1..want {
         let c = crate::heap::reserve_cut(t.res, csize);
         if c.is_null() {
             break;
         }
         let mk = t.mkey;
-        push_class(t, c, k, mk);
+        push_class(t, first, k, mk);
         t.bytes += csize;
+        first = c;
     }
     first
 }
