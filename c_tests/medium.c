@@ -29,6 +29,20 @@
  *      (mcache.rs's FLUSH_MOVES, 16, and what bringing the cache under
  *      its cap takes: under a chunk of 64 KiB past it, and each chunk moved
  *      is at least 5 KiB). Unbounded, one flush moved up to 51 here.
+ *   8. 64 threads fill their caches at once (256 blocks of 4-64 KiB each,
+ *      about 8.5 MiB a thread, their refills cutting the threads'
+ *      reserves), check every block's cookie, free them and exit (the
+ *      child exits 0 only if every check passed); the refills from the
+ *      heap and the contended acquisitions are printed, not bounded: both
+ *      swing several-fold between runs (0.8k-9.9k refills from the heap,
+ *      6.6k-15.3k before the reserves; the contended count is the
+ *      scheduler's: each time a holder of the heap's lock is preempted, up
+ *      to 63 threads find it held).
+ *   9. Chunks of no class's size (aligned blocks: the heap cuts them to the
+ *      request) are cached at their class's size exactly: 100 blocks of
+ *      20000 B aligned to 4 KiB freed into the main thread's cache leave
+ *      `in_use` within 16 KiB of where it was (counted at their class's
+ *      size, 16 KiB, each was 3.5 KiB short: 350 KiB).
  * (A double free of a cached medium block is c_tests/misuse.c's
  * double-free-medium and double-free-medium-cached-other-thread.)
  */
@@ -288,6 +302,82 @@ static void flush_bounded(const char *self)
     CHECKF(most > 0 && most <= 20, "one flush moved %lu chunks (at most 20)", most);
 }
 
+/* The child of fill_at_64: 64 threads fill 256 blocks each at once, then
+ * 4000 pairs each. */
+#define FILL_THREADS 64
+#define FILL_PAIRS 0
+static pthread_barrier_t fill_bar;
+static void *fill_worker(void *arg)
+{
+    uint64_t s = 0x9876543 + (uintptr_t)arg;
+    static __thread void *p[256];
+    static __thread size_t n[256];
+    pthread_barrier_wait(&fill_bar);
+    for (int i = 0; i < 256; i++) {
+        n[i] = 4096 + rnd(&s) % (60 * 1024);
+        p[i] = put(n[i]);
+    }
+    for (int i = 0; i < FILL_PAIRS; i++) {
+        size_t k = rnd(&s) % 256;
+        take(p[k], n[k]);
+        n[k] = 4096 + rnd(&s) % (60 * 1024);
+        p[k] = put(n[k]);
+    }
+    for (int i = 0; i < 256; i++)
+        take(p[i], n[i]);
+    check_flush();
+    return NULL;
+}
+
+static void fill(void)
+{
+    pthread_t t[FILL_THREADS];
+    pthread_barrier_init(&fill_bar, NULL, FILL_THREADS);
+    for (int i = 0; i < FILL_THREADS; i++)
+        CHECK(pthread_create(&t[i], NULL, fill_worker, (void *)(uintptr_t)i) == 0);
+    for (int i = 0; i < FILL_THREADS; i++)
+        CHECK(pthread_join(t[i], NULL) == 0);
+}
+
+/* 8: 64 threads' first fills take the heap's lock a few times each. */
+static void fill_at_64(const char *self)
+{
+    static char buf[1 << 16];
+    run_child(self, "fill", NULL, buf, sizeof buf);
+    const char *m = strstr(buf, "(cap ");
+    CHECKF(m != NULL, "no medium cache line in: %s", buf);
+    unsigned long cap = 0, refills = 0, heap_refills = 0;
+    CHECKF(m && sscanf(m, "(cap %lu); %lu refills (%lu from the heap)", &cap, &refills, &heap_refills) == 3,
+           "no refill figures in: %.300s", m ? m : buf);
+    const char *c = strstr(buf, "contended locks");
+    unsigned long all = 0, per_m = 0, heap_per_m = 0;
+    CHECKF(c && sscanf(c, "contended locks %lu (%lu per million allocations, the heap's %lu", &all, &per_m,
+                       &heap_per_m) == 3,
+           "no contended locks line in: %.300s", buf);
+    printf("64 threads' fills: %lu refills, %lu from the heap; contended locks %lu (%lu per million "
+           "allocations, the heap's %lu)\n", refills, heap_refills, all, per_m, heap_per_m);
+    CHECKF(refills > 0 && heap_refills <= refills, "%lu refills, %lu from the heap", refills, heap_refills);
+}
+
+/* 9: chunks of no class's size are counted at their size. */
+static void odd_sizes(void)
+{
+    enum { N = 100 };
+    static void *q[N];
+    size_t before = in_use();
+    for (int i = 0; i < N; i++) {
+        CHECK(posix_memalign(&q[i], 4096, 20000) == 0);
+        memset(q[i], 0x5a, 64);
+    }
+    for (int i = 0; i < N; i++)
+        free(q[i]);
+    size_t after = in_use();
+    printf("in_use %zu -> %zu after %d aligned blocks of 20000 B were freed\n", before, after, N);
+    CHECKF(after <= before + 16 * 1024, "in_use %zu -> %zu after %d aligned blocks of 20000 B were freed",
+           before, after, N);
+    CHECK(memalloc_check() == 0);
+}
+
 /* 6: the big classes' share of the cache. */
 static void big_share(const char *self)
 {
@@ -318,6 +408,10 @@ int main(int argc, char **argv)
     }
     if (argc > 1 && strcmp(argv[1], "flush") == 0) {
         flush_churn();
+        return 0;
+    }
+    if (argc > 1 && strcmp(argv[1], "fill") == 0) {
+        fill();
         return 0;
     }
     if (argc > 1 && strcmp(argv[1], "big") == 0) {
@@ -386,6 +480,10 @@ int main(int argc, char **argv)
     big_share(argv[0]);
     /* 7 */
     flush_bounded(argv[0]);
+    /* 8 */
+    fill_at_64(argv[0]);
+    /* 9 */
+    odd_sizes();
     check_done("medium");
     return 0;
 }

@@ -9,8 +9,10 @@
 //! pops from it, free pushes onto it. The chunks stay *in use* as far as the
 //! TLSF heap knows: `free` finds them by their header as today, and their
 //! neighbours coalesce around them as around any used block. An empty list
-//! is refilled from the heap (one lock acquisition for a batch that grows
-//! with the misses of that class, up to `BATCH_BYTES`); a cache holding more
+//! is refilled from the heap (a batch that grows with the misses of that
+//! class, up to `BATCH_BYTES`, cut from the thread's *reserve*, a chunk of
+//! up to 1 MiB taken from the heap with one lock acquisition: see
+//! `carve`); a cache holding more
 //! than its cap (`MEMALLOC_MEDIUM_CACHE`, default `CAP_DEFAULT`) gives half
 //! of the class it just grew, and more if needed, back to the heap under one
 //! lock acquisition. A thread's whole cache goes back at its exit (a pthread
@@ -55,10 +57,11 @@
 //! sets and clears PREV_FREE on it when its neighbour changes.
 //!
 //! Invariants, per thread cache: every listed chunk is an in-use heap chunk
-//! (not mmapped) of at least its class's chunk size and less than the next
-//! class's; `low[k] + above[k]` is the length of list k; `bytes` is the sum
-//! of `class_chunk(k)` over the listed chunks and the pending one (`pend`,
-//! cached by the last fast free and not linked yet); after every free,
+//! (not mmapped) of exactly its class's chunk size (`free_odd` cuts any
+//! other down first); `low[k] + above[k]` is the length of list k; `bytes`
+//! is the sum of the sizes of the listed chunks and the pending one
+//! (`pend`, cached by the last fast free and not linked yet), `class_chunk(k)`
+//! each; after every free,
 //! `bytes <= cap`; a freed big chunk stays in the thread's list only if
 //! then `big_held <= big_cap`.
 //!
@@ -245,22 +248,30 @@ const CLASS_OF_CHUNK_KIB_T: [u8; (MC_MAX >> 10) + 1] = {
 };
 
 /// Per `d >> 10`, the class of a chunk of `class_chunk(0) + d` bytes below
-/// the big classes (`CLASS_OF_CHUNK_KIB` from the first class's entry: the
-/// free's range test's difference indexes it with no offset).
+/// the big classes when that is its class's chunk size exactly, else
+/// `SINK`, whose `cw` is above every cap: free's fast path then leaves the
+/// chunk to `free` at no cost of its own (see `free_odd`). (The free's
+/// range test's difference indexes it with no offset.)
 const FREE_CLASS_LEN: usize = ((class_chunk(BIG_FIRST - 1) - class_chunk(0)) >> 10) + 1;
 const FREE_CLASS_T: [u8; FREE_CLASS_LEN] = {
     let mut t = [0u8; FREE_CLASS_LEN];
     let mut i = 0;
     while i < FREE_CLASS_LEN {
-        t[i] = CLASS_OF_CHUNK_KIB_T[i + (class_size(0) >> 10)];
+        let k = CLASS_OF_CHUNK_KIB_T[i + (class_size(0) >> 10)] as usize;
+        t[i] = if class_chunk(k) == class_chunk(0) + (i << 10) {
+            k as u8
+        } else {
+            SINK as u8
+        };
         i += 1;
     }
     t
 };
 
-/// `class_chunk(k)` per class (`MCache::cw`).
-const CW_T: [usize; NMC] = {
-    let mut t = [0; NMC];
+/// `class_chunk(k)` per class (`MCache::cw`), and for `SINK` a size above
+/// every cap (which no addition to `bytes` overflows).
+const CW_T: [usize; NMC + 1] = {
+    let mut t = [usize::MAX / 2; NMC + 1];
     let mut k = 0;
     while k < NMC {
         t[k] = class_chunk(k);
@@ -320,11 +331,10 @@ pub struct MCache {
     cap: usize,
     /// Chunks a refill of each class takes next (grows with the misses).
     batch: [u32; NMC],
-    /// Chunk bytes in the lists, each chunk counted at its class's chunk
-    /// size (`class_chunk`: a listed chunk is at least that, and less than
-    /// the next class's), so that a pop need not read the chunk's header
-    /// (in another cache line than its link for one chunk in four): a
-    /// subtraction of `cw[k]`.
+    /// Chunk bytes in the lists: each listed chunk is its class's chunk
+    /// size exactly (`class_chunk`, see `free_odd`), so that a pop need not
+    /// read the chunk's header (in another cache line than its link for one
+    /// chunk in four): a subtraction of `cw[k]`.
     bytes: usize,
     /// The chunk the last fast free cached, not in its list yet (its class
     /// `pend_k`): the next fast free, or any slow path (`settle`), pushes
@@ -383,8 +393,16 @@ pub struct MCache {
     spent: bool,
     /// The shard of the shared lists this thread looks at first.
     home: usize,
-    /// `class_chunk(k)` per class, for the fast paths' `bytes`.
-    cw: [usize; NMC],
+    /// This thread's reserve (`heap::take_reserve`; null: none): refills
+    /// from the heap cut their chunks from it without the heap's lock (see
+    /// `carve`). The owner's alone, under `own`.
+    res: *mut Chunk,
+    /// The size of this thread's next reserve (doubles up to `RES_MAX`).
+    res_next: usize,
+    /// `class_chunk(k)` per class, for the fast paths' `bytes` (every
+    /// listed chunk is exactly its class's size: see `free_odd`); `SINK`'s
+    /// is above every cap (`FREE_CLASS_T`).
+    cw: [usize; NMC + 1],
     /// `CLASS_OF_KIB` and `FREE_CLASS_T`, here so that the fast paths index
     /// them from the cache they hold (one instruction less each than from
     /// a static, whose address takes one). Never written after `new`.
@@ -450,6 +468,8 @@ impl MCache {
             seen_at: 0,
             spent: false,
             home: 0,
+            res: null_mut(),
+            res_next: RES_FIRST,
             cw: CW_T,
             class_of_kib: CLASS_OF_KIB_T,
             free_class: FREE_CLASS_T,
@@ -883,6 +903,9 @@ pub unsafe fn free(c: *mut Chunk) -> bool {
     if (*tc).state != LIVE {
         return free_slow(c);
     }
+    if class_chunk(class_of_chunk(s)) != s {
+        return free_odd(tc, c, s);
+    }
     if s >= class_chunk(BIG_FIRST) {
         return free_big(tc, c, s);
     }
@@ -914,6 +937,41 @@ pub unsafe fn free(c: *mut Chunk) -> bool {
         maybe_reclaim();
     }
     true
+}
+
+/// `free` of a chunk of `s` bytes that is no class's chunk size (a realloc
+/// resized it in place, or an aligned allocation cut it): cut down to its
+/// class's size under the heap's lock (the rest goes back to the heap), then
+/// cached as any other; given to the heap whole where its rest is too small
+/// to be a chunk. Why: the lists hold chunks of their class's exact size,
+/// so that a pop, which reads no header, takes off `bytes` what the free
+/// added (counted at the class's size, a chunk that a realloc left up to
+/// 25% bigger was counted short: the statistics' `in_use` too high and a
+/// cache over its cap).
+///
+/// # Safety
+/// As [`free`]; `tc` is this thread's live cache, `s` is `c`'s size.
+#[cold]
+#[inline(never)]
+unsafe fn free_odd(tc: *mut MCache, c: *mut Chunk, s: usize) -> bool {
+    if (*tc).cap == 0 {
+        return false; // (the caches are off: the heap takes it)
+    }
+    let _ = check_free(tc, c);
+    let cs = class_chunk(class_of_chunk(s));
+    let r = HEAP.with(|h| {
+        h.validate(c)?;
+        if !h.resize_in_place(c, cs, cs) || size(c) != cs {
+            h.free(c);
+            return Ok(false);
+        }
+        Ok(true)
+    });
+    match r {
+        Err(e) => crate::report::fatal(e, to_user(c)),
+        Ok(true) => free(c),
+        Ok(false) => true,
+    }
 }
 
 /// `free` while a reclaimer holds `tc`'s lock: waits for it, then caches
@@ -989,7 +1047,7 @@ unsafe fn free_big(tc: *mut MCache, c: *mut Chunk, s: usize) -> bool {
         FLUSHES.fetch_add(1, Ordering::Relaxed);
         let cc = big_central_cap();
         if CENTRAL_BYTES.load(Ordering::Relaxed) > cc {
-            drain_central(cc / 2);
+            drain_central_soft(cc / 2);
         }
     }
     if t.bytes > t.cap {
@@ -1028,14 +1086,20 @@ pub unsafe fn free_fast(tc: *mut MCache, c: *mut Chunk, h: usize) -> bool {
     // big classes take `free`, which bounds their share.
     // (The mask read from the cache: an `and` from memory, where the
     // constant took a 10-byte `movabs` first.)
+    // (Rotated by 10: a size that is not `class_chunk(0)` plus whole KiB,
+    // which no class's chunk is, lands in the top bits as well; one whose
+    // KiB are no class's has the class `SINK`, whose `cw` fails the cap's
+    // test: such a chunk, which a realloc or an aligned allocation made,
+    // goes to `free`, and the lists hold chunks of their class's exact
+    // size.)
     let w = h & (*tc).head_mask;
-    let d = w.wrapping_sub(class_chunk(0) | MARK).rotate_right(4);
-    if d > (class_chunk(BIG_FIRST - 1) - class_chunk(0)) >> 4 {
+    let d = w.wrapping_sub(class_chunk(0) | MARK).rotate_right(10);
+    if d > (class_chunk(BIG_FIRST - 1) - class_chunk(0)) >> 10 {
         return false;
     }
-    // (In bounds: `d` passed the range test, so `d >> 6` is below
+    // (In bounds: `d` passed the range test, so it is below
     // `FREE_CLASS_LEN`.)
-    let k = *(*tc).free_class.get_unchecked(d >> 6) as usize;
+    let k = *(*tc).free_class.get_unchecked(d) as usize;
     // (The static caches, EMPTY and DEAD, have a cap of 0: this test
     // sends them to `free` too.)
     let b = (*tc).bytes + *(*tc).cw.get_unchecked(k);
@@ -1262,7 +1326,7 @@ unsafe fn refill(t: &mut MCache, k: usize, csize: usize) -> *mut Chunk {
         REFILLS.fetch_add(1, Ordering::Relaxed);
         return c;
     }
-    let first = carve(t, csize, want);
+    let first = carve(t, k, csize, want);
     // The next miss of this class takes twice as many, up to the batch limit.
     let limit = ((BATCH_BYTES / csize) as u32).clamp(1, BATCH_MAX);
     t.batch[k] = (want * 2).min(limit);
@@ -1270,64 +1334,111 @@ unsafe fn refill(t: &mut MCache, k: usize, csize: usize) -> *mut Chunk {
         *t.allocs.get_mut() += 1;
     }
     REFILLS.fetch_add(1, Ordering::Relaxed);
-    HEAP_REFILLS.fetch_add(1, Ordering::Relaxed);
     publish(t);
     first
 }
 
-/// Takes `want` chunks of `csize` bytes (class `k`'s) from the heap as one
-/// span, and cuts it into chunks outside the heap's lock: returns the
-/// first, the others go to `t`'s lists (null when memory is exhausted).
+/// Takes `want` chunks of `csize` bytes (class `k`'s) from the heap: cut
+/// from this thread's reserve without the heap's lock, else (the reserve
+/// has no room for one) from a new reserve taken with one acquisition,
+/// which gives the old one's rest back in the same; returns the first, the
+/// others go to `t`'s list `k` (null when memory is exhausted). A chunk
+/// bigger than `RES_CHUNK_MAX` comes from the heap itself (one acquisition:
+/// `want` is 1 for those).
 ///
-/// Why a span: the heap writes the header of each chunk it cuts, and in
-/// fresh memory each header is a page fault, taken while it holds its lock
-/// (a refill of 4 chunks: 4 faults under the lock, with every other
-/// thread's refill and flush queued behind it). Here the heap cuts one
-/// chunk (one header, at most one fault under the lock); the span's inner
-/// headers are written after the lock is released, while the heap still
-/// sees one chunk in use (a walk of the heap, `memalloc_dump` or the
-/// checks, steps over it), and a second, short acquisition sets the span's
-/// own size to `csize` (under the lock: the heap sets PREV_FREE on that
-/// header when the chunk before it is freed). A span the heap cannot find
-/// falls back to one chunk.
+/// Why a reserve: 64 threads filling their caches at once took the heap's
+/// lock 20k times in a 2e6-pair run of `bench/mthreads 64`, twice per
+/// refill of several chunks (the span's cut, then its own size set under
+/// the lock) and with a page fault under it (the span's header); whenever
+/// a holder was preempted, 63 threads queued behind it (556 contended
+/// acquisitions per million allocations at 7fd92b8, `results/syscalls.md`).
+/// With reserves of 128 KiB-1 MiB a thread takes the lock about a tenth as
+/// often in its first fill, and the headers of the chunks it cuts fault in
+/// outside it. The reserve is address space: only the headers of the
+/// chunks cut touch its pages, and its rest goes back to the heap at the
+/// thread's exit, at `malloc_trim` and when the thread is idle.
 ///
 /// # Safety
-/// `t` is this thread's live cache, its `own` lock held; `csize` a class's
-/// chunk size; `want * csize` at most `BATCH_BYTES` when `want > 1`.
-unsafe fn carve(t: &mut MCache, csize: usize, want: u32) -> *mut Chunk {
-    let (span, total) = HEAP.with(|h| {
-        let mut c = null_mut();
-        if want > 1 {
-            c = h.alloc(csize * want as usize);
+/// `t` is this thread's live cache, its `own` lock held; `csize` is class
+/// `k`'s chunk size; `want * csize` at most `BATCH_BYTES` when `want > 1`.
+unsafe fn carve(t: &mut MCache, k: usize, csize: usize, want: u32) -> *mut Chunk {
+    if csize > RES_CHUNK_MAX {
+        HEAP_REFILLS.fetch_add(1, Ordering::Relaxed);
+        return HEAP.with(|h| {
+            let c = h.alloc(csize);
+            exact(h, c, csize)
+        });
+    }
+    let mut first = null_mut();
+    if !t.res.is_null() {
+        first = crate::heap::reserve_cut(t.res, csize);
+    }
+    if first.is_null() {
+        let old = core::mem::replace(&mut t.res, null_mut());
+        let min = csize * want as usize + crate::heap::RES_KEEP;
+        let want_res = t.res_next.max(min);
+        let r = HEAP.with(|h| {
+            if !old.is_null() {
+                h.end_reserve(old);
+            }
+            let r = h.take_reserve(want_res, min);
+            if r.is_null() {
+                // (No room for a reserve: one chunk, if any.)
+                let c = h.alloc(csize);
+                first = exact(h, c, csize);
+            }
+            r
+        });
+        HEAP_REFILLS.fetch_add(1, Ordering::Relaxed);
+        t.res_next = (t.res_next * 2).min(RES_MAX);
+        if r.is_null() {
+            return first;
         }
+        t.res = r;
+        first = crate::heap::reserve_cut(r, csize);
+    }
+    // The cuts go down from the reserve's end; the caller gets the lowest
+    // and the list the others, the one just above it on top: the batch is
+    // handed out in ascending order, a block's neighbour above it the
+    // block handed out next (as the heap's front cuts did: an overflow of
+    // one into the next, in c_tests/misuse.c's overflow-free-next, is found
+    // at that next block's free).
+    for _ in 1..want {
+        let c = crate::heap::reserve_cut(t.res, csize);
         if c.is_null() {
-            c = h.alloc(csize);
+            break;
         }
-        // (The size under the lock: the heap may rewrite this header.)
-        (c, if c.is_null() { 0 } else { size(c) })
-    });
-    let n = total / csize;
-    if n < 2 {
-        return span;
+        let mk = t.mkey;
+        push_class(t, first, k, mk);
+        t.bytes += csize;
+        first = c;
     }
-    // The inner headers, in pages the heap does not look at yet; the last
-    // chunk keeps what the heap left over (under an eighth of the span,
-    // `tlsf::keeps_rest`: it serves its own class, at most two up).
-    let base = span as *mut u8;
-    for i in 1..n {
-        let c = base.add(i * csize) as *mut Chunk;
-        let s = if i + 1 == n { total - i * csize } else { csize };
-        set_head(c, s | MARK);
-        let j = class_of_chunk(s);
-        (*c).next_free = t.head[j];
-        (*c).prev_free = mark(c);
-        t.head[j] = c;
-        t.above[j] += 1;
-        t.bytes += class_chunk(j);
-    }
-    HEAP.with(|_| set_size(span, csize));
-    span
+    first
 }
+
+/// Chunk `c` (null, or fresh from heap `h`, under its lock) cut down to
+/// `csize` bytes where the heap kept a rest with it (`alloc_keeping`), so
+/// that it goes to its class's list when freed (see `free_odd`).
+///
+/// # Safety
+/// `h` is the locked heap; `c` null or a chunk it just allocated.
+unsafe fn exact(h: &mut crate::heap::Heap, c: *mut Chunk, csize: usize) -> *mut Chunk {
+    if !c.is_null() && size(c) != csize {
+        let _ = h.resize_in_place(c, csize, csize);
+    }
+    c
+}
+
+/// The size of a thread's first reserve, and the most a reserve grows to
+/// (each next one twice the last): a thread that makes few medium requests
+/// holds little address space, one that fills a cache takes the heap's
+/// lock a few times. (`bench/mthreads 64 2e6 256 4k 64k u`: 8.5 MiB per
+/// thread in its first fill.)
+const RES_FIRST: usize = 128 << 10;
+const RES_MAX: usize = 1 << 20;
+/// The biggest chunk cut from a reserve (bigger ones: one acquisition each
+/// anyway, and a reserve would be spent on a few).
+const RES_CHUNK_MAX: usize = 128 << 10;
 
 /// A chunk of one of the `SPAN_UP` classes above `k` from their shared
 /// lists, for a refill of class `k` that found its own shared list empty;
@@ -1470,7 +1581,7 @@ unsafe fn flush_over_cap(tc: *mut MCache, k: usize) {
     }
     publish(t);
     if CENTRAL_BYTES.load(Ordering::Relaxed) > CENTRAL_CAP {
-        drain_central(CENTRAL_CAP / 2);
+        drain_central_soft(CENTRAL_CAP / 2);
     }
 }
 
@@ -1636,12 +1747,42 @@ unsafe fn finish_take(t: &mut MCache, k: usize, first: *mut Chunk) -> *mut Chunk
 /// # Safety
 /// The shared lists hold cached chunks (their locks guard them).
 unsafe fn drain_central(keep: usize) {
+    drain_central_by(keep, false)
+}
+
+/// `drain_central` from a flush (`flush_over_cap`, `free_big`): stops
+/// while another thread holds the heap's lock, unless the shared lists
+/// hold twice their cap (`CENTRAL_CAP`) or more. Why: a drain frees a
+/// whole shard's list under one acquisition, the longest holds of the
+/// heap's lock in the steady state; at 64 threads (c_tests/medium.c's part
+/// 8, exits left out) they were most of the heap's contended acquisitions
+/// once the refills cut their chunks from reserves. A thread that finds
+/// the lock held leaves the drain to the next flush (or to the holder's).
+///
+/// # Safety
+/// As [`drain_central`].
+unsafe fn drain_central_soft(keep: usize) {
+    drain_central_by(
+        keep,
+        CENTRAL_BYTES.load(Ordering::Relaxed) < 2 * CENTRAL_CAP,
+    )
+}
+
+/// `drain_central`; `soft`: stop before a shard's list while the heap's
+/// lock is held.
+///
+/// # Safety
+/// As [`drain_central`].
+unsafe fn drain_central_by(keep: usize, soft: bool) {
     let mut j = NMC * SHARDS;
     while j > 0 && CENTRAL_BYTES.load(Ordering::Relaxed) > keep {
         j -= 1;
         let cen = &CENTRAL[j / SHARDS][j % SHARDS];
         if cen.n.load(Ordering::Relaxed) == 0 {
             continue;
+        }
+        if soft && HEAP.lock().is_locked() {
+            return; // (a racy peek: at worst one wait, as before)
         }
         let first = {
             let _g = cen.lock.guard_counted(&CENTRAL_CONTENDED);
@@ -1774,11 +1915,15 @@ unsafe fn release(
 /// As [`to_central`].
 unsafe fn flush_all_of(t: &mut MCache) {
     settle(t);
-    if t.bytes == 0 {
+    let res = core::mem::replace(&mut t.res, null_mut());
+    if t.bytes == 0 && res.is_null() {
         return;
     }
     let mut err = None;
     HEAP.with(|h| {
+        if !res.is_null() {
+            h.end_reserve(res);
+        }
         for k in 0..NMC {
             if err.is_none() {
                 err = release(h, t, k, count_of(t, k));
@@ -2035,6 +2180,7 @@ unsafe fn reclaim(t: *mut MCache) -> Reclaim {
     let mut heads = [null_mut(); NMC];
     heads.copy_from_slice(&all[..NMC]);
     let bytes = (*t).bytes;
+    let res = core::mem::replace(&mut (*t).res, null_mut());
     (*t).head = [null_mut(); NMC + 1];
     (*t).low = [0; NMC + 1];
     (*t).above = [0; NMC + 1];
@@ -2043,11 +2189,14 @@ unsafe fn reclaim(t: *mut MCache) -> Reclaim {
     fence(Ordering::Release);
     crate::gate::set(crate::gate::RECLAIM, false);
     drop(g);
-    if bytes == 0 {
+    if bytes == 0 && res.is_null() {
         return Reclaim::Done;
     }
     let mut err = None;
     HEAP.with(|h| {
+        if !res.is_null() {
+            h.end_reserve(res);
+        }
         for first in heads {
             let mut c = first;
             while !c.is_null() && err.is_none() {
@@ -2190,14 +2339,26 @@ mod tests {
             assert!(k + 1 == NMC || class_chunk(k + 1) > s, "size {s} class {k}");
         }
         let t = MCache::new(EMPTY);
+        // free's fast path: a chunk of its class's exact size finds its
+        // class, any other size `SINK` (whose `cw` no cap admits) or fails
+        // the range test (not whole KiB past the first class's chunk).
+        let mut exact = 0;
         for s in (class_chunk(0)..=class_chunk(BIG_FIRST - 1)).step_by(16) {
-            let d = s - class_chunk(0);
-            assert_eq!(
-                t.free_class[d >> 10] as usize,
-                class_of_chunk(s),
-                "size {s}"
-            );
+            let w = s | MARK;
+            let d = w.wrapping_sub(class_chunk(0) | MARK).rotate_right(10);
+            let in_range = d <= (class_chunk(BIG_FIRST - 1) - class_chunk(0)) >> 10;
+            let k = class_of_chunk(s);
+            if class_chunk(k) == s {
+                exact += 1;
+                assert!(in_range, "size {s}");
+                assert_eq!(t.free_class[d] as usize, k, "size {s}");
+                assert_eq!(t.cw[k], s);
+            } else if in_range {
+                assert_eq!(t.free_class[d] as usize, SINK, "size {s}");
+                assert!(t.cw[SINK] > usize::MAX / 4);
+            }
         }
+        assert_eq!(exact, BIG_FIRST);
         for n in MC_MIN + 1..=MC_MAX {
             assert_eq!(class_in(&t, n), class_of(n));
         }

@@ -109,10 +109,11 @@ pub fn stats() -> Stats {
 }
 
 /// Bytes in use in the heap regions, counting zone blocks in use rather
-/// than whole zones (and medium caches' chunks as in use: see `stats`).
+/// than whole zones (and medium caches' chunks as in use: see `stats`), and
+/// not the medium caches' reserves, uncut (`heap::reserved`).
 fn small_adjusted_in_use(h: &crate::heap::Heap) -> usize {
     let (_, zone_chunks, zone_used) = crate::cache::zone_usage(h);
-    h.in_use - zone_chunks + zone_used
+    (h.in_use - zone_chunks + zone_used).saturating_sub(crate::heap::reserved())
 }
 
 pub fn mallinfo2() -> Mallinfo2 {
@@ -368,8 +369,10 @@ pub fn dump(fd: i32) {
     // per class: (zones, blocks used, capacity)
     let mut zones = [(0usize, 0usize, 0usize); crate::cache::NCLASS];
     HEAP.with(|h| {
-        // SAFETY: under the heap lock every region and chunk is consistent.
+        // SAFETY: under the heap lock every region and chunk is consistent
+        // (the reserves' sizes once synced).
         unsafe {
+            h.sync_reserves();
             let mut r = h.regions.head;
             while !r.is_null() {
                 let kind = match (*r).kind {
