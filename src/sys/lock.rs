@@ -121,10 +121,23 @@ impl Default for Lock {
     }
 }
 
-/// Releases its lock when dropped.
-pub struct Guard<'a>(&'a Lock);
+/// A lock that a [`Guard`] releases.
+pub trait Unlock {
+    /// Releases the lock.
+    fn unlock(&self);
+}
 
-impl Drop for Guard<'_> {
+impl Unlock for Lock {
+    #[inline]
+    fn unlock(&self) {
+        Lock::unlock(self);
+    }
+}
+
+/// Releases its lock (a [`Lock`] unless said) when dropped.
+pub struct Guard<'a, L: Unlock = Lock>(&'a L);
+
+impl<L: Unlock> Drop for Guard<'_, L> {
     #[inline]
     fn drop(&mut self) {
         self.0.unlock();
@@ -202,24 +215,21 @@ impl SpinLock {
 
     /// Takes the lock and returns a guard that releases it.
     #[inline]
-    pub fn guard(&self) -> SpinGuard<'_> {
+    pub fn guard(&self) -> Guard<'_, SpinLock> {
         self.lock();
-        SpinGuard(self)
+        Guard(self)
+    }
+}
+
+impl Unlock for SpinLock {
+    #[inline]
+    fn unlock(&self) {
+        SpinLock::unlock(self);
     }
 }
 
 impl Default for SpinLock {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-/// Releases its `SpinLock` when dropped.
-pub struct SpinGuard<'a>(&'a SpinLock);
-
-impl Drop for SpinGuard<'_> {
-    #[inline]
-    fn drop(&mut self) {
-        self.0.unlock();
     }
 }
