@@ -51,6 +51,15 @@ if [[ $build == 1 ]]; then
         (cd "$HERE" && cargo build --release --quiet "${features[@]}" --target-dir "$ROOT/target/rust-bench/build") </dev/null
         cp "$ROOT/target/rust-bench/build/release/memalloc-rust-bench" "$OUT/bench-$a"
     done
+    git -C "$ROOT" rev-parse --short HEAD >"$OUT/commit" 2>/dev/null || echo unknown >"$OUT/commit"
+fi
+# The report names the commit the binaries were built at (memalloc is linked
+# into bench-memalloc), which --no-build may leave behind HEAD.
+head=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+built=$(cat "$OUT/commit" 2>/dev/null || echo "unknown (built before run.sh recorded it)")
+if [[ $built != "$head" ]]; then
+    echo "run.sh: warning: the binaries in $OUT were built at $built, not at HEAD ($head): run without --no-build" >&2
+    built="$built (binaries; HEAD $head)"
 fi
 
 args=()
@@ -60,5 +69,5 @@ if [[ $callgrind == 1 ]]; then
     args+=(--callgrind)
 fi
 exec python3 "$HERE/report.py" --reps "$reps" --scale "$scale" \
-    --commit "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+    --commit "$built" \
     --md "$ROOT/results/rust.md" --csv "$ROOT/results/rust.csv" "${args[@]}"
