@@ -242,16 +242,25 @@ fi
 # at 16k (a plain write of the mark, 3 runs of 3 aborted on "heap
 # corruption").
 gcc -O2 -pthread -o "$out/threads32" "$root/bench/threads32.c" || exit 2
-rc32=""
-for r in 1 2 3; do
-    (cd "$out" && MEMALLOC_PROF=1 MEMALLOC_PROF_RATE=16k MEMALLOC_PROF_OUT="$out/p.t32" LD_PRELOAD="$lib" \
-        timeout 120 ./threads32 32 3e5 >/dev/null 2>"$out/t32.err")
-    rc32="$rc32 $?"
-done
-if [[ "$rc32" == " 0 0 0" ]]; then
+# thrice ERR ENV... -- CMD...: runs CMD three times in $out under the
+# profiler and ENV, its stderr into ERR; sets rcs to the three exit statuses
+# (" 0 0 0": all passed) and last to the last run's stdout.
+thrice() {
+    local err=$1 envs=()
+    shift
+    while [[ $1 != -- ]]; do envs+=("$1"); shift; done
+    shift
+    rcs="" last=""
+    for _ in 1 2 3; do
+        last=$(cd "$out" && env MEMALLOC_PROF=1 "${envs[@]}" LD_PRELOAD="$lib" timeout 120 "$@" 2>"$err")
+        rcs="$rcs $?"
+    done
+}
+thrice "$out/t32.err" MEMALLOC_PROF_RATE=16k MEMALLOC_PROF_OUT="$out/p.t32" -- ./threads32 32 3e5
+if [[ "$rcs" == " 0 0 0" ]]; then
     ok "32 threads of sampled small blocks: no heap corruption (3 runs)"
 else
-    bad "32 threads of sampled small blocks: exit statuses$rc32: $(grep -m1 memalloc: "$out/t32.err")"
+    bad "32 threads of sampled small blocks: exit statuses$rcs: $(grep -m1 memalloc: "$out/t32.err")"
 fi
 rm -f "$out"/p.t32.*
 
@@ -264,16 +273,12 @@ rm -f "$out"/p.t32.*
 # aborted on "heap corruption" (the lost write a PREV_FREE).
 gcc -O2 -g -rdynamic -pthread -Wall -Wextra -I "$root/include" -o "$out/prof_flags" "$here/prof_flags.c" \
     -L "$root/target/release" -lmemalloc -Wl,-rpath,"$root/target/release" || exit 2
-rcf="" outf=""
-for r in 1 2 3; do
-    outf=$(cd "$out" && MEMALLOC_PROF=1 MEMALLOC_PROF_RATE=4k MEMALLOC_MEDIUM_CACHE=0 MEMALLOC_PROF_OUT="$out/p.flags" \
-        LD_PRELOAD="$lib" timeout 120 ./prof_flags 4 300000 16 2>"$out/flags.err")
-    rcf="$rcf $?"
-done
-if [[ "$rcf" == " 0 0 0" ]]; then
-    ok "heap flags and the mark written at once by 4 threads: no lost write (3 runs; last: $outf)"
+thrice "$out/flags.err" MEMALLOC_PROF_RATE=4k MEMALLOC_MEDIUM_CACHE=0 MEMALLOC_PROF_OUT="$out/p.flags" -- \
+    ./prof_flags 4 300000 16
+if [[ "$rcs" == " 0 0 0" ]]; then
+    ok "heap flags and the mark written at once by 4 threads: no lost write (3 runs; last: $last)"
 else
-    bad "heap flags and the mark written at once: exit statuses$rcf ($outf): $(grep -m1 memalloc: "$out/flags.err")"
+    bad "heap flags and the mark written at once: exit statuses$rcs ($last): $(grep -m1 memalloc: "$out/flags.err")"
 fi
 rm -f "$out"/p.flags.*
 
