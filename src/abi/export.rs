@@ -511,6 +511,42 @@ unsafe fn debug_free_sized(p: *mut u8, size: usize, align: usize) {
     dealloc(p)
 }
 
+/// free_sized and free_aligned_sized: `dealloc`, with debug mode's check
+/// (`debug_free_sized`) off the zones' path. A zone block is freed as
+/// `free` frees it in debug mode too (`debug_free_sized` checks heap chunks
+/// and large blocks only: a zone block records no requested size), so the
+/// zone-map entry is read first and the debug flag only for a pointer that
+/// is no zone's: a sized delete of a small object is `free`'s path, without
+/// the flag's load and test (`bench/cxx_stl uptr`: 3 instructions a delete).
+///
+/// # Safety
+/// As [`dealloc`].
+#[inline(always)]
+unsafe fn dealloc_checking_size(p: *mut u8, size: usize, align: usize) {
+    // (As `dealloc`: the entry of the granule of `p - HDR`.)
+    let info = zonemap::entry(from_user(p) as *const u8);
+    if !info.is_null() {
+        let bits = (*info).bits();
+        if bits & zonemap::ZONE_BIT != 0 {
+            if cache::free_own(info, p) {
+                return;
+            }
+            return dealloc_other_zone(p, info);
+        }
+        if config::debug_ready() {
+            return debug_free_sized(p, size, align);
+        }
+        if bits == 0 {
+            return dealloc_chunk_slow(p, false);
+        }
+        return dealloc_chunk(p);
+    }
+    if config::debug_ready() {
+        return debug_free_sized(p, size, align);
+    }
+    dealloc_chunk_slow(p, false)
+}
+
 #[cold]
 unsafe fn check_sized(p: *mut u8, size: usize, align: usize) {
     let c = chunk_of(p);
@@ -1001,20 +1037,14 @@ export!(
     /// it; otherwise we free as free does (the size saves no work there:
     /// docs/cxx.md).
     fn free_sized(p: *mut c_void, size: usize) {
-        if config::debug_ready() {
-            return debug_free_sized(p as *mut u8, size, 1);
-        }
-        dealloc(p as *mut u8)
+        dealloc_checking_size(p as *mut u8, size, 1)
     }
 );
 export!(
     /// C23 free_aligned_sized (and C++'s sized aligned delete): debug mode
     /// also checks that the block is aligned to `align`.
     fn free_aligned_sized(p: *mut c_void, align: usize, size: usize) {
-        if config::debug_ready() {
-            return debug_free_sized(p as *mut u8, size, align);
-        }
-        dealloc(p as *mut u8)
+        dealloc_checking_size(p as *mut u8, size, align)
     }
 );
 export!(
