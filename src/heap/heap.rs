@@ -398,8 +398,23 @@ fn purge_sparse_slow() {
         h.released += gone;
     });
     SPARSE_PURGED.fetch_add(gone, Ordering::Relaxed);
-    // What the pass left is the base the next checks measure from.
-    SPARSE_BASE.store(os::resident_bytes().unwrap_or(0), Ordering::Relaxed);
+    // The base the next checks measure from: what the pass left. But while
+    // big blocks are cut to their requests (the program writes their ends,
+    // see `Heap::alloc_big`), their pages seldom serve again at the same
+    // offsets, so a discard costs few faults: then a pass that left the
+    // resident set above the base it started from (its pages were in
+    // chunks it did not visit) leaves the base where it was, so that the
+    // next check makes another pass, from the next chunks. Raised to what
+    // each pass left, the base ratcheted up by the slack at every pass that
+    // could not catch up (bench/grid's bulk and cross 1-64 MiB at 8-16
+    // threads, whose free space is split into many chunks: 17-28 MB of
+    // peak RSS, glibc 22-23; 12-17 so). A program whose blocks recur on the
+    // lattice reuses the pages a pass would discard (c_tests/bigreuse.c:
+    // 1.6k faults, 7.8k with the base held).
+    let left = os::resident_bytes().unwrap_or(0);
+    let base = SPARSE_BASE.load(Ordering::Relaxed);
+    let hold = base != 0 && ENDS.load(Ordering::Relaxed) >= ENDS_MIN;
+    SPARSE_BASE.store(if hold { left.min(base) } else { left }, Ordering::Relaxed);
 }
 
 /// The whole pages of free chunk `c` of `s` bytes past its links and stamp.
