@@ -32,14 +32,14 @@
  *    with 63 threads queued on it). Checked: fewer than one system call
  *    per 4 blocks over the last 30 rounds.
  * 4. Page faults (bench/grid's `bulk` and `cross` cells at 4-16 threads): the
- *    same rounds with 4 threads, 100 of them. A block cut from a bigger free
+ *    same rounds with 16 threads, 100 of them. A block cut from a bigger free
  *    chunk at its size class ended up to an eighth before the next header,
  *    so writing its last byte faulted in a page of its own besides the page
  *    of the header cut past it: 2.2 faults a block (glibc 1.1). Now, once
  *    the heap saw that the program writes the ends of its big blocks (a
  *    sample of them, `Heap::alloc_big`), a block is cut to its request and
  *    ends in the page of that header.
- *    Checked: under 1.25 minor faults a block over the last 80 rounds (1.4-1.8
+ *    Checked: under 1.25 minor faults a block over the last 80 rounds (1.6-1.7
  *    before).
  *
  * memalloc only (these are memalloc's policies and counters).
@@ -212,10 +212,10 @@ static void threaded_rounds(void)
     CHECKF(calls * 4 < blocks, "%zu system calls for %zu blocks", calls, blocks);
 }
 
-/* part 4: page faults a block in rounds of 4 threads */
+/* part 4: page faults a block in rounds of 16 threads */
 static void fault_rounds(void)
 {
-    enum { T = 4 };
+    enum { T = 16 };
     pthread_t th[T];
     g_threads = T, g_rounds = 100, g_warm = 20;
     CHECK(pthread_barrier_init(&g_round, NULL, T) == 0);
