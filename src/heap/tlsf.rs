@@ -357,11 +357,15 @@ impl Tlsf {
     /// Allocates a chunk for a big request of `csize` bytes whose size class
     /// is `class` (`heap::big_size`, `csize` or more), searched for at
     /// `class`. A free chunk of about the block's size is taken whole (a
-    /// freed block reused at its address): with `lattice`, one of `class`
-    /// bytes; else one less than an eighth of `class` bigger than `csize`.
+    /// freed block reused at its address): one of `class` bytes, or, if the
+    /// program writes the ends of its blocks (`ends`), one less than an
+    /// eighth of `class` bigger than `csize`.
     /// A bigger one is cut as `alloc_keeping` cuts (at its back; at its
-    /// front at the top of a region): `class` bytes with `lattice`, else
-    /// `csize` (see `Heap::alloc_big`, which chooses). At
+    /// front at the top of a region): `class` bytes or
+    /// `csize`: `lattice(a)` chooses, `a` being the address of the header
+    /// that the cut on the lattice writes where the program may never write
+    /// (the block's, cut at the back; the rest's, at the front); it is not
+    /// called when the chunk is taken whole (see `Heap::alloc_big`). At
     /// `class`, blocks lie on a lattice of class sizes from the chunks'
     /// ends, whose header pages recur (resident) when a program's sizes
     /// repeat. At `csize`, the block ends where its request ends, and the
@@ -370,7 +374,13 @@ impl Tlsf {
     ///
     /// # Safety
     /// As [`alloc`](Self::alloc).
-    pub unsafe fn alloc_big(&mut self, csize: usize, class: usize, lattice: bool) -> *mut Chunk {
+    pub unsafe fn alloc_big(
+        &mut self,
+        csize: usize,
+        class: usize,
+        ends: bool,
+        lattice: impl FnOnce(usize) -> bool,
+    ) -> *mut Chunk {
         debug_assert!(class >= csize);
         let c = self.take(class);
         if c.is_null() {
@@ -378,7 +388,7 @@ impl Tlsf {
         }
         let total = size(c);
         let n = next(c);
-        let whole = if lattice {
+        let whole = if !ends {
             class + MIN_CHUNK
         } else {
             csize + (class >> 3).max(MIN_CHUNK)
@@ -388,7 +398,12 @@ impl Tlsf {
             clear_flags(n, PREV_FREE);
             return c;
         }
-        let bs = if lattice && total >= class + MIN_CHUNK {
+        let on = if is_sentinel(n) {
+            c as usize + class
+        } else {
+            c as usize + total - class
+        };
+        let bs = if total >= class + MIN_CHUNK && lattice(on) {
             class
         } else {
             csize
@@ -1283,7 +1298,7 @@ mod tests {
                     let cs = request_to_size(n).unwrap();
                     let cl = class(cs);
                     let on = step % 2000 < 1000;
-                    let c = a.tlsf.alloc_big(cs, cl, on);
+                    let c = a.tlsf.alloc_big(cs, cl, !on, |_| on);
                     if c.is_null() {
                         continue;
                     }
@@ -1337,7 +1352,7 @@ mod tests {
             let fence = a.tlsf.alloc(64);
             a.tlsf.free(hole);
             let (cs, cl) = (600_016, 640 << 10);
-            let b = a.tlsf.alloc_big(cs, cl, false);
+            let b = a.tlsf.alloc_big(cs, cl, true, |_| false);
             assert_eq!(size(b), cs);
             assert_eq!(
                 b as usize + cs,
@@ -1345,7 +1360,7 @@ mod tests {
                 "cut at the back, ending at the fence"
             );
             a.tlsf.free(b);
-            let b = a.tlsf.alloc_big(cs, cl, true);
+            let b = a.tlsf.alloc_big(cs, cl, false, |_| true);
             assert_eq!(size(b), cl);
             assert_eq!(b as usize + cl, fence as usize);
             a.tlsf.free(b);
@@ -1354,10 +1369,10 @@ mod tests {
             let h2 = a.tlsf.alloc(cl + 4096);
             a.tlsf.alloc(64);
             a.tlsf.free(h2);
-            assert_eq!(a.tlsf.alloc_big(cs, cl, false), h2);
+            assert_eq!(a.tlsf.alloc_big(cs, cl, true, |_| false), h2);
             assert_eq!(size(h2), cl + 4096);
             // at the top of the region: cut at the front, the rest right past it
-            let top = a.tlsf.alloc_big(cs, cl, false);
+            let top = a.tlsf.alloc_big(cs, cl, true, |_| false);
             assert_eq!(size(top), cs);
             assert!(is_free(next(top)) && is_sentinel(next(next(top))));
             a.check();
