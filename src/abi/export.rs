@@ -68,10 +68,11 @@ fn alloc_medium(n: usize) -> *mut u8 {
         mcache::alloc(n)
     } else {
         crate::events::MEDIUM_ALLOCS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-        // Rounded to a class, so that a freed block is reused whole, at
-        // its address (`heap::big_size`).
-        let csize = crate::heap::big_size(csize);
-        HEAP.with(|h| h.alloc(csize))
+        // Searched for at its class, so that a freed block is reused whole,
+        // at its address (`heap::big_size`); cut to its size from a bigger
+        // free chunk (`Tlsf::alloc_big`).
+        let class = crate::heap::big_size(csize);
+        HEAP.with(|h| h.alloc_big(csize, class))
     };
     if c.is_null() {
         return enomem();

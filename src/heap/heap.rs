@@ -223,8 +223,115 @@ pub static SPARSE_PURGED: core::sync::atomic::AtomicUsize = core::sync::atomic::
 /// faster than the coarse clock ticks).
 const SPARSE_FREES: usize = 256;
 
+/// Whether the program writes the ends of its big blocks: about 256 times
+/// the share of the watched blocks whose request's last page was resident
+/// when they were freed (an exponential average over about 16; see
+/// `Heap::alloc_big`, `check_end`). Racy updates lose a sample at worst.
+static ENDS: AtomicUsize = AtomicUsize::new(0);
+/// Ends are written while `ENDS` is at least this (half of those watched).
+const ENDS_MIN: usize = 128;
+/// One big block in this many is watched (if its request ends in a page of
+/// its own): one `mincore` when it is freed, outside the heap's lock.
+const ENDS_SAMPLE: usize = 16;
+/// While ends are written, one big cut in this many is made on the lattice
+/// all the same: blocks cut to their request end in the page of the next
+/// header, so only such blocks (and those taken whole) tell whether the
+/// program still writes its ends.
+const ENDS_PROBE: usize = 16;
+/// The header pages big cuts wrote lately (direct-mapped by a hash of the
+/// page number), and how often the lattice's header page was among them
+/// (see `Heap::alloc_big`). Cost: a multiply, two loads and a store a big
+/// cut, under the heap's lock; 8 KiB of the heap's state.
+struct CutMemo {
+    pages: [usize; MEMO_PAGES],
+}
+
+const MEMO_PAGES: usize = 1024;
+const _: () = assert!(MEMO_PAGES.is_power_of_two());
+
+/// About 256 times the share of big cuts lately (an exponential average
+/// over about 32) whose header page on the lattice was known (`CutMemo`).
+/// Written under the heap's lock, read by `purge_sparse` without it.
+static RECUR: AtomicUsize = AtomicUsize::new(256);
+/// The lattice's pages recur while `RECUR` is at least this (half of them
+/// known: bench/grid's 1-64 MiB cells measured on the lattice, *short*
+/// 97-99%, *long* at 16 threads 77%, `mthreads ... s` 89%; *bulk* and
+/// *cross* at 4-16 threads 8-43%).
+const RECUR_MIN: usize = 128;
+
+impl CutMemo {
+    const fn new() -> Self {
+        CutMemo {
+            pages: [0; MEMO_PAGES],
+        }
+    }
+
+    #[inline]
+    fn slot(addr: usize) -> (usize, usize) {
+        let page = addr / os::PAGE;
+        let bits = MEMO_PAGES.trailing_zeros();
+        (
+            page.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (usize::BITS - bits),
+            page,
+        )
+    }
+
+    /// Notes a header written at `addr`.
+    #[inline]
+    fn note(&mut self, addr: usize) {
+        let (i, p) = Self::slot(addr);
+        self.pages[i] = p;
+    }
+
+    /// Is the page of `addr` (the header a cut on the lattice would write)
+    /// known, or have such pages been known lately (`RECUR`)? Counts it.
+    #[inline]
+    fn recurs(&mut self, addr: usize) -> bool {
+        let (i, p) = Self::slot(addr);
+        let known = self.pages[i] == p;
+        let r = RECUR.load(Ordering::Relaxed);
+        let r = r - r / 32 + if known { 8 } else { 0 };
+        RECUR.store(r, Ordering::Relaxed);
+        known || r >= RECUR_MIN
+    }
+}
+
+/// Are big blocks cut to their requests now (see `Heap::alloc_big`)?
+#[inline]
+fn cut_to_request() -> bool {
+    ENDS.load(Ordering::Relaxed) >= ENDS_MIN && RECUR.load(Ordering::Relaxed) < RECUR_MIN
+}
+
+/// Blocks watched at once.
+const WATCH: usize = 4;
+/// The address of the end of a watched block just freed (0: none), for
+/// `check_end`.
+static END_CHECK: AtomicUsize = AtomicUsize::new(0);
+
+/// Looks whether the page of a watched block's end (see `END_CHECK`) is
+/// resident, and updates `ENDS`. Without the heap's lock: the page may have
+/// been reused or purged meanwhile, which only blurs a sample.
+#[cold]
+fn check_end() {
+    let a = END_CHECK.swap(0, Ordering::Relaxed);
+    if a == 0 {
+        return;
+    }
+    let mut v = [0u8; 1];
+    // SAFETY: a read-only query of a page of our heap (the break's or a
+    // heap region's); an error (the range given back meanwhile) says no.
+    let resident =
+        unsafe { os::resident((a & !(os::PAGE - 1)) as *const u8, 1, &mut v) } && v[0] & 1 != 0;
+    let e = ENDS.load(Ordering::Relaxed);
+    ENDS.store(
+        e - e / 16 + if resident { 16 } else { 0 },
+        Ordering::Relaxed,
+    );
+}
+
 /// The sparse purge, if due: call it after a heap free, without the heap's
-/// lock. One relaxed load when not due.
+/// lock; then the check of a watched big block's end, if one is due
+/// (`check_end`). Two relaxed loads when neither is due.
 ///
 /// Big blocks that a program writes only in part (a header, a few fields,
 /// the end) leave a few resident pages each in the free space; the next
@@ -254,6 +361,9 @@ const SPARSE_FREES: usize = 256;
 pub fn purge_sparse() {
     if SPARSE_DUE.load(Ordering::Relaxed) {
         purge_sparse_slow();
+    }
+    if END_CHECK.load(Ordering::Relaxed) != 0 {
+        check_end();
     }
 }
 
@@ -352,8 +462,23 @@ fn purge_sparse_slow() {
         h.released += gone;
     });
     SPARSE_PURGED.fetch_add(gone, Ordering::Relaxed);
-    // What the pass left is the base the next checks measure from.
-    SPARSE_BASE.store(os::resident_bytes().unwrap_or(0), Ordering::Relaxed);
+    // The base the next checks measure from: what the pass left. But while
+    // big blocks are cut to their requests (the program writes their ends,
+    // and the lattice's pages seldom recur, see `Heap::alloc_big`), their
+    // pages seldom serve again, so a discard costs few faults: then a pass that left the
+    // resident set above the base it started from (its pages were in
+    // chunks it did not visit) leaves the base where it was, so that the
+    // next check makes another pass, from the next chunks. Raised to what
+    // each pass left, the base ratcheted up by the slack at every pass that
+    // could not catch up (bench/grid's bulk and cross 1-64 MiB at 8-16
+    // threads, whose free space is split into many chunks: 17-28 MB of
+    // peak RSS, glibc 22-23; 12-17 so). A program whose blocks recur on the
+    // lattice reuses the pages a pass would discard (c_tests/bigreuse.c:
+    // 1.6k faults, 7.8k with the base held).
+    let left = os::resident_bytes().unwrap_or(0);
+    let base = SPARSE_BASE.load(Ordering::Relaxed);
+    let hold = base != 0 && cut_to_request();
+    SPARSE_BASE.store(if hold { left.min(base) } else { left }, Ordering::Relaxed);
 }
 
 /// The whole pages of free chunk `c` of `s` bytes past its links and stamp.
@@ -489,6 +614,13 @@ pub struct Heap {
     reserves: *mut Chunk,
     /// A reserve is being taken: a growth of the break takes the step.
     for_reserve: bool,
+    /// Big blocks allocated (see `alloc_big`).
+    big_allocs: usize,
+    /// Big blocks whose ends `check_end` looks at when they are freed:
+    /// (chunk, the address of the request's last bytes); 0: none.
+    watch: [(usize, usize); WATCH],
+    /// The header pages big cuts wrote lately.
+    memo: CutMemo,
 }
 
 /// Acquisitions of the heap's lock that found it held (also counted in
@@ -561,6 +693,9 @@ pub static HEAP: GlobalHeap = GlobalHeap {
         last_cycle: 0,
         reserves: null_mut(),
         for_reserve: false,
+        big_allocs: 0,
+        watch: [(0, 0); WATCH],
+        memo: CutMemo::new(),
     }),
 };
 
@@ -607,6 +742,64 @@ impl Heap {
         }
     }
 
+    /// Allocates a chunk for a big request of `csize` bytes whose size class
+    /// is `class` (`big_size(csize)`): a free chunk of about `class` whole,
+    /// or `class` or `csize` bytes cut from a bigger one (`Tlsf::alloc_big`).
+    /// Null when memory is exhausted.
+    ///
+    /// Cut at `class`, blocks lie on a lattice of class sizes from the free
+    /// chunks' ends, where a program whose sizes repeat finds the header
+    /// pages of the blocks before resident (`bench/mthreads 8 4e5 16 256k
+    /// 64M s`, only the first bytes written: 89% of the cuts' header pages
+    /// had been written before; 5.5-6k page faults in 98k big mallocs; cut
+    /// at `csize`, 52k). But a block cut at `class` ends up to an eighth
+    /// before the header past it, and a program that writes the end of its
+    /// block faults in a page there besides the header's page (`bench/grid`
+    /// 1-64 MiB, first and last bytes written: 2.2 faults a block at 4-16
+    /// threads, 1.1 for glibc, whose chunks end with their requests; cut at
+    /// `csize`: 1.1). So a cut is made at `csize` only while the program
+    /// writes the ends of its big blocks (`ENDS`) and the lattice's header
+    /// pages seldom recur (`RECUR`: the header page of the cut on the
+    /// lattice is not among those big cuts wrote lately, in `memo`); but one
+    /// cut in `ENDS_PROBE` is made on the lattice all the same. Where the
+    /// pages recur, the ends do too: `grid 16 4e4 1M 64M short 4` (each
+    /// block freed at once), 97% of the lattice's header pages known, 24k
+    /// faults for 40k blocks on it, 30k at `csize`.
+    pub fn alloc_big(&mut self, csize: usize, class: usize) -> *mut Chunk {
+        self.big_allocs += 1;
+        let ends = ENDS.load(Ordering::Relaxed) >= ENDS_MIN;
+        let probe = self.big_allocs.is_multiple_of(ENDS_PROBE);
+        // SAFETY: as alloc.
+        unsafe {
+            let mut c = self.tlsf.alloc_big(csize, class, ends, |a| {
+                self.memo.recurs(a) || !ends || probe
+            });
+            if c.is_null() && self.grow_for(class, 0) {
+                c = self.tlsf.alloc_big(csize, class, ends, |a| {
+                    self.memo.recurs(a) || !ends || probe
+                });
+            }
+            if c.is_null() {
+                return c;
+            }
+            self.account_alloc(size(c));
+            // the headers the cut wrote (the block's; the rest's past it)
+            self.memo.note(c as usize);
+            self.memo.note(c as usize + size(c));
+            // Watch one block in ENDS_SAMPLE whose request ends in a page
+            // of its own (not its header's, not the next header's).
+            let end = c as usize + csize - 1;
+            let page = |a: usize| a / os::PAGE;
+            if self.big_allocs.is_multiple_of(ENDS_SAMPLE)
+                && page(end) != page(c as usize)
+                && page(end) != page(c as usize + size(c))
+            {
+                self.watch[self.big_allocs / ENDS_SAMPLE % WATCH] = (c as usize, end);
+            }
+            c
+        }
+    }
+
     /// Allocates a chunk of `csize` bytes whose user pointer is aligned to
     /// `align` (> 16).
     pub fn alloc_aligned(&mut self, csize: usize, align: usize) -> *mut Chunk {
@@ -637,16 +830,7 @@ impl Heap {
 
     #[cold]
     unsafe fn alloc_slow(&mut self, csize: usize, align: usize, at: usize) -> *mut Chunk {
-        // Grow by what a search is sure to find (TLSF rounds requests up).
-        let need = crate::tlsf::search_size(if align == 0 {
-            csize
-        } else {
-            csize + align + MIN_CHUNK
-        });
-        // Out of memory while freed large mappings are kept for reuse (a
-        // new_handler has just freed its reserve): unmap them, try again.
-        // (HEAP before the large-block lock: the fork handlers' order.)
-        if self.grow(need) || (relieve() && self.grow(need)) {
+        if self.grow_for(csize, align) {
             let c = if align == 0 {
                 self.tlsf.alloc_keeping(csize)
             } else {
@@ -657,6 +841,22 @@ impl Heap {
             }
         }
         null_mut()
+    }
+
+    /// Grows the heap so that a search for `csize` bytes aligned to `align`
+    /// (0: 16) finds a chunk; whether it did.
+    #[cold]
+    unsafe fn grow_for(&mut self, csize: usize, align: usize) -> bool {
+        // Grow by what a search is sure to find (TLSF rounds requests up).
+        let need = crate::tlsf::search_size(if align == 0 {
+            csize
+        } else {
+            csize + align + MIN_CHUNK
+        });
+        // Out of memory while freed large mappings are kept for reuse (a
+        // new_handler has just freed its reserve): unmap them, try again.
+        // (HEAP before the large-block lock: the fork handlers' order.)
+        self.grow(need) || (relieve() && self.grow(need))
     }
 
     /// Adds at least `need` bytes of free space (one chunk that can hold it).
@@ -847,11 +1047,24 @@ impl Heap {
             if s >= SPARSE_MIN {
                 self.last_big = f;
                 self.note_big_free();
+                self.unwatch(c as usize);
             }
             self.dirty += s;
             if self.dirty >= PURGE_STEP {
                 self.maybe_purge();
                 self.publish_purge();
+            }
+        }
+    }
+
+    /// If big chunk `c`, being freed, is watched (see `alloc_big`): leaves
+    /// the address of its request's end for `check_end`.
+    #[inline]
+    fn unwatch(&mut self, c: usize) {
+        for w in self.watch.iter_mut() {
+            if w.0 == c {
+                END_CHECK.store(w.1, Ordering::Relaxed);
+                *w = (0, 0);
             }
         }
     }

@@ -354,6 +354,82 @@ impl Tlsf {
         self.alloc_with(csize, true)
     }
 
+    /// Allocates a chunk for a big request of `csize` bytes whose size class
+    /// is `class` (`heap::big_size`, `csize` or more), searched for at
+    /// `class`. A free chunk of about the block's size is taken whole (a
+    /// freed block reused at its address): one of `class` bytes, or, if the
+    /// program writes the ends of its blocks (`ends`), one less than an
+    /// eighth of `class` bigger than `csize`.
+    /// A bigger one is cut as `alloc_keeping` cuts (at its back; at its
+    /// front at the top of a region): `class` bytes or
+    /// `csize`: `lattice(a)` chooses, `a` being the address of the header
+    /// that the cut on the lattice writes where the program may never write
+    /// (the block's, cut at the back; the rest's, at the front); it is not
+    /// called when the chunk is taken whole (see `Heap::alloc_big`). At
+    /// `class`, blocks lie on a lattice of class sizes from the chunks'
+    /// ends, whose header pages recur (resident) when a program's sizes
+    /// repeat. At `csize`, the block ends where its request ends, and the
+    /// header past it (the next chunk's, in use, or the rest's) shares the
+    /// page of its last bytes.
+    ///
+    /// # Safety
+    /// As [`alloc`](Self::alloc).
+    pub unsafe fn alloc_big(
+        &mut self,
+        csize: usize,
+        class: usize,
+        ends: bool,
+        lattice: impl FnOnce(usize) -> bool,
+    ) -> *mut Chunk {
+        debug_assert!(class >= csize);
+        let c = self.take(class);
+        if c.is_null() {
+            return c;
+        }
+        let total = size(c);
+        let n = next(c);
+        let whole = if !ends {
+            class + MIN_CHUNK
+        } else {
+            csize + (class >> 3).max(MIN_CHUNK)
+        };
+        if total < whole {
+            set_head(c, total | MARK);
+            clear_flags(n, PREV_FREE);
+            return c;
+        }
+        let on = if is_sentinel(n) {
+            c as usize + class
+        } else {
+            c as usize + total - class
+        };
+        let bs = if total >= class + MIN_CHUNK && lattice(on) {
+            class
+        } else {
+            csize
+        };
+        let rs = total - bs;
+        if !is_sentinel(n) {
+            // the rest stays at c, the block takes the back
+            let st = self.back_stamp(c, rs);
+            set_head(c, rs | MARK | FREE);
+            let b = (c as *mut u8).add(rs) as *mut Chunk;
+            (*b).prev_size = rs;
+            set_head(b, bs | MARK | PREV_FREE);
+            clear_flags(n, PREV_FREE);
+            self.insert_stamped(c, st);
+            return b;
+        }
+        let st = self.cut_stamp(c, bs);
+        set_head(c, bs | MARK);
+        let rest = (c as *mut u8).add(bs) as *mut Chunk;
+        set_head(rest, rs | MARK | FREE);
+        // The successor keeps PREV_FREE; its footer moves.
+        (*n).prev_size = rs;
+        self.insert_stamped(rest, st);
+        c
+    }
+
     /// Takes a chunk of `csize` bytes from the free lists. The heap's
     /// (`keep`) splits a free chunk at its back: the rest keeps the free
     /// chunk's header, in a page that is resident, and the block's header
@@ -1195,6 +1271,112 @@ mod tests {
             moved > 100,
             "only {moved} of {splits} blocks were cut from a hole's back"
         );
+    }
+
+    /// Big cuts (`alloc_big`), randomised, on and off the lattice: the
+    /// index stays consistent, every block keeps its ends, a block is its
+    /// class's size on the lattice, else (cut) its request's, and a free
+    /// chunk of about its size is taken whole.
+    #[test]
+    fn randomised_big_cuts_on_and_off_the_lattice() {
+        // a size class as `heap::big_size` makes one: 8 per power of two
+        let class = |cs: usize| {
+            let msb = usize::BITS - 1 - cs.leading_zeros();
+            let step = (1usize << (msb - 3)).max(PAGE);
+            (cs + step - 1) & !(step - 1)
+        };
+        let a = &mut Arena::new(32 << 20);
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let mut live: Vec<(*mut u8, usize, u8)> = vec![];
+        let (mut exact, mut lattice) = (0, 0);
+        for step in 0..6000u32 {
+            // SAFETY: the test buffer outlives the index, and every chunk
+            // used came from it.
+            unsafe {
+                if live.len() < 24 && (rng.below(10) < 6 || live.is_empty()) {
+                    let n = 64 * 1024 + rng.below(900 * 1024) as usize;
+                    let cs = request_to_size(n).unwrap();
+                    let cl = class(cs);
+                    let on = step % 2000 < 1000;
+                    let c = a.tlsf.alloc_big(cs, cl, !on, |_| on);
+                    if c.is_null() {
+                        continue;
+                    }
+                    assert!(usable(c) >= n);
+                    let s = size(c);
+                    if s == cs && cs != cl {
+                        assert!(!on, "cut off the lattice at step {step}");
+                        exact += 1;
+                    } else if s == cl && cs != cl {
+                        lattice += 1;
+                    } else {
+                        assert!(s < cl + (cl >> 3).max(MIN_CHUNK), "step {step}");
+                    }
+                    let p = to_user(c);
+                    let fill = step as u8;
+                    *p = fill;
+                    *p.add(n - 1) = fill;
+                    live.push((p, n, fill));
+                } else {
+                    // the oldest first (as a queue between threads)
+                    let (p, n, fill) = live.remove(0);
+                    assert!(*p == fill && *p.add(n - 1) == fill, "step {step}");
+                    a.tlsf.free(from_user(p));
+                }
+            }
+            a.check();
+        }
+        for (p, _, _) in live.drain(..) {
+            // SAFETY: as above.
+            unsafe { a.tlsf.free(from_user(p)) };
+        }
+        assert_eq!(a.check().free_chunks, 1);
+        assert!(
+            exact > 200 && lattice > 200,
+            "{exact} exact, {lattice} on the lattice"
+        );
+    }
+
+    /// Where a big cut puts its block: on the lattice, its class's size from
+    /// the chunk's end; off it, ending with its request (at the back of a
+    /// chunk: against the next header; at the top: the rest's header right
+    /// past it).
+    #[test]
+    fn a_big_cut_ends_with_its_request_off_the_lattice() {
+        let a = &mut Arena::new(8 << 20);
+        // SAFETY: the test buffer outlives the index, and every chunk used
+        // came from it.
+        unsafe {
+            // a hole of 1 MiB between two blocks
+            let hole = a.tlsf.alloc(1 << 20);
+            let fence = a.tlsf.alloc(64);
+            a.tlsf.free(hole);
+            let (cs, cl) = (600_016, 640 << 10);
+            let b = a.tlsf.alloc_big(cs, cl, true, |_| false);
+            assert_eq!(size(b), cs);
+            assert_eq!(
+                b as usize + cs,
+                fence as usize,
+                "cut at the back, ending at the fence"
+            );
+            a.tlsf.free(b);
+            let b = a.tlsf.alloc_big(cs, cl, false, |_| true);
+            assert_eq!(size(b), cl);
+            assert_eq!(b as usize + cl, fence as usize);
+            a.tlsf.free(b);
+            a.tlsf.alloc(1 << 20); // fill the hole
+                                   // a chunk of about the request's size is taken whole
+            let h2 = a.tlsf.alloc(cl + 4096);
+            a.tlsf.alloc(64);
+            a.tlsf.free(h2);
+            assert_eq!(a.tlsf.alloc_big(cs, cl, true, |_| false), h2);
+            assert_eq!(size(h2), cl + 4096);
+            // at the top of the region: cut at the front, the rest right past it
+            let top = a.tlsf.alloc_big(cs, cl, true, |_| false);
+            assert_eq!(size(top), cs);
+            assert!(is_free(next(top)) && is_sentinel(next(next(top))));
+            a.check();
+        }
     }
 
     #[test]
