@@ -373,8 +373,9 @@ pub struct MCache {
     /// `mark_key()`, read once (0 in the static caches, which hold nothing):
     /// the fast paths' mark, one load from this line.
     mkey: usize,
-    /// `chunk::TAG_MUL`, here so that free's tag test multiplies by it
-    /// from memory (`imul`), not from a 64-bit immediate moved first.
+    /// `guard::tag_mul()`, read once (the fallback in the static caches,
+    /// whose frees the cap test sends to `free` whatever the tag says), so
+    /// that free's tag test multiplies by it from this line (`imul`).
     pub tag_mul: usize,
     /// `HEAD_MASK`, for free's fast path (an `and` from memory).
     head_mask: usize,
@@ -458,7 +459,7 @@ impl MCache {
             tick: 0,
             state,
             mkey: 0,
-            tag_mul: crate::chunk::TAG_MUL,
+            tag_mul: crate::guard::TAG_MUL_FALLBACK,
             head_mask: HEAD_MASK,
             own: Lock::new(),
             act: AtomicUsize::new(0),
@@ -2261,6 +2262,7 @@ unsafe fn init_cache() -> *mut MCache {
     t.write(MCache::new(LIVE));
     (*t).pend = addr_of_mut!((*t).sink);
     (*t).mkey = mark_key();
+    (*t).tag_mul = crate::guard::tag_mul();
     (*t).home = NEXT_HOME.fetch_add(1, Ordering::Relaxed) % SHARDS;
     THREADS.fetch_add(1, Ordering::Relaxed);
     (*t).cap = thread_cap();
