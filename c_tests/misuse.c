@@ -310,6 +310,22 @@ static void underflow(void)
  * would return that address if the link were trusted). The block is freed
  * before 63 others, so that it has left the thread's bin (an array, with no
  * link in the block) for its zone's free list by the time it is written. */
+/* A use after free of a medium block in its thread's cache: its first 16
+ * bytes (the cache's link and its mark) rewritten, then a malloc of its
+ * class takes it from the list. q's free pushes p from the pending slot
+ * onto the list (mcache: the push waits for the next free). */
+static void uaf_medium_cached(void)
+{
+    void *p = opaque_ptr(malloc(40000));
+    void *q = opaque_ptr(malloc(40000));
+    expect_report_at(p);
+    free(p);
+    free(q);
+    memset(opaque_ptr(p), 0x41, 16);
+    void *a = opaque_ptr(malloc(40000));
+    printf("after the use after free: malloc returned %p\n", a);
+}
+
 static void uaf_freelist(void)
 {
     enum { OTHERS = 63, TRIES = 256 };
@@ -444,6 +460,7 @@ static const struct {
     {"overflow-free-next", overflow_free_next},
     {"underflow", underflow},
     {"uaf-freelist", uaf_freelist},
+    {"uaf-medium-cached", uaf_medium_cached},
     {"debug-canary-overflow", debug_canary_overflow},
     {"debug-write-after-free", debug_write_after_free},
     {"debug-guard-page-overflow", debug_guard_page_overflow},

@@ -57,6 +57,7 @@ overflow-into-next-header    |default|ABRT|heap overflow \(the next block's head
 overflow-free-next           |default|ABRT|corrupted block header \(heap overflow\?\) or invalid pointer
 underflow                    |default|ABRT|corrupted block header \(heap overflow\?\) or invalid pointer
 uaf-freelist                 |default|ABRT|heap corruption \(free list link overwritten, use after free\?\)
+uaf-medium-cached            |default|ABRT|heap corruption \(a freed medium block was written: use after free\?\)
 debug-canary-overflow        |debug  |ABRT|heap overflow \(the canary after the block was overwritten\)
 debug-write-after-free       |debug  |ABRT|write after free \(a freed block was modified\)
 debug-guard-page-overflow    |debug  |SEGV|

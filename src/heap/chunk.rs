@@ -134,40 +134,36 @@ pub unsafe fn is_mmapped(c: *const Chunk) -> bool {
     (*c).head & MMAPPED != 0
 }
 /// The integrity tag of a head word with size and flags `low` at `c`:
-/// 16 bits of a keyed hash of the address and the word (bits 48-63). A
-/// pointer offset into user data finds a word whose tag does not match.
+/// bits 48-63, the top 16 bits of `(c ^ low) M` for the process's secret
+/// multiplier `M` (`guard::tag_mul`). A pointer offset into user data finds
+/// a word whose tag does not match. (Until 2026-12-07 the word was `c ^ low
+/// ^ key` times a fixed multiplier: one load and one `xor` more on every
+/// test, the medium free's fast path among them, for no more checked: the
+/// secret is the multiplier's 48 high bits now, as it was the key's 48.)
 #[inline(always)]
 pub fn tag(c: *const Chunk, low: usize) -> usize {
-    let x = (c as usize ^ low ^ crate::guard::tag_key()).wrapping_mul(TAG_MUL);
+    let x = (c as usize ^ low).wrapping_mul(crate::guard::tag_mul());
     x & !LOW_MASK
 }
-/// The tag's multiplier: odd, and `-1` modulo 2^16 (its low 16 bits set),
-/// so that a whole head word is checked without masking its tag off
-/// (`tag_matches`).
-pub const TAG_MUL: usize = 0xff51_afd7_ed55_ffff;
-const _: () = assert!(TAG_MUL as u16 == u16::MAX && LOW_MASK == crate::guard::TAG_KEY_MASK);
+const _: () = assert!(
+    crate::guard::TAG_MUL_FIXED as u16 == u16::MAX && SAMPLED < LOW_MASK && SIZE_MASK < LOW_MASK
+);
 /// Does head word `h` (tag included) carry the tag of its size and flags
 /// at `c`? The same answer as `tag(c, h & LOW_MASK) == h & !LOW_MASK`, in
-/// one multiplication and no mask: with `x = c ^ key ^ (h & LOW_MASK)`
-/// (below 2^48: `c` is below 2^47 and the key has no bit above 47) and
-/// `T` the tag bits, `c ^ key ^ h` is `x + T 2^48`, whose product's top 16
-/// bits are `top16(x TAG_MUL) + T TAG_MUL = top16(x TAG_MUL) - T` modulo
+/// one multiplication and no mask: the multiplier `M` is `-1` modulo 2^16
+/// (`guard::TAG_MUL_FIXED`); with `x = c ^ (h & LOW_MASK)` (below 2^48: `c`
+/// is below 2^47) and `T` the tag bits, `c ^ h` is `x + T 2^48`, whose
+/// product's top 16 bits are `top16(x M) + T M = top16(x M) - T` modulo
 /// 2^16: zero exactly when `T` is `x`'s tag.
 #[inline(always)]
 pub fn tag_matches(c: *const Chunk, h: usize) -> bool {
-    tag_product(c, h) >> 48 == 0
+    tag_matches_in(c, h, &crate::guard::tag_mul())
 }
-/// `tag_matches`, for a fast path that holds `TAG_MUL` in memory (`mul`,
-/// read there: an `imul` from memory, not a 64-bit immediate moved first).
+/// `tag_matches`, for a fast path that holds the multiplier in memory
+/// (`mul`, read there: an `imul` from memory, as `mcache`'s copy).
 #[inline(always)]
 pub fn tag_matches_in(c: *const Chunk, h: usize, mul: &usize) -> bool {
-    debug_assert!(*mul == TAG_MUL);
-    (c as usize ^ crate::guard::tag_key() ^ h).wrapping_mul(*mul) >> 48 == 0
-}
-/// The product whose top 16 bits are 0 when `h` carries its tag.
-#[inline(always)]
-fn tag_product(c: *const Chunk, h: usize) -> usize {
-    (c as usize ^ crate::guard::tag_key() ^ h).wrapping_mul(TAG_MUL)
+    (c as usize ^ h).wrapping_mul(*mul) >> 48 == 0
 }
 /// Writes the head word (size | flags) with its tag.
 ///
@@ -319,12 +315,19 @@ mod tests {
 
     /// `tag_matches` answers as the tag's definition does, on whole words
     /// and on words with a bit of the size, the flags or the tag changed,
-    /// and `tag_matches_in` never accepts what it rejects.
+    /// and `tag_matches_in` never accepts what it rejects; the multiplier
+    /// is a secret one (not the fallback) with its fixed bits, and random
+    /// words (user data found by an interior pointer) pass about once in
+    /// 2^16.
     #[test]
     fn tag_matches_agrees_with_the_tag() {
         crate::guard::init_secrets();
+        let m = crate::guard::tag_mul();
+        assert!(m & crate::guard::TAG_MUL_FIXED == crate::guard::TAG_MUL_FIXED);
+        assert_ne!(m, crate::guard::TAG_MUL_FALLBACK);
         let mut x: u64 = 0x2545_f491_4f6c_dd1d;
         let mut rejected = 0;
+        let mut forged = 0;
         for i in 0..100_000usize {
             x ^= x << 13;
             x ^= x >> 7;
@@ -336,10 +339,11 @@ mod tests {
             let bad = h ^ (1 << (i % 64));
             let exact = tag(c, bad & LOW_MASK) == bad & !LOW_MASK;
             assert_eq!(tag_matches(c, bad), exact);
-            assert!(!tag_matches_in(c, bad, &TAG_MUL) || exact);
-            rejected += !tag_matches_in(c, h, &TAG_MUL) as u32;
-            assert_eq!(tag_matches_in(c, h, &TAG_MUL), tag_matches(c, h));
+            assert!(!tag_matches_in(c, bad, &m) || exact);
+            rejected += !tag_matches_in(c, h, &m) as u32;
+            forged += tag_matches(c, x.rotate_left(29) as usize) as u32;
         }
+        assert!(forged < 8, "{forged} random words passed");
         assert!(rejected < 2, "{rejected} good words missed");
     }
 }

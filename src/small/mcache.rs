@@ -373,8 +373,9 @@ pub struct MCache {
     /// `mark_key()`, read once (0 in the static caches, which hold nothing):
     /// the fast paths' mark, one load from this line.
     mkey: usize,
-    /// `chunk::TAG_MUL`, here so that free's tag test multiplies by it
-    /// from memory (`imul`), not from a 64-bit immediate moved first.
+    /// `guard::tag_mul()`, read once (the fallback in the static caches,
+    /// whose frees the cap test sends to `free` whatever the tag says), so
+    /// that free's tag test multiplies by it from this line (`imul`).
     pub tag_mul: usize,
     /// `HEAD_MASK`, for free's fast path (an `and` from memory).
     head_mask: usize,
@@ -458,7 +459,7 @@ impl MCache {
             tick: 0,
             state,
             mkey: 0,
-            tag_mul: crate::chunk::TAG_MUL,
+            tag_mul: crate::guard::TAG_MUL_FALLBACK,
             head_mask: HEAD_MASK,
             own: Lock::new(),
             act: AtomicUsize::new(0),
@@ -831,10 +832,25 @@ pub unsafe fn leave_mine(tc: *mut MCache) {
 /// `tc` is this thread's live cache; `c` the head of its non-empty list `k`.
 #[inline(always)]
 unsafe fn take(tc: *mut MCache, k: usize, c: *mut Chunk) -> *mut Chunk {
-    if crate::guard::CHECKS && (*c).prev_free as usize != (*tc).mkey {
-        corrupt_user(to_user(c));
+    if crate::guard::CHECKS {
+        // The mark's test and its clearing in one `xor` to memory: 0 is
+        // left exactly when the mark was there, and its flags are the test
+        // (one instruction fewer than a compare and a store of 0; the
+        // compiler, given the same in Rust, loads, xors and stores).
+        // SAFETY: `c` is a chunk of the list, its `prev_free` word ours to
+        // write (0 once taken); the label reports and never returns.
+        core::arch::asm!(
+            "xor qword ptr [{c} + {off}], {k}",
+            "jnz {bad}",
+            c = in(reg) c,
+            k = in(reg) (*tc).mkey,
+            off = const core::mem::offset_of!(Chunk, prev_free),
+            bad = label { corrupt_user(to_user(c)) },
+            options(nostack),
+        );
+    } else {
+        (*c).prev_free = null_mut();
     }
-    (*c).prev_free = null_mut();
     *(*tc).head.get_unchecked_mut(k) = (*c).next_free;
     // `if above[k] > 0 { above[k] -= 1 } else { low[k] -= 1 }` in three
     // instructions to memory, no branch: the `sub` borrows when `above[k]`
@@ -2261,6 +2277,7 @@ unsafe fn init_cache() -> *mut MCache {
     t.write(MCache::new(LIVE));
     (*t).pend = addr_of_mut!((*t).sink);
     (*t).mkey = mark_key();
+    (*t).tag_mul = crate::guard::tag_mul();
     (*t).home = NEXT_HOME.fetch_add(1, Ordering::Relaxed) % SHARDS;
     THREADS.fetch_add(1, Ordering::Relaxed);
     (*t).cap = thread_cap();
