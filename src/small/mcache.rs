@@ -1233,6 +1233,19 @@ unsafe fn purge_tick(tc: *mut MCache, ps: u8) {
     }
 }
 
+/// The purge's tick (`purge_tick`) of a free that the export layer's fast
+/// path cached (`free_fast`) while the gate's `PURGE` bit was set: what
+/// `free` does before its push.
+#[inline]
+pub fn tick_purge() {
+    let ps = crate::heap::purge_state();
+    if ps != crate::heap::PURGE_IDLE {
+        // SAFETY: the slot holds this thread's cache, live since the chunk
+        // went to it (a static one has a cap of 0: `purge_tick` returns).
+        unsafe { purge_tick(tls::mc_get(), ps) }
+    }
+}
+
 /// `corrupt` of the chunk whose user pointer is `p` (the fast path's
 /// report: passing the pointer the report names leaves the chunk's
 /// register free for the pop, and the request's for the miss).
