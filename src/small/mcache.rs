@@ -205,11 +205,28 @@ pub const fn class_size(k: usize) -> usize {
     (5 + (k & 3)) << ((k >> 2) + 10)
 }
 
-/// The chunk size of class `k` (`request_to_size(class_size(k))`).
+/// The chunk size of class `k`: its size and `CHUNK_PAD` (`ALIGN` for the
+/// big classes).
 #[inline(always)]
 const fn class_chunk(k: usize) -> usize {
-    class_size(k) + ALIGN
+    class_size(k) + if k < BIG_FIRST { CHUNK_PAD } else { ALIGN }
 }
+
+/// A class's chunk is this much above its size (`request_to_size` asks
+/// `ALIGN`): a multiple of 64, so that every chunk a thread cuts from its
+/// reserve (`carve`, from the reserve's end down) starts at the same offset
+/// in its cache line as the reserve's end. Why: free reads the header at
+/// `p - 8`, and the program has just touched `p`; with chunks of
+/// `ALIGN` past a multiple of 1 KiB, a quarter of the medium blocks began a
+/// cache line (the header in the line before), and 2.6% a page (the header
+/// on the page before: a TLB miss too), since most classes are whole pages
+/// and reserves end at page boundaries: on the medium latency workload
+/// those frees were most of those over 858 cycles (an untimed read of the
+/// header before each free took them from about 1750 to 80 a million).
+/// Not the big classes (above 256 KiB), which are not cut from reserves:
+/// padded too, `c_tests/bigreuse.c`'s churn of 256 KiB-64 MiB blocks took
+/// 3800-4100 page faults against 1300-1900 (bound 3000).
+const CHUNK_PAD: usize = 64;
 
 /// The bits of a cached chunk's head word that free's fast path keeps:
 /// the size with the profiler's mark (`SAMPLED`: a sampled block's size is
@@ -220,13 +237,16 @@ const fn class_chunk(k: usize) -> usize {
 pub const HEAD_MASK: usize = SIZE_SAMPLED | MARK | MMAPPED | FREE;
 
 /// The class a chunk of `s` bytes serves: the largest whose chunk size is
-/// at most `s`. One load from `CLASS_OF_CHUNK_KIB`.
+/// at most `s`. One load from `CLASS_OF_CHUNK_KIB` and a compare.
 ///
 /// # Safety
 /// `class_chunk(0) <= s <= class_chunk(NMC - 1)` (the frees test it).
 #[inline(always)]
 unsafe fn class_of_chunk(s: usize) -> usize {
-    *CLASS_OF_CHUNK_KIB.get_unchecked((s - ALIGN) >> 10) as usize
+    let k = *CLASS_OF_CHUNK_KIB.get_unchecked((s - ALIGN) >> 10) as usize;
+    // (A chunk less than `CHUNK_PAD` past a class's size holds the class
+    // below.)
+    k - (class_chunk(k) > s) as usize
 }
 
 /// Per `k`, the largest class whose size is at most `1024 k` bytes (a chunk
@@ -283,7 +303,8 @@ const CW_T: [usize; NMC + 1] = {
 const _: () = assert!(class_size(0) == 5120 && class_size(3) == 8192);
 const _: () = assert!(class_size(NMC - 1) == MC_MAX && class_size(4) == 10240);
 const _: () = assert!(class_size(BIG_FIRST - 1) == 256 << 10 && BIG_FIRST < NMC);
-const _: () = assert!(request_to_size(class_size(0)).unwrap() == class_chunk(0));
+const _: () = assert!(request_to_size(class_size(0)).unwrap() <= class_chunk(0));
+const _: () = assert!(CHUNK_PAD.is_multiple_of(64) && CHUNK_PAD < 1024 - ALIGN);
 
 /// The key of the marks (see `mark`); a live cache keeps a copy (`mkey`).
 #[inline(always)]
@@ -1082,8 +1103,8 @@ pub unsafe fn free_fast(tc: *mut MCache, c: *mut Chunk, h: usize) -> bool {
     // give the class's index: `w - (class_chunk(0) | MARK)` has its low 4
     // bits clear exactly when the flags are MARK alone (ours, neither free
     // nor mapped; a free chunk's second free goes to the slow path, which
-    // reports it), and every class's chunk is `ALIGN` past a multiple of
-    // 1 KiB, the first's 5 KiB. Rotated right by 4, any flag left over
+    // reports it), and every class's chunk (but the big ones') is
+    // `CHUNK_PAD` past a multiple of 1 KiB, the first's 5 KiB. Rotated right by 4, any flag left over
     // lands in the top bits and fails the range's test. (Three
     // instructions fewer than the flags' test and the range's apart.) The
     // big classes take `free`, which bounds their share.
