@@ -9,13 +9,14 @@
 //! pops from it, free pushes onto it. The chunks stay *in use* as far as the
 //! TLSF heap knows: `free` finds them by their header as today, and their
 //! neighbours coalesce around them as around any used block. An empty list
-//! is refilled from the heap (a batch that grows with the misses of that
-//! class, up to `BATCH_BYTES`, cut from the thread's *reserve*, a chunk of
-//! up to 1 MiB taken from the heap with one lock acquisition: see
-//! `carve`); a cache holding more
-//! than its cap (`MEMALLOC_MEDIUM_CACHE`, default `CAP_DEFAULT`) gives half
-//! of the class it just grew, and more if needed, back to the heap under one
-//! lock acquisition. A thread's whole cache goes back at its exit (a pthread
+//! is refilled from the shared lists below (a batch that grows with the
+//! misses of that class, up to `BATCH_BYTES`), else from the heap (one
+//! chunk, cut from the thread's *reserve*, a chunk of up to 1 MiB taken
+//! from the heap with one lock acquisition: see `carve`); a cache holding more
+//! than 3/4 of its cap (`MEMALLOC_MEDIUM_CACHE`, default `CAP_DEFAULT`) at a
+//! malloc's slow path, or more than its cap after a free, gives a few
+//! chunks of a few classes to the shared lists (`flush_soft`,
+//! `flush_over_cap`). A thread's whole cache goes back at its exit (a pthread
 //! key destructor) and at `malloc_trim`, so the break still shrinks. A
 //! thread's frees go to its own cache whoever allocated the block, as in
 //! tcmalloc: cross-thread frees need no remote list.
@@ -147,11 +148,12 @@ pub const NMC: usize = 32;
 pub const BIG_FIRST: usize = 24;
 /// Default cap of one thread's cache, in chunk bytes.
 pub const CAP_DEFAULT: usize = crate::config::MEDIUM_CACHE_DEFAULT;
-/// A refill takes up to this many bytes of one class (at least one chunk).
-/// A refill from the heap writes each chunk's header, a page fault in fresh
-/// memory: 64 KiB and 8 chunks made the medium latency workload's malloc
-/// p99.99 25.6-27.4k cycles, 32 KiB and 4 chunks 17.4-18.4k (p99.9 7.3-7.6k
-/// against 6.3-6.9k), with bench/mthreads' rates at 1-32 threads unchanged.
+/// A refill from the shared lists takes up to this many bytes of one class
+/// (at least one chunk); one from the heap takes one chunk (see `refill`).
+/// (When the heap's refills took the batch too, each chunk's header a page
+/// fault in fresh memory: 64 KiB and 8 chunks made the medium latency
+/// workload's malloc p99.99 25.6-27.4k cycles, 32 KiB and 4 chunks
+/// 17.4-18.4k, with bench/mthreads' rates at 1-32 threads unchanged.)
 const BATCH_BYTES: usize = 32 << 10;
 /// A refill takes at most this many chunks.
 const BATCH_MAX: u32 = 4;
