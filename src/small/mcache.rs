@@ -9,13 +9,14 @@
 //! pops from it, free pushes onto it. The chunks stay *in use* as far as the
 //! TLSF heap knows: `free` finds them by their header as today, and their
 //! neighbours coalesce around them as around any used block. An empty list
-//! is refilled from the heap (a batch that grows with the misses of that
-//! class, up to `BATCH_BYTES`, cut from the thread's *reserve*, a chunk of
-//! up to 1 MiB taken from the heap with one lock acquisition: see
-//! `carve`); a cache holding more
-//! than its cap (`MEMALLOC_MEDIUM_CACHE`, default `CAP_DEFAULT`) gives half
-//! of the class it just grew, and more if needed, back to the heap under one
-//! lock acquisition. A thread's whole cache goes back at its exit (a pthread
+//! is refilled from the shared lists below (a batch that grows with the
+//! misses of that class, up to `BATCH_BYTES`), else from the heap (one
+//! chunk, cut from the thread's *reserve*, a chunk of up to 1 MiB taken
+//! from the heap with one lock acquisition: see `carve`); a cache holding more
+//! than 3/4 of its cap (`MEMALLOC_MEDIUM_CACHE`, default `CAP_DEFAULT`) at a
+//! malloc's slow path, or more than its cap after a free, gives a few
+//! chunks of a few classes to the shared lists (`flush_soft`,
+//! `flush_over_cap`). A thread's whole cache goes back at its exit (a pthread
 //! key destructor) and at `malloc_trim`, so the break still shrinks. A
 //! thread's frees go to its own cache whoever allocated the block, as in
 //! tcmalloc: cross-thread frees need no remote list.
@@ -147,11 +148,12 @@ pub const NMC: usize = 32;
 pub const BIG_FIRST: usize = 24;
 /// Default cap of one thread's cache, in chunk bytes.
 pub const CAP_DEFAULT: usize = crate::config::MEDIUM_CACHE_DEFAULT;
-/// A refill takes up to this many bytes of one class (at least one chunk).
-/// A refill from the heap writes each chunk's header, a page fault in fresh
-/// memory: 64 KiB and 8 chunks made the medium latency workload's malloc
-/// p99.99 25.6-27.4k cycles, 32 KiB and 4 chunks 17.4-18.4k (p99.9 7.3-7.6k
-/// against 6.3-6.9k), with bench/mthreads' rates at 1-32 threads unchanged.
+/// A refill from the shared lists takes up to this many bytes of one class
+/// (at least one chunk); one from the heap takes one chunk (see `refill`).
+/// (When the heap's refills took the batch too, each chunk's header a page
+/// fault in fresh memory: 64 KiB and 8 chunks made the medium latency
+/// workload's malloc p99.99 25.6-27.4k cycles, 32 KiB and 4 chunks
+/// 17.4-18.4k, with bench/mthreads' rates at 1-32 threads unchanged.)
 const BATCH_BYTES: usize = 32 << 10;
 /// A refill takes at most this many chunks.
 const BATCH_MAX: u32 = 4;
@@ -205,11 +207,28 @@ pub const fn class_size(k: usize) -> usize {
     (5 + (k & 3)) << ((k >> 2) + 10)
 }
 
-/// The chunk size of class `k` (`request_to_size(class_size(k))`).
+/// The chunk size of class `k`: its size and `CHUNK_PAD` (`ALIGN` for the
+/// big classes).
 #[inline(always)]
 const fn class_chunk(k: usize) -> usize {
-    class_size(k) + ALIGN
+    class_size(k) + if k < BIG_FIRST { CHUNK_PAD } else { ALIGN }
 }
+
+/// A class's chunk is this much above its size (`request_to_size` asks
+/// `ALIGN`): a multiple of 64, so that every chunk a thread cuts from its
+/// reserve (`carve`, from the reserve's end down) starts at the same offset
+/// in its cache line as the reserve's end. Why: free reads the header at
+/// `p - 8`, and the program has just touched `p`; with chunks of
+/// `ALIGN` past a multiple of 1 KiB, a quarter of the medium blocks began a
+/// cache line (the header in the line before), and 2.6% a page (the header
+/// on the page before: a TLB miss too), since most classes are whole pages
+/// and reserves end at page boundaries: on the medium latency workload
+/// those frees were most of those over 858 cycles (an untimed read of the
+/// header before each free took them from about 1750 to 80 a million).
+/// Not the big classes (above 256 KiB), which are not cut from reserves:
+/// padded too, `c_tests/bigreuse.c`'s churn of 256 KiB-64 MiB blocks took
+/// 3800-4100 page faults against 1300-1900 (bound 3000).
+const CHUNK_PAD: usize = 64;
 
 /// The bits of a cached chunk's head word that free's fast path keeps:
 /// the size with the profiler's mark (`SAMPLED`: a sampled block's size is
@@ -220,13 +239,16 @@ const fn class_chunk(k: usize) -> usize {
 pub const HEAD_MASK: usize = SIZE_SAMPLED | MARK | MMAPPED | FREE;
 
 /// The class a chunk of `s` bytes serves: the largest whose chunk size is
-/// at most `s`. One load from `CLASS_OF_CHUNK_KIB`.
+/// at most `s`. One load from `CLASS_OF_CHUNK_KIB` and a compare.
 ///
 /// # Safety
 /// `class_chunk(0) <= s <= class_chunk(NMC - 1)` (the frees test it).
 #[inline(always)]
 unsafe fn class_of_chunk(s: usize) -> usize {
-    *CLASS_OF_CHUNK_KIB.get_unchecked((s - ALIGN) >> 10) as usize
+    let k = *CLASS_OF_CHUNK_KIB.get_unchecked((s - ALIGN) >> 10) as usize;
+    // (A chunk less than `CHUNK_PAD` past a class's size holds the class
+    // below.)
+    k - (class_chunk(k) > s) as usize
 }
 
 /// Per `k`, the largest class whose size is at most `1024 k` bytes (a chunk
@@ -283,7 +305,8 @@ const CW_T: [usize; NMC + 1] = {
 const _: () = assert!(class_size(0) == 5120 && class_size(3) == 8192);
 const _: () = assert!(class_size(NMC - 1) == MC_MAX && class_size(4) == 10240);
 const _: () = assert!(class_size(BIG_FIRST - 1) == 256 << 10 && BIG_FIRST < NMC);
-const _: () = assert!(request_to_size(class_size(0)).unwrap() == class_chunk(0));
+const _: () = assert!(request_to_size(class_size(0)).unwrap() <= class_chunk(0));
+const _: () = assert!(CHUNK_PAD.is_multiple_of(64) && CHUNK_PAD < 1024 - ALIGN);
 
 /// The key of the marks (see `mark`); a live cache keeps a copy (`mkey`).
 #[inline(always)]
@@ -392,6 +415,8 @@ pub struct MCache {
     seen: (usize, usize),
     seen_at: usize,
     spent: bool,
+    /// The class after which `flush_over_cap`'s low-water pass starts.
+    flush_at: u8,
     /// The shard of the shared lists this thread looks at first.
     home: usize,
     /// This thread's reserve (`heap::take_reserve`; null: none): refills
@@ -468,6 +493,7 @@ impl MCache {
             seen: (0, 0),
             seen_at: 0,
             spent: false,
+            flush_at: 0,
             home: 0,
             res: null_mut(),
             res_next: RES_FIRST,
@@ -1095,8 +1121,8 @@ pub unsafe fn free_fast(tc: *mut MCache, c: *mut Chunk, h: usize) -> bool {
     // give the class's index: `w - (class_chunk(0) | MARK)` has its low 4
     // bits clear exactly when the flags are MARK alone (ours, neither free
     // nor mapped; a free chunk's second free goes to the slow path, which
-    // reports it), and every class's chunk is `ALIGN` past a multiple of
-    // 1 KiB, the first's 5 KiB. Rotated right by 4, any flag left over
+    // reports it), and every class's chunk (but the big ones') is
+    // `CHUNK_PAD` past a multiple of 1 KiB, the first's 5 KiB. Rotated right by 4, any flag left over
     // lands in the top bits and fails the range's test. (Three
     // instructions fewer than the flags' test and the range's apart.) The
     // big classes take `free`, which bounds their share.
@@ -1249,6 +1275,19 @@ unsafe fn purge_tick(tc: *mut MCache, ps: u8) {
     }
 }
 
+/// The purge's tick (`purge_tick`) of a free that the export layer's fast
+/// path cached (`free_fast`) while the gate's `PURGE` bit was set: what
+/// `free` does before its push.
+#[inline]
+pub fn tick_purge() {
+    let ps = crate::heap::purge_state();
+    if ps != crate::heap::PURGE_IDLE {
+        // SAFETY: the slot holds this thread's cache, live since the chunk
+        // went to it (a static one has a cap of 0: `purge_tick` returns).
+        unsafe { purge_tick(tls::mc_get(), ps) }
+    }
+}
+
 /// `corrupt` of the chunk whose user pointer is `p` (the fast path's
 /// report: passing the pointer the report names leaves the chunk's
 /// register free for the pop, and the request's for the miss).
@@ -1309,6 +1348,9 @@ unsafe fn alloc_slow(mut tc: *mut MCache, k: usize, n: usize) -> *mut Chunk {
     } else {
         refill(&mut *tc, k, csize)
     };
+    if (*tc).bytes > soft_cap((*tc).cap) {
+        flush_soft(tc, k);
+    }
     unlock_own(tc);
     maybe_reclaim();
     r
@@ -1342,7 +1384,13 @@ unsafe fn refill(t: &mut MCache, k: usize, csize: usize) -> *mut Chunk {
         REFILLS.fetch_add(1, Ordering::Relaxed);
         return c;
     }
-    let first = carve(t, k, csize, want);
+    // One chunk from the heap, whatever the batch: each chunk cut writes
+    // its header, a page fault in fresh memory, and the program faults in
+    // that page anyway when it writes its block (a batch of 4 took up to 4
+    // faults in one malloc: on the medium latency workload, malloc p99.99
+    // 13.1k cycles against 16.6k, medians of 3 alternating runs; the cut
+    // takes no lock, see `carve`).
+    let first = carve(t, k, csize, 1);
     // The next miss of this class takes twice as many, up to the batch limit.
     let limit = ((BATCH_BYTES / csize) as u32).clamp(1, BATCH_MAX);
     t.batch[k] = (want * 2).min(limit);
@@ -1524,14 +1572,9 @@ unsafe fn free_slow(c: *mut Chunk) -> bool {
     free(c)
 }
 
-/// The cache holds more than its cap after a free into class `k`: moves
-/// to the shared lists half of the chunks of each class that sat unused
-/// since the last flush (its low-water mark: tcmalloc's scavenging), from
-/// the class after `k` on, then, while the cache holds more than
-/// `FLUSH_GOAL` of the cap, half of each class's list from the biggest
-/// class down (`k` last); at most `FLUSH_MOVES` chunks in all, but as many
-/// as it takes to bring the cache under its cap. Shared lists over their
-/// cap go back to the heap.
+/// The cache holds more than its cap after a free into class `k`: a
+/// flush (`flush_some`), then as many chunks as it takes to bring the cache
+/// under its cap. Shared lists over their cap go back to the heap.
 ///
 /// # Safety
 /// `tc` is this thread's live cache, its `own` lock held.
@@ -1547,39 +1590,7 @@ unsafe fn flush_over_cap(tc: *mut MCache, k: usize) {
     if t.bytes <= t.cap {
         return; // (a reclaimer took the lists meanwhile)
     }
-    let goal = t.cap / FLUSH_GOAL.1 * FLUSH_GOAL.0;
-    let mut budget = FLUSH_MOVES;
-    let mut moved = 0;
-    for i in 1..=NMC {
-        let j = (k + i) % NMC;
-        // (No call for a class with no unused chunk, most of them: a
-        // quarter of a flush's instructions were these calls.)
-        let want = t.low[j].div_ceil(2).min(budget);
-        if want != 0 {
-            let m = to_central(t, j, want);
-            budget -= m;
-            moved += m;
-        }
-        // (A class looked at starts its low-water mark again: its length.)
-        t.low[j] += t.above[j];
-        t.above[j] = 0;
-        if budget == 0 {
-            break;
-        }
-    }
-    let mut j = NMC;
-    while t.bytes > goal && j > 0 && budget > 0 {
-        j -= 1;
-        let want = count_of(t, j).div_ceil(2).min(budget);
-        if j != k && want != 0 {
-            let m = to_central(t, j, want);
-            budget -= m;
-            moved += m;
-        }
-    }
-    if t.bytes > goal && budget > 0 {
-        moved += to_central(t, k, count_of(t, k).div_ceil(2).min(budget));
-    }
+    let mut moved = flush_some(t, k);
     // Under the cap in any case (one chunk over it, in the common case).
     // (`to_central`'s `set_count` keeps each low-water mark at most its
     // list's length.)
@@ -1590,6 +1601,49 @@ unsafe fn flush_over_cap(tc: *mut MCache, k: usize) {
             moved += to_central(t, j, 1);
         }
     }
+    flushed(t, moved);
+}
+
+/// A malloc's slow path (a refill of class `k`, or its list's head taken
+/// under the lock) found the cache above `soft_cap`: a flush
+/// (`flush_some`), which a free would otherwise make once the cache passed
+/// its cap.
+///
+/// Why here: a flush costs 1-2k cycles, most of them misses on the chunks
+/// it walks to (the lists' links), and came on 0.06% of the frees of the
+/// medium latency workload, all of its free p99.99 and a third of its
+/// p99.9 (an `rdtsc` probe: the walk 760-850 cycles a class given to). A
+/// malloc that takes this path is a refill already, from the shared lists
+/// (500 cycles) or the heap (a page fault: 5-7k): its tails are the
+/// faults', which a flush does not reach. Between `soft_cap` and the cap,
+/// the frees take the fast path; a thread that only frees still flushes at
+/// the cap.
+///
+/// # Safety
+/// As [`flush_over_cap`].
+#[cold]
+#[inline(never)]
+unsafe fn flush_soft(tc: *mut MCache, k: usize) {
+    let t = &mut *tc;
+    if t.bytes <= soft_cap(t.cap) {
+        return;
+    }
+    let moved = flush_some(t, k);
+    flushed(t, moved);
+}
+
+/// Where the malloc slow paths flush (`flush_soft`): 7/8 of the cap.
+#[inline]
+fn soft_cap(cap: usize) -> usize {
+    cap - cap / 4
+}
+
+/// A flush's accounting: `moved` chunks went to the shared lists; shared
+/// lists over their cap go back to the heap.
+///
+/// # Safety
+/// As [`flush_over_cap`].
+unsafe fn flushed(t: &mut MCache, moved: u32) {
     FLUSHES.fetch_add(1, Ordering::Relaxed);
     // (A read-modify-write only for a new maximum.)
     if moved as usize > FLUSH_MOST.load(Ordering::Relaxed) {
@@ -1599,6 +1653,71 @@ unsafe fn flush_over_cap(tc: *mut MCache, k: usize) {
     if CENTRAL_BYTES.load(Ordering::Relaxed) > CENTRAL_CAP {
         drain_central_soft(CENTRAL_CAP / 2);
     }
+}
+
+/// Moves to the shared lists half of the chunks of the classes that sat
+/// unused since the last look (their low-water mark: tcmalloc's
+/// scavenging), from the class after the last one looked at on (each class
+/// looked at starts its mark again), then, while the cache holds more than
+/// `FLUSH_GOAL` of `soft_cap`, half of the biggest classes' lists (not
+/// `k`'s, which the program is using): at most `FLUSH_MOVES` chunks of at
+/// most `FLUSH_CLASSES` classes. Returns the chunks moved.
+///
+/// # Safety
+/// `t` is this thread's live cache, its `own` lock held.
+unsafe fn flush_some(t: &mut MCache, k: usize) -> u32 {
+    let goal = soft_cap(t.cap) / FLUSH_GOAL.1 * FLUSH_GOAL.0;
+    // The classes to give to, at most `FLUSH_CLASSES`, and how many chunks
+    // each: first half the unused chunks (low-water mark) of the classes
+    // from the cursor on, each class looked at starting its mark again;
+    // then, while that leaves the cache above `goal`, half of the biggest
+    // classes' lists (not `k`'s, which the program is using).
+    let mut picks = [(0usize, 0u32); FLUSH_CLASSES];
+    let mut np = 0;
+    let mut budget = FLUSH_MOVES;
+    let mut planned = 0;
+    let mut j = t.flush_at as usize;
+    for _ in 0..NMC {
+        j = (j + 1) % NMC;
+        let want = t.low[j].div_ceil(2).min(budget);
+        // (The mark starts again: its list's length. The give's
+        // `set_count` then lowers it by the chunks given.)
+        t.low[j] += t.above[j];
+        t.above[j] = 0;
+        if want != 0 {
+            picks[np] = (j, want);
+            np += 1;
+            budget -= want;
+            planned += want as usize * class_chunk(j);
+            if np == FLUSH_CLASSES || budget == 0 {
+                break;
+            }
+        }
+    }
+    t.flush_at = j as u8;
+    let mut j = NMC;
+    while np < FLUSH_CLASSES && t.bytes.saturating_sub(planned) > goal && j > 0 && budget > 0 {
+        j -= 1;
+        let want = count_of(t, j).div_ceil(2).min(budget);
+        if j != k && want != 0 && !picks[..np].iter().any(|p| p.0 == j) {
+            picks[np] = (j, want);
+            np += 1;
+            budget -= want;
+            planned += want as usize * class_chunk(j);
+        }
+    }
+    for &(j, _) in &picks[..np] {
+        prefetch(addr_of!(CENTRAL[j][t.home % SHARDS]) as *const u8);
+    }
+    let mut moved = 0;
+    let mut given = 0;
+    for &(j, want) in &picks[..np] {
+        let m = give_central(t, j, want);
+        moved += m;
+        given += m as usize * class_chunk(j);
+    }
+    CENTRAL_BYTES.fetch_add(given, Ordering::Relaxed);
+    moved
 }
 
 /// The chunks one `flush_over_cap` moves at most, beyond those it must
@@ -1613,6 +1732,9 @@ unsafe fn flush_over_cap(tc: *mut MCache, k: usize) {
 /// docs/medium.md, "Bounded flushes", for where their cycles go.
 const FLUSH_MOVES: u32 = 16;
 const FLUSH_GOAL: (usize, usize) = (15, 16);
+/// The classes one `flush_over_cap` gives to at most (beyond those it must
+/// give to to bring the cache under its cap).
+const FLUSH_CLASSES: usize = 2;
 
 /// The most chunks one flush moved (statistics).
 static FLUSH_MOST: AtomicUsize = AtomicUsize::new(0);
@@ -1622,24 +1744,47 @@ pub fn flush_most() -> usize {
     FLUSH_MOST.load(Ordering::Relaxed)
 }
 
+/// Asks the processor for the cache line of `p`, for writing soon (a hint:
+/// no fault, no change to memory, whatever `p` is).
+#[inline(always)]
+fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults and changes no memory.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch(p as *const i8, core::arch::x86_64::_MM_HINT_ET0)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// Moves the first `n` chunks of `t`'s class `j` to the class's shared
 /// list; returns how many it moved (fewer if the list is shorter).
 ///
 /// # Safety
 /// `t` is this thread's live cache; its lists hold cached chunks.
 unsafe fn to_central(t: &mut MCache, j: usize, n: u32) -> u32 {
+    let m = give_central(t, j, n);
+    CENTRAL_BYTES.fetch_add(m as usize * class_chunk(j), Ordering::Relaxed);
+    m
+}
+
+/// `to_central` but for `CENTRAL_BYTES`, which the caller raises by the
+/// bytes moved (`class_chunk(j)` each: a listed chunk is its class's size).
+///
+/// # Safety
+/// As [`to_central`].
+unsafe fn give_central(t: &mut MCache, j: usize, n: u32) -> u32 {
     let first = t.head[j];
     if n == 0 || first.is_null() {
         return 0;
     }
-    let (mut last, mut m, mut bytes) = (first, 1u32, size(first));
+    let (mut last, mut m) = (first, 1u32);
     while m < n {
         let nx = (*last).next_free;
         if nx.is_null() {
             break;
         }
         last = nx;
-        bytes += size(nx);
         m += 1;
     }
     t.head[j] = (*last).next_free;
@@ -1653,7 +1798,6 @@ unsafe fn to_central(t: &mut MCache, j: usize, n: u32) -> u32 {
         cen.n
             .store(cen.n.load(Ordering::Relaxed) + m, Ordering::Relaxed);
     }
-    CENTRAL_BYTES.fetch_add(bytes, Ordering::Relaxed);
     m
 }
 
