@@ -549,9 +549,9 @@ const _: () = assert!(LN1P_Q56[LN1P_ROWS].abs_diff(LN2_Q56) <= 64);
 /// concave curve errs by at most `2^-16 / 8` (1.9e-6), always upward, and
 /// the bits of `f` dropped by at most `2^-24`: the mean is 1 + 1e-6 or so,
 /// far below what any profile can tell (the test `exponential_draws`
-/// checks the mean and the distribution). About 20 instructions and no floating point, where
-/// `-ln u` in floating point (a table and a degree-5 series) and its
-/// conversions took about 45.
+/// checks the mean and the distribution). About 20 instructions and no
+/// floating point, where `-ln u` in floating point (a table and a degree-5
+/// series) and its conversions took about 45.
 #[inline(always)]
 fn exp_q56(r: u64) -> u64 {
     let r = r | 1;
