@@ -738,7 +738,13 @@ pub fn pop(
     // instruction of its own) is tested before the list is read.
     unsafe {
         enter(tc);
-        if crate::gate::any(crate::gate::PERTURB | crate::gate::PROF | crate::gate::RECLAIM) {
+        let g = crate::gate::bits();
+        if g & (crate::gate::PERTURB | crate::gate::PROF | crate::gate::RECLAIM) != 0 {
+            // (Profiling alone: the bits already loaded are tested again,
+            // where `pop_moded` loaded them again.)
+            if g & (crate::gate::PERTURB | crate::gate::RECLAIM) == 0 {
+                return pop_counted(n, k, tc, counted, miss);
+            }
             return pop_moded(n, k, tc, counted, miss);
         }
         let c = take_head(tc, k);
@@ -785,6 +791,29 @@ unsafe fn pop_moded(
         leave(tc);
         return miss(n);
     }
+    let c = take_head(tc, k);
+    if c.is_null() {
+        return miss(n);
+    }
+    // (`tc` is live: its list held `c`.)
+    counted(to_user(c), n, &mut (*tc).prof_left)
+}
+
+/// `pop` while profiling and no other mode of the gate's is on: the chunk
+/// taken, counted on the cache's own countdown (out of line, as
+/// `pop_moded`).
+///
+/// # Safety
+/// As `pop_moded`; the gate's `PERTURB` and `RECLAIM` were found clear in
+/// this fast section.
+#[inline(never)]
+unsafe fn pop_counted(
+    n: usize,
+    k: usize,
+    tc: *mut MCache,
+    counted: impl FnOnce(*mut u8, usize, &mut i64) -> *mut u8,
+    miss: impl FnOnce(usize) -> *mut u8,
+) -> *mut u8 {
     let c = take_head(tc, k);
     if c.is_null() {
         return miss(n);

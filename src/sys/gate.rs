@@ -42,6 +42,12 @@ pub fn set(bit: u8, on: bool) {
     }
 }
 
+/// Every mode's bit: one load, for a fast path that tests two masks.
+#[inline(always)]
+pub fn bits() -> u8 {
+    SLOW.load(Ordering::Relaxed)
+}
+
 /// Is any mode of `mask` on? One load and one test.
 #[inline(always)]
 pub fn any(mask: u8) -> bool {

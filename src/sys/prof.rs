@@ -270,7 +270,8 @@ static LOCK: &SpinLock = &SHARED.lock;
 struct ThreadState {
     /// Bytes still to allocate before the next sample.
     left: i64,
-    /// xorshift64* state; 0 until the thread's first count.
+    /// The random generator's state (`rng_next`); 0 until the thread's
+    /// first count.
     rng: u64,
     /// Taking a sample: allocations are not counted.
     busy: u64,
@@ -462,42 +463,108 @@ fn object_range(a: usize) -> Option<(usize, usize)> {
 
 // ---- counting and sampling -------------------------------------------------------
 
+/// The thread's next 64 random bits: a 64-bit linear congruential
+/// generator (Knuth's MMIX constants; full period), two instructions where
+/// xorshift64* took ten. Its low bits are weak (bit `k` repeats with
+/// period `2^(k + 1)`), but a draw reads the top ones (`exp_q56`: the
+/// leading zeros and the 24 bits below the leading one, which reach below
+/// bit 24 only when there are 16 leading zeros or more: one draw in 65,536).
+#[inline(always)]
 fn rng_next(t: &mut ThreadState) -> u64 {
     if t.rng == 0 {
-        // A seed per thread: its state's address, the clock and a counter.
-        static SEEDS: AtomicUsize = AtomicUsize::new(0x9e37_79b9);
-        let mut z = (t as *mut ThreadState as u64)
-            ^ (crate::os::now_ns() as u64).rotate_left(32)
-            ^ SEEDS.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed) as u64;
-        // splitmix64
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        t.rng = (z ^ (z >> 31)) | 1;
+        seed(t);
     }
-    let mut x = t.rng;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
+    let x = t
+        .rng
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(1_442_695_040_888_963_407);
     t.rng = x;
-    x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    x
 }
 
-/// An interval drawn from the exponential distribution of mean `RATE`.
+/// The thread's first random state: its state's address, the clock and a
+/// counter, mixed (splitmix64).
+#[cold]
+#[inline(never)]
+fn seed(t: &mut ThreadState) {
+    static SEEDS: AtomicUsize = AtomicUsize::new(0x9e37_79b9);
+    let mut z = (t as *mut ThreadState as u64)
+        ^ (crate::os::now_ns() as u64).rotate_left(32)
+        ^ SEEDS.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed) as u64;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    t.rng = (z ^ (z >> 31)) | 1;
+}
+
+/// An interval drawn from the exponential distribution of mean `RATE`, at
+/// least 1. (All in integers: `exp_q56` and one 128-bit product.)
 fn draw(t: &mut ThreadState) -> i64 {
-    let x = exponential(t) * RATE.load(Ordering::Relaxed) as i64 as f64;
-    // SAFETY: `x` is finite and below 2^62: `exponential` is under 37
-    // (its uniform is at least 2^-53) and RATE at most 2^56 (`configure`).
-    // (`as` would test for NaN and saturate: five instructions more.)
-    unsafe { x.to_int_unchecked::<i64>() }.max(1)
+    interval(rng_next(t), RATE.load(Ordering::Relaxed))
 }
 
-/// A draw of the exponential distribution of mean 1: `-ln u`, `u` uniform
-/// in (0, 1]. (The integers go through i64, whose conversions to and from
-/// f64 are one instruction each; u64's take a dozen.)
+/// The interval of mean `rate` (at most 2^56, `configure`) that random bits
+/// `r` draw: below 2^62 (`exp_q56` is under 45 * 2^56), at least 1.
 #[inline(always)]
-fn exponential(t: &mut ThreadState) -> f64 {
-    let u = (((rng_next(t) >> 11) + 1) as i64 as f64) * (1.0 / (1u64 << 53) as f64);
-    -ln(u)
+fn interval(r: u64, rate: usize) -> i64 {
+    (((exp_q56(r) as u128 * rate as u128) >> 56) as i64).max(1)
+}
+
+/// Bits of the mantissa that pick a row of `LN1P_Q56`.
+const LN1P_BITS: u32 = 8;
+/// Bits below them that interpolate between two rows (two rows differ by
+/// less than `2^(56 - 8)`: the product fits 64 bits).
+const LN1P_FRAC: u32 = 16;
+const LN1P_ROWS: usize = 1 << LN1P_BITS;
+
+/// `ln(1 + i / 256) * 2^56` for `i` in 0..=256 (rounded), from
+/// `2 atanh(i / (512 + i))`'s series (|z| < 1/3, 40 terms: exact to the
+/// last bit of an f64), at compile time.
+const LN1P_Q56: [u64; LN1P_ROWS + 1] = {
+    let mut t = [0u64; LN1P_ROWS + 1];
+    let mut i = 0;
+    while i <= LN1P_ROWS {
+        let z = i as f64 / (2 * LN1P_ROWS + i) as f64;
+        let mut p = 0.0;
+        let mut k = 40;
+        while k > 0 {
+            k -= 1;
+            p = p * z * z + 1.0 / (2 * k + 1) as f64;
+        }
+        t[i] = (2.0 * z * p * (1u64 << 56) as f64 + 0.5) as u64;
+        i += 1;
+    }
+    t
+};
+/// `ln 2 * 2^56`, rounded.
+const LN2_Q56: u64 = 0x00b1_7217_f7d1_cf7a;
+const _: () = assert!(LN1P_Q56[LN1P_ROWS].abs_diff(LN2_Q56) <= 64);
+
+/// A draw of the exponential distribution of mean 1, times 2^56, from 64
+/// random bits `r`: `-ln u` for `u = r / 2^64` (`r` 0 read as 1). With `z`
+/// the leading zeros of `r` and `f` the bits below its leading one (a
+/// fraction in [0, 1)), `u = 2^-(z + 1) (1 + f)`, so `-ln u = (z + 1) ln 2 -
+/// ln(1 + f)`: the first term is exact (`z` is geometric, as the bits are
+/// fair), the second `LN1P_Q56`'s row for the top 8 bits of `f`, linearly
+/// interpolated to the next row by its next 16. Linear interpolation of a
+/// concave curve errs by at most `2^-16 / 8` (1.9e-6), always upward, and
+/// the bits of `f` dropped by at most `2^-24`: the mean is 1 + 1e-6 or so,
+/// far below what any profile can tell (the test `exponential_draws`
+/// checks the mean and the distribution). About 20 instructions and no
+/// floating point, where `-ln u` in floating point (a table and a degree-5
+/// series) and its conversions took about 45.
+#[inline(always)]
+fn exp_q56(r: u64) -> u64 {
+    let r = r | 1;
+    let z = r.leading_zeros();
+    // The bits below the leading one, at the top (two shifts: `z + 1` may
+    // be 64).
+    let f = (r << z) << 1;
+    let i = (f >> (64 - LN1P_BITS)) as usize;
+    let frac = (f << LN1P_BITS) >> (64 - LN1P_FRAC);
+    // SAFETY: `i < LN1P_ROWS`, so `i + 1 <= LN1P_ROWS`.
+    let (a, b) = unsafe { (*LN1P_Q56.get_unchecked(i), *LN1P_Q56.get_unchecked(i + 1)) };
+    let ln1p = a + (((b - a) * frac) >> LN1P_FRAC);
+    (z as u64 + 1) * LN2_Q56 - ln1p
 }
 
 /// Blocks of `size` bytes to allocate up to and including the next one
@@ -509,8 +576,14 @@ fn exponential(t: &mut ThreadState) -> f64 {
 pub fn draw_blocks(size: usize) -> u64 {
     // SAFETY: this thread's own state.
     let t = unsafe { &mut *thread_state() };
-    let x = exponential(t) * RATE.load(Ordering::Relaxed) as i64 as f64 / size.max(1) as i64 as f64;
-    (x as i64).clamp(0, 1 << 40) as u64 + 1
+    blocks(rng_next(t), RATE.load(Ordering::Relaxed), size)
+}
+
+/// `draw_blocks` from random bits `r` at rate `rate`.
+#[inline(always)]
+fn blocks(r: u64, rate: usize, size: usize) -> u64 {
+    let x = (exp_q56(r) as u128 * rate as u128) >> 56;
+    (x as u64 / size.max(1) as u64).min(1 << 40) + 1
 }
 
 /// May an allocation that fell due be sampled now (the tables are ready and
@@ -586,7 +659,11 @@ fn weight_by(n: usize, counted: usize, rate: f64, inv: f64) -> u64 {
         // the sample's next atomic operation waits for it (`weight_at` was
         // 3% of `bench/mthreads 1`'s time under `perf`, most of it its
         // divisions' latency, then its series' to x^6).
-        return (rate + c * (0.5 + x * (1.0 / 12.0)) + 0.5) as i64 as u64;
+        // SAFETY: finite, positive and below 2^63 (`rate` is at most 2^56,
+        // `c` below a sixteenth of it). (`as` would test for NaN and
+        // saturate: five instructions more.)
+        return unsafe { (rate + c * (0.5 + x * (1.0 / 12.0)) + 0.5).to_int_unchecked::<i64>() }
+            as u64;
     }
     if n == counted && x < 0.25 {
         // To x^6 (the next term is under 2e-11 of the sum).
@@ -776,13 +853,15 @@ fn record_inline(p: *mut u8, n: usize, counted: usize) {
     };
     // SAFETY: the first `got` entries were written (above).
     let raw = unsafe { &*(&raw[..got] as *const [MaybeUninit<usize>] as *const [usize]) };
-    let (lo, hi) = (
-        SELF_START.load(Ordering::Relaxed),
-        SELF_END.load(Ordering::Relaxed),
-    );
     let mut first = 0;
-    while first < got && raw[first] >= lo && raw[first] < hi {
-        first += 1;
+    if got != 0 {
+        let (lo, hi) = (
+            SELF_START.load(Ordering::Relaxed),
+            SELF_END.load(Ordering::Relaxed),
+        );
+        while first < got && raw[first] >= lo && raw[first] < hi {
+            first += 1;
+        }
     }
     let frames = &raw[first..got.min(first + MAX_FRAMES)];
     // The mark first (the block is not yet the program's: no free can see
@@ -841,8 +920,40 @@ fn slot_of(a: usize, shift: u32) -> usize {
 
 /// Files a sample (under LOCK) of stack `frames`, which is stack
 /// `hint - 1` if `hint` is not 0 (a walk's memo knew it). Returns its
-/// stack's index + 1 (0: none, the table is full).
+/// stack's index + 1 (0: none, the table is full). Inlined into the
+/// sample when the memo knows the stack and the live table has room (no
+/// call, no frame: about 20 instructions less); `insert_slow` otherwise.
+///
+/// # Safety
+/// `t`'s tables are held under LOCK; `frames` is the sample's stack.
+#[inline(always)]
 unsafe fn insert(t: &mut Tables, addr: usize, w: u64, frames: &[usize], hint: usize) -> usize {
+    if hint == 0
+        || hint > t.nstacks
+        || t.stacks.is_null()
+        || 2 * (t.nsamples + 1) > t.slots
+        || t.nsamples >= SAMPLE_CAP
+    {
+        return insert_slow(t, addr, w, frames, hint);
+    }
+    t.alloc_total += w;
+    t.sample_count += 1;
+    let s = hint - 1;
+    {
+        let st = &mut *t.stacks.add(s);
+        st.alloc_bytes += w;
+        st.alloc_count += 1;
+    }
+    file_live(t, addr, w, s);
+    s + 1
+}
+
+/// `insert`, every case.
+///
+/// # Safety
+/// As `insert`.
+#[inline(never)]
+unsafe fn insert_slow(t: &mut Tables, addr: usize, w: u64, frames: &[usize], hint: usize) -> usize {
     if t.stacks.is_null() {
         return 0;
     }
@@ -871,6 +982,18 @@ unsafe fn insert(t: &mut Tables, addr: usize, w: u64, frames: &[usize], hint: us
     if 2 * (t.nsamples + 1) > t.slots {
         grow(t);
     }
+    file_live(t, addr, w, s);
+    s + 1
+}
+
+/// Files live sample `addr` of weight `w` and stack `s` (under LOCK), in
+/// a table with room for it.
+///
+/// # Safety
+/// `t`'s tables are mapped and held under LOCK; `s` is one of its stacks;
+/// `2 * (t.nsamples + 1) <= t.slots`.
+#[inline(always)]
+unsafe fn file_live(t: &mut Tables, addr: usize, w: u64, s: usize) {
     let mask = t.slots - 1;
     let mut i = slot_of(addr, t.shift);
     loop {
@@ -901,7 +1024,6 @@ unsafe fn insert(t: &mut Tables, addr: usize, w: u64, frames: &[usize], hint: us
         t.peak_total = t.live_total;
         t.peak_epoch += 1;
     }
-    s + 1
 }
 
 /// Doubles the live samples' table (under LOCK): its entries go to the
@@ -991,8 +1113,7 @@ unsafe fn find_stack(t: &mut Tables, frames: &[usize]) -> Option<usize> {
 /// The block at user address `p`, marked sampled, is being freed (or
 /// moved): drops its sample (none, if the table was full when it was
 /// taken, or in a fork child for a block its parent sampled).
-#[cold]
-#[inline(never)]
+#[inline(always)]
 pub fn freed_here(p: *mut u8) {
     let _g = LOCK.guard();
     // SAFETY: the tables are only touched under LOCK.
@@ -1003,6 +1124,7 @@ pub fn freed_here(p: *mut u8) {
 ///
 /// # Safety
 /// `t`'s tables are mapped (`prime`) and held under LOCK.
+#[inline(always)]
 unsafe fn remove(t: &mut Tables, addr: usize) {
     {
         let mask = t.slots - 1;
@@ -2345,51 +2467,6 @@ const EXP_TAB: [f64; EXP_ROWS] = {
     t
 };
 
-/// Bits of the mantissa that pick a row of `LN_TAB`.
-const LN_BITS: u32 = 7;
-const LN_ROWS: usize = 1 << LN_BITS;
-
-/// Per row `i`, `(1 / c, ln c)` for `c = 1 + (i + 1/2) / 128`, the middle of
-/// the `i`-th 128th of [1, 2); `ln c` from `2 atanh((c - 1) / (c + 1))`'s
-/// series (|z| < 1/3, 40 terms: exact to the last bit), at compile time.
-const LN_TAB: [[f64; 2]; LN_ROWS] = {
-    let mut t = [[0.0; 2]; LN_ROWS];
-    let mut i = 0;
-    while i < LN_ROWS {
-        let c = 1.0 + (i as f64 + 0.5) / LN_ROWS as f64;
-        let z = (c - 1.0) / (c + 1.0);
-        let mut p = 0.0;
-        let mut k = 40;
-        while k > 0 {
-            k -= 1;
-            p = p * z * z + 1.0 / (2 * k + 1) as f64;
-        }
-        t[i] = [1.0 / c, 2.0 * z * p];
-        i += 1;
-    }
-    t
-};
-
-/// Natural logarithm of `x > 0` (a normal number): `x = m * 2^e` with `m` in
-/// [1, 2); `m = c (1 + r)` with `c` the middle of `m`'s 128th of [1, 2)
-/// (`LN_TAB`: `1 / c`, `ln c`) and |r| < 1/256, so `ln(1 + r)`'s series to
-/// r^5 (the next term is below 1e-15) makes `ln m`: about 20 instructions
-/// and no division, where the series of `atanh` on [1, 2) took 14 terms and
-/// a division (about 50: the sampler draws one logarithm a sample).
-fn ln(x: f64) -> f64 {
-    let bits = x.to_bits();
-    let e = ((bits >> 52) & 0x7ff) as i64 - 1023;
-    let m = f64::from_bits((bits & ((1u64 << 52) - 1)) | (1023u64 << 52));
-    let [inv, ln_c] = LN_TAB[((bits >> (52 - LN_BITS)) as usize) & (LN_ROWS - 1)];
-    let r = m * inv - 1.0;
-    // (Estrin's scheme, not Horner's: its chain of dependent multiplies and
-    // adds is 4 long, not 10, and a sample waits for this one. `draw` was
-    // 5% of `bench/mthreads 1`'s time under `perf`.)
-    let r2 = r * r;
-    let p = r + r2 * (-0.5 + r * (1.0 / 3.0)) + (r2 * r2) * (-0.25 + r * 0.2);
-    ln_c + p + e as f64 * LN2
-}
-
 /// `exp(-x)` for `x >= 0`: `-x = (k / 64) ln 2 + r` with `k` the nearest
 /// integer and |r| <= ln 2 / 128, so `exp(-x) = 2^(k >> 6) 2^((k & 63) / 64)
 /// exp(r)`: a power of two made from its bits, a row of `EXP_TAB` and
@@ -2418,14 +2495,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn logarithm_and_exponential() {
-        for &x in &[1e-15f64, 1e-6, 0.01, 0.3, 0.5, 0.9999, 1.0] {
-            assert!(
-                (ln(x) - x.ln()).abs() < 1e-12 * (1.0 + x.ln().abs()),
-                "ln {}",
-                x
-            );
-        }
+    fn exponential_and_probability() {
         for &x in &[0.0f64, 1e-9, 3e-5, 0.5, 1.0, 7.5, 40.0, 600.0] {
             let want = (-x).exp();
             assert!((exp_neg(x) - want).abs() <= 1e-12 * want, "exp {}", x);
@@ -2436,21 +2506,85 @@ mod tests {
             let want = (-x).exp();
             assert!((exp_neg(x) - want).abs() <= 1e-13 * want, "exp {}", x);
         }
-        // Every row of the logarithm's table, at both ends and the middle.
-        for i in 0..LN_ROWS * 3 {
-            let x = 1.0 + (i / 3) as f64 / LN_ROWS as f64 + (i % 3) as f64 * 0.499 / LN_ROWS as f64;
-            for y in [x, x / 2.0, x * 0.5f64.powi(40)] {
-                assert!(
-                    (ln(y) - y.ln()).abs() < 1e-13 * (1.0 + y.ln().abs()),
-                    "ln {}",
-                    y
-                );
-            }
-        }
         for i in 0..=1000 {
             let x = i as f64 * 0.001;
             let want = -(-x).exp_m1();
             assert!((sampled_p(x) - want).abs() <= 3e-9 * want, "p {}", x);
+        }
+    }
+
+    /// `exp_q56` against `-ln u` computed in floating point, over the whole
+    /// range of its random bits (every row of its table, both ends and
+    /// between; leading zeros 0 to 63).
+    #[test]
+    fn exponential_of_bits() {
+        let mut worst = 0.0f64;
+        for z in 0..64u32 {
+            for i in 0..LN1P_ROWS as u64 * 8 {
+                // The leading one at bit 63 - z, then the row and fraction.
+                let f = (i << 53) + (i * 0x9e37_79b9) % (1 << 40);
+                let r = (1u64 << 63 | f >> 1) >> z;
+                let u = (r | 1) as f64 / 2f64.powi(64);
+                let want = -u.ln();
+                let got = exp_q56(r) as f64 / 2f64.powi(56);
+                worst = worst.max((got - want).abs());
+            }
+        }
+        assert!(worst < 2.5e-6, "worst error {worst}");
+        // 0 reads as 1 (2^-64: the largest draw), under 45.
+        assert_eq!(exp_q56(0), exp_q56(1));
+        assert!(exp_q56(0) < 45 << 56);
+    }
+
+    /// The intervals `draw` makes, from the thread's own random numbers:
+    /// their mean is the rate (within 4 standard errors of 2^22 draws:
+    /// 0.2%), and the fraction below `q` times the rate is `1 - exp(-q)`
+    /// (within 4 standard errors) for quantiles from 0.001 to 10. And
+    /// `draw_blocks`: a geometric count of mean `1 / (1 - exp(-size /
+    /// rate))`.
+    #[test]
+    fn exponential_draws() {
+        // A state of the test's own (the tests share the process's
+        // settings, and each its thread's state).
+        let mut t = ThreadState {
+            left: 0,
+            rng: 0,
+            busy: 0,
+            memo: 0,
+        };
+        const RATE: usize = 1 << 20;
+        const N: usize = 1 << 22;
+        let qs = [0.001, 0.01, 0.1, 0.5, 1.0, 2.0, 4.0, 10.0];
+        let mut below = [0usize; 8];
+        let mut sum = 0.0f64;
+        for _ in 0..N {
+            let x = interval(rng_next(&mut t), RATE) as f64 / RATE as f64;
+            sum += x;
+            for (k, q) in qs.iter().enumerate() {
+                below[k] += (x < *q) as usize;
+            }
+        }
+        let mean = sum / N as f64;
+        assert!((mean - 1.0).abs() < 4.0 / (N as f64).sqrt(), "mean {mean}");
+        for (k, q) in qs.iter().enumerate() {
+            let p = 1.0 - (-q).exp();
+            let got = below[k] as f64 / N as f64;
+            let tol = 4.0 * (p * (1.0 - p) / N as f64).sqrt();
+            assert!((got - p).abs() < tol, "P(x < {q}): {got}, want {p}");
+        }
+        for size in [16, 4096, 1 << 17] {
+            let mut sum = 0u64;
+            const M: u64 = 1 << 20;
+            for _ in 0..M {
+                sum += blocks(rng_next(&mut t), RATE, size);
+            }
+            let p = -(-(size as f64) / RATE as f64).exp_m1();
+            let (mean, want) = (sum as f64 / M as f64, 1.0 / p);
+            let sd = ((1.0 - p) / (p * p) / M as f64).sqrt();
+            assert!(
+                (mean - want).abs() < 4.0 * sd,
+                "blocks of {size}: {mean}, want {want}"
+            );
         }
     }
 
