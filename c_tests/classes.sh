@@ -29,9 +29,8 @@
 # with 1 KiB of blocks (fills of 8 down to 1 over these classes) the swap
 # came once in 1-8 mallocs by class, 0.372.
 # Mode s's instructions per pair are bounded at MAX_INSTR_S (91.5): 90.8
-# with the class looked up by the request size itself and free's zone-map
-# entry found without the map's first level for the heap's 4 GiB
-# (cache::CLASS_BY_N, zonemap::FIRST_KEY), 92.8 before (docs/performance.md,
+# with free's zone-map entry found without the map's first level under the
+# heap's leaf (zonemap::FIRST_KEY), 92.8 before (docs/performance.md,
 # "Dependent loads on the fast paths"); the other modes' are printed.
 # Installs gcc and valgrind if missing. Ends with the line
 # "N passed, M failed"; exits 1 if any failed.

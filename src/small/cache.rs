@@ -128,20 +128,6 @@ static CLASS_OF_SPARSE: [u8; NSIZES] = {
     t
 };
 
-/// `CLASS_OF` indexed by the request size.
-static CLASS_BY_N: [u8; SMALL_MAX + 1] = by_n(&CLASS_OF);
-/// `CLASS_OF_SPARSE` indexed by the request size.
-static CLASS_BY_N_SPARSE: [u8; SMALL_MAX + 1] = by_n(&CLASS_OF_SPARSE);
-const fn by_n(t: &[u8; NSIZES]) -> [u8; SMALL_MAX + 1] {
-    let mut r = [0u8; SMALL_MAX + 1];
-    let mut n = 0;
-    while n <= SMALL_MAX {
-        r[n] = t[(n + 15) >> 4];
-        n += 1;
-    }
-    r
-}
-
 /// The class serving `n` bytes (`n <= SMALL_MAX`), for a thread that is not
 /// sparse.
 #[inline(always)]
@@ -434,20 +420,11 @@ pub struct CacheOf<const N: usize> {
     unsettled: *mut Block,
     /// The class of each request size, by `(n + 15) / 16`: `CLASS_OF`, or
     /// `CLASS_OF_SPARSE` while the thread is sparse (see `SPARSE_USED`).
-    /// Here rather than a static, so that the slow paths read it from the
-    /// cache they already hold (the fast path reads `by_n`).
+    /// Here rather than a static, so that the fast path reads it from the
+    /// cache it already holds.
     class_of: [u8; NSIZES],
     /// The thread is sparse: `class_of` is `CLASS_OF_SPARSE`.
     sparse: bool,
-    /// The same classes indexed by the request size `n <= SMALL_MAX`
-    /// itself: `CLASS_BY_N`, or `CLASS_BY_N_SPARSE` while the thread is
-    /// sparse (switched with `class_of`). malloc's block waits for its
-    /// class, and its class for the size: indexed by `n`, the class's load
-    /// starts as soon as `n` is known, where `class_of` needed `(n + 15) >>
-    /// 4` first (two instructions and two cycles fewer: `invsq-*`,
-    /// docs/performance.md, "Dependent loads on the fast paths"). 8 KiB of
-    /// static tables, of which a program reads the lines of its sizes.
-    by_n: *const u8,
     /// `SWAP_MIN`, here for the same reason as `class_of`.
     swap_min: [u8; NCLASS],
     /// `HALF_MASK`, here for the same reason.
@@ -628,7 +605,6 @@ const fn static_cache(state: u32) -> CacheOf<0> {
         unsettled: null_mut(),
         class_of: CLASS_OF,
         sparse: false,
-        by_n: CLASS_BY_N.as_ptr(),
         swap_min: SWAP_MIN,
         half_mask: HALF_MASK,
         // SAFETY: only the address is taken.
@@ -762,8 +738,8 @@ pub fn alloc(n: usize) -> *mut u8 {
     // a live zone owned by tc, or EMPTY_ZONE whose free list is always empty.
     debug_assert!(n <= SMALL_MAX);
     unsafe {
-        // (n <= SMALL_MAX, the caller's test: the table has SMALL_MAX + 1 entries.)
-        let cls = *(*tc).by_n.add(n) as usize;
+        // (n <= SMALL_MAX, the caller's test: the index is below NSIZES.)
+        let cls = *(*tc).class_of.get_unchecked((n + 15) >> 4) as usize;
         alloc_class(tc, cls, n)
     }
 }
@@ -2145,7 +2121,6 @@ unsafe fn refill(mut tc: *mut Cache, mut cls: usize, n: usize) -> *mut u8 {
             // No longer sparse: each size takes its own class from now on.
             c.class_of = CLASS_OF;
             c.sparse = false;
-            c.by_n = CLASS_BY_N.as_ptr();
         }
     }
     if c.allocs[cls] < COLD_ALLOCS
@@ -2649,7 +2624,6 @@ unsafe fn init_fields(c: *mut Cache, sparse: bool) {
         unsettled: _,
         class_of,
         sparse: _,
-        by_n,
         swap_min,
         half_mask,
         current,
@@ -2670,10 +2644,8 @@ unsafe fn init_fields(c: *mut Cache, sparse: bool) {
     } = s;
     if sparse {
         addr_of_mut!((*c).class_of).write(CLASS_OF_SPARSE);
-        addr_of_mut!((*c).by_n).write(CLASS_BY_N_SPARSE.as_ptr());
     } else {
         addr_of_mut!((*c).class_of).write(class_of);
-        addr_of_mut!((*c).by_n).write(by_n);
     }
     addr_of_mut!((*c).sparse).write(sparse);
     addr_of_mut!((*c).swap_min).write(swap_min);
