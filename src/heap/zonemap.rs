@@ -14,9 +14,7 @@
 //! changes while no block of that granule is live (zone creation and
 //! retirement), so a reader holding a live pointer always sees a stable bit.
 //! Cost of a lookup: two dependent loads and a byte test (about 13
-//! instructions with the range check); under the first leaf mapped (the
-//! heap's), one load, level 1 skipped by a compare with its key
-//! (`FIRST_KEY`).
+//! instructions with the range check).
 //!
 //! Beside the byte, a granule's entry holds what `free` needs of the zone
 //! starting there: its owner, class and block geometry ([`ZoneInfo`]), so a
@@ -172,15 +170,6 @@ static MAP: Map = Map {
     l1: [const { AtomicPtr::new(core::ptr::null_mut()) }; L1_LEN],
 };
 
-/// The first leaf mapped (the heap's, as a rule, where the zones and the
-/// heap chunks are): its level-1 index (`usize::MAX` until then; written
-/// once, after `FIRST_ENTRIES`) and its entries. [`entry`] finds the entry
-/// of an address under it without reading level 1: the entry's load, on
-/// which all of `free` waits, can start as soon as the pointer is known
-/// (one dependent load fewer; `invsq-*`, docs/performance.md).
-static FIRST_KEY: AtomicUsize = AtomicUsize::new(usize::MAX);
-static FIRST_ENTRIES: AtomicPtr<ZoneInfo> = AtomicPtr::new(core::ptr::null_mut());
-
 /// The leaf and index of the granule holding `p`, if its leaf exists.
 #[inline(always)]
 fn slot(p: *const u8) -> Option<(&'static Leaf, usize)> {
@@ -230,31 +219,12 @@ pub fn lookup(p: *const u8) -> (u8, *const ZoneInfo) {
 /// chunks.
 #[inline(always)]
 pub fn entry(p: *const u8) -> *const ZoneInfo {
-    let a = p as usize;
-    if a >> L1_SHIFT == FIRST_KEY.load(Ordering::Acquire) {
-        let e = FIRST_ENTRIES.load(Ordering::Relaxed);
-        // SAFETY: FIRST_KEY is set (after FIRST_ENTRIES: Acquire/Release)
-        // only to the index of the leaf whose entries FIRST_ENTRIES holds,
-        // never freed; the index is below GRANULES.
-        unsafe {
-            core::hint::assert_unchecked(!e.is_null());
-            return e.add((a >> ZONE_SHIFT) & (GRANULES - 1));
-        }
-    }
-    other_leaf();
     match slot(p) {
         // SAFETY: g < GRANULES.
         Some((leaf, g)) => unsafe { leaf.entry.get_unchecked(g) },
         None => core::ptr::null(),
     }
 }
-
-/// Marks [`entry`]'s lookup under a leaf other than the first as the rare
-/// case, so that the first leaf's path falls through (no taken jump over
-/// the other's on every `free`).
-#[cold]
-#[inline(always)]
-fn other_leaf() {}
 
 /// The info of the zone starting at the granule holding `p` (which must be
 /// marked a zone).
@@ -330,14 +300,6 @@ fn leaf_of(a: usize) -> *mut Leaf {
         // SAFETY: m is the mapping just made.
         unsafe { crate::os::no_huge_pages(m as *mut u8, core::mem::size_of::<Leaf>()) };
         MAP.l1[i].store(m, Ordering::Release);
-        if FIRST_KEY.load(Ordering::Relaxed) == usize::MAX {
-            // (Under the leaf lock: one writer. The entries first, so that
-            // whoever sees the key sees them: see `entry`.)
-            // SAFETY: only the address is taken.
-            let e = unsafe { addr_of_mut!((*m).entry) } as *mut ZoneInfo;
-            FIRST_ENTRIES.store(e, Ordering::Relaxed);
-            FIRST_KEY.store(i, Ordering::Release);
-        }
     }
     m
 }
