@@ -102,7 +102,7 @@ static inline void *opaque_ptr(void *p)
 
 /* While one thread has a cache and the heap is small, memalloc serves that
  * thread's first COLD_ALLOCS allocations of each size class from its TLSF
- * heap, and only the later ones from the class's zones (src/small/cache.rs,
+ * heap, and only the later ones from the class's zones (src/small/cache/slow.rs,
  * COLD_ALLOCS; brk.c's cold_classes checks the number). A test about zones
  * first makes this many allocations of its size in the thread that
  * allocates: warm_class. (They count whether or not they are freed.) */

@@ -26,7 +26,7 @@
  *      (about 14 MiB, past the 4 MiB cap) in random order and allocates
  *      them again, 20 times: the test runs itself with MEMALLOC_STATS=1,
  *      and the summary's "at most N chunks in one" flush is at most 20
- *      (mcache.rs's FLUSH_MOVES, 16, and what bringing the cache under
+ *      (mcache/slow.rs's FLUSH_MOVES, 16, and what bringing the cache under
  *      its cap takes: under a chunk of 64 KiB past it, and each chunk moved
  *      is at least 5 KiB). Unbounded, one flush moved up to 51 here.
  *   8. 64 threads fill their caches at once (256 blocks of 4-64 KiB each,

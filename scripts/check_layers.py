@@ -16,6 +16,8 @@ offending line, when:
     module that src/lib.rs does not declare, or src/lib.rs declares them in
     another order than LAYERS, bottom up;
   - a module's file is not src/LAYER/MODULE.rs, in the folder of its layer.
+A module's submodules, in src/LAYER/MODULE/ (e.g. src/small/cache/fast.rs),
+count as the module: their uses are checked as its own.
 src/lib.rs itself, the crate root, wires the layers together and may use any.
 
 ROOT defaults to the repository holding this script; tests/scripts_test.sh runs
@@ -139,6 +141,16 @@ def declared_modules(root):
     return mods
 
 
+def submodule_files(root, path):
+    """The files of a module's submodules: src/LAYER/MODULE/**.rs, for the
+    module in src/LAYER/MODULE.rs (relative to root, sorted)."""
+    folder = os.path.join(root, path[:-len(".rs")])
+    found = []
+    for d, _, files in os.walk(folder):
+        found += [os.path.relpath(os.path.join(d, f), root) for f in files if f.endswith(".rs")]
+    return sorted(found)
+
+
 def main():
     root = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ranks = rank_table()
@@ -164,20 +176,21 @@ def main():
         if not os.path.exists(full):
             errors.append("%s: the file of module `%s` does not exist" % (path, name))
             continue
-        text = strip_comments(open(full, encoding="utf-8").read())
-        for line, dep in uses(text):
-            if dep == name:
-                continue
-            if dep not in ranks:
-                if dep in mods:
-                    continue  # reported above
-                errors.append("%s:%d: `crate::%s` is not a module of LAYERS" % (path, line, dep))
-                continue
-            dli, dmi, dlayer = ranks[dep]
-            if (dli, dmi) > (li, mi):
-                where = ("layer `%s`, above `%s`" % (dlayer, layer)) if dli > li else \
-                        ("later in layer `%s`" % layer)
-                errors.append("%s:%d: `%s` uses `%s` (%s)" % (path, line, name, dep, where))
+        for f in [path] + submodule_files(root, path):
+            text = strip_comments(open(os.path.join(root, f), encoding="utf-8").read())
+            for line, dep in uses(text):
+                if dep == name:
+                    continue
+                if dep not in ranks:
+                    if dep in mods:
+                        continue  # reported above
+                    errors.append("%s:%d: `crate::%s` is not a module of LAYERS" % (f, line, dep))
+                    continue
+                dli, dmi, dlayer = ranks[dep]
+                if (dli, dmi) > (li, mi):
+                    where = ("layer `%s`, above `%s`" % (dlayer, layer)) if dli > li else \
+                            ("later in layer `%s`" % layer)
+                    errors.append("%s:%d: `%s` uses `%s` (%s)" % (f, line, name, dep, where))
     for e in errors:
         print("check_layers: " + e)
     if errors:

@@ -21,8 +21,9 @@
 #     split into runs, bad lines reported, an empty file refused;
 #   * scripts/check_layers.py: passes on the repository, and fails on copies
 #     of src/ given an import from a higher layer (a use line, an inline path,
-#     a use group, a macro's $crate path), a module its table does not list,
-#     or a module in another layer's folder; not on a comment.
+#     a use group, a macro's $crate path; also in a submodule's file), a
+#     module its table does not list, or a module in another layer's folder;
+#     not on a comment.
 #
 # Builds the library through run.sh if needed. Keeps the temp dir with
 # MEMALLOC_KEEP_TMP=1. Ends with `N passed, M failed`; exit 1 on a failure.
@@ -334,6 +335,11 @@ layer_case "os calling the heap by an inline path fails" os 'pub fn bad() -> usi
 layer_case "tlsf importing large (later in its layer) in a use group fails" tlsf 'use crate::{chunk::ALIGN, large::alloc};' 1
 layer_case "events reaching stats from a macro fails" events 'macro_rules! bad { () => { $crate::stats::stats() }; }' 1
 layer_case "a use in a comment is no use" os '// use crate::export::alloc;' 0
+rm -rf lc && mkdir lc && cp -r "$ROOT/src" lc/
+printf '\nuse crate::stats::stats;\n' >>lc/src/small/cache/slow.rs
+python3 "$LAYERS" lc >lc.out 2>&1
+check "check_layers: a submodule's file (src/small/cache/slow.rs) using a higher layer fails" \
+    bash -c '[[ $1 -eq 1 ]] && grep -q "src/small/cache/slow.rs:[0-9]*: .cache. uses .stats." lc.out' _ $?
 rm -rf lc && mkdir lc && cp -r "$ROOT/src" lc/
 printf 'pub mod extra;\n' >>lc/src/lib.rs
 : >lc/src/extra.rs

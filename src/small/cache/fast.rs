@@ -1,0 +1,624 @@
+//! The small blocks' fast paths: `alloc` (a pop from the class's bin, or
+//! the zone's free list), `bin_refill` (a bin's alloc half filled from the
+//! zone), the frees (`free_own`, `free`, `free_other`, `free_vouched`: a
+//! push onto the bin), the foreign blocks a thread keeps (`free_foreign`),
+//! and the checks of a pointer into a zone (`block_ok`, `check_block`). The
+//! costs are in the comment of `cache` (this module's parent).
+
+use super::*;
+
+/// Allocates a block for a request of `n <= SMALL_MAX` bytes for this thread;
+/// null + ENOMEM on exhaustion.
+#[inline(always)]
+pub fn alloc(n: usize) -> *mut u8 {
+    let tc = tls::get();
+    // SAFETY: tc is this thread's cache or a static one; its current zone is
+    // a live zone owned by tc, or EMPTY_ZONE whose free list is always empty.
+    debug_assert!(n <= SMALL_MAX);
+    unsafe {
+        // (n <= SMALL_MAX, the caller's test: the index is below NSIZES.)
+        let cls = *(*tc).class_of.get_unchecked((n + 15) >> 4) as usize;
+        alloc_class(tc, cls, n)
+    }
+}
+
+/// `alloc` for class `cls` of cache `tc` (this thread's).
+///
+/// # Safety
+/// `tc` is this thread's cache or a static one, `cls < NCLASS` serves `n`.
+#[inline(always)]
+unsafe fn alloc_class(tc: *mut Cache, cls: usize, n: usize) -> *mut u8 {
+    // (cls < NCLASS; a top is a slot of the class's row.)
+    let st = *(*tc).bin_state.get_unchecked(cls);
+    let top = st as u16 as usize; // (BIN_TOP)
+    if !half_empty(top, *(*tc).half_mask.get_unchecked(cls)) {
+        return bin_pop(tc, cls, st, top, n);
+    }
+    // (The mask again, from the static table: the one in the cache, read
+    // once for both tests, was a load and a test above, where the test
+    // reads it from memory.)
+    let mask = *HALF_MASK.get_unchecked(cls);
+    let ft = *(*tc).free_top.get_unchecked(cls);
+    if half_empty(ft as usize, mask) {
+        // The bin is empty, and nothing was freed since the alloc half was
+        // last filled: the class is being allocated in a run. A block from
+        // the zone, and the alloc half stays empty, so that each malloc of
+        // the run comes here (a branch a predictor learns; filled, the
+        // alloc half would empty once in a fill, at random when classes
+        // vary: `bench/bulkfree`). (The static caches' bins are empty and
+        // their zones `EMPTY_ZONE`.)
+        let z = *(*tc).current.get_unchecked(cls);
+        let b = (*z).free;
+        if !is_end(b) {
+            // (As the pops count in `bin_pop`: the count wraps to 0.)
+            let a = (*tc).allocs.get_unchecked(cls).wrapping_add(1);
+            *(*tc).allocs.get_unchecked_mut(cls) = a;
+            if a == 0 {
+                return prof_tick(n);
+            }
+            let t = (*b).next as usize ^ crate::guard::list_key();
+            if crate::guard::CHECKS && t >= ZONE_SIZE {
+                return corrupt_list(b);
+            }
+            let nb = (t ^ b as usize) as *mut Block;
+            (*z).free = nb;
+            (*z).used += 1;
+            // The run's next malloc loads `nb`'s link: its line, fetched
+            // now, comes while the program uses this block (a list of
+            // blocks freed at random is a miss a block, waited for here).
+            prefetch(nb as *const u8);
+            (*b).mark = 0;
+            return b as *mut u8;
+        }
+        return alloc_slow(n, cls, tc);
+    }
+    // The free half becomes the alloc half, and the empty one the free
+    // half, if it has enough blocks; else `bin_refill`.
+    if ft as u8 & mask >= *(*tc).swap_min.get_unchecked(cls) {
+        if (*tc).unsettled != settled(tc) {
+            return swap_unsettled(n, cls, tc, st);
+        }
+        *(*tc).free_top.get_unchecked_mut(cls) = top as u64;
+        return bin_pop(tc, cls, (st & !BIN_TOP) | ft, ft as usize, n);
+    }
+    bin_refill(n, cls, tc, st)
+}
+
+/// `alloc_class`'s swap of the halves when the thread has an unsettled
+/// block (see [`free_vouched`]), which may lie in the free half: settled
+/// first. Out of line, so that the swap saves no register for the call.
+///
+/// (Its arguments are `bin_refill`'s, in the registers that hold them.)
+///
+/// # Safety
+/// As `alloc_class`; the alloc half of `cls` (state `st`) is empty and the
+/// free half holds at least the class's `SWAP_MIN` blocks.
+#[inline(never)]
+unsafe fn swap_unsettled(n: usize, cls: usize, tc: *mut Cache, st: u64) -> *mut u8 {
+    let ft = *(*tc).free_top.get_unchecked(cls);
+    // (`settle`, with the report a jump.)
+    let q = (*tc).unsettled;
+    let none = settled(tc);
+    let key = crate::guard::list_key();
+    if (*q).mark == key {
+        return double_free(q);
+    }
+    (*q).mark = key;
+    (*tc).unsettled = none;
+    *(*tc).free_top.get_unchecked_mut(cls) = st & BIN_TOP;
+    bin_pop(tc, cls, (st & !BIN_TOP) | ft, ft as usize, n)
+}
+
+/// Blocks the free half of a bin must hold for an empty alloc half to take
+/// them as they are (a swap; or the class's fill if lower, `bin_refill`);
+/// with fewer, the alloc half is filled from the zone.
+const SWAP_AT: usize = 8;
+/// Bytes of blocks an alloc half is filled to from the zone.
+const FILL_BYTES: usize = 1024;
+/// Per class, the blocks an alloc half is filled to from the zone:
+/// `FILL_BYTES` of them, at least one and at most one fewer than a half
+/// holds (so that in a loop of one class the alloc half empties, and takes
+/// the free half, before the free half is full, which would spill). Few
+/// blocks of the big classes: a thread that keeps one block of a class
+/// cycles through the blocks of its bin, and its first zone batch is one
+/// page (8 blocks of 512 bytes, the last reaching into the next page).
+///
+/// One block for every class above `WIDE_MAX` but `SPARSE_CLASS` (so its
+/// `SWAP_MIN` is 1 and it never takes `bin_refill`): a program that frees
+/// each block soon after its malloc (the grid's *short* 128 B-4 KiB)
+/// cycles, per class, through as many blocks as its row holds, swapping
+/// the halves once a cycle. With fills of 8 down to 1 block over these
+/// classes (1 KiB of blocks), the swap came once in 1 to 8 mallocs
+/// depending on the class, a branch no predictor learns when classes vary:
+/// 0.37 mispredicted branches a pair (`c_tests/classes.sh` mode short),
+/// 0.05 now; CPU time of `classes 2e7 short` 0.205 -> 0.178 s (tcmalloc
+/// 0.191), of `grid 1 1.5e7 128 4096 short` 0.161 -> 0.148 (medians of 7).
+/// Every such malloc of a pair loop swaps (a branch the predictor learns):
+/// `bench/pair` 160 B 68 -> 78 instructions, 512 B 72 -> 78, as 1024 B and
+/// up were already.
+/// `SPARSE_CLASS` keeps its 4 blocks: a sparse thread's pairs of any size
+/// up to 256 B take it (`tests/rust_path.rs`: the Rust pair of 24 B, 76.2
+/// instructions, was 92 with one block, 81.5 with two; its bound is 78).
+/// A fill of at least 4 blocks for all these classes instead took the grid
+/// cell to 0.21 s (more blocks cycled, their first and last lines
+/// written). Random long-lived classes swap a little more often
+/// (callgrind: `grid ... 128 4096 long` mispredictions +4.3%, `mchurn`
+/// +1.6%; instructions -0.3% and -0.5%).
+const FILL_TO: [u8; NCLASS] = {
+    let mut t = [0u8; NCLASS];
+    let mut cls = 0;
+    while cls < NCLASS {
+        let n = FILL_BYTES / CLASS_SIZE[cls] as usize;
+        t[cls] = if n < 1 || (CLASS_SIZE[cls] > WIDE_MAX && cls != SPARSE_CLASS) {
+            1
+        } else if n > HALF[cls] - 2 {
+            (HALF[cls] - 2) as u8
+        } else {
+            n as u8
+        };
+        cls += 1;
+    }
+    t
+};
+/// Per class, the blocks a free half must hold for an empty alloc half to
+/// take them as they are (a swap): `SWAP_AT`, or the class's fill if lower.
+pub(super) const SWAP_MIN: [u8; NCLASS] = {
+    let mut t = [0u8; NCLASS];
+    let mut cls = 0;
+    while cls < NCLASS {
+        t[cls] = if FILL_TO[cls] as usize > SWAP_AT {
+            SWAP_AT as u8
+        } else {
+            FILL_TO[cls]
+        };
+        cls += 1;
+    }
+    t
+};
+
+/// The alloc half of `cls`'s bin (state `st`) is empty, and the free half
+/// holds fewer than the class's `SWAP_MIN` blocks but some: blocks from the
+/// current zone's free list fill the alloc half up to the class's fill
+/// (`FILL_TO`; fewer where the list leaps about the zone: `REFILL_JUMPS`),
+/// the free half's on top of them; then a block is popped.
+///
+/// So the alloc half of a small class empties once in 8 or more of the
+/// class's mallocs: the branch that leaves `alloc_class`'s pop is one a
+/// predictor cannot learn when classes vary (`bench/mthreads ... s`), and
+/// a plain swap of the halves took it on a quarter of the mallocs there
+/// (the halves held a few blocks each); filled, on under a tenth
+/// (docs/performance.md, "Small requests of random classes").
+///
+/// # Safety
+/// As `alloc_class`; the alloc half of `cls` is empty (`st`'s top).
+#[inline(never)]
+unsafe fn bin_refill(n: usize, cls: usize, tc: *mut Cache, st: u64) -> *mut u8 {
+    settle(tc);
+    let top = (st & BIN_TOP) as usize;
+    let ft = *(*tc).free_top.get_unchecked(cls) as usize;
+    let k = ft & HALF_MASK[cls] as usize;
+    let z = *(*tc).current.get_unchecked(cls);
+    let fill = FILL_TO[cls] as usize;
+    // Zone blocks at the bottom of the alloc half, in the order of the
+    // zone's list (the first on top: a fresh zone's blocks are handed out
+    // in address order), and the free half's (freed last, the likeliest in
+    // cache) above them. The static caches' current zones are
+    // `EMPTY_ZONE`, whose list is empty.
+    let want = fill - k;
+    let bin = (*tc).bin.as_mut_ptr();
+    let mut b = (*z).free;
+    let key = crate::guard::list_key();
+    let mut got = 0;
+    let mut jumps = 0;
+    while got < want && !is_end(b) {
+        let t = (*b).next as usize ^ key;
+        if crate::guard::CHECKS && t >= ZONE_SIZE {
+            return corrupt_list(b);
+        }
+        got += 1;
+        *bin.add(top + want - got) = b;
+        let nb = (t ^ b as usize) as *mut Block;
+        // (A link to a block far from this one: its line is likely cold.)
+        jumps += ((nb as usize).wrapping_sub(b as usize).wrapping_add(256) > 512) as usize;
+        b = nb;
+        if jumps >= REFILL_JUMPS {
+            break;
+        }
+    }
+    if got != 0 {
+        (*z).free = b;
+        (*z).used += got as u32;
+        if got < want {
+            core::ptr::copy(bin.add(top + want - got), bin.add(top), got);
+        }
+    }
+    let mut at = top + got;
+    let fb = ft - k;
+    if k != 0 {
+        // (Two halves of one row: disjoint.)
+        core::ptr::copy_nonoverlapping(bin.add(fb), bin.add(at), k);
+        at += k;
+        *(*tc).free_top.get_unchecked_mut(cls) = fb as u64;
+    }
+    if at == top {
+        return alloc_slow(n, cls, tc);
+    }
+    bin_pop(tc, cls, (st & !BIN_TOP) | at as u64, at, n)
+}
+
+/// Links to a far block (more than 256 bytes away) a fill from a zone's list
+/// follows at most (`bin_refill`). The list is walked one dependent load
+/// after another, and a block far from the one before it is mostly a cache
+/// miss (and a TLB miss when the zone's blocks were freed at random long
+/// ago): a fill of up to 14 blocks of such a list took malloc's p99.9 on the
+/// small latency workload to 3.1-3.6k cycles; stopping at the second far
+/// link, 1.7k (medians of 5, `bench/latency 1e7 100000 1 small`). A fresh
+/// zone's blocks, carved in address order, are near each other: their
+/// fills are whole. (`c_tests/classes.sh`: 87.9 instructions a pair, 87.5
+/// now; `bursts.sh` unchanged.)
+const REFILL_JUMPS: usize = 2;
+
+/// `alloc_class`'s pop from the alloc half of `cls`'s bin, whose state is
+/// `st` and top `top` (not empty).
+///
+/// # Safety
+/// As `alloc_class`; `tc` is a live cache.
+#[inline(always)]
+unsafe fn bin_pop(tc: *mut Cache, cls: usize, st: u64, top: usize, n: usize) -> *mut u8 {
+    let b = *(*tc).bin.get_unchecked(top - 1);
+    // (The pops count reaches the sign bit only when profiling says a
+    // sample is due: see `prof_tick`.)
+    let st = st + BIN_POP - 1;
+    *(*tc).bin_state.get_unchecked_mut(cls) = st;
+    if (st as i64) < 0 {
+        return prof_tick(n);
+    }
+    (*b).mark = 0;
+    b as *mut u8
+}
+
+/// Frees block `p` if the zone-map entry `info` of its granule says that
+/// this thread's cache owns a zone there (the fast path of `free`: no read
+/// of the map byte, see `zonemap::entry`); false, having done nothing, if
+/// not.
+///
+/// # Safety
+/// `info` is the zone-map entry of `p`'s granule.
+#[inline(always)]
+pub unsafe fn free_own(info: *const zonemap::ZoneInfo, p: *mut u8) -> bool {
+    let tc = tls::get();
+    let e = &*info;
+    if e.owner.load(Ordering::Relaxed) != tc as usize {
+        return false;
+    }
+    let key = crate::guard::list_key();
+    let b = p as *mut Block;
+    if !block_ok(e, p, key) {
+        return bad_free(p);
+    }
+    (*b).mark = key;
+    // (A zone's class is below NCLASS, fixed while the zone lives.)
+    let cls = e.class();
+    if !bin_push(tc, cls, b) {
+        spill_bin(b, cls, tc);
+    }
+    true
+}
+
+/// Frees block `p` of the zone whose zone-map info is `info`. Reads nothing
+/// of the zone's header unless the zone is another thread's (see
+/// [`zonemap::ZoneInfo`]).
+///
+/// # Safety
+/// `p` lies in a zone's granule and `info` is that granule's info.
+#[inline(always)]
+pub unsafe fn free(info: *const zonemap::ZoneInfo, p: *mut u8) {
+    let key = crate::guard::list_key();
+    if !block_ok(&*info, p, key) {
+        return bad_block(p, "free");
+    }
+    (*(p as *mut Block)).mark = key;
+    free_to_bin(info, p)
+}
+
+/// [`free`] of a block that [`free_own`] found not of this thread's zones:
+/// the checks, then to the bin or the owner (`free_foreign`), with no
+/// second owner test.
+///
+/// # Safety
+/// As [`free`]; `free_own(info, p)` returned false on this thread.
+#[inline(always)]
+pub unsafe fn free_other(info: *const zonemap::ZoneInfo, p: *mut u8) {
+    let key = crate::guard::list_key();
+    let e = &*info;
+    if !block_ok(e, p, key) {
+        return bad_block(p, "free");
+    }
+    let b = p as *mut Block;
+    (*b).mark = key;
+    free_foreign_here(tls::get(), e.class(), b)
+}
+
+/// [`free`] for a caller whose contract makes `p` the start of a block of
+/// ours (Rust's `GlobalAlloc::dealloc`: safe code cannot forge a pointer):
+/// the block-start check is not made (eight instructions fewer than `free`,
+/// bench/rust `json`), and the double-free mark of a block of this
+/// thread's own zones is checked one `free_vouched` later.
+///
+/// Why later: the mark lies in the block, and a program often frees a
+/// block it has not touched for long (a map's value string, removed; a
+/// table's entries, dropped), whose line is in no cache. A load of it
+/// stalls the free until the line comes; a store does not wait. So the
+/// block is prefetched and pushed, and becomes the thread's `unsettled`
+/// block; the previous one, prefetched one free earlier, has its mark
+/// checked and set now (`settle`). Before a block can leave its free half
+/// (a swap or refill of the alloc half, a spill, a drain) or be read by
+/// `check_block`, the unsettled one is settled, so a block freed twice is
+/// still reported before it could be handed out twice: at once when the
+/// two frees follow each other, else at the next `free_vouched`, swap,
+/// spill, realloc or thread exit. (bench/rust: CPU time of `btree` and
+/// `hashmap` about 6% lower; tests/rust_path.rs counts the pair and checks
+/// the reports.) The C paths check at once, as before.
+///
+/// # Safety
+/// `p` is the start of a block of the zone whose zone-map info is `info`.
+#[inline(always)]
+pub unsafe fn free_vouched(info: *const zonemap::ZoneInfo, p: *mut u8) {
+    let key = crate::guard::list_key();
+    let b = p as *mut Block;
+    let tc = tls::get();
+    let e = &*info;
+    if !crate::guard::CHECKS || e.owner.load(Ordering::Relaxed) != tc as usize {
+        if crate::guard::CHECKS && (*b).mark == key {
+            return bad_block(p, "free");
+        }
+        (*b).mark = key;
+        return free_to_bin(info, p);
+    }
+    prefetch(b as *const u8);
+    // (`settled` when there is none: its mark is 0.)
+    let q = (*tc).unsettled;
+    if q == b || (*q).mark == key {
+        double_free(q);
+        return;
+    }
+    (*q).mark = key;
+    (*tc).unsettled = b;
+    // (A zone's class is below NCLASS, fixed while the zone lives.)
+    let cls = e.class();
+    if !bin_push(tc, cls, b) {
+        spill_bin(b, cls, tc);
+    }
+}
+
+/// Checks and sets the double-free mark of `tc`'s unsettled block (see
+/// [`free_vouched`]), if it has one.
+///
+/// # Safety
+/// `tc` is this thread's cache.
+#[inline]
+pub(super) unsafe fn settle(tc: *mut Cache) {
+    let q = (*tc).unsettled;
+    let none = settled(tc);
+    if q == none || (*tc).state != LIVE {
+        return;
+    }
+    (*tc).unsettled = none;
+    if (*q).mark == crate::guard::list_key() {
+        double_free(q);
+    }
+    (*q).mark = crate::guard::list_key();
+}
+
+/// The stand-in for no unsettled block of cache `tc`: a `Block` at the
+/// cache's address, whose `mark` is `tc.unsettled` itself. When the fast
+/// path settles it, it writes the key there, then the new unsettled block
+/// over it.
+#[inline(always)]
+pub(super) fn settled(tc: *mut Cache) -> *mut Block {
+    const _: () = assert!(
+        core::mem::offset_of!(Cache, settled_next) == core::mem::offset_of!(Block, next)
+            && core::mem::offset_of!(Cache, unsettled) == core::mem::offset_of!(Block, mark)
+    );
+    tc as *mut Block
+}
+
+/// Reports block `b` freed twice (found by `free_vouched` or `settle`).
+/// (Returns for null, never passed: so that the compiler does not know
+/// that it never returns, and the fast path reaches it with a jump rather
+/// than a call, saving no register.)
+#[cold]
+#[inline(never)]
+fn double_free(b: *mut Block) -> *mut u8 {
+    if !b.is_null() {
+        crate::report::fatal("double free", b as *const u8)
+    }
+    b as *mut u8
+}
+
+/// The end of [`free`]: block `p`, checked and marked free, into this
+/// thread's bin for its class (or to its owner).
+///
+/// # Safety
+/// `p` is a block of the zone whose zone-map info is `info`, marked free.
+#[inline(always)]
+unsafe fn free_to_bin(info: *const zonemap::ZoneInfo, p: *mut u8) {
+    let tc = tls::get();
+    let b = p as *mut Block;
+    let e = &*info;
+    if e.owner.load(Ordering::Relaxed) == tc as usize {
+        // (A zone's class is below NCLASS, fixed while the zone lives.)
+        let cls = e.class();
+        if !bin_push(tc, cls, b) {
+            spill_bin(b, cls, tc);
+        }
+    } else {
+        free_foreign(tc, e.class(), b);
+    }
+}
+
+/// Pushes block `b` onto the free half of the bin of `cls` in cache `tc`;
+/// false, having done nothing, if it is full.
+///
+/// # Safety
+/// `tc` is this thread's live cache, `cls < NCLASS`, and `b` a free block
+/// of `cls`, counted as used by its zone.
+#[inline(always)]
+unsafe fn bin_push(tc: *mut Cache, cls: usize, b: *mut Block) -> bool {
+    // (cls < NCLASS; a top is a slot of the class's row.)
+    let ft = *(*tc).free_top.get_unchecked(cls) as usize;
+    if half_full(ft, *(*tc).half_mask.get_unchecked(cls)) {
+        return false;
+    }
+    *(*tc).bin.get_unchecked_mut(ft) = b;
+    *(*tc).free_top.get_unchecked_mut(cls) = ft as u64 + 1;
+    true
+}
+
+/// Frees block `b` of class `cls` from a zone `tc` does not own. A cache
+/// that is allocating the class (it allocated some since the class's last
+/// spill, `alloc_sum`) keeps it in its bin, like a block of its own, for
+/// its next malloc of the class, if the block has cache lines of its own
+/// (`KEEP_FOREIGN`): a thread that frees what others allocated
+/// (a server thread taking over requests) reuses those blocks instead of
+/// carving its own while they wait on a remote list for an owner that may
+/// never allocate again (larson: the main thread's 8 MiB of first blocks).
+/// A block leaving the bin goes back through its zone's owner
+/// (`give_back_all`).
+///
+/// A thread that is not allocating the class (a consumer) would only pass
+/// the block on later, so it goes to its owner at once, batched with the
+/// blocks of its zone freed before it: a link and a count here, one list
+/// push a batch (`remote_run`). Through the bin, each cost a push, its
+/// share of a spill and a remote free of its own: 126 instructions a
+/// free, 62 now, 73 under mimalloc (`c_tests/xfree.c`, mode c).
+/// Out of line: inlined, it made every free save registers; and with no
+/// call but tail calls, so that it saves none either.
+#[inline(never)]
+unsafe fn free_foreign(tc: *mut Cache, cls: usize, b: *mut Block) {
+    free_foreign_here(tc, cls, b)
+}
+
+/// [`free_foreign`], inline.
+///
+/// # Safety
+/// As `free_foreign`.
+#[inline(always)]
+unsafe fn free_foreign_here(tc: *mut Cache, cls: usize, b: *mut Block) {
+    // (The static caches have allocated nothing and spilled nothing, and
+    // have pending batches of no zone.)
+    if *KEEP_FOREIGN.get_unchecked(cls) && alloc_sum(tc, cls) != *(*tc).spilled.get_unchecked(cls) {
+        if bin_push(tc, cls, b) {
+            return;
+        }
+        return spill_bin(b, cls, tc);
+    }
+    let p = (*tc).pending.get_unchecked_mut(cls);
+    // (A batch's head is a block of its zone; with no batch, null.)
+    if (p.head as usize ^ b as usize) < ZONE_SIZE {
+        (*b).next = enc(p.head, b);
+        p.head = b;
+        p.count += 1;
+        if p.count >= PENDING_MAX {
+            return flush_pending(p);
+        }
+        return;
+    }
+    free_foreign_slow(tc, cls, b)
+}
+
+/// Per class: a block of it has cache lines of its own, so that another
+/// thread's block of it may be kept in a bin and reused (`free_foreign`):
+/// its size is a multiple of 64 (its blocks start and end on line
+/// boundaries, as a zone's first block starts on one: `ZONE_HDR` and the
+/// colours are), or at least 128 bytes (its inner lines are its own; two
+/// at its ends are shared). A smaller block, reused, would share its line
+/// with the neighbours that the zone's owner hands to other threads
+/// (passive false sharing, Hoard's `cache-scratch`: the main thread's
+/// 8-byte blocks, one a thread, each freed by its thread and taken back by
+/// its next malloc, four to a line; mimalloc and snmalloc never reuse
+/// another thread's block). Such blocks go to their owner.
+const KEEP_FOREIGN: [bool; NCLASS] = {
+    let mut t = [false; NCLASS];
+    let mut cls = 0;
+    while cls < NCLASS {
+        t[cls] = CLASS_SIZE[cls].is_multiple_of(64) || CLASS_SIZE[cls] >= 128;
+        cls += 1;
+    }
+    t
+};
+const _: () = assert!(ZONE_HDR.is_multiple_of(64) && (COLOURS - 1) * 64 < ZONE_SIZE);
+
+/// The allocations of `cls` that cache `tc` served (its pops and its zone
+/// allocations, which only grow, but for profiling's offsets: their sum
+/// moves with every allocation), mod 2^32.
+///
+/// # Safety
+/// `tc` is this thread's cache or a static one, `cls < NCLASS`.
+#[inline(always)]
+pub(super) unsafe fn alloc_sum(tc: *mut Cache, cls: usize) -> u32 {
+    let st = *(*tc).bin_state.get_unchecked(cls);
+    ((st >> 16) as u32).wrapping_add(*(*tc).allocs.get_unchecked(cls) as u32)
+}
+
+/// `free_foreign` of a block that starts a pending batch: the batch of
+/// another zone goes; a thread without a live cache pushes the block alone.
+#[cold]
+#[inline(never)]
+unsafe fn free_foreign_slow(tc: *mut Cache, cls: usize, b: *mut Block) {
+    let z = zone_of(b as *const u8);
+    if (*tc).state != LIVE {
+        return push_remote(z, b, b, 1);
+    }
+    new_pending((*tc).pending.get_unchecked_mut(cls), z, b, b, 1)
+}
+
+/// The checks every pointer into a zone gets: it is where a block starts
+/// (not an interior or misaligned pointer: the zone map's entry `e` for its
+/// granule says where blocks lie) and that block is not free. About nine
+/// instructions.
+#[inline(always)]
+unsafe fn block_ok(e: &zonemap::ZoneInfo, p: *mut u8, key: usize) -> bool {
+    if !crate::guard::CHECKS {
+        return true;
+    }
+    e.block_at(p) && (*(p as *mut Block)).mark != key
+}
+
+/// `block_ok` for `p` in a zone's granule, reporting and aborting on
+/// failure; `what` names the call.
+///
+/// # Safety
+/// `p` lies in a live zone (the zone map says its granule is one).
+#[inline(always)]
+pub unsafe fn check_block(p: *mut u8, what: &'static str) {
+    settle(tls::get());
+    if !block_ok(zonemap::info(p), p, crate::guard::list_key()) {
+        bad_block(p, what);
+    }
+}
+
+/// `bad_block` for `free_own` (a tail call: the fast path saves nothing).
+#[cold]
+#[inline(never)]
+fn bad_free(p: *mut u8) -> bool {
+    bad_block(p, "free");
+    true
+}
+
+/// Reports a bad pointer into a zone: freed already, or not a block start.
+#[cold]
+#[inline(never)]
+fn bad_block(p: *mut u8, what: &'static str) {
+    // SAFETY: p lies in a live zone (the zone map said so), so its first
+    // bytes are ours to read.
+    let freed = zonemap::info(p).block_at(p)
+        && unsafe { (*(p as *mut Block)).mark == crate::guard::list_key() };
+    let msg = match (what, freed) {
+        ("free", true) => "double free",
+        ("realloc", true) => "realloc of a freed block",
+        (_, true) => "malloc_usable_size of a freed block",
+        _ => "invalid pointer (not the start of a block)",
+    };
+    crate::report::fatal(msg, p)
+}
