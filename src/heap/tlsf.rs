@@ -408,8 +408,24 @@ impl Tlsf {
         } else {
             csize
         };
+        self.cut(c, total, bs, n, !is_sentinel(n))
+    }
+
+    /// Cuts a block of `bs` bytes from free chunk `c` of `total` bytes
+    /// (just taken from its list; `n` its successor) and lists the rest:
+    /// at `c`'s back (`back`: the rest keeps `c`'s header), else at its
+    /// front. Returns the block.
+    #[inline(always)]
+    unsafe fn cut(
+        &mut self,
+        c: *mut Chunk,
+        total: usize,
+        bs: usize,
+        n: *mut Chunk,
+        back: bool,
+    ) -> *mut Chunk {
         let rs = total - bs;
-        if !is_sentinel(n) {
+        if back {
             // the rest stays at c, the block takes the back
             let st = self.back_stamp(c, rs);
             set_head(c, rs | MARK | FREE);
@@ -455,30 +471,10 @@ impl Tlsf {
         let total = size(c);
         if total >= csize + MIN_CHUNK && !(keep && keeps_rest(csize, total)) {
             let n = next(c);
-            if keep && !is_sentinel(n) {
-                // the rest stays at c, the block takes the back
-                let rs = total - csize;
-                let st = self.back_stamp(c, rs);
-                set_head(c, rs | MARK | FREE);
-                let b = (c as *mut u8).add(rs) as *mut Chunk;
-                (*b).prev_size = rs;
-                set_head(b, csize | MARK | PREV_FREE);
-                clear_flags(n, PREV_FREE);
-                self.insert_stamped(c, st);
-                return b;
-            }
-            let st = self.cut_stamp(c, csize);
-            set_head(c, csize | MARK);
-            let rest = (c as *mut u8).add(csize) as *mut Chunk;
-            let rs = total - csize;
-            set_head(rest, rs | MARK | FREE);
-            // The successor keeps PREV_FREE; its footer moves.
-            (*n).prev_size = rs;
-            self.insert_stamped(rest, st);
-        } else {
-            set_head(c, total | MARK);
-            clear_flags(next(c), PREV_FREE);
+            return self.cut(c, total, csize, n, keep && !is_sentinel(n));
         }
+        set_head(c, total | MARK);
+        clear_flags(next(c), PREV_FREE);
         c
     }
 
