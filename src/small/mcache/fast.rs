@@ -86,12 +86,7 @@ unsafe fn pop_moded(
         leave(tc);
         return miss(n);
     }
-    let c = take_head(tc, k);
-    if c.is_null() {
-        return miss(n);
-    }
-    // (`tc` is live: its list held `c`.)
-    counted(to_user(c), n, &mut (*tc).prof_left)
+    pop_counted(n, k, tc, counted, miss)
 }
 
 /// `pop` while profiling and no other mode of the gate's is on: the chunk
