@@ -136,6 +136,7 @@
 //! lists, the fork handlers, malloc_trim), `idle` (idle caches taken back)
 //! and `thread` (a cache made, and given back at thread exit).
 
+use crate::cache::prefetch;
 use crate::chunk::*;
 use crate::heap::HEAP;
 use crate::lock::Lock;

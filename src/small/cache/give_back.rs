@@ -10,8 +10,9 @@ use super::*;
 /// Asks the processor for the cache line of `p`, for writing soon (a
 /// hint: no fault, no change to memory, whatever `p` is): a zone's header
 /// line before a spill, a block whose mark `settle` reads and writes.
+/// (`mcache` uses it too.)
 #[inline(always)]
-pub(super) fn prefetch(p: *const u8) {
+pub(crate) fn prefetch(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch never faults and changes no memory.
     unsafe {

@@ -8,19 +8,6 @@
 
 use super::*;
 
-/// Asks the processor for the cache line of `p`, for writing soon (a hint:
-/// no fault, no change to memory, whatever `p` is).
-#[inline(always)]
-pub(super) fn prefetch(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch never faults and changes no memory.
-    unsafe {
-        core::arch::x86_64::_mm_prefetch(p as *const i8, core::arch::x86_64::_MM_HINT_ET0)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
-
 /// Moves the first `n` chunks of `t`'s class `j` to the class's shared
 /// list; returns how many it moved (fewer if the list is shorter).
 ///
