@@ -99,6 +99,7 @@ unsafe fn refill(mut tc: *mut Cache, mut cls: usize, n: usize) -> *mut u8 {
             // No longer sparse: each size takes its own class from now on.
             c.class_of = CLASS_OF;
             c.sparse = false;
+            c.swap_min[SPARSE_CLASS] = SWAP_MIN[SPARSE_CLASS];
         }
     }
     if c.allocs[cls] < COLD_ALLOCS
