@@ -354,7 +354,7 @@ pub unsafe fn free_other(info: *const zonemap::ZoneInfo, p: *mut u8) {
     }
     let b = p as *mut Block;
     (*b).mark = key;
-    free_foreign_here(tls::get(), e.class(), b)
+    free_foreign_here(tls::get(), e, b)
 }
 
 /// [`free`] for a caller whose contract makes `p` the start of a block of
@@ -471,7 +471,7 @@ unsafe fn free_to_bin(info: *const zonemap::ZoneInfo, p: *mut u8) {
             spill_bin(b, cls, tc);
         }
     } else {
-        free_foreign(tc, e.class(), b);
+        free_foreign(tc, e, b);
     }
 }
 
@@ -510,11 +510,23 @@ unsafe fn bin_push(tc: *mut Cache, cls: usize, b: *mut Block) -> bool {
 /// push a batch (`remote_run`). Through the bin, each cost a push, its
 /// share of a spill and a remote free of its own: 126 instructions a
 /// free, 62 now, 73 under mimalloc (`c_tests/xfree.c`, mode c).
+///
+/// A block kept so whose zone has no owner (its thread exited) makes this
+/// thread the zone's owner (`adopt_freed`): a thread that takes over
+/// another's blocks (larson's servers, which take over the arrays of
+/// threads that exited) frees them into zones of its own from then on, and
+/// its free's owner test, which went either way at random when its bin held
+/// blocks of its own zones and of others' alike, is mostly the same way.
 /// Out of line: inlined, it made every free save registers; and with no
 /// call but tail calls, so that it saves none either.
+///
+/// # Safety
+/// `tc` is this thread's cache or a static one; `b` is a block of the zone
+/// whose zone-map entry is `e`, which `tc` does not own, checked and marked
+/// free.
 #[inline(never)]
-unsafe fn free_foreign(tc: *mut Cache, cls: usize, b: *mut Block) {
-    free_foreign_here(tc, cls, b)
+unsafe fn free_foreign(tc: *mut Cache, e: &zonemap::ZoneInfo, b: *mut Block) {
+    free_foreign_here(tc, e, b)
 }
 
 /// [`free_foreign`], inline.
@@ -522,10 +534,17 @@ unsafe fn free_foreign(tc: *mut Cache, cls: usize, b: *mut Block) {
 /// # Safety
 /// As `free_foreign`.
 #[inline(always)]
-unsafe fn free_foreign_here(tc: *mut Cache, cls: usize, b: *mut Block) {
+unsafe fn free_foreign_here(tc: *mut Cache, e: &zonemap::ZoneInfo, b: *mut Block) {
+    // (A zone's class is below NCLASS, fixed while the zone lives.)
+    let cls = e.class();
     // (The static caches have allocated nothing and spilled nothing, and
     // have pending batches of no zone.)
     if *KEEP_FOREIGN.get_unchecked(cls) && alloc_sum(tc, cls) != *(*tc).spilled.get_unchecked(cls) {
+        if e.owner.load(Ordering::Relaxed) == 0 {
+            // (A tail call: a call here made every foreign free save three
+            // registers, 7 instructions a free in `c_tests/xfree.sh`.)
+            return adopt_and_keep(tc, cls, b);
+        }
         if bin_push(tc, cls, b) {
             return;
         }
@@ -543,6 +562,20 @@ unsafe fn free_foreign_here(tc: *mut Cache, cls: usize, b: *mut Block) {
         return;
     }
     free_foreign_slow(tc, cls, b)
+}
+
+/// `free_foreign`'s keeping of block `b` of class `cls`, whose zone has no
+/// owner: the zone adopted (`adopt_freed`), then `b` into the bin.
+///
+/// # Safety
+/// As `free_foreign`; `tc` is live (it allocated the class).
+#[cold]
+#[inline(never)]
+unsafe fn adopt_and_keep(tc: *mut Cache, cls: usize, b: *mut Block) {
+    adopt_freed(tc, cls, b);
+    if !bin_push(tc, cls, b) {
+        spill_bin(b, cls, tc);
+    }
 }
 
 /// Per class: a block of it has cache lines of its own, so that another
