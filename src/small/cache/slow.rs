@@ -388,9 +388,10 @@ unsafe fn adopt(c: &mut Cache, cls: usize) -> *mut Zone {
 /// last block came back meanwhile, or if `tc` already has two or more
 /// zones of the class in reserve (`avail`): adopting every zone it freed
 /// into, each of larson's threads took zones that the others, dry, could
-/// then not adopt, and carved new ones (peak RSS 24.5 -> 28.7 MB; with
-/// the bound, 25.9). `b` stays counted in the zone's `used`, as every
-/// block in a bin. One shared-lock acquisition a zone.
+/// then not adopt, and carved new ones (peak RSS, medians of 5: 24.6 MB
+/// before, 28.6 so, 26.0 with the bound). `b` stays counted in the
+/// zone's `used`, as every block in a bin. One shared-lock acquisition a
+/// zone.
 ///
 /// # Safety
 /// `tc` is this thread's live cache; `b` a block of a live zone of `cls`.
