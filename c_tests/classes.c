@@ -16,11 +16,15 @@
  * allocations after its malloc, so the frees of a class come in runs);
  * MODE short: sizes log-uniform over 128-4096 B (20 classes), each block
  * freed right after its malloc and the writes of its first and last bytes
- * (the grid's "short" 128 B-4 KiB).
+ * (the grid's "short" 128 B-4 KiB);
+ * MODE sparse: a second thread (so a sparse one, whose requests of up to
+ * 256 B all take the 256-byte class: cache::SPARSE_USED) keeps 16 blocks of
+ * 16-256 B in a ring and replaces the oldest (bench/threads32's loop).
  * The loop has no data-dependent branch of its own (the slot and the size
  * come from table lookups), so the mispredictions are the allocator's.
  * Checks that each block keeps its tag until its free. */
 #include "check.h"
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -36,12 +40,55 @@ static inline uint64_t next(void)
     return rng;
 }
 
+enum { RING = 16 };
+
+static long g_pairs;
+static size_t g_size[SIZES];
+
+/* MODE sparse's loop, on a thread of its own. */
+static void *sparse_loop(void *arg)
+{
+    (void)arg;
+    unsigned char *p[RING];
+    for (int k = 0; k < RING; k++) {
+        p[k] = malloc(g_size[k]);
+        CHECK(p[k] != NULL);
+        p[k][0] = (unsigned char)k;
+    }
+    unsigned bad = 0;
+    for (long i = 0; i < g_pairs; i++) {
+        unsigned k = (unsigned)(i & (RING - 1));
+        bad |= p[k][0] ^ (unsigned char)k;
+        free(p[k]);
+        p[k] = malloc(g_size[next() & (SIZES - 1)]);
+        p[k][0] = (unsigned char)k;
+    }
+    CHECKF(bad == 0, "a block lost its tag before its free");
+    for (int k = 0; k < RING; k++)
+        free(p[k]);
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
     long pairs = argc > 1 ? atol(argv[1]) : 100000;
     const char *mode = argc > 2 ? argv[2] : "s";
     int band = strcmp(mode, "band") == 0, fifo = strcmp(mode, "fifo") == 0;
     int shrt = strcmp(mode, "short") == 0;
+    if (strcmp(mode, "sparse") == 0) {
+        /* 16..256 B, uniform */
+        for (int i = 0; i < SIZES; i++)
+            g_size[i] = 16 + (size_t)i * 240 / (SIZES - 1);
+        g_pairs = pairs;
+        void *mine = malloc(16); /* this thread has a cache: the next starts sparse */
+        CHECK(mine != NULL);
+        pthread_t t;
+        CHECK(pthread_create(&t, NULL, sparse_loop, NULL) == 0);
+        CHECK(pthread_join(t, NULL) == 0);
+        free(mine);
+        check_done("classes");
+        return 0;
+    }
     CHECKF(band || fifo || shrt || strcmp(mode, "s") == 0, "unknown mode %s", mode);
     /* s: 1/size^2 over 1..256 B, quantised: half the requests of 1 byte,
      * 15 of 16 up to 16 bytes, the rest up to 256; band, fifo: log-uniform

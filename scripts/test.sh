@@ -10,6 +10,7 @@
 #   e  c_tests    bash c_tests/run.sh, bash c_tests/cxx.sh (C++, new/delete),
 #                 bash c_tests/bursts.sh (bursts past the bins, under callgrind),
 #                 c_tests/classes.sh (random classes), c_tests/xfree.sh (xthread frees),
+#                 c_tests/takeover.sh (zones of exited threads taken over by a free),
 #                 c_tests/regrow.sh (realloc growth, 64 KiB-1 MiB pairs),
 #                 c_tests/spills.sh (a bin's spill finds the zone headers in cache)
 #   f  hardening  bash c_tests/hardening.sh (misuse, faults, 32-thread stress)
@@ -208,6 +209,7 @@ stage_c_tests() {
     with_timeout 600 bash "$ROOT/c_tests/bursts.sh" || return $?
     with_timeout 600 bash "$ROOT/c_tests/classes.sh" || return $?
     with_timeout 600 bash "$ROOT/c_tests/xfree.sh" || return $?
+    with_timeout 600 bash "$ROOT/c_tests/takeover.sh" || return $?
     with_timeout 600 bash "$ROOT/c_tests/regrow.sh" || return $?
     with_timeout 600 bash "$ROOT/c_tests/spills.sh"
 }

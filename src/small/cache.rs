@@ -621,6 +621,10 @@ const EMPTY_BINS: ([u64; NCLASS], [u64; NCLASS]) = {
     (a, f)
 };
 
+/// Zones of exited threads adopted: by a malloc that needed one (`adopt`),
+/// and by a free into one (`adopt_freed`). Statistics.
+pub static ADOPTED: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
+
 /// A zone with no free block: the current zone of every class of a cache
 /// that has none, so the fast path misses without a test of its own.
 /// Never written.

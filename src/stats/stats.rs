@@ -338,6 +338,12 @@ pub fn summary(fd: i32) {
         crate::mcache::heap_trips().1,
         crate::mcache::flush_most()
     );
+    let _ = writeln!(
+        b,
+        "  zones adopted      {:>14} by a malloc, {} by a free (zones of exited threads)",
+        crate::cache::ADOPTED[0].load(Ordering::Relaxed),
+        crate::cache::ADOPTED[1].load(Ordering::Relaxed)
+    );
     let (reclaims, reclaimed) = crate::mcache::reclaims();
     let _ = writeln!(
         b,

@@ -112,7 +112,7 @@ unsafe fn swap_unsettled(n: usize, cls: usize, tc: *mut Cache, st: u64) -> *mut 
 /// Blocks the free half of a bin must hold for an empty alloc half to take
 /// them as they are (a swap; or the class's fill if lower, `bin_refill`);
 /// with fewer, the alloc half is filled from the zone.
-const SWAP_AT: usize = 8;
+pub(super) const SWAP_AT: usize = 8;
 /// Bytes of blocks an alloc half is filled to from the zone.
 const FILL_BYTES: usize = 1024;
 /// Per class, the blocks an alloc half is filled to from the zone:
@@ -160,6 +160,20 @@ const FILL_TO: [u8; NCLASS] = {
     }
     t
 };
+/// The blocks a *sparse* thread's alloc half of `SPARSE_CLASS` is filled to
+/// from the zone (its fill otherwise: `FILL_TO`, 4), and the free half it
+/// swaps from (`SWAP_AT`, set in the cache's `swap_min` while the thread is
+/// sparse). A sparse thread takes that class for every request of up to 256
+/// bytes, so it frees and allocates it in turn: the alloc half empties
+/// once a fill, and with 4 blocks the branch that leaves the pop went the
+/// rare way on a quarter of the mallocs, in no pattern a predictor learns
+/// (`bench/threads32`, 32 sparse threads of 16 live blocks: 1.51 M of
+/// 6.4 M mallocs mispredicted there, callgrind; 0.51 M with 12, and 1.5%
+/// fewer instructions). 16 live blocks and a fill of 12 stay under
+/// `SPARSE_USED`.
+pub(super) const SPARSE_FILL: usize = 12;
+const _: () = assert!(SPARSE_FILL <= HALF[SPARSE_CLASS] - 2 && SPARSE_FILL >= SWAP_AT);
+
 /// Per class, the blocks a free half must hold for an empty alloc half to
 /// take them as they are (a swap): `SWAP_AT`, or the class's fill if lower.
 pub(super) const SWAP_MIN: [u8; NCLASS] = {
@@ -198,7 +212,11 @@ unsafe fn bin_refill(n: usize, cls: usize, tc: *mut Cache, st: u64) -> *mut u8 {
     let ft = *(*tc).free_top.get_unchecked(cls) as usize;
     let k = ft & HALF_MASK[cls] as usize;
     let z = *(*tc).current.get_unchecked(cls);
-    let fill = FILL_TO[cls] as usize;
+    let fill = if cls == SPARSE_CLASS && (*tc).sparse {
+        SPARSE_FILL
+    } else {
+        FILL_TO[cls] as usize
+    };
     // Zone blocks at the bottom of the alloc half, in the order of the
     // zone's list (the first on top: a fresh zone's blocks are handed out
     // in address order), and the free half's (freed last, the likeliest in
@@ -336,7 +354,7 @@ pub unsafe fn free_other(info: *const zonemap::ZoneInfo, p: *mut u8) {
     }
     let b = p as *mut Block;
     (*b).mark = key;
-    free_foreign_here(tls::get(), e.class(), b)
+    free_foreign_here(tls::get(), e, b)
 }
 
 /// [`free`] for a caller whose contract makes `p` the start of a block of
@@ -453,7 +471,7 @@ unsafe fn free_to_bin(info: *const zonemap::ZoneInfo, p: *mut u8) {
             spill_bin(b, cls, tc);
         }
     } else {
-        free_foreign(tc, e.class(), b);
+        free_foreign(tc, e, b);
     }
 }
 
@@ -492,11 +510,23 @@ unsafe fn bin_push(tc: *mut Cache, cls: usize, b: *mut Block) -> bool {
 /// push a batch (`remote_run`). Through the bin, each cost a push, its
 /// share of a spill and a remote free of its own: 126 instructions a
 /// free, 62 now, 73 under mimalloc (`c_tests/xfree.c`, mode c).
+///
+/// A block kept so whose zone has no owner (its thread exited) makes this
+/// thread the zone's owner (`adopt_freed`): a thread that takes over
+/// another's blocks (larson's servers, which take over the arrays of
+/// threads that exited) frees them into zones of its own from then on, and
+/// its free's owner test, which went either way at random when its bin held
+/// blocks of its own zones and of others' alike, is mostly the same way.
 /// Out of line: inlined, it made every free save registers; and with no
 /// call but tail calls, so that it saves none either.
+///
+/// # Safety
+/// `tc` is this thread's cache or a static one; `b` is a block of the zone
+/// whose zone-map entry is `e`, which `tc` does not own, checked and marked
+/// free.
 #[inline(never)]
-unsafe fn free_foreign(tc: *mut Cache, cls: usize, b: *mut Block) {
-    free_foreign_here(tc, cls, b)
+unsafe fn free_foreign(tc: *mut Cache, e: &zonemap::ZoneInfo, b: *mut Block) {
+    free_foreign_here(tc, e, b)
 }
 
 /// [`free_foreign`], inline.
@@ -504,10 +534,17 @@ unsafe fn free_foreign(tc: *mut Cache, cls: usize, b: *mut Block) {
 /// # Safety
 /// As `free_foreign`.
 #[inline(always)]
-unsafe fn free_foreign_here(tc: *mut Cache, cls: usize, b: *mut Block) {
+unsafe fn free_foreign_here(tc: *mut Cache, e: &zonemap::ZoneInfo, b: *mut Block) {
+    // (A zone's class is below NCLASS, fixed while the zone lives.)
+    let cls = e.class();
     // (The static caches have allocated nothing and spilled nothing, and
     // have pending batches of no zone.)
     if *KEEP_FOREIGN.get_unchecked(cls) && alloc_sum(tc, cls) != *(*tc).spilled.get_unchecked(cls) {
+        if e.owner.load(Ordering::Relaxed) == 0 {
+            // (A tail call: a call here made every foreign free save three
+            // registers, 7 instructions a free in `c_tests/xfree.sh`.)
+            return adopt_and_keep(tc, cls, b);
+        }
         if bin_push(tc, cls, b) {
             return;
         }
@@ -525,6 +562,20 @@ unsafe fn free_foreign_here(tc: *mut Cache, cls: usize, b: *mut Block) {
         return;
     }
     free_foreign_slow(tc, cls, b)
+}
+
+/// `free_foreign`'s keeping of block `b` of class `cls`, whose zone has no
+/// owner: the zone adopted (`adopt_freed`), then `b` into the bin.
+///
+/// # Safety
+/// As `free_foreign`; `tc` is live (it allocated the class).
+#[cold]
+#[inline(never)]
+unsafe fn adopt_and_keep(tc: *mut Cache, cls: usize, b: *mut Block) {
+    adopt_freed(tc, cls, b);
+    if !bin_push(tc, cls, b) {
+        spill_bin(b, cls, tc);
+    }
 }
 
 /// Per class: a block of it has cache lines of its own, so that another

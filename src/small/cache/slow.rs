@@ -99,6 +99,7 @@ unsafe fn refill(mut tc: *mut Cache, mut cls: usize, n: usize) -> *mut u8 {
             // No longer sparse: each size takes its own class from now on.
             c.class_of = CLASS_OF;
             c.sparse = false;
+            c.swap_min[SPARSE_CLASS] = SWAP_MIN[SPARSE_CLASS];
         }
     }
     if c.allocs[cls] < COLD_ALLOCS
@@ -368,6 +369,7 @@ unsafe fn adopt(c: &mut Cache, cls: usize) -> *mut Zone {
         if z.is_null() {
             return z;
         }
+        ADOPTED[0].fetch_add(1, Ordering::Relaxed);
         collect(z);
         if !is_end((*z).free) || (*z).carved < (*z).capacity {
             if is_end((*z).free) {
@@ -375,6 +377,50 @@ unsafe fn adopt(c: &mut Cache, cls: usize) -> *mut Zone {
             }
             return z;
         }
+        (*z).state = FULL;
+        c.full[cls].push_back(z);
+    }
+}
+
+/// Takes abandoned zone `z` of block `b` (whose thread exited), of class
+/// `cls`, for live cache `tc`, which is freeing `b` and allocating the
+/// class (see `free_foreign`); nothing if another thread adopted it or its
+/// last block came back meanwhile, or if `tc` already has two or more
+/// zones of the class in reserve (`avail`): adopting every zone it freed
+/// into, each of larson's threads took zones that the others, dry, could
+/// then not adopt, and carved new ones (peak RSS, medians of 5: 24.6 MB
+/// before, 28.6 so, 26.0 with the bound). `b` stays counted in the
+/// zone's `used`, as every block in a bin. One shared-lock acquisition a
+/// zone.
+///
+/// # Safety
+/// `tc` is this thread's live cache; `b` a block of a live zone of `cls`.
+#[inline(always)]
+pub(super) unsafe fn adopt_freed(tc: *mut Cache, cls: usize, b: *mut Block) {
+    let avail = &(*tc).avail[cls];
+    if !avail.head.is_null() && avail.head != avail.tail {
+        return;
+    }
+    let z = zone_of(b as *const u8);
+    {
+        let _g = SHARED_LOCK.guard();
+        let _zg = (*z).alock.guard();
+        if (*z).state != ABANDONED || !(*z).owner.load(Ordering::Relaxed).is_null() {
+            return;
+        }
+        (*z).owner.store(tc, Ordering::Relaxed);
+        zonemap::info((*z).granule as *const u8)
+            .owner
+            .store(tc as usize, Ordering::Relaxed);
+        (*addr_of_mut!(SHARED)).abandoned[cls].unlink(z);
+    }
+    ADOPTED[1].fetch_add(1, Ordering::Relaxed);
+    let c = &mut *tc;
+    collect(z);
+    if !is_end((*z).free) || (*z).carved < (*z).capacity {
+        (*z).state = AVAIL;
+        c.avail[cls].push_back(z);
+    } else {
         (*z).state = FULL;
         c.full[cls].push_back(z);
     }

@@ -98,6 +98,9 @@ pub(super) unsafe fn init_fields(c: *mut Cache, sparse: bool) {
     }
     addr_of_mut!((*c).sparse).write(sparse);
     addr_of_mut!((*c).swap_min).write(swap_min);
+    if sparse {
+        (*c).swap_min[SPARSE_CLASS] = SWAP_AT as u8; // (see `SPARSE_FILL`)
+    }
     addr_of_mut!((*c).half_mask).write(half_mask);
     addr_of_mut!((*c).current).write(current);
     addr_of_mut!((*c).bin_state).write(bin_state);
