@@ -458,13 +458,6 @@ pub struct CacheOf<const N: usize> {
     half_mask: [u8; NCLASS],
     /// The zone each class allocates from (`EMPTY_ZONE` if none).
     pub current: [*mut Zone; NCLASS],
-    /// Per class, the block on top of the bin's alloc half, null when that
-    /// half is empty (`sync_top` keeps it so where a half changes). Malloc
-    /// pops it one load after its class, where the slot of the top was two
-    /// (`bin_state`, then `bin`); it then loads the slot below from `bin`,
-    /// off the path of the block it returns (docs/performance.md, "The top
-    /// block of each class").
-    alloc_top: [*mut Block; NCLASS],
     /// Per class: the top of the bin's alloc half (the low 16 bits,
     /// `BIN_TOP`: see `bin`) and,
     /// above them, the allocations the bin served (statistics, in units of
@@ -496,8 +489,6 @@ pub struct CacheOf<const N: usize> {
     live_prev: *mut Cache,
     /// Per class, the sampling countdown while profiling (see `prof_tick`).
     prof: [ProfClass; NCLASS],
-    /// Null: the slot below the first half of `bin` (see `sync_top`).
-    bin_floor: *mut Block,
     /// Per class, the blocks the thread freed, served first. Mostly of this
     /// cache's own zones; other threads' blocks too once the thread
     /// allocates the class (`free_foreign`).
@@ -526,8 +517,7 @@ pub struct CacheOf<const N: usize> {
     /// (`ROW`), plus 0 or `HALF[cls]` for the half, plus the half's count;
     /// so a push or pop is one indexed store or load, and a half is empty
     /// exactly when its top is a multiple of `HALF[cls]` (`half_empty`).
-    /// Last in the struct, and never initialised (see `init_fields`), but
-    /// for the null below each half of a row in use (`open_row`).
+    /// Last in the struct, and never initialised (see `init_fields`).
     bin: [*mut Block; N],
 }
 
@@ -612,56 +602,6 @@ fn half_empty(top: usize, mask: u8) -> bool {
     top as u8 & mask == 0
 }
 
-/// The slot below each half of a bin row holds null: the last slot of the
-/// half below it, which holds no block (a half of `h` slots holds `h - 1`),
-/// or `bin_floor` below the first row. So a pop that empties the alloc half
-/// reads null as the block under its own (see `Cache::alloc_top`). Written
-/// when a class is first served from its zones (`open_row`, from the slow
-/// path, before any block can enter the row), not when a cache is made: the
-/// bins' slots are left unwritten there (`init_fields`), and the rows of
-/// the classes a thread never uses stay untouched.
-const _: () = assert!(
-    core::mem::offset_of!(Cache, bin) == core::mem::offset_of!(Cache, bin_floor) + 8 && ROW[0] == 0
-);
-
-/// The slot below slot `i` of `tc`'s bins (`i == 0`: `bin_floor`).
-///
-/// # Safety
-/// `tc` is a thread cache (not a static one), `i <= NBIN`.
-#[inline(always)]
-unsafe fn slot_below(tc: *mut Cache, i: usize) -> *mut *mut Block {
-    // (`bin_floor` lies just below `bin`: the const assertion above. The
-    // pointer is the cache's, not the field's, so it reaches the bins.)
-    (addr_of_mut!((*tc).bin_floor)).add(i)
-}
-
-/// Writes the nulls below the two halves of `cls`'s bin row (see
-/// `bin_floor`). Two stores, on the slow path.
-///
-/// # Safety
-/// `tc` is a live thread cache, `cls < NCLASS`.
-#[inline]
-unsafe fn open_row(tc: *mut Cache, cls: usize) {
-    *slot_below(tc, ROW[cls]) = null_mut();
-    *slot_below(tc, ROW[cls] + HALF[cls]) = null_mut();
-}
-
-/// Sets `alloc_top[cls]` of cache `tc` from its bin: the block on top of
-/// the alloc half, or null if it is empty. Called wherever that half's top
-/// or its slots change, but in the pops, which keep it themselves.
-///
-/// # Safety
-/// `tc` is a thread cache (not a static one), `cls < NCLASS`.
-#[inline]
-unsafe fn sync_top(tc: *mut Cache, cls: usize) {
-    let top = ((*tc).bin_state[cls] & BIN_TOP) as usize;
-    (*tc).alloc_top[cls] = if half_empty(top, HALF_MASK[cls]) {
-        null_mut()
-    } else {
-        *slot_below(tc, top)
-    };
-}
-
 /// Is the bin half whose top is `top` full (`mask`: its class's
 /// `HALF_MASK`)?
 #[inline(always)]
@@ -696,7 +636,6 @@ const fn static_cache(state: u32) -> CacheOf<0> {
         half_mask: HALF_MASK,
         // SAFETY: only the address is taken.
         current: [addr_of_mut!(EMPTY_ZONE); NCLASS],
-        alloc_top: [null_mut(); NCLASS],
         bin_state: EMPTY_BINS.0,
         free_top: EMPTY_BINS.1,
         bin: [],
@@ -716,7 +655,6 @@ const fn static_cache(state: u32) -> CacheOf<0> {
         live_next: null_mut(),
         live_prev: null_mut(),
         prof: [ProfClass::OFF; NCLASS],
-        bin_floor: null_mut(),
     }
 }
 

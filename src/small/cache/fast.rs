@@ -29,23 +29,10 @@ pub fn alloc(n: usize) -> *mut u8 {
 #[inline(always)]
 unsafe fn alloc_class(tc: *mut Cache, cls: usize, n: usize) -> *mut u8 {
     // (cls < NCLASS; a top is a slot of the class's row.)
-    let b = *(*tc).alloc_top.get_unchecked(cls);
     let st = *(*tc).bin_state.get_unchecked(cls);
     let top = st as u16 as usize; // (BIN_TOP)
-    if !b.is_null() {
-        // The pop: `b` is the slot below `top`, and the one below it (null
-        // if `b` was the half's last) the next top block. Only the block,
-        // not the slot, waits on the class: `Cache::alloc_top`.
-        *(*tc).alloc_top.get_unchecked_mut(cls) = *slot_below(tc, top - 1);
-        // (The pops count reaches the sign bit only when profiling says a
-        // sample is due: see `prof_tick`.)
-        let st = st + BIN_POP - 1;
-        *(*tc).bin_state.get_unchecked_mut(cls) = st;
-        if (st as i64) < 0 {
-            return prof_tick(n);
-        }
-        (*b).mark = 0;
-        return b as *mut u8;
+    if !half_empty(top, *(*tc).half_mask.get_unchecked(cls)) {
+        return bin_pop(tc, cls, st, top, n);
     }
     // (The mask again, from the static table: the one in the cache, read
     // once for both tests, was a load and a test above, where the test
@@ -92,15 +79,7 @@ unsafe fn alloc_class(tc: *mut Cache, cls: usize, n: usize) -> *mut u8 {
             return swap_unsettled(n, cls, tc, st);
         }
         *(*tc).free_top.get_unchecked_mut(cls) = top as u64;
-        let st = (st & !BIN_TOP) | ft;
-        if ft as u8 & mask == 1 {
-            // (Its one block: the half is empty again, and `alloc_top`
-            // stays null. The classes above `WIDE_MAX` swap from one block,
-            // `FILL_TO`: `bench/fixed 4096` took 6% more CPU time without
-            // this case, medians of 15.)
-            return bin_pop_last(tc, cls, st, ft as usize, n);
-        }
-        return bin_pop(tc, cls, st, ft as usize, n);
+        return bin_pop(tc, cls, (st & !BIN_TOP) | ft, ft as usize, n);
     }
     bin_refill(n, cls, tc, st)
 }
@@ -279,34 +258,14 @@ unsafe fn bin_refill(n: usize, cls: usize, tc: *mut Cache, st: u64) -> *mut u8 {
 /// now; `bursts.sh` unchanged.)
 const REFILL_JUMPS: usize = 2;
 
-/// `bin_pop` of the one block of a half of `cls`'s bin that has just become
-/// its alloc half (state `st`, top `top`): the half is empty again, and
-/// `alloc_top` stays null.
-///
-/// # Safety
-/// As `alloc_class`; `tc` is a live cache, and the half holds one block.
-#[inline(always)]
-unsafe fn bin_pop_last(tc: *mut Cache, cls: usize, st: u64, top: usize, n: usize) -> *mut u8 {
-    let b = *slot_below(tc, top);
-    let st = st + BIN_POP - 1;
-    *(*tc).bin_state.get_unchecked_mut(cls) = st;
-    if (st as i64) < 0 {
-        return prof_tick(n);
-    }
-    (*b).mark = 0;
-    b as *mut u8
-}
-
-/// `alloc_class`'s pop from a half of `cls`'s bin that has just become its
-/// alloc half (a swap or a fill), whose state is `st` and top `top` (not
-/// empty): as the fast pop, which then takes over (see `Cache::alloc_top`).
+/// `alloc_class`'s pop from the alloc half of `cls`'s bin, whose state is
+/// `st` and top `top` (not empty).
 ///
 /// # Safety
 /// As `alloc_class`; `tc` is a live cache.
 #[inline(always)]
 unsafe fn bin_pop(tc: *mut Cache, cls: usize, st: u64, top: usize, n: usize) -> *mut u8 {
-    let b = *slot_below(tc, top);
-    *(*tc).alloc_top.get_unchecked_mut(cls) = *slot_below(tc, top - 1);
+    let b = *(*tc).bin.get_unchecked(top - 1);
     // (The pops count reaches the sign bit only when profiling says a
     // sample is due: see `prof_tick`.)
     let st = st + BIN_POP - 1;

@@ -173,7 +173,6 @@ pub(super) unsafe fn spill_bin(b: *mut Block, cls: usize, tc: *mut Cache) {
         // brings `free_local_slow` to `give_back_alloc_half`, which must
         // find the half empty.)
         (*tc).bin_state[cls] = (st & !BIN_TOP) | ab as u64;
-        (*tc).alloc_top[cls] = null_mut();
         // (A copy, as the zones' slow paths take the cache as `&mut`; in
         // runs of a fixed length: a copy of `top - ab` slots was a call of
         // `memcpy`, whose branches on the length mispredicted about three
@@ -197,7 +196,6 @@ pub(super) unsafe fn spill_bin(b: *mut Block, cls: usize, tc: *mut Cache) {
     (*tc).bin[ab] = b;
     (*tc).free_top[cls] = (ab + 1) as u64;
     (*tc).spilled[cls] = alloc_sum(tc, cls);
-    sync_top(tc, cls);
 }
 
 /// Gives every block of `tc`'s bins back to the zones.
@@ -209,7 +207,6 @@ pub(super) unsafe fn drain_bins(tc: *mut Cache) {
         let m = h - 1;
         let (ab, fb) = (at & !m, ft & !m);
         (*tc).bin_state[cls] = ((*tc).bin_state[cls] & !BIN_TOP) | ab as u64;
-        (*tc).alloc_top[cls] = null_mut();
         (*tc).free_top[cls] = fb as u64;
         for (base, top) in [(ab, at), (fb, ft)] {
             let mut xs = [null_mut(); WIDE_HALF];

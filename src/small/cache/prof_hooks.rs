@@ -208,12 +208,7 @@ pub(super) unsafe fn prof_tick(n: usize) -> *mut u8 {
         let b = (*tc).bin[(st & BIN_TOP) as usize];
         (*b).mark = 0;
         p = b as *mut u8;
-    }
-    if from_bin {
-        // (The pop kept `alloc_top` for the lowered top; a block put back
-        // raised it again.)
-        sync_top(tc, cls);
-    } else if p.is_null() {
+    } else {
         let z = (*tc).current[cls];
         let b = (*z).free;
         if is_end(b) {

@@ -91,10 +91,6 @@ unsafe fn refill(mut tc: *mut Cache, mut cls: usize, n: usize) -> *mut u8 {
         // may differ (a sparse thread's).
         cls = (*tc).class_of[(n + 15) >> 4] as usize;
     }
-    // (Every class's first allocation by a live cache comes here, and no
-    // block enters its bin row before: not its own, as its zones come from
-    // here; not another thread's, kept only once it allocated the class.)
-    open_row(tc, cls);
     let c = &mut *tc;
     let empty = addr_of_mut!(EMPTY_ZONE);
     if c.sparse && cls == SPARSE_CLASS {
@@ -431,7 +427,6 @@ unsafe fn give_back_alloc_half(tc: *mut Cache, cls: usize) {
         return;
     }
     (*tc).bin_state[cls] = (st & !BIN_TOP) | base as u64;
-    (*tc).alloc_top[cls] = null_mut();
     let mut xs = [null_mut(); WIDE_HALF];
     xs[..at - base].copy_from_slice(&(&(*tc).bin)[base..at]);
     give_back_all(tc, cls, &xs[..at - base]);

@@ -76,10 +76,8 @@ pub(super) unsafe fn init_fields(c: *mut Cache, sparse: bool) {
         swap_min,
         half_mask,
         current,
-        alloc_top,
         bin_state,
         free_top,
-        bin_floor: _,
         bin: _,
         avail,
         full,
@@ -102,8 +100,6 @@ pub(super) unsafe fn init_fields(c: *mut Cache, sparse: bool) {
     addr_of_mut!((*c).swap_min).write(swap_min);
     addr_of_mut!((*c).half_mask).write(half_mask);
     addr_of_mut!((*c).current).write(current);
-    addr_of_mut!((*c).alloc_top).write(alloc_top);
-    addr_of_mut!((*c).bin_floor).write(null_mut());
     addr_of_mut!((*c).bin_state).write(bin_state);
     addr_of_mut!((*c).free_top).write(free_top);
     addr_of_mut!((*c).settled_next).write(settled_next);
