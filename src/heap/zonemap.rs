@@ -246,6 +246,18 @@ pub fn room(p: *const u8) -> *mut Room {
     unsafe { addr_of_mut!((*leaf).room[(a >> ZONE_SHIFT) & (GRANULES - 1)]) }
 }
 
+/// The entry of the granule holding `p`, by address arithmetic only (as
+/// [`room`]: `p` lies in one of our mappings, whose leaves exist), for a
+/// prefetch of it.
+#[inline(always)]
+pub fn entry_in_ours(p: *const u8) -> *const ZoneInfo {
+    let a = p as usize;
+    let leaf = MAP.l1[(a >> L1_SHIFT) & (L1_LEN - 1)].load(Ordering::Acquire);
+    debug_assert!(!leaf.is_null());
+    // SAFETY: as in `room`.
+    unsafe { core::ptr::addr_of!((*leaf).entry[(a >> ZONE_SHIFT) & (GRANULES - 1)]) }
+}
+
 /// [`room`] of the granule holding `p`, whose entry is `e` (no lookup: an
 /// entry and its room lie in one leaf, at one index).
 #[inline(always)]
