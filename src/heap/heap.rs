@@ -236,16 +236,15 @@ const ENDS_MIN: usize = 128;
 /// the same (a probe): blocks cut to their request end in the page of the
 /// next header, so only such blocks (and those taken whole) tell whether
 /// the program still writes its ends. This many while the watch learns
-/// (`ENDS_LEARN` samples) and while the answer is open and matters (`ENDS`
-/// between `ENDS_LOW` and `ENDS_HIGH`, the lattice's pages not recurring);
-/// else `ENDS_SAMPLE_SETTLED`.
+/// (its first `ENDS_LEARN` samples) and while the answer is open (`ENDS`
+/// between `ENDS_LOW` and `ENDS_HIGH`); else `ENDS_SAMPLE_SETTLED`.
 const ENDS_SAMPLE: usize = 16;
 /// One big block in this many is watched (and probed) while the answer is
-/// settled or does not matter (see `ends_every`). Every sample was 1 in 16
-/// until big17e: 6.4k `mincore` calls in `bench/mthreads 8 4e5 16 256k
-/// 64M s` (`large-8`, whose lattice recurs, so that its cuts never asked
-/// about the ends), 500 in 8000 blocks of `grid 4 8e3 1M 64M cross 4`.
+/// settled (see `ENDS_MASK`). Every sample was 1 in 16 until big17e: 6.4k
+/// `mincore` calls in `bench/mthreads 8 4e5 16 256k 64M s` (`large-8`),
+/// 500 in the 8000 blocks of `grid 4 8e3 1M 64M cross 4`.
 const ENDS_SAMPLE_SETTLED: usize = 256;
+const _: () = assert!(ENDS_SAMPLE.is_power_of_two() && ENDS_SAMPLE_SETTLED.is_power_of_two());
 /// Samples taken at `ENDS_SAMPLE` first.
 const ENDS_LEARN: usize = 16;
 /// `ENDS` below this, or this or more, is settled: some 4-5 samples
@@ -255,20 +254,12 @@ const ENDS_LOW: usize = 48;
 const ENDS_HIGH: usize = 208;
 /// Samples `check_end` took (saturating at `ENDS_LEARN`).
 static ENDS_SEEN: AtomicUsize = AtomicUsize::new(0);
+/// One less than the number of big blocks of which one is watched and
+/// probed now (`ENDS_SAMPLE` or `ENDS_SAMPLE_SETTLED`), set by `check_end`:
+/// `Heap::alloc_big` tests the count of big blocks with it (a load and an
+/// `and`).
+static ENDS_MASK: AtomicUsize = AtomicUsize::new(ENDS_SAMPLE - 1);
 
-/// One big block in how many is watched and probed now (see `ENDS_SAMPLE`).
-#[inline]
-fn ends_every() -> usize {
-    let e = ENDS.load(Ordering::Relaxed);
-    let open = (ENDS_LOW..ENDS_HIGH).contains(&e);
-    if ENDS_SEEN.load(Ordering::Relaxed) < ENDS_LEARN
-        || (open && RECUR.load(Ordering::Relaxed) < RECUR_MIN)
-    {
-        ENDS_SAMPLE
-    } else {
-        ENDS_SAMPLE_SETTLED
-    }
-}
 /// The header pages big cuts wrote lately (direct-mapped by a hash of the
 /// page number), and how often the lattice's header page was among them
 /// (see `Heap::alloc_big`). Cost: a multiply, two loads and a store a big
@@ -362,6 +353,16 @@ fn check_end() {
     if n < ENDS_LEARN {
         ENDS_SEEN.store(n + 1, Ordering::Relaxed);
     }
+    let e = ENDS.load(Ordering::Relaxed);
+    let open = n < ENDS_LEARN || (ENDS_LOW..ENDS_HIGH).contains(&e);
+    ENDS_MASK.store(
+        if open {
+            ENDS_SAMPLE - 1
+        } else {
+            ENDS_SAMPLE_SETTLED - 1
+        },
+        Ordering::Relaxed,
+    );
 }
 
 /// The sparse purge, if due: call it after a heap free, without the heap's
@@ -796,7 +797,7 @@ impl Heap {
     /// writes the ends of its big blocks (`ENDS`) and the lattice's header
     /// pages seldom recur (`RECUR`: the header page of the cut on the
     /// lattice is not among those big cuts wrote lately, in `memo`); but one
-    /// cut in `ENDS_SAMPLE` (or `ENDS_SAMPLE_SETTLED`, see `ends_every`) is
+    /// cut in `ENDS_SAMPLE` (or `ENDS_SAMPLE_SETTLED`, see `ENDS_MASK`) is
     /// made on the lattice all the same. Where the
     /// pages recur, the ends do too: `grid 16 4e4 1M 64M short 4` (each
     /// block freed at once), 97% of the lattice's header pages known, 24k
@@ -804,8 +805,7 @@ impl Heap {
     pub fn alloc_big(&mut self, csize: usize, class: usize) -> *mut Chunk {
         self.big_allocs += 1;
         let ends = ENDS.load(Ordering::Relaxed) >= ENDS_MIN;
-        let every = ends_every();
-        let probe = self.big_allocs.is_multiple_of(every);
+        let probe = self.big_allocs & ENDS_MASK.load(Ordering::Relaxed) == 0;
         // SAFETY: as alloc.
         unsafe {
             let mut c = self.tlsf.alloc_big(csize, class, ends, |a| {
@@ -823,7 +823,7 @@ impl Heap {
             // the headers the cut wrote (the block's; the rest's past it)
             self.memo.note(c as usize);
             self.memo.note(c as usize + size(c));
-            // Watch one block in `every` whose request ends in a page of
+            // Watch one block in `ENDS_MASK + 1` whose request ends in a page of
             // its own (not its header's, not the next header's).
             let end = c as usize + csize - 1;
             let page = |a: usize| a / os::PAGE;
