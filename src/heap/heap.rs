@@ -245,9 +245,10 @@ const ENDS_SAMPLE: usize = 16;
 /// found again, 18.8k -> 23.7k faults, medians of 7.)
 const ENDS_PROBE: usize = 16;
 /// One big block in this many is watched while the answer is settled (see
-/// `ENDS_MASK`; a multiple of `ENDS_PROBE`: the blocks watched are probes). Every sample was 1 in 16 until big17e: 6.4k
-/// `mincore` calls in `bench/mthreads 8 4e5 16 256k 64M s` (`large-8`),
-/// 500 in the 8000 blocks of `grid 4 8e3 1M 64M cross 4`.
+/// `ENDS_MASK`; a multiple of `ENDS_PROBE`: the blocks watched are probes).
+/// Every block was 1 in 16 until big17e: 6.1k `mincore` calls in
+/// `bench/mthreads 8 4e5 16 256k 64M s` (`large-8`), 500 in the 8000
+/// blocks of `grid 4 8e3 1M 64M cross 4`.
 const ENDS_SAMPLE_SETTLED: usize = 256;
 const _: () = assert!(
     ENDS_SAMPLE.is_power_of_two()
@@ -264,7 +265,8 @@ const ENDS_LOW: usize = 48;
 const ENDS_HIGH: usize = 208;
 /// Samples `check_end` took (saturating at `ENDS_LEARN`).
 static ENDS_SEEN: AtomicUsize = AtomicUsize::new(0);
-/// One less than the number of big blocks of which one is watched now (`ENDS_SAMPLE` or `ENDS_SAMPLE_SETTLED`), set by `check_end`:
+/// One less than the number of big blocks of which one is watched now
+/// (`ENDS_SAMPLE` or `ENDS_SAMPLE_SETTLED`), set by `check_end`:
 /// `Heap::alloc_big` tests the count of big blocks with it (a load and an
 /// `and`).
 static ENDS_MASK: AtomicUsize = AtomicUsize::new(ENDS_SAMPLE - 1);
@@ -354,15 +356,14 @@ fn check_end() {
     let resident =
         unsafe { os::resident((a & !(os::PAGE - 1)) as *const u8, 1, &mut v) } && v[0] & 1 != 0;
     let e = ENDS.load(Ordering::Relaxed);
-    ENDS.store(
-        e - e / 16 + if resident { 16 } else { 0 },
-        Ordering::Relaxed,
-    );
+    let e = e - e / 16 + if resident { 16 } else { 0 };
+    ENDS.store(e, Ordering::Relaxed);
+    // The watch's rate: 1 in ENDS_SAMPLE while learning or open, else 1
+    // in ENDS_SAMPLE_SETTLED.
     let n = ENDS_SEEN.load(Ordering::Relaxed);
     if n < ENDS_LEARN {
         ENDS_SEEN.store(n + 1, Ordering::Relaxed);
     }
-    let e = ENDS.load(Ordering::Relaxed);
     let open = n < ENDS_LEARN || (ENDS_LOW..ENDS_HIGH).contains(&e);
     ENDS_MASK.store(
         if open {
@@ -806,8 +807,7 @@ impl Heap {
     /// writes the ends of its big blocks (`ENDS`) and the lattice's header
     /// pages seldom recur (`RECUR`: the header page of the cut on the
     /// lattice is not among those big cuts wrote lately, in `memo`); but one
-    /// cut in `ENDS_SAMPLE` (or `ENDS_SAMPLE_SETTLED`, see `ENDS_MASK`) is
-    /// made on the lattice all the same. Where the
+    /// cut in `ENDS_PROBE` is made on the lattice all the same. Where the
     /// pages recur, the ends do too: `grid 16 4e4 1M 64M short 4` (each
     /// block freed at once), 97% of the lattice's header pages known, 24k
     /// faults for 40k blocks on it, 30k at `csize`.
@@ -832,8 +832,8 @@ impl Heap {
             // the headers the cut wrote (the block's; the rest's past it)
             self.memo.note(c as usize);
             self.memo.note(c as usize + size(c));
-            // Watch one block in `ENDS_MASK + 1` whose request ends in a page of
-            // its own (not its header's, not the next header's).
+            // Watch one block in `ENDS_MASK + 1` whose request ends in a
+            // page of its own (not its header's, not the next header's).
             let end = c as usize + csize - 1;
             let page = |a: usize| a / os::PAGE;
             if self.big_allocs & ENDS_MASK.load(Ordering::Relaxed) == 0
