@@ -13,10 +13,26 @@
  *    1 MiB); its usable size is its class's (1.25 MiB less the header).
  * 2. Page faults: one thread keeps 64 blocks of 256 KiB-64 MiB (density
  *    1/size^2, as bench/mthreads' `s`), replacing a random one per step and
- *    writing its first byte; over 60000 steps after a warm-up of 20000 it
- *    takes under one page fault per 20 steps (getrusage), and the process's
- *    peak RSS stays under 96 MiB. (Unrounded: one fault per 5 steps, and a
- *    peak of 150 MiB; rounded, 0.04 faults a step and 30 MiB.)
+ *    writing its first byte; over 60000 steps after a warm-up of 20000 the
+ *    median of CHURNS churns, each with its own sizes (seed), takes under
+ *    one page fault per 10 steps (getrusage), and each process's peak RSS
+ *    stays under 96 MiB. Measured at big17e (13 seeds): rounded, 1.7-4.9k
+ *    faults (0.03-0.08 a step; 3.4-5.7k from another start of the heap;
+ *    medians of 5 seeds 3.1-4.3k, also with 4 busy loops beside) and 11-18
+ *    MiB; unrounded (`big_size` returning its argument), 16.9-18.4k (0.3 a
+ *    step) and 26-32 MiB.
+ *    Until big17e one churn, one seed, was bounded at one fault per 20
+ *    steps (3000). That measured one trajectory: the placements are
+ *    deterministic, and that seed from that heap gave 1590 faults; a 4 KiB
+ *    block allocated before (a stdio buffer) gave 3427, other seeds up to
+ *    3.9k. And the heap's time-driven purges (every 250 ms; the sparse
+ *    purge's check at least every 20 ms) discard free pages that the churn
+ *    faults in again, the more the longer it takes in wall time: on a
+ *    machine loaded by other builds the same trajectory took 1.7-3.7k
+ *    (3509 failed the suite once). One per 10 steps (6000) leaves the
+ *    medians 1.4x room, and fails the unrounded placement by 3x and the
+ *    purges tried and rejected in docs/performance.md (7.6k and 7.8k on
+ *    the old seed).
  *
  * memalloc only (the sizes and addresses are memalloc's policy).
  */
@@ -25,7 +41,10 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "check.h"
 
@@ -87,9 +106,10 @@ static void same_address(void)
     free(hi);
 }
 
-enum { LIVE = 64, WARM = 20000, STEPS = 60000 };
+enum { LIVE = 64, WARM = 20000, STEPS = 60000, CHURNS = 5 };
 
-static void churn(void)
+/* One churn: its faults over STEPS steps, its process's peak RSS (KiB). */
+static void churn(long *faults_out, long *peak_out)
 {
     static unsigned char *p[LIVE];
     static size_t sz[LIVE];
@@ -111,20 +131,50 @@ static void churn(void)
         CHECK(p[k] != NULL);
         p[k][0] = (unsigned char)sz[k];
     }
-    long f = faults() - f0;
-    long peak = peak_kib();
-    printf("churn: %ld page faults in %d steps, peak RSS %ld KiB\n", f, STEPS, peak);
-    CHECKF(f * 20 < STEPS, "%ld page faults in %d steps", f, STEPS);
-    CHECKF(peak < (long)(96 * 1024), "peak RSS %ld KiB", peak);
+    *faults_out = faults() - f0;
+    *peak_out = peak_kib();
     for (int k = 0; k < LIVE; k++)
         free(p[k]);
+}
+
+/* CHURNS churns, each with its own seed, in a child forked from this
+   state, one after the other (see 2. above). */
+static void churns(void)
+{
+    long *res = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    CHECK(res != MAP_FAILED);
+    long f_sorted[CHURNS];
+    fflush(stdout);
+    for (int r = 0; r < CHURNS; r++) {
+        pid_t pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+            check_in_child = 1;
+            rng = 0x9e3779b97f4a7c15ull * (uint64_t)(2 * r + 1); /* odd: not 0 */
+            churn(&res[2 * r], &res[2 * r + 1]);
+            _exit(0);
+        }
+        int st = 0;
+        CHECK(waitpid(pid, &st, 0) == pid);
+        CHECKF(WIFEXITED(st) && WEXITSTATUS(st) == 0, "churn %d: status %#x", r, st);
+        long f = res[2 * r], peak = res[2 * r + 1];
+        printf("churn %d: %ld page faults in %d steps, peak RSS %ld KiB\n", r, f, STEPS, peak);
+        CHECKF(peak < (long)(96 * 1024), "churn %d: peak RSS %ld KiB", r, peak);
+        int i = r;
+        for (; i > 0 && f_sorted[i - 1] > f; i--)
+            f_sorted[i] = f_sorted[i - 1];
+        f_sorted[i] = f;
+    }
+    long median = f_sorted[CHURNS / 2];
+    CHECKF(median * 10 < STEPS, "median %ld page faults in %d steps", median, STEPS);
+    munmap(res, 4096);
 }
 
 int main(void)
 {
     check_begin();
     same_address();
-    churn();
+    churns();
     check_done("bigreuse");
     return 0;
 }

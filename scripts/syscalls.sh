@@ -1,32 +1,50 @@
 #!/usr/bin/env bash
 # scripts/syscalls.sh — system calls and futex waits per million malloc+free
-# pairs, for issue 17's workloads, under each allocator (strace -f -c).
+# pairs, for issue 17's workloads, under each allocator.
 #
-#   scripts/syscalls.sh [--no-build] [--out FILE]
+#   scripts/syscalls.sh [--no-build] [--out FILE] [--strace]
 #
 # Runs every workload of bench/ that issue 17 added (mchurn, medium-T,
-# prodcons, bulkfree, invsq-T; the --quick sizes) once per allocator under
-# `strace -f -c`, and splits the calls counted into: memory calls that grow
-# or shrink memory (brk, mmap, munmap, mremap, madvise), futex calls (waits
-# and wakes: a lock that had to sleep), and all others. Process start-up
-# (the dynamic loader, thread creation) makes the same calls under every
-# allocator: the same program's calls under glibc are the floor. Figures are
-# calls per million malloc+free pairs. Writes results/syscalls.md.
+# prodcons, bulkfree, invsq-T; the --quick sizes) and the suite's big-block
+# one (large-8) under each allocator, and splits the calls counted into:
+# memory calls that grow or shrink memory (brk, mmap, munmap, mremap,
+# madvise), futex calls (waits and wakes: a lock that had to sleep), and all
+# others. Process start-up (the dynamic loader, thread creation) makes the
+# same calls under every allocator: the same program's calls under glibc are
+# the floor. Figures are calls per million malloc+free pairs. Writes
+# results/syscalls.md.
+# Counted by the kernel's syscall tracepoints (`perf stat -e
+# raw_syscalls:sys_enter,syscalls:sys_enter_<name>`; the median of REPS
+# runs) where perf may read them, else (or with --strace) by `strace -f -c`,
+# once. strace stops the process at every system call: a thread that makes
+# one while it holds a lock holds it some 100 times longer, and the others
+# wait for it in futex calls that do not happen otherwise (invsq-8 under
+# memalloc: 78-133 futex calls under strace, 11-15 counted by perf, glibc's
+# 12-15; medium-8 under tcmalloc: 703 and 15).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 BIN="$ROOT/target/bench"
 out="$ROOT/results/syscalls.md"
 build=1
 REPS=3
+tool=perf
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --no-build) build=0 ;;
+        --strace) tool=strace ;;
         --out) out="$2"; shift ;;
         *) echo "syscalls.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
 done
-command -v strace >/dev/null || { echo "syscalls.sh: strace is missing" >&2; exit 2; }
+MEMEV="brk mmap munmap mremap madvise"
+PERF_EV="raw_syscalls:sys_enter,syscalls:sys_enter_futex"
+for e in $MEMEV; do PERF_EV="$PERF_EV,syscalls:sys_enter_$e"; done
+if [[ $tool == perf ]] && ! perf stat -x, -e "$PERF_EV" -- true >/dev/null 2>&1; then
+    echo "syscalls.sh: perf cannot read the syscall tracepoints here; counting with strace" >&2
+    tool=strace
+fi
+[[ $tool == perf ]] || command -v strace >/dev/null || { echo "syscalls.sh: strace is missing" >&2; exit 2; }
 mkdir -p "$BIN"
 if [[ $build == 1 ]]; then
     (cd "$ROOT" && cargo build --release --quiet)
@@ -53,14 +71,22 @@ W=(
     "bulkfree|800000|bulkfree 4 100 2000 16 16k"
     "invsq-1|5000000|mthreads 1 5e6 1000 1 32k s"
     "invsq-8|5000000|mthreads 8 5e6 1000 1 32k s"
+    "large-8|200000|mthreads 8 2e5 16 256k 64M s"
 )
 TMP="$(mktemp -d)"
+med() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{ v[NR] = $1 } END { print (NR ? v[int((NR + 1) / 2)] : 0) }'; }
 trap 'rm -rf "$TMP"' EXIT
 {
     echo "# memalloc: system calls per million malloc+free pairs (issue 17's workloads)"
     echo
     echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC'); memalloc commit $(git -C "$ROOT" rev-parse --short HEAD)"
-    echo "- \`scripts/syscalls.sh\`: each workload once per allocator under \`strace -f -c\`"
+    if [[ $tool == perf ]]; then
+        echo "- \`scripts/syscalls.sh\`: each workload $REPS times per allocator, counted by the kernel's syscall"
+        echo "  tracepoints (\`perf stat -e raw_syscalls:sys_enter,syscalls:sys_enter_...\`), medians"
+    else
+        echo "- \`scripts/syscalls.sh --strace\`: each workload once per allocator under \`strace -f -c\` (which"
+        echo "  makes a lock held across a system call wait some 100 times longer: futex counts run high)"
+    fi
     echo "  (\`--quick\` sizes of \`scripts/bench.sh\`). *mem*: brk, mmap, munmap, mremap, madvise (memory"
     echo "  growing or shrinking); *futex*: waits and wakes; *other*: every other call, start-up included"
     echo "  (the dynamic loader, thread creation: about the same under every allocator, see glibc)."
@@ -72,6 +98,24 @@ trap 'rm -rf "$TMP"' EXIT
         row="| $name |"
         for a in "${ALLOCS[@]}"; do
             f="$TMP/$name.$a"
+            if [[ $tool == perf ]]; then
+                mm=() fx=() ot=()
+                for _ in $(seq "$REPS"); do
+                    perf stat -x, -o "$f" -e "$PERF_EV" -- env ${LIB[$a]:+LD_PRELOAD=${LIB[$a]}} \
+                        $BIN/$cmd >/dev/null 2>&1 || true
+                    read -r m x o < <(awk -F, -v mem=" $MEMEV " '
+                        $3 ~ /^raw_syscalls:sys_enter$/ { all = $1 }
+                        $3 ~ /^syscalls:sys_enter_/ { n = substr($3, 20)
+                            if (n == "futex") fx = $1; else if (index(mem, " " n " ")) m += $1 }
+                        END { print m + 0, fx + 0, all - m - fx }' "$f")
+                    mm+=("$m") fx+=("$x") ot+=("$o")
+                done
+                cell=$(awk -v pairs="$pairs" -v m="$(med <<<"${mm[*]}")" -v x="$(med <<<"${fx[*]}")" \
+                    -v o="$(med <<<"${ot[*]}")" 'BEGIN { printf "mem %.0f, futex %.0f, other %.0f",
+                        m * 1e6 / pairs, x * 1e6 / pairs, o * 1e6 / pairs }')
+                row="$row $cell |"
+                continue
+            fi
             if [[ -n "${LIB[$a]}" ]]; then
                 strace -f -c -o "$f" env LD_PRELOAD="${LIB[$a]}" $BIN/$cmd >/dev/null 2>&1 || true
             else
@@ -103,7 +147,6 @@ trap 'rm -rf "$TMP"' EXIT
     echo "|---:|---:|---:|---:|---:|---:|---|"
     pat='s/^ *contended locks *\([0-9]*\) (\([0-9]*\) per million allocations, the heap.s \([0-9]*\),.* system calls \([0-9]*\) per million.*/'
     rpat='s/.*; \([0-9]*\) refills (\([0-9]*\) from the heap), \([0-9]*\) flushes (\([0-9]*\) to the heap).*/'
-    med() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{ v[NR] = $1 } END { print (NR ? v[int((NR + 1) / 2)] : 0) }'; }
     for t in 1 2 4 8 16 32 64; do
         c=() a=() hp=() y=() sd=() r1=() r2=() r3=() r4=()
         for _ in $(seq "$REPS"); do

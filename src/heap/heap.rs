@@ -231,13 +231,46 @@ static ENDS: AtomicUsize = AtomicUsize::new(0);
 /// Ends are written while `ENDS` is at least this (half of those watched).
 const ENDS_MIN: usize = 128;
 /// One big block in this many is watched (if its request ends in a page of
-/// its own): one `mincore` when it is freed, outside the heap's lock.
+/// its own): one `mincore` when it is freed, outside the heap's lock. This
+/// many while the watch learns (its first `ENDS_LEARN` samples) and while
+/// the answer is open (`ENDS` between `ENDS_LOW` and `ENDS_HIGH`); else
+/// `ENDS_SAMPLE_SETTLED`.
 const ENDS_SAMPLE: usize = 16;
 /// While ends are written, one big cut in this many is made on the lattice
-/// all the same: blocks cut to their request end in the page of the next
-/// header, so only such blocks (and those taken whole) tell whether the
-/// program still writes its ends.
+/// all the same (a probe): blocks cut to their request end in the page of
+/// the next header, so only such blocks (and those taken whole) tell
+/// whether the program still writes its ends; and the probes' headers, in
+/// the memo, let `RECUR` see the lattice recur again. (Probing 1 in 256
+/// with the watch: `grid 4 4e4 1M 64M short 4`, whose lattice recurs once
+/// found again, 18.8k -> 23.7k faults, medians of 7.)
 const ENDS_PROBE: usize = 16;
+/// One big block in this many is watched while the answer is settled (see
+/// `ENDS_MASK`; a multiple of `ENDS_PROBE`: the blocks watched are probes).
+/// Every block was 1 in 16 until big17e: 6.1k `mincore` calls in
+/// `bench/mthreads 8 4e5 16 256k 64M s` (`large-8`), 500 in the 8000
+/// blocks of `grid 4 8e3 1M 64M cross 4`.
+const ENDS_SAMPLE_SETTLED: usize = 256;
+const _: () = assert!(
+    ENDS_SAMPLE.is_power_of_two()
+        && ENDS_SAMPLE_SETTLED.is_power_of_two()
+        && ENDS_SAMPLE.is_multiple_of(ENDS_PROBE)
+        && ENDS_SAMPLE_SETTLED.is_multiple_of(ENDS_PROBE)
+);
+/// Samples taken at `ENDS_SAMPLE` first.
+const ENDS_LEARN: usize = 16;
+/// `ENDS` below this, or this or more, is settled: some 4-5 samples
+/// the other way (about 1000 big blocks at `ENDS_SAMPLE_SETTLED`) bring it
+/// back between them.
+const ENDS_LOW: usize = 48;
+const ENDS_HIGH: usize = 208;
+/// Samples `check_end` took (saturating at `ENDS_LEARN`).
+static ENDS_SEEN: AtomicUsize = AtomicUsize::new(0);
+/// One less than the number of big blocks of which one is watched now
+/// (`ENDS_SAMPLE` or `ENDS_SAMPLE_SETTLED`), set by `check_end`:
+/// `Heap::alloc_big` tests the count of big blocks with it (a load and an
+/// `and`).
+static ENDS_MASK: AtomicUsize = AtomicUsize::new(ENDS_SAMPLE - 1);
+
 /// The header pages big cuts wrote lately (direct-mapped by a hash of the
 /// page number), and how often the lattice's header page was among them
 /// (see `Heap::alloc_big`). Cost: a multiply, two loads and a store a big
@@ -323,8 +356,21 @@ fn check_end() {
     let resident =
         unsafe { os::resident((a & !(os::PAGE - 1)) as *const u8, 1, &mut v) } && v[0] & 1 != 0;
     let e = ENDS.load(Ordering::Relaxed);
-    ENDS.store(
-        e - e / 16 + if resident { 16 } else { 0 },
+    let e = e - e / 16 + if resident { 16 } else { 0 };
+    ENDS.store(e, Ordering::Relaxed);
+    // The watch's rate: 1 in ENDS_SAMPLE while learning or open, else 1
+    // in ENDS_SAMPLE_SETTLED.
+    let n = ENDS_SEEN.load(Ordering::Relaxed);
+    if n < ENDS_LEARN {
+        ENDS_SEEN.store(n + 1, Ordering::Relaxed);
+    }
+    let open = n < ENDS_LEARN || (ENDS_LOW..ENDS_HIGH).contains(&e);
+    ENDS_MASK.store(
+        if open {
+            ENDS_SAMPLE - 1
+        } else {
+            ENDS_SAMPLE_SETTLED - 1
+        },
         Ordering::Relaxed,
     );
 }
@@ -786,11 +832,11 @@ impl Heap {
             // the headers the cut wrote (the block's; the rest's past it)
             self.memo.note(c as usize);
             self.memo.note(c as usize + size(c));
-            // Watch one block in ENDS_SAMPLE whose request ends in a page
-            // of its own (not its header's, not the next header's).
+            // Watch one block in `ENDS_MASK + 1` whose request ends in a
+            // page of its own (not its header's, not the next header's).
             let end = c as usize + csize - 1;
             let page = |a: usize| a / os::PAGE;
-            if self.big_allocs.is_multiple_of(ENDS_SAMPLE)
+            if self.big_allocs & ENDS_MASK.load(Ordering::Relaxed) == 0
                 && page(end) != page(c as usize)
                 && page(end) != page(c as usize + size(c))
             {
