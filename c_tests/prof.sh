@@ -147,6 +147,65 @@ else
     bad "fork: the program failed: $(tail -3 "$out/fork.err")"
 fi
 
+# Samples freed by another thread (c_tests/prof_xfree.c): 4 producers each
+# file their samples in a shard of their own; two consumers free one site's
+# blocks while the producers sample; the main thread frees another site's
+# after the producers exited. In the leak report neither site is left (a
+# free that missed its sample's shard would leave it live), the kept site
+# is within ±10% of the truth, each site's total too, and the exit line's
+# live bytes (the live total, an atomic sum over the shards) are the leak
+# report's, to the KiB (a sample counted twice, or dropped from one and not
+# the other, would part them).
+gcc -O1 -g -Wall -Wextra -pthread -o "$out/prof_xfree" "$here/prof_xfree.c" || exit 2
+rm -f "$out"/p.xfree.*
+if (cd "$out" && timeout 300 env MEMALLOC_PROF=1 MEMALLOC_PROF_RATE=4k MEMALLOC_PROF_OUT="$out/p.xfree" \
+    LD_PRELOAD="$lib" ./prof_xfree 4 8 >"$out/xfree.out" 2>"$out/xfree.err"); then
+    f=$(ls "$out"/p.xfree.*.leak 2>/dev/null | head -1)
+    if [[ -n "$f" ]] && python3 - "$out/xfree.out" "${f%.leak}" "$out/xfree.err" <<'EOF2'
+import re, subprocess, sys, os
+truth = {l.split()[1]: (int(l.split()[2]), int(l.split()[3])) for l in open(sys.argv[1]) if l.startswith("truth")}
+def load(kind):
+    txt = subprocess.run([sys.executable, os.environ["ROOT"] + "/scripts/memprof", "symbolize",
+                          sys.argv[2] + "." + kind], capture_output=True, text=True, check=True).stdout
+    per, all_ = {}, 0
+    for line in txt.splitlines():
+        stack, _, v = line.rpartition(" ")
+        all_ += int(v)
+        for fr in reversed(stack.split(";")):
+            fn = fr.split(" ")[0]
+            if fn in truth:
+                per[fn] = per.get(fn, 0) + int(v)
+                break
+    return per, all_
+errs = []
+tot, _ = load("total")
+leak, leak_all = load("leak")
+for s, (t_alloc, t_live) in sorted(truth.items()):
+    a, l = tot.get(s, 0), leak.get(s, 0)
+    print("  %-12s allocated: truth %9d profile %9d; live at exit: truth %9d profile %9d" % (s, t_alloc, a, t_live, l))
+    if abs(a / t_alloc - 1) > 0.10:
+        errs.append("%s allocated %d, truth %d" % (s, a, t_alloc))
+    if t_live == 0 and l != 0:
+        errs.append("%s freed, yet %d bytes live at exit" % (s, l))
+    if t_live and abs(l / t_live - 1) > 0.10:
+        errs.append("%s live at exit %d, truth %d" % (s, l, t_live))
+m = re.search(r"live at exit (\d+) KiB", open(sys.argv[3]).read())
+print("  live at exit: the exit line %s KiB, the leak report %d KiB" % (m and m.group(1), leak_all >> 10))
+if not m or abs(int(m.group(1)) - (leak_all >> 10)) > 1:
+    errs.append("the exit line's live bytes are not the leak report's")
+for e in errs:
+    print("  error: " + e)
+sys.exit(1 if errs else 0)
+EOF2
+    then
+        ok "samples freed by other threads, live or exited: none lost or counted twice"
+    else
+        bad "samples freed by other threads: lost or counted twice"
+    fi
+else
+    bad "prof_xfree failed: $(tail -3 "$out/xfree.err")"
+fi
+
 # memalloc_prof_dump, and nothing without MEMALLOC_PROF.
 cat >"$out/dump.c" <<'EOF'
 #include <memalloc.h>
