@@ -300,6 +300,8 @@ const SHARDS: usize = 64;
 static SHARD: [Shard; SHARDS] = [const { Shard::new() }; SHARDS];
 /// The shards whose tables are mapped (bit `k`: shard `k`).
 static MAPPED: AtomicU64 = AtomicU64::new(0);
+/// Samples dropped because their shard's tables could not be mapped.
+static UNMAPPED_DROPS: AtomicU64 = AtomicU64::new(0);
 
 /// The live total and the peak, all shards together (see "The peak").
 #[repr(C, align(64))]
@@ -1068,6 +1070,7 @@ unsafe fn file_slow(sh: &Shard, p: &mut Part, tot: &Totals, addr: usize, w: u64,
     if p.samples.is_null() {
         let _e = crate::os::ErrnoGuard::new();
         if !p.map() {
+            UNMAPPED_DROPS.fetch_add(1, Ordering::Relaxed);
             return;
         }
         let k = (sh as *const Shard).offset_from(SHARD.as_ptr());
@@ -2685,7 +2688,7 @@ pub fn exit_report() {
         // SAFETY: closing the descriptor we opened.
         unsafe { libc::close(fd) };
     }
-    let (mut samples, mut total, mut dropped) = (0, 0, 0);
+    let (mut samples, mut total, mut dropped) = (0, 0, UNMAPPED_DROPS.load(Ordering::Relaxed));
     {
         let _g = AllLocked::new();
         for p in parts() {
