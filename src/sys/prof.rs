@@ -297,6 +297,7 @@ impl Shard {
 /// Shards of the live samples (one per group of memos, `MEMO_SLOTS /
 /// MEMO_GROUP`: a thread that owns group `g` files in shard `g`).
 const SHARDS: usize = 64;
+const _: () = assert!(SHARDS.is_power_of_two() && SHARDS <= 64);
 static SHARD: [Shard; SHARDS] = [const { Shard::new() }; SHARDS];
 /// The shards whose tables are mapped (bit `k`: shard `k`).
 static MAPPED: AtomicU64 = AtomicU64::new(0);
@@ -983,7 +984,7 @@ fn record_inline(p: *mut u8, n: usize, counted: usize) {
     let hint = if kept { unsafe { (*m).stack } } else { 0 };
     let s = if hint != 0 { hint } else { find_stack(frames) };
     // SAFETY: this thread's own state.
-    let sh = &SHARD[unsafe { my_shard(&mut *t) }];
+    let sh = &SHARD[unsafe { my_shard(&mut *t) } & (SHARDS - 1)];
     {
         let _g = sh.lock.guard();
         // (The weight under the lock, after its atomic operation, which
@@ -1282,8 +1283,15 @@ fn find_stack(frames: &[usize]) -> usize {
 pub fn freed_here(p: *mut u8) {
     // SAFETY: this thread's own state.
     let own = unsafe { (*thread_state()).shard };
-    if own != 0 && remove_in(own - 1, p as usize) {
-        return;
+    if own != 0 {
+        // (No test of its count first: its own samples are there, as a
+        // rule.)
+        let sh = &SHARD[(own - 1) & (SHARDS - 1)];
+        let _g = sh.lock.guard();
+        // SAFETY: the shard's part is only touched under its lock.
+        if unsafe { remove(sh, &mut *sh.part.get(), &TOTALS, p as usize) } {
+            return;
+        }
     }
     freed_elsewhere(p as usize, own)
 }
@@ -1310,7 +1318,6 @@ fn freed_elsewhere(addr: usize, own: usize) {
 }
 
 /// Drops the sample of block `addr` from shard `k`, if it is there.
-#[inline(always)]
 fn remove_in(k: usize, addr: usize) -> bool {
     let sh = &SHARD[k];
     if sh.nsamples.load(Ordering::Relaxed) == 0 {
