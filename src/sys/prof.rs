@@ -2579,13 +2579,13 @@ fn write_report(fd: i32, fig: Figure) {
         )
     };
     let exe = &exe[..n.clamp(0, 512) as usize];
-    let _g = AllLocked::new();
+    let held = AllLocked::new();
     let epoch = TOTALS.peak.epoch.load(Ordering::Relaxed);
     let stacks = STACKS.load(Ordering::Acquire);
     let mut b = crate::report::StackBuf::<4096>::new(fd);
     for k in 0..NSTACKS.load(Ordering::Acquire) {
         let mut v = 0;
-        for p in parts() {
+        for p in parts(&held) {
             // SAFETY: figures of a mapped part, under its lock; `k` is a stack.
             let f = unsafe { &*p.figs.add(k) };
             v += match fig {
@@ -2633,11 +2633,13 @@ impl Drop for AllLocked {
     }
 }
 
-/// The shards' parts whose tables are mapped (their locks held: see
-/// `AllLocked`).
-fn parts() -> impl Iterator<Item = &'static Part> {
+/// The shards' parts whose tables are mapped, while `held` holds every
+/// shard's lock.
+fn parts(held: &AllLocked) -> impl Iterator<Item = &Part> {
+    let _ = held;
     let m = MAPPED.load(Ordering::Acquire);
-    // SAFETY: read with every shard's lock held (the caller's `AllLocked`).
+    // SAFETY: read with every shard's lock held (`held`, borrowed as long
+    // as the parts are).
     (0..SHARDS)
         .filter(move |k| m & 1 << k != 0)
         .map(|k| unsafe { &*SHARD[k].part.get() })
@@ -2697,8 +2699,8 @@ pub fn exit_report() {
     }
     let (mut samples, mut total, mut dropped) = (0, 0, UNMAPPED_DROPS.load(Ordering::Relaxed));
     {
-        let _g = AllLocked::new();
-        for p in parts() {
+        let held = AllLocked::new();
+        for p in parts(&held) {
             samples += p.sample_count;
             total += p.alloc_total;
             dropped += p.dropped;
