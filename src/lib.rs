@@ -227,7 +227,7 @@ extern "C" fn fork_prepare() {
     }
     // SAFETY: glibc's recursive stream list lock; released in fork_parent.
     unsafe { _IO_list_lock() };
-    prof::lock().lock();
+    prof::lock_all();
     debug::lock().lock();
     cache::shared_lock().lock();
     mcache::lock_all();
@@ -248,7 +248,7 @@ extern "C" fn fork_parent() {
     mcache::unlock_all();
     cache::shared_lock().unlock();
     debug::lock().unlock();
-    prof::lock().unlock();
+    prof::unlock_all();
     // SAFETY: taken in fork_prepare by this thread.
     unsafe { _IO_list_unlock() };
 }
@@ -259,7 +259,7 @@ extern "C" fn fork_child() {
         // One thread, no lock taken: the child starts a profile of its own
         // unless the fork interrupted the profiler (a signal handler's
         // fork), whose call then goes on in the child with the tables.
-        if !prof::lock().is_locked() {
+        if !prof::is_locked() {
             prof::after_fork_child();
         }
         return;

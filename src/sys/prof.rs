@@ -42,22 +42,48 @@
 //! bit fails that test
 //! at no cost of its own, so the frees of blocks not sampled (14 in 15 of
 //! `bench/mthreads`'s) run exactly as when not profiling, and only a
-//! marked block's free drops its sample (`freed_here`, the live table's
-//! lookup under `LOCK`). (Before, a counting filter in `.bss` answered
-//! "surely not sampled" on every free while profiling: about 9
-//! instructions a free, and an atomic add and subtract a sample.)
+//! marked block's free drops its sample (`freed_here`, a lookup in its
+//! shard's table under the shard's lock). (Before, a counting filter in
+//! `.bss` answered "surely not sampled" on every free while profiling:
+//! about 9 instructions a free, and an atomic add and subtract a sample.)
 //!
 //! **What a sample keeps.** Its call stack (up to `MAX_FRAMES` return
 //! addresses, the allocator's own frames dropped), deduplicated in `STACKS`
-//! with per-stack totals (bytes and samples allocated, bytes live, bytes live
-//! at the peak); and, while its block lives, an entry in `SAMPLES` (address,
-//! weight, stack). All of it lives in memory mapped here (`os::map`), never
-//! in the heap. The *peak* is the largest estimated live total; a stack's
-//! peak bytes are its live bytes at the latest peak, kept lazily: a new peak
-//! only counts itself (`peak_epoch`), and a stack whose live bytes are about
-//! to change keeps them first if they have not changed since that peak
-//! (`touch`; `peak_of` reads them). The same figures as copying every stack
-//! at each new peak, for one test per change.
+//! (written once, shared by all threads, looked up without a lock); and,
+//! while its block lives, an entry (address, weight, stack) in the live
+//! table of its thread's *shard*, where the shard also keeps each stack's
+//! figures (bytes allocated, live, live at the peak). All of it lives in
+//! memory mapped here (`os::map`), never in the heap.
+//!
+//! **Shards: no lock shared on the fast path.** A thread files its samples
+//! in a shard of its own (`my_shard`: the one of its group of memos, so
+//! one per thread while at most 64 threads sample at once), under that
+//! shard's lock: threads on different processors take different locks and
+//! write different lines. A sampled block's free looks in its own thread's
+//! shard first (the common case: the thread that made a block frees it),
+//! then in the other shards holding samples (`freed_elsewhere`: a block
+//! freed by another thread, or after the thread that sampled it exited; a
+//! shard outlives its threads). Reports take every shard's lock and sum
+//! the shards' figures. (One lock for all, before: with two threads on two
+//! processors, `bench/mthreads 2` counted 233,719 contended acquisitions
+//! for 254,873 samples, and ran 4-5 times the CPU time of no profiling.)
+//!
+//! **The peak.** The live total of all shards is one atomic counter
+//! (`Totals::live`: an add a sample, a subtraction a free, the only line
+//! the threads share). A *peak is recorded* when it passes the latest
+//! recorded one by more than `1 / 2^PEAK_SHIFT` (1/256) of it (`new_peak`,
+//! `Totals::next`): the peak's epoch moves on, and every stack's peak bytes
+//! are its live bytes at that moment, kept lazily: a stack whose live bytes
+//! are about to change keeps them first if they have not changed since that
+//! peak (`touch`; `peak_of` reads them), one test per change and no copy.
+//! So the peak report shows the samples live when the live total was within
+//! 1/256 of its maximum (at most that fraction of the bytes can have come
+//! or gone since the true maximum), and a peak costs a write to the epoch's
+//! line (read by every change) at most once per 1/256 of growth, not once
+//! per sample while a program grows. Across threads the moment is exact up
+//! to the samples being filed or dropped at that instant by other threads
+//! (a stack's figures change before the total does: at most one sample per
+//! thread is on either side).
 //!
 //! **Unwinding neither allocates nor deadlocks.** Stacks are unwound from
 //! the DWARF call-frame information (`.eh_frame`), so programs without
@@ -112,13 +138,15 @@ const RAW_FRAMES: usize = MAX_FRAMES + 16;
 const STACK_CAP: usize = 1 << 14;
 /// Buckets of the stack index (twice STACK_CAP: at most half full).
 const INDEX_CAP: usize = STACK_CAP * 2;
-/// Live samples kept at once (at most half of SAMPLE_SLOTS).
+/// Live samples a shard keeps at once (at most half of SAMPLE_SLOTS; a
+/// shard maps its tables at its first sample: 8.5 MiB of address space,
+/// touched as used).
 const SAMPLE_CAP: usize = 1 << 16;
 const SAMPLE_SLOTS: usize = SAMPLE_CAP * 2;
 /// Slots of the live samples' table at first; it doubles whenever it
 /// would be more than half full, up to `SAMPLE_SLOTS`. (At its full size
 /// from the start, 3 MiB, a sample's slot was a cache miss at its filing
-/// and often at its free: 85% of `insert`'s time in `perf` on
+/// and often at its free: 85% of the filing's time in `perf` on
 /// `bench/mthreads 1`, whose 256 live blocks hold about 20 samples.)
 const SAMPLE_SLOTS_MIN: usize = 256;
 
@@ -144,24 +172,32 @@ static LASTING: [[AtomicUsize; 2]; 4] = [const { [const { AtomicUsize::new(0) };
 /// blocks): see "Sampled blocks".
 static MARK: AtomicUsize = AtomicUsize::new(0);
 
-/// A distinct call stack and its totals (its figures in the first cache
-/// line of its own: a sample's filing and its block's free touch one line).
+/// A distinct call stack: written once (`find_stack`), then only read;
+/// shared by every shard.
 #[repr(C, align(64))]
 struct Stack {
     hash: u64,
     depth: usize,
-    alloc_bytes: u64,
-    alloc_count: u64,
-    live_bytes: u64,
-    /// Live bytes at the latest peak, if `peak_seen == Tables::peak_epoch`;
-    /// else they are `live_bytes` (unchanged since that peak): see `touch`.
-    peak_bytes: u64,
-    peak_seen: u64,
     frames: [usize; MAX_FRAMES],
 }
 
-/// A live sample: its block's address (0: empty slot), weight and stack.
-/// (32 bytes: a slot never straddles two cache lines.)
+/// A stack's figures in one shard (`Part::figs`, indexed as the stacks):
+/// the bytes the shard's samples of that stack allocated, hold, and held at
+/// the latest peak. A report sums them over the shards.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Fig {
+    alloc_bytes: u64,
+    live_bytes: u64,
+    /// Live bytes at the latest peak, if `peak_seen` is the peak's epoch
+    /// (`Totals::peak`); else they are `live_bytes` (unchanged since that
+    /// peak): see `touch`.
+    peak_bytes: u64,
+    peak_seen: u64,
+}
+
+/// A live sample: its block's address (0: empty slot), weight and stack
+/// (its index). (32 bytes: a slot never straddles two cache lines.)
 #[repr(C, align(32))]
 #[derive(Clone, Copy)]
 struct Sample {
@@ -170,97 +206,148 @@ struct Sample {
     stack: usize,
 }
 
-/// The tables, under `LOCK`. The fields a sampled block's free reads and
-/// writes come first, in the cache line that begins with the lock (see
-/// `Shared`); a sample's filing reads the next line too.
+/// One shard's tables, under its lock (`Shard`).
 #[repr(C)]
-struct Tables {
+struct Part {
     /// The live samples' table, open addressing with linear probing:
     /// `slots` slots (a power of two, at most `SAMPLE_SLOTS`) of an area of
     /// `SAMPLE_SLOTS`; `spare`, another such area, takes the entries when
     /// the table doubles (`grow`). Address `a`'s first slot is
-    /// `slot_of(a, shift)`, `shift` being 64 - log2(slots).
+    /// `slot_of(a, shift)`, `shift` being 64 - log2(slots). Null: not
+    /// mapped yet (the shard's first sample maps it, `map_part`).
     samples: *mut Sample,
-    stacks: *mut Stack,
+    /// `STACK_CAP` figures, one per stack.
+    figs: *mut Fig,
     slots: usize,
-    nsamples: usize,
-    live_total: u64,
-    /// Counts the peaks reached (each new maximum of `live_total`).
-    peak_epoch: u64,
     shift: u32,
-    nstacks: usize,
-    /// Stack index + 1 per bucket; 0 = empty.
-    index: *mut u32,
     spare: *mut Sample,
-    peak_total: u64,
     alloc_total: u64,
     sample_count: u64,
     dropped: u64,
 }
 
-impl Tables {
+impl Part {
     /// No table mapped, nothing counted.
-    const EMPTY: Tables = Tables {
-        stacks: null_mut(),
-        nstacks: 0,
-        index: null_mut(),
+    const EMPTY: Part = Part {
         samples: null_mut(),
+        figs: null_mut(),
         spare: null_mut(),
         slots: SAMPLE_SLOTS_MIN,
         shift: 64 - SAMPLE_SLOTS_MIN.trailing_zeros(),
-        nsamples: 0,
-        live_total: 0,
-        peak_total: 0,
-        peak_epoch: 0,
         alloc_total: 0,
         sample_count: 0,
         dropped: 0,
     };
 
-    /// Maps the tables (None if the system refused).
-    fn map() -> Option<Tables> {
-        let stacks = crate::os::map(STACK_CAP * core::mem::size_of::<Stack>());
-        let index = crate::os::map(INDEX_CAP * 4);
+    /// Maps the part's tables (false if the system refused).
+    fn map(&mut self) -> bool {
+        let figs = crate::os::map(STACK_CAP * core::mem::size_of::<Fig>());
+        if figs.is_null() {
+            return false;
+        }
         let samples = crate::os::map(2 * SAMPLE_SLOTS * core::mem::size_of::<Sample>());
-        if stacks.is_null() || index.is_null() || samples.is_null() {
-            return None;
+        if samples.is_null() {
+            // SAFETY: the mapping just made, unused.
+            unsafe { crate::os::unmap(figs, STACK_CAP * core::mem::size_of::<Fig>()) };
+            return false;
         }
         let samples = samples as *mut Sample;
-        Some(Tables {
-            stacks: stacks as *mut Stack,
-            index: index as *mut u32,
+        *self = Part {
+            figs: figs as *mut Fig,
             samples,
             // SAFETY: the second half of the area just mapped.
             spare: unsafe { samples.add(SAMPLE_SLOTS) },
-            ..Tables::EMPTY
-        })
+            ..Part::EMPTY
+        };
+        true
     }
 }
 
-/// The tables and their lock, the lock at the start of a cache line with
-/// the fields of `Tables` a free uses: a sampled block's free touches that
-/// line, its sample's slot and its stack's figures, where the lock, and the
-/// table's two lines, were three lines apart (each a miss when the program
-/// between two samples goes through more memory than the cache holds, as
-/// `bench/mthreads` does). The lock is released by a plain store
-/// (`SpinLock`): a sample and its block's free each take it, and `Lock`'s
-/// release, a swap, was one atomic operation more for each.
+/// A shard of the live samples: its lock, at the start of a cache line
+/// with its count and its tables' fields (a sample's filing and its
+/// block's free touch that line, the sample's slot and its stack's
+/// figures). A thread files its samples in its own shard (`my_shard`: one
+/// per thread while at most `SHARDS` sample at once), so threads on
+/// different processors take different locks and write different lines;
+/// a free looks in its own thread's shard first, then in the others
+/// (`freed_here`). The lock is released by a plain store (`SpinLock`).
 #[repr(C, align(64))]
-struct Shared {
+struct Shard {
     lock: SpinLock,
-    tables: UnsafeCell<Tables>,
+    /// Live samples in the shard: written under the lock, read without it
+    /// by a free that looks for its sample (see `freed_here`).
+    nsamples: AtomicUsize,
+    part: UnsafeCell<Part>,
 }
-// SAFETY: `tables` is only touched under `lock` (or by the one thread of a
+// SAFETY: `part` is only touched under `lock` (or by the one thread of a
 // fork child, `after_fork_child`).
-unsafe impl Sync for Shared {}
-const _: () =
-    assert!(core::mem::offset_of!(Shared, tables) + core::mem::offset_of!(Tables, shift) < 64);
-static SHARED: Shared = Shared {
-    lock: SpinLock::new(),
-    tables: UnsafeCell::new(Tables::EMPTY),
-};
-/// Guards the tables.
-static LOCK: &SpinLock = &SHARED.lock;
+unsafe impl Sync for Shard {}
+const _: () = assert!(core::mem::offset_of!(Shard, part) + core::mem::offset_of!(Part, shift) < 64);
+
+impl Shard {
+    const fn new() -> Shard {
+        Shard {
+            lock: SpinLock::new(),
+            nsamples: AtomicUsize::new(0),
+            part: UnsafeCell::new(Part::EMPTY),
+        }
+    }
+}
+
+/// Shards of the live samples (one per group of memos, `MEMO_SLOTS /
+/// MEMO_GROUP`: a thread that owns group `g` files in shard `g`).
+const SHARDS: usize = 64;
+const _: () = assert!(SHARDS.is_power_of_two() && SHARDS <= 64);
+static SHARD: [Shard; SHARDS] = [const { Shard::new() }; SHARDS];
+/// The shards whose tables are mapped (bit `k`: shard `k`).
+static MAPPED: AtomicU64 = AtomicU64::new(0);
+/// Samples dropped because their shard's tables could not be mapped.
+static UNMAPPED_DROPS: AtomicU64 = AtomicU64::new(0);
+
+/// The live total and the peak, all shards together (see "The peak").
+#[repr(C, align(64))]
+struct Totals {
+    /// Estimated bytes live: an add a sample, a subtraction a free.
+    live: AtomicU64,
+    /// The live total from which the next peak is recorded.
+    next: AtomicU64,
+    /// In a line of its own: read by every change of a stack's live bytes,
+    /// written only when a peak is recorded.
+    peak: PeakLine,
+}
+
+/// The latest recorded peak: its number (`epoch`, counting them) and the
+/// live total then.
+#[repr(C, align(64))]
+struct PeakLine {
+    epoch: AtomicU64,
+    total: AtomicU64,
+}
+
+impl Totals {
+    const fn new() -> Totals {
+        Totals {
+            live: AtomicU64::new(0),
+            next: AtomicU64::new(0),
+            peak: PeakLine {
+                epoch: AtomicU64::new(0),
+                total: AtomicU64::new(0),
+            },
+        }
+    }
+}
+static TOTALS: Totals = Totals::new();
+/// A peak is recorded when the live total passes the latest one by more
+/// than `1 / 2^PEAK_SHIFT` of it (see "The peak").
+const PEAK_SHIFT: u32 = 8;
+
+/// The stacks (`STACK_CAP`, mapped by `prime`), their index (`INDEX_CAP`
+/// buckets, a stack's index + 1 each, 0: empty) and how many there are.
+/// Looked up without a lock; a stack is added under `STACK_LOCK`.
+static STACKS: AtomicPtr<Stack> = AtomicPtr::new(null_mut());
+static INDEX: AtomicPtr<AtomicU32> = AtomicPtr::new(null_mut());
+static NSTACKS: AtomicUsize = AtomicUsize::new(0);
+static STACK_LOCK: SpinLock = SpinLock::new();
 
 // ---- per-thread state --------------------------------------------------------
 
@@ -278,6 +365,9 @@ struct ThreadState {
     /// The thread's own group of memos (see "the walks' memo"): its
     /// address; 0: none yet; `NO_MEMO`: none, ever (the thread is exiting).
     memo: usize,
+    /// The shard the thread files its samples in, + 1 (0: none yet): see
+    /// `my_shard`.
+    shard: usize,
 }
 
 core::arch::global_asm!(
@@ -286,9 +376,9 @@ core::arch::global_asm!(
     ".hidden memalloc_prof_tls",
     ".globl memalloc_prof_tls",
     ".type memalloc_prof_tls,@object",
-    ".size memalloc_prof_tls,32",
+    ".size memalloc_prof_tls,40",
     "memalloc_prof_tls:",
-    ".zero 32",
+    ".zero 40",
     ".popsection",
 );
 
@@ -343,18 +433,29 @@ pub fn prime() {
     if !active() || READY.load(Ordering::Relaxed) {
         return;
     }
-    let Some(tables) = Tables::map() else {
+    let stacks = crate::os::map(STACK_CAP * core::mem::size_of::<Stack>());
+    let index = crate::os::map(INDEX_CAP * 4);
+    if stacks.is_null() || index.is_null() {
         // (ACTIVE stays: the caches route through the counting path, which
         // takes no sample while READY is false.)
         crate::report::warn(format_args!(
             "MEMALLOC_PROF: cannot map the tables, no profile"
         ));
         return;
-    };
+    }
     {
-        let _g = LOCK.guard();
-        // SAFETY: TABLES is only touched under LOCK.
-        unsafe { *SHARED.tables.get() = tables };
+        // (Once: the unit tests' threads may prime at the same time.)
+        let _g = STACK_LOCK.guard();
+        if STACKS.load(Ordering::Relaxed).is_null() {
+            INDEX.store(index as *mut AtomicU32, Ordering::Relaxed);
+            STACKS.store(stacks as *mut Stack, Ordering::Release);
+        } else {
+            // SAFETY: the mappings just made, unused.
+            unsafe {
+                crate::os::unmap(stacks, STACK_CAP * core::mem::size_of::<Stack>());
+                crate::os::unmap(index, INDEX_CAP * 4);
+            }
+        }
     }
     find_self();
     let mut buf = [null_mut::<libc::c_void>(); 4];
@@ -876,13 +977,16 @@ fn record_inline(p: *mut u8, n: usize, counted: usize) {
         unsafe { core::mem::transmute::<usize, unsafe fn(*mut u8)>(mark)(p) };
     }
     // A memo that holds these frames (its walk replayed, or just kept)
-    // knows their stack, once a sample filed it: `insert` then skips the
+    // knows their stack, once a sample filed it: the sample then skips the
     // hash and the index's lookup.
     // SAFETY: `m` (if not null) is a memo of this thread's group.
     let kept = !m.is_null() && unsafe { (*m).ip != 0 };
     let hint = if kept { unsafe { (*m).stack } } else { 0 };
-    let s = {
-        let _g = LOCK.guard();
+    let s = if hint != 0 { hint } else { find_stack(frames) };
+    // SAFETY: this thread's own state.
+    let sh = &SHARD[unsafe { my_shard(&mut *t) } & (SHARDS - 1)];
+    {
+        let _g = sh.lock.guard();
         // (The weight under the lock, after its atomic operation, which
         // would otherwise wait for the weight's arithmetic.)
         let w = weight_by(
@@ -891,15 +995,36 @@ fn record_inline(p: *mut u8, n: usize, counted: usize) {
             RATE.load(Ordering::Relaxed) as i64 as f64,
             f64::from_bits(INV_RATE.load(Ordering::Relaxed)),
         );
-        // SAFETY: the tables are only touched under LOCK.
-        unsafe { insert(&mut *SHARED.tables.get(), p as usize, w, frames, hint) }
-    };
+        // SAFETY: the shard's part is only touched under its lock.
+        unsafe { file(sh, &mut *sh.part.get(), &TOTALS, p as usize, w, s) };
+    }
     if kept {
         // SAFETY: as above.
         unsafe { (*m).stack = s };
     }
     // SAFETY: this thread's own state.
     unsafe { (*t).busy = 0 };
+}
+
+/// The shard thread `t` files its samples in: its group of memos' (see
+/// `memo_claim`), else one taken in turn.
+#[inline(always)]
+fn my_shard(t: &mut ThreadState) -> usize {
+    if t.shard != 0 {
+        return t.shard - 1;
+    }
+    assign_shard(t)
+}
+
+/// `my_shard` for a thread that has none yet (no group of memos: the
+/// unwinder or the memos are missing, or more than 64 threads sample).
+#[cold]
+#[inline(never)]
+fn assign_shard(t: &mut ThreadState) -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let k = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    t.shard = k + 1;
+    k
 }
 
 fn hash_frames(frames: &[usize]) -> u64 {
@@ -918,93 +1043,79 @@ fn slot_of(a: usize, shift: u32) -> usize {
     ((a as u64 >> 4).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> shift) as usize
 }
 
-/// Files a sample (under LOCK) of stack `frames`, which is stack
-/// `hint - 1` if `hint` is not 0 (a walk's memo knew it). Returns its
-/// stack's index + 1 (0: none, the table is full). Inlined into the
-/// sample when the memo knows the stack and the live table has room (no
-/// call, no frame: about 20 instructions less); `insert_slow` otherwise.
+/// Files a sample of weight `w` for block `addr`, of stack `s` (index +
+/// 1; 0: none, the stacks are full), in shard `sh` (its lock held, `p`
+/// its part). Inlined into the sample when the shard has room (no call, no
+/// frame); `file_slow` otherwise.
 ///
 /// # Safety
-/// `t`'s tables are held under LOCK; `frames` is the sample's stack.
+/// `sh`'s lock is held and `p` is its part; `s` is 0 or a stack's index + 1.
 #[inline(always)]
-unsafe fn insert(t: &mut Tables, addr: usize, w: u64, frames: &[usize], hint: usize) -> usize {
-    if hint == 0
-        || hint > t.nstacks
-        || t.stacks.is_null()
-        || 2 * (t.nsamples + 1) > t.slots
-        || t.nsamples >= SAMPLE_CAP
-    {
-        return insert_slow(t, addr, w, frames, hint);
+unsafe fn file(sh: &Shard, p: &mut Part, tot: &Totals, addr: usize, w: u64, s: usize) {
+    let n = sh.nsamples.load(Ordering::Relaxed);
+    if s == 0 || p.samples.is_null() || 2 * (n + 1) > p.slots || n >= SAMPLE_CAP {
+        return file_slow(sh, p, tot, addr, w, s);
     }
-    t.alloc_total += w;
-    t.sample_count += 1;
-    let s = hint - 1;
-    {
-        let st = &mut *t.stacks.add(s);
-        st.alloc_bytes += w;
-        st.alloc_count += 1;
-    }
-    file_live(t, addr, w, s);
-    s + 1
+    p.alloc_total += w;
+    p.sample_count += 1;
+    (*p.figs.add(s - 1)).alloc_bytes += w;
+    file_live(sh, p, tot, addr, w, s - 1);
 }
 
-/// `insert`, every case.
+/// `file`, every case: the shard's first sample maps its tables.
 ///
 /// # Safety
-/// As `insert`.
+/// As `file`.
 #[inline(never)]
-unsafe fn insert_slow(t: &mut Tables, addr: usize, w: u64, frames: &[usize], hint: usize) -> usize {
-    if t.stacks.is_null() {
-        return 0;
-    }
-    t.alloc_total += w;
-    t.sample_count += 1;
-    let s = if hint != 0 && hint <= t.nstacks {
-        hint - 1
-    } else {
-        match find_stack(t, frames) {
-            Some(s) => s,
-            None => {
-                t.dropped += 1;
-                return 0;
-            }
+unsafe fn file_slow(sh: &Shard, p: &mut Part, tot: &Totals, addr: usize, w: u64, s: usize) {
+    if p.samples.is_null() {
+        let _e = crate::os::ErrnoGuard::new();
+        if !p.map() {
+            UNMAPPED_DROPS.fetch_add(1, Ordering::Relaxed);
+            return;
         }
-    };
-    {
-        let st = &mut *t.stacks.add(s);
-        st.alloc_bytes += w;
-        st.alloc_count += 1;
+        let k = (sh as *const Shard).offset_from(SHARD.as_ptr());
+        if (0..SHARDS as isize).contains(&k) {
+            MAPPED.fetch_or(1 << k, Ordering::Release);
+        }
     }
-    if t.nsamples >= SAMPLE_CAP {
-        t.dropped += 1;
-        return s + 1;
+    p.alloc_total += w;
+    p.sample_count += 1;
+    if s == 0 {
+        p.dropped += 1;
+        return;
     }
-    if 2 * (t.nsamples + 1) > t.slots {
-        grow(t);
+    (*p.figs.add(s - 1)).alloc_bytes += w;
+    let n = sh.nsamples.load(Ordering::Relaxed);
+    if n >= SAMPLE_CAP {
+        p.dropped += 1;
+        return;
     }
-    file_live(t, addr, w, s);
-    s + 1
+    if 2 * (n + 1) > p.slots {
+        grow(p);
+    }
+    file_live(sh, p, tot, addr, w, s - 1);
 }
 
-/// Files live sample `addr` of weight `w` and stack `s` (under LOCK), in
-/// a table with room for it.
+/// Files live sample `addr` of weight `w` and stack `s` in shard `sh`, whose
+/// table has room for it; adds `w` to the live total.
 ///
 /// # Safety
-/// `t`'s tables are mapped and held under LOCK; `s` is one of its stacks;
-/// `2 * (t.nsamples + 1) <= t.slots`.
+/// As `file`; `p`'s tables are mapped, `s` is a stack's index,
+/// `2 * (nsamples + 1) <= p.slots`.
 #[inline(always)]
-unsafe fn file_live(t: &mut Tables, addr: usize, w: u64, s: usize) {
-    let mask = t.slots - 1;
-    let mut i = slot_of(addr, t.shift);
+unsafe fn file_live(sh: &Shard, p: &mut Part, tot: &Totals, addr: usize, w: u64, s: usize) {
+    let mask = p.slots - 1;
+    let mut i = slot_of(addr, p.shift);
+    let mut n = sh.nsamples.load(Ordering::Relaxed);
     loop {
-        let e = &mut *t.samples.add(i);
+        let e = &mut *p.samples.add(i);
         if e.addr == 0 || e.addr == addr {
             if e.addr == addr {
-                // A stale entry (a block freed unseen, e.g. before a
-                // fork): replace it.
-                (*touch(t, e.stack)).live_bytes -= e.weight;
-                t.live_total -= e.weight;
-                t.nsamples -= 1;
+                // A stale entry (a block freed unseen): replace it.
+                (*touch(p, tot, e.stack)).live_bytes -= e.weight;
+                tot.live.fetch_sub(e.weight, Ordering::Relaxed);
+                n -= 1;
             }
             *e = Sample {
                 addr,
@@ -1015,26 +1126,51 @@ unsafe fn file_live(t: &mut Tables, addr: usize, w: u64, s: usize) {
         }
         i = (i + 1) & mask;
     }
-    t.nsamples += 1;
-    (*touch(t, s)).live_bytes += w;
-    t.live_total += w;
-    if t.live_total > t.peak_total {
-        // Every stack's peak bytes are now its live bytes: `touch` copies
-        // them when a stack next changes, `peak_of` reads them meanwhile.
-        t.peak_total = t.live_total;
-        t.peak_epoch += 1;
+    sh.nsamples.store(n + 1, Ordering::Relaxed);
+    // (The stack's figures before the live total: a peak that this sample
+    // records counts it, see "The peak".)
+    (*touch(p, tot, s)).live_bytes += w;
+    let live = tot.live.fetch_add(w, Ordering::Relaxed) + w;
+    if live >= tot.next.load(Ordering::Relaxed) {
+        new_peak(tot, live);
     }
 }
 
-/// Doubles the live samples' table (under LOCK): its entries go to the
-/// spare area, which becomes the table. O(slots), once per doubling.
+/// The live total reached `live`, past the threshold of the next peak:
+/// records a peak (every stack's peak bytes are now its live bytes:
+/// `touch` copies them when a stack next changes, `peak_of` reads them
+/// meanwhile), and sets the next threshold `1 / 2^PEAK_SHIFT` above.
+#[cold]
+#[inline(never)]
+fn new_peak(tot: &Totals, live: u64) {
+    let mut next = tot.next.load(Ordering::Relaxed);
+    while live >= next {
+        match tot.next.compare_exchange_weak(
+            next,
+            live + (live >> PEAK_SHIFT) + 1,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => {
+                tot.peak.total.fetch_max(live, Ordering::Relaxed);
+                tot.peak.epoch.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Err(now) => next = now,
+        }
+    }
+}
+
+/// Doubles the live samples' table (under its shard's lock): its entries
+/// go to the spare area, which becomes the table. O(slots), once per
+/// doubling.
 ///
 /// # Safety
-/// `t`'s tables are mapped and held under LOCK; `t.slots < SAMPLE_SLOTS`
-/// (true while `nsamples < SAMPLE_CAP`).
-unsafe fn grow(t: &mut Tables) {
-    let (old, slots) = (t.samples, t.slots);
-    let (new, shift) = (t.spare, t.shift - 1);
+/// `p`'s tables are mapped and held under its shard's lock; `p.slots <
+/// SAMPLE_SLOTS` (true while the shard holds fewer than `SAMPLE_CAP`).
+unsafe fn grow(p: &mut Part) {
+    let (old, slots) = (p.samples, p.slots);
+    let (new, shift) = (p.spare, p.shift - 1);
     let mask = 2 * slots - 1;
     core::ptr::write_bytes(new, 0, 2 * slots);
     for k in 0..slots {
@@ -1047,120 +1183,196 @@ unsafe fn grow(t: &mut Tables) {
             *new.add(i) = e;
         }
     }
-    t.samples = new;
-    t.spare = old;
-    t.slots = 2 * slots;
-    t.shift = shift;
+    p.samples = new;
+    p.spare = old;
+    p.slots = 2 * slots;
+    p.shift = shift;
 }
 
-/// Stack `s`, about to have its live bytes changed: if they have not
-/// changed since the latest peak, they are its bytes at that peak, kept
-/// first. (The peak thus costs one test per change, not a copy of every
-/// stack at each new peak.)
+/// Stack `s`'s figures in part `p`, about to have their live bytes changed:
+/// if they have not changed since the latest peak, they are its bytes at
+/// that peak, kept first. (The peak thus costs one test per change, not a
+/// copy of every stack at each new peak.)
 ///
 /// # Safety
-/// `s` is one of `t`'s stacks, under LOCK.
-unsafe fn touch(t: &Tables, s: usize) -> *mut Stack {
-    let st = &mut *t.stacks.add(s);
-    if st.peak_seen != t.peak_epoch {
-        st.peak_bytes = st.live_bytes;
-        st.peak_seen = t.peak_epoch;
+/// `p`'s tables are mapped and held under its shard's lock; `s` is a
+/// stack's index.
+#[inline(always)]
+unsafe fn touch(p: &Part, tot: &Totals, s: usize) -> *mut Fig {
+    let f = &mut *p.figs.add(s);
+    let epoch = tot.peak.epoch.load(Ordering::Relaxed);
+    if f.peak_seen != epoch {
+        f.peak_bytes = f.live_bytes;
+        f.peak_seen = epoch;
     }
-    st as *mut Stack
+    f as *mut Fig
 }
 
-/// Stack `st`'s live bytes at the latest peak.
-fn peak_of(t: &Tables, st: &Stack) -> u64 {
-    if st.peak_seen == t.peak_epoch {
-        st.peak_bytes
+/// Figures `f`'s live bytes at the peak of number `epoch`.
+fn peak_of(f: &Fig, epoch: u64) -> u64 {
+    if f.peak_seen == epoch {
+        f.peak_bytes
     } else {
-        st.live_bytes
+        f.live_bytes
     }
 }
 
-/// The index of the stack of `frames`, added if new; None when full.
-unsafe fn find_stack(t: &mut Tables, frames: &[usize]) -> Option<usize> {
+/// The index + 1 of the stack of `frames`, added if new; 0 when the table
+/// is full. Looked up without a lock (a bucket is written once, with
+/// release ordering, after its stack); added under `STACK_LOCK`, which is
+/// never held with a shard's lock.
+fn find_stack(frames: &[usize]) -> usize {
+    let (stacks, index) = (
+        STACKS.load(Ordering::Acquire),
+        INDEX.load(Ordering::Relaxed),
+    );
+    if stacks.is_null() {
+        return 0;
+    }
     let h = hash_frames(frames);
     let mask = INDEX_CAP - 1;
     let mut i = h as usize & mask;
+    let mut locked = false;
     loop {
-        let e = *t.index.add(i);
+        // SAFETY: `i` is a bucket of the index (mapped by `prime`).
+        let e = unsafe { (*index.add(i)).load(Ordering::Acquire) };
         if e == 0 {
-            break;
+            if locked {
+                break;
+            }
+            // (This bucket again, under the lock: another thread may have
+            // just filled it.)
+            STACK_LOCK.lock();
+            locked = true;
+            continue;
         }
-        let s = &*t.stacks.add(e as usize - 1);
+        // SAFETY: a bucket's stack was written before the bucket.
+        let s = unsafe { &*stacks.add(e as usize - 1) };
         if s.hash == h && s.depth == frames.len() && &s.frames[..s.depth] == frames {
-            return Some(e as usize - 1);
+            if locked {
+                STACK_LOCK.unlock();
+            }
+            return e as usize;
         }
         i = (i + 1) & mask;
     }
-    if t.nstacks >= STACK_CAP {
-        return None;
+    let k = NSTACKS.load(Ordering::Relaxed);
+    if k >= STACK_CAP {
+        STACK_LOCK.unlock();
+        return 0;
     }
-    let k = t.nstacks;
-    t.nstacks += 1;
-    let s = &mut *t.stacks.add(k);
-    s.hash = h;
-    s.depth = frames.len();
-    // (It held nothing at the latest peak.)
-    s.peak_bytes = 0;
-    s.peak_seen = t.peak_epoch;
-    s.frames[..frames.len()].copy_from_slice(frames);
-    *t.index.add(i) = k as u32 + 1;
-    Some(k)
+    // SAFETY: stack `k` is not in use yet, written under STACK_LOCK.
+    unsafe {
+        let s = &mut *stacks.add(k);
+        s.hash = h;
+        s.depth = frames.len();
+        s.frames[..frames.len()].copy_from_slice(frames);
+        NSTACKS.store(k + 1, Ordering::Release);
+        (*index.add(i)).store(k as u32 + 1, Ordering::Release);
+    }
+    STACK_LOCK.unlock();
+    k + 1
 }
 
 /// The block at user address `p`, marked sampled, is being freed (or
-/// moved): drops its sample (none, if the table was full when it was
-/// taken, or in a fork child for a block its parent sampled).
+/// moved): drops its sample (none, if a table was full when it was taken,
+/// or in a fork child for a block its parent sampled). Looked for in this
+/// thread's shard first, where its sample is unless another thread took it;
+/// then in the other shards that hold samples (`freed_elsewhere`).
 #[inline(always)]
 pub fn freed_here(p: *mut u8) {
-    let _g = LOCK.guard();
-    // SAFETY: the tables are only touched under LOCK.
-    unsafe { remove(&mut *SHARED.tables.get(), p as usize) }
+    // SAFETY: this thread's own state.
+    let own = unsafe { (*thread_state()).shard };
+    if own != 0 {
+        // (No test of its count first: its own samples are there, as a
+        // rule.)
+        let sh = &SHARD[(own - 1) & (SHARDS - 1)];
+        let _g = sh.lock.guard();
+        // SAFETY: the shard's part is only touched under its lock.
+        if unsafe { remove(sh, &mut *sh.part.get(), &TOTALS, p as usize) } {
+            return;
+        }
+    }
+    freed_elsewhere(p as usize, own)
 }
 
-/// Drops the sample of block `addr`, if any (under LOCK).
+/// `freed_here` for a sample not in this thread's shard (`own` - 1; 0:
+/// none): each other shard with a table and a sample is looked at, under
+/// its lock. (A shard whose count of samples reads 0 cannot hold it: the
+/// sample was filed before the block reached the program, so before this
+/// free, which reads a count at least as recent.)
+#[cold]
+#[inline(never)]
+fn freed_elsewhere(addr: usize, own: usize) {
+    let mut m = MAPPED.load(Ordering::Acquire);
+    if own != 0 {
+        m &= !(1 << (own - 1));
+    }
+    while m != 0 {
+        let k = m.trailing_zeros() as usize;
+        m &= m - 1;
+        if remove_in(k, addr) {
+            return;
+        }
+    }
+}
+
+/// Drops the sample of block `addr` from shard `k`, if it is there.
+fn remove_in(k: usize, addr: usize) -> bool {
+    let sh = &SHARD[k];
+    if sh.nsamples.load(Ordering::Relaxed) == 0 {
+        return false;
+    }
+    let _g = sh.lock.guard();
+    // SAFETY: the shard's part is only touched under its lock.
+    unsafe { remove(sh, &mut *sh.part.get(), &TOTALS, addr) }
+}
+
+/// Drops the sample of block `addr` from shard `sh` (its lock held, `p` its
+/// part), if it is there: whether it was.
 ///
 /// # Safety
-/// `t`'s tables are mapped (`prime`) and held under LOCK.
+/// `sh`'s lock is held and `p` is its part.
 #[inline(always)]
-unsafe fn remove(t: &mut Tables, addr: usize) {
-    {
-        let mask = t.slots - 1;
-        let mut i = slot_of(addr, t.shift);
-        loop {
-            let e = *t.samples.add(i);
-            if e.addr == 0 {
-                return;
-            }
-            if e.addr == addr {
-                break;
-            }
-            i = (i + 1) & mask;
-        }
-        let e = *t.samples.add(i);
-        (*touch(t, e.stack)).live_bytes -= e.weight;
-        t.live_total -= e.weight;
-        t.nsamples -= 1;
-        // Backward-shift deletion (linear probing keeps no tombstones).
-        let mut hole = i;
-        let mut j = (i + 1) & mask;
-        loop {
-            let x = *t.samples.add(j);
-            if x.addr == 0 {
-                break;
-            }
-            let home = slot_of(x.addr, t.shift);
-            // x may fill the hole unless its home lies in (hole, j].
-            if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(hole) & mask) {
-                *t.samples.add(hole) = x;
-                hole = j;
-            }
-            j = (j + 1) & mask;
-        }
-        (*t.samples.add(hole)).addr = 0;
+unsafe fn remove(sh: &Shard, p: &mut Part, tot: &Totals, addr: usize) -> bool {
+    if p.samples.is_null() {
+        return false;
     }
+    let mask = p.slots - 1;
+    let mut i = slot_of(addr, p.shift);
+    loop {
+        let e = *p.samples.add(i);
+        if e.addr == 0 {
+            return false;
+        }
+        if e.addr == addr {
+            break;
+        }
+        i = (i + 1) & mask;
+    }
+    let e = *p.samples.add(i);
+    (*touch(p, tot, e.stack)).live_bytes -= e.weight;
+    tot.live.fetch_sub(e.weight, Ordering::Relaxed);
+    sh.nsamples
+        .store(sh.nsamples.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
+    // Backward-shift deletion (linear probing keeps no tombstones).
+    let mut hole = i;
+    let mut j = (i + 1) & mask;
+    loop {
+        let x = *p.samples.add(j);
+        if x.addr == 0 {
+            break;
+        }
+        let home = slot_of(x.addr, p.shift);
+        // x may fill the hole unless its home lies in (hole, j].
+        if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(hole) & mask) {
+            *p.samples.add(hole) = x;
+            hole = j;
+        }
+        j = (j + 1) & mask;
+    }
+    (*p.samples.add(hole)).addr = 0;
+    true
 }
 
 // ---- unwinding ---------------------------------------------------------------------
@@ -1919,7 +2131,7 @@ fn unwind_here(out: &mut [MaybeUninit<usize>], known: bool) -> (Option<usize>, *
 const MEMO_SLOTS: usize = 256;
 /// Memos a thread owns (a slot per hash of where a walk starts).
 const MEMO_GROUP: usize = 4;
-const _: () = assert!(MEMO_SLOTS / MEMO_GROUP == 64 && MEMO_GROUP.is_power_of_two());
+const _: () = assert!(MEMO_SLOTS / MEMO_GROUP == SHARDS && MEMO_GROUP.is_power_of_two());
 /// `ThreadState::memo` of a thread that takes no group (it is exiting).
 const NO_MEMO: usize = 1;
 /// Checks a memo holds: a return address and at most one `%rbp` a frame.
@@ -1936,7 +2148,7 @@ struct Memo {
     use_rbp: bool,
     /// While a walk fills it: false once it used a row that is not lasting.
     lasting: bool,
-    /// The stack (index + 1 in `Tables::stacks`; 0: not known) its frames
+    /// The stack (index + 1 in `STACKS`; 0: not known) its frames
     /// were filed as. (The stacks are emptied only in a fork child, which
     /// empties the memos too.)
     stack: usize,
@@ -2022,6 +2234,8 @@ fn memo_claim() -> usize {
         return NO_MEMO;
     }
     t.memo = m as usize;
+    // (Its samples go to the group's shard: one per thread that samples.)
+    t.shard = g + 1;
     t.memo
 }
 
@@ -2062,7 +2276,7 @@ unsafe fn memo_replay(
         }
     }
     if known && m.stack != 0 {
-        // (`insert` takes the stack from the memo: the frames' copy, and
+        // (The sample takes the stack from the memo: the frames' copy, and
         // the allocator's own frames skipped, about 40 instructions a
         // sample, are not needed.)
         return Some(0);
@@ -2207,15 +2421,37 @@ fn walk(
 
 // ---- fork ------------------------------------------------------------------------
 
-/// The fork handlers: the profile's lock is taken before the allocator's.
-pub fn lock() -> &'static SpinLock {
-    LOCK
+/// The fork handlers: the profile's locks (every shard's, then the
+/// stacks') are taken before the allocator's.
+pub fn lock_all() {
+    for sh in &SHARD {
+        sh.lock.lock();
+    }
+    STACK_LOCK.lock();
+}
+
+/// Releases what `lock_all` took.
+pub fn unlock_all() {
+    STACK_LOCK.unlock();
+    for sh in &SHARD {
+        sh.lock.unlock();
+    }
+}
+
+/// Whether some thread holds one of the profile's locks (a snapshot: the
+/// fork of a process with one thread, from a signal handler, may have
+/// interrupted the profiler).
+pub fn is_locked() -> bool {
+    STACK_LOCK.is_locked() || SHARD.iter().any(|sh| sh.lock.is_locked())
 }
 
 /// In a fork child: a profile of its own, empty (the parent's samples stay
 /// the parent's).
 pub fn after_fork_child() {
-    LOCK.reset_after_fork();
+    for sh in &SHARD {
+        sh.lock.reset_after_fork();
+    }
+    STACK_LOCK.reset_after_fork();
     RULE_LOCK.reset_after_fork();
     let rules = RULES.load(Ordering::Relaxed);
     if !rules.is_null() {
@@ -2239,32 +2475,42 @@ pub fn after_fork_child() {
         };
         MEMO_OWNED.store(own, Ordering::Relaxed);
     }
+    let stacks = STACKS.load(Ordering::Relaxed);
+    if stacks.is_null() {
+        return;
+    }
     // SAFETY: single-threaded child; the tables are ours.
     unsafe {
-        let t = &mut *SHARED.tables.get();
-        if t.stacks.is_null() {
-            return;
+        crate::os::discard(stacks as *mut u8, STACK_CAP * core::mem::size_of::<Stack>());
+        crate::os::discard(INDEX.load(Ordering::Relaxed) as *mut u8, INDEX_CAP * 4);
+        NSTACKS.store(0, Ordering::Relaxed);
+        for sh in &SHARD {
+            let p = &mut *sh.part.get();
+            if !p.samples.is_null() {
+                // (Both areas, one mapping: the lower address is its start.)
+                crate::os::discard(
+                    p.samples.min(p.spare) as *mut u8,
+                    2 * SAMPLE_SLOTS * core::mem::size_of::<Sample>(),
+                );
+                crate::os::discard(p.figs as *mut u8, STACK_CAP * core::mem::size_of::<Fig>());
+                p.slots = Part::EMPTY.slots;
+                p.shift = Part::EMPTY.shift;
+                p.samples = p.samples.min(p.spare);
+                p.spare = p.samples.add(SAMPLE_SLOTS);
+            }
+            p.alloc_total = 0;
+            p.sample_count = 0;
+            p.dropped = 0;
+            sh.nsamples.store(0, Ordering::Relaxed);
         }
-        crate::os::discard(
-            t.stacks as *mut u8,
-            STACK_CAP * core::mem::size_of::<Stack>(),
-        );
-        crate::os::discard(t.index as *mut u8, INDEX_CAP * 4);
-        // (Both areas, one mapping: the lower address is its start.)
-        crate::os::discard(
-            t.samples.min(t.spare) as *mut u8,
-            2 * SAMPLE_SLOTS * core::mem::size_of::<Sample>(),
-        );
-        t.slots = Tables::EMPTY.slots;
-        t.shift = Tables::EMPTY.shift;
-        t.nstacks = 0;
-        t.nsamples = 0;
-        t.live_total = 0;
-        t.peak_total = 0;
-        t.peak_epoch = 0;
-        t.alloc_total = 0;
-        t.sample_count = 0;
-        t.dropped = 0;
+    }
+    for a in [
+        &TOTALS.live,
+        &TOTALS.next,
+        &TOTALS.peak.epoch,
+        &TOTALS.peak.total,
+    ] {
+        a.store(0, Ordering::Relaxed);
     }
 }
 
@@ -2333,34 +2579,70 @@ fn write_report(fd: i32, fig: Figure) {
         )
     };
     let exe = &exe[..n.clamp(0, 512) as usize];
-    let _g = LOCK.guard();
+    let held = AllLocked::new();
+    let epoch = TOTALS.peak.epoch.load(Ordering::Relaxed);
+    let stacks = STACKS.load(Ordering::Acquire);
     let mut b = crate::report::StackBuf::<4096>::new(fd);
-    // SAFETY: the tables are only touched under LOCK.
-    unsafe {
-        let t = &*SHARED.tables.get();
-        for k in 0..t.nstacks {
-            let s = &*t.stacks.add(k);
-            let v = match fig {
-                Figure::Live => s.live_bytes,
-                Figure::Peak => peak_of(t, s),
-                Figure::Total => s.alloc_bytes,
+    for k in 0..NSTACKS.load(Ordering::Acquire) {
+        let mut v = 0;
+        for p in parts(&held) {
+            // SAFETY: figures of a mapped part, under its lock; `k` is a stack.
+            let f = unsafe { &*p.figs.add(k) };
+            v += match fig {
+                Figure::Live => f.live_bytes,
+                Figure::Peak => peak_of(f, epoch),
+                Figure::Total => f.alloc_bytes,
             };
-            if v == 0 {
-                continue;
-            }
-            if s.depth == 0 {
-                b.push(b"[unknown]");
-            }
-            for i in (0..s.depth).rev() {
-                write_frame(&mut b, s.frames[i], exe);
-                if i != 0 {
-                    b.push(b";");
-                }
-            }
-            let _ = writeln!(b, " {}", v);
         }
+        if v == 0 {
+            continue;
+        }
+        // SAFETY: stack `k` was written before NSTACKS counted it.
+        let s = unsafe { &*stacks.add(k) };
+        if s.depth == 0 {
+            b.push(b"[unknown]");
+        }
+        for i in (0..s.depth).rev() {
+            write_frame(&mut b, s.frames[i], exe);
+            if i != 0 {
+                b.push(b";");
+            }
+        }
+        let _ = writeln!(b, " {}", v);
     }
     b.flush();
+}
+
+/// Every shard's lock, held (a report's consistent view of the shards).
+struct AllLocked;
+
+impl AllLocked {
+    fn new() -> AllLocked {
+        for sh in &SHARD {
+            sh.lock.lock();
+        }
+        AllLocked
+    }
+}
+
+impl Drop for AllLocked {
+    fn drop(&mut self) {
+        for sh in &SHARD {
+            sh.lock.unlock();
+        }
+    }
+}
+
+/// The shards' parts whose tables are mapped, while `held` holds every
+/// shard's lock.
+fn parts(held: &AllLocked) -> impl Iterator<Item = &Part> {
+    let _ = held;
+    let m = MAPPED.load(Ordering::Acquire);
+    // SAFETY: read with every shard's lock held (`held`, borrowed as long
+    // as the parts are).
+    (0..SHARDS)
+        .filter(move |k| m & 1 << k != 0)
+        .map(|k| unsafe { &*SHARD[k].part.get() })
 }
 
 /// `memalloc_prof_dump(fd)`: the live samples, now.
@@ -2415,18 +2697,19 @@ pub fn exit_report() {
         // SAFETY: closing the descriptor we opened.
         unsafe { libc::close(fd) };
     }
-    let (samples, peak, live, total, dropped) = {
-        let _g = LOCK.guard();
-        // SAFETY: read under LOCK.
-        let t = unsafe { &*SHARED.tables.get() };
-        (
-            t.sample_count,
-            t.peak_total,
-            t.live_total,
-            t.alloc_total,
-            t.dropped,
-        )
-    };
+    let (mut samples, mut total, mut dropped) = (0, 0, UNMAPPED_DROPS.load(Ordering::Relaxed));
+    {
+        let held = AllLocked::new();
+        for p in parts(&held) {
+            samples += p.sample_count;
+            total += p.alloc_total;
+            dropped += p.dropped;
+        }
+    }
+    let (peak, live) = (
+        TOTALS.peak.total.load(Ordering::Relaxed),
+        TOTALS.live.load(Ordering::Relaxed),
+    );
     crate::report::note(format_args!(
         "heap profile: {} samples, peak {} KiB, live at exit {} KiB, allocated {} KiB{}: {}.{}.{{peak,leak,total}}",
         samples,
@@ -2551,6 +2834,7 @@ mod tests {
             rng: 0,
             busy: 0,
             memo: 0,
+            shard: 0,
         };
         const RATE: usize = 1 << 20;
         const N: usize = 1 << 22;
@@ -2588,21 +2872,22 @@ mod tests {
         }
     }
 
-    /// The sample table against a model: random records and frees (many
-    /// colliding in the probe sequences), then every live address is found
-    /// and every freed one is gone; the live total matches.
     /// The lazy peak (`touch`, `peak_of`) against a model that copies every
-    /// stack's live bytes at each new peak, on tables of its own with many
-    /// stacks, samples made and freed at random.
+    /// stack's live bytes at each recorded peak (whenever the total passes
+    /// the previous one by more than `1 / 2^PEAK_SHIFT`), on two shards and
+    /// totals of its own with many stacks, samples made in either shard and
+    /// freed at random.
     #[test]
     fn peak_per_stack_against_a_model() {
         configure(true, 4096, null_mut());
         prime();
-        let mut t = Tables::map().expect("tables mapped");
+        let shards = [Shard::new(), Shard::new()];
+        let tot = Totals::new();
         const NS: usize = 300;
         let (mut live, mut peak) = ([0u64; NS], [0u64; NS]);
-        let mut blocks: Vec<(usize, usize, u64)> = Vec::new();
-        let (mut total, mut top) = (0u64, 0u64);
+        let mut ids = [0usize; NS];
+        let mut blocks: Vec<(usize, usize, u64, usize)> = Vec::new();
+        let (mut total, mut top, mut next) = (0u64, 0u64, 0u64);
         let mut x: u64 = 0x9abc_def1_2345_6789;
         let base = 0x6000_0000_0000usize;
         for i in 0..100_000usize {
@@ -2612,43 +2897,89 @@ mod tests {
             // Growing phases (new peaks often) and shrinking ones.
             let grow = (i / 5000) % 2 == 0;
             if !blocks.is_empty() && (x % 100 < if grow { 30 } else { 70 }) {
-                let (a, s, w) = blocks.swap_remove((x >> 8) as usize % blocks.len());
-                // SAFETY: t's tables are mapped, used by this thread only.
-                unsafe { remove(&mut t, a) };
+                let (a, s, w, k) = blocks.swap_remove((x >> 8) as usize % blocks.len());
+                let sh = &shards[k];
+                // SAFETY: the shard is this test's, used by this thread only.
+                assert!(unsafe { remove(sh, &mut *sh.part.get(), &tot, a) });
                 live[s] -= w;
                 total -= w;
             } else {
                 let s = (x >> 16) as usize % NS;
                 let w = 1 + (x >> 32) % 10_000;
                 let a = base + i * 16;
-                let frames = [0x1000 + s, 0x2000, 0x3000 + s % 7];
+                let k = (x >> 48) as usize & 1;
+                if ids[s] == 0 {
+                    ids[s] = find_stack(&[0x1000 + s, 0x2000, 0x3000 + s % 7]);
+                }
+                let sh = &shards[k];
                 // SAFETY: as above.
-                unsafe { insert(&mut t, a, w, &frames, 0) };
-                blocks.push((a, s, w));
+                unsafe { file(sh, &mut *sh.part.get(), &tot, a, w, ids[s]) };
+                blocks.push((a, s, w, k));
                 live[s] += w;
                 total += w;
-                if total > top {
+                if total >= next {
+                    next = total + (total >> PEAK_SHIFT) + 1;
                     top = total;
                     peak = live;
                 }
             }
         }
-        assert_eq!(t.live_total, total);
-        assert_eq!(t.peak_total, top);
-        assert_eq!(t.nstacks, NS);
-        for k in 0..t.nstacks {
-            // SAFETY: k < nstacks.
-            let st = unsafe { &*t.stacks.add(k) };
-            let s = st.frames[0] - 0x1000;
-            assert_eq!(st.live_bytes, live[s], "stack {}", s);
-            assert_eq!(peak_of(&t, st), peak[s], "stack {}", s);
+        assert_eq!(tot.live.load(Ordering::Relaxed), total);
+        assert_eq!(tot.peak.total.load(Ordering::Relaxed), top);
+        let epoch = tot.peak.epoch.load(Ordering::Relaxed);
+        for s in 0..NS {
+            let (mut l, mut p) = (0, 0);
+            for sh in &shards {
+                // SAFETY: as above; ids[s] is a stack's index + 1.
+                let f = unsafe { &*(*sh.part.get()).figs.add(ids[s] - 1) };
+                l += f.live_bytes;
+                p += peak_of(f, epoch);
+            }
+            assert_eq!(l, live[s], "stack {}", s);
+            assert_eq!(p, peak[s], "stack {}", s);
         }
-        for (a, _, _) in blocks {
+        for (a, _, _, k) in blocks {
+            let sh = &shards[k];
             // SAFETY: as above.
-            unsafe { remove(&mut t, a) };
+            unsafe { remove(sh, &mut *sh.part.get(), &tot, a) };
         }
+        assert_eq!(tot.live.load(Ordering::Relaxed), 0);
     }
 
+    /// Every live sample of the process's shards: address -> weight; and
+    /// the shards' count of samples.
+    fn live_samples() -> (std::collections::HashMap<usize, u64>, usize) {
+        let _g = AllLocked::new();
+        let (mut got, mut n) = (std::collections::HashMap::new(), 0);
+        for (k, sh) in SHARD.iter().enumerate() {
+            n += sh.nsamples.load(Ordering::Relaxed);
+            // SAFETY: read under the shard's lock.
+            let p = unsafe { &*sh.part.get() };
+            if p.samples.is_null() {
+                continue;
+            }
+            assert!(MAPPED.load(Ordering::Relaxed) & 1 << k != 0);
+            assert!(p.slots <= SAMPLE_SLOTS);
+            for i in 0..p.slots {
+                // SAFETY: i < slots.
+                let e = unsafe { *p.samples.add(i) };
+                if e.addr != 0 {
+                    assert!(
+                        got.insert(e.addr, e.weight).is_none(),
+                        "{:#x} twice",
+                        e.addr
+                    );
+                }
+            }
+        }
+        (got, n)
+    }
+
+    /// The sample tables against a model: random records and frees (many
+    /// colliding in the probe sequences), then every live address is found
+    /// and every freed one is gone; the live total matches. Then samples
+    /// taken by two threads, one of which has exited, freed by this one
+    /// (another shard's): none is lost or counted twice.
     #[test]
     fn samples_against_a_model() {
         configure(true, 4096, null_mut());
@@ -2677,23 +3008,50 @@ mod tests {
                 v.insert(weight(n));
             }
         }
-        let _g = LOCK.guard();
-        // SAFETY: read under LOCK.
-        let t = unsafe { &*SHARED.tables.get() };
-        assert_eq!(t.nsamples, live.len());
-        assert_eq!(t.live_total, live.values().sum::<u64>());
-        let mut found = 0;
-        assert!(t.slots >= 2 * t.nsamples && t.slots <= SAMPLE_SLOTS);
-        for i in 0..t.slots {
-            // SAFETY: i < slots.
-            let e = unsafe { *t.samples.add(i) };
-            if e.addr != 0 {
-                assert_eq!(live.get(&e.addr), Some(&e.weight));
-                found += 1;
-            }
+        let (got, n) = live_samples();
+        assert_eq!(n, live.len());
+        assert_eq!(got, live);
+        assert_eq!(
+            TOTALS.live.load(Ordering::Relaxed),
+            live.values().sum::<u64>()
+        );
+        // (The recorded peak: within 1 / 2^PEAK_SHIFT of the live total.)
+        let peak = TOTALS.peak.total.load(Ordering::Relaxed);
+        assert!(peak + (peak >> PEAK_SHIFT) >= TOTALS.live.load(Ordering::Relaxed));
+        // Two threads' samples: one exits, the other waits; this thread
+        // frees both's (neither in its own shard).
+        let take = |from: usize| {
+            (0..5000usize)
+                .map(|i| {
+                    let a = 0x5000_0000_0000 + from * (1 << 30) + i * 64;
+                    record(a as *mut u8, 1000 + i);
+                    (a, weight(1000 + i))
+                })
+                .collect::<Vec<_>>()
+        };
+        let gone = std::thread::spawn(move || take(1)).join().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let waiting = std::thread::spawn(move || {
+            tx.send(take(2)).unwrap();
+            done_rx.recv().unwrap();
+        });
+        let other = rx.recv().unwrap();
+        let (got, _) = live_samples();
+        for (a, w) in gone.iter().chain(&other) {
+            assert_eq!(got.get(a), Some(w), "{:#x}", a);
         }
-        assert_eq!(found, live.len());
-        assert!(t.peak_total >= t.live_total);
+        let before = TOTALS.live.load(Ordering::Relaxed);
+        let all: u64 = gone.iter().chain(&other).map(|e| e.1).sum();
+        for (a, _) in gone.iter().chain(&other) {
+            freed_here(*a as *mut u8);
+        }
+        done_tx.send(()).unwrap();
+        waiting.join().unwrap();
+        assert_eq!(TOTALS.live.load(Ordering::Relaxed), before - all);
+        let (got, n) = live_samples();
+        assert_eq!(n, live.len());
+        assert_eq!(got, live);
     }
 
     /// Appends `backtrace`'s and `unwind`'s stacks, both walked from the
