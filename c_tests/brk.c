@@ -12,7 +12,8 @@
  * page); with a second thread that has a cache, or under a seccomp filter
  * that forbids asking the kernel, it is cut at its size. The heap starts at a
  * 64 KiB granule; a program's first blocks of each size class share the
- * heap's pages, and only later ones come from zones.
+ * heap's pages, and only later ones come from zones. Under RLIMIT_AS, a pad
+ * that does not fit leaves the break growing by the request alone.
  *
  * memalloc only (glibc keeps freed blocks in its tcache, so its top chunk
  * does not always reach the tail; other allocators do not use brk at all).
@@ -513,6 +514,49 @@ static void untouched_hole_threaded(void)
     CHECK(pthread_join(t, NULL) == 0);
 }
 
+/* A pad that does not fit under RLIMIT_AS: the break still grows by the
+ * request alone (it is not given up for mapped regions). A new_handler that
+ * frees its reserve leaves room for the request, not for the slack a
+ * cycling program's growth adds. Run in a child: the limit stays there. */
+static void pad_over_limit(void)
+{
+    fflush(stdout);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        check_in_child = 1;
+        CHECK(mallopt(M_MMAP_THRESHOLD, (int)MiB) == 1);
+        CHECK(mallopt(M_TOP_PAD, (int)(1024 * MiB)) == 1);
+        long pages = 0;
+        FILE *f = fopen("/proc/self/statm", "r");
+        CHECK(f != NULL && fscanf(f, "%ld", &pages) == 1);
+        fclose(f);
+        struct rlimit rl;
+        rl.rlim_cur = rl.rlim_max = (rlim_t)(pages * sysconf(_SC_PAGESIZE) + 64 * MiB);
+        CHECK(setrlimit(RLIMIT_AS, &rl) == 0);
+        char *base = sbrk(0);
+        enum { N = 100, SIZE = 100 * 1024 };
+        static char *b[N];
+        for (int i = 0; i < N; i++) {
+            b[i] = malloc(opaque(SIZE));
+            CHECKF(b[i] != NULL, "malloc(%d) number %d failed under RLIMIT_AS", SIZE, i);
+            memset(b[i], i, SIZE);
+        }
+        long grown = (char *)sbrk(0) - base;
+        printf("pad over the limit: the break grew %ld KiB for %d blocks of %d KiB\n",
+               grown / KiB, N, SIZE / 1024);
+        CHECKF(grown >= (long)N * SIZE, "the break grew %ld KiB for %ld KiB of blocks: "
+               "given up for mapped regions", grown / KiB, (long)N * SIZE / KiB);
+        for (int i = 0; i < N; i++)
+            free(b[i]);
+        fflush(stdout);
+        _exit(__atomic_load_n(&check_failures, __ATOMIC_RELAXED) != 0 ? 1 : 0);
+    }
+    int st = 0;
+    CHECK(waitpid(pid, &st, 0) == pid);
+    CHECKF(WIFEXITED(st) && WEXITSTATUS(st) == 0, "pad_over_limit: child status %#x", st);
+}
+
 /* A program whose seccomp filter forbids mincore (failing it with EPERM)
  * still gets every block: the cut stays at the block's size, and memalloc
  * stops asking. The filter cannot be lifted, so this comes last. */
@@ -575,6 +619,7 @@ int main(int argc, char **argv)
     large_block();
     string_building();
     mapped_then_heap();
+    pad_over_limit();
     mincore_forbidden();
     check_done("brk");
     return 0;

@@ -930,7 +930,15 @@ impl Heap {
                 Some(e) => e - cur,
                 None => return false,
             };
-            let old = os::brk_grow(want);
+            let mut want = want;
+            let mut old = os::brk_grow(want);
+            if old.is_null() && pad != 0 {
+                // Without the pad (see the same below).
+                if let Some(e) = break_end(cur + skip + need + SENTINEL) {
+                    want = e - cur;
+                    old = os::brk_grow(want);
+                }
+            }
             if old.is_null() {
                 self.brk_failed = true;
                 return false;
@@ -1010,8 +1018,22 @@ impl Heap {
             Some(e) => e,
             None => return false,
         };
-        let incr = new_end - end as usize;
-        let old = os::brk_grow(incr);
+        let mut incr = new_end - end as usize;
+        let mut old = os::brk_grow(incr);
+        if old.is_null() && pad != 0 {
+            // The pad is slack, not need: under RLIMIT_AS, or with a
+            // mapping close above the break, the request alone may still
+            // fit (a new_handler that freed its reserve left room for the
+            // request, not for a boosted pad). Only when that fails too is
+            // the break given up for mapped regions.
+            if let Some(e) = (end as usize).checked_add(more).and_then(break_end) {
+                let least = e - end as usize;
+                if least != 0 && least < incr {
+                    incr = least;
+                    old = os::brk_grow(incr);
+                }
+            }
+        }
         if old.is_null() {
             self.brk_failed = true;
             return false;
