@@ -14,7 +14,9 @@
  * 2. batches 2-4 (48 MiB of vectors) take fewer page faults than one batch
  *    has pages (4096; getrusage): 6.8k before mappings that grew were kept
  *    (batch 2 grew the break with fresh pages), 2.1k with them;
- * 3. every vector keeps its contents.
+ * 3. every vector keeps its contents;
+ * 4. after mallopt(M_MMAP_MAX, 0), a batch maps no block (hblks stays 0)
+ *    though mappings are kept.
  *
  * memalloc only (the fault bound is memalloc's policy).
  */
@@ -38,8 +40,11 @@ static long faults(void)
     return ru.ru_minflt;
 }
 
-static void batch(void)
+/* One batch; returns the most blocks mapped (mallinfo2's hblks) after a
+ * realloc. */
+static size_t batch(void)
 {
+    size_t most = 0;
     uint32_t *v[AT_ONCE] = {0};
     size_t cap[AT_ONCE] = {0};
     for (size_t i = 0; i < VECLEN; i++) {
@@ -52,6 +57,8 @@ static void batch(void)
                     exit(1);
                 v[k] = nv;
                 cap[k] = nc;
+                size_t h = mallinfo2().hblks;
+                most = h > most ? h : most;
             }
             v[k][i] = (uint32_t)(i ^ (uint32_t)k);
         }
@@ -64,6 +71,7 @@ static void batch(void)
         CHECKF(bad == 0, "vector %d lost %zu values", k, bad);
         free(v[k]);
     }
+    return most;
 }
 
 int main(void)
@@ -87,6 +95,10 @@ int main(void)
     long f = faults() - f0;
     printf("vecgrow: %ld page faults in batches 2-4\n", f);
     CHECKF(f < 4096, "%ld page faults in batches 2-4 (one batch has 4096 pages)", f);
+
+    CHECK(mallopt(M_MMAP_MAX, 0) == 1);
+    size_t most = batch();
+    CHECKF(most == 0, "%zu blocks mapped with M_MMAP_MAX 0", most);
     check_done("vecgrow");
     return 0;
 }

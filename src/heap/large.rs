@@ -477,11 +477,12 @@ pub fn alloc(n: usize, align: usize, zero: bool) -> *mut u8 {
 
 /// A block of `n` bytes (below the mmap threshold: `realloc` growing a heap
 /// block) from a kept mapping big enough and at most twice its size, marked
-/// GROWN; null if none is kept. No system call: its pages are resident, and
-/// the heap's break need not grow for it. The mapping counts as a mapped
-/// block again (`M_MMAP_MAX`, mallinfo's hblkhd).
+/// GROWN; null if none is kept, or no block may be mapped now (`M_MMAP_MAX`)
+/// or in debug mode. No system call: its pages are resident, and the heap's
+/// break need not grow for it. The mapping counts as a mapped block again
+/// (mallinfo's hblks and hblkhd).
 pub fn alloc_kept(n: usize) -> *mut u8 {
-    if !kept_any() || n > MAX_REQUEST {
+    if !kept_any() || n > MAX_REQUEST || threshold() == usize::MAX || crate::config::debug() {
         return null_mut();
     }
     let want = align_up(n + LEAD, os::PAGE);
