@@ -686,6 +686,16 @@ unsafe fn realloc_any(p: *mut u8, n: usize) -> *mut u8 {
     let threshold = large::threshold();
     if is_mmapped(c) {
         let old = large::usable(c);
+        if csize < threshold
+            && n <= old
+            && n > old / 2
+            && (*c).head & SAMPLED == 0
+            && !crate::gate::any(crate::gate::PROF)
+        {
+            // Below the threshold but in its mapping, more than half of it
+            // used (a growth served by `large::alloc_kept`): it stays.
+            return p;
+        }
         // (Its sample goes whether it moves, by mremap or to the heap: the
         // block counts as allocated again.)
         if (*c).head & SAMPLED != 0 {
@@ -899,6 +909,12 @@ fn roomy_size(have: usize, csize: usize, threshold: usize) -> usize {
 /// growing by small steps moves it O(log n) times instead of once per size
 /// class or step (string building; tcmalloc does the same).
 unsafe fn move_growing(p: *mut u8, old: usize, n: usize, threshold: usize) -> *mut u8 {
+    if n > old && n < threshold && large::kept_any() {
+        let q = move_to_kept(p, old, n);
+        if !q.is_null() {
+            return q;
+        }
+    }
     let roomy = if n > old && n < threshold {
         n.max(old + old / 4).min(threshold - 1)
     } else {
@@ -912,6 +928,28 @@ unsafe fn move_growing(p: *mut u8, old: usize, n: usize, threshold: usize) -> *m
         }
     }
     move_block(p, old, n, |p| dealloc(p))
+}
+
+/// Moves a block that grows to `n` bytes (below the threshold) into a kept
+/// mapping of at most twice that (`large::alloc_kept`), whose pages are
+/// resident: bench/realloc's vectors, mapped, grown and freed in their first
+/// batch (which raised the threshold past their size), grew the break by
+/// 30 MiB of fresh pages in the next. Null (`p` untouched) if none fits.
+#[cold]
+unsafe fn move_to_kept(p: *mut u8, old: usize, n: usize) -> *mut u8 {
+    let q = large::alloc_kept(n);
+    if q.is_null() {
+        return q;
+    }
+    let q = config::perturb_alloc(q, n);
+    let q = if crate::prof::active() {
+        crate::prof::counted(q, n)
+    } else {
+        q
+    };
+    core::ptr::copy_nonoverlapping(p, q, old.min(n));
+    dealloc(p);
+    q
 }
 
 /// Moves a block to a new allocation of `n` bytes; the old block stays

@@ -35,9 +35,16 @@ struct LargeHdr {
     tag: usize,
     /// From `base` to the chunk header.
     off: usize,
-    /// The requested size (kept for debug mode).
+    /// The requested size (kept for debug mode), with GROWN.
     req: usize,
 }
+
+/// In `LargeHdr::req`: the block grew by `realloc` (by `mremap`, or into a
+/// kept mapping: [`alloc_kept`]). Such a mapping is kept when freed, at any
+/// size: the program builds blocks by growth (a vector that doubles), and
+/// its next growth can land on these resident pages instead of the heap's
+/// fresh ones (`bench/realloc`'s vectors).
+const GROWN: usize = 1 << 63;
 
 /// From the mapping base to the user pointer when no alignment is asked.
 const LEAD: usize = 64;
@@ -233,7 +240,8 @@ impl KeptSet {
     /// request; left kept, it stayed resident beside both tables (`hashmap`
     /// of bench/rust: 37 MiB of its peak RSS), and its pages faulted in
     /// again in the fresh mapping.
-    fn best(&self, len: usize) -> Option<usize> {
+    /// Without `grow`, only the first kind.
+    fn best(&self, len: usize, grow: bool) -> Option<usize> {
         let (mut fit, mut under) = (None::<usize>, None::<usize>);
         for i in 0..self.n {
             let l = self.e[i].len;
@@ -245,15 +253,19 @@ impl KeptSet {
                 under = Some(i);
             }
         }
-        fit.or(under)
+        if grow {
+            fit.or(under)
+        } else {
+            fit
+        }
     }
 }
 
 /// Takes a kept mapping for a block needing `len` bytes, resized to fit:
 /// (base, its length, at least `len`, the bytes from `base` that may not be
 /// zero: those it had before it grew). None if there is none (or resizing
-/// failed).
-unsafe fn take_kept(len: usize) -> Option<(*mut u8, usize, usize)> {
+/// failed). Without `grow`, only one big enough, used whole.
+unsafe fn take_kept(len: usize, grow: bool) -> Option<(*mut u8, usize, usize)> {
     let mut ev = Evicted::new();
     let k = {
         let _g = LOCK.guard();
@@ -262,7 +274,7 @@ unsafe fn take_kept(len: usize) -> Option<(*mut u8, usize, usize)> {
             return None;
         }
         set.age(os::coarse_ns(), &mut ev);
-        set.best(len).map(|i| set.remove(i))
+        set.best(len, grow).map(|i| set.remove(i))
     };
     ev.release();
     let k = k?;
@@ -427,7 +439,7 @@ pub fn alloc(n: usize, align: usize, zero: bool) -> *mut u8 {
         let (base, len, user);
         if align <= ALIGN {
             let want = align_up(n + LEAD, os::PAGE);
-            if let Some((b, l, dirty)) = take_kept(want) {
+            if let Some((b, l, dirty)) = take_kept(want, true) {
                 if zero {
                     // (A grown mapping's new pages are fresh zeros.)
                     core::ptr::write_bytes(b.add(LEAD), 0, n.min(dirty - LEAD));
@@ -460,6 +472,31 @@ pub fn alloc(n: usize, align: usize, zero: bool) -> *mut u8 {
             return null_mut();
         }
         finish(base, len, user, n)
+    }
+}
+
+/// A block of `n` bytes (below the mmap threshold: `realloc` growing a heap
+/// block) from a kept mapping big enough and at most twice its size, marked
+/// GROWN; null if none is kept, or no block may be mapped now (`M_MMAP_MAX`)
+/// or in debug mode. No system call: its pages are resident, and the heap's
+/// break need not grow for it. The mapping counts as a mapped block again
+/// (mallinfo's hblks and hblkhd).
+pub fn alloc_kept(n: usize) -> *mut u8 {
+    if !kept_any() || n > MAX_REQUEST || threshold() == usize::MAX || crate::config::debug() {
+        return null_mut();
+    }
+    let want = align_up(n + LEAD, os::PAGE);
+    // SAFETY: a kept mapping is ours, unlisted once taken.
+    unsafe {
+        match take_kept(want, false) {
+            Some((b, l, _)) => {
+                crate::events::LARGE_ALLOCS.fetch_add(1, Ordering::Relaxed);
+                let u = finish(b, l, b.add(LEAD), n);
+                (*(b as *mut LargeHdr)).req |= GROWN;
+                u
+            }
+            None => null_mut(),
+        }
     }
 }
 
@@ -525,7 +562,7 @@ pub fn alloc_guarded(n: usize, align: usize) -> *mut u8 {
 /// # Safety
 /// `c` carries MMAPPED and came from this module.
 pub unsafe fn requested(c: *mut Chunk) -> usize {
-    (*header_of(c)).req
+    (*header_of(c)).req & !GROWN
 }
 
 /// The mapping header of large chunk `c`, after checking it; reports and
@@ -572,15 +609,19 @@ pub unsafe fn free(c: *mut Chunk) {
     (*h).tag = 0;
     let usable = size(c) - HDR;
     if (*h).off == LEAD - HDR
-        && (usable * 4 > crate::config::MMAP_THRESHOLD_MAX || !crate::config::dynamic_thresholds())
+        && (usable * 4 > crate::config::MMAP_THRESHOLD_MAX
+            || !crate::config::dynamic_thresholds()
+            || (*h).req & GROWN != 0)
         && !crate::config::debug()
     {
         // A plain mapping (not aligned, not guarded) of 8 MiB or more, or
-        // any once the thresholds are fixed: keep it for reuse. (Freeing a
-        // smaller one has just raised the dynamic threshold past its size,
-        // so the heap serves blocks of that size from now on, and a kept
-        // copy would mostly hold memory; a big one can still serve the
-        // blocks above the threshold, or grow into one with mremap.)
+        // any once the thresholds are fixed, or one that grew by realloc:
+        // keep it for reuse. (Freeing a smaller one has just raised the
+        // dynamic threshold past its size, so the heap serves blocks of
+        // that size from now on, and a kept copy would mostly hold memory;
+        // a big one can still serve the blocks above the threshold, or grow
+        // into one with mremap; a grown one, the next growth to its size:
+        // `alloc_kept`.)
         set_head(c, (len - (*h).off) | MMAPPED | MARK | FREE);
         keep(h as *mut u8, len);
     } else {
@@ -644,6 +685,9 @@ pub unsafe fn realloc(c: *mut Chunk, n: usize) -> *mut u8 {
     crate::events::large_bytes_rose(list.bytes);
     (*nh).len = new_len;
     (*nh).tag = tag_of(nh);
+    if new_len > len {
+        (*nh).req |= GROWN;
+    }
     let nc = nb.add(off) as *mut Chunk;
     set_head(nc, (new_len - off) | MMAPPED | MARK);
     drop(_g);
