@@ -1,0 +1,360 @@
+//! The walks' memo (a walk replayed from the values it read) and the walk
+//! itself (`walk`).
+
+use super::*;
+
+// A program samples the same stacks again and again (a loop's malloc, at the
+// same depth): a walk is memoized, keyed by where it starts (the sampling
+// function's address and stack pointer), with the list of what it read
+// from the stack that decided its result: each saved return address, and
+// each saved `%rbp` it computed a CFA from (with the starting `%rbp`, if it
+// did), as (slot address, value) pairs in the order it read them. Replaying
+// the list -- a load and a compare each -- and finding every value the
+// same proves that the walk would find the same frames: its rows are
+// chosen by the return addresses, its CFAs computed from the same registers
+// and rows, so it would read the same slots and take the same branches.
+// The first value that differs stops the replay (so every slot it reads
+// lies where the walk itself would have read it, the earlier values being
+// the walk's), and the walk runs. About 6 instructions a frame, where the
+// walk takes about 37 and the rule table's lock.
+//
+// Only walks whose every row is *lasting* are kept (see "Unloaded objects" in `unwind`:
+// their rows never change; others depend on the loader's count of unloads,
+// which a walk reads).
+//
+// Each thread owns a group of `MEMO_GROUP` memos (a slot per hash of where
+// the walk starts), claimed at its first sample from a bitmap
+// (`MEMO_OWNED`) and given back by a pthread key's destructor when the
+// thread exits: a sample uses its memo with no atomic operation, and no
+// thread evicts another's walks. (They were 64 slots shared by all
+// threads, hashed by stack pointer, each taken and given back by an atomic
+// swap and a store a sample: the swap held 7% of `counted_due_in`'s
+// samples in `perf` on `bench/mthreads 1`, as it waited for the stores
+// before it; without it, the time measured is the same within this
+// machine's noise: the next atomic operation waits for them instead.) A
+// thread that finds every group taken (more than `MEMO_SLOTS /
+// MEMO_GROUP` threads sampling) walks without a memo, and tries again at
+// its next sample.
+
+/// Slots of the memo table: `MEMO_SLOTS / MEMO_GROUP` groups, one per
+/// thread that samples (a bit of `MEMO_OWNED` each).
+pub(super) const MEMO_SLOTS: usize = 256;
+/// Memos a thread owns (a slot per hash of where a walk starts).
+pub(super) const MEMO_GROUP: usize = 4;
+const _: () = assert!(MEMO_SLOTS / MEMO_GROUP == SHARDS && MEMO_GROUP.is_power_of_two());
+/// `ThreadState::memo` of a thread that takes no group (it is exiting).
+pub(super) const NO_MEMO: usize = 1;
+/// Checks a memo holds: a return address and at most one `%rbp` a frame.
+const MEMO_CHECKS: usize = 2 * RAW_FRAMES;
+
+/// A memoized walk (see above). `ip == 0`: empty.
+#[repr(C)]
+pub(super) struct Memo {
+    /// Where the walk started: the sampling function's address and stack
+    /// pointer; its `%rbp`, if the walk used it (`use_rbp`).
+    pub(super) ip: usize,
+    sp: usize,
+    rbp: usize,
+    use_rbp: bool,
+    /// While a walk fills it: false once it used a row that is not lasting.
+    lasting: bool,
+    /// The stack (index + 1 in `STACKS`; 0: not known) its frames
+    /// were filed as. (The stacks are emptied only in a fork child, which
+    /// empties the memos too.)
+    pub(super) stack: usize,
+    /// Frames found (`out[..n]`, `out[0]` being `ip`), and the checks.
+    n: usize,
+    nchecks: usize,
+    frames: [usize; RAW_FRAMES],
+    checks: [[usize; 2]; MEMO_CHECKS],
+}
+
+/// The memo table: `MEMO_SLOTS` memos, mapped by `prime_unwinder` (null
+/// before, or if it or `MEMO_KEY` could not be made: walks are not
+/// memoized).
+pub(super) static MEMOS: AtomicPtr<Memo> = AtomicPtr::new(null_mut());
+/// The groups of `MEMOS` owned by a thread (bit `g`: group `g`).
+pub(super) static MEMO_OWNED: AtomicU64 = AtomicU64::new(0);
+/// The pthread key whose destructor gives an exiting thread's group back.
+pub(super) static MEMO_KEY: AtomicU32 = AtomicU32::new(0);
+
+/// This thread's memo for a walk from address `ip` and stack pointer
+/// `sp` (null: none). (Both in the hash: the medium malloc's two sampling
+/// functions start at the same stack pointer and evicted each other's
+/// walks.)
+#[inline(always)]
+pub(super) fn memo_take(ip: usize, sp: usize) -> *mut Memo {
+    // SAFETY: this thread's own state.
+    let mut g = unsafe { (*thread_state()).memo };
+    if g <= NO_MEMO {
+        g = memo_claim();
+        if g <= NO_MEMO {
+            return null_mut();
+        }
+    }
+    let i = (((sp ^ ip << 8) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 62) as usize;
+    const _: () = assert!(MEMO_GROUP == 1 << 2);
+    // SAFETY: `g` is this thread's group, `MEMO_GROUP` memos.
+    unsafe { (g as *mut Memo).add(i) }
+}
+
+/// Claims a group of memos for this thread (its first sample, or the
+/// first since every group was found taken): the group's address, or 0
+/// (none free: try again later) or `NO_MEMO`.
+#[cold]
+#[inline(never)]
+fn memo_claim() -> usize {
+    // SAFETY: this thread's own state.
+    let t = unsafe { &mut *thread_state() };
+    let table = MEMOS.load(Ordering::Acquire);
+    if t.memo == NO_MEMO || table.is_null() {
+        return NO_MEMO;
+    }
+    let mut owned = MEMO_OWNED.load(Ordering::Relaxed);
+    let g = loop {
+        if owned == u64::MAX {
+            return 0;
+        }
+        let g = (!owned).trailing_zeros() as usize;
+        match MEMO_OWNED.compare_exchange_weak(
+            owned,
+            owned | 1 << g,
+            Ordering::Acquire,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => break g,
+            Err(now) => owned = now,
+        }
+    };
+    // SAFETY: group `g` lies in the table; it is ours now (its bit): its
+    // memos are emptied (a thread that owned it before left them).
+    let m = unsafe { table.add(g * MEMO_GROUP) };
+    for k in 0..MEMO_GROUP {
+        // SAFETY: as above.
+        unsafe { (*m.add(k)).ip = 0 };
+    }
+    // The key's destructor gives it back at the thread's exit. (A key
+    // below 32, as ours is unless the program made 30 before it, is set
+    // with no allocation; above, glibc allocates its second level: the
+    // allocation is served, not sampled, this thread being `busy`.)
+    // SAFETY: the key was made by `prime_unwinder` (MEMOS is not null).
+    if unsafe { libc::pthread_setspecific(MEMO_KEY.load(Ordering::Relaxed), m as *const _) } != 0 {
+        MEMO_OWNED.fetch_and(!(1 << g), Ordering::Release);
+        t.memo = NO_MEMO;
+        return NO_MEMO;
+    }
+    t.memo = m as usize;
+    // (Its samples go to the group's shard: one per thread that samples.)
+    t.shard = g + 1;
+    t.memo
+}
+
+/// The key's destructor: an exiting thread gives its group of memos back
+/// (and takes none again, should it still sample).
+pub(super) unsafe extern "C" fn memo_thread_exit(group: *mut libc::c_void) {
+    // SAFETY: this thread's own state.
+    unsafe { (*thread_state()).memo = NO_MEMO };
+    let table = MEMOS.load(Ordering::Relaxed) as usize;
+    let g = (group as usize - table) / (MEMO_GROUP * core::mem::size_of::<Memo>());
+    MEMO_OWNED.fetch_and(!(1 << g), Ordering::Release);
+}
+
+/// The frames of a walk from (`ip`, `sp`, `rbp`) into `out`, if `m` holds
+/// it and every value it read is unchanged; None otherwise. With `known`,
+/// when `m` knows their stack (`stack`), none is written: 0.
+///
+/// # Safety
+/// `m` is a memo of this thread's group.
+#[inline(always)]
+pub(super) unsafe fn memo_replay(
+    m: &Memo,
+    out: &mut [MaybeUninit<usize>],
+    ip: usize,
+    sp: usize,
+    rbp: usize,
+    known: bool,
+) -> Option<usize> {
+    if m.ip != ip || m.sp != sp || (m.use_rbp && m.rbp != rbp) || m.n > out.len() {
+        return None;
+    }
+    for c in &m.checks[..m.nchecks] {
+        // SAFETY: a stack slot the walk read, at an address computed from
+        // the values checked before it, all unchanged: where the walk would
+        // read it now.
+        if *(c[0] as *const usize) != c[1] {
+            return None;
+        }
+    }
+    if known && m.stack != 0 {
+        // (The sample takes the stack from the memo: the frames' copy, and
+        // the allocator's own frames skipped, about 40 instructions a
+        // sample, are not needed.)
+        return Some(0);
+    }
+    for (o, &f) in out[1..m.n].iter_mut().zip(&m.frames[1..m.n]) {
+        o.write(f);
+    }
+    Some(m.n)
+}
+
+/// Keeps the walk that found `out[..n]` from (`ip`, `sp`, `rbp`) in `m`,
+/// whose checks it filled, if every row it used was lasting.
+///
+/// # Safety
+/// `m` is a memo of this thread's group; `out[..n]` were written.
+pub(super) unsafe fn memo_keep(
+    m: &mut Memo,
+    out: &[MaybeUninit<usize>],
+    n: usize,
+    ip: usize,
+    sp: usize,
+    rbp: usize,
+) {
+    if !m.lasting || m.nchecks > MEMO_CHECKS {
+        return;
+    }
+    for (f, o) in m.frames[1..n].iter_mut().zip(&out[1..n]) {
+        *f = o.assume_init();
+    }
+    m.stack = 0;
+    m.n = n;
+    m.sp = sp;
+    m.rbp = rbp;
+    m.ip = ip;
+}
+
+/// May a frame whose stack pointer is `sp` (8-aligned) have its CFA at
+/// `cfa`: above `sp`, within 1 GiB of it, 8-aligned? One test: the
+/// difference less 8 is then a multiple of 8 from 0 to 2^30 - 8; rotated
+/// right by 3 bits, any other value (negative, or not aligned) is above
+/// 2^27 - 1.
+#[inline(always)]
+fn frame_ok(sp: usize, cfa: usize) -> bool {
+    cfa.wrapping_sub(sp).wrapping_sub(8).rotate_right(3) <= ((1 << 30) - 8) >> 3
+}
+
+/// `unwind` from its own frame (`ip`, `sp`, `rbp`), with `RULE_LOCK` held.
+/// Fills the checks of memo `m` (null: none) as it goes (see "the walks'
+/// memo").
+pub(super) fn walk(
+    out: &mut [MaybeUninit<usize>],
+    mut ip: usize,
+    mut sp: usize,
+    mut rbp: usize,
+    m: *mut Memo,
+) -> Result<usize, Stop> {
+    // Where the current `%rbp` was read from (0: it is the starting one).
+    let mut rbp_slot = 0usize;
+    if !m.is_null() {
+        // SAFETY: a memo of this thread's group.
+        unsafe {
+            (*m).nchecks = 0;
+            (*m).use_rbp = false;
+            (*m).lasting = true;
+        }
+    }
+    let mut n = 1;
+    // The first address is where `unwind`'s frame is; the others are
+    // return addresses, whose row is the call's (one byte before).
+    let mut at = ip;
+    // `W_LASTING` once the count of unloads was read during this walk (on a
+    // miss, or before the first row that is not lasting was used), so that
+    // `w | checked` has the bit when the row may be used.
+    let mut checked = 0;
+    let t = RULES.load(Ordering::Acquire);
+    while n < out.len() {
+        let slot = rule_slot(at);
+        // SAFETY: the slot lies in the table, read under RULE_LOCK (a pair
+        // is written and emptied under it: a key that matches has its rule).
+        let e = unsafe { *t.add(slot) };
+        let w = if e[0] == at {
+            e[1]
+        } else {
+            checked = W_LASTING;
+            rule_miss(at, slot)?
+        };
+        if (w | checked) & W_LASTING == 0 {
+            check_unloads()?;
+            checked = W_LASTING;
+            // (Looked up again: the table may have been emptied by another
+            // thread while RULE_LOCK was released.)
+            continue;
+        }
+        if !m.is_null() {
+            // SAFETY: a memo of this thread's group; at most two checks a frame
+            // (`MEMO_CHECKS`).
+            unsafe {
+                if w & W_LASTING == 0 {
+                    (*m).lasting = false;
+                }
+                if w & W_CFA_RBP != 0 && w & W_END == 0 {
+                    if rbp_slot == 0 {
+                        (*m).use_rbp = true;
+                    } else {
+                        (*m).checks[(*m).nchecks] = [rbp_slot, rbp];
+                        (*m).nchecks += 1;
+                    }
+                }
+            }
+        }
+        if w & W_END != 0 {
+            break;
+        }
+        let cfa = (if w & W_CFA_RBP != 0 { rbp } else { sp }).wrapping_add(w_cfa(w));
+        if !frame_ok(sp, cfa) {
+            return Err(Stop::Unhandled);
+        }
+        // SAFETY: the CFA lies above the stack pointer within the stack, and
+        // the frame's CFI says where its caller's registers were saved.
+        unsafe {
+            let ra_slot = cfa.wrapping_add(w_ra(w));
+            ip = *(ra_slot as *const usize);
+            if !m.is_null() {
+                (*m).checks[(*m).nchecks] = [ra_slot, ip];
+                (*m).nchecks += 1;
+            }
+            if w_rbp(w) != 0 {
+                rbp_slot = cfa.wrapping_add(w_rbp(w));
+                rbp = *(rbp_slot as *const usize);
+            }
+        }
+        sp = cfa;
+        if ip == 0 {
+            break;
+        }
+        out[n].write(ip);
+        n += 1;
+        at = ip - 1;
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `frame_ok` is the three tests it stands for.
+    #[test]
+    fn frame_test() {
+        let sp = 0x7fff_0000_1000usize;
+        for d in [
+            0usize,
+            1,
+            7,
+            8,
+            9,
+            16,
+            24,
+            4096,
+            (1 << 30) - 8,
+            (1 << 30) - 1,
+            1 << 30,
+            (1 << 30) + 8,
+        ] {
+            for cfa in [sp.wrapping_add(d), sp.wrapping_sub(d)] {
+                let want = cfa > sp && cfa - sp <= 1 << 30 && cfa & 7 == 0;
+                assert_eq!(frame_ok(sp, cfa), want, "cfa {:#x}", cfa);
+            }
+        }
+    }
+}
