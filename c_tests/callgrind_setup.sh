@@ -1,5 +1,5 @@
 # c_tests/callgrind_setup.sh - the set-up shared by the callgrind tests
-# (bursts.sh, classes.sh, xfree.sh), sourced after `here` is set:
+# (bursts.sh, classes.sh, xfree.sh) and by takeover.sh, sourced after `here` is set:
 #
 #   . "$here/callgrind_setup.sh" NAME [extra gcc flags...]
 #
