@@ -634,7 +634,18 @@ fn lock_shard(j: usize, home: usize) -> (&'static Central, crate::lock::Guard<'s
 static CENTRAL_BYTES: AtomicUsize = AtomicUsize::new(0);
 /// The shared lists hold at most about this much; past it, a class's
 /// list goes back to the heap.
-const CENTRAL_CAP: usize = 16 << 20;
+///
+/// 32 MiB, 16 until tail17e: a drain gives chunks whose first pages are
+/// resident back to the heap, which coalesces them, and the refills that
+/// follow cut new chunks there whose headers land in pages nobody touched
+/// (a page fault inside malloc each). On the medium latency workload (one
+/// thread, 50k live blocks of 16 B-64 KiB) the lists went past 16 MiB:
+/// with 32 MiB, refills from the heap that faulted 1075-1537 -> 659-1036
+/// a million mallocs and malloc p99.9 about -15%; peak RSS of `mchurn`
+/// 19.0 -> 11.9 MB, `mlarge-16` 40.5 -> 22.0 MB, `prodcons` 77 -> 64 MB
+/// (its CPU time 0.92 -> 0.67 s; 64 MiB: 43 MB and 0.56 s), medians of 5
+/// (docs/performance.md, "(tail17e)").
+const CENTRAL_CAP: usize = 32 << 20;
 
 /// What the shared lists may hold after a big chunk went there: `CAP_MIN`
 /// per thread with a cache, at most `CENTRAL_CAP`. (A drain gives back the
