@@ -29,27 +29,17 @@ pub fn alloc(n: usize) -> *mut u8 {
 #[inline(always)]
 unsafe fn alloc_class(tc: *mut Cache, cls: usize, n: usize) -> *mut u8 {
     // (cls < NCLASS; a top is a slot of the class's row.)
-    let b = *(*tc).alloc_top.get_unchecked(cls);
-    if !b.is_null() {
-        // The pop: `b` lies in the slot below `top`, and the one below it
-        // (null if `b` was the half's last) is the next top block. Only the
-        // block, not the slot, waits on the class (`Cache::alloc_top`); and
-        // the pop counts nothing (`Cache::bin_in`).
-        let top = *(*tc).bin_state.get_unchecked(cls) as usize;
-        *(*tc).alloc_top.get_unchecked_mut(cls) = *slot_below(tc, top - 1);
-        *(*tc).bin_state.get_unchecked_mut(cls) = (top - 1) as u64;
-        (*b).mark = 0;
-        return b as *mut u8;
+    let st = *(*tc).bin_state.get_unchecked(cls);
+    let top = st as u16 as usize; // (BIN_TOP)
+    if !half_empty(top, *(*tc).half_mask.get_unchecked(cls)) {
+        return bin_pop(tc, cls, st, top, n);
     }
-    // The alloc half is empty, or profiling holds its next block
-    // (`prof_place`): then the zone path's count fires and the swap takes
-    // `bin_refill`, where it is seen.
-    let top = *(*tc).bin_state.get_unchecked(cls);
-    // (The mask from the cache: one load, where the static table's address
-    // is one more instruction.)
-    let mask = *(*tc).half_mask.get_unchecked(cls);
+    // (The mask again, from the static table: the one in the cache, read
+    // once for both tests, was a load and a test above, where the test
+    // reads it from memory.)
+    let mask = *HALF_MASK.get_unchecked(cls);
     let ft = *(*tc).free_top.get_unchecked(cls);
-    if ft & mask as u64 == 0 {
+    if half_empty(ft as usize, mask) {
         // The bin is empty, and nothing was freed since the alloc half was
         // last filled: the class is being allocated in a run. A block from
         // the zone, and the alloc half stays empty, so that each malloc of
@@ -60,8 +50,7 @@ unsafe fn alloc_class(tc: *mut Cache, cls: usize, n: usize) -> *mut u8 {
         let z = *(*tc).current.get_unchecked(cls);
         let b = (*z).free;
         if !is_end(b) {
-            // (The count wraps to 0 only when profiling says a sample is
-            // due: see `prof_tick`.)
+            // (As the pops count in `bin_pop`: the count wraps to 0.)
             let a = (*tc).allocs.get_unchecked(cls).wrapping_add(1);
             *(*tc).allocs.get_unchecked_mut(cls) = a;
             if a == 0 {
@@ -85,39 +74,14 @@ unsafe fn alloc_class(tc: *mut Cache, cls: usize, n: usize) -> *mut u8 {
     }
     // The free half becomes the alloc half, and the empty one the free
     // half, if it has enough blocks; else `bin_refill`.
-    let k = ft & mask as u64;
-    if k as u8 >= *(*tc).swap_min.get_unchecked(cls) {
+    if ft as u8 & mask >= *(*tc).swap_min.get_unchecked(cls) {
         if (*tc).unsettled != settled(tc) {
-            return swap_unsettled(n, cls, tc, top);
+            return swap_unsettled(n, cls, tc, st);
         }
-        *(*tc).free_top.get_unchecked_mut(cls) = top;
-        return swap_pop(tc, cls, ft as usize, k, n);
+        *(*tc).free_top.get_unchecked_mut(cls) = top as u64;
+        return bin_pop(tc, cls, (st & !BIN_TOP) | ft, ft as usize, n);
     }
-    bin_refill(n, cls, tc, top)
-}
-
-/// The pop after a swap of the halves of `cls`'s bin: the half whose top is
-/// `top`, holding `k` blocks, has just become the alloc half. Counts them
-/// in (`Cache::bin_in`: the one test of profiling on the way), then pops.
-///
-/// # Safety
-/// As `alloc_class`; `tc` is a live cache.
-#[inline(always)]
-unsafe fn swap_pop(tc: *mut Cache, cls: usize, top: usize, k: u64, n: usize) -> *mut u8 {
-    let i = (*tc).bin_in.get_unchecked(cls).wrapping_add(k);
-    *(*tc).bin_in.get_unchecked_mut(cls) = i;
-    if (i as i64) < 0 {
-        *(*tc).bin_state.get_unchecked_mut(cls) = top as u64;
-        return prof_entered(n);
-    }
-    let b = *slot_below(tc, top);
-    // (With one block, the floor: null. In the line of the block's slot, see
-    // `open_row`; a test of `k == 1` instead, skipping the load and store,
-    // costs as many instructions.)
-    *(*tc).alloc_top.get_unchecked_mut(cls) = *slot_below(tc, top - 1);
-    *(*tc).bin_state.get_unchecked_mut(cls) = (top - 1) as u64;
-    (*b).mark = 0;
-    b as *mut u8
+    bin_refill(n, cls, tc, st)
 }
 
 /// `alloc_class`'s swap of the halves when the thread has an unsettled
@@ -130,7 +94,7 @@ unsafe fn swap_pop(tc: *mut Cache, cls: usize, top: usize, k: u64, n: usize) -> 
 /// As `alloc_class`; the alloc half of `cls` (state `st`) is empty and the
 /// free half holds at least the class's `SWAP_MIN` blocks.
 #[inline(never)]
-unsafe fn swap_unsettled(n: usize, cls: usize, tc: *mut Cache, top: u64) -> *mut u8 {
+unsafe fn swap_unsettled(n: usize, cls: usize, tc: *mut Cache, st: u64) -> *mut u8 {
     let ft = *(*tc).free_top.get_unchecked(cls);
     // (`settle`, with the report a jump.)
     let q = (*tc).unsettled;
@@ -141,8 +105,8 @@ unsafe fn swap_unsettled(n: usize, cls: usize, tc: *mut Cache, top: u64) -> *mut
     }
     (*q).mark = key;
     (*tc).unsettled = none;
-    *(*tc).free_top.get_unchecked_mut(cls) = top;
-    swap_pop(tc, cls, ft as usize, ft & HALF_MASK[cls] as u64, n)
+    *(*tc).free_top.get_unchecked_mut(cls) = st & BIN_TOP;
+    bin_pop(tc, cls, (st & !BIN_TOP) | ft, ft as usize, n)
 }
 
 /// Blocks the free half of a bin must hold for an empty alloc half to take
@@ -242,12 +206,9 @@ pub(super) const SWAP_MIN: [u8; NCLASS] = {
 /// # Safety
 /// As `alloc_class`; the alloc half of `cls` is empty (`st`'s top).
 #[inline(never)]
-unsafe fn bin_refill(n: usize, cls: usize, tc: *mut Cache, top: u64) -> *mut u8 {
-    if !(*tc).prof[cls].held.is_null() {
-        return prof_fire(n);
-    }
+unsafe fn bin_refill(n: usize, cls: usize, tc: *mut Cache, st: u64) -> *mut u8 {
     settle(tc);
-    let top = top as usize;
+    let top = (st & BIN_TOP) as usize;
     let ft = *(*tc).free_top.get_unchecked(cls) as usize;
     let k = ft & HALF_MASK[cls] as usize;
     let z = *(*tc).current.get_unchecked(cls);
@@ -300,14 +261,7 @@ unsafe fn bin_refill(n: usize, cls: usize, tc: *mut Cache, top: u64) -> *mut u8 
     if at == top {
         return alloc_slow(n, cls, tc);
     }
-    (*tc).bin_state[cls] = at as u64;
-    sync_top(tc, cls);
-    let i = (*tc).bin_in[cls].wrapping_add((at - top) as u64);
-    (*tc).bin_in[cls] = i;
-    if (i as i64) < 0 {
-        return prof_entered(n);
-    }
-    bin_pop(tc, cls)
+    bin_pop(tc, cls, (st & !BIN_TOP) | at as u64, at, n)
 }
 
 /// Links to a far block (more than 256 bytes away) a fill from a zone's list
@@ -322,18 +276,21 @@ unsafe fn bin_refill(n: usize, cls: usize, tc: *mut Cache, top: u64) -> *mut u8 
 /// now; `bursts.sh` unchanged.)
 const REFILL_JUMPS: usize = 2;
 
-/// A pop from the alloc half of `cls`'s bin, not empty, on a slower path
-/// (its `alloc_top` is set).
+/// `alloc_class`'s pop from the alloc half of `cls`'s bin, whose state is
+/// `st` and top `top` (not empty).
 ///
 /// # Safety
-/// `tc` is this thread's live cache, `cls < NCLASS`; `alloc_top[cls]` is
-/// not null.
-#[inline]
-pub(super) unsafe fn bin_pop(tc: *mut Cache, cls: usize) -> *mut u8 {
-    let b = (*tc).alloc_top[cls];
-    let top = (*tc).bin_state[cls] as usize;
-    (*tc).alloc_top[cls] = *slot_below(tc, top - 1);
-    (*tc).bin_state[cls] = (top - 1) as u64;
+/// As `alloc_class`; `tc` is a live cache.
+#[inline(always)]
+unsafe fn bin_pop(tc: *mut Cache, cls: usize, st: u64, top: usize, n: usize) -> *mut u8 {
+    let b = *(*tc).bin.get_unchecked(top - 1);
+    // (The pops count reaches the sign bit only when profiling says a
+    // sample is due: see `prof_tick`.)
+    let st = st + BIN_POP - 1;
+    *(*tc).bin_state.get_unchecked_mut(cls) = st;
+    if (st as i64) < 0 {
+        return prof_tick(n);
+    }
     (*b).mark = 0;
     b as *mut u8
 }
@@ -651,11 +608,8 @@ const _: () = assert!(ZONE_HDR.is_multiple_of(64) && (COLOURS - 1) * 64 < ZONE_S
 /// `tc` is this thread's cache or a static one, `cls < NCLASS`.
 #[inline(always)]
 pub(super) unsafe fn alloc_sum(tc: *mut Cache, cls: usize) -> u32 {
-    let pops = (*tc)
-        .bin_in
-        .get_unchecked(cls)
-        .wrapping_sub(alloc_count(tc, cls));
-    (pops as u32).wrapping_add(*(*tc).allocs.get_unchecked(cls) as u32)
+    let st = *(*tc).bin_state.get_unchecked(cls);
+    ((st >> 16) as u32).wrapping_add(*(*tc).allocs.get_unchecked(cls) as u32)
 }
 
 /// `free_foreign` of a block that starts a pending batch: the batch of

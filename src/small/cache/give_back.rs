@@ -165,21 +165,19 @@ unsafe fn end_run(
 #[inline(never)]
 pub(super) unsafe fn spill_bin(b: *mut Block, cls: usize, tc: *mut Cache) {
     settle(tc);
-    prof_unhold(tc, cls);
     // The full free half becomes the alloc half, and the blocks of the old
     // alloc half (freed before any of them, or taken from the zone) go back
     // to the zones.
     let h = HALF[cls];
-    let top = (*tc).bin_state[cls] as usize;
+    let st = (*tc).bin_state[cls];
+    let top = (st & BIN_TOP) as usize;
     let ab = top & !(h - 1);
     let fb = (*tc).free_top[cls] as usize + 1 - h;
     if top != ab {
         // (The alloc half's top is lowered first: a zone this empties
         // brings `free_local_slow` to `give_back_alloc_half`, which must
         // find the half empty.)
-        (*tc).bin_state[cls] = ab as u64;
-        (*tc).alloc_top[cls] = null_mut();
-        (*tc).bin_in[cls] = (*tc).bin_in[cls].wrapping_sub((top - ab) as u64);
+        (*tc).bin_state[cls] = (st & !BIN_TOP) | ab as u64;
         // (A copy, as the zones' slow paths take the cache as `&mut`; in
         // runs of a fixed length: a copy of `top - ab` slots was a call of
         // `memcpy`, whose branches on the length mispredicted about three
@@ -199,8 +197,7 @@ pub(super) unsafe fn spill_bin(b: *mut Block, cls: usize, tc: *mut Cache) {
         let xs = core::slice::from_raw_parts(xs.as_ptr() as *const *mut Block, k);
         give_back_all(tc, cls, xs);
     }
-    (*tc).bin_state[cls] = (fb + h - 1) as u64;
-    (*tc).bin_in[cls] = (*tc).bin_in[cls].wrapping_add((h - 1) as u64);
+    (*tc).bin_state[cls] = ((*tc).bin_state[cls] & !BIN_TOP) | (fb + h - 1) as u64;
     // The zones of the blocks the next spill will give back, asked for now
     // (see `PREFETCH_NEXT`). (Not when its first and last share a zone,
     // as a burst's do.)
@@ -211,8 +208,6 @@ pub(super) unsafe fn spill_bin(b: *mut Block, cls: usize, tc: *mut Cache) {
     (*tc).bin[ab] = b;
     (*tc).free_top[cls] = (ab + 1) as u64;
     (*tc).spilled[cls] = alloc_sum(tc, cls);
-    sync_top(tc, cls);
-    prof_place(tc, cls);
 }
 
 /// The blocks at the bottom of a new alloc half whose zones a spill asks
@@ -232,14 +227,11 @@ const _: () = assert!(PREFETCH_NEXT < BIN_CAP);
 pub(super) unsafe fn drain_bins(tc: *mut Cache) {
     settle(tc);
     for (cls, h) in HALF.iter().enumerate() {
-        prof_unhold(tc, cls);
-        let at = (*tc).bin_state[cls] as usize;
+        let at = ((*tc).bin_state[cls] & BIN_TOP) as usize;
         let ft = (*tc).free_top[cls] as usize;
         let m = h - 1;
         let (ab, fb) = (at & !m, ft & !m);
-        (*tc).bin_state[cls] = ab as u64;
-        (*tc).alloc_top[cls] = null_mut();
-        (*tc).bin_in[cls] = (*tc).bin_in[cls].wrapping_sub((at - ab) as u64);
+        (*tc).bin_state[cls] = ((*tc).bin_state[cls] & !BIN_TOP) | ab as u64;
         (*tc).free_top[cls] = fb as u64;
         for (base, top) in [(ab, at), (fb, ft)] {
             let mut xs = [null_mut(); WIDE_HALF];

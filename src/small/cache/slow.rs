@@ -75,10 +75,6 @@ pub(super) unsafe fn alloc_dry(n: usize, cls: usize, tc: *mut Cache) -> *mut u8 
 }
 
 unsafe fn refill(mut tc: *mut Cache, mut cls: usize, n: usize) -> *mut u8 {
-    if (*tc).state == LIVE {
-        // (Not armed unless profiling, and then `prof_alloc` put it back.)
-        prof_unhold(tc, cls);
-    }
     if crate::config::perturb() != 0 {
         // glibc's perturb byte is set: blocks come from the heap, filled, and
         // a thread gets no cache meanwhile.
@@ -95,10 +91,6 @@ unsafe fn refill(mut tc: *mut Cache, mut cls: usize, n: usize) -> *mut u8 {
         // may differ (a sparse thread's).
         cls = (*tc).class_of[(n + 15) >> 4] as usize;
     }
-    // (Every class's first allocation by a live cache comes here, and no
-    // block enters its bin row before: not its own, as its zones come from
-    // here; not another thread's, kept only once it allocated the class.)
-    open_row(tc, cls);
     let c = &mut *tc;
     let empty = addr_of_mut!(EMPTY_ZONE);
     if c.sparse && cls == SPARSE_CLASS {
@@ -474,15 +466,13 @@ pub(super) unsafe fn free_local_slow(tc: *mut Cache, cls: usize, z: *mut Zone) {
 /// # Safety
 /// `tc` is this thread's live cache, `cls < NCLASS`.
 unsafe fn give_back_alloc_half(tc: *mut Cache, cls: usize) {
-    prof_unhold(tc, cls);
-    let at = (*tc).bin_state[cls] as usize;
+    let st = (*tc).bin_state[cls];
+    let at = (st & BIN_TOP) as usize;
     let base = at & !(HALF[cls] - 1);
     if at == base {
         return;
     }
-    (*tc).bin_state[cls] = base as u64;
-    (*tc).alloc_top[cls] = null_mut();
-    (*tc).bin_in[cls] = (*tc).bin_in[cls].wrapping_sub((at - base) as u64);
+    (*tc).bin_state[cls] = (st & !BIN_TOP) | base as u64;
     let mut xs = [null_mut(); WIDE_HALF];
     xs[..at - base].copy_from_slice(&(&(*tc).bin)[base..at]);
     give_back_all(tc, cls, &xs[..at - base]);

@@ -76,12 +76,8 @@ pub(super) unsafe fn init_fields(c: *mut Cache, sparse: bool) {
         swap_min,
         half_mask,
         current,
-        alloc_top,
         bin_state,
-        bin_in,
         free_top,
-        _pad_bins: _,
-        bin_floor: _,
         bin: _,
         avail,
         full,
@@ -107,10 +103,7 @@ pub(super) unsafe fn init_fields(c: *mut Cache, sparse: bool) {
     }
     addr_of_mut!((*c).half_mask).write(half_mask);
     addr_of_mut!((*c).current).write(current);
-    addr_of_mut!((*c).alloc_top).write(alloc_top);
-    addr_of_mut!((*c).bin_floor).write(null_mut());
     addr_of_mut!((*c).bin_state).write(bin_state);
-    addr_of_mut!((*c).bin_in).write(bin_in);
     addr_of_mut!((*c).free_top).write(free_top);
     addr_of_mut!((*c).settled_next).write(settled_next);
     addr_of_mut!((*c).unsettled).write(settled(c));
