@@ -19,7 +19,11 @@
  * (the grid's "short" 128 B-4 KiB);
  * MODE sparse: a second thread (so a sparse one, whose requests of up to
  * 256 B all take the 256-byte class: cache::SPARSE_USED) keeps 16 blocks of
- * 16-256 B in a ring and replaces the oldest (bench/threads32's loop).
+ * 16-256 B in a ring and replaces the oldest (bench/threads32's loop);
+ * MODE burst: a sparse thread too, in bursts: it allocates 16 blocks of
+ * 16-128 B (the band's sizes), then frees them in the order it allocated
+ * them (the grid's "cross" 16-128 B in one thread, whose ring is drained
+ * every 16 allocations).
  * The loop has no data-dependent branch of its own (the slot and the size
  * come from table lookups), so the mispredictions are the allocator's.
  * Checks that each block keeps its tag until its free. */
@@ -44,6 +48,27 @@ enum { RING = 16 };
 
 static long g_pairs;
 static size_t g_size[SIZES];
+
+/* MODE burst's loop, on a thread of its own: bursts of RING mallocs, then
+ * their frees in the same order. */
+static void *burst_loop(void *arg)
+{
+    (void)arg;
+    unsigned char *p[RING];
+    unsigned bad = 0;
+    for (long i = 0; i < g_pairs / RING; i++) {
+        for (int k = 0; k < RING; k++) {
+            p[k] = malloc(g_size[next() & (SIZES - 1)]);
+            p[k][0] = (unsigned char)k;
+        }
+        for (int k = 0; k < RING; k++) {
+            bad |= p[k][0] ^ (unsigned char)k;
+            free(p[k]);
+        }
+    }
+    CHECKF(bad == 0, "a block lost its tag before its free");
+    return NULL;
+}
 
 /* MODE sparse's loop, on a thread of its own. */
 static void *sparse_loop(void *arg)
@@ -75,15 +100,18 @@ int main(int argc, char **argv)
     const char *mode = argc > 2 ? argv[2] : "s";
     int band = strcmp(mode, "band") == 0, fifo = strcmp(mode, "fifo") == 0;
     int shrt = strcmp(mode, "short") == 0;
-    if (strcmp(mode, "sparse") == 0) {
-        /* 16..256 B, uniform */
-        for (int i = 0; i < SIZES; i++)
-            g_size[i] = 16 + (size_t)i * 240 / (SIZES - 1);
+    int burst = strcmp(mode, "burst") == 0;
+    if (strcmp(mode, "sparse") == 0 || burst) {
+        /* sparse: 16..256 B, uniform; burst: 16..128 B, log-uniform (the
+         * band's sizes, below) */
+        double f = 16.0 * 1.0161964;
+        for (int i = 0; i < SIZES; i++, f *= 1.0330240)
+            g_size[i] = burst ? (size_t)f : 16 + (size_t)i * 240 / (SIZES - 1);
         g_pairs = pairs;
         void *mine = malloc(16); /* this thread has a cache: the next starts sparse */
         CHECK(mine != NULL);
         pthread_t t;
-        CHECK(pthread_create(&t, NULL, sparse_loop, NULL) == 0);
+        CHECK(pthread_create(&t, NULL, burst ? burst_loop : sparse_loop, NULL) == 0);
         CHECK(pthread_join(t, NULL) == 0);
         free(mine);
         check_done("classes");

@@ -43,6 +43,18 @@
  *      20000 B aligned to 4 KiB freed into the main thread's cache leave
  *      `in_use` within 16 KiB of where it was (counted at their class's
  *      size, 16 KiB, each was 3.5 KiB short: 350 KiB).
+ *  10. A big class the thread does not hold is served by a chunk of a
+ *      bigger class it does (less than twice the request: mcache/slow.rs's
+ *      bigger_own): with 16 other threads holding a cache (so the thread's
+ *      big classes hold 1 MiB together), the thread frees a block of
+ *      1000000 B (its cache keeps the chunk; a freed mapping of 2 MiB
+ *      raised the mmap threshold first), then makes 2000 malloc+free
+ *      pairs of 600000 B: the child runs with MEMALLOC_STATS=1, and its
+ *      summary counts at most 20 refills and 20 flushes. (Before, each
+ *      pair's malloc refilled from the class's shared list and its free
+ *      flushed the chunk back there, the 1 MiB share being full: 2000 of
+ *      each; the grid's short 64 KiB-1 MiB at 16 threads made 120k of each
+ *      in 400k pairs.)
  * (A double free of a cached medium block is c_tests/misuse.c's
  * double-free-medium and double-free-medium-cached-other-thread.)
  */
@@ -226,17 +238,29 @@ static void *hold_cache(void *arg)
     return NULL;
 }
 
+/* Starts BIG_THREADS threads that hold a medium cache until holders_end. */
+static void holders_start(pthread_t *t)
+{
+    pthread_barrier_init(&big_ready, NULL, BIG_THREADS + 1);
+    pthread_barrier_init(&big_done, NULL, BIG_THREADS + 1);
+    for (int i = 0; i < BIG_THREADS; i++)
+        if (pthread_create(&t[i], NULL, hold_cache, NULL) != 0)
+            abort();
+    pthread_barrier_wait(&big_ready);
+}
+
+static void holders_end(pthread_t *t)
+{
+    pthread_barrier_wait(&big_done);
+    for (int i = 0; i < BIG_THREADS; i++)
+        pthread_join(t[i], NULL);
+}
+
 static void big(int with_threads)
 {
     pthread_t t[BIG_THREADS];
-    if (with_threads) {
-        pthread_barrier_init(&big_ready, NULL, BIG_THREADS + 1);
-        pthread_barrier_init(&big_done, NULL, BIG_THREADS + 1);
-        for (int i = 0; i < BIG_THREADS; i++)
-            if (pthread_create(&t[i], NULL, hold_cache, NULL) != 0)
-                abort();
-        pthread_barrier_wait(&big_ready);
-    }
+    if (with_threads)
+        holders_start(t);
     void *m = malloc(600000);
     if (m == NULL)
         abort();
@@ -255,11 +279,8 @@ static void big(int with_threads)
         abort();
     q[0] = 1;
     free(q);
-    if (with_threads) {
-        pthread_barrier_wait(&big_done);
-        for (int i = 0; i < BIG_THREADS; i++)
-            pthread_join(t[i], NULL);
-    }
+    if (with_threads)
+        holders_end(t);
 }
 
 /* The child of flush_bounded: 400 blocks of 5-65 KiB freed in random order
@@ -378,6 +399,49 @@ static void odd_sizes(void)
     CHECK(memalloc_check() == 0);
 }
 
+/* The child of big_own (part 10): a 1 MiB chunk kept, then pairs of a
+ * smaller big class, with BIG_THREADS other threads holding a cache. */
+static void big_own_pairs(void)
+{
+    pthread_t t[BIG_THREADS];
+    holders_start(t);
+    /* a freed mapping of 2 MiB raises the mmap threshold past 1000000 B */
+    unsigned char *volatile m = malloc(2 << 20);
+    if (m == NULL)
+        abort();
+    m[0] = 1;
+    free(m);
+    m = malloc(1000000);
+    if (m == NULL)
+        abort();
+    m[999999] = 1;
+    free(m);
+    for (int i = 0; i < 2000; i++) {
+        unsigned char *volatile q = malloc(600000);
+        if (q == NULL)
+            abort();
+        q[0] = (unsigned char)i;
+        q[599999] = (unsigned char)i;
+        free(q);
+    }
+    holders_end(t);
+}
+
+/* 10: a big request served by the thread's own bigger chunk. */
+static void big_own(const char *self)
+{
+    static char buf[1 << 16];
+    run_child(self, "bigown", NULL, buf, sizeof buf);
+    const char *m = strstr(buf, "(cap ");
+    unsigned long cap = 0, refills = 0, heap_refills = 0, flushes = 0;
+    CHECKF(m && sscanf(m, "(cap %lu); %lu refills (%lu from the heap), %lu flushes", &cap, &refills,
+                       &heap_refills, &flushes) == 4,
+           "no medium cache line in: %s", buf);
+    CHECKF(refills <= 20 && flushes <= 20,
+           "2000 pairs of 600000 B with a 1 MiB chunk cached: %lu refills, %lu flushes (at most 20 each)",
+           refills, flushes);
+}
+
 /* 6: the big classes' share of the cache. */
 static void big_share(const char *self)
 {
@@ -416,6 +480,10 @@ int main(int argc, char **argv)
     }
     if (argc > 1 && strcmp(argv[1], "big") == 0) {
         big(0);
+        return 0;
+    }
+    if (argc > 1 && strcmp(argv[1], "bigown") == 0) {
+        big_own_pairs();
         return 0;
     }
     if (argc > 1 && strcmp(argv[1], "big16") == 0) {
@@ -484,6 +552,8 @@ int main(int argc, char **argv)
     fill_at_64(argv[0]);
     /* 9 */
     odd_sizes();
+    /* 10 */
+    big_own(argv[0]);
     check_done("medium");
     return 0;
 }

@@ -63,7 +63,8 @@
 //! the blocks of a bin's half, freed one after another, mostly came from
 //! one zone one after another). A full free half becomes the alloc half,
 //! and the blocks of the alloc half go back (`spill_bin`). The classes of
-//! up to 128 bytes have halves of 31 blocks, the others of 15 (`HALF`).
+//! up to 128 bytes and the sparse class (256) have halves of 31 blocks, the
+//! others of 15 (`HALF`).
 //!
 //! Fast path cost: malloc is a TLS load, a bin top test and an array pop
 //! (or, with the alloc half empty, a swap of its halves); free is a
@@ -546,16 +547,27 @@ const PENDING_MAX: u32 = 32;
 /// For all the classes it doubled a thread's bins to 14 KiB
 /// (`c_tests/threads.c` holds 64 dead caches for reuse: over its 1 MiB
 /// bound); these eight add 2 KiB.
+///
+/// `SPARSE_CLASS` (256 B) has them too (256 bytes more): a sparse thread
+/// takes it for all its requests of up to 256 bytes, as many as the eight
+/// classes together. A sparse thread that allocates 16 blocks and then
+/// frees them in order (`bench/grid 1 4e6 16 128 cross 1000`: the ring is
+/// drained every 16 allocations) filled a 15-block free half at the 16th
+/// free, spilled the alloc half's blocks to the zone, and refilled from
+/// the zone at the next burst's 16th malloc: 167.9 instructions and 0.25
+/// mispredicted branches a pair of that cell (callgrind, the program's
+/// own included), 132.3 and 0.19 with 31 (tcmalloc 144.6 and 0.13;
+/// `c_tests/classes.sh` mode burst).
 const WIDE_HALF: usize = 32;
 const BIN_CAP: usize = 16;
-/// The biggest class with halves of `WIDE_HALF` slots.
+/// The biggest class with halves of `WIDE_HALF` slots, but `SPARSE_CLASS`.
 const WIDE_MAX: u32 = 128;
 /// Per class, the slots of a half of its bin row.
 const HALF: [usize; NCLASS] = {
     let mut t = [0; NCLASS];
     let mut cls = 0;
     while cls < NCLASS {
-        t[cls] = if CLASS_SIZE[cls] <= WIDE_MAX {
+        t[cls] = if CLASS_SIZE[cls] <= WIDE_MAX || cls == SPARSE_CLASS {
             WIDE_HALF
         } else {
             BIN_CAP
@@ -576,7 +588,8 @@ const HALF_MASK: [u8; NCLASS] = {
     t
 };
 /// Per class, the first slot of its bin row (the rows in class order: the
-/// wide ones first, so that every half starts at a multiple of its size).
+/// wide ones first, and `SPARSE_CLASS`'s where its row falls on a multiple
+/// of 32, so that every half starts at a multiple of its size).
 const ROW: [usize; NCLASS] = {
     let mut t = [0; NCLASS];
     let mut cls = 1;

@@ -363,7 +363,7 @@ unsafe fn free_locked(tc: *mut MCache, c: *mut Chunk, s: usize, mk: usize) -> bo
 /// With few threads, more: `big_extra`, which `thread_cap` added to the
 /// cap.
 #[inline]
-fn big_cap(t: &MCache) -> usize {
+pub(super) fn big_cap(t: &MCache) -> usize {
     let n = THREADS.load(Ordering::Relaxed).max(1);
     let base = base_cap(n);
     (big_quarter(base) + big_extra(base, n)).min(t.cap)
@@ -371,7 +371,7 @@ fn big_cap(t: &MCache) -> usize {
 
 /// The bytes `t`'s big classes hold, at least (each chunk counted at its
 /// class's chunk size; a listed chunk is less than the next class's).
-fn big_held(t: &MCache) -> usize {
+pub(super) fn big_held(t: &MCache) -> usize {
     (BIG_FIRST..NMC)
         .map(|j| count_of(t, j) as usize * class_chunk(j))
         .sum()
