@@ -23,7 +23,9 @@
 #     of src/ given an import from a higher layer (a use line, an inline path,
 #     a use group, a macro's $crate path; also in a submodule's file), a
 #     module its table does not list, or a module in another layer's folder;
-#     not on a comment.
+#     not on a comment;
+#   * scripts/noise_band.py on synthetic bench.csv files: noise, behind, ahead,
+#     and a missing subject or file refused.
 #
 # Builds the library through run.sh if needed. Keeps the temp dir with
 # MEMALLOC_KEEP_TMP=1. Ends with `N passed, M failed`; exit 1 on a failure.
@@ -352,6 +354,35 @@ sed -i 's|"sys/events.rs"|"heap/events.rs"|' lc/src/lib.rs
 python3 "$LAYERS" lc >lc.out 2>&1
 check "check_layers: a module in another layer's folder fails" \
     bash -c '[[ $1 -eq 1 ]] && grep -q "module .events. of layer .sys. belongs in src/sys/events.rs" lc.out' _ $?
+
+# ------------------------------------------------------- noise_band ---
+# Synthetic bench.csv files: the allocators alike (memalloc slowest by the
+# medians, by chance), memalloc 1.5 times the fastest with a tight spread,
+# and memalloc the fastest.
+NB="$SCRIPTS/noise_band.py"
+nb_csv() { # FILE MEMALLOC_RUNS — glibc and tcmalloc runs fixed, memalloc given
+    {
+        echo "workload,allocator,median_s,median_rss_kb,times_s,rss_kb,median_cpu_s,cpu_s,status,failed_runs,figure,unit"
+        echo "w,glibc,0.30,1,0.25 0.38 0.30 0.34 0.27,1 1 1 1 1,0.30,0.25 0.38 0.30 0.34 0.27,ok,0,1,x"
+        echo "w,tcmalloc,0.29,1,0.36 0.26 0.29 0.24 0.33,1 1 1 1 1,0.29,0.36 0.26 0.29 0.24 0.33,ok,0,1,x"
+        echo "w,memalloc,0,1,$2,1 1 1 1 1,0,$2,ok,0,1,x"
+    } >"$1"
+}
+nb_csv alike.csv "0.27 0.31 0.37 0.26 0.32"
+python3 "$NB" alike.csv >alike.out 2>&1
+check "noise_band: allocators alike, memalloc slowest by 1.07: noise" \
+    grep -q '^| w | 1.07 | .* | noise |$' alike.out
+nb_csv behind.csv "0.44 0.43 0.45 0.44 0.43"
+python3 "$NB" behind.csv >behind.out 2>&1
+check "noise_band: memalloc 1.5 times the fastest, tight: behind (p 0)" \
+    grep -q '^| w | 1.52 | .* | 0.000 | behind |$' behind.out
+nb_csv ahead.csv "0.20 0.21 0.19 0.20 0.22"
+python3 "$NB" --metric wall ahead.csv >ahead.out 2>&1
+check "noise_band: memalloc ahead: no verdict" grep -q '^| w | 0.69 | .* |  |$' ahead.out
+python3 "$NB" --subject jemalloc alike.csv >/dev/null 2>&1
+check "noise_band: a subject with no runs is refused (exit 1)" test $? -eq 1
+python3 "$NB" "$TMP/none.csv" >/dev/null 2>&1
+check "noise_band: a missing file is refused (exit 1)" test $? -eq 1
 
 echo "$PASSED passed, $FAILED failed"
 [[ $FAILED -eq 0 ]]
