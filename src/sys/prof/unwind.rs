@@ -681,12 +681,18 @@ pub(super) fn unwind_here(
     out[0].write(ip);
     let mut m = memo_take(ip, sp);
     if !m.is_null() {
-        // SAFETY: `m` is a set of this thread's group.
-        let (hit, v) = unsafe { memo_find(m, out, ip, sp, rbp, known) };
-        if hit.is_some() {
-            return (hit, v);
+        // SAFETY: `m` is a memo of this thread's group.
+        unsafe {
+            if let Some(n) = memo_replay(&*m, out, ip, sp, rbp, known) {
+                (*m).last1 = false;
+                return (Some(n), m);
+            }
+            let (hit, v) = memo_other(m, out, ip, sp, rbp, known);
+            if hit.is_some() {
+                return (hit, v);
+            }
+            m = v;
         }
-        m = v;
     }
     #[cfg(test)]
     tests::WALKS.with(|w| w.set(w.get() + 1));
