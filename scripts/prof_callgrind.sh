@@ -57,7 +57,8 @@ echo "$rule"
 for w in "fixed 16 2e6" "fixed 64 2e6" "fixed 256 2e6" "fixed 1024 2e6" "fixed 4096 1e6" "churn 1e6 30000" \
     "larson 4 2000 4 40000" "xmalloc 2 2 5e5" "threads32 8 2e5" "mchurn 5e5 10000 50 256k" \
     "mthreads 1 2e5 256 4k 64k u" "mthreads 4 5e4 256 4k 64k u" "xmalloc 2 2 2e5 64 32 64 32k" \
-    "bulkfree 2 20 2000 16 16k" "mthreads 1 1e6 1000 1 32k s"; do
+    "bulkfree 2 20 2000 16 16k" "mthreads 1 1e6 1000 1 32k s" "realloc 100 64 64k 48" \
+    "mthreads 4 5e4 64 64k 1M u" "mthreads 8 2e4 16 256k 64M s"; do
     set -- $w
     prog=$1
     shift

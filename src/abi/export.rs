@@ -621,7 +621,7 @@ unsafe fn debug_realloc(p: *mut u8, c: *mut Chunk, n: usize) -> *mut u8 {
 /// # Safety
 /// `p` is null or a pointer this allocator returned and has not freed. (A
 /// pointer that is neither is reported when the checks can tell, not trusted.)
-#[inline]
+#[inline(always)]
 pub unsafe fn realloc_impl(p: *mut u8, n: usize) -> *mut u8 {
     // The header's granule is ours and no zone's (as `dealloc`), the header
     // aligned and its tag right, the block neither free nor mapped nor
@@ -641,9 +641,24 @@ pub unsafe fn realloc_impl(p: *mut u8, n: usize) -> *mut u8 {
             if stays(c, csize) {
                 return p;
             }
+            // While profiling: the block stays and counts as allocated
+            // again (`fits`), out of line. (Through `realloc_any`, 100
+            // instructions more than this path; tested after `stays`, not
+            // in it, so that the common case's code is the same as off.)
+            if crate::gate::any(crate::gate::PROF) && fits(c, csize) {
+                return realloc_counted(p, n);
+            }
         }
     }
     realloc_any(p, n)
+}
+
+/// `realloc_impl`'s block `p` that stays (`fits`) while profiling: it
+/// counts as allocated again, `n` bytes (as in `resize_heap_chunk`).
+#[cold]
+#[inline(never)]
+fn realloc_counted(p: *mut u8, n: usize) -> *mut u8 {
+    crate::prof::counted(p, n)
 }
 
 /// `realloc_impl`'s every case.
@@ -680,20 +695,30 @@ unsafe fn realloc_any(p: *mut u8, n: usize) -> *mut u8 {
         Some(s) => s,
         None => return enomem(),
     };
-    if stays(c, csize) {
+    if fits(c, csize) {
+        // (`stays`, while profiling: the block counts as allocated again.)
+        if crate::prof::active() {
+            return crate::prof::counted(p, n);
+        }
         return p;
     }
     let threshold = large::threshold();
     if is_mmapped(c) {
         let old = large::usable(c);
-        if csize < threshold
-            && n <= old
-            && n > old / 2
-            && (*c).head & SAMPLED == 0
-            && !crate::gate::any(crate::gate::PROF)
-        {
+        if csize < threshold && n <= old && n > old / 2 {
             // Below the threshold but in its mapping, more than half of it
-            // used (a growth served by `large::alloc_kept`): it stays.
+            // used (a growth served by `large::alloc_kept`): it stays. (Its
+            // sample goes, and it counts as allocated again, as a heap
+            // chunk's that stays: `resize_heap_chunk`. Moved instead, as
+            // before, each realloc of it while profiling copied it to a new
+            // mapping: `bench/realloc 100 64 64k 48` 683 moves, not 65.)
+            if (*c).head & SAMPLED != 0 {
+                crate::prof::freed_here(p);
+                set_sampled(c, false);
+            }
+            if crate::prof::active() {
+                return crate::prof::counted(p, n);
+            }
             return p;
         }
         // (Its sample goes whether it moves, by mremap or to the heap: the
@@ -728,20 +753,29 @@ unsafe fn realloc_any(p: *mut u8, n: usize) -> *mut u8 {
 /// (the heap's flag updates of `PREV_FREE` under its lock leave them). Its
 /// neighbours are checked when it goes back to the heap, as a cached
 /// block's are. Not while profiling (the block counts as allocated again:
-/// `resize_heap_chunk`) nor for a sampled block. Through the heap's lock,
-/// the same case cost 168 instructions a realloc (callgrind), 65 more than
+/// `realloc_any` takes the case, `fits`) nor for a sampled block (its
+/// sample goes: `resize_heap_chunk`). Through the heap's lock, the same
+/// case cost 168 instructions a realloc (callgrind), 65 more than
 /// tcmalloc's.
 ///
 /// # Safety
 /// `c` is `chunk_of(p)` of a live block, checked not free and not cached.
 #[inline(always)]
 unsafe fn stays(c: *mut Chunk, csize: usize) -> bool {
+    fits(c, csize) && !crate::gate::any(crate::gate::PROF)
+}
+
+/// `stays`, profiling or not. (While profiling, such a block went through
+/// the heap's lock in `resize_heap_chunk` until prof19l: `bench/realloc
+/// 100 64 64k 48` 10.6M instructions more than off, 1.24x its time.)
+///
+/// # Safety
+/// As `stays`.
+#[inline(always)]
+unsafe fn fits(c: *mut Chunk, csize: usize) -> bool {
     let h = (*c).head;
     let have = h & SIZE_MASK;
-    h & (MMAPPED | SAMPLED) == 0
-        && csize <= have
-        && csize > have / 2
-        && !crate::gate::any(crate::gate::PROF)
+    h & (MMAPPED | SAMPLED) == 0 && csize <= have && csize > have / 2
 }
 
 /// Resizes heap chunk `c` (of user pointer `p`) in place to chunk size

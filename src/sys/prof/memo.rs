@@ -22,8 +22,8 @@ use super::*;
 // their rows never change; others depend on the loader's count of unloads,
 // which a walk reads).
 //
-// Each thread owns a group of `MEMO_GROUP` memos (a slot per hash of where
-// the walk starts), claimed at its first sample from a bitmap
+// Each thread owns a group of `MEMO_GROUP` memos (two sets of two ways, a
+// set per hash of where the walk starts: `memo_take`), claimed at its first sample from a bitmap
 // (`MEMO_OWNED`) and given back by a pthread key's destructor when the
 // thread exits: a sample uses its memo with no atomic operation, and no
 // thread evicts another's walks. (They were 64 slots shared by all
@@ -58,6 +58,8 @@ pub(super) struct Memo {
     use_rbp: bool,
     /// While a walk fills it: false once it used a row that is not lasting.
     lasting: bool,
+    /// In a set's first way: its second way was used last (`memo_other`).
+    pub(super) last1: bool,
     /// The stack (index + 1 in `STACKS`; 0: not known) its frames
     /// were filed as. (The stacks are emptied only in a fork child, which
     /// empties the memos too.)
@@ -78,10 +80,17 @@ pub(super) static MEMO_OWNED: AtomicU64 = AtomicU64::new(0);
 /// The pthread key whose destructor gives an exiting thread's group back.
 pub(super) static MEMO_KEY: AtomicU32 = AtomicU32::new(0);
 
-/// This thread's memo for a walk from address `ip` and stack pointer
-/// `sp` (null: none). (Both in the hash: the medium malloc's two sampling
-/// functions start at the same stack pointer and evicted each other's
-/// walks.)
+/// The first of this thread's two memos that may hold a walk from address
+/// `ip` and stack pointer `sp` (null: none): its group is two sets of two
+/// ways, and `(ip, sp)` picks a set (both in the hash: the medium malloc's
+/// two sampling functions start at the same stack pointer). The caller
+/// replays the first way, then `memo_other` the second. Two ways, so that
+/// two walks of one set do not evict each other at every sample: two call
+/// sites of one function reach the sampling function with the same `ip`
+/// and `sp` (their walks differ from the first return address on), and
+/// two sampling functions (the medium cache's and the heap's) had one slot
+/// one thread in four: with one way, `bench/mthreads 4 5e4 64 64k 1M u`
+/// walked at 24% of its samples, `mthreads 8 2e4 16 256k 64M s` at 14%.
 #[inline(always)]
 pub(super) fn memo_take(ip: usize, sp: usize) -> *mut Memo {
     // SAFETY: this thread's own state.
@@ -92,10 +101,48 @@ pub(super) fn memo_take(ip: usize, sp: usize) -> *mut Memo {
             return null_mut();
         }
     }
-    let i = (((sp ^ ip << 8) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 62) as usize;
-    const _: () = assert!(MEMO_GROUP == 1 << 2);
+    let set = (((sp ^ ip << 8) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 63) as usize;
+    const _: () = assert!(MEMO_GROUP == 2 * 2);
     // SAFETY: `g` is this thread's group, `MEMO_GROUP` memos.
-    unsafe { (g as *mut Memo).add(i) }
+    unsafe { (g as *mut Memo).add(2 * set) }
+}
+
+/// After the replay of the first way `m` of a set (`memo_take`) failed:
+/// the frames of the walk from (`ip`, `sp`, `rbp`) into `out` if the
+/// second way holds it (see `memo_replay`), and that memo; else None and
+/// the memo to keep the new walk in, emptied: an empty way, else the one
+/// used least recently (`last1`, which the caller clears when the first
+/// way replays). Inlined, but with nothing the first way's replay keeps:
+/// the second way's address, computed before it, cost a sample 12
+/// instructions of spills there (`bench/pair 100000 20000`). (A victim
+/// chosen without the recency, the second way unless the first was empty,
+/// walked at 12% of `mthreads 4 5e4 64 64k 1M u`'s samples: a third walk
+/// in a set then evicts the one used most.)
+///
+/// # Safety
+/// `m` is the first way of a set of this thread's group (`memo_take`).
+#[inline(always)]
+pub(super) unsafe fn memo_other(
+    m: *mut Memo,
+    out: &mut [MaybeUninit<usize>],
+    ip: usize,
+    sp: usize,
+    rbp: usize,
+    known: bool,
+) -> (Option<usize>, *mut Memo) {
+    let m1 = m.add(1);
+    if let Some(n) = memo_replay(&*m1, out, ip, sp, rbp, known) {
+        (*m).last1 = true;
+        return (Some(n), m1);
+    }
+    let v = if (*m).ip == 0 || ((*m1).ip != 0 && (*m).last1) {
+        m
+    } else {
+        m1
+    };
+    (*m).last1 = v == m1;
+    (*v).ip = 0;
+    (None, v)
 }
 
 /// Claims a group of memos for this thread (its first sample, or the
@@ -131,7 +178,10 @@ fn memo_claim() -> usize {
     let m = unsafe { table.add(g * MEMO_GROUP) };
     for k in 0..MEMO_GROUP {
         // SAFETY: as above.
-        unsafe { (*m.add(k)).ip = 0 };
+        unsafe {
+            (*m.add(k)).ip = 0;
+            (*m.add(k)).last1 = false;
+        }
     }
     // The key's destructor gives it back at the thread's exit. (A key
     // below 32, as ours is unless the program made 30 before it, is set

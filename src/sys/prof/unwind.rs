@@ -679,16 +679,23 @@ pub(super) fn unwind_here(
         );
     }
     out[0].write(ip);
-    let m = memo_take(ip, sp);
+    let mut m = memo_take(ip, sp);
     if !m.is_null() {
         // SAFETY: `m` is a memo of this thread's group.
         unsafe {
             if let Some(n) = memo_replay(&*m, out, ip, sp, rbp, known) {
+                (*m).last1 = false;
                 return (Some(n), m);
             }
-            (*m).ip = 0;
+            let (hit, v) = memo_other(m, out, ip, sp, rbp, known);
+            if hit.is_some() {
+                return (hit, v);
+            }
+            m = v;
         }
     }
+    #[cfg(test)]
+    tests::WALKS.with(|w| w.set(w.get() + 1));
     // Twice at most: a walk that found the table stale walks again on the
     // emptied table (its rows are then all new); a third is not needed
     // unless objects are being unloaded meanwhile: `backtrace` then.
@@ -724,6 +731,14 @@ pub(super) fn unwind_here(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `backtrace`'s and `unwind`'s frames, walk after walk.
+    type Walks = Vec<(Vec<usize>, Vec<usize>)>;
+
+    std::thread_local! {
+        /// This thread's walks (`unwind_here` that no memo answered).
+        pub(super) static WALKS: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
+    }
 
     /// Appends `backtrace`'s and `unwind`'s stacks, both walked from the
     /// caller's frame (inlined into it).
@@ -762,13 +777,16 @@ mod tests {
             core::hint::black_box(2);
         }
         let mut out = Vec::new();
-        for i in 0..8 {
-            if i % 2 == 0 {
-                via_a(&mut out);
-            } else {
-                via_b(&mut out);
-            }
+        let walks = WALKS.with(|w| w.get());
+        // (One call site, in a loop not unrolled: each call site of this
+        // function would be a stack of its own.)
+        let via: [fn(&mut Walks); 2] = [via_a, via_b];
+        for i in 0..core::hint::black_box(8) {
+            core::hint::black_box(via[i % 2])(&mut out);
         }
+        // Each caller's walk is kept in a way of the set (one walk each:
+        // with one way, each call evicted the other's and walked, 8).
+        assert_eq!(WALKS.with(|w| w.get()) - walks, 2);
         for (i, (a, b)) in out.iter().enumerate() {
             assert_eq!(
                 a[1..],
