@@ -297,6 +297,37 @@ unsafe fn take_kept(len: usize, grow: bool) -> Option<(*mut u8, usize, usize)> {
     Some((nb, len, k.len))
 }
 
+/// A kept mapping for the heap to grow into (`heap::set_adopt`): the
+/// smallest of `min` to `max` bytes, out of the set and out of the zone
+/// map (its pages resident: a block the program wrote and freed); (base,
+/// length). The heap's lock is held (HEAP before LOCK, as in `trim`).
+pub fn take_for_heap(min: usize, max: usize) -> Option<(*mut u8, usize)> {
+    if !kept_any() {
+        return None;
+    }
+    let mut ev = Evicted::new();
+    let k = {
+        let _g = LOCK.guard();
+        // SAFETY: KEPT is only touched under LOCK.
+        let set = unsafe { &mut *core::ptr::addr_of_mut!(KEPT) };
+        set.age(os::coarse_ns(), &mut ev);
+        let mut best = None::<usize>;
+        for i in 0..set.n {
+            let l = set.e[i].len;
+            if l >= min && l <= max && best.is_none_or(|b| l < set.e[b].len) {
+                best = Some(i);
+            }
+        }
+        best.map(|i| set.remove(i))
+    };
+    // SAFETY: the evicted mappings are ours and no longer listed anywhere.
+    unsafe { ev.release() };
+    let k = k?;
+    // (Kept mappings are plain ones: their chunk header is at LEAD - HDR.)
+    crate::zonemap::remove_ours(k.base, ours_end(k.base, LEAD - HDR));
+    Some((k.base, k.len))
+}
+
 /// Keeps freed mapping `[base, base + len)` for reuse, or unmaps it.
 unsafe fn keep(base: *mut u8, len: usize) {
     let cap = crate::config::large_cache();
