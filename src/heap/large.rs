@@ -9,7 +9,8 @@
 //! realloc resizes a mapping with `mremap`, which may move it. free keeps a
 //! mapping of 8 MiB or more (any size once the thresholds are fixed by
 //! `mallopt` or the environment), resident, in a small cache of freed
-//! mappings (`Kept`), from which later large requests are served: a program
+//! mappings (`Kept`), from which later large requests are served (and the
+//! heap's next mapped region: `take_for_heap`): a program
 //! that frees and allocates large blocks in turn would otherwise fault in
 //! every page of every block again (the cost that made this layer 3x slower
 //! than tcmalloc, which keeps freed spans, on the `large` benchmark). The
