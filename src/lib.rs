@@ -163,6 +163,8 @@ fn memalloc_init() {
     }
     // Out of memory, the heap first unmaps the freed large mappings kept.
     heap::set_relief(large::trim);
+    // Its mapped regions grow into the freed large mappings kept, first.
+    heap::set_adopt(large::take_for_heap);
     // A sampled small block of 1 KiB or more comes from the medium cache.
     cache::set_medium_sample(mcache::sample);
     stats::trace_open();

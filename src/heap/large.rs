@@ -9,7 +9,8 @@
 //! realloc resizes a mapping with `mremap`, which may move it. free keeps a
 //! mapping of 8 MiB or more (any size once the thresholds are fixed by
 //! `mallopt` or the environment), resident, in a small cache of freed
-//! mappings (`Kept`), from which later large requests are served: a program
+//! mappings (`Kept`), from which later large requests are served (and the
+//! heap's next mapped region: `take_for_heap`): a program
 //! that frees and allocates large blocks in turn would otherwise fault in
 //! every page of every block again (the cost that made this layer 3x slower
 //! than tcmalloc, which keeps freed spans, on the `large` benchmark). The
@@ -295,6 +296,37 @@ unsafe fn take_kept(len: usize, grow: bool) -> Option<(*mut u8, usize, usize)> {
         return None;
     }
     Some((nb, len, k.len))
+}
+
+/// A kept mapping for the heap to grow into (`heap::set_adopt`): the
+/// smallest of `min` to `max` bytes, out of the set and out of the zone
+/// map (its pages resident: a block the program wrote and freed); (base,
+/// length). The heap's lock is held (HEAP before LOCK, as in `trim`).
+pub fn take_for_heap(min: usize, max: usize) -> Option<(*mut u8, usize)> {
+    if !kept_any() {
+        return None;
+    }
+    let mut ev = Evicted::new();
+    let k = {
+        let _g = LOCK.guard();
+        // SAFETY: KEPT is only touched under LOCK.
+        let set = unsafe { &mut *core::ptr::addr_of_mut!(KEPT) };
+        set.age(os::coarse_ns(), &mut ev);
+        let mut best = None::<usize>;
+        for i in 0..set.n {
+            let l = set.e[i].len;
+            if l >= min && l <= max && best.is_none_or(|b| l < set.e[b].len) {
+                best = Some(i);
+            }
+        }
+        best.map(|i| set.remove(i))
+    };
+    // SAFETY: the evicted mappings are ours and no longer listed anywhere.
+    unsafe { ev.release() };
+    let k = k?;
+    // (Kept mappings are plain ones: their chunk header is at LEAD - HDR.)
+    crate::zonemap::remove_ours(k.base, ours_end(k.base, LEAD - HDR));
+    Some((k.base, k.len))
 }
 
 /// Keeps freed mapping `[base, base + len)` for reuse, or unmaps it.

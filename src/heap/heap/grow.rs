@@ -90,6 +90,34 @@ pub fn set_relief(f: fn() -> usize) {
     RELIEF.store(f as *mut (), Ordering::Relaxed);
 }
 
+/// A function of the layer above that hands the heap a freed mapping to
+/// grow into, one of at least `min` and at most `max` bytes, taken out of
+/// its keeping and out of the zone map: (base, length), or `None` (the
+/// cache of freed large mappings: `large::take_for_heap`, registered at
+/// start by `lib.rs`). It runs under the heap lock and must not take it.
+/// Such a mapping is memory the program wrote and freed, resident: a region
+/// there takes no page fault where a fresh one takes them all (bench/rust
+/// `hashmap`: its old table, 49 MiB kept after the last growth, beside a
+/// fresh region of 42 MiB for the entries that followed).
+static ADOPT: AtomicPtr<()> = AtomicPtr::new(null_mut());
+
+/// Registers the source of freed mappings the heap grows into (see `ADOPT`).
+pub fn set_adopt(f: fn(usize, usize) -> Option<(*mut u8, usize)>) {
+    ADOPT.store(f as *mut (), Ordering::Relaxed);
+}
+
+/// A freed mapping of `min` to `max` bytes for a new region, if `ADOPT`
+/// has one.
+fn adopt(min: usize, max: usize) -> Option<(*mut u8, usize)> {
+    let f = ADOPT.load(Ordering::Relaxed);
+    if f.is_null() {
+        return None;
+    }
+    // SAFETY: only `set_adopt` stores here, a function of this type.
+    let f: fn(usize, usize) -> Option<(*mut u8, usize)> = unsafe { core::mem::transmute(f) };
+    f(min, max)
+}
+
 /// Calls the relief, if any; whether it gave memory back.
 #[cold]
 fn relieve() -> bool {
@@ -274,20 +302,27 @@ impl Heap {
 
     unsafe fn grow_mmap(&mut self, need: usize) -> bool {
         let hdr = align_up(core::mem::size_of::<Region>(), ALIGN);
-        let len = match need.checked_add(hdr + SENTINEL + os::PAGE) {
-            Some(l) => region_len(
-                align_up(l.max(REGION_MIN), os::PAGE),
-                self.mmap_region_bytes,
-            ),
+        let min = match need.checked_add(hdr + SENTINEL + os::PAGE) {
+            Some(l) => align_up(l.max(REGION_MIN), os::PAGE),
             None => return false,
         };
-        let base = os::map(len);
-        if base.is_null() {
-            return false;
-        }
-        if HUGE_PAGES && len >= HUGE_PAGE {
-            os::huge_pages(base, len);
-        }
+        let want = region_len(min, self.mmap_region_bytes);
+        // A freed mapping the program wrote, if one is kept, before fresh
+        // memory: up to twice the step, so that a small heap does not take
+        // a big block's mapping whole.
+        let (base, len) = match adopt(min, want.saturating_mul(2)) {
+            Some(m) => m,
+            None => {
+                let base = os::map(want);
+                if base.is_null() {
+                    return false;
+                }
+                if HUGE_PAGES && want >= HUGE_PAGE {
+                    os::huge_pages(base, want);
+                }
+                (base, want)
+            }
+        };
         if !crate::zonemap::add_ours(base, base.add(len)) {
             os::unmap(base, len);
             return false;
