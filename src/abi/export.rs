@@ -187,7 +187,7 @@ unsafe fn chunk_of_in_ours(p: *mut u8) -> *mut Chunk {
     if !crate::guard::CHECKS {
         return c;
     }
-    if !head_ok(c) {
+    if !head_ok_at(p) {
         fatal(
             "corrupted block header (heap overflow?) or invalid pointer",
             p,
@@ -344,7 +344,7 @@ unsafe fn to_medium_cache(tc: *mut mcache::MCache, p: *mut u8) -> bool {
     // nor free: a free chunk's second free goes to the slow path, which
     // reports it) and its size.
     let h = (*c).head;
-    if crate::guard::CHECKS && !tag_matches_in(c, h, &(*tc).tag_mul) {
+    if crate::guard::CHECKS && !tag_matches_in(p as usize, h, &(*tc).tag_mul) {
         return false;
     }
     // `h` whole: `free_fast`'s mask keeps the profiler's mark, and a
@@ -633,8 +633,8 @@ pub unsafe fn realloc_impl(p: *mut u8, n: usize) -> *mut u8 {
         && p as usize & (ALIGN - 1) == 0
         && n != 0
         && !crate::gate::any(crate::gate::DEBUG)
-        && (!crate::guard::CHECKS || head_ok(c))
         && (*c).head & FREE == 0
+        && (!crate::guard::CHECKS || head_ok_at(p))
         && !mcache::is_cached(c)
     {
         if let Some(csize) = request_to_size(n) {

@@ -134,15 +134,26 @@ pub unsafe fn is_mmapped(c: *const Chunk) -> bool {
     (*c).head & MMAPPED != 0
 }
 /// The integrity tag of a head word with size and flags `low` at `c`:
-/// bits 48-63, the top 16 bits of `(c ^ low) M` for the process's secret
+/// bits 48-63, the top 16 bits of `(u + low) M`, `u` the user address
+/// `c + HDR`, for the process's secret
 /// multiplier `M` (`guard::tag_mul`). A pointer offset into user data finds
 /// a word whose tag does not match. (Until 2026-12-07 the word was `c ^ low
 /// ^ key` times a fixed multiplier: one load and one `xor` more on every
 /// test, the medium free's fast path among them, for no more checked: the
-/// secret is the multiplier's 48 high bits now, as it was the key's 48.)
+/// secret is the multiplier's 48 high bits now, as it was the key's 48.
+/// Then `c ^ low`, until chk17h: the sum is formed by one `lea` from the
+/// pointer free was given and the word, into a register of its own, where
+/// the `xor` needed a copy of `c` or of the word first, both of which the
+/// free goes on to use: one instruction fewer on each test. (Of `u`, not
+/// `c`: LLVM splits a three-part `lea`, `c + low` of `p - 16`, in two.) A
+/// forged word is as hard to find either way: it must carry the 16 bits a
+/// secret 48-bit multiplier gives its `u + low`, a chunk's end plus 16 and
+/// its flags, no better known than `c ^ low` was.)
 #[inline(always)]
 pub fn tag(c: *const Chunk, low: usize) -> usize {
-    let x = (c as usize ^ low).wrapping_mul(crate::guard::tag_mul());
+    let x = (c as usize)
+        .wrapping_add(HDR + low)
+        .wrapping_mul(crate::guard::tag_mul());
     x & !LOW_MASK
 }
 const _: () = assert!(
@@ -151,19 +162,22 @@ const _: () = assert!(
 /// Does head word `h` (tag included) carry the tag of its size and flags
 /// at `c`? The same answer as `tag(c, h & LOW_MASK) == h & !LOW_MASK`, in
 /// one multiplication and no mask: the multiplier `M` is `-1` modulo 2^16
-/// (`guard::TAG_MUL_FIXED`); with `x = c ^ (h & LOW_MASK)` (below 2^48: `c`
-/// is below 2^47) and `T` the tag bits, `c ^ h` is `x + T 2^48`, whose
-/// product's top 16 bits are `top16(x M) + T M = top16(x M) - T` modulo
-/// 2^16: zero exactly when `T` is `x`'s tag.
+/// (`guard::TAG_MUL_FIXED`); with `x = u + (h & LOW_MASK)` (below 2^49: `u`
+/// is below 2^47) and `T` the tag bits, `u + h` is `x + T 2^48` (modulo
+/// 2^64), whose product's top 16 bits are `top16(x M) + T M = top16(x M) -
+/// T` modulo 2^16 (the term `T M 2^48` has no bit below 48 to carry): zero
+/// exactly when `T` is `x`'s tag.
 #[inline(always)]
 pub fn tag_matches(c: *const Chunk, h: usize) -> bool {
-    tag_matches_in(c, h, &crate::guard::tag_mul())
+    tag_matches_in(c as usize + HDR, h, &crate::guard::tag_mul())
 }
-/// `tag_matches`, for a fast path that holds the multiplier in memory
-/// (`mul`, read there: an `imul` from memory, as `mcache`'s copy).
+/// `tag_matches` of the chunk whose user address is `u`, for a fast path
+/// that holds the multiplier in memory (`mul`, read there: an `imul` from
+/// memory, as `mcache`'s copy). (The user address, not the chunk: the
+/// compiler does not fold `p - HDR + HDR`.)
 #[inline(always)]
-pub fn tag_matches_in(c: *const Chunk, h: usize, mul: &usize) -> bool {
-    (c as usize ^ h).wrapping_mul(*mul) >> 48 == 0
+pub fn tag_matches_in(u: usize, h: usize, mul: &usize) -> bool {
+    u.wrapping_add(h).wrapping_mul(*mul) >> 48 == 0
 }
 /// Writes the head word (size | flags) with its tag.
 ///
@@ -187,8 +201,17 @@ pub unsafe fn head(c: *const Chunk) -> usize {
 /// `c` is a readable chunk header (see the contract above).
 #[inline(always)]
 pub unsafe fn head_ok(c: *const Chunk) -> bool {
-    let h = (*c).head;
-    h & MARK != 0 && tag_matches(c, h)
+    head_ok_at(to_user(c as *mut Chunk))
+}
+/// `head_ok` of the chunk whose user address is `p` (the tag's sum, `p`
+/// plus the word, one `lea`: from the chunk, the compiler adds `HDR` apart).
+///
+/// # Safety
+/// As `head_ok`, for `from_user(p)`.
+#[inline(always)]
+pub unsafe fn head_ok_at(p: *mut u8) -> bool {
+    let h = (*from_user(p)).head;
+    h & MARK != 0 && tag_matches_in(p as usize, h, &crate::guard::tag_mul())
 }
 /// Sets the size, keeping the flags (the tag is rewritten).
 ///
@@ -339,8 +362,8 @@ mod tests {
             let bad = h ^ (1 << (i % 64));
             let exact = tag(c, bad & LOW_MASK) == bad & !LOW_MASK;
             assert_eq!(tag_matches(c, bad), exact);
-            assert!(!tag_matches_in(c, bad, &m) || exact);
-            rejected += !tag_matches_in(c, h, &m) as u32;
+            assert!(!tag_matches_in(c as usize + HDR, bad, &m) || exact);
+            rejected += !tag_matches_in(c as usize + HDR, h, &m) as u32;
             forged += tag_matches(c, x.rotate_left(29) as usize) as u32;
         }
         assert!(forged < 8, "{forged} random words passed");
