@@ -22,7 +22,9 @@
 //! A dry zone with nothing on its remote list makes the owner look at its
 //! oldest full zone before carving new blocks: blocks that other threads gave
 //! back are reused before new pages are touched (`reclaim_full`; xmalloc's
-//! producers held about two zones' worth of blocks per class otherwise).
+//! producers held about two zones' worth of blocks per class otherwise),
+//! and so are the free blocks of its first avail zone (`avail_ready`: a
+//! carve into a fresh page is a page fault inside malloc).
 //! Invariant, per zone: `used == blocks handed out and not yet collected
 //! back`, i.e. `used + len(free) + len(remote) + (capacity - carved) ==
 //! capacity`. When `used` reaches 0 on a zone that is not its class's current
