@@ -6,7 +6,7 @@
 # sets root, lib (target/release/libmemalloc.so, which must exist), out
 # (target/c_tests/NAME), passed=0 and failed=0; installs gcc and valgrind if
 # missing; builds c_tests/NAME.c into $out/NAME, or reports the build's
-# failure and exits 1. Defines `native` and `callgrind` (below).
+# failure and exits 1. Defines `native`, `callgrind` and `verdict` (below).
 name=$1
 shift
 root=$(cd "$here/.." && pwd)
@@ -56,4 +56,16 @@ callgrind() {
         "$out/$name" "$@" >"${f%.out}.log" 2>&1 || return 1
     grep -q "^ok $name" "${f%.out}.log" || return 1
     awk "/^(summary|totals):/ { print $fields; exit }" "$f"
+}
+
+# verdict TEST STATUS MSG: "PASS TEST: MSG" if STATUS is 0, else
+# "FAIL TEST: MSG"; counted.
+verdict() {
+    if [ "$2" -eq 0 ]; then
+        echo "PASS $1: $3"
+        passed=$((passed + 1))
+    else
+        echo "FAIL $1: $3"
+        failed=$((failed + 1))
+    fi
 }

@@ -18,16 +18,19 @@
 #            outgrows its class moves (a copy) instead of growing into the
 #            heap's free neighbour: 203.
 #   big      a malloc+free pair of 64 KiB-1 MiB at random: at most MAX_BIG
-#            (280). With a thread's big classes held to 1 MiB it cost 402,
+#            (240). With a thread's big classes held to 1 MiB it cost 402,
 #            most pairs going through the shared lists (glibc 341, tcmalloc
 #            708; 225 with the room `mcache::big_extra` gives a lone thread).
+#            246.9 while each big free computed that room anew (two
+#            divisions); 232.0 with it cached per thread count
+#            (`MCache::room`, grid17h).
 # Installs gcc and valgrind if missing. Ends with the line "N passed, M
 # failed"; exits 1 if any failed.
 set -u
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 MAX_REALLOC=215
-MAX_BIG=280
+MAX_BIG=240
 . "$here/callgrind_setup.sh" regrow -I "$here/../include"
 
 native strings "reallocs in place, contents kept" strings 200

@@ -15,6 +15,9 @@
  *          then allocates the next batch for the other.
  *   MODE l (local, the reference): as c, but the main thread frees each
  *          batch itself once the other thread has looked at it.
+ *   MODE r (random classes): as t, with sizes drawn log-uniform in 16-128
+ *          bytes (the grid's cross 16-128 B), a different one per block
+ *          and round, so that a free's class follows no pattern.
  * Each thread first allocates and frees 48 blocks of each size of its own.
  * A round is BATCH malloc + cross-thread free pairs. xfree.sh takes the
  * difference of the instruction counts of two runs over the difference of
@@ -38,14 +41,41 @@ static char mode;
 static unsigned char *slots[MAX_BATCH];
 static sem_t to_worker, to_main;
 
+/* Mode r's sizes, log-uniform in 16-128 bytes (a fixed generator). */
+enum { NRAND = 4096 };
+static size_t rsizes[NRAND];
+
+static void rand_sizes(void)
+{
+    uint64_t x = 0x9e3779b97f4a7c15u;
+    for (int i = 0; i < NRAND; i++) {
+        x = x * 6364136223846793005u + 1442695040888963407u;
+        /* 16 * 2^(3u), u uniform in [0, 1), from 24 bits in 1/2^24 steps:
+         * 2^(3u) by its integer part's shift and a cubic for the rest. */
+        double u = (double)(x >> 40) / (double)(1u << 24) * 3.0;
+        int k = (int)u;
+        double f = u - k, p = 1.0 + f * (0.6957 + f * (0.2262 + f * 0.0781));
+        rsizes[i] = (size_t)(16.0 * (double)(1 << k) * p);
+        if (rsizes[i] > 128)
+            rsizes[i] = 128;
+    }
+}
+
+static size_t size_in(long round, int i)
+{
+    if (mode == 'r')
+        return rsizes[(size_t)(round * 257 + i) % NRAND];
+    return sizes[i % NSIZES];
+}
+
 static size_t size_of(int i)
 {
-    return sizes[i % NSIZES];
+    return size_in(0, i);
 }
 
 static void fill(long round, int i)
 {
-    size_t n = size_of(i);
+    size_t n = size_in(round, i);
     unsigned char *p = malloc(n);
     if (!p) {
         fprintf(stderr, "xfree: malloc(%zu) failed\n", n);
@@ -61,7 +91,7 @@ static void drain(long round)
 {
     for (int i = 0; i < batch; i++) {
         unsigned char *p = slots[i];
-        size_t n = size_of(i);
+        size_t n = size_in(round, i);
         unsigned v = (unsigned)(round * 7919 + i), w;
         memcpy(&w, p, sizeof w);
         if (w != v || p[n - 1] != (unsigned char)v) {
@@ -120,7 +150,7 @@ static void *worker(void *arg)
             continue;
         }
         drain(r);
-        if (mode == 't' && ++r < rounds) {
+        if ((mode == 't' || mode == 'r') && ++r < rounds) {
             for (int i = 0; i < batch; i++)
                 fill(r, i);
             distinct(r);
@@ -135,10 +165,12 @@ int main(int argc, char **argv)
     rounds = argc > 1 ? atol(argv[1]) : 1000;
     batch = argc > 2 ? atoi(argv[2]) : 256;
     mode = argc > 3 ? argv[3][0] : 'c';
-    if (rounds < 1 || batch < 1 || batch > MAX_BATCH || (mode != 'c' && mode != 't' && mode != 'l')) {
-        fprintf(stderr, "usage: xfree ROUNDS [BATCH<=%d] [c|t|l]\n", MAX_BATCH);
+    if (rounds < 1 || batch < 1 || batch > MAX_BATCH ||
+        (mode != 'c' && mode != 't' && mode != 'l' && mode != 'r')) {
+        fprintf(stderr, "usage: xfree ROUNDS [BATCH<=%d] [c|t|l|r]\n", MAX_BATCH);
         return 64;
     }
+    rand_sizes();
     warm_up();
     sem_init(&to_worker, 0, 0);
     sem_init(&to_main, 0, 0);
@@ -148,7 +180,7 @@ int main(int argc, char **argv)
         return 1;
     }
     for (long r = 0; r < rounds; r++) {
-        if (mode == 't' && r % 2 == 1) {
+        if ((mode == 't' || mode == 'r') && r % 2 == 1) {
             /* The worker allocated this round's batch: free it here. */
             sem_wait(&to_main);
             drain(r);
@@ -165,7 +197,7 @@ int main(int argc, char **argv)
             drain(r);
         }
     }
-    if (mode == 't' && rounds % 2 == 1)
+    if ((mode == 't' || mode == 'r') && rounds % 2 == 1)
         sem_wait(&to_main);
     pthread_join(t, NULL);
     printf("ok xfree: %ld rounds of %d blocks, mode %c\n", rounds, batch, mode);

@@ -57,16 +57,16 @@
 //! blocks than a zone holds does not switch zones on every turn, and a pop
 //! is an array load rather than a load from the (possibly cold) block
 //! itself. A thread that allocates a class also keeps there the blocks of
-//! that class it frees for other threads (`free_foreign`; only blocks with
-//! cache lines of their own, `KEEP_FOREIGN`), and reuses them; other threads'
-//! blocks it does not keep go to their owners in batches; a block leaving a
-//! bin goes back to its zone, through the remote list if the zone is another
-//! thread's; a run of blocks of one zone goes in one go (`give_back_all`:
-//! the blocks of a bin's half, freed one after another, mostly came from
-//! one zone one after another). A full free half becomes the alloc half,
-//! and the blocks of the alloc half go back (`spill_bin`). The classes of
-//! up to 128 bytes and the sparse class (256) have halves of 31 blocks, the
-//! others of 15 (`HALF`).
+//! that class it frees for other threads (`free_foreign`; only blocks above
+//! 128 bytes, with inner lines of their own: `KEEP_FOREIGN`), and reuses
+//! them; other threads' blocks it does not keep go to their owners in
+//! batches; a block leaving a bin goes back to its zone, through the remote
+//! list if the zone is another thread's; a run of blocks of one zone goes
+//! in one go (`give_back_all`: the blocks of a bin's half, freed one after
+//! another, mostly came from one zone one after another). A full free half
+//! becomes the alloc half, and the blocks of the alloc half go back
+//! (`spill_bin`). The classes of up to 128 bytes and the sparse class (256)
+//! have halves of 31 blocks, the others of 15 (`HALF`).
 //!
 //! Fast path cost: malloc is a TLS load, a bin top test and an array pop
 //! (or, with the alloc half empty, a swap of its halves); free is a

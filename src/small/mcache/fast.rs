@@ -362,11 +362,23 @@ unsafe fn free_locked(tc: *mut MCache, c: *mut Chunk, s: usize, mk: usize) -> bo
 /// peak RSS 211-224 MiB against 189-202.)
 /// With few threads, more: `big_extra`, which `thread_cap` added to the
 /// cap.
+/// (`big_room(n)` for `n` threads is cached in `t`: `room`.)
 #[inline]
-pub(super) fn big_cap(t: &MCache) -> usize {
+pub(super) fn big_cap(t: &mut MCache) -> usize {
     let n = THREADS.load(Ordering::Relaxed).max(1);
+    if n != t.room_n {
+        t.room = big_room(n);
+        t.room_n = n;
+    }
+    t.room.min(t.cap)
+}
+
+/// `big_cap` before the thread's own cap: the big classes' room while `n`
+/// threads have a cache.
+#[cold]
+fn big_room(n: usize) -> usize {
     let base = base_cap(n);
-    (big_quarter(base) + big_extra(base, n)).min(t.cap)
+    big_quarter(base) + big_extra(base, n)
 }
 
 /// The bytes `t`'s big classes hold, at least (each chunk counted at its

@@ -267,7 +267,7 @@ unsafe fn bigger_own(tc: *mut MCache, k: usize, pend: *mut Chunk) -> Option<*mut
     // requests pop on the fast path; served from a bigger list each time,
     // a lone thread's pairs of 64 KiB-1 MiB took the slow path on every
     // miss, 292.5 instructions a pair against 246.9, `c_tests/regrow.sh`.)
-    if k < BIG_FIRST || big_held(&*tc) + class_chunk(k) <= big_cap(&*tc) {
+    if k < BIG_FIRST || big_held(&*tc) + class_chunk(k) <= big_cap(&mut *tc) {
         return None;
     }
     for j in k + 1..(k + 1 + SPAN_UP).min(NMC) {
