@@ -607,34 +607,40 @@ if command -v valgrind >/dev/null; then
         bad "a realloc that stays: $on instructions profiling, $off not (> +40)"
     fi
     # What a sample and its block's free cost (prof19m): (instructions
-    # profiling - instructions not) / samples, the 20,000-byte pair at
-    # MEMALLOC_PROF_RATE=64k (a sample every 3.8 pairs: 52,000-53,000 in
-    # 200,000 pairs; the count of the samples from the exit's line), the
-    # least of 3 runs (a run's cost moves up by some 25 a sample, with
-    # the way of the memo its walk lands in). 472-473 since a sampled
-    # block's free takes the medium cache with the head word it wrote
-    # and the live table's probe reads the slots' addresses alone (main at
-    # f5cd4da: 505-531). At most 490.
-    sample_run() { # sample_run PROF -> "instructions samples"
+    # profiling - instructions not) / samples, a pair at
+    # MEMALLOC_PROF_RATE=64k, 200,000 pairs (the count of the samples from
+    # the exit's line), the least of 3 runs (a run's cost moves up by some
+    # 25-30 a sample, with the way of the memo its walk lands in).
+    # 20,000 bytes (a medium block, a sample every 3.8 pairs): 472-473 since
+    # a sampled block's free takes the medium cache with the head word it
+    # wrote and the live table's probe reads the slots' addresses alone
+    # (main at f5cd4da: 502-531); at most 490. 4,096 bytes (a small class,
+    # a sample every 16.5 pairs, its counters' firing included): 674-707
+    # since the sampled block is popped from the medium cache's list, not
+    # taken through its slow path (750-781 before); at most 720.
+    sample_run() { # sample_run PROF SIZE -> "instructions samples"
         local e
         e=$(cd "$out" && MEMALLOC_PROF=$1 MEMALLOC_PROF_RATE=64k MEMALLOC_PROF_OUT="$out/p.pair" \
             LD_PRELOAD="$lib" valgrind --tool=callgrind --callgrind-out-file="$out/cg.s" \
-            "$out/pair" 200000 20000 2>&1 >/dev/null)
+            "$out/pair" 200000 "$2" 2>&1 >/dev/null)
         echo "$(awk '/^totals:/ { print $2 }' "$out/cg.s") \
             $(grep -o 'heap profile: [0-9]* samples' <<<"$e" | tr -dc 0-9)"
     }
-    read -r ir_off _ <<<"$(sample_run 0)"
-    per=()
-    for r in 1 2 3; do
-        read -r ir_on ns <<<"$(sample_run 1)"
-        per+=("$(python3 -c "print(round(($ir_on - $ir_off) / max($ns, 1)))")")
+    for sz in 20000:490 4096:720; do
+        IFS=: read -r size most <<<"$sz"
+        read -r ir_off _ <<<"$(sample_run 0 "$size")"
+        per=()
+        for r in 1 2 3; do
+            read -r ir_on ns <<<"$(sample_run 1 "$size")"
+            per+=("$(python3 -c "print(round(($ir_on - $ir_off) / max($ns, 1)))")")
+        done
+        least=$(printf '%s\n' "${per[@]}" | sort -n | head -1)
+        if [[ "$least" -le "$most" ]]; then
+            ok "a sample of a $size-byte block and its free: $least instructions (runs ${per[*]}; <= $most)"
+        else
+            bad "a sample of a $size-byte block and its free: $least instructions (runs ${per[*]}; > $most)"
+        fi
     done
-    least=$(printf '%s\n' "${per[@]}" | sort -n | head -1)
-    if [[ "$least" -le 490 ]]; then
-        ok "a sample and its free: $least instructions (runs ${per[*]}; <= 490)"
-    else
-        bad "a sample and its free: $least instructions (runs ${per[*]}; > 490)"
-    fi
     rm -f "$out"/p.pair.* "$out"/cg.*
 else
     echo "SKIP the pairs' cost: no valgrind"
