@@ -415,12 +415,9 @@ pub unsafe fn mark_sampled(p: *mut u8) {
 /// # Safety
 /// `c` is an in-use chunk of ours, its header checked, that no other
 /// thread frees or resizes meanwhile.
-unsafe fn set_sampled(c: *mut Chunk, on: bool) {
-    if on {
-        update_head(c, |low| low | SAMPLED)
-    } else {
-        update_head(c, |low| low & !SAMPLED)
-    }
+#[inline(always)]
+unsafe fn set_sampled(c: *mut Chunk, on: bool) -> usize {
+    swap_sampled(c, on)
 }
 
 /// The free of a block whose head word has `SAMPLED` set: its header
@@ -441,10 +438,25 @@ unsafe fn dealloc_chunk_sampled(p: *mut u8, ours: bool) {
     // (The mark first: the two atomic operations together, the second, the
     // profiler's lock, not waiting for the sample's removal, whose stores
     // may miss the cache.)
-    set_sampled(c, false);
+    let h = set_sampled(c, false);
     crate::prof::freed_here(p);
-    if ours && !crate::gate::any(MODES) && to_medium_cache_alone(p) {
-        return;
+    if ours && !crate::gate::any(MODES) {
+        // The medium cache's fast path (`to_medium_cache_alone`) with the
+        // head word just written: its tag was checked above and rewritten
+        // by the compare-and-swap, and the bits `free_fast` reads (size,
+        // `MARK`, `MMAPPED`, `FREE`) are the block's owner's, which the
+        // heap's concurrent flag updates (`PREV_FREE`) leave. (Through
+        // `to_medium_cache_alone`: the head word loaded and its tag
+        // checked a second time.)
+        let tc = mcache::enter_mine();
+        let cached = !crate::gate::any(crate::gate::RECLAIM) && {
+            core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
+            mcache::free_fast(tc, c, h)
+        };
+        mcache::leave_mine(tc);
+        if cached {
+            return;
+        }
     }
     dealloc_chunk_slow(p, ours)
 }

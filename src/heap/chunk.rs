@@ -269,6 +269,34 @@ pub unsafe fn update_head(c: *mut Chunk, f: impl Fn(usize) -> usize) {
         }
     }
 }
+/// Sets (`on`) or clears `SAMPLED` in the head word of `c` by a
+/// compare-and-swap, as `update_head` does, inlined into its caller (the
+/// profiler's mark and a sampled block's free: no call, no closure, the
+/// tag's multiplier loaded once); returns the head word written, tag
+/// included.
+///
+/// # Safety
+/// As `update_head`.
+#[inline(always)]
+pub unsafe fn swap_sampled(c: *mut Chunk, on: bool) -> usize {
+    use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    // SAFETY: as `update_head`'s.
+    let a = unsafe { AtomicUsize::from_ptr(core::ptr::addr_of_mut!((*c).head)) };
+    let mul = crate::guard::tag_mul();
+    let mut h = a.load(Relaxed);
+    loop {
+        let low = if on {
+            (h & LOW_MASK) | SAMPLED
+        } else {
+            h & LOW_MASK & !SAMPLED
+        };
+        let new = low | ((c as usize ^ low).wrapping_mul(mul) & !LOW_MASK);
+        match a.compare_exchange_weak(h, new, Relaxed, Relaxed) {
+            Ok(_) => return new,
+            Err(now) => h = now,
+        }
+    }
+}
 /// The physically next chunk.
 ///
 /// # Safety

@@ -255,6 +255,11 @@ struct Part {
     /// `STACK_CAP` figures, one per stack.
     figs: *mut Fig,
     slots: usize,
+    /// Samples the table takes before it must grow (or be mapped): half its
+    /// slots once mapped (at most `SAMPLE_CAP`), 0 before. (One test of
+    /// the count in `file`, where the table's null, its load and the cap
+    /// were three.)
+    room: usize,
     shift: u32,
     spare: *mut Sample,
     alloc_total: u64,
@@ -269,6 +274,7 @@ impl Part {
         figs: null_mut(),
         spare: null_mut(),
         slots: SAMPLE_SLOTS_MIN,
+        room: 0,
         shift: 64 - SAMPLE_SLOTS_MIN.trailing_zeros(),
         alloc_total: 0,
         sample_count: 0,
@@ -293,6 +299,7 @@ impl Part {
             samples,
             // SAFETY: the second half of the area just mapped.
             spare: unsafe { samples.add(SAMPLE_SLOTS) },
+            room: SAMPLE_SLOTS_MIN / 2,
             ..Part::EMPTY
         };
         true
@@ -429,7 +436,9 @@ fn thread_state() -> *mut ThreadState {
             "movq memalloc_prof_tls@GOTTPOFF(%rip), {p}",
             "addq %fs:0, {p}",
             p = out(reg) p,
-            options(att_syntax, nostack, readonly, pure)
+            // (`nomem`: the thread pointer never changes, so the address
+            // may be computed once for a whole sample, across its stores.)
+            options(att_syntax, nostack, nomem, pure)
         );
     }
     p

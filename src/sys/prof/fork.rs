@@ -76,6 +76,7 @@ pub fn after_fork_child() {
                 );
                 crate::os::discard(p.figs as *mut u8, STACK_CAP * core::mem::size_of::<Fig>());
                 p.slots = Part::EMPTY.slots;
+                p.room = SAMPLE_SLOTS_MIN / 2;
                 p.shift = Part::EMPTY.shift;
                 p.samples = p.samples.min(p.spare);
                 p.spare = p.samples.add(SAMPLE_SLOTS);

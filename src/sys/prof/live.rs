@@ -51,7 +51,7 @@ fn slot_of(a: usize, shift: u32) -> usize {
 #[inline(always)]
 pub(super) unsafe fn file(sh: &Shard, p: &mut Part, tot: &Totals, addr: usize, w: u64, s: usize) {
     let n = sh.nsamples.load(Ordering::Relaxed);
-    if s == 0 || p.samples.is_null() || 2 * (n + 1) > p.slots || n >= SAMPLE_CAP {
+    if s == 0 || n >= p.room {
         return file_slow(sh, p, tot, addr, w, s);
     }
     p.alloc_total += w;
@@ -184,6 +184,7 @@ unsafe fn grow(p: &mut Part) {
     p.samples = new;
     p.spare = old;
     p.slots = 2 * slots;
+    p.room = slots;
     p.shift = shift;
 }
 
@@ -338,33 +339,37 @@ unsafe fn remove(sh: &Shard, p: &mut Part, tot: &Totals, addr: usize) -> bool {
     }
     let mask = p.slots - 1;
     let mut i = slot_of(addr, p.shift);
+    // (The probe and the shift below read a slot's address alone, and
+    // copy a slot only when it moves: read whole, each slot went through
+    // the stack.)
     loop {
-        let e = *p.samples.add(i);
-        if e.addr == 0 {
-            return false;
-        }
-        if e.addr == addr {
+        let a = (*p.samples.add(i)).addr;
+        if a == addr {
             break;
+        }
+        if a == 0 {
+            return false;
         }
         i = (i + 1) & mask;
     }
-    let e = *p.samples.add(i);
-    (*touch(p, tot, e.stack)).live_bytes -= e.weight;
-    tot.live.fetch_sub(e.weight, Ordering::Relaxed);
+    let e = &*p.samples.add(i);
+    let (w, s) = (e.weight, e.stack);
+    (*touch(p, tot, s)).live_bytes -= w;
+    tot.live.fetch_sub(w, Ordering::Relaxed);
     sh.nsamples
         .store(sh.nsamples.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
     // Backward-shift deletion (linear probing keeps no tombstones).
     let mut hole = i;
     let mut j = (i + 1) & mask;
     loop {
-        let x = *p.samples.add(j);
-        if x.addr == 0 {
+        let a = (*p.samples.add(j)).addr;
+        if a == 0 {
             break;
         }
-        let home = slot_of(x.addr, p.shift);
-        // x may fill the hole unless its home lies in (hole, j].
+        let home = slot_of(a, p.shift);
+        // The slot may fill the hole unless its home lies in (hole, j].
         if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(hole) & mask) {
-            *p.samples.add(hole) = x;
+            *p.samples.add(hole) = *p.samples.add(j);
             hole = j;
         }
         j = (j + 1) & mask;
