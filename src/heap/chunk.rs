@@ -151,10 +151,13 @@ pub unsafe fn is_mmapped(c: *const Chunk) -> bool {
 /// its flags, no better known than `c ^ low` was.)
 #[inline(always)]
 pub fn tag(c: *const Chunk, low: usize) -> usize {
-    let x = (c as usize)
-        .wrapping_add(HDR + low)
-        .wrapping_mul(crate::guard::tag_mul());
-    x & !LOW_MASK
+    tag_by(c, low, crate::guard::tag_mul())
+}
+/// `tag` with the multiplier given (`mul`, loaded once by a caller that
+/// tags in a loop: `swap_sampled`).
+#[inline(always)]
+fn tag_by(c: *const Chunk, low: usize, mul: usize) -> usize {
+    (c as usize).wrapping_add(HDR + low).wrapping_mul(mul) & !LOW_MASK
 }
 const _: () = assert!(
     crate::guard::TAG_MUL_FIXED as u16 == u16::MAX && SAMPLED < LOW_MASK && SIZE_MASK < LOW_MASK
@@ -290,7 +293,7 @@ pub unsafe fn swap_sampled(c: *mut Chunk, on: bool) -> usize {
         } else {
             h & LOW_MASK & !SAMPLED
         };
-        let new = low | ((c as usize ^ low).wrapping_mul(mul) & !LOW_MASK);
+        let new = low | tag_by(c, low, mul);
         match a.compare_exchange_weak(h, new, Relaxed, Relaxed) {
             Ok(_) => return new,
             Err(now) => h = now,
@@ -396,5 +399,33 @@ mod tests {
         }
         assert!(forged < 8, "{forged} random words passed");
         assert!(rejected < 2, "{rejected} good words missed");
+    }
+    /// `swap_sampled` writes the head word `set_head` would, its tag
+    /// included, with `SAMPLED` set and cleared (its tag was once computed
+    /// by a formula of its own, and the profiler's every sampled free then
+    /// read as a corrupted header).
+    #[test]
+    fn swap_sampled_writes_the_tag() {
+        crate::guard::init_secrets();
+        for size in [32usize, 4096, 1 << 20] {
+            let mut c = Chunk {
+                prev_size: 0,
+                head: 0,
+                next_free: core::ptr::null_mut(),
+                prev_free: core::ptr::null_mut(),
+            };
+            let p = core::ptr::addr_of_mut!(c);
+            // SAFETY: `p` is a local chunk header, written and read here only.
+            unsafe {
+                set_head(p, size | MARK);
+                let on = swap_sampled(p, true);
+                assert_eq!(on, (*p).head);
+                assert_eq!(on & LOW_MASK, size | MARK | SAMPLED);
+                assert!(head_ok(p), "sampled word's tag");
+                let off = swap_sampled(p, false);
+                assert_eq!(off & LOW_MASK, size | MARK);
+                assert!(head_ok(p), "cleared word's tag");
+            }
+        }
     }
 }
