@@ -39,7 +39,9 @@
 //! with the class's ninth allocation.
 //!
 //! **Thread caches**: per class, the current zone, a list of zones with free
-//! blocks (`avail`) and a list of exhausted ones (`full`). At thread exit (a
+//! blocks (`avail`) and a list of zones that ran dry (`full`; a full zone
+//! that gets blocks back stays there until it empties, and is found there
+//! when the class needs a zone: `free_local_slow`). At thread exit (a
 //! pthread key destructor) empty zones go back to the heap and the rest are
 //! abandoned to a global per-class list, from which the next thread that needs
 //! that class adopts them. After its cache is gone, a thread's small requests
@@ -364,16 +366,6 @@ impl ZoneList {
             head: null_mut(),
             tail: null_mut(),
         }
-    }
-    unsafe fn push_front(&mut self, z: *mut Zone) {
-        (*z).prev = null_mut();
-        (*z).next = self.head;
-        if self.head.is_null() {
-            self.tail = z;
-        } else {
-            (*self.head).prev = z;
-        }
-        self.head = z;
     }
     unsafe fn push_back(&mut self, z: *mut Zone) {
         (*z).next = null_mut();

@@ -161,12 +161,13 @@ unsafe fn refill(mut tc: *mut Cache, mut cls: usize, n: usize) -> *mut u8 {
     }
 }
 
-/// The oldest full zone of `cls`, unlinked, if other threads freed blocks
-/// into it (collected into its free list); null otherwise.
+/// The oldest full zone of `cls`, unlinked, if it has free blocks: its
+/// owner's, given back since it ran dry (see `free_local_slow`), or other
+/// threads' (collected into its free list); null otherwise.
 #[inline]
 unsafe fn reclaim_full(c: &mut Cache, cls: usize) -> *mut Zone {
     let z = c.full[cls].head;
-    if z.is_null() || (*z).remote.load(Ordering::Relaxed) == 0 {
+    if z.is_null() || (is_end((*z).free) && (*z).remote.load(Ordering::Relaxed) == 0) {
         return null_mut();
     }
     c.full[cls].unlink(z);
@@ -175,8 +176,9 @@ unsafe fn reclaim_full(c: &mut Cache, cls: usize) -> *mut Zone {
 }
 
 /// A zone with free blocks for `cls`: from the avail list, a full zone that
-/// received remote frees (the oldest few are checked), an abandoned zone, or
-/// a new one. Null when memory is exhausted.
+/// got blocks back, its owner's or other threads' (the oldest few are
+/// checked), an abandoned zone, or a new one. Null when memory is
+/// exhausted.
 unsafe fn find_zone(c: &mut Cache, cls: usize) -> *mut Zone {
     let z = c.avail[cls].pop_front();
     if !z.is_null() {
@@ -193,7 +195,7 @@ unsafe fn find_zone(c: &mut Cache, cls: usize) -> *mut Zone {
             break;
         }
         c.full[cls].unlink(z);
-        if collect(z) != 0 {
+        if collect(z) != 0 || !is_end((*z).free) {
             return z;
         }
         c.full[cls].push_back(z);
@@ -426,23 +428,25 @@ pub(super) unsafe fn adopt_freed(tc: *mut Cache, cls: usize, b: *mut Block) {
     }
 }
 
-/// Owner free that emptied the zone or refilled a dry one. (The class is
-/// the caller's: the zone's own field lies in a line of its header that
-/// the free did not read.)
+/// Owner free that emptied zone `z` (not its class's current one). (The
+/// class is the caller's: the zone's own field lies in a line of its
+/// header that the free did not read.)
+///
+/// Only an empty zone leaves its list. A full zone that gets blocks back
+/// stays on the full list, where `find_zone` and `reclaim_full` find it
+/// by its free list when the class needs a zone: moved to the avail list
+/// at once, as before, it wrote the list links of its neighbours'
+/// headers, lines that no free had read, in the middle of a bin's spill
+/// (on the small latency workload 19k of 58k spills a run, the dearest
+/// ones; `c_tests/spills.sh`: 1.04 D1 write misses a free inside the
+/// spills, now about 0; docs/performance.md, "Small free tails").
 #[cold]
 #[inline(never)]
 pub(super) unsafe fn free_local_slow(tc: *mut Cache, cls: usize, z: *mut Zone) {
     let c = &mut *tc;
     match (*z).state {
-        AVAIL if (*z).used == 0 => c.avail[cls].unlink(z),
-        FULL => {
-            c.full[cls].unlink(z);
-            if (*z).used != 0 {
-                (*z).state = AVAIL;
-                c.avail[cls].push_front(z);
-                return;
-            }
-        }
+        AVAIL => c.avail[cls].unlink(z),
+        FULL => c.full[cls].unlink(z),
         _ => return, // the current zone stays, even empty: no thrashing
     }
     keep_or_retire(c, cls, z);
