@@ -20,8 +20,8 @@
 # block was allocated again after the burst before), and one that moved
 # from its owner's full list to the avail list wrote the list links of
 # its neighbours' headers, lines no free had read (1.04 write misses a
-# free); a full zone that gets blocks back now stays in the full list
-# until it empties (`free_local_slow`, sfree17h): about 0. Installs gcc and
+# free); a full zone that gets blocks back now stays in the full list and
+# joins the revived list (`free_local_slow`, sfree17h): about 0. Installs gcc and
 # valgrind if missing. Ends with the line "N passed, M failed"; exits 1 if
 # any failed.
 set -u

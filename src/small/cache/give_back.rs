@@ -82,9 +82,10 @@ pub(super) unsafe fn give_back_all(tc: *mut Cache, cls: usize, xs: &[*mut Block]
         }
         // The run: x and the blocks after it in the same zone, linked
         // onto the zone's free list.
-        (*x).next = enc((*z).free, x);
+        let old = (*z).free;
+        (*x).next = enc(old, x);
         let (head, n) = link_run(xs, &mut i, g, x);
-        end_run(tc, cls, z, head, n);
+        end_run(tc, cls, z, old, head, n);
     }
 }
 
@@ -113,24 +114,29 @@ unsafe fn link_run(xs: &[*mut Block], i: &mut usize, g: usize, x: *mut Block) ->
     (head, (j - first) as u32 + 1)
 }
 
-/// Ends a run of `give_back_all`: `n` blocks linked from `head` onto the
-/// free list of zone `z` (of class `cls`) as it was when the run began.
+/// Ends a run of `give_back_all`: `n` blocks linked from `head` onto `old`,
+/// the free list of zone `z` (of class `cls`) when the run began.
 ///
 /// # Safety
 /// `z` is a live zone of `cls` of `tc`, this thread's cache, and the run's
 /// blocks are free blocks of it, counted as used.
 #[inline(always)]
-unsafe fn end_run(tc: *mut Cache, cls: usize, z: *mut Zone, head: *mut Block, n: u32) {
+unsafe fn end_run(
+    tc: *mut Cache,
+    cls: usize,
+    z: *mut Zone,
+    old: *mut Block,
+    head: *mut Block,
+    n: u32,
+) {
     (*z).free = head;
     let used = (*z).used - n;
     (*z).used = used;
-    // Only an empty zone that is not current changes lists (to the spare
-    // or the heap); the current zone never stops being current here, and a
-    // full zone that gets blocks back stays on the full list (see
-    // `free_local_slow`). (An empty zone may go back to the heap: no later
-    // block of the caller's is in it, as each counts as used until its run
-    // comes.)
-    if used == 0 && (*z).state != CURRENT {
+    // Only a zone that is not current changes lists (dry -> avail,
+    // empty -> heap); the current zone never stops being current here.
+    // (An empty zone may go back to the heap: no later block of the caller's
+    // is in it, as each counts as used until its run comes.)
+    if (*z).state != CURRENT && (is_end(old) || used == 0) {
         free_local_slow(tc, cls, z);
     }
 }
@@ -377,6 +383,7 @@ pub fn flush_all_pending() {
                     retire(cur);
                 }
             }
+            settle_revived(c, cls);
             let (avail, full) = (&mut c.avail[cls], &mut c.full[cls]);
             retire_empty(avail, None);
             retire_empty(full, Some(avail));
