@@ -215,6 +215,9 @@ const ABANDONED: u32 = 3;
 const SPARE: u32 = 4;
 /// An abandoned zone whose last block came back: being retired.
 const RETIRING: u32 = 5;
+/// A full zone that got blocks back: on the full list still, and on the
+/// revived list of its class too (see `Cache::revived`).
+const REVIVED: u32 = 6;
 
 /// Bytes from the zone's 64 KiB-aligned start to its first block when its
 /// colour is 0: the heap chunk's header, and the room where the `Zone`
@@ -289,14 +292,19 @@ pub struct Zone {
     pub free: *mut Block,
     /// Blocks handed out and not collected back.
     pub used: u32,
-    /// Which list of the owner holds the zone (CURRENT, AVAIL, FULL, ABANDONED).
+    /// Which list of the owner holds the zone (CURRENT, AVAIL, FULL,
+    /// REVIVED, ABANDONED).
     state: u32,
     /// Blocks carved into `free` so far.
     pub carved: u32,
     _pad1: u32,
     next: *mut Zone,
     prev: *mut Zone,
-    _pad2: [usize; 3],
+    /// Links in the owner's revived list of the class (`Cache::revived`),
+    /// while the zone is `REVIVED`.
+    rnext: *mut Zone,
+    rprev: *mut Zone,
+    _pad2: usize,
     // line 2: other threads' frees
     /// The blocks other threads freed into the zone (see `remote_word`):
     /// an encoded list like `free`, ending with the granule, so that
@@ -338,7 +346,9 @@ impl Zone {
             _pad1: 0,
             next: null_mut(),
             prev: null_mut(),
-            _pad2: [0; 3],
+            rnext: null_mut(),
+            rprev: null_mut(),
+            _pad2: 0,
             remote: AtomicUsize::new(0),
             alock: Lock::new(),
             _pad3: [0; 13],
@@ -366,16 +376,6 @@ impl ZoneList {
             head: null_mut(),
             tail: null_mut(),
         }
-    }
-    unsafe fn push_front(&mut self, z: *mut Zone) {
-        (*z).prev = null_mut();
-        (*z).next = self.head;
-        if self.head.is_null() {
-            self.tail = z;
-        } else {
-            (*self.head).prev = z;
-        }
-        self.head = z;
     }
     unsafe fn push_back(&mut self, z: *mut Zone) {
         (*z).next = null_mut();
@@ -474,6 +474,13 @@ pub struct CacheOf<const N: usize> {
     free_top: [u64; NCLASS],
     avail: [ZoneList; NCLASS],
     full: [ZoneList; NCLASS],
+    /// Per class, the first of the full zones that got blocks back
+    /// (`REVIVED`), most recent first, linked through `Zone::rnext` and
+    /// `rprev`: they stay on the full list too, so that a spill that
+    /// gives a block to a dry zone writes only that zone's own line and
+    /// the most recently revived one's, not the links of its neighbours
+    /// on the full list (see `free_local_slow`).
+    revived: [*mut Zone; NCLASS],
     /// One empty zone kept per class (see `keep_or_retire`).
     spare: [*mut Zone; NCLASS],
     /// Frees of other threads' blocks, batched per class while they hit the
@@ -660,6 +667,7 @@ const fn static_cache(state: u32) -> CacheOf<0> {
         bin: [],
         avail: [ZoneList::new(); NCLASS],
         full: [ZoneList::new(); NCLASS],
+        revived: [null_mut(); NCLASS],
         spare: [null_mut(); NCLASS],
         pending: [Pending {
             zone: null_mut(),

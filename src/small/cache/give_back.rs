@@ -383,6 +383,7 @@ pub fn flush_all_pending() {
                     retire(cur);
                 }
             }
+            settle_revived(c, cls);
             let (avail, full) = (&mut c.avail[cls], &mut c.full[cls]);
             retire_empty(avail, None);
             retire_empty(full, Some(avail));

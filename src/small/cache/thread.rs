@@ -81,6 +81,7 @@ pub(super) unsafe fn init_fields(c: *mut Cache, sparse: bool) {
         bin: _,
         avail,
         full,
+        revived,
         spare,
         pending,
         spilled,
@@ -109,6 +110,7 @@ pub(super) unsafe fn init_fields(c: *mut Cache, sparse: bool) {
     addr_of_mut!((*c).unsettled).write(settled(c));
     addr_of_mut!((*c).avail).write(avail);
     addr_of_mut!((*c).full).write(full);
+    addr_of_mut!((*c).revived).write(revived);
     addr_of_mut!((*c).spare).write(spare);
     addr_of_mut!((*c).pending).write(pending);
     addr_of_mut!((*c).spilled).write(spilled);
