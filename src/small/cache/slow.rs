@@ -121,9 +121,12 @@ unsafe fn refill(mut tc: *mut Cache, mut cls: usize, n: usize) -> *mut u8 {
         if z != empty {
             if collect(z) == 0 && is_end((*z).free) {
                 // Blocks other threads gave back to a full zone, then the
-                // free blocks of the class's other zones (`avail_ready`),
-                // go before new ones are carved.
+                // free blocks of the class's other zones (a revived zone,
+                // `avail_ready`), go before new ones are carved.
                 let mut f = reclaim_full(c, cls);
+                if f.is_null() {
+                    f = take_revived(c, cls);
+                }
                 if f.is_null() && avail_ready(c, cls) {
                     f = c.avail[cls].pop_front();
                 }
@@ -235,6 +238,21 @@ unsafe fn take_full(c: &mut Cache, cls: usize, z: *mut Zone) {
     }
 }
 
+/// The most recently revived zone of `cls` (it has free blocks: only the
+/// current zone hands blocks out), off the full and revived lists; null
+/// when there is none.
+///
+/// # Safety
+/// `c` is this thread's live cache, `cls < NCLASS`.
+#[inline]
+unsafe fn take_revived(c: &mut Cache, cls: usize) -> *mut Zone {
+    let z = c.revived[cls];
+    if !z.is_null() {
+        take_full(c, cls, z);
+    }
+    z
+}
+
 /// Every revived zone of `cls` moved to the avail list (for the walks of
 /// the lists, which then need not know of them).
 ///
@@ -256,9 +274,8 @@ pub(super) unsafe fn settle_revived(c: &mut Cache, cls: usize) {
 /// received remote frees (the oldest few are checked), an abandoned zone, or
 /// a new one. Null when memory is exhausted.
 unsafe fn find_zone(c: &mut Cache, cls: usize) -> *mut Zone {
-    let z = c.revived[cls];
+    let z = take_revived(c, cls);
     if !z.is_null() {
-        take_full(c, cls, z);
         return z;
     }
     let z = c.avail[cls].pop_front();
