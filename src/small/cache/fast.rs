@@ -653,6 +653,28 @@ pub unsafe fn check_block(p: *mut u8, what: &'static str) {
     }
 }
 
+/// [`check_block`] without the reports, for a fast path that must save no
+/// register: false when a report is due (the tail-called caller's cold
+/// path then runs `check_block`, which makes it). The unsettled block is
+/// settled here unless it is the one to report.
+///
+/// # Safety
+/// `p` lies in a live zone whose zone-map entry is `e`.
+#[inline(always)]
+pub unsafe fn block_passes(e: &zonemap::ZoneInfo, p: *mut u8) -> bool {
+    let key = crate::guard::list_key();
+    let tc = tls::get();
+    let q = (*tc).unsettled;
+    if q != settled(tc) && (*tc).state == LIVE {
+        if (*q).mark == key {
+            return false;
+        }
+        (*tc).unsettled = settled(tc);
+        (*q).mark = key;
+    }
+    block_ok(e, p, key)
+}
+
 /// `bad_block` for `free_own` (a tail call: the fast path saves nothing).
 #[cold]
 #[inline(never)]
