@@ -60,14 +60,20 @@ const MOVE_MAX: u64 = 204;
 /// (its checks' reports inline: `export::realloc_reported`).
 const STAY_MAX: u64 = 133;
 
+/// The count a child test is run with (`var`, set by its parent), or
+/// `None` when the test runs on its own (`cargo test`): then it does
+/// nothing.
+fn child_count(var: &str) -> Option<usize> {
+    Some(std::env::var_os(var)?.to_str()?.parse().unwrap())
+}
+
 /// The child of `small_stay_instructions`: `MEMALLOC_TEST_STAYS` blocks of 2
 /// bytes reallocated to 8 (in place) and freed.
 #[test]
 fn small_stays_child() {
-    let Some(n) = std::env::var_os("MEMALLOC_TEST_STAYS") else {
+    let Some(n) = child_count("MEMALLOC_TEST_STAYS") else {
         return;
     };
-    let n: usize = n.to_str().unwrap().parse().unwrap();
     let (l2, l8) = (
         Layout::from_size_align(2, 1).unwrap(),
         Layout::from_size_align(8, 1).unwrap(),
@@ -88,10 +94,9 @@ fn small_stays_child() {
 /// The child of `small_pair_instructions`: `MEMALLOC_TEST_PAIRS` pairs.
 #[test]
 fn small_pairs_child() {
-    let Some(n) = std::env::var_os("MEMALLOC_TEST_PAIRS") else {
+    let Some(n) = child_count("MEMALLOC_TEST_PAIRS") else {
         return;
     };
-    let n: usize = n.to_str().unwrap().parse().unwrap();
     let l = Layout::from_size_align(24, 8).unwrap();
     for _ in 0..n {
         // SAFETY: a layout of non-zero size; the block is freed once, with
@@ -108,10 +113,9 @@ fn small_pairs_child() {
 /// `alloc_zeroed` + `dealloc` pairs of 24 bytes.
 #[test]
 fn small_zeroed_pairs_child() {
-    let Some(n) = std::env::var_os("MEMALLOC_TEST_ZEROED_PAIRS") else {
+    let Some(n) = child_count("MEMALLOC_TEST_ZEROED_PAIRS") else {
         return;
     };
-    let n: usize = n.to_str().unwrap().parse().unwrap();
     let l = Layout::from_size_align(24, 8).unwrap();
     for _ in 0..n {
         // SAFETY: as in `small_pairs_child`.
@@ -128,10 +132,9 @@ fn small_zeroed_pairs_child() {
 /// 14 bytes written, moved to 28 bytes by `realloc`, checked and freed.
 #[test]
 fn small_moves_child() {
-    let Some(n) = std::env::var_os("MEMALLOC_TEST_MOVES") else {
+    let Some(n) = child_count("MEMALLOC_TEST_MOVES") else {
         return;
     };
-    let n: usize = n.to_str().unwrap().parse().unwrap();
     let (l14, l28) = (
         Layout::from_size_align(14, 1).unwrap(),
         Layout::from_size_align(28, 1).unwrap(),
