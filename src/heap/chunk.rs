@@ -154,7 +154,7 @@ pub fn tag(c: *const Chunk, low: usize) -> usize {
     tag_by(c, low, crate::guard::tag_mul())
 }
 /// `tag` with the multiplier given (`mul`, loaded once by a caller that
-/// tags in a loop: `swap_sampled`).
+/// tags in a loop: `swap_head`).
 #[inline(always)]
 fn tag_by(c: *const Chunk, low: usize, mul: usize) -> usize {
     (c as usize).wrapping_add(HDR + low).wrapping_mul(mul) & !LOW_MASK
@@ -259,40 +259,36 @@ pub unsafe fn clear_flags(c: *mut Chunk, f: usize) {
 /// same time writes it through this function.
 #[inline(never)]
 pub unsafe fn update_head(c: *mut Chunk, f: impl Fn(usize) -> usize) {
-    use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-    // SAFETY: the head word is aligned and ours to write (the contract);
-    // every concurrent write of it is atomic too.
-    let a = unsafe { AtomicUsize::from_ptr(core::ptr::addr_of_mut!((*c).head)) };
-    let mut h = a.load(Relaxed);
-    loop {
-        let low = f(h & LOW_MASK);
-        match a.compare_exchange_weak(h, low | tag(c, low), Relaxed, Relaxed) {
-            Ok(_) => return,
-            Err(now) => h = now,
-        }
-    }
+    // SAFETY: our caller's contract is `swap_head`'s.
+    unsafe { swap_head(c, f) };
 }
-/// Sets (`on`) or clears `SAMPLED` in the head word of `c` by a
-/// compare-and-swap, as `update_head` does, inlined into its caller (the
-/// profiler's mark and a sampled block's free: no call, no closure, the
-/// tag's multiplier loaded once); returns the head word written, tag
+/// Sets (`on`) or clears `SAMPLED` in the head word of `c` as
+/// `update_head` does, inlined into its caller (the profiler's mark and a
+/// sampled block's free: no call); returns the head word written, tag
 /// included.
 ///
 /// # Safety
 /// As `update_head`.
 #[inline(always)]
 pub unsafe fn swap_sampled(c: *mut Chunk, on: bool) -> usize {
-    use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
     // SAFETY: as `update_head`'s.
+    unsafe { swap_head(c, |low| if on { low | SAMPLED } else { low & !SAMPLED }) }
+}
+/// The compare-and-swap of `update_head` and `swap_sampled`, the tag's
+/// multiplier loaded once; returns the head word written.
+///
+/// # Safety
+/// As `update_head`.
+#[inline(always)]
+unsafe fn swap_head(c: *mut Chunk, f: impl Fn(usize) -> usize) -> usize {
+    use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    // SAFETY: the head word is aligned and ours to write (the contract);
+    // every concurrent write of it is atomic too.
     let a = unsafe { AtomicUsize::from_ptr(core::ptr::addr_of_mut!((*c).head)) };
     let mul = crate::guard::tag_mul();
     let mut h = a.load(Relaxed);
     loop {
-        let low = if on {
-            (h & LOW_MASK) | SAMPLED
-        } else {
-            h & LOW_MASK & !SAMPLED
-        };
+        let low = f(h & LOW_MASK);
         let new = low | tag_by(c, low, mul);
         match a.compare_exchange_weak(h, new, Relaxed, Relaxed) {
             Ok(_) => return new,
