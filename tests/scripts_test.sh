@@ -25,7 +25,7 @@
 #     module its table does not list, or a module in another layer's folder;
 #     not on a comment;
 #   * scripts/noise_band.py on synthetic bench.csv files: noise, behind, ahead,
-#     and a missing subject or file refused.
+#     and a missing subject or file refused; across runs (--across, --history).
 #
 # Builds the library through run.sh if needed. Keeps the temp dir with
 # MEMALLOC_KEEP_TMP=1. Ends with `N passed, M failed`; exit 1 on a failure.
@@ -383,6 +383,40 @@ python3 "$NB" --subject jemalloc alike.csv >/dev/null 2>&1
 check "noise_band: a subject with no runs is refused (exit 1)" test $? -eq 1
 python3 "$NB" "$TMP/none.csv" >/dev/null 2>&1
 check "noise_band: a missing file is refused (exit 1)" test $? -eq 1
+# --across: six full runs of one repetition each. Workload w: memalloc 1.1
+# times tcmalloc in every run (behind: 6 of 6, p 1/64); v: slower in 4 of
+# 6 (noise: p 22/64); u: memalloc the fastest (no verdict).
+nb_run() { # FILE V_MEMALLOC
+    {
+        echo "workload,allocator,median_s,median_rss_kb,times_s,rss_kb,median_cpu_s,cpu_s,status,failed_runs,figure,unit"
+        for w in w v u; do
+            m=0.33
+            [[ $w == v ]] && m=$2
+            [[ $w == u ]] && m=0.20
+            echo "$w,glibc,0.40,1,0.40,1,0.40,0.40,ok,0,1,x"
+            echo "$w,tcmalloc,0.30,1,0.30,1,0.30,0.30,ok,0,1,x"
+            echo "$w,memalloc,$m,1,$m,1,$m,$m,ok,0,1,x"
+        done
+    } >"$1"
+}
+for i in 1 2 3 4 5 6; do nb_run "run$i.csv" "$([[ $i -le 4 ]] && echo 0.33 || echo 0.27)"; done
+python3 "$NB" --across run1.csv run2.csv run3.csv run4.csv run5.csv run6.csv >across.out 2>&1
+check "noise_band --across: slower in every run: behind" \
+    grep -q '^| w | 6 | 1.33 (0) | 0.91 (6) | 1.10 (0) | tcmalloc | 6 of 6 | 0.016 | behind |$' across.out
+check "noise_band --across: slower in 4 runs of 6: noise" \
+    grep -q '^| v | 6 | .* | tcmalloc | 4 of 6 | 0.344 | noise |$' across.out
+check "noise_band --across: the fastest: no verdict" \
+    grep -q '^| u | 6 | .* | 0.67 (6) | tcmalloc | 0 of 6 | 1.000 |  |$' across.out
+# --history: three of the runs (each differs from the one before) as commits of
+# one file in a scratch repository
+mkdir -p nbgit && (
+    cd nbgit && git init -q . && for i in 1 5 2; do
+        cp "../run$i.csv" bench.csv && git add bench.csv &&
+            git -c user.name=t -c user.email=t@t commit -q -m "run $i"
+    done
+) && (cd nbgit && python3 "$NB" --history 3 bench.csv) >history.out 2>&1
+check "noise_band --history: the last 3 committed versions" \
+    grep -q '^| w | 3 | .* | tcmalloc | 3 of 3 | 0.125 | noise |$' history.out
 
 echo "$PASSED passed, $FAILED failed"
 [[ $FAILED -eq 0 ]]
