@@ -24,6 +24,14 @@
 #            246.9 while each big free computed that room anew (two
 #            divisions); 232.0 with it cached per thread count
 #            (`MCache::room`, grid17h).
+#   big1m    the same pairs with the thread's big classes held to 1 MiB
+#            (MEMALLOC_MEDIUM_CACHE=4194560, not the default: no extra room),
+#            the room each thread has from 16 threads on: a quarter of the
+#            pairs refill from the shared lists, most finding their class's
+#            empty: at most MAX_BIG1M (460). 482 while a refill looked at the
+#            count of every shard of its class and the next four (40 lines);
+#            443 with each class's mask of shards that hold chunks
+#            (`mcache::AVAIL`, short17i).
 # Installs gcc and valgrind if missing. Ends with the line "N passed, M
 # failed"; exits 1 if any failed.
 set -u
@@ -31,6 +39,7 @@ set -u
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 MAX_REALLOC=215
 MAX_BIG=240
+MAX_BIG1M=460
 . "$here/callgrind_setup.sh" regrow -I "$here/../include"
 
 native strings "reallocs in place, contents kept" strings 200
@@ -64,6 +73,13 @@ if v=$(per_op big 20000 40000 1); then
     bound big "$v" $MAX_BIG "a malloc+free pair of 64 KiB-1 MiB:"
 else
     echo "FAIL regrow (callgrind, big): a run failed; logs in $out"
+    failed=$((failed + 1))
+fi
+
+if v=$(MEMALLOC_MEDIUM_CACHE=4194560 per_op big 20000 40000 1); then
+    bound big1m "$v" $MAX_BIG1M "a malloc+free pair of 64 KiB-1 MiB, big classes held to 1 MiB:"
+else
+    echo "FAIL regrow (callgrind, big1m): a run failed; logs in $out"
     failed=$((failed + 1))
 fi
 

@@ -26,7 +26,8 @@
 //! thread's refill (tcmalloc's transfer cache), each under its own lock. A
 //! thread starts at its home shard and passes over one whose lock is held
 //! (`lock_shard`, `from_central`), so that a holder preempted for a time
-//! slice (more threads than cores) keeps nobody waiting.
+//! slice (more threads than cores) keeps nobody waiting. A refill looks
+//! only at the shards that its class's mask (`AVAIL`) says hold chunks.
 //!
 //! **Big classes** (above 256 KiB, `BIG_FIRST..NMC`): a thread's lists of
 //! them hold at most `big_cap` bytes together (a quarter of its cap, and
@@ -608,6 +609,26 @@ static CENTRAL: [[Central; SHARDS]; NMC] = [const {
         }
     }; SHARDS]
 }; NMC];
+/// Per class, which of its shards hold chunks: bit `s` of `AVAIL[k]` set
+/// while shard `s` of class `k`'s shared list is not empty (set and
+/// cleared under that shard's lock, by the push that fills it and the
+/// take or drain that empties it; read without a lock as a hint). One
+/// cache line a class, as each shard has.
+///
+/// Why: a refill that finds its class's shared lists empty looked at
+/// the count of each of its shards, and then of the next four classes'
+/// (`bigger_resident`): 40 lines that other threads write, 8 compares
+/// and branches a class. A thread whose big classes hold 1 MiB (the room
+/// of each thread from 16 threads on; a lone thread's with
+/// `MEMALLOC_MEDIUM_CACHE` other than the default) refills on a quarter
+/// of its pairs of 64 KiB-1 MiB at random; the counts' loop was 85
+/// instructions a pair of its 423 (docs/performance.md, "The grid's short
+/// cells (short17i)"; `c_tests/regrow.sh`, `big1m`).
+#[repr(C, align(64))]
+struct Avail(AtomicU32);
+
+static AVAIL: [Avail; NMC] = [const { Avail(AtomicU32::new(0)) }; NMC];
+
 /// The next cache's `home` shard (a count of caches set up).
 static NEXT_HOME: AtomicUsize = AtomicUsize::new(0);
 /// Shards skipped because their lock was held (statistics).
@@ -625,17 +646,18 @@ fn all_shards() -> impl Iterator<Item = &'static Central> {
 
 /// Locks a shard of class `j`'s shared list for a push: the first free
 /// one from `home` on, else (every one held) waits for `home`'s.
-fn lock_shard(j: usize, home: usize) -> (&'static Central, crate::lock::Guard<'static>) {
+/// Returns the shard, its index and the guard.
+fn lock_shard(j: usize, home: usize) -> (&'static Central, usize, crate::lock::Guard<'static>) {
     let sh = &CENTRAL[j];
     for i in 0..SHARDS {
-        let c = &sh[(home + i) % SHARDS];
-        if let Some(g) = c.lock.try_guard() {
-            return (c, g);
+        let s = (home + i) % SHARDS;
+        if let Some(g) = sh[s].lock.try_guard() {
+            return (&sh[s], s, g);
         }
         SHARD_SKIPS.fetch_add(1, Ordering::Relaxed);
     }
-    let c = &sh[home % SHARDS];
-    (c, c.lock.guard_counted(&CENTRAL_CONTENDED))
+    let s = home % SHARDS;
+    (&sh[s], s, sh[s].lock.guard_counted(&CENTRAL_CONTENDED))
 }
 
 /// Bytes in all classes' shared lists.
