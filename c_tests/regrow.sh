@@ -26,7 +26,7 @@
 #            (`MCache::room`, grid17h).
 #   big1m    the same pairs with the thread's big classes held to 1 MiB
 #            (MEMALLOC_MEDIUM_CACHE=4194560, not the default: no extra room),
-#            the room each thread has from 16 threads on: a quarter of the
+#            the room each thread has from 24 threads on: a quarter of the
 #            pairs refill from the shared lists, most finding their class's
 #            empty: at most MAX_BIG1M (460). 482 while a refill looked at the
 #            count of every shard of its class and the next four (40 lines);

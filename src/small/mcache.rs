@@ -31,7 +31,7 @@
 //!
 //! **Big classes** (above 256 KiB, `BIG_FIRST..NMC`): a thread's lists of
 //! them hold at most `big_cap` bytes together (a quarter of its cap, and
-//! room for one 1 MiB chunk; with the default cap and fewer than 16
+//! room for one 1 MiB chunk; with the default cap and fewer than 24
 //! threads, up to 6 MiB, the cap raised as much: `big_extra`); a big chunk
 //! freed past that goes to its
 //! class's shared list (`free_big`, under the cache's lock: `free_fast`
@@ -619,7 +619,7 @@ static CENTRAL: [[Central; SHARDS]; NMC] = [const {
 /// the count of each of its shards, and then of the next four classes'
 /// (`bigger_resident`): 40 lines that other threads write, 8 compares
 /// and branches a class. A thread whose big classes hold 1 MiB (the room
-/// of each thread from 16 threads on; a lone thread's with
+/// of each thread from 24 threads on; a lone thread's with
 /// `MEMALLOC_MEDIUM_CACHE` other than the default) refills on a quarter
 /// of its pairs of 64 KiB-1 MiB at random; the counts' loop was 85
 /// instructions a pair of its 423 (docs/performance.md, "The grid's short
@@ -724,8 +724,18 @@ fn base_cap(n: usize) -> usize {
 /// its big classes held to 1 MiB, sent 38% of its requests through the
 /// shared lists, 152k of 400k in `bench/grid 1 4e5 64k 1M short`, some
 /// 500 instructions and six atomic read-modify-writes each: 1.38 times
-/// glibc's time.) From 16 threads on, the quarter alone, as before.
-const BIG_BUDGET: usize = 16 << 20;
+/// glibc's time.) From 24 threads on, the quarter alone, as before.
+///
+/// 24 MiB, 16 until short17i: 4 threads got 4 MiB each, under one chunk
+/// of each big class, and `grid 4 4e5 64k 1M short` made 10.3k refills
+/// and 7.1k flushes (0.7k and 0.3k now; 8 threads 43k and 39k -> 14k and
+/// 10k; 16 threads, 1.5 MiB each, 74k and 72k -> 31k and 28k), each a
+/// trip through a shared list whose cost is mostly not instructions
+/// (docs/performance.md, "The grid's short cells (short17i)"). At most
+/// 8 MiB more over all threads; the cells' peak RSS: *short* 4 threads
+/// 10.0 -> 7.7 MB (fewer chunks carved), *long* 64 KiB-1 MiB 4 threads
+/// 92.5 -> 99.6 MB (glibc 52).
+const BIG_BUDGET: usize = 24 << 20;
 const BIG_SHARE_MAX: usize = 6 << 20;
 
 /// The room a thread's big classes get above their quarter of cap `base`
