@@ -444,16 +444,26 @@ static void big_own_pairs(void)
     holders_end(t);
 }
 
+/* Runs the child MODE with MEMALLOC_STATS=1; its summary's refills and
+ * flushes. */
+static void child_trips(const char *self, const char *mode, unsigned long *refills,
+                        unsigned long *flushes)
+{
+    static char buf[1 << 16];
+    run_child(self, mode, NULL, buf, sizeof buf);
+    const char *m = strstr(buf, "(cap ");
+    unsigned long cap = 0, heap_refills = 0;
+    *refills = *flushes = 0;
+    CHECKF(m && sscanf(m, "(cap %lu); %lu refills (%lu from the heap), %lu flushes", &cap, refills,
+                       &heap_refills, flushes) == 4,
+           "no medium cache line in: %s", buf);
+}
+
 /* 10: a big request served by the thread's own bigger chunk. */
 static void big_own(const char *self)
 {
-    static char buf[1 << 16];
-    run_child(self, "bigown", NULL, buf, sizeof buf);
-    const char *m = strstr(buf, "(cap ");
-    unsigned long cap = 0, refills = 0, heap_refills = 0, flushes = 0;
-    CHECKF(m && sscanf(m, "(cap %lu); %lu refills (%lu from the heap), %lu flushes", &cap, &refills,
-                       &heap_refills, &flushes) == 4,
-           "no medium cache line in: %s", buf);
+    unsigned long refills, flushes;
+    child_trips(self, "bigown", &refills, &flushes);
     /* (each holder's own block: one refill, and one flush at its exit) */
     CHECKF(refills <= BIG_THREADS + 4 && flushes <= BIG_THREADS + 4,
            "2000 pairs of 600000 B with a 1 MiB chunk cached: %lu refills, %lu flushes (at most %d each)",
@@ -491,13 +501,8 @@ static void big_four_pairs(void)
  * refills and 3 flushes; with 16 MiB, 4 MiB each: 260 and 253). */
 static void big_four(const char *self)
 {
-    static char buf[1 << 16];
-    run_child(self, "bigfour", NULL, buf, sizeof buf);
-    const char *m = strstr(buf, "(cap ");
-    unsigned long cap = 0, refills = 0, heap_refills = 0, flushes = 0;
-    CHECKF(m && sscanf(m, "(cap %lu); %lu refills (%lu from the heap), %lu flushes", &cap, &refills,
-                       &heap_refills, &flushes) == 4,
-           "no medium cache line in: %s", buf);
+    unsigned long refills, flushes;
+    child_trips(self, "bigfour", &refills, &flushes);
     CHECKF(refills <= 40 && flushes <= 40,
            "2000 pairs of the 8 big classes in turn, 4 threads with a cache: %lu refills, %lu flushes (at most 40 each)",
            refills, flushes);
