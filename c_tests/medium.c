@@ -17,8 +17,8 @@
  *      and of 2 x 2000 malloc+free pairs the caches serve all but the
  *      first few (the summary's "medium (cached)").
  *   6. The big classes' share of a thread's cache: a thread frees twelve
- *      blocks of 600000 B (7.9 MiB of chunks). With 16 other threads holding
- *      a cache, it keeps one, the others go to the shared lists: "one
+ *      blocks of 600000 B (7.9 MiB of chunks). With 24 other threads holding
+ *      a cache (16 until short17i raised mcache.rs's BIG_BUDGET), it keeps one, the others go to the shared lists: "one
  *      thread's most" is at most 1 MiB (the biggest class's chunk). Alone,
  *      it keeps more than one and at most 6 MiB (mcache.rs's
  *      BIG_SHARE_MAX: a lone thread's big classes get more room).
@@ -45,16 +45,22 @@
  *      size, 16 KiB, each was 3.5 KiB short: 350 KiB).
  *  10. A big class the thread does not hold is served by a chunk of a
  *      bigger class it does (less than twice the request: mcache/slow.rs's
- *      bigger_own): with 16 other threads holding a cache (so the thread's
+ *      bigger_own): with 24 other threads holding a cache (so the thread's
  *      big classes hold 1 MiB together), the thread frees a block of
  *      1000000 B (its cache keeps the chunk; a freed mapping of 2 MiB
  *      raised the mmap threshold first), then makes 2000 malloc+free
  *      pairs of 600000 B: the child runs with MEMALLOC_STATS=1, and its
- *      summary counts at most 20 refills and 20 flushes. (Before, each
+ *      summary counts at most 28 refills and 28 flushes (the holders' own
+ *      take 24 and 24; 20 each while they were 16). (Before, each
  *      pair's malloc refilled from the class's shared list and its free
  *      flushed the chunk back there, the 1 MiB share being full: 2000 of
  *      each; the grid's short 64 KiB-1 MiB at 16 threads made 120k of each
  *      in 400k pairs.)
+ *  11. With 4 threads holding a cache, a thread's big classes keep one chunk
+ *      of each of the 8 (4.9 MiB; mcache.rs's BIG_BUDGET, 24 MiB, gives each
+ *      of 4 threads 6 MiB): 2000 malloc+free pairs of the 8 classes in turn
+ *      make at most 40 refills and 40 flushes (11 and 3; 260 and 253 with
+ *      the 16 MiB budget before short17i, 4 MiB each).
  * (A double free of a cached medium block is c_tests/misuse.c's
  * double-free-medium and double-free-medium-cached-other-thread.)
  */
@@ -225,8 +231,8 @@ static void classes_cached(const char *self)
 /* The child of big_share: BIG_N blocks of 600000 B freed (into the caches:
  * the dynamic threshold rose to that size at the first free), then a
  * request of another class, whose refill records what the cache holds. With
- * "big16", 16 other threads hold a medium cache meanwhile. */
-enum { BIG_N = 12, BIG_THREADS = 16 };
+ * "big16", BIG_THREADS other threads hold a medium cache meanwhile. */
+enum { BIG_N = 12, BIG_THREADS = 24 };
 static pthread_barrier_t big_ready, big_done;
 
 static void *hold_cache(void *arg)
@@ -238,22 +244,33 @@ static void *hold_cache(void *arg)
     return NULL;
 }
 
-/* Starts BIG_THREADS threads that hold a medium cache until holders_end. */
-static void holders_start(pthread_t *t)
+/* Starts n threads that hold a medium cache until holders_end_n. */
+static void holders_start_n(pthread_t *t, int n)
 {
-    pthread_barrier_init(&big_ready, NULL, BIG_THREADS + 1);
-    pthread_barrier_init(&big_done, NULL, BIG_THREADS + 1);
-    for (int i = 0; i < BIG_THREADS; i++)
+    pthread_barrier_init(&big_ready, NULL, (unsigned)n + 1);
+    pthread_barrier_init(&big_done, NULL, (unsigned)n + 1);
+    for (int i = 0; i < n; i++)
         if (pthread_create(&t[i], NULL, hold_cache, NULL) != 0)
             abort();
     pthread_barrier_wait(&big_ready);
 }
 
-static void holders_end(pthread_t *t)
+static void holders_end_n(pthread_t *t, int n)
 {
     pthread_barrier_wait(&big_done);
-    for (int i = 0; i < BIG_THREADS; i++)
+    for (int i = 0; i < n; i++)
         pthread_join(t[i], NULL);
+}
+
+/* BIG_THREADS of them. */
+static void holders_start(pthread_t *t)
+{
+    holders_start_n(t, BIG_THREADS);
+}
+
+static void holders_end(pthread_t *t)
+{
+    holders_end_n(t, BIG_THREADS);
 }
 
 static void big(int with_threads)
@@ -427,18 +444,67 @@ static void big_own_pairs(void)
     holders_end(t);
 }
 
+/* Runs the child MODE with MEMALLOC_STATS=1; its summary's refills and
+ * flushes. */
+static void child_trips(const char *self, const char *mode, unsigned long *refills,
+                        unsigned long *flushes)
+{
+    static char buf[1 << 16];
+    run_child(self, mode, NULL, buf, sizeof buf);
+    const char *m = strstr(buf, "(cap ");
+    unsigned long cap = 0, heap_refills = 0;
+    *refills = *flushes = 0;
+    CHECKF(m && sscanf(m, "(cap %lu); %lu refills (%lu from the heap), %lu flushes", &cap, refills,
+                       &heap_refills, flushes) == 4,
+           "no medium cache line in: %s", buf);
+}
+
 /* 10: a big request served by the thread's own bigger chunk. */
 static void big_own(const char *self)
 {
-    static char buf[1 << 16];
-    run_child(self, "bigown", NULL, buf, sizeof buf);
-    const char *m = strstr(buf, "(cap ");
-    unsigned long cap = 0, refills = 0, heap_refills = 0, flushes = 0;
-    CHECKF(m && sscanf(m, "(cap %lu); %lu refills (%lu from the heap), %lu flushes", &cap, &refills,
-                       &heap_refills, &flushes) == 4,
-           "no medium cache line in: %s", buf);
-    CHECKF(refills <= 20 && flushes <= 20,
-           "2000 pairs of 600000 B with a 1 MiB chunk cached: %lu refills, %lu flushes (at most 20 each)",
+    unsigned long refills, flushes;
+    child_trips(self, "bigown", &refills, &flushes);
+    /* (each holder's own block: one refill, and one flush at its exit) */
+    CHECKF(refills <= BIG_THREADS + 4 && flushes <= BIG_THREADS + 4,
+           "2000 pairs of 600000 B with a 1 MiB chunk cached: %lu refills, %lu flushes (at most %d each)",
+           refills, flushes, BIG_THREADS + 4);
+}
+
+/* The child of big_four (part 11): pairs of each big class in turn (one
+ * block of each of the 8 classes above 256 KiB, 4.9 MiB of chunks), with 3
+ * other threads holding a cache. */
+static void big_four_pairs(void)
+{
+    pthread_t t[3];
+    holders_start_n(t, 3);
+    /* a freed mapping of 2 MiB raises the mmap threshold past 1 MiB */
+    unsigned char *volatile m = malloc(2 << 20);
+    if (m == NULL)
+        abort();
+    m[0] = 1;
+    free(m);
+    for (int i = 0; i < 2000; i++) {
+        int k = i % 8; /* class 24 + k: (5 + k % 4) << (16 + k / 4) bytes */
+        size_t n = ((size_t)(5 + k % 4) << (16 + k / 4)) - 4096;
+        unsigned char *volatile q = malloc(n);
+        if (q == NULL)
+            abort();
+        q[0] = (unsigned char)i;
+        q[n - 1] = (unsigned char)i;
+        free(q);
+    }
+    holders_end_n(t, 3);
+}
+
+/* 11: with 4 threads holding a cache, a thread's big classes keep one
+ * chunk of each (6 MiB: `mcache::BIG_BUDGET`, 24 MiB shared out, 11
+ * refills and 3 flushes; with 16 MiB, 4 MiB each: 260 and 253). */
+static void big_four(const char *self)
+{
+    unsigned long refills, flushes;
+    child_trips(self, "bigfour", &refills, &flushes);
+    CHECKF(refills <= 40 && flushes <= 40,
+           "2000 pairs of the 8 big classes in turn, 4 threads with a cache: %lu refills, %lu flushes (at most 40 each)",
            refills, flushes);
 }
 
@@ -484,6 +550,10 @@ int main(int argc, char **argv)
     }
     if (argc > 1 && strcmp(argv[1], "bigown") == 0) {
         big_own_pairs();
+        return 0;
+    }
+    if (argc > 1 && strcmp(argv[1], "bigfour") == 0) {
+        big_four_pairs();
         return 0;
     }
     if (argc > 1 && strcmp(argv[1], "big16") == 0) {
@@ -554,6 +624,8 @@ int main(int argc, char **argv)
     odd_sizes();
     /* 10 */
     big_own(argv[0]);
+    /* 11 */
+    big_four(argv[0]);
     check_done("medium");
     return 0;
 }

@@ -24,6 +24,19 @@
 #            246.9 while each big free computed that room anew (two
 #            divisions); 232.0 with it cached per thread count
 #            (`MCache::room`, grid17h).
+#   big1m    the same pairs (`regrow bigshared`: its system calls not
+#            bounded, the shared lists' drains and the heap's purges following
+#            the clock) with the thread's big classes held to 1 MiB
+#            (MEMALLOC_MEDIUM_CACHE=4194560, not the default: no extra room),
+#            the room each thread has from 24 threads on: a quarter of the
+#            pairs refill from the shared lists, most finding their class's
+#            empty. Counted inside `mcache::central::from_central` only
+#            (callgrind's --toggle-collect: the heap's purges, by the clock,
+#            move the whole pair's count by up to 25 from run to run): at
+#            most MAX_BIG1M (65). 93.2 while a refill looked at the count of
+#            every shard of its class and the next four (40 lines; the whole
+#            pair 455-488); 51.1 with each class's mask of shards that hold
+#            chunks (`mcache::AVAIL`, short17i; the whole pair 434-460).
 # Installs gcc and valgrind if missing. Ends with the line "N passed, M
 # failed"; exits 1 if any failed.
 set -u
@@ -31,15 +44,17 @@ set -u
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 MAX_REALLOC=215
 MAX_BIG=240
+MAX_BIG1M=65
 . "$here/callgrind_setup.sh" regrow -I "$here/../include"
 
 native strings "reallocs in place, contents kept" strings 200
 native big "64 KiB-1 MiB pairs, no system call per pair" big 100000
 
-# per_op PATTERN N1 N2 OPS_PER_N: instructions per operation
+# per_op PATTERN N1 N2 OPS_PER_N [valgrind options...]: instructions per
+# operation
 per_op() {
     local a b
-    a=$(callgrind '$2' -- "$1" "$2") && b=$(callgrind '$2' -- "$1" "$3") || return 1
+    a=$(callgrind '$2' "${@:5}" -- "$1" "$2") && b=$(callgrind '$2' "${@:5}" -- "$1" "$3") || return 1
     awk -v a="$a" -v b="$b" -v p=$((($3 - $2) * $4)) 'BEGIN { printf "%.1f", (b - a) / p }'
 }
 
@@ -64,6 +79,14 @@ if v=$(per_op big 20000 40000 1); then
     bound big "$v" $MAX_BIG "a malloc+free pair of 64 KiB-1 MiB:"
 else
     echo "FAIL regrow (callgrind, big): a run failed; logs in $out"
+    failed=$((failed + 1))
+fi
+
+if v=$(MEMALLOC_MEDIUM_CACHE=4194560 per_op bigshared 20000 40000 1 \
+    --toggle-collect='*mcache::central::from_central'); then
+    bound big1m "$v" $MAX_BIG1M "a malloc+free pair of 64 KiB-1 MiB, big classes held to 1 MiB, in the shared lists' look (from_central):"
+else
+    echo "FAIL regrow (callgrind, big1m): a run failed; logs in $out"
     failed=$((failed + 1))
 fi
 

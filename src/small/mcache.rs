@@ -26,11 +26,12 @@
 //! thread's refill (tcmalloc's transfer cache), each under its own lock. A
 //! thread starts at its home shard and passes over one whose lock is held
 //! (`lock_shard`, `from_central`), so that a holder preempted for a time
-//! slice (more threads than cores) keeps nobody waiting.
+//! slice (more threads than cores) keeps nobody waiting. A refill looks
+//! only at the shards that its class's mask (`AVAIL`) says hold chunks.
 //!
 //! **Big classes** (above 256 KiB, `BIG_FIRST..NMC`): a thread's lists of
 //! them hold at most `big_cap` bytes together (a quarter of its cap, and
-//! room for one 1 MiB chunk; with the default cap and fewer than 16
+//! room for one 1 MiB chunk; with the default cap and fewer than 24
 //! threads, up to 6 MiB, the cap raised as much: `big_extra`); a big chunk
 //! freed past that goes to its
 //! class's shared list (`free_big`, under the cache's lock: `free_fast`
@@ -608,6 +609,26 @@ static CENTRAL: [[Central; SHARDS]; NMC] = [const {
         }
     }; SHARDS]
 }; NMC];
+/// Per class, which of its shards hold chunks: bit `s` of `AVAIL[k]` set
+/// while shard `s` of class `k`'s shared list is not empty (set and
+/// cleared under that shard's lock, by the push that fills it and the
+/// take or drain that empties it; read without a lock as a hint). One
+/// cache line a class, as each shard has.
+///
+/// Why: a refill that finds its class's shared lists empty looked at
+/// the count of each of its shards, and then of the next four classes'
+/// (`bigger_resident`): 40 lines that other threads write, 8 compares
+/// and branches a class. A thread whose big classes hold 1 MiB (the room
+/// of each thread from 24 threads on; a lone thread's with
+/// `MEMALLOC_MEDIUM_CACHE` other than the default) refills on a quarter
+/// of its pairs of 64 KiB-1 MiB at random; the counts' loop was 85
+/// instructions a pair of its 423 (docs/performance.md, "The grid's short
+/// cells (short17i)"; `c_tests/regrow.sh`, `big1m`).
+#[repr(C, align(64))]
+struct Avail(AtomicU32);
+
+static AVAIL: [Avail; NMC] = [const { Avail(AtomicU32::new(0)) }; NMC];
+
 /// The next cache's `home` shard (a count of caches set up).
 static NEXT_HOME: AtomicUsize = AtomicUsize::new(0);
 /// Shards skipped because their lock was held (statistics).
@@ -625,17 +646,18 @@ fn all_shards() -> impl Iterator<Item = &'static Central> {
 
 /// Locks a shard of class `j`'s shared list for a push: the first free
 /// one from `home` on, else (every one held) waits for `home`'s.
-fn lock_shard(j: usize, home: usize) -> (&'static Central, crate::lock::Guard<'static>) {
+/// Returns the shard, its index and the guard.
+fn lock_shard(j: usize, home: usize) -> (&'static Central, usize, crate::lock::Guard<'static>) {
     let sh = &CENTRAL[j];
     for i in 0..SHARDS {
-        let c = &sh[(home + i) % SHARDS];
-        if let Some(g) = c.lock.try_guard() {
-            return (c, g);
+        let s = (home + i) % SHARDS;
+        if let Some(g) = sh[s].lock.try_guard() {
+            return (&sh[s], s, g);
         }
         SHARD_SKIPS.fetch_add(1, Ordering::Relaxed);
     }
-    let c = &sh[home % SHARDS];
-    (c, c.lock.guard_counted(&CENTRAL_CONTENDED))
+    let s = home % SHARDS;
+    (&sh[s], s, sh[s].lock.guard_counted(&CENTRAL_CONTENDED))
 }
 
 /// Bytes in all classes' shared lists.
@@ -702,8 +724,18 @@ fn base_cap(n: usize) -> usize {
 /// its big classes held to 1 MiB, sent 38% of its requests through the
 /// shared lists, 152k of 400k in `bench/grid 1 4e5 64k 1M short`, some
 /// 500 instructions and six atomic read-modify-writes each: 1.38 times
-/// glibc's time.) From 16 threads on, the quarter alone, as before.
-const BIG_BUDGET: usize = 16 << 20;
+/// glibc's time.) From 24 threads on, the quarter alone, as before.
+///
+/// 24 MiB, 16 until short17i: 4 threads got 4 MiB each, under one chunk
+/// of each big class, and `grid 4 4e5 64k 1M short` made 10.3k refills
+/// and 7.1k flushes (0.7k and 0.3k now; 8 threads 43k and 39k -> 14k and
+/// 10k; 16 threads, 1.5 MiB each, 74k and 72k -> 31k and 28k), each a
+/// trip through a shared list whose cost is mostly not instructions
+/// (docs/performance.md, "The grid's short cells (short17i)"). At most
+/// 8 MiB more over all threads; the cells' peak RSS: *short* 4 threads
+/// 10.0 -> 7.7 MB (fewer chunks carved), *long* 64 KiB-1 MiB 4 threads
+/// 92.5 -> 99.6 MB (glibc 52).
+const BIG_BUDGET: usize = 24 << 20;
 const BIG_SHARE_MAX: usize = 6 << 20;
 
 /// The room a thread's big classes get above their quarter of cap `base`

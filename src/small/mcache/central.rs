@@ -42,34 +42,42 @@ pub(super) unsafe fn give_central(t: &mut MCache, j: usize, n: u32) -> u32 {
     set_count(t, j, count_of(t, j) - m);
     t.bytes -= m as usize * class_chunk(j);
     {
-        let (cen, _g) = lock_shard(j, t.home);
+        let (cen, s, _g) = lock_shard(j, t.home);
         let l = &mut *cen.list.get();
         (*last).next_free = *l;
         *l = first;
-        cen.n
-            .store(cen.n.load(Ordering::Relaxed) + m, Ordering::Relaxed);
+        let was = cen.n.load(Ordering::Relaxed);
+        cen.n.store(was + m, Ordering::Relaxed);
+        if was == 0 {
+            AVAIL[j].0.fetch_or(1 << s, Ordering::Relaxed); // (now not empty)
+        }
     }
     m
 }
 
 /// Takes up to `want` chunks of class `k` from its shared list: returns the
 /// first (null if the list was empty), the others go to `t`'s list. The
-/// shards are looked at from `t`'s home on; one whose lock is held is
-/// passed over, and waited for only if no other had chunks.
+/// shards that hold chunks (`AVAIL`) are looked at from `t`'s home on; one
+/// whose lock is held is passed over, and waited for only if no other had
+/// chunks.
 ///
 /// # Safety
 /// As [`to_central`].
 pub(super) unsafe fn from_central(t: &mut MCache, k: usize, want: u32) -> *mut Chunk {
     let sh = &CENTRAL[k];
     let mut held = None;
-    for i in 0..SHARDS {
-        let cen = &sh[(t.home + i) % SHARDS];
-        if cen.n.load(Ordering::Relaxed) == 0 {
-            continue; // (a racy peek: a miss only goes to the heap)
-        }
+    // The shards that hold chunks (`AVAIL`; a racy peek: a miss only goes
+    // to the heap), from `home` on: bit `i` is shard `home + i`.
+    let home = t.home % SHARDS;
+    let a = AVAIL[k].0.load(Ordering::Relaxed);
+    let mut m = (a >> home | a << (SHARDS - home)) & ((1 << SHARDS) - 1);
+    while m != 0 {
+        let s = (home + m.trailing_zeros() as usize) % SHARDS;
+        m &= m - 1;
+        let cen = &sh[s];
         match cen.lock.try_guard() {
             Some(g) => {
-                let c = take_shard(cen, want);
+                let c = take_shard(cen, k, s, want);
                 drop(g);
                 if !c.is_null() {
                     return finish_take(t, k, c);
@@ -77,16 +85,16 @@ pub(super) unsafe fn from_central(t: &mut MCache, k: usize, want: u32) -> *mut C
             }
             None => {
                 SHARD_SKIPS.fetch_add(1, Ordering::Relaxed);
-                held = held.or(Some(cen));
+                held = held.or(Some(s));
             }
         }
     }
-    let Some(cen) = held else {
+    let Some(s) = held else {
         return null_mut();
     };
     let c = {
-        let _g = cen.lock.guard_counted(&CENTRAL_CONTENDED);
-        take_shard(cen, want)
+        let _g = sh[s].lock.guard_counted(&CENTRAL_CONTENDED);
+        take_shard(&sh[s], k, s, want)
     };
     if c.is_null() {
         return c;
@@ -94,13 +102,13 @@ pub(super) unsafe fn from_central(t: &mut MCache, k: usize, want: u32) -> *mut C
     finish_take(t, k, c)
 }
 
-/// Under shard `cen`'s lock: unlinks up to `want` chunks from it; returns
-/// the first, linked to the others through `next_free` and the last's link
-/// null (null if the shard is empty).
+/// Under shard `cen`'s lock (shard `s` of class `k`): unlinks up to `want`
+/// chunks from it; returns the first, linked to the others through
+/// `next_free` and the last's link null (null if the shard is empty).
 ///
 /// # Safety
 /// `cen`'s lock is held; its list holds cached chunks.
-unsafe fn take_shard(cen: &Central, want: u32) -> *mut Chunk {
+unsafe fn take_shard(cen: &Central, k: usize, s: usize, want: u32) -> *mut Chunk {
     let l = &mut *cen.list.get();
     let first = *l;
     if first.is_null() {
@@ -117,9 +125,18 @@ unsafe fn take_shard(cen: &Central, want: u32) -> *mut Chunk {
     }
     *l = (*last).next_free;
     (*last).next_free = null_mut();
-    cen.n
-        .store(cen.n.load(Ordering::Relaxed) - m, Ordering::Relaxed);
+    let left = cen.n.load(Ordering::Relaxed) - m;
+    cen.n.store(left, Ordering::Relaxed);
+    if left == 0 {
+        emptied(k, s);
+    }
     first
+}
+
+/// Under its lock: shard `s` of class `k`'s shared list was emptied (its
+/// bit of `AVAIL` cleared).
+fn emptied(k: usize, s: usize) {
+    AVAIL[k].0.fetch_and(!(1 << s), Ordering::Relaxed);
 }
 
 /// Outside the shards' locks: accounts the chunks `take_shard` took
@@ -198,6 +215,7 @@ unsafe fn drain_central_by(keep: usize, soft: bool) {
         let first = {
             let _g = cen.lock.guard_counted(&CENTRAL_CONTENDED);
             cen.n.store(0, Ordering::Relaxed);
+            emptied(j / SHARDS, j % SHARDS);
             core::mem::replace(&mut *cen.list.get(), null_mut())
         };
         if first.is_null() {

@@ -249,7 +249,7 @@ unsafe fn bigger_resident(t: &mut MCache, k: usize) -> Option<*mut Chunk> {
 /// (not `pend`, the chunk whose free is pending), taken; it serves the
 /// request whole and goes back to its own list when freed.
 ///
-/// Why: a thread's big classes hold `big_cap` together, 1 MiB from 16
+/// Why: a thread's big classes hold `big_cap` together, 1 MiB from 24
 /// threads on (`mcache::big_extra`), one or two chunks; a big free past
 /// that goes to the shared list, and each request of a class the thread
 /// does not hold took a refill from it: `bench/grid 16 4e5 64k 1M short`,
