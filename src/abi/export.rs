@@ -46,7 +46,13 @@ pub fn alloc(n: usize) -> *mut u8 {
 #[inline(never)]
 fn alloc_mid(n: usize) -> *mut u8 {
     if n <= mcache::MC_MAX {
-        return mcache::pop(n, crate::prof::count_in, alloc_medium);
+        return mcache::pop(
+            n,
+            // SAFETY: `p` is the chunk just popped, not yet the program's
+            // (`mark_sampled`).
+            |p, n, left| crate::prof::count_in(p, n, left, |p| unsafe { mark_sampled(p) }),
+            alloc_medium,
+        );
     }
     alloc_medium(n)
 }
@@ -400,6 +406,7 @@ unsafe fn to_medium_cache_alone(p: *mut u8) -> bool {
 /// # Safety
 /// `p` is the user pointer of an in-use heap chunk or own mapping of this
 /// thread's, not yet returned to the program.
+#[inline(always)]
 pub unsafe fn mark_sampled(p: *mut u8) {
     set_sampled(from_user(p), true);
 }

@@ -195,6 +195,12 @@ static RATE: AtomicUsize = AtomicUsize::new(512 << 10);
 /// `1 / RATE`, an f64's bits (`weight_by`).
 static INV_RATE: AtomicU64 = AtomicU64::new(0x3ec0_0000_0000_0000);
 const _: () = assert!(0x3ec0_0000_0000_0000 == (1.0f64 / (512 << 10) as f64).to_bits());
+/// `2^64 / (12 RATE)`, rounded down (`weight_small`).
+static INV12_RATE: AtomicU64 = AtomicU64::new(inv12(512 << 10));
+/// `2^64 / (12 rate)`, rounded down, for a rate of at least 1.
+const fn inv12(rate: usize) -> u64 {
+    (u64::MAX / 12) / rate as u64
+}
 static OUT: AtomicPtr<u8> = AtomicPtr::new(null_mut());
 /// The allocator's own code: frames in it are dropped.
 static SELF_START: AtomicUsize = AtomicUsize::new(0);

@@ -224,10 +224,15 @@ pub(super) unsafe fn memo_replay(
     rbp: usize,
     known: bool,
 ) -> Option<usize> {
-    if m.ip != ip || m.sp != sp || (m.use_rbp && m.rbp != rbp) || m.n > out.len() {
+    if m.ip != ip || m.sp != sp || (m.use_rbp && m.rbp != rbp) {
         return None;
     }
-    for c in &m.checks[..m.nchecks] {
+    // (No bounds test of the checks, nor of the frames before the sample
+    // that knows its stack returns: 5 instructions a replay.)
+    debug_assert!(m.nchecks <= MEMO_CHECKS);
+    // SAFETY: a kept memo (`ip` not 0) holds at most `MEMO_CHECKS` checks
+    // (`memo_keep`), and only this thread writes it.
+    for c in m.checks.get_unchecked(..m.nchecks) {
         // SAFETY: a stack slot the walk read, at an address computed from
         // the values checked before it, all unchanged: where the walk would
         // read it now.
@@ -240,6 +245,9 @@ pub(super) unsafe fn memo_replay(
         // the allocator's own frames skipped, about 40 instructions a
         // sample, are not needed.)
         return Some(0);
+    }
+    if m.n > out.len() {
+        return None;
     }
     for (o, &f) in out[1..m.n].iter_mut().zip(&m.frames[1..m.n]) {
         o.write(f);

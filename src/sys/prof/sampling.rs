@@ -179,34 +179,43 @@ pub(super) fn weight(n: usize) -> u64 {
 /// The bytes a sample of an `n`-byte block counted as `counted` bytes
 /// stands for at rate `rate`: `n / (1 - exp(-counted / rate))`.
 #[cfg(test)]
-fn weight_at(n: usize, counted: usize, rate: usize) -> u64 {
+pub(super) fn weight_at(n: usize, counted: usize, rate: usize) -> u64 {
     // (Sizes and rates are below 2^63: through i64, as in `exponential`.)
-    let rate = rate as i64 as f64;
-    weight_by(n, counted, rate, 1.0 / rate)
+    weight_with(n, counted, rate, inv12(rate), || 1.0 / rate as i64 as f64)
 }
 
-/// `weight_at` at rate `rate` (as a float), its inverse `inv` given: no
-/// division on the common path (its latency was most of `weight_at`'s
-/// time, 15% of what profiling cost `bench/mthreads 1`, under `perf`).
+/// The weight of a sample of an `n`-byte block counted as `counted` bytes
+/// at rate `rate` (`inv12` `2^64 / (12 rate)`, `inv` its inverse, loaded only
+/// off the common case): below a
+/// sixteenth of the rate and counted as its own size (most medium
+/// samples), in integers: `n / p` is `rate * x / p` (`x = n / rate`), and
+/// `x / (1 - exp(-x))`'s series (Bernoulli's numbers) to x^2 is
+/// `rate + n / 2 + n^2 / (12 rate)`: the next term, `rate x^4 / 720`, is
+/// under 2.1e-8 of the sum (blocks under 32 KiB at the default rate).
+/// Computed to 1/16 of a byte before its rounding: a multiply, a 128-bit
+/// multiply and shifts, about 9 instructions where the same series in
+/// floating point took 17 (four conversions); else `weight_by`.
+#[inline(always)]
+fn weight_with(n: usize, counted: usize, rate: usize, inv12: u64, inv: impl Fn() -> f64) -> u64 {
+    if n == counted && n < rate >> 4 {
+        // `a = n 2^64 / (12 rate)`, below 2^64 / 192 (`n < rate / 16`);
+        // `t = 16 n^2 / (12 rate)`, with 4 bits below the point.
+        let a = (n as u64).wrapping_mul(inv12);
+        let t = ((a as u128 * n as u128) >> 60) as u64;
+        return (((rate as u64) << 4) + ((n as u64) << 3) + t + 8) >> 4;
+    }
+    weight_by(n, counted, rate as i64 as f64, inv())
+}
+
+/// `weight_with` above a sixteenth of the rate, or for a block counted as
+/// another size: at rate `rate` (as a float), its inverse `inv` given: no
+/// division below a quarter of the rate (a division's latency was most of
+/// the weight's time, 15% of what profiling cost `bench/mthreads 1`, under
+/// `perf`).
 #[inline(always)]
 fn weight_by(n: usize, counted: usize, rate: f64, inv: f64) -> u64 {
     let c = counted as i64 as f64;
     let x = c * inv;
-    if n == counted && x < 1.0 / 16.0 {
-        // Most medium samples: `n / p` is `rate * x / p`, and
-        // `x / (1 - exp(-x))`'s series (Bernoulli's numbers) to x^2,
-        // `rate + n / 2 + n x / 12`: the next term, `rate x^4 / 720`, is
-        // under 2.1e-8 of the sum (blocks under 32 KiB at the default
-        // rate). No division, and a short chain of dependent arithmetic:
-        // the sample's next atomic operation waits for it (`weight_at` was
-        // 3% of `bench/mthreads 1`'s time under `perf`, most of it its
-        // divisions' latency, then its series' to x^6).
-        // SAFETY: finite, positive and below 2^63 (`rate` is at most 2^56,
-        // `c` below a sixteenth of it). (`as` would test for NaN and
-        // saturate: five instructions more.)
-        return unsafe { (rate + c * (0.5 + x * (1.0 / 12.0)) + 0.5).to_int_unchecked::<i64>() }
-            as u64;
-    }
     if n == counted && x < 0.25 {
         // To x^6 (the next term is under 2e-11 of the sum).
         let x2 = x * x;
@@ -289,7 +298,7 @@ fn counted_due(p: *mut u8, n: usize) -> *mut u8 {
         }
     }
     if t.busy == 0 && READY.load(Ordering::Relaxed) {
-        record_inline(p, n, n);
+        record_inline(p, n, n, mark_hook);
     }
     t.left = draw(t);
     opaque(p)
@@ -319,13 +328,18 @@ fn opaque(p: *mut u8) -> *mut u8 {
 /// block of `n` bytes is sampled with probability `1 - exp(-n / rate)`
 /// whichever countdown counts it (the interval is memoryless), as the
 /// small classes' countdowns are too.
+///
+/// `mark` marks a sampled block in its header (as `set_mark`'s hook does),
+/// inlined into the sample: the medium malloc passes the export layer's
+/// own (a call through the hook, its load and test and the hook's frame
+/// took about 8 instructions a sample more).
 #[inline(always)]
-pub fn count_in(p: *mut u8, n: usize, left: &mut i64) -> *mut u8 {
+pub fn count_in(p: *mut u8, n: usize, left: &mut i64, mark: impl Fn(*mut u8)) -> *mut u8 {
     // (`l <= n` rather than `l - n <= 0`: the subtraction's own flags.)
     let l = *left;
     *left = l.wrapping_sub(n as i64);
     if l <= n as i64 {
-        return counted_due_in(p, n, left);
+        return counted_due_in(p, n, left, mark);
     }
     p
 }
@@ -337,12 +351,12 @@ pub fn count_in(p: *mut u8, n: usize, left: &mut i64) -> *mut u8 {
 /// call, as `counted_due`.
 #[cold]
 #[inline(never)]
-fn counted_due_in(p: *mut u8, n: usize, left: &mut i64) -> *mut u8 {
+fn counted_due_in(p: *mut u8, n: usize, left: &mut i64, mark: impl Fn(*mut u8)) -> *mut u8 {
     // SAFETY: this thread's own state.
     let t = unsafe { &mut *thread_state() };
     let armed = *left + n as i64 != 0;
     if armed && t.busy == 0 && READY.load(Ordering::Relaxed) {
-        record_inline(p, n, n);
+        record_inline(p, n, n, mark);
     }
     // (The new interval after the sample, not before: its chain of
     // dependent arithmetic, 60-odd cycles, then ends its store while this
@@ -359,7 +373,7 @@ fn counted_due_in(p: *mut u8, n: usize, left: &mut i64) -> *mut u8 {
 #[cold]
 #[inline(never)]
 pub fn record(p: *mut u8, n: usize) {
-    record_inline(p, n, n)
+    record_inline(p, n, n, mark_hook)
 }
 
 /// `record` for a block of `n` bytes that was counted as `counted` bytes
@@ -367,12 +381,26 @@ pub fn record(p: *mut u8, n: usize) {
 #[cold]
 #[inline(never)]
 pub fn record_as(p: *mut u8, n: usize, counted: usize) {
-    record_inline(p, n, counted)
+    record_inline(p, n, counted, mark_hook)
 }
 
-/// `record_as`'s work, inlined into its callers (one frame less to unwind).
+/// Marks sampled block `p` through `set_mark`'s hook (none: nothing, as in
+/// the unit tests, whose addresses are no blocks).
 #[inline(always)]
-fn record_inline(p: *mut u8, n: usize, counted: usize) {
+fn mark_hook(p: *mut u8) {
+    let mark = MARK.load(Ordering::Relaxed);
+    if mark != 0 {
+        // SAFETY: MARK holds `set_mark`'s function; `p` is the block just
+        // made, a heap chunk or own mapping (see "Sampled blocks"), not yet
+        // returned to the program.
+        unsafe { core::mem::transmute::<usize, unsafe fn(*mut u8)>(mark)(p) };
+    }
+}
+
+/// `record_as`'s work, inlined into its callers (one frame less to unwind);
+/// `mark(p)` marks the block (see "Sampled blocks").
+#[inline(always)]
+fn record_inline(p: *mut u8, n: usize, counted: usize, mark: impl Fn(*mut u8)) {
     let t = thread_state();
     // SAFETY: this thread's own state.
     unsafe { (*t).busy = 1 };
@@ -410,13 +438,7 @@ fn record_inline(p: *mut u8, n: usize, counted: usize) {
     // it before its sample is filed), so that the sample's atomic
     // operations come together: each waits for the stores before it to
     // reach the cache, and the filing's may miss it (a table's line).
-    let mark = MARK.load(Ordering::Relaxed);
-    if mark != 0 {
-        // SAFETY: MARK holds `set_mark`'s function; `p` is the block just
-        // made, a heap chunk or own mapping (see "Sampled blocks"), not yet
-        // returned to the program.
-        unsafe { core::mem::transmute::<usize, unsafe fn(*mut u8)>(mark)(p) };
-    }
+    mark(p);
     // A memo that holds these frames (its walk replayed, or just kept)
     // knows their stack, once a sample filed it: the sample then skips the
     // hash and the index's lookup.
@@ -430,11 +452,12 @@ fn record_inline(p: *mut u8, n: usize, counted: usize) {
         let _g = sh.lock.guard();
         // (The weight under the lock, after its atomic operation, which
         // would otherwise wait for the weight's arithmetic.)
-        let w = weight_by(
+        let w = weight_with(
             n,
             counted,
-            RATE.load(Ordering::Relaxed) as i64 as f64,
-            f64::from_bits(INV_RATE.load(Ordering::Relaxed)),
+            RATE.load(Ordering::Relaxed),
+            INV12_RATE.load(Ordering::Relaxed),
+            || f64::from_bits(INV_RATE.load(Ordering::Relaxed)),
         );
         // SAFETY: the shard's part is only touched under its lock.
         unsafe { file(sh, &mut *sh.part.get(), &TOTALS, p as usize, w, s) };

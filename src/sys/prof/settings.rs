@@ -11,6 +11,7 @@ pub fn configure(on: bool, rate: usize, out: *const u8) {
     let rate = rate.clamp(1, 1 << 56);
     RATE.store(rate, Ordering::Relaxed);
     INV_RATE.store((1.0 / rate as i64 as f64).to_bits(), Ordering::Relaxed);
+    INV12_RATE.store(inv12(rate), Ordering::Relaxed);
     OUT.store(out as *mut u8, Ordering::Relaxed);
     ACTIVE.store(on, Ordering::Relaxed);
     crate::gate::set(crate::gate::PROF, on);
