@@ -11,6 +11,9 @@
 //!   costs at most `MOVE_MAX` instructions, its bytes kept;
 //! - `small_stay_instructions`: a realloc of a small block that stays in
 //!   its class (2 bytes to 8) costs at most `STAY_MAX` instructions;
+//! - `cross_thread_instructions`: a 56-byte block allocated by one thread
+//!   and freed by another (a `Box` sent over a channel) costs at most
+//!   `CROSS_MAX` instructions, its alloc included;
 //! - `dealloc_twice_is_reported`: a block freed twice through Rust's
 //!   `dealloc` is still reported as a double free;
 //! - `dealloc_twice_apart_is_reported`: also when another free comes
@@ -32,18 +35,21 @@ static GLOBAL: memalloc::MemAlloc = memalloc::MemAlloc;
 
 /// Instructions an alloc + dealloc pair of 24 bytes may take, the loop
 /// and `std::alloc`'s wrappers included (callgrind, x86_64, release build
-/// without LTO, rustc 1.95): 76.2 measured (67.5 before the double-free
-/// mark was checked one dealloc later, with the block prefetched:
-/// `cache::free_vouched`); 84 with `__rust_alloc` saving five registers
-/// (the over-aligned path inlined into it), 92 with that and the
-/// block-start check on every dealloc (both before that change).
-const PAIR_MAX: u64 = 78;
+/// without LTO, rustc 1.95): 69.7 measured; 72.7 when `dealloc` read the
+/// granule's map byte before the owner's compare (`export::dealloc_sized`,
+/// rust18i); 76.2 when the double-free mark was first checked one dealloc
+/// later, with the block prefetched (`cache::free_vouched_own`; 67.5
+/// before); 84 with `__rust_alloc` saving five registers (the over-aligned
+/// path inlined into it), 92 with that and the block-start check on every
+/// dealloc (both before that change).
+const PAIR_MAX: u64 = 71;
 
 /// The same for `alloc_zeroed` + `dealloc` (the 24 bytes' clearing and the
-/// test's own check and write included): 82.5 measured (90.0 with a
-/// `memset` call for the clearing); 106 through the C calloc path (its
-/// overflow test and the mmap threshold's loads).
-const ZEROED_PAIR_MAX: u64 = 90;
+/// test's own check and write included): 75.2 measured (78.2 with the map
+/// byte read first, as for `PAIR_MAX`; 90.0 with a `memset` call for the
+/// clearing); 106 through the C calloc path (its overflow test and the
+/// mmap threshold's loads).
+const ZEROED_PAIR_MAX: u64 = 77;
 
 /// Instructions an alloc of 14 bytes, its realloc to 28 (a move: class 16
 /// to class 32) and the dealloc may take together, the loop's writes and
@@ -59,6 +65,14 @@ const MOVE_MAX: u64 = 204;
 /// measured; 150.1 when `realloc_sized` saved six registers on every call
 /// (its checks' reports inline: `export::realloc_reported`).
 const STAY_MAX: u64 = 133;
+
+/// Instructions a 56-byte block (a `Box` of bench/rust `pipeline`'s
+/// message) may take, allocated by one thread and freed by another, the
+/// loop's vector push and read and the allocating thread's zone carving
+/// included: 124.1 measured; 129.0 when the free read the map byte first
+/// and went through `free_to_bin`'s second thread-slot load and owner test
+/// and its call of `free_foreign` (`export::dealloc_sized`, rust18i).
+const CROSS_MAX: u64 = 126;
 
 /// The count a child test is run with (`var`, set by its parent), or
 /// `None` when the test runs on its own (`cargo test`): then it does
@@ -162,6 +176,36 @@ fn small_moves_child() {
     drop(keep);
 }
 
+/// The child of `cross_thread_instructions`: `MEMALLOC_TEST_CROSS` blocks
+/// of 56 bytes allocated by this thread, then freed by another.
+#[test]
+fn cross_thread_child() {
+    let Some(n) = child_count("MEMALLOC_TEST_CROSS") else {
+        return;
+    };
+    let l = Layout::from_size_align(56, 8).unwrap();
+    let mut blocks = Vec::with_capacity(n);
+    for _ in 0..n {
+        // SAFETY: a layout of non-zero size.
+        let p = unsafe { black_box(alloc(l)) };
+        assert!(!p.is_null());
+        blocks.push(p as usize);
+    }
+    std::thread::spawn(move || {
+        // (A block of another class first, so that the thread has a cache
+        // of its own, as a consumer that allocates has: without one, each
+        // block would go to its zone alone.)
+        let own = black_box(vec![0u8; 1000]);
+        for p in blocks {
+            // SAFETY: each block came from `alloc(l)` and is freed once.
+            unsafe { dealloc(black_box(p as *mut u8), l) };
+        }
+        drop(own);
+    })
+    .join()
+    .unwrap();
+}
+
 /// Instructions of child test `child` run with `var=n` (callgrind's total).
 fn instructions_of(child: &str, var: &str, n: usize) -> u64 {
     let out = Command::new("valgrind")
@@ -242,6 +286,16 @@ fn small_stay_instructions() {
         "MEMALLOC_TEST_STAYS",
         STAY_MAX,
         "alloc + realloc (staying) + dealloc",
+    );
+}
+
+#[test]
+fn cross_thread_instructions() {
+    at_most_per_round(
+        "cross_thread_child",
+        "MEMALLOC_TEST_CROSS",
+        CROSS_MAX,
+        "alloc + dealloc by another thread",
     );
 }
 
@@ -329,7 +383,7 @@ fn dealloc_twice_apart_child() {
 /// A double free through `dealloc` whose frees do not follow each other is
 /// reported at the thread's next `dealloc`, or before the block could be
 /// handed out again, or when it is reallocated (the mark is checked one
-/// free later: `cache::free_vouched`); a block just freed is still known
+/// free later: `cache::free_vouched_own`); a block just freed is still known
 /// as freed to `realloc`.
 #[test]
 fn dealloc_twice_apart_is_reported() {
@@ -377,7 +431,7 @@ fn dealloc_unread_child() {
 
 /// Rust's `dealloc` of a small block of the thread's own zones reads and
 /// writes nothing of the block (its double-free mark is checked at the
-/// next `dealloc`, the line prefetched meanwhile: `cache::free_vouched`),
+/// next `dealloc`, the line prefetched meanwhile: `cache::free_vouched_own`),
 /// so a program freeing blocks it has not touched for long does not wait
 /// for each one's cache line. Checked with the block's page inaccessible
 /// during the `dealloc`.
