@@ -54,17 +54,23 @@ const ZEROED_PAIR_MAX: u64 = 77;
 /// Instructions an alloc of 14 bytes, its realloc to 28 (a move: class 16
 /// to class 32) and the dealloc may take together, the loop's writes and
 /// checks included: BTreeMap churn's `format!("value {k} {}", ...)` grows
-/// its 14-byte buffer so (bench/rust `btree`). 200.9 measured; 233.8 with
-/// `memcpy` called for the 14 bytes and `realloc_sized` saving six
+/// its 14-byte buffer so (bench/rust `btree`). 185.9 measured; 197.9 when
+/// the realloc checked where the block starts and its free checked the
+/// block again (`cache::block_passes`, `cache::free_passed`: rust18i);
+/// 200.9 before the dealloc's owner compare came first (`PAIR_MAX`); 233.8
+/// with `memcpy` called for the 14 bytes and `realloc_sized` saving six
 /// registers (226.8 with the first fixed only: `export::copy_small`).
-const MOVE_MAX: u64 = 204;
+const MOVE_MAX: u64 = 189;
 
 /// Instructions a realloc of a 2-byte block to 8 bytes (it stays: both
 /// are class 16; `format!("s{}", ...)`'s strings do this) may take, its
-/// block's alloc and dealloc and the loop's checks included. 129.2
-/// measured; 150.1 when `realloc_sized` saved six registers on every call
-/// (its checks' reports inline: `export::realloc_reported`).
-const STAY_MAX: u64 = 133;
+/// block's alloc and dealloc and the loop's checks included. 120.2
+/// measured; 125.2 when the realloc checked where the block starts
+/// (`cache::block_passes`: rust18i); 129.2 before the dealloc's owner
+/// compare came first (`PAIR_MAX`); 150.1 when `realloc_sized` saved six
+/// registers on every call (its checks' reports inline:
+/// `export::realloc_reported`).
+const STAY_MAX: u64 = 122;
 
 /// Instructions a 56-byte block (a `Box` of bench/rust `pipeline`'s
 /// message) may take, allocated by one thread and freed by another, the

@@ -882,7 +882,7 @@ pub unsafe fn realloc_sized(p: *mut u8, old: usize, n: usize) -> *mut u8 {
     if bits & zonemap::ZONE_BIT == 0 {
         return realloc_not_small(p, n);
     }
-    if !cache::block_passes(&*info, p) {
+    if !cache::block_passes(p) {
         return realloc_reported(p);
     }
     // (A zone's blocks are CLASS_SIZE[class] bytes: `cache::zone_ok`.)
@@ -924,7 +924,8 @@ unsafe fn realloc_not_small(p: *mut u8, n: usize) -> *mut u8 {
 }
 
 /// `realloc_sized` of zone block `p` (checked, of `old` requested bytes)
-/// that moves: a new block of `n` bytes, `old` bytes copied, `p` freed.
+/// that moves: a new block of `n` bytes, `old` bytes copied, `p` freed
+/// (with no check again: `cache::free_passed`).
 ///
 /// # Safety
 /// `p` is a live block of the zone whose zone-map info is `info`.
@@ -940,7 +941,7 @@ unsafe fn realloc_small_move(
         return q;
     }
     copy_small(q, p, old.min(n));
-    cache::free(info, p);
+    cache::free_passed(info, p);
     q
 }
 

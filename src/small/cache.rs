@@ -101,7 +101,7 @@ mod slow;
 mod thread;
 use self::fast::*;
 pub use self::fast::{
-    alloc, block_passes, check_block, free, free_other, free_own, free_vouched_other,
+    alloc, block_passes, check_block, free, free_other, free_own, free_passed, free_vouched_other,
     free_vouched_own,
 };
 pub(crate) use self::give_back::prefetch;
