@@ -11,6 +11,12 @@
 //!   costs at most `MOVE_MAX` instructions, its bytes kept;
 //! - `small_stay_instructions`: a realloc of a small block that stays in
 //!   its class (2 bytes to 8) costs at most `STAY_MAX` instructions;
+//! - `cross_thread_instructions`: a 56-byte block allocated by one thread
+//!   and freed by another (a `Box` sent over a channel) costs at most
+//!   `CROSS_MAX` instructions, its alloc included;
+//! - `cross_thread_bare_instructions`: the same, at most `CROSS_BARE_MAX`,
+//!   when the freeing thread has allocated nothing (its frees still go to
+//!   their owners in batches);
 //! - `dealloc_twice_is_reported`: a block freed twice through Rust's
 //!   `dealloc` is still reported as a double free;
 //! - `dealloc_twice_apart_is_reported`: also when another free comes
@@ -32,33 +38,56 @@ static GLOBAL: memalloc::MemAlloc = memalloc::MemAlloc;
 
 /// Instructions an alloc + dealloc pair of 24 bytes may take, the loop
 /// and `std::alloc`'s wrappers included (callgrind, x86_64, release build
-/// without LTO, rustc 1.95): 76.2 measured (67.5 before the double-free
-/// mark was checked one dealloc later, with the block prefetched:
-/// `cache::free_vouched`); 84 with `__rust_alloc` saving five registers
-/// (the over-aligned path inlined into it), 92 with that and the
-/// block-start check on every dealloc (both before that change).
-const PAIR_MAX: u64 = 78;
+/// without LTO, rustc 1.95): 69.7 measured; 72.7 when `dealloc` read the
+/// granule's map byte before the owner's compare (`export::dealloc_sized`,
+/// rust18i); 76.2 when the double-free mark was first checked one dealloc
+/// later, with the block prefetched (`cache::free_vouched_own`; 67.5
+/// before); 84 with `__rust_alloc` saving five registers (the over-aligned
+/// path inlined into it), 92 with that and the block-start check on every
+/// dealloc (both before that change).
+const PAIR_MAX: u64 = 71;
 
 /// The same for `alloc_zeroed` + `dealloc` (the 24 bytes' clearing and the
-/// test's own check and write included): 82.5 measured (90.0 with a
-/// `memset` call for the clearing); 106 through the C calloc path (its
-/// overflow test and the mmap threshold's loads).
-const ZEROED_PAIR_MAX: u64 = 90;
+/// test's own check and write included): 75.2 measured (78.2 with the map
+/// byte read first, as for `PAIR_MAX`; 90.0 with a `memset` call for the
+/// clearing); 106 through the C calloc path (its overflow test and the
+/// mmap threshold's loads).
+const ZEROED_PAIR_MAX: u64 = 77;
 
 /// Instructions an alloc of 14 bytes, its realloc to 28 (a move: class 16
 /// to class 32) and the dealloc may take together, the loop's writes and
 /// checks included: BTreeMap churn's `format!("value {k} {}", ...)` grows
-/// its 14-byte buffer so (bench/rust `btree`). 200.9 measured; 233.8 with
-/// `memcpy` called for the 14 bytes and `realloc_sized` saving six
+/// its 14-byte buffer so (bench/rust `btree`). 185.9 measured; 197.9 when
+/// the realloc checked where the block starts and its free checked the
+/// block again (`cache::block_passes`, `cache::free_passed`: rust18i);
+/// 200.9 before the dealloc's owner compare came first (`PAIR_MAX`); 233.8
+/// with `memcpy` called for the 14 bytes and `realloc_sized` saving six
 /// registers (226.8 with the first fixed only: `export::copy_small`).
-const MOVE_MAX: u64 = 204;
+const MOVE_MAX: u64 = 189;
 
 /// Instructions a realloc of a 2-byte block to 8 bytes (it stays: both
 /// are class 16; `format!("s{}", ...)`'s strings do this) may take, its
-/// block's alloc and dealloc and the loop's checks included. 129.2
-/// measured; 150.1 when `realloc_sized` saved six registers on every call
-/// (its checks' reports inline: `export::realloc_reported`).
-const STAY_MAX: u64 = 133;
+/// block's alloc and dealloc and the loop's checks included. 120.2
+/// measured; 125.2 when the realloc checked where the block starts
+/// (`cache::block_passes`: rust18i); 129.2 before the dealloc's owner
+/// compare came first (`PAIR_MAX`); 150.1 when `realloc_sized` saved six
+/// registers on every call (its checks' reports inline:
+/// `export::realloc_reported`).
+const STAY_MAX: u64 = 122;
+
+/// Instructions a 56-byte block (a `Box` of bench/rust `pipeline`'s
+/// message) may take, allocated by one thread and freed by another, the
+/// loop's vector push and read and the allocating thread's zone carving
+/// included: 124.3 measured; 129.0 when the free read the map byte first
+/// and went through `free_to_bin`'s second thread-slot load and owner test
+/// and its call of `free_foreign` (`export::dealloc_sized`, rust18i).
+const CROSS_MAX: u64 = 126;
+
+/// The same when the freeing thread has allocated nothing: 124.3
+/// measured; 157.6 when such a thread, having no cache, pushed each
+/// block onto its zone's remote list alone (`cache::free_foreign_slow`,
+/// rust18i).
+const CROSS_BARE_MAX: u64 = 127;
 
 /// The count a child test is run with (`var`, set by its parent), or
 /// `None` when the test runs on its own (`cargo test`): then it does
@@ -162,6 +191,50 @@ fn small_moves_child() {
     drop(keep);
 }
 
+/// The child of `cross_thread_instructions`: `MEMALLOC_TEST_CROSS` blocks
+/// of 56 bytes allocated by this thread, then freed by another, which has
+/// allocated a block of its own first.
+#[test]
+fn cross_thread_child() {
+    if let Some(n) = child_count("MEMALLOC_TEST_CROSS") {
+        cross_thread(n, true);
+    }
+}
+
+/// The child of `cross_thread_bare_instructions`: as `cross_thread_child`,
+/// but the freeing thread allocates nothing.
+#[test]
+fn cross_thread_bare_child() {
+    if let Some(n) = child_count("MEMALLOC_TEST_CROSS_BARE") {
+        cross_thread(n, false);
+    }
+}
+
+/// `n` blocks of 56 bytes allocated by this thread, then freed by another
+/// (which first allocates a block of its own if `warm`).
+fn cross_thread(n: usize, warm: bool) {
+    let l = Layout::from_size_align(56, 8).unwrap();
+    let mut blocks = Vec::with_capacity(n);
+    for _ in 0..n {
+        // SAFETY: a layout of non-zero size.
+        let p = unsafe { black_box(alloc(l)) };
+        assert!(!p.is_null());
+        blocks.push(p as usize);
+    }
+    std::thread::spawn(move || {
+        // (A block of another class first, so that the thread has a cache
+        // of its own when it frees, as a consumer that allocates has.)
+        let own = warm.then(|| black_box(vec![0u8; 1000]));
+        for p in blocks {
+            // SAFETY: each block came from `alloc(l)` and is freed once.
+            unsafe { dealloc(black_box(p as *mut u8), l) };
+        }
+        drop(own);
+    })
+    .join()
+    .unwrap();
+}
+
 /// Instructions of child test `child` run with `var=n` (callgrind's total).
 fn instructions_of(child: &str, var: &str, n: usize) -> u64 {
     let out = Command::new("valgrind")
@@ -242,6 +315,26 @@ fn small_stay_instructions() {
         "MEMALLOC_TEST_STAYS",
         STAY_MAX,
         "alloc + realloc (staying) + dealloc",
+    );
+}
+
+#[test]
+fn cross_thread_instructions() {
+    at_most_per_round(
+        "cross_thread_child",
+        "MEMALLOC_TEST_CROSS",
+        CROSS_MAX,
+        "alloc + dealloc by another thread",
+    );
+}
+
+#[test]
+fn cross_thread_bare_instructions() {
+    at_most_per_round(
+        "cross_thread_bare_child",
+        "MEMALLOC_TEST_CROSS_BARE",
+        CROSS_BARE_MAX,
+        "alloc + dealloc by another thread that allocates nothing",
     );
 }
 
@@ -329,7 +422,7 @@ fn dealloc_twice_apart_child() {
 /// A double free through `dealloc` whose frees do not follow each other is
 /// reported at the thread's next `dealloc`, or before the block could be
 /// handed out again, or when it is reallocated (the mark is checked one
-/// free later: `cache::free_vouched`); a block just freed is still known
+/// free later: `cache::free_vouched_own`); a block just freed is still known
 /// as freed to `realloc`.
 #[test]
 fn dealloc_twice_apart_is_reported() {
@@ -377,7 +470,7 @@ fn dealloc_unread_child() {
 
 /// Rust's `dealloc` of a small block of the thread's own zones reads and
 /// writes nothing of the block (its double-free mark is checked at the
-/// next `dealloc`, the line prefetched meanwhile: `cache::free_vouched`),
+/// next `dealloc`, the line prefetched meanwhile: `cache::free_vouched_own`),
 /// so a program freeing blocks it has not touched for long does not wait
 /// for each one's cache line. Checked with the block's page inaccessible
 /// during the `dealloc`.

@@ -254,7 +254,7 @@ unsafe fn dealloc_other_zone(p: *mut u8, info: *const zonemap::ZoneInfo) {
 /// free of a block the caller says has `size` bytes (Rust's `dealloc`):
 /// above the small classes it cannot be a zone block, so the zone test is
 /// skipped. The zone map is still read, to validate the pointer. A zone
-/// block is one Rust's contract vouches for: `cache::free_vouched` checks
+/// block is one Rust's contract vouches for: `cache::free_vouched_own` checks
 /// its double-free mark, not that it starts a block.
 ///
 /// # Safety
@@ -266,10 +266,30 @@ pub unsafe fn dealloc_sized(p: *mut u8, size: usize) {
     if size > SMALL_MAX {
         return dealloc_chunk_any(p, zonemap::bits(from_user(p) as *const u8));
     }
-    let (bits, info) = zonemap::lookup(from_user(p) as *const u8);
-    if bits & zonemap::ZONE_BIT != 0 {
-        cache::free_vouched(info, p);
+    // A block of this thread's zones at the owner's compare, with no read
+    // of the map byte (as `dealloc`).
+    let info = zonemap::entry(from_user(p) as *const u8);
+    if info.is_null() {
+        return dealloc_chunk_slow(p, false);
+    }
+    if cache::free_vouched_own(info, p) {
         return;
+    }
+    dealloc_sized_other(p, info)
+}
+
+/// `dealloc_sized` of a small block that is not of this thread's zones:
+/// another thread's zone block, or a heap chunk (out of line, so that the
+/// fast path saves no register).
+///
+/// # Safety
+/// As [`dealloc_sized`]; `info` is the zone-map entry of `p - HDR`'s
+/// granule, and `cache::free_vouched_own(info, p)` returned false.
+#[inline(never)]
+unsafe fn dealloc_sized_other(p: *mut u8, info: *const zonemap::ZoneInfo) {
+    let bits = (*info).bits();
+    if bits & zonemap::ZONE_BIT != 0 {
+        return cache::free_vouched_other(info, p);
     }
     dealloc_chunk_any(p, bits)
 }
@@ -869,7 +889,7 @@ pub unsafe fn realloc_sized(p: *mut u8, old: usize, n: usize) -> *mut u8 {
     if bits & zonemap::ZONE_BIT == 0 {
         return realloc_not_small(p, n);
     }
-    if !cache::block_passes(&*info, p) {
+    if !cache::block_passes(p) {
         return realloc_reported(p);
     }
     // (A zone's blocks are CLASS_SIZE[class] bytes: `cache::zone_ok`.)
@@ -911,7 +931,8 @@ unsafe fn realloc_not_small(p: *mut u8, n: usize) -> *mut u8 {
 }
 
 /// `realloc_sized` of zone block `p` (checked, of `old` requested bytes)
-/// that moves: a new block of `n` bytes, `old` bytes copied, `p` freed.
+/// that moves: a new block of `n` bytes, `old` bytes copied, `p` freed
+/// (with no check again: `cache::free_passed`).
 ///
 /// # Safety
 /// `p` is a live block of the zone whose zone-map info is `info`.
@@ -927,7 +948,7 @@ unsafe fn realloc_small_move(
         return q;
     }
     copy_small(q, p, old.min(n));
-    cache::free(info, p);
+    cache::free_passed(info, p);
     q
 }
 

@@ -100,7 +100,10 @@ mod slow;
 #[path = "cache/thread.rs"]
 mod thread;
 use self::fast::*;
-pub use self::fast::{alloc, block_passes, check_block, free, free_other, free_own, free_vouched};
+pub use self::fast::{
+    alloc, block_passes, check_block, free, free_other, free_own, free_passed, free_vouched_other,
+    free_vouched_own,
+};
 pub(crate) use self::give_back::prefetch;
 use self::give_back::*;
 pub use self::give_back::{flush_all_pending, leave_fast_path};
@@ -444,7 +447,7 @@ pub struct CacheOf<const N: usize> {
     /// the cache's own address (`settled`): its `mark` is `unsettled`
     /// itself, never the key while it points there. Never read.
     settled_next: usize,
-    /// The block this thread last freed through [`free_vouched`] (Rust's
+    /// The block this thread last freed through [`free_vouched_own`] (Rust's
     /// `dealloc`), whose double-free mark is not checked and set yet, or
     /// `settled(cache)` if none, so that the fast path needs no null test.
     unsettled: *mut Block,

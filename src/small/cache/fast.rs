@@ -1,9 +1,10 @@
 //! The small blocks' fast paths: `alloc` (a pop from the class's bin, or
 //! the zone's free list), `bin_refill` (a bin's alloc half filled from the
-//! zone), the frees (`free_own`, `free`, `free_other`, `free_vouched`: a
-//! push onto the bin), the foreign blocks a thread keeps (`free_foreign`),
-//! and the checks of a pointer into a zone (`block_ok`, `check_block`). The
-//! costs are in the comment of `cache` (this module's parent).
+//! zone), the frees (`free_own`, `free`, `free_other`, `free_vouched_own`,
+//! `free_vouched_other`: a push onto the bin), the foreign blocks a thread
+//! keeps (`free_foreign`), and the checks of a pointer into a zone
+//! (`block_ok`, `check_block`). The costs are in the comment of `cache`
+//! (this module's parent).
 
 use super::*;
 
@@ -85,7 +86,7 @@ unsafe fn alloc_class(tc: *mut Cache, cls: usize, n: usize) -> *mut u8 {
 }
 
 /// `alloc_class`'s swap of the halves when the thread has an unsettled
-/// block (see [`free_vouched`]), which may lie in the free half: settled
+/// block (see [`free_vouched_own`]), which may lie in the free half: settled
 /// first. Out of line, so that the swap saves no register for the call.
 ///
 /// (Its arguments are `bin_refill`'s, in the registers that hold them.)
@@ -361,7 +362,7 @@ pub unsafe fn free_other(info: *const zonemap::ZoneInfo, p: *mut u8) {
 /// ours (Rust's `GlobalAlloc::dealloc`: safe code cannot forge a pointer):
 /// the block-start check is not made (eight instructions fewer than `free`,
 /// bench/rust `json`), and the double-free mark of a block of this
-/// thread's own zones is checked one `free_vouched` later.
+/// thread's own zones is checked one `free_vouched_own` later.
 ///
 /// Why later: the mark lies in the block, and a program often frees a
 /// block it has not touched for long (a map's value string, removed; a
@@ -373,32 +374,38 @@ pub unsafe fn free_other(info: *const zonemap::ZoneInfo, p: *mut u8) {
 /// (a swap or refill of the alloc half, a spill, a drain) or be read by
 /// `check_block`, the unsettled one is settled, so a block freed twice is
 /// still reported before it could be handed out twice: at once when the
-/// two frees follow each other, else at the next `free_vouched`, swap,
+/// two frees follow each other, else at the next `free_vouched_own`, swap,
 /// spill, realloc or thread exit. (bench/rust: CPU time of `btree` and
 /// `hashmap` about 6% lower; tests/rust_path.rs counts the pair and checks
 /// the reports.) The C paths check at once, as before.
 ///
+/// This half takes the blocks of this thread's own zones, found at the
+/// owner's compare of the zone-map entry `info` of `p - HDR`'s granule
+/// (the owner is a live cache only while a zone of it starts there: no
+/// read of the map byte, as [`free_own`]; `export::dealloc_sized`: 3
+/// instructions a pair fewer than with the byte tested first); false,
+/// having done nothing, for any other block (or every block, without the
+/// checks), which [`free_vouched_other`] takes.
+///
 /// # Safety
-/// `p` is the start of a block of the zone whose zone-map info is `info`.
+/// `info` is the zone-map entry of `p - HDR`'s granule (not null), and
+/// `p`, if that granule starts a zone of this thread's, the start of a
+/// block of it.
 #[inline(always)]
-pub unsafe fn free_vouched(info: *const zonemap::ZoneInfo, p: *mut u8) {
+pub unsafe fn free_vouched_own(info: *const zonemap::ZoneInfo, p: *mut u8) -> bool {
     let key = crate::guard::list_key();
     let b = p as *mut Block;
     let tc = tls::get();
     let e = &*info;
     if !crate::guard::CHECKS || e.owner.load(Ordering::Relaxed) != tc as usize {
-        if crate::guard::CHECKS && (*b).mark == key {
-            return bad_block(p, "free");
-        }
-        (*b).mark = key;
-        return free_to_bin(info, p);
+        return false;
     }
     prefetch(b as *const u8);
     // (`settled` when there is none: its mark is 0.)
     let q = (*tc).unsettled;
     if q == b || (*q).mark == key {
         double_free(q);
-        return;
+        return true;
     }
     (*q).mark = key;
     (*tc).unsettled = b;
@@ -407,10 +414,34 @@ pub unsafe fn free_vouched(info: *const zonemap::ZoneInfo, p: *mut u8) {
     if !bin_push(tc, cls, b) {
         spill_bin(b, cls, tc);
     }
+    true
+}
+
+/// [`free_vouched_own`]'s other half: a zone block it did not take,
+/// another thread's: its mark checked at once, then to this thread's bin
+/// or the owner (`free_foreign`), with no second owner test, as
+/// [`free_other`]. (Without the checks, any block: to `free_to_bin`.)
+///
+/// # Safety
+/// `p` is the start of a block of the zone whose zone-map info is `info`;
+/// `free_vouched_own(info, p)` returned false on this thread.
+#[inline(always)]
+pub unsafe fn free_vouched_other(info: *const zonemap::ZoneInfo, p: *mut u8) {
+    let key = crate::guard::list_key();
+    let b = p as *mut Block;
+    if !crate::guard::CHECKS {
+        (*b).mark = key;
+        return free_to_bin(info, p);
+    }
+    if (*b).mark == key {
+        return bad_block(p, "free");
+    }
+    (*b).mark = key;
+    free_foreign_here(tls::get(), &*info, b)
 }
 
 /// Checks and sets the double-free mark of `tc`'s unsettled block (see
-/// [`free_vouched`]), if it has one.
+/// [`free_vouched_own`]), if it has one.
 ///
 /// # Safety
 /// `tc` is this thread's cache.
@@ -441,7 +472,7 @@ pub(super) fn settled(tc: *mut Cache) -> *mut Block {
     tc as *mut Block
 }
 
-/// Reports block `b` freed twice (found by `free_vouched` or `settle`).
+/// Reports block `b` freed twice (found by `free_vouched_own` or `settle`).
 /// (Returns for null, never passed: so that the compiler does not know
 /// that it never returns, and the fast path reaches it with a jump rather
 /// than a call, saving no register.)
@@ -617,12 +648,25 @@ pub(super) unsafe fn alloc_sum(tc: *mut Cache, cls: usize) -> u32 {
 }
 
 /// `free_foreign` of a block that starts a pending batch: the batch of
-/// another zone goes; a thread without a live cache pushes the block alone.
+/// another zone goes. A thread that frees before it has allocated (a
+/// consumer of other threads' blocks: a Rust thread that only drops what
+/// it receives) gets its cache here, as its first small malloc would give
+/// it one, so that its frees go to their owners in batches: each block
+/// went alone before, one compare-exchange on the zone's remote word a
+/// block (tests/rust_path.rs, `cross_thread_bare_instructions`: 157.6
+/// instructions an alloc and its free by such a thread, 124.3 now, as by a
+/// thread with a cache). A thread without one still (its cache torn down
+/// at exit, or none to be had: debug mode, the perturb byte, no memory)
+/// pushes the block alone.
 #[cold]
 #[inline(never)]
 unsafe fn free_foreign_slow(tc: *mut Cache, cls: usize, b: *mut Block) {
     let z = zone_of(b as *const u8);
-    if (*tc).state != LIVE {
+    let mut tc = tc;
+    if (*tc).state == EMPTY && !crate::config::debug() && crate::config::perturb() == 0 {
+        tc = init_cache();
+    }
+    if tc.is_null() || (*tc).state != LIVE {
         return push_remote(z, b, b, 1);
     }
     new_pending((*tc).pending.get_unchecked_mut(cls), z, b, b, 1)
@@ -656,12 +700,16 @@ pub unsafe fn check_block(p: *mut u8, what: &'static str) {
 /// [`check_block`] without the reports, for a fast path that must save no
 /// register: false when a report is due (the tail-called caller's cold
 /// path then runs `check_block`, which makes it). The unsettled block is
-/// settled here unless it is the one to report.
+/// settled here unless it is the one to report. For a caller whose
+/// contract makes `p` the start of a block (Rust's `GlobalAlloc::realloc`,
+/// as [`free_vouched_own`] for its `dealloc`): only the double-free mark
+/// is checked, not where `p` lies in its zone (tests/rust_path.rs: 5
+/// instructions a realloc fewer).
 ///
 /// # Safety
-/// `p` lies in a live zone whose zone-map entry is `e`.
+/// `p` is the start of a block of a live zone.
 #[inline(always)]
-pub unsafe fn block_passes(e: &zonemap::ZoneInfo, p: *mut u8) -> bool {
+pub unsafe fn block_passes(p: *mut u8) -> bool {
     let key = crate::guard::list_key();
     let tc = tls::get();
     let q = (*tc).unsettled;
@@ -672,7 +720,21 @@ pub unsafe fn block_passes(e: &zonemap::ZoneInfo, p: *mut u8) -> bool {
         (*tc).unsettled = settled(tc);
         (*q).mark = key;
     }
-    block_ok(e, p, key)
+    !crate::guard::CHECKS || (*(p as *mut Block)).mark != key
+}
+
+/// [`free`] of block `p`, which [`block_passes`] passed since it was last
+/// handed out (Rust's `realloc` of a block that moves: the block freed
+/// after its copy): marked free and to the bin (or the owner), with no
+/// check again (tests/rust_path.rs: 7 instructions a move fewer).
+///
+/// # Safety
+/// `p` is the start of a live block of the zone whose zone-map info is
+/// `info`, which `block_passes(p)` passed.
+#[inline(always)]
+pub unsafe fn free_passed(info: *const zonemap::ZoneInfo, p: *mut u8) {
+    (*(p as *mut Block)).mark = crate::guard::list_key();
+    free_to_bin(info, p)
 }
 
 /// `bad_block` for `free_own` (a tail call: the fast path saves nothing).
