@@ -36,6 +36,18 @@
 //! header's granule counts zero reports "not allocated by memalloc" instead
 //! of reading a header that is not there (a stack or global address, a block
 //! already unmapped, a pointer into a large block's later granules).
+//!
+//! **The zone range** (below): 4 GiB of address space, one leaf's, reserved
+//! at the first zone (`PROT_NONE`, opened 16 MiB at a time), from which the
+//! small layer takes its zones, each class at its slot of every 2 MiB row.
+//! A pointer lies in it iff its level-1 index is the range's (one compare
+//! with a static); its class is address bits 16-20 and its entry the
+//! range's leaf plus arithmetic: `free` finds the zone with no load of the
+//! map, and the bin it pushes on waits for no load at all (docs/
+//! performance.md, "A small free without the map"). The range's zones are
+//! in the map like any (zone bit, entry, room, counted as a mapping of ours
+//! while a zone); a pointer into a granule of the range that holds no zone
+//! is reported without being read.
 
 use core::cell::UnsafeCell;
 use core::ptr::addr_of_mut;
@@ -436,6 +448,275 @@ pub fn clear(z: *const u8) {
         e.owner.store(0, Ordering::Relaxed);
         e.bits.fetch_and(!ZONE_BIT, Ordering::Release)
     };
+}
+
+// ---- The zone range ------------------------------------------------------
+
+/// Classes the range has slots for (the small layer's classes, in order).
+pub const RANGE_CLASSES: usize = 28;
+/// Slots of a row of the range: a row holds one zone of each class, the
+/// class's slot at granule `class` of the row (`range_class`), so that the
+/// map entries and rooms of the classes' first zones share lines and pages.
+const SLOTS: usize = 32;
+const _: () = assert!(RANGE_CLASSES <= SLOTS);
+/// Bytes of a row (2 MiB).
+const ROW: usize = SLOTS * ZONE_SIZE;
+/// Rows of the range: the zones each class can have there (2,048: 128 MiB
+/// of one class's blocks; beyond it the class's zones come from the heap,
+/// found through the map as before).
+const ROWS: usize = 1 << 11;
+/// Bytes of address space the range reserves: one leaf of the map (4 GiB),
+/// so that `p` lies in it iff `(p - HDR) >> 32` is the leaf's index
+/// (`RANGE_KEY`), and a granule's entry and class are bits of `p`.
+pub const RANGE_LEN: usize = ROWS * ROW;
+const _: () = assert!(RANGE_LEN == 1 << L1_SHIFT);
+/// `RANGE_KEY.l1` while there is no range: no address's index (an address
+/// `>> 32` is below 2^32).
+const NO_RANGE: usize = usize::MAX;
+/// Rows opened at a time (`os::commit`, 16 MiB of address space): the open
+/// part of the range is one mapping, grown at its end.
+const COMMIT_ROWS: usize = 8;
+/// Empty zones a class keeps with their pages (`range_give`); the ones
+/// after are discarded (`MADV_DONTNEED`) as they are given.
+pub const KEEP: usize = 4;
+
+/// What `free` reads of the range, on one cache line: its level-1 index
+/// (its start, 4 GiB-aligned, `>> 32`), or `NO_RANGE`; and its leaf, the
+/// entry of a granule of the range being arithmetic on its address
+/// (`range_entry`), not a load of level 1. Plain memory, not atomics, so
+/// that `in_range`'s compare reads the index in one instruction (see
+/// [`ZoneInfo`]): written once, under the heap's lock, before any zone of
+/// the range is made; a thread that holds a block of the range got it
+/// after that.
+#[repr(C, align(64))]
+struct RangeKey {
+    l1: UnsafeCell<usize>,
+    leaf: UnsafeCell<usize>,
+}
+// SAFETY: written once (`range_init`), as said above.
+unsafe impl Sync for RangeKey {}
+static RANGE_KEY: RangeKey = RangeKey {
+    l1: UnsafeCell::new(NO_RANGE),
+    leaf: UnsafeCell::new(0),
+};
+
+/// One class's zones in the range.
+#[derive(Clone, Copy)]
+struct Span {
+    /// Rows whose slot of the class was handed out so far (a high-water
+    /// mark: zones given back go to `kept` or `discarded`).
+    rows: usize,
+    /// Empty zones given back with their pages, the last given on top.
+    kept: [usize; KEEP],
+    nkept: usize,
+    /// Empty zones given back and discarded: a stack linked through the
+    /// first word of each one's room.
+    discarded: usize,
+}
+
+struct RangeState {
+    tried: bool,
+    /// Rows opened for access.
+    open: usize,
+    span: [Span; RANGE_CLASSES],
+}
+
+struct RangeCell(UnsafeCell<RangeState>);
+// SAFETY: every access is serialised by the caller (the heap's lock).
+unsafe impl Sync for RangeCell {}
+
+static RANGE: RangeCell = RangeCell(UnsafeCell::new(RangeState {
+    tried: false,
+    open: 0,
+    span: [Span {
+        rows: 0,
+        kept: [0; KEEP],
+        nkept: 0,
+        discarded: 0,
+    }; RANGE_CLASSES],
+}));
+
+/// Does `c` (a user pointer less the header, `p - HDR`) lie in the zone
+/// range? One compare of its level-1 index with a static's (off `free`'s
+/// chain). A block's `c` lies in its own granule (a zone's first block is
+/// at least 192 bytes into it).
+#[inline(always)]
+pub fn in_range(c: *const u8) -> bool {
+    // SAFETY: see `RANGE_KEY`.
+    c as usize >> L1_SHIFT == unsafe { *RANGE_KEY.l1.get() }
+}
+
+/// The class of the slot of the range holding `c` (`in_range`), from its
+/// address (a slot past the classes, `RANGE_CLASSES` or more, holds no
+/// zone).
+#[inline(always)]
+pub fn range_class(c: *const u8) -> usize {
+    (c as usize >> ZONE_SHIFT) & (SLOTS - 1)
+}
+
+/// The map entry of the granule holding `c` (`in_range`), from its
+/// address: no load of level 1. An entry no zone has used reads as zeros:
+/// no owner, the zone bit clear, and no block start
+/// (`ZoneInfo::block_at`).
+#[inline(always)]
+pub fn range_entry(c: *const u8) -> *const ZoneInfo {
+    // SAFETY: see `RANGE_KEY`.
+    (unsafe { *RANGE_KEY.leaf.get() }
+        + ((c as usize >> ZONE_SHIFT) & (GRANULES - 1)) * core::mem::size_of::<ZoneInfo>())
+        as *const ZoneInfo
+}
+
+/// Reserves the range and maps its leaf; on any failure (no address
+/// space, a leaf of the map already there) there is no range and zones
+/// come from the heap.
+unsafe fn range_init() {
+    let base = crate::os::reserve(RANGE_LEN, RANGE_LEN);
+    if base.is_null() {
+        return;
+    }
+    let i = base as usize >> L1_SHIFT;
+    let leaf = leaf_of(base as usize);
+    if leaf.is_null() || i >= L1_LEN {
+        crate::os::unmap(base, RANGE_LEN);
+        return;
+    }
+    // (A leaf already there, of a mapping of ours the range's address
+    // space once held, is as good: its granules of the range count zero.)
+    *RANGE_KEY.leaf.get() = leaf as usize;
+    RANGE_BASE.store(base as usize, Ordering::Relaxed);
+    *RANGE_KEY.l1.get() = i;
+}
+
+/// The range's start, or 0.
+static RANGE_BASE: AtomicUsize = AtomicUsize::new(0);
+
+/// A granule of class `cls`'s slots for a new zone: a kept one, a
+/// discarded one, or the slot of the next row (rows opened `COMMIT_ROWS` at
+/// a time); 0 if there is none (no range, the class's slots used up, the
+/// commit refused). The zone map's entry and room of the granule exist.
+///
+/// # Safety
+/// The caller serialises every `range_take` and `range_give` (the heap's
+/// lock).
+pub unsafe fn range_take(cls: usize) -> usize {
+    let r = &mut *RANGE.0.get();
+    if !r.tried {
+        r.tried = true;
+        if crate::config::zone_range() {
+            range_init();
+        }
+    }
+    let base = RANGE_BASE.load(Ordering::Relaxed);
+    if base == 0 || cls >= RANGE_CLASSES {
+        return 0;
+    }
+    let g = range_slot(r, base, cls);
+    if g != 0 {
+        // (Counted as a mapping of ours while a zone: `is_ours`.)
+        add_ours(g as *const u8, (g + ZONE_SIZE) as *const u8);
+    }
+    g
+}
+
+/// `range_take`'s granule, not yet counted as ours.
+unsafe fn range_slot(r: &mut RangeState, base: usize, cls: usize) -> usize {
+    let s = &mut r.span[cls];
+    if s.nkept > 0 {
+        s.nkept -= 1;
+        return s.kept[s.nkept];
+    }
+    if s.discarded != 0 {
+        let g = s.discarded;
+        s.discarded = *(room(g as *const u8) as *const usize);
+        return g;
+    }
+    if s.rows == ROWS {
+        return 0;
+    }
+    if s.rows == r.open {
+        let n = COMMIT_ROWS.min(ROWS - r.open);
+        if !crate::os::commit((base + r.open * ROW) as *mut u8, n * ROW) {
+            return 0;
+        }
+        r.open += n;
+    }
+    let g = base + s.rows * ROW + cls * ZONE_SIZE;
+    s.rows += 1;
+    g
+}
+
+/// Takes back granule `g` if it lies in the range (its zone retired, its
+/// map entry cleared): kept with its pages up to `KEEP` a class, else
+/// discarded. False if `g` is not the range's (a heap zone's).
+///
+/// # Safety
+/// As `range_take`; no block of `g` is live.
+pub unsafe fn range_give(g: usize) -> bool {
+    if !in_range(g as *const u8) {
+        return false;
+    }
+    remove_ours(g as *const u8, (g + ZONE_SIZE) as *const u8);
+    let r = &mut *RANGE.0.get();
+    let s = &mut r.span[range_class(g as *const u8)];
+    if s.nkept < KEEP {
+        s.kept[s.nkept] = g;
+        s.nkept += 1;
+        return true;
+    }
+    discard_into(s, g);
+    true
+}
+
+/// Discards zone granule `g`'s pages and pushes it on `s`'s discarded stack.
+unsafe fn discard_into(s: &mut Span, g: usize) {
+    crate::os::discard(g as *mut u8, ZONE_SIZE);
+    *(room(g as *const u8) as *mut usize) = s.discarded;
+    s.discarded = g;
+}
+
+/// The open part of the range, `(start, end)`; `(0, 0)` if there is none.
+///
+/// # Safety
+/// As `range_take`.
+pub unsafe fn range_open() -> (usize, usize) {
+    let base = RANGE_BASE.load(Ordering::Relaxed);
+    if base == 0 {
+        return (0, 0);
+    }
+    (base, base + (*RANGE.0.get()).open * ROW)
+}
+
+/// Calls `f(granule)` for every zone of the range, in address order.
+///
+/// # Safety
+/// As `range_take`.
+pub unsafe fn range_for_each(mut f: impl FnMut(usize)) {
+    let (start, end) = range_open();
+    let mut g = start;
+    while g < end {
+        if is_zone(g as *const u8) {
+            f(g);
+        }
+        g += ZONE_SIZE;
+    }
+}
+
+/// Discards the pages of the empty zones the classes keep (`KEEP`), for
+/// `malloc_trim`; true if there were some.
+///
+/// # Safety
+/// As `range_take`.
+pub unsafe fn range_trim() -> bool {
+    let r = &mut *RANGE.0.get();
+    let mut any = false;
+    for s in r.span.iter_mut() {
+        while s.nkept > 0 {
+            s.nkept -= 1;
+            discard_into(s, s.kept[s.nkept]);
+            any = true;
+        }
+    }
+    any
 }
 
 #[cfg(test)]
