@@ -265,8 +265,16 @@ static void zone_pages(void)
  * the region that memalloc_dump reports for the break starts at one. */
 static void heap_starts_at_granule(void)
 {
+    void (*dump)(int) = (void (*)(int))memalloc_sym("memalloc_dump");
+    CHECK(dump != NULL);
+    int fd = memfd_create("memalloc_dump", 0);
+    CHECK(fd >= 0);
+    dump(fd);
     static char text[1 << 16];
-    dump_text(text, sizeof text);
+    ssize_t n = pread(fd, text, sizeof text - 1, 0);
+    close(fd);
+    CHECK(n > 0);
+    text[n] = 0;
     char *line = strstr(text, "\nregion ");
     unsigned long start = 0, end = 0;
     char kind[16] = "";

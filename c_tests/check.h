@@ -31,7 +31,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 static unsigned long check_count;             /* flushed from the threads' counts */
@@ -157,21 +156,6 @@ static __attribute__((unused)) void *memalloc_sym(const char *name)
     if (memalloc_expected())
         CHECKF(f != NULL, "memalloc extension %s must be present", name);
     return f;
-}
-
-/* memalloc_dump's text, into buf (n bytes, NUL-terminated), through a
- * memfd. */
-static __attribute__((unused)) void dump_text(char *buf, size_t n)
-{
-    void (*dump)(int) = (void (*)(int))memalloc_sym("memalloc_dump");
-    CHECK(dump != NULL);
-    int fd = memfd_create("memalloc_dump", 0);
-    CHECK(fd >= 0);
-    dump(fd);
-    ssize_t got = pread(fd, buf, n - 1, 0);
-    close(fd);
-    CHECK(got > 0);
-    buf[got] = 0;
 }
 
 static __attribute__((unused)) void check_begin(void)

@@ -558,11 +558,7 @@ fi
 # 20,000 bytes at most 1.22x (115.4; main 114.1). Since the header's tag
 # sums the user address and the word (chk17h: one `lea`, where the `xor`
 # took a copy first), the medium pairs off at most 95 (from 96; profiling
-# 105.8 and 114.4). Since small zones lie in the zone range (zone17i: a
-# free tests the range first, one compare, and finds a small block's class
-# and map entry from its address): the small pairs off at most 63 and 75
-# (62.4 and 74, from 66.4 and 78), the medium ones at most 98 (the range's
-# test and a jump: 95 -> 98; profiling 108.0 and 116.7).
+# 105.8 and 114.4).
 # Skipped without valgrind.
 if command -v valgrind >/dev/null; then
     gcc -O2 -o "$out/pair" "$root/bench/pair.c" || exit 2
@@ -579,7 +575,7 @@ if command -v valgrind >/dev/null; then
         done
         python3 -c "import statistics; print(round(statistics.median([${v[0]}, ${v[1]}, ${v[2]}]) / 100000, 1))"
     }
-    for sz in 32:1.03:63 4096:1.08:75 8192:1.12:98 20000:1.22:98; do
+    for sz in 32:1.03:67 4096:1.08:79 8192:1.12:95 20000:1.22:95; do
         IFS=: read -r size bound most <<<"$sz"
         off=$(pair_cost 0 "$size") on=$(pair_cost 1 "$size")
         if python3 -c "import sys; sys.exit(0 if $on <= $bound * $off else 1)"; then

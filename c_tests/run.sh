@@ -21,15 +21,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 cd "$root" || exit 2
 
-tests=(api extensions brk brk_moved purge threads fork churn compat medium idle bigreuse bigsparse vecgrow shared zonereuse revive zonerange)
-memalloc_only=" extensions brk brk_moved purge medium idle bigreuse bigsparse vecgrow shared zonereuse revive zonerange "
-# Tests of the break and of zones as heap chunks (small blocks that grow and
-# shrink the break, a zone chunk's header): run with the zone range off
-# (MEMALLOC_ZONE_RANGE=0: every zone from the heap, as before it); the
-# extensions test in its linked variant only, so that it runs both ways.
-# zonerange tests the range itself.
-heap_zones=" brk brk_moved compat "
-heap_zones_linked=" extensions "
+tests=(api extensions brk brk_moved purge threads fork churn compat medium idle bigreuse bigsparse vecgrow shared zonereuse revive)
+memalloc_only=" extensions brk brk_moved purge medium idle bigreuse bigsparse vecgrow shared zonereuse revive "
 cflags=(-O2 -g -Wall -Wextra -fno-builtin -pthread -I "$root/include")
 timeout_s=${C_TESTS_TIMEOUT:-120}
 out=$root/target/c_tests
@@ -111,11 +104,6 @@ for t in "${tests[@]}"; do
         log=$out/logs/$t.$v.log
         envs=()
         [ -n "$expect" ] && envs+=(MEMALLOC_EXPECT=1)
-        if [ -n "$expect" ] && { [[ "$heap_zones" == *" $t "* ]] ||
-            { [ "$v" = linked ] && [[ "$heap_zones_linked" == *" $t "* ]]; }; }; then
-            envs+=(MEMALLOC_ZONE_RANGE=0)
-            label="$label [MEMALLOC_ZONE_RANGE=0]"
-        fi
         [ "$v" = plain ] && [ -n "$preload" ] && envs+=(LD_PRELOAD="$preload")
         start=$(date +%s.%N)
         timeout --kill-after=5 "$timeout_s" env "${envs[@]}" "$out/$v/$t" >"$log" 2>&1

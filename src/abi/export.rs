@@ -203,64 +203,45 @@ unsafe fn chunk_of_in_ours(p: *mut u8) -> *mut Chunk {
 /// pointer that is neither is reported when the checks can tell, not trusted.)
 #[inline(always)]
 pub unsafe fn dealloc(p: *mut u8) {
-    // A block of the zone range: its class is bits of its offset and its
-    // map entry arithmetic on the offset, so the push waits for no load of
-    // the map (docs/performance.md, "A small free without the map").
-    // (Both ways look at the granule of `p - HDR`, where a heap chunk's
-    // header lies. A zone block's granule is the same: a zone's first block
-    // is at least 192 bytes into it; a pointer less than `HDR` into a
-    // granule finds the entry below, whose zone's `block_at`, or heap
-    // chunk's checks, reject it.)
-    let c = from_user(p) as *const u8;
-    let (info, cls);
-    if zonemap::in_range(c) {
-        info = zonemap::range_entry(c);
-        cls = zonemap::range_class(c);
-    } else {
-        // If the granule is ours and no zone's, `dealloc_chunk` reads the
-        // header with no test of its own.
-        info = zonemap::entry(c);
-        if info.is_null() {
-            return dealloc_chunk_slow(p, false);
-        }
-        // A heap chunk goes on to `dealloc_chunk` (a tail call) at the map
-        // byte's test; a block of this thread's zones then at the owner's
-        // compare. (The owner's compare first made the small pair 70
-        // instructions against 73, and the medium pair of 20000 B 129
-        // against 123, callgrind: the medium path is the one behind the
-        // peers.)
-        let bits = (*info).bits();
-        if bits & zonemap::ZONE_BIT == 0 {
-            // (The map byte's one test: its sign the zone bit, zero not ours.)
-            if bits != 0 {
-                return dealloc_chunk(p);
-            }
-            return dealloc_chunk_slow(p, false);
-        }
-        // (A zone's class is below NCLASS, fixed while the zone lives.)
-        cls = (*info).class();
+    // The entry of the granule of `p - HDR`, where a heap chunk's header
+    // lies: if it is ours, `dealloc_chunk` reads the header with no test of
+    // its own. A zone block's granule is the same (a zone's first block is
+    // at least 192 bytes into it); a pointer less than `HDR` into
+    // a granule finds the entry below, whose zone's `block_at`, or heap
+    // chunk's checks, reject it.
+    let c = from_user(p);
+    let info = zonemap::entry(c as *const u8);
+    if info.is_null() {
+        return dealloc_chunk_slow(p, false);
     }
-    if cache::free_own_in(info, cls, p) {
+    // A heap chunk goes on to `dealloc_chunk` (a tail call) at the map
+    // byte's test; a block of this thread's zones then at the owner's
+    // compare. (The owner's compare first made the small pair 70
+    // instructions against 73, and the medium pair of 20000 B 129 against
+    // 123, callgrind: the medium path is the one behind the peers.)
+    let bits = (*info).bits();
+    if bits & zonemap::ZONE_BIT == 0 {
+        // (The map byte's one test: its sign the zone bit, zero not ours.)
+        if bits == 0 {
+            return dealloc_chunk_slow(p, false);
+        }
+        return dealloc_chunk(p);
+    }
+    if cache::free_own(info, p) {
         return;
     }
     dealloc_other_zone(p, info)
 }
 
-/// free of a pointer into a zone's granule that is no block of this
-/// thread's zones: another thread's block, or, in the zone range, a pointer
-/// into no zone (a slot not in use, whose entry reads as zeros: reported as
-/// not ours, with no read of it). Out of line, so that `dealloc`'s fast
-/// path saves no register.
+/// free of a block of another thread's zone (out of line, so that
+/// `dealloc`'s fast path saves no register).
 ///
 /// # Safety
 /// As [`dealloc`]; `info` is the zone-map entry of `p - HDR`'s granule, a
-/// zone's (`p`'s too, unless `p` is no block of it), or of `p`'s granule in
-/// the zone range, and `cache::free_own_in(info, _, p)` returned false.
+/// zone's (`p`'s too, unless `p` is no block of it), and
+/// `cache::free_own(info, p)` returned false.
 #[inline(never)]
 unsafe fn dealloc_other_zone(p: *mut u8, info: *const zonemap::ZoneInfo) {
-    if (*info).bits() & zonemap::ZONE_BIT == 0 {
-        return dealloc_chunk_slow(p, false);
-    }
     cache::free_other(info, p)
 }
 

@@ -4,13 +4,9 @@
 //! per power of two up to `SMALL_MAX`, so internal waste stays under 12.5%
 //! above 128 bytes (and under 16 bytes below).
 //!
-//! **Zones**: 64 KiB runs of one class's blocks, taken from the zone range
-//! (`zonemap::range_take`: the class's slot of a 2 MiB row of a reserved
-//! 4 GiB, so that `free` finds a block's class and map entry from its
-//! address, with no load of the map) or, without the range or past a
-//! class's slots, from the TLSF heap as one 64 KiB-aligned chunk (the chunk
-//! exactly tiles 64 KiB, so consecutive zones waste nothing); marked in the
-//! `zonemap` either way. A block has no header:
+//! **Zones**: 64 KiB runs of one class's blocks, taken from the TLSF heap as
+//! one 64 KiB-aligned chunk (the chunk exactly tiles 64 KiB, so consecutive
+//! zones waste nothing) and marked in the `zonemap`. A block has no header:
 //! `free(p)` finds its zone's granule by masking `p`, and its header in the
 //! zone map's room for that granule (`zone_at`: the headers of all zones
 //! lie together there, not in the zones). The free list lives inside the
@@ -32,8 +28,7 @@
 //! Invariant, per zone: `used == blocks handed out and not yet collected
 //! back`, i.e. `used + len(free) + len(remote) + (capacity - carved) ==
 //! capacity`. When `used` reaches 0 on a zone that is not its class's current
-//! one, the zone goes back to the range (its pages discarded but for a few
-//! kept a class) or to the heap, so the break can shrink after a burst.
+//! one, the zone goes back to the heap, so the break can shrink after a burst.
 //!
 //! **Sparse threads**: a thread that starts while another has a cache takes
 //! 256-byte blocks for all its requests of up to 256 bytes, from one zone,
@@ -75,12 +70,10 @@
 //!
 //! Fast path cost: malloc is a TLS load, a bin top test and an array pop
 //! (or, with the alloc half empty, a swap of its halves); free is a
-//! compare that says "zone range", the class and the map entry from the
-//! address (a heap zone's: a zone-map lookup), an owner compare against the
-//! map's entry (not the zone header: see `zonemap`), the block checks and
-//! an array push. No lock and no atomic read-modify-write. (`bench/pair`:
-//! 62.4 instructions a malloc + free pair of 32 bytes, 74 of 4096, under
-//! callgrind.)
+//! zone-map lookup, an owner compare against the map's entry (not the zone
+//! header: see `zonemap`), the block checks and an array push. No lock and
+//! no atomic read-modify-write. (`bench/pair`: 68 instructions a malloc +
+//! free pair of 32 bytes, 77 of 4096, under callgrind.)
 //!
 //! **Files**: this one holds the size classes, the zone and cache types,
 //! the bins' layout and the shared lists; the code is in `cache/`: `fast`
@@ -107,9 +100,7 @@ mod slow;
 #[path = "cache/thread.rs"]
 mod thread;
 use self::fast::*;
-pub use self::fast::{
-    alloc, block_passes, check_block, free, free_other, free_own, free_own_in, free_vouched,
-};
+pub use self::fast::{alloc, block_passes, check_block, free, free_other, free_own, free_vouched};
 pub(crate) use self::give_back::prefetch;
 use self::give_back::*;
 pub use self::give_back::{flush_all_pending, leave_fast_path};
@@ -123,7 +114,6 @@ pub use self::thread::{trim_abandoned, trim_free_caches};
 pub const SMALL_MAX: usize = 4096;
 /// Number of size classes.
 pub const NCLASS: usize = 28;
-const _: () = assert!(NCLASS == zonemap::RANGE_CLASSES);
 /// Block size of each class. A 64 KiB zone holds 15 blocks of the largest
 /// (6% of it unused); the others leave under 3% unused.
 pub const CLASS_SIZE: [u32; NCLASS] = [
@@ -819,26 +809,21 @@ pub unsafe fn zone_ok(z: *const Zone) -> bool {
             == (cls as u32, first_offset(z), zonemap::geometry(bs, cap))
 }
 
-/// The zones of heap `h` and of the zone range: (bytes of the range's
-/// zones, bytes of the heap's zone chunks, bytes of blocks in use in all
-/// zones). Reads owner-only counters racily: a figure for statistics, not
-/// an invariant.
+/// The zones of heap `h`: (zone count, bytes of zone chunks, bytes of
+/// blocks in use in them). Reads owner-only counters racily: a figure for
+/// statistics, not an invariant.
 pub fn zone_usage(h: &Heap) -> (usize, usize, usize) {
-    let (mut range_bytes, mut chunk_bytes, mut used) = (0, 0, 0);
+    let (mut zones, mut chunk_bytes, mut used) = (0, 0, 0);
     h.for_each_zone(|c| {
+        zones += 1;
         let z = zone_at(c as usize);
-        // SAFETY: c is a live zone chunk or a zone of the range
-        // (for_each_zone), z its header.
+        // SAFETY: c is a live zone chunk (for_each_zone), z its header.
         unsafe {
-            if zonemap::in_range(c as *const u8) {
-                range_bytes += ZONE_SIZE;
-            } else {
-                chunk_bytes += chunk::size(c);
-            }
+            chunk_bytes += chunk::size(c);
             used += core::ptr::read_volatile(&(*z).used) as usize * (*z).block_size as usize;
         }
     });
-    (range_bytes, chunk_bytes, used)
+    (zones, chunk_bytes, used)
 }
 
 /// Usable bytes of a block of zone `z`.

@@ -119,9 +119,7 @@ fn small_adjusted_in_use(h: &crate::heap::Heap) -> usize {
 pub fn mallinfo2() -> Mallinfo2 {
     let (hblks, hblkhd) = large::totals();
     HEAP.with(|h| Mallinfo2 {
-        // (The zone range's zones count as the heap's, as when they were
-        // its chunks.)
-        arena: h.brk_bytes + h.mmap_region_bytes + crate::cache::zone_usage(h).0,
+        arena: h.brk_bytes + h.mmap_region_bytes,
         ordblks: h.tlsf.free_count,
         smblks: 0,
         hblks,
@@ -369,32 +367,6 @@ pub fn summary(fd: i32) {
     );
 }
 
-/// `dump`'s line for the zone at granule `g` (user address `u`, `size`
-/// bytes), counted in `zones` (per class: zones, blocks used, capacity).
-///
-/// # Safety
-/// A zone starts at `g`, and the heap's lock is held.
-unsafe fn dump_zone(
-    b: &mut StackBuf<4096>,
-    u: *mut u8,
-    size: usize,
-    g: usize,
-    zones: &mut [(usize, usize, usize); crate::cache::NCLASS],
-) {
-    let z = crate::cache::zone_at(g);
-    let (cls, bs) = ((*z).class as usize, (*z).block_size as usize);
-    let used = core::ptr::read_volatile(&(*z).used) as usize;
-    let cap = (*z).capacity as usize;
-    let _ = writeln!(
-        b,
-        "  block {:p} size {} zone class {} block {} used {}/{}",
-        u, size, cls, bs, used, cap
-    );
-    zones[cls].0 += 1;
-    zones[cls].1 += used;
-    zones[cls].2 += cap;
-}
-
 /// memalloc_dump: every region and chunk, the mapped blocks and the TLSF
 /// bitmaps. Holds the heap lock while writing.
 pub fn dump(fd: i32) {
@@ -428,36 +400,29 @@ pub fn dump(fd: i32) {
                     if is_free(c) {
                         let _ = writeln!(b, "  block {:p} size {} free", u, size(c));
                     } else if crate::zonemap::is_zone(u) {
-                        dump_zone(&mut b, u, size(c), c as usize, &mut zones);
+                        let z = crate::cache::zone_at(c as usize);
+                        let (cls, bs) = ((*z).class as usize, (*z).block_size as usize);
+                        let used = core::ptr::read_volatile(&(*z).used) as usize;
+                        let cap = (*z).capacity as usize;
+                        let _ = writeln!(
+                            b,
+                            "  block {:p} size {} zone class {} block {} used {}/{}",
+                            u,
+                            size(c),
+                            cls,
+                            bs,
+                            used,
+                            cap
+                        );
+                        zones[cls].0 += 1;
+                        zones[cls].1 += used;
+                        zones[cls].2 += cap;
                     } else {
                         let _ = writeln!(b, "  block {:p} size {} used", u, size(c));
                     }
                     c = next(c);
                 }
                 r = (*r).next;
-            }
-            // The zone range: its open part as a region of kind `zones`,
-            // listing its zones (the granules between hold no memory).
-            let (start, end) = crate::zonemap::range_open();
-            if end > start {
-                let mut n = 0;
-                crate::zonemap::range_for_each(|_| n += 1);
-                let _ = writeln!(
-                    b,
-                    "region {:#x}-{:#x} zones {} bytes",
-                    start,
-                    end,
-                    n * crate::zonemap::ZONE_SIZE
-                );
-                crate::zonemap::range_for_each(|g| {
-                    dump_zone(
-                        &mut b,
-                        g as *mut u8,
-                        crate::zonemap::ZONE_SIZE,
-                        g,
-                        &mut zones,
-                    )
-                });
             }
             for (cls, z) in zones.iter().enumerate() {
                 if z.0 != 0 {

@@ -54,18 +54,14 @@ static STATS: AtomicBool = AtomicBool::new(false);
 /// Thresholds follow the program (see `raise_thresholds`) until set by hand.
 static DYNAMIC: AtomicBool = AtomicBool::new(true);
 static DEBUG: AtomicBool = AtomicBool::new(false);
-/// Small zones in the zone range (`zonemap::range_take`); off: all from the
-/// heap, as before it.
-static ZONE_RANGE: AtomicBool = AtomicBool::new(true);
 static VERBOSE: AtomicBool = AtomicBool::new(false);
 static TRACE: AtomicPtr<u8> = AtomicPtr::new(core::ptr::null_mut());
 static DUMP: AtomicPtr<u8> = AtomicPtr::new(core::ptr::null_mut());
 static INIT: spin::Once<()> = spin::Once::new();
 
 /// The variables we read; any other `MEMALLOC_*` gets a warning.
-const KNOWN: [&[u8]; 20] = [
+const KNOWN: [&[u8]; 19] = [
     b"MEMALLOC_LARGE_CACHE",
-    b"MEMALLOC_ZONE_RANGE",
     b"MEMALLOC_MEDIUM_CACHE",
     b"MEMALLOC_IDLE_MS",
     b"MEMALLOC_DEBUG",
@@ -154,12 +150,6 @@ pub fn debug() -> bool {
     DEBUG.load(Ordering::Relaxed)
 }
 
-/// Small zones in the zone range? (`MEMALLOC_ZONE_RANGE`, default 1.)
-pub fn zone_range() -> bool {
-    init();
-    ZONE_RANGE.load(Ordering::Relaxed)
-}
-
 /// Debug mode, without the first-use check: for a caller given a block of
 /// ours (whose allocation read the environment) or null. One byte load.
 #[inline(always)]
@@ -242,7 +232,6 @@ fn read_env() {
     check_unknown();
     read_flag(c"MEMALLOC_STATS", &STATS);
     read_flag(c"MEMALLOC_DEBUG", &DEBUG);
-    read_flag(c"MEMALLOC_ZONE_RANGE", &ZONE_RANGE);
     crate::gate::set(crate::gate::DEBUG, DEBUG.load(Ordering::Relaxed));
     read_size(
         c"MEMALLOC_FAIL_AFTER",

@@ -176,59 +176,6 @@ pub fn map(len: usize) -> *mut u8 {
     }
 }
 
-/// Reserves `len` bytes of address space, aligned to `align` (a power of
-/// two, at least a page): no access, no memory and no commit charge
-/// (`PROT_NONE`, `MAP_NORESERVE`) until [`commit`] opens part of it. Null on
-/// failure (`RLIMIT_AS`, no room).
-pub fn reserve(len: usize, align: usize) -> *mut u8 {
-    count();
-    if injected_failure() {
-        return core::ptr::null_mut();
-    }
-    let span = len + align;
-    // SAFETY: an anonymous private mapping at an address the kernel chooses
-    // touches no existing memory; the unmaps trim its own ends.
-    unsafe {
-        let p = libc::mmap(
-            core::ptr::null_mut(),
-            span,
-            libc::PROT_NONE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        );
-        if p == libc::MAP_FAILED {
-            return core::ptr::null_mut();
-        }
-        let a = p as usize;
-        let b = (a + align - 1) & !(align - 1);
-        if b > a {
-            libc::munmap(p, b - a);
-        }
-        if a + span > b + len {
-            libc::munmap((b + len) as *mut libc::c_void, a + span - (b + len));
-        }
-        b as *mut u8
-    }
-}
-
-/// Opens `[p, p + len)` of a [`reserve`]d range for reading and writing
-/// (its pages come on first touch); false on failure (the commit limit).
-///
-/// # Safety
-/// The range is page-aligned and lies in a reservation this allocator owns.
-pub unsafe fn commit(p: *mut u8, len: usize) -> bool {
-    count();
-    if injected_failure() {
-        return false;
-    }
-    libc::mprotect(
-        p as *mut libc::c_void,
-        len,
-        libc::PROT_READ | libc::PROT_WRITE,
-    ) == 0
-}
-
 /// Unmaps `[p, p + len)`.
 ///
 /// # Safety

@@ -265,12 +265,10 @@ impl Heap {
     }
 
     /// malloc_trim: shrinks the break down to `pad` free bytes and discards
-    /// the whole pages inside every free chunk and the empty zones the zone
-    /// range keeps. Returns whether any memory went back.
+    /// the whole pages inside every free chunk. Returns whether any memory
+    /// went back.
     pub fn trim(&mut self, pad: usize) -> bool {
         let mut any = self.trim_brk(pad) != 0;
-        // SAFETY: the range is the heap lock's (`range_take`), held.
-        any |= unsafe { crate::zonemap::range_trim() };
         let (discarded, _, _) = self.discard_free(0, PURGED, 0, usize::MAX);
         if discarded != 0 {
             self.released += discarded;

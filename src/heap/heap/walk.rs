@@ -79,11 +79,7 @@ impl Heap {
         if bad == 0 {
             self.for_each_zone(|c| {
                 // SAFETY: c is a live chunk (for_each_zone).
-                // (A zone of the range has no chunk header: `for_each_zone`.)
-                if (!crate::zonemap::in_range(c as *const u8)
-                    && unsafe { size(c) != crate::zonemap::ZONE_SIZE })
-                    || !zone_ok(c)
-                {
+                if unsafe { size(c) != crate::zonemap::ZONE_SIZE } || !zone_ok(c) {
                     bad += 1;
                 }
             });
@@ -99,9 +95,7 @@ impl Heap {
     }
 
     /// Calls `f(chunk)` for every zone chunk of the heap (in use, and marked
-    /// a zone in the zone map), then for every zone of the zone range (its
-    /// granule as the "chunk": it has no chunk header, see
-    /// `zonemap::range_take`); the zone header is the small layer's.
+    /// a zone in the zone map); the zone header in it is the small layer's.
     pub fn for_each_zone(&self, mut f: impl FnMut(*mut Chunk)) {
         // SAFETY: under the lock every region and chunk header is consistent
         // (the reserves' sizes once synced); a zone header is live while its
@@ -119,8 +113,6 @@ impl Heap {
                 }
                 r = (*r).next;
             }
-            // SAFETY: the range is the heap lock's (`range_take`), held.
-            crate::zonemap::range_for_each(|g| f(g as *mut Chunk));
         }
     }
 

@@ -304,20 +304,6 @@ unsafe fn bin_pop(tc: *mut Cache, cls: usize, st: u64, top: usize, n: usize) -> 
 /// `info` is the zone-map entry of `p`'s granule.
 #[inline(always)]
 pub unsafe fn free_own(info: *const zonemap::ZoneInfo, p: *mut u8) -> bool {
-    // (A zone's class is below NCLASS, fixed while the zone lives.)
-    free_own_in(info, (*info).class(), p)
-}
-
-/// [`free_own`] of a block of class `cls`, known from its address (a block
-/// of the zone range: `zonemap::range_class`), so that the bin's address
-/// waits for no load of the map: `free`'s chain is the pointer, the bin's
-/// free top, the store.
-///
-/// # Safety
-/// `info` is the zone-map entry of `p`'s granule; if a zone of this
-/// thread's starts there, its class is `cls < NCLASS`.
-#[inline(always)]
-pub unsafe fn free_own_in(info: *const zonemap::ZoneInfo, cls: usize, p: *mut u8) -> bool {
     let tc = tls::get();
     let e = &*info;
     if e.owner.load(Ordering::Relaxed) != tc as usize {
@@ -329,6 +315,8 @@ pub unsafe fn free_own_in(info: *const zonemap::ZoneInfo, cls: usize, p: *mut u8
         return bad_free(p);
     }
     (*b).mark = key;
+    // (A zone's class is below NCLASS, fixed while the zone lives.)
+    let cls = e.class();
     if !bin_push(tc, cls, b) {
         spill_bin(b, cls, tc);
     }

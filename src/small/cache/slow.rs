@@ -396,15 +396,7 @@ unsafe fn carve(z: *mut Zone) -> bool {
 unsafe fn new_zone(c: &mut Cache, cls: usize) -> *mut Zone {
     let bs = CLASS_SIZE[cls];
     let z = HEAP.with(|h| {
-        // A granule of the class's span of the zone range (its blocks' frees
-        // find class and entry from the address: `export::dealloc`), else a
-        // chunk of the heap.
-        let g = zonemap::range_take(cls);
-        let ch = if g != 0 {
-            g as *mut chunk::Chunk
-        } else {
-            h.alloc_aligned_at(ZONE_SIZE, ZONE_SIZE, 0)
-        };
+        let ch = h.alloc_aligned_at(ZONE_SIZE, ZONE_SIZE, 0);
         if ch.is_null() {
             return null_mut();
         }
@@ -422,10 +414,8 @@ unsafe fn new_zone(c: &mut Cache, cls: usize) -> *mut Zone {
             bs,
             cap,
         ) {
-            if !zonemap::range_give(ch as usize) {
-                // SAFETY: ch came from this heap just above and is in use.
-                h.free(ch);
-            }
+            // SAFETY: ch came from this heap just above and is in use.
+            h.free(ch);
             return null_mut();
         }
         z
@@ -449,9 +439,6 @@ pub(super) unsafe fn retire(z: *mut Zone) {
 pub(super) unsafe fn retire_in(h: &mut Heap, z: *mut Zone) {
     let g = (*z).granule;
     zonemap::clear(g as *const u8);
-    if zonemap::range_give(g) {
-        return;
-    }
     // SAFETY: a zone's chunk starts at its granule and is in use until
     // this free.
     h.free(g as *mut chunk::Chunk);
