@@ -100,7 +100,10 @@ mod slow;
 #[path = "cache/thread.rs"]
 mod thread;
 use self::fast::*;
-pub use self::fast::{alloc, block_passes, check_block, free, free_other, free_own, free_vouched};
+pub use self::fast::{
+    aligned_request, alloc, alloc_aligned, block_passes, check_block, free, free_other, free_own,
+    free_vouched, pop_or, ZONE_ALIGN,
+};
 pub(crate) use self::give_back::prefetch;
 use self::give_back::*;
 pub use self::give_back::{flush_all_pending, leave_fast_path};

@@ -22,6 +22,90 @@ pub fn alloc(n: usize) -> *mut u8 {
     }
 }
 
+/// `alloc`'s first step alone, for an entry point that has a slower path
+/// of its own: a pop from the alloc half of the class's bin, else (an
+/// empty half, or a pop that is a profiling sample: nothing done then)
+/// `other()`, which the caller makes `alloc`, or a path that checks what
+/// `alloc` returns. Inlined, `other` is a tail call: the pop saves no
+/// register for what comes after the call (C++'s `operator new` tests
+/// `alloc`'s result to call the `new_handler`; an aligned request, to see
+/// that its block came from a zone). A bin holds zone blocks only.
+#[inline(always)]
+pub fn pop_or(n: usize, other: impl FnOnce() -> *mut u8) -> *mut u8 {
+    let tc = tls::get();
+    debug_assert!(n <= SMALL_MAX);
+    // SAFETY: as in `alloc`; a top that is not empty is a slot of the
+    // class's row.
+    unsafe {
+        let cls = *(*tc).class_of.get_unchecked((n + 15) >> 4) as usize;
+        let st = *(*tc).bin_state.get_unchecked(cls);
+        let top = st as u16 as usize; // (BIN_TOP)
+        if half_empty(top, *(*tc).half_mask.get_unchecked(cls)) {
+            return other();
+        }
+        let b = *(*tc).bin.get_unchecked(top - 1);
+        // (As `bin_pop`'s count, but a sample is left to `other`.)
+        let next = st + BIN_POP - 1;
+        if (next as i64) < 0 {
+            return other();
+        }
+        *(*tc).bin_state.get_unchecked_mut(cls) = next;
+        (*b).mark = 0;
+        b as *mut u8
+    }
+}
+
+/// The largest alignment above 16 that [`alloc_aligned`] serves from the
+/// zones: every zone's first block lies on a 64-byte line (`ZONE_HDR` and
+/// the colours are multiples of 64), so the blocks of a class whose size is
+/// a multiple of 64 are 64-aligned, and those of a multiple of 32,
+/// 32-aligned.
+pub const ZONE_ALIGN: usize = 64;
+
+/// A block of at least `n <= SMALL_MAX` bytes aligned to `align` (a power
+/// of two, `16 < align <= ZONE_ALIGN`) from this thread's bins and zones:
+/// `alloc` of `n` rounded up to a multiple of `align`, which every class
+/// serving such a request holds whole (asserted below), so the block is
+/// aligned as asked. Or null (ENOMEM set), or a block that is not aligned,
+/// which the caller frees and replaces: a block from the TLSF heap, which
+/// `alloc` hands out for a class's first allocations (`COLD_ALLOCS`), on a
+/// thread without a cache, with the perturb byte set, or as a profiling
+/// sample. (C++'s `new` of an `alignas(64)` type, `aligned_alloc(64, n)`:
+/// the heap's aligned path took about 900 instructions a pair, and the
+/// heap's lock.)
+#[inline(always)]
+pub fn alloc_aligned(align: usize, n: usize) -> *mut u8 {
+    alloc(aligned_request(align, n))
+}
+
+/// The request that [`alloc_aligned`] makes for `n` bytes aligned to
+/// `align` (a power of two up to `ZONE_ALIGN`; every block is 16-aligned):
+/// `n` rounded up to a multiple of `align` (at least `align`). (SMALL_MAX
+/// is a multiple of ZONE_ALIGN: the rounded size stays in.)
+#[inline(always)]
+pub fn aligned_request(align: usize, n: usize) -> usize {
+    debug_assert!(align.is_power_of_two() && align <= ZONE_ALIGN);
+    debug_assert!(n <= SMALL_MAX);
+    ((n + align - 1) & !(align - 1)).max(align)
+}
+
+/// Every class that serves a request of a multiple of 32 or 64 bytes (for
+/// a sparse thread too) has a block size that is a multiple of it, and a
+/// zone's first block lies on a multiple of 64 (`first_at`).
+const _: () = {
+    assert!(SMALL_MAX.is_multiple_of(ZONE_ALIGN) && ZONE_HDR.is_multiple_of(ZONE_ALIGN));
+    let mut a = 32;
+    while a <= ZONE_ALIGN {
+        let mut m = a;
+        while m <= SMALL_MAX {
+            assert!((CLASS_SIZE[CLASS_OF[m >> 4] as usize] as usize).is_multiple_of(a));
+            assert!((CLASS_SIZE[CLASS_OF_SPARSE[m >> 4] as usize] as usize).is_multiple_of(a));
+            m += a;
+        }
+        a *= 2;
+    }
+};
+
 /// `alloc` for class `cls` of cache `tc` (this thread's).
 ///
 /// # Safety
