@@ -150,7 +150,7 @@ jump_check() {
     fi
 }
 
-# The library's side of it: memalloc_new's path past the bin's pop
+# The library's side of it: memalloc_new's path past malloc's fast paths
 # (export::new_other) reaches the header's failure path by a jump through a
 # register, never a call, so that no Rust frame lies under the new_handler
 # loop when it throws std::bad_alloc.
@@ -169,14 +169,16 @@ failjump() {
 }
 
 # pairs: instructions a new + delete pair inside the operators (callgrind,
-# --toggle-collect on operator new and delete, two N, difference ÷ N) of
+# --toggle-collect on operator new and delete; for c-aligned, C's
+# aligned_alloc(64, n) + free, on those two; two N, difference ÷ N) of
 # c_tests/cxx_pair.cc, the header in a translation unit of its own, at
-# most the bound. Measured (cxx18i): plain and sized 59.1 (62.4 before
-# operator new was a jump to memalloc_new), aligned and aligned-sized (64)
-# 75.1 and 79.1 (968 and 978 when an aligned block of up to 4 KiB came
-# from the heap's aligned path, under its lock, not from the zones).
+# most the bound. Measured (cxx18i), before -> after: plain and sized 62.4
+# -> 57.4 (operator new a jump to memalloc_new, which inlines malloc's
+# fast paths), aligned and aligned-sized (64) 976.6 -> 71.8 and 977.2 ->
+# 75.8, c-aligned 949.1 -> 72.8 (aligned blocks of up to 4 KiB came from
+# the heap's aligned path, under its lock, not from the zones).
 pairs() {
-    local form size bound t1 t2 per f
+    local form size bound t1 t2 per f toggles
     if ! command -v valgrind >/dev/null; then
         echo "SKIP pairs: no valgrind"
         return
@@ -184,12 +186,14 @@ pairs() {
     printf '#include <memalloc-new-delete.h>\n' >"$out/cxx_ops.cc"
     build pair g++ "${cxxflags[@]}" c_tests/cxx_pair.cc "$out/cxx_ops.cc" -o "$out/cxx_pair" \
         $(pc --cflags --libs) -Wl,-rpath,"$prefix/lib" || return
-    for f in "plain 32 61" "sized 32 61" "aligned 32 78" "aligned-sized 32 82"; do
+    for f in "plain 32 59" "sized 32 59" "aligned 32 74" "aligned-sized 32 78" "c-aligned 32 75"; do
         read -r form size bound <<<"$f"
         per=
+        toggles=('--toggle-collect=_Znw*' '--toggle-collect=_Znam*' '--toggle-collect=_Zdl*'
+            '--toggle-collect=_Zda*')
+        [ "$form" = c-aligned ] && toggles=(--toggle-collect=aligned_alloc --toggle-collect=free)
         for n in 100000 200000; do
-            valgrind --tool=callgrind --demangle=no '--toggle-collect=_Znw*' '--toggle-collect=_Znam*' \
-                '--toggle-collect=_Zdl*' '--toggle-collect=_Zda*' \
+            valgrind --tool=callgrind --demangle=no "${toggles[@]}" \
                 --callgrind-out-file="$out/pair.$form.$n.out" "$out/cxx_pair" $n "$form" "$size" \
                 >"$out/pair.$form.$n.log" 2>&1 && grep -q '^ok cxx_pair' "$out/pair.$form.$n.log" || break
             per="$per $(awk '/^(summary|totals):/ { print $2; exit }' "$out/pair.$form.$n.out")"

@@ -6,7 +6,8 @@
  *
  * FORM: plain (new(n), delete(p)), sized (new(n), delete(p, n)), aligned
  * (new(n, align), delete(p, align)), aligned-sized (new(n, align),
- * delete(p, n, align)). A ring of 64 live blocks: each step deletes the
+ * delete(p, n, align)), c-aligned (C's aligned_alloc(align, n), free(p)).
+ * A ring of 64 live blocks: each step deletes the
  * block of its slot and puts a new one there (1000 steps first, so that
  * the class's first allocations, which come from the heap, are over).
  * Built in two translation units, as a program uses the header: this one
@@ -31,6 +32,7 @@ int main(int argc, char **argv)
             : !strcmp(form, "sized")         ? 1
             : !strcmp(form, "aligned")       ? 2
             : !strcmp(form, "aligned-sized") ? 3
+            : !strcmp(form, "c-aligned")     ? 4
                                              : -1;
     if (f < 0)
         return 64;
@@ -43,10 +45,15 @@ int main(int argc, char **argv)
             case 0: ::operator delete(slot); break;
             case 1: ::operator delete(slot, size); break;
             case 2: ::operator delete(slot, al); break;
-            default: ::operator delete(slot, size, al); break;
+            case 3: ::operator delete(slot, size, al); break;
+            default: free(slot); break;
             }
         }
-        slot = f < 2 ? ::operator new(size) : ::operator new(size, al);
+        slot = f < 2 ? ::operator new(size)
+               : f < 4 ? ::operator new(size, al)
+                       : aligned_alloc(static_cast<size_t>(al), size);
+        if (!slot)
+            return 1;
         keep = slot;
         if ((uintptr_t)keep % (f < 2 ? 16 : (size_t)al) != 0) {
             fprintf(stderr, "cxx_pair: %p not aligned\n", keep);

@@ -13,10 +13,11 @@
  *
  * Without it, a C++ program on memalloc (linked or preloaded) still gets
  * memalloc's blocks, through libstdc++'s operator new, which calls malloc;
- * with it, new is one call into memalloc instead of two, and sized delete
- * passes its size on (free_sized, free_aligned_sized), which memalloc's
- * debug mode (MEMALLOC_DEBUG=1) checks: a delete whose size is not the
- * size the block was allocated with is reported and aborts.
+ * with it, new is a jump into memalloc (memalloc_new, below) instead of
+ * two calls, and sized delete passes its size on (free_sized,
+ * free_aligned_sized), which memalloc's debug mode (MEMALLOC_DEBUG=1)
+ * checks: a delete whose size is not the size the block was allocated
+ * with is reported and aborts.
  *
  * What the standard asks of these operators ([new.delete]):
  *   - new never returns null: when memory runs out it calls the installed

@@ -132,13 +132,15 @@ pub fn alloc_aligned(align: usize, n: usize) -> *mut u8 {
 /// `alloc_aligned` saves no register.
 #[inline(always)]
 fn alloc_aligned_small(align: usize, n: usize) -> *mut u8 {
-    // (A pop is a zone block: aligned. A bin is empty in debug mode.)
-    cache::pop_or(cache::aligned_request(align, n), || {
+    // (`alloc_or`'s fast paths give zone blocks: aligned. They give none in
+    // debug mode, where a thread has no cache.)
+    cache::alloc_or(cache::aligned_request(align, n), || {
         alloc_aligned_checked(align, n)
     })
 }
 
-/// `alloc_aligned_small` past the bin's pop: `alloc`'s block, checked.
+/// `alloc_aligned_small` past `alloc`'s fast paths: `alloc`'s block,
+/// checked.
 #[inline(never)]
 fn alloc_aligned_checked(align: usize, n: usize) -> *mut u8 {
     let p = cache::alloc_aligned(align, n);
@@ -1256,7 +1258,7 @@ export!(
     /// frame of its own to keep `n` for it.
     fn memalloc_new(n: usize, fail: NewFail) -> *mut c_void {
         if n <= SMALL_MAX {
-            return cache::pop_or(n, || new_other(n, fail, 0)) as *mut c_void;
+            return cache::alloc_or(n, || new_other(n, fail, 0)) as *mut c_void;
         }
         new_other(n, fail, 0) as *mut c_void
     }
@@ -1268,15 +1270,15 @@ export!(
     /// requires it of `std::align_val_t`), and `fail` gets it.
     fn memalloc_new_aligned(n: usize, align: usize, fail: NewFail) -> *mut c_void {
         if align <= cache::ZONE_ALIGN && n <= SMALL_MAX {
-            // (A pop is a zone block: aligned.)
+            // (`alloc_or`'s fast paths give zone blocks: aligned.)
             let m = cache::aligned_request(align, n);
-            return cache::pop_or(m, || new_other(n, fail, align)) as *mut c_void;
+            return cache::alloc_or(m, || new_other(n, fail, align)) as *mut c_void;
         }
         new_other(n, fail, align) as *mut c_void
     }
 );
 
-/// `memalloc_new` and `memalloc_new_aligned` past the bin's pop:
+/// `memalloc_new` and `memalloc_new_aligned` past `alloc`'s fast paths:
 /// `alloc_aligned(align, n)` (`alloc(n)` for `align` 0), and when that is
 /// null `fail(n, align)`, in tail position: LLVM makes it a jump (a
 /// sibling call: same argument registers, no stack arguments), so no

@@ -101,8 +101,8 @@ mod slow;
 mod thread;
 use self::fast::*;
 pub use self::fast::{
-    aligned_request, alloc, alloc_aligned, block_passes, check_block, free, free_other, free_own,
-    free_vouched, pop_or, ZONE_ALIGN,
+    aligned_request, alloc, alloc_aligned, alloc_or, block_passes, check_block, free, free_other,
+    free_own, free_vouched, ZONE_ALIGN,
 };
 pub(crate) use self::give_back::prefetch;
 use self::give_back::*;

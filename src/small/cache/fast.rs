@@ -18,42 +18,33 @@ pub fn alloc(n: usize) -> *mut u8 {
     unsafe {
         // (n <= SMALL_MAX, the caller's test: the index is below NSIZES.)
         let cls = *(*tc).class_of.get_unchecked((n + 15) >> 4) as usize;
-        alloc_class(tc, cls, n)
+        alloc_class(tc, cls, n, NO_OTHER)
     }
 }
 
-/// `alloc`'s first step alone, for an entry point that has a slower path
-/// of its own: a pop from the alloc half of the class's bin, else (an
-/// empty half, or a pop that is a profiling sample: nothing done then)
-/// `other()`, which the caller makes `alloc`, or a path that checks what
-/// `alloc` returns. Inlined, `other` is a tail call: the pop saves no
-/// register for what comes after the call (C++'s `operator new` tests
+/// [`alloc`] for an entry point that has a slower path of its own: the
+/// fast paths (a pop from the class's bin, a swap of its halves, a block
+/// from the current zone's list) inline, and in place of every call out of
+/// line (a refill, a swap that settles a block first, a profiling sample,
+/// the slow path, a corrupted list's report) `other()`, having changed
+/// nothing, which the caller makes `alloc`, or a path that checks what
+/// `alloc` returns. Inlined, `other` is a tail call, and the fast paths
+/// save no register for what comes after it (C++'s `operator new` tests
 /// `alloc`'s result to call the `new_handler`; an aligned request, to see
-/// that its block came from a zone). A bin holds zone blocks only.
+/// that its block came from a zone). The fast paths give zone blocks only.
 #[inline(always)]
-pub fn pop_or(n: usize, other: impl FnOnce() -> *mut u8) -> *mut u8 {
+pub fn alloc_or(n: usize, other: impl FnOnce() -> *mut u8 + Copy) -> *mut u8 {
     let tc = tls::get();
     debug_assert!(n <= SMALL_MAX);
-    // SAFETY: as in `alloc`; a top that is not empty is a slot of the
-    // class's row.
+    // SAFETY: as in `alloc`.
     unsafe {
         let cls = *(*tc).class_of.get_unchecked((n + 15) >> 4) as usize;
-        let st = *(*tc).bin_state.get_unchecked(cls);
-        let top = st as u16 as usize; // (BIN_TOP)
-        if half_empty(top, *(*tc).half_mask.get_unchecked(cls)) {
-            return other();
-        }
-        let b = *(*tc).bin.get_unchecked(top - 1);
-        // (As `bin_pop`'s count, but a sample is left to `other`.)
-        let next = st + BIN_POP - 1;
-        if (next as i64) < 0 {
-            return other();
-        }
-        *(*tc).bin_state.get_unchecked_mut(cls) = next;
-        (*b).mark = 0;
-        b as *mut u8
+        alloc_class(tc, cls, n, Some(other))
     }
 }
+
+/// `alloc_class`'s `other` for `alloc`: none, each exit its own call.
+const NO_OTHER: Option<fn() -> *mut u8> = None;
 
 /// The largest alignment above 16 that [`alloc_aligned`] serves from the
 /// zones: every zone's first block lies on a 64-byte line (`ZONE_HDR` and
@@ -106,17 +97,24 @@ const _: () = {
     }
 };
 
-/// `alloc` for class `cls` of cache `tc` (this thread's).
+/// `alloc` for class `cls` of cache `tc` (this thread's); with `other`,
+/// [`alloc_or`]'s: each exit to a call out of line is `other()` instead,
+/// taken before anything is stored.
 ///
 /// # Safety
 /// `tc` is this thread's cache or a static one, `cls < NCLASS` serves `n`.
 #[inline(always)]
-unsafe fn alloc_class(tc: *mut Cache, cls: usize, n: usize) -> *mut u8 {
+unsafe fn alloc_class<F: FnOnce() -> *mut u8 + Copy>(
+    tc: *mut Cache,
+    cls: usize,
+    n: usize,
+    other: Option<F>,
+) -> *mut u8 {
     // (cls < NCLASS; a top is a slot of the class's row.)
     let st = *(*tc).bin_state.get_unchecked(cls);
     let top = st as u16 as usize; // (BIN_TOP)
     if !half_empty(top, *(*tc).half_mask.get_unchecked(cls)) {
-        return bin_pop(tc, cls, st, top, n);
+        return bin_pop(tc, cls, st, top, n, other);
     }
     // (The mask again, from the static table: the one in the cache, read
     // once for both tests, was a load and a test above, where the test
@@ -136,11 +134,16 @@ unsafe fn alloc_class(tc: *mut Cache, cls: usize, n: usize) -> *mut u8 {
         if !is_end(b) {
             // (As the pops count in `bin_pop`: the count wraps to 0.)
             let a = (*tc).allocs.get_unchecked(cls).wrapping_add(1);
+            let t = (*b).next as usize ^ crate::guard::list_key();
+            if let Some(o) = other {
+                if a == 0 || (crate::guard::CHECKS && t >= ZONE_SIZE) {
+                    return o();
+                }
+            }
             *(*tc).allocs.get_unchecked_mut(cls) = a;
             if a == 0 {
                 return prof_tick(n);
             }
-            let t = (*b).next as usize ^ crate::guard::list_key();
             if crate::guard::CHECKS && t >= ZONE_SIZE {
                 return corrupt_list(b);
             }
@@ -154,16 +157,29 @@ unsafe fn alloc_class(tc: *mut Cache, cls: usize, n: usize) -> *mut u8 {
             (*b).mark = 0;
             return b as *mut u8;
         }
+        if let Some(o) = other {
+            return o();
+        }
         return alloc_slow(n, cls, tc);
     }
     // The free half becomes the alloc half, and the empty one the free
     // half, if it has enough blocks; else `bin_refill`.
     if ft as u8 & mask >= *(*tc).swap_min.get_unchecked(cls) {
+        let swapped = (st & !BIN_TOP) | ft;
+        if let Some(o) = other {
+            // (The pop's sample too: the swap is not to be half made.)
+            if (*tc).unsettled != settled(tc) || ((swapped + BIN_POP - 1) as i64) < 0 {
+                return o();
+            }
+        }
         if (*tc).unsettled != settled(tc) {
             return swap_unsettled(n, cls, tc, st);
         }
         *(*tc).free_top.get_unchecked_mut(cls) = top as u64;
-        return bin_pop(tc, cls, (st & !BIN_TOP) | ft, ft as usize, n);
+        return bin_pop(tc, cls, swapped, ft as usize, n, other);
+    }
+    if let Some(o) = other {
+        return o();
     }
     bin_refill(n, cls, tc, st)
 }
@@ -190,7 +206,7 @@ unsafe fn swap_unsettled(n: usize, cls: usize, tc: *mut Cache, st: u64) -> *mut 
     (*q).mark = key;
     (*tc).unsettled = none;
     *(*tc).free_top.get_unchecked_mut(cls) = st & BIN_TOP;
-    bin_pop(tc, cls, (st & !BIN_TOP) | ft, ft as usize, n)
+    bin_pop(tc, cls, (st & !BIN_TOP) | ft, ft as usize, n, NO_OTHER)
 }
 
 /// Blocks the free half of a bin must hold for an empty alloc half to take
@@ -345,7 +361,7 @@ unsafe fn bin_refill(n: usize, cls: usize, tc: *mut Cache, st: u64) -> *mut u8 {
     if at == top {
         return alloc_slow(n, cls, tc);
     }
-    bin_pop(tc, cls, (st & !BIN_TOP) | at as u64, at, n)
+    bin_pop(tc, cls, (st & !BIN_TOP) | at as u64, at, n, NO_OTHER)
 }
 
 /// Links to a far block (more than 256 bytes away) a fill from a zone's list
@@ -361,16 +377,29 @@ unsafe fn bin_refill(n: usize, cls: usize, tc: *mut Cache, st: u64) -> *mut u8 {
 const REFILL_JUMPS: usize = 2;
 
 /// `alloc_class`'s pop from the alloc half of `cls`'s bin, whose state is
-/// `st` and top `top` (not empty).
+/// `st` and top `top` (not empty); a sample is `other()` if given, with
+/// nothing stored.
 ///
 /// # Safety
 /// As `alloc_class`; `tc` is a live cache.
 #[inline(always)]
-unsafe fn bin_pop(tc: *mut Cache, cls: usize, st: u64, top: usize, n: usize) -> *mut u8 {
+unsafe fn bin_pop<F: FnOnce() -> *mut u8 + Copy>(
+    tc: *mut Cache,
+    cls: usize,
+    st: u64,
+    top: usize,
+    n: usize,
+    other: Option<F>,
+) -> *mut u8 {
     let b = *(*tc).bin.get_unchecked(top - 1);
     // (The pops count reaches the sign bit only when profiling says a
     // sample is due: see `prof_tick`.)
     let st = st + BIN_POP - 1;
+    if let Some(o) = other {
+        if (st as i64) < 0 {
+            return o();
+        }
+    }
     *(*tc).bin_state.get_unchecked_mut(cls) = st;
     if (st as i64) < 0 {
         return prof_tick(n);
