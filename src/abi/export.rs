@@ -1267,9 +1267,11 @@ export!(
     /// `operator new(n, std::align_val_t(align))` of
     /// `include/memalloc-new-delete.h`: as `memalloc_new`, for
     /// `aligned_alloc(align, n)`; `align` is a power of two (the standard
-    /// requires it of `std::align_val_t`), and `fail` gets it.
+    /// requires it of `std::align_val_t`), and `fail` gets it. (An `align`
+    /// of 0, which is none, takes `new_other`, which reads it as `malloc`'s:
+    /// the rounding to a multiple of it would ask for 0 bytes.)
     fn memalloc_new_aligned(n: usize, align: usize, fail: NewFail) -> *mut c_void {
-        if align <= cache::ZONE_ALIGN && n <= SMALL_MAX {
+        if align.wrapping_sub(1) < cache::ZONE_ALIGN && n <= SMALL_MAX {
             // (`alloc_or`'s fast paths give zone blocks: aligned.)
             let m = cache::aligned_request(align, n);
             return cache::alloc_or(m, || new_other(n, fail, align)) as *mut c_void;
