@@ -175,7 +175,7 @@ failjump() {
 # most the bound. Measured (cxx18i), before -> after: plain and sized 62.4
 # -> 57.4 (operator new a jump to memalloc_new, which inlines malloc's
 # fast paths), aligned and aligned-sized (64) 976.6 -> 71.8 and 977.2 ->
-# 75.8, c-aligned 949.1 -> 74.8 (aligned blocks of up to 4 KiB came from
+# 75.8, c-aligned 949.1 -> 72.8 (aligned blocks of up to 4 KiB came from
 # the heap's aligned path, under its lock, not from the zones).
 pairs() {
     local form size bound t1 t2 per f toggles

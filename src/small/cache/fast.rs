@@ -134,23 +134,27 @@ unsafe fn alloc_class<F: FnOnce() -> *mut u8 + Copy>(
         if !is_end(b) {
             // (As the pops count in `bin_pop`: the count wraps to 0.)
             let a = (*tc).allocs.get_unchecked(cls).wrapping_add(1);
+            let t;
             if let Some(o) = other {
-                let t = (*b).next as usize ^ crate::guard::list_key();
+                // (The link checked before the count is stored.)
+                t = (*b).next as usize ^ crate::guard::list_key();
                 if a == 0 || (crate::guard::CHECKS && t >= ZONE_SIZE) {
                     return o();
                 }
-            }
-            // (`alloc`'s order: the link loaded after the count's store.
-            // Loaded before it, as `alloc_or` needs, the count's increment
-            // became a load, an add and a store: `c_tests/xfree.sh` +1.4
-            // to +2.9 instructions a pair.)
-            *(*tc).allocs.get_unchecked_mut(cls) = a;
-            if a == 0 {
-                return prof_tick(n);
-            }
-            let t = (*b).next as usize ^ crate::guard::list_key();
-            if crate::guard::CHECKS && t >= ZONE_SIZE {
-                return corrupt_list(b);
+                *(*tc).allocs.get_unchecked_mut(cls) = a;
+            } else {
+                // (`alloc`'s order: the link loaded after the count's
+                // store. Loaded before it, the count's increment became a
+                // load, an add and a store: `c_tests/xfree.sh` +1.4 to +2.9
+                // instructions a pair.)
+                *(*tc).allocs.get_unchecked_mut(cls) = a;
+                if a == 0 {
+                    return prof_tick(n);
+                }
+                t = (*b).next as usize ^ crate::guard::list_key();
+                if crate::guard::CHECKS && t >= ZONE_SIZE {
+                    return corrupt_list(b);
+                }
             }
             let nb = (t ^ b as usize) as *mut Block;
             (*z).free = nb;
