@@ -486,6 +486,29 @@ static void misuses(void)
                     "free_sized or sized delete with a wrong size (295904 for a block of 300000)");
 }
 
+#ifdef WITH_HEADER
+extern "C" void *memalloc_new_aligned(size_t n, size_t align, void *(*fail)(size_t, size_t));
+
+/* The header's entry point, called as a program might call it: an
+ * alignment of 0 (none) or 1-16 still gives n bytes (0 was rounded to a
+ * request of 0 bytes: a 16-byte block for any size). */
+static void entry_points(void)
+{
+    for (size_t align : {0, 1, 16, 64}) {
+        for (size_t n : {1, 100, 1000, 4096}) {
+            void *p = memalloc_new_aligned(n, align, nullptr);
+            CHECKF(p != nullptr && malloc_usable_size(p) >= n,
+                   "memalloc_new_aligned(%zu, %zu): %p of %zu bytes", n, align, p,
+                   p ? malloc_usable_size(p) : 0);
+            CHECKF(align == 0 || (uintptr_t)p % align == 0,
+                   "memalloc_new_aligned(%zu, %zu): %p", n, align, p);
+            memset(p, 0xa5, n);
+            free(p);
+        }
+    }
+}
+#endif
+
 int main(int argc, char **argv)
 {
     self_path = argv[0];
@@ -507,6 +530,9 @@ int main(int argc, char **argv)
     in_child(oom_handler_throws, "a new_handler that throws");
     overloads();
     containers();
+#ifdef WITH_HEADER
+    entry_points();
+#endif
     if (header)
         misuses();
     else

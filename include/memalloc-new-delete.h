@@ -13,10 +13,11 @@
  *
  * Without it, a C++ program on memalloc (linked or preloaded) still gets
  * memalloc's blocks, through libstdc++'s operator new, which calls malloc;
- * with it, new is one call into memalloc instead of two, and sized delete
- * passes its size on (free_sized, free_aligned_sized), which memalloc's
- * debug mode (MEMALLOC_DEBUG=1) checks: a delete whose size is not the
- * size the block was allocated with is reported and aborts.
+ * with it, new is a jump into memalloc (memalloc_new, below) instead of
+ * two calls, and sized delete passes its size on (free_sized,
+ * free_aligned_sized), which memalloc's debug mode (MEMALLOC_DEBUG=1)
+ * checks: a delete whose size is not the size the block was allocated
+ * with is reported and aborts.
  *
  * What the standard asks of these operators ([new.delete]):
  *   - new never returns null: when memory runs out it calls the installed
@@ -59,10 +60,28 @@
 
 namespace memalloc_new_delete {
 
+/* The failure path that memalloc_new calls (below). */
+typedef void *(*new_fail_t)(std::size_t n, std::size_t align);
+
 /* memalloc's functions, under names of their own (the asm labels are the
  * symbols), so that the declarations can say noplt without redeclaring
- * the C library's. */
+ * the C library's.
+ *
+ * memalloc_new(n, fail) is malloc(n), memalloc_new_aligned(n, align, fail)
+ * aligned_alloc(align, n), but when there is no block they return
+ * fail(n, align) by a jump (align 0 for memalloc_new): no frame of
+ * memalloc's lies under fail when it throws, and operator new is a jump
+ * to them, with no frame of its own to keep n for its failure path. They
+ * throw what fail throws; declared noexcept (the _nt names) for the
+ * nothrow forms, whose fail does not throw. */
 extern "C" {
+void *memalloc_new_(std::size_t n, new_fail_t fail) __asm__("memalloc_new") MEMALLOC_CXX_NOPLT;
+void *memalloc_new_aligned_(std::size_t n, std::size_t align, new_fail_t fail)
+    __asm__("memalloc_new_aligned") MEMALLOC_CXX_NOPLT;
+void *memalloc_new_nt_(std::size_t n, new_fail_t fail) noexcept
+    __asm__("memalloc_new") MEMALLOC_CXX_NOPLT;
+void *memalloc_new_aligned_nt_(std::size_t n, std::size_t align, new_fail_t fail) noexcept
+    __asm__("memalloc_new_aligned") MEMALLOC_CXX_NOPLT;
 void *malloc_(std::size_t n) noexcept __asm__("malloc") MEMALLOC_CXX_NOPLT;
 void *aligned_alloc_(std::size_t align, std::size_t n) noexcept
     __asm__("aligned_alloc") MEMALLOC_CXX_NOPLT;
@@ -87,8 +106,9 @@ static inline void *try_alloc(std::size_t n, std::size_t align) noexcept
 #endif
 }
 
-/* The slow path of new, after the first try failed: the new_handler loop. */
-__attribute__((noinline, cold)) static void *new_slow(std::size_t n, std::size_t align)
+/* new's failure path, which memalloc_new calls when memalloc has no block
+ * (a jump: no frame of memalloc's under it): the new_handler loop. */
+__attribute__((noinline, cold)) static void *new_fail(std::size_t n, std::size_t align)
 {
     for (;;) {
         std::new_handler h = std::get_new_handler();
@@ -102,7 +122,7 @@ __attribute__((noinline, cold)) static void *new_slow(std::size_t n, std::size_t
 }
 
 /* The same for the nothrow forms: nullptr where new would throw. */
-__attribute__((noinline, cold)) static void *new_slow_nothrow(std::size_t n,
+__attribute__((noinline, cold)) static void *new_fail_nothrow(std::size_t n,
                                                               std::size_t align) noexcept
 {
     for (;;) {
@@ -124,41 +144,24 @@ __attribute__((noinline, cold)) static void *new_slow_nothrow(std::size_t n,
     }
 }
 
-/* new's fast path: one call into memalloc. */
-static inline void *new_(std::size_t n, std::size_t align)
-{
-    void *p = try_alloc(n, align);
-    if (__builtin_expect(p != nullptr, 1))
-        return p;
-    return new_slow(n, align);
-}
-
-static inline void *new_nothrow(std::size_t n, std::size_t align) noexcept
-{
-    void *p = try_alloc(n, align);
-    if (__builtin_expect(p != nullptr, 1))
-        return p;
-    return new_slow_nothrow(n, align);
-}
-
 } // namespace memalloc_new_delete
 
 /* ---- new ------------------------------------------------------------------ */
 MEMALLOC_CXX_EXPORT void *operator new(std::size_t n)
 {
-    return memalloc_new_delete::new_(n, 0);
+    return memalloc_new_delete::memalloc_new_(n, memalloc_new_delete::new_fail);
 }
 MEMALLOC_CXX_EXPORT void *operator new[](std::size_t n)
 {
-    return memalloc_new_delete::new_(n, 0);
+    return memalloc_new_delete::memalloc_new_(n, memalloc_new_delete::new_fail);
 }
 MEMALLOC_CXX_EXPORT void *operator new(std::size_t n, const std::nothrow_t &) noexcept
 {
-    return memalloc_new_delete::new_nothrow(n, 0);
+    return memalloc_new_delete::memalloc_new_nt_(n, memalloc_new_delete::new_fail_nothrow);
 }
 MEMALLOC_CXX_EXPORT void *operator new[](std::size_t n, const std::nothrow_t &) noexcept
 {
-    return memalloc_new_delete::new_nothrow(n, 0);
+    return memalloc_new_delete::memalloc_new_nt_(n, memalloc_new_delete::new_fail_nothrow);
 }
 
 /* ---- delete: the size, when the compiler knows it, goes to free_sized ----- */
@@ -191,21 +194,25 @@ MEMALLOC_CXX_EXPORT void operator delete[](void *p, std::size_t n) noexcept
 #if defined(__cpp_aligned_new)
 MEMALLOC_CXX_EXPORT void *operator new(std::size_t n, std::align_val_t a)
 {
-    return memalloc_new_delete::new_(n, static_cast<std::size_t>(a));
+    return memalloc_new_delete::memalloc_new_aligned_(n, static_cast<std::size_t>(a),
+                                                      memalloc_new_delete::new_fail);
 }
 MEMALLOC_CXX_EXPORT void *operator new[](std::size_t n, std::align_val_t a)
 {
-    return memalloc_new_delete::new_(n, static_cast<std::size_t>(a));
+    return memalloc_new_delete::memalloc_new_aligned_(n, static_cast<std::size_t>(a),
+                                                      memalloc_new_delete::new_fail);
 }
 MEMALLOC_CXX_EXPORT void *operator new(std::size_t n, std::align_val_t a,
                                        const std::nothrow_t &) noexcept
 {
-    return memalloc_new_delete::new_nothrow(n, static_cast<std::size_t>(a));
+    return memalloc_new_delete::memalloc_new_aligned_nt_(
+        n, static_cast<std::size_t>(a), memalloc_new_delete::new_fail_nothrow);
 }
 MEMALLOC_CXX_EXPORT void *operator new[](std::size_t n, std::align_val_t a,
                                          const std::nothrow_t &) noexcept
 {
-    return memalloc_new_delete::new_nothrow(n, static_cast<std::size_t>(a));
+    return memalloc_new_delete::memalloc_new_aligned_nt_(
+        n, static_cast<std::size_t>(a), memalloc_new_delete::new_fail_nothrow);
 }
 MEMALLOC_CXX_EXPORT void operator delete(void *p, std::align_val_t) noexcept
 {

@@ -160,6 +160,7 @@ ABI_SYMBOLS=(
     memalloc_dump memalloc_check memalloc_get_stats memalloc_prof_dump
     memalloc_pool_create memalloc_pool_malloc memalloc_pool_free memalloc_pool_realloc
     memalloc_pool_memalign memalloc_pool_add_region memalloc_pool_destroy memalloc_pool_check
+    memalloc_new memalloc_new_aligned
 )
 
 stage_symbols() {

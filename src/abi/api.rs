@@ -22,8 +22,9 @@ pub use crate::stats::Stats;
 /// memalloc as Rust's global allocator.
 ///
 /// Every [`Layout`] is served: alignments up to 16 by the small-object
-/// caches and the heap, larger ones (above a page too) by aligned heap
-/// blocks or aligned mappings. `alloc_zeroed` does not clear fresh mappings
+/// caches and the heap, 32 and 64 for up to 4 KiB by the small-object
+/// caches too, larger ones (above a page too) by aligned heap blocks or
+/// aligned mappings. `alloc_zeroed` does not clear fresh mappings
 /// again; `realloc` resizes a heap block in place where its neighbours
 /// allow, and grows a large block of alignment up to 16 with `mremap`.
 ///

@@ -123,6 +123,55 @@ pub fn alloc_aligned(align: usize, n: usize) -> *mut u8 {
     if align <= ALIGN {
         return alloc(n);
     }
+    if align <= cache::ZONE_ALIGN && n <= SMALL_MAX {
+        return alloc_aligned_small(align, n);
+    }
+    alloc_aligned_heap(align, n)
+}
+
+/// `alloc_aligned` of at most `SMALL_MAX` bytes and `16 < align <=
+/// cache::ZONE_ALIGN`: a zone block, of a class whose blocks are all
+/// aligned so (or null, ENOMEM set); else `alloc_aligned_again`. (Debug
+/// mode is read after the block came: its allocation read the settings.
+/// Debug mode's blocks, heap chunks that record the size asked for, must
+/// record `n`, not the rounded size.) Out of line, so that
+/// `alloc_aligned` saves no register.
+#[inline(always)]
+fn alloc_aligned_small(align: usize, n: usize) -> *mut u8 {
+    // (`alloc_or`'s fast paths give zone blocks: aligned. They give none in
+    // debug mode, where a thread has no cache.)
+    cache::alloc_or(cache::aligned_request(align, n), || {
+        alloc_aligned_checked(align, n)
+    })
+}
+
+/// `alloc_aligned_small` past `alloc`'s fast paths: `alloc`'s block,
+/// checked.
+#[inline(never)]
+fn alloc_aligned_checked(align: usize, n: usize) -> *mut u8 {
+    let p = cache::alloc_aligned(align, n);
+    if p as usize & (align - 1) == 0 && !config::debug_ready() {
+        return p;
+    }
+    alloc_aligned_again(p, align, n)
+}
+
+/// `alloc_aligned` of a small block, whose first try gave block `p` that is
+/// not aligned (a heap chunk: see `cache::alloc_aligned`), or gave it in
+/// debug mode: `p` goes back, and the heap's aligned path serves.
+#[cold]
+#[inline(never)]
+fn alloc_aligned_again(p: *mut u8, align: usize, n: usize) -> *mut u8 {
+    if !p.is_null() {
+        // SAFETY: p is the block `alloc` just returned.
+        unsafe { dealloc(p) };
+    }
+    alloc_aligned_heap(align, n)
+}
+
+/// `alloc_aligned` from the heap or a mapping of its own.
+#[inline(never)]
+fn alloc_aligned_heap(align: usize, n: usize) -> *mut u8 {
     if config::debug() {
         return or_enomem(crate::debug::alloc(n, align));
     }
@@ -1222,6 +1271,64 @@ export!(
         dealloc_checking_size(p as *mut u8, size, align)
     }
 );
+/// The C++ header's failure path of `operator new`
+/// (`include/memalloc-new-delete.h`): called with the request's size and
+/// alignment (0 for none) when memalloc has no block for it, it runs the
+/// `new_handler` loop, and returns a block, or throws `std::bad_alloc`, or
+/// returns null (the nothrow forms).
+pub type NewFail = unsafe extern "C" fn(usize, usize) -> *mut c_void;
+
+export!(
+    /// `operator new(n)` of `include/memalloc-new-delete.h`, which jumps
+    /// here: `malloc(n)`, and when that is null a tail call of `fail(n,
+    /// 0)`, so that the C++ exception `fail` may throw passes no Rust frame
+    /// (`c_tests/cxx.sh` checks the jump), and `operator new` needs no
+    /// frame of its own to keep `n` for it.
+    fn memalloc_new(n: usize, fail: NewFail) -> *mut c_void {
+        if n <= SMALL_MAX {
+            return cache::alloc_or(n, || new_other(n, fail, 0)) as *mut c_void;
+        }
+        new_other(n, fail, 0) as *mut c_void
+    }
+);
+export!(
+    /// `operator new(n, std::align_val_t(align))` of
+    /// `include/memalloc-new-delete.h`: as `memalloc_new`, for
+    /// `aligned_alloc(align, n)`; `align` is a power of two (the standard
+    /// requires it of `std::align_val_t`), and `fail` gets it. (An `align`
+    /// of 0, which is none, takes `new_other`, which reads it as `malloc`'s:
+    /// the rounding to a multiple of it would ask for 0 bytes.)
+    fn memalloc_new_aligned(n: usize, align: usize, fail: NewFail) -> *mut c_void {
+        if align.wrapping_sub(1) < cache::ZONE_ALIGN && n <= SMALL_MAX {
+            // (`alloc_or`'s fast paths give zone blocks: aligned.)
+            let m = cache::aligned_request(align, n);
+            return cache::alloc_or(m, || new_other(n, fail, align)) as *mut c_void;
+        }
+        new_other(n, fail, align) as *mut c_void
+    }
+);
+
+/// `memalloc_new` and `memalloc_new_aligned` past `alloc`'s fast paths:
+/// `alloc_aligned(align, n)` (`alloc(n)` for `align` 0), and when that is
+/// null `fail(n, align)`, in tail position: LLVM makes it a jump (a
+/// sibling call: same argument registers, no stack arguments), so no
+/// frame of ours is under it when it throws (`c_tests/cxx.sh` checks the
+/// jump in the library).
+///
+/// # Safety
+/// `fail` is the header's failure path.
+#[inline(never)]
+unsafe fn new_other(n: usize, fail: NewFail, align: usize) -> *mut u8 {
+    let p = if align == 0 {
+        alloc(n)
+    } else {
+        alloc_aligned(align, n)
+    };
+    if !p.is_null() {
+        return p;
+    }
+    fail(n, align) as *mut u8
+}
 export!(
     /// calloc(3): NULL + ENOMEM when n * m overflows.
     fn calloc(n: usize, m: usize) -> *mut c_void {

@@ -101,8 +101,8 @@ mod slow;
 mod thread;
 use self::fast::*;
 pub use self::fast::{
-    alloc, block_passes, check_block, free, free_other, free_own, free_passed, free_vouched_other,
-    free_vouched_own,
+    aligned_request, alloc, alloc_aligned, alloc_or, block_passes, check_block, free, free_other,
+    free_own, free_passed, free_vouched_other, free_vouched_own, ZONE_ALIGN,
 };
 pub(crate) use self::give_back::prefetch;
 use self::give_back::*;

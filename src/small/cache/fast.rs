@@ -19,21 +19,103 @@ pub fn alloc(n: usize) -> *mut u8 {
     unsafe {
         // (n <= SMALL_MAX, the caller's test: the index is below NSIZES.)
         let cls = *(*tc).class_of.get_unchecked((n + 15) >> 4) as usize;
-        alloc_class(tc, cls, n)
+        alloc_class(tc, cls, n, NO_OTHER)
     }
 }
 
-/// `alloc` for class `cls` of cache `tc` (this thread's).
+/// [`alloc`] for an entry point that has a slower path of its own: the
+/// fast paths (a pop from the class's bin, a swap of its halves, a block
+/// from the current zone's list) inline, and in place of every call out of
+/// line (a refill, a swap that settles a block first, a profiling sample,
+/// the slow path, a corrupted list's report) `other()`, having changed
+/// nothing, which the caller makes `alloc`, or a path that checks what
+/// `alloc` returns. Inlined, `other` is a tail call, and the fast paths
+/// save no register for what comes after it (C++'s `operator new` tests
+/// `alloc`'s result to call the `new_handler`; an aligned request, to see
+/// that its block came from a zone). The fast paths give zone blocks only.
+#[inline(always)]
+pub fn alloc_or(n: usize, other: impl FnOnce() -> *mut u8 + Copy) -> *mut u8 {
+    let tc = tls::get();
+    debug_assert!(n <= SMALL_MAX);
+    // SAFETY: as in `alloc`.
+    unsafe {
+        let cls = *(*tc).class_of.get_unchecked((n + 15) >> 4) as usize;
+        alloc_class(tc, cls, n, Some(other))
+    }
+}
+
+/// `alloc_class`'s `other` for `alloc`: none, each exit its own call.
+const NO_OTHER: Option<fn() -> *mut u8> = None;
+
+/// The largest alignment above 16 that [`alloc_aligned`] serves from the
+/// zones: every zone's first block lies on a 64-byte line (`ZONE_HDR` and
+/// the colours are multiples of 64), so the blocks of a class whose size is
+/// a multiple of 64 are 64-aligned, and those of a multiple of 32,
+/// 32-aligned.
+pub const ZONE_ALIGN: usize = 64;
+
+/// A block of at least `n <= SMALL_MAX` bytes aligned to `align` (a power
+/// of two, `16 < align <= ZONE_ALIGN`) from this thread's bins and zones:
+/// `alloc` of `n` rounded up to a multiple of `align`, which every class
+/// serving such a request holds whole (asserted below), so the block is
+/// aligned as asked. Or null (ENOMEM set), or a block that is not aligned,
+/// which the caller frees and replaces: a block from the TLSF heap, which
+/// `alloc` hands out for a class's first allocations (`COLD_ALLOCS`), on a
+/// thread without a cache, with the perturb byte set, or as a profiling
+/// sample. (C++'s `new` of an `alignas(64)` type, `aligned_alloc(64, n)`:
+/// the heap's aligned path took about 900 instructions a pair, and the
+/// heap's lock.)
+#[inline(always)]
+pub fn alloc_aligned(align: usize, n: usize) -> *mut u8 {
+    alloc(aligned_request(align, n))
+}
+
+/// The request that [`alloc_aligned`] makes for `n` bytes aligned to
+/// `align` (a power of two up to `ZONE_ALIGN`; every block is 16-aligned):
+/// `n` rounded up to a multiple of `align` (at least `align`). (SMALL_MAX
+/// is a multiple of ZONE_ALIGN: the rounded size stays in.)
+#[inline(always)]
+pub fn aligned_request(align: usize, n: usize) -> usize {
+    debug_assert!(align.is_power_of_two() && align <= ZONE_ALIGN);
+    debug_assert!(n <= SMALL_MAX);
+    ((n + align - 1) & !(align - 1)).max(align)
+}
+
+/// Every class that serves a request of a multiple of 32 or 64 bytes (for
+/// a sparse thread too) has a block size that is a multiple of it, and a
+/// zone's first block lies on a multiple of 64 (`first_at`).
+const _: () = {
+    assert!(SMALL_MAX.is_multiple_of(ZONE_ALIGN) && ZONE_HDR.is_multiple_of(ZONE_ALIGN));
+    let mut a = 32;
+    while a <= ZONE_ALIGN {
+        let mut m = a;
+        while m <= SMALL_MAX {
+            assert!((CLASS_SIZE[CLASS_OF[m >> 4] as usize] as usize).is_multiple_of(a));
+            assert!((CLASS_SIZE[CLASS_OF_SPARSE[m >> 4] as usize] as usize).is_multiple_of(a));
+            m += a;
+        }
+        a *= 2;
+    }
+};
+
+/// `alloc` for class `cls` of cache `tc` (this thread's); with `other`,
+/// [`alloc_or`]'s: each exit to a call out of line is `other()` instead,
+/// taken before anything is stored.
 ///
 /// # Safety
 /// `tc` is this thread's cache or a static one, `cls < NCLASS` serves `n`.
 #[inline(always)]
-unsafe fn alloc_class(tc: *mut Cache, cls: usize, n: usize) -> *mut u8 {
+unsafe fn alloc_class<F: FnOnce() -> *mut u8 + Copy>(
+    tc: *mut Cache,
+    cls: usize,
+    n: usize,
+    other: Option<F>,
+) -> *mut u8 {
     // (cls < NCLASS; a top is a slot of the class's row.)
     let st = *(*tc).bin_state.get_unchecked(cls);
     let top = st as u16 as usize; // (BIN_TOP)
     if !half_empty(top, *(*tc).half_mask.get_unchecked(cls)) {
-        return bin_pop(tc, cls, st, top, n);
+        return bin_pop(tc, cls, st, top, n, other);
     }
     // (The mask again, from the static table: the one in the cache, read
     // once for both tests, was a load and a test above, where the test
@@ -53,13 +135,27 @@ unsafe fn alloc_class(tc: *mut Cache, cls: usize, n: usize) -> *mut u8 {
         if !is_end(b) {
             // (As the pops count in `bin_pop`: the count wraps to 0.)
             let a = (*tc).allocs.get_unchecked(cls).wrapping_add(1);
-            *(*tc).allocs.get_unchecked_mut(cls) = a;
-            if a == 0 {
-                return prof_tick(n);
-            }
-            let t = (*b).next as usize ^ crate::guard::list_key();
-            if crate::guard::CHECKS && t >= ZONE_SIZE {
-                return corrupt_list(b);
+            let t;
+            if let Some(o) = other {
+                // (The link checked before the count is stored.)
+                t = (*b).next as usize ^ crate::guard::list_key();
+                if a == 0 || (crate::guard::CHECKS && t >= ZONE_SIZE) {
+                    return o();
+                }
+                *(*tc).allocs.get_unchecked_mut(cls) = a;
+            } else {
+                // (`alloc`'s order: the link loaded after the count's
+                // store. Loaded before it, the count's increment became a
+                // load, an add and a store: `c_tests/xfree.sh` +1.4 to +2.9
+                // instructions a pair.)
+                *(*tc).allocs.get_unchecked_mut(cls) = a;
+                if a == 0 {
+                    return prof_tick(n);
+                }
+                t = (*b).next as usize ^ crate::guard::list_key();
+                if crate::guard::CHECKS && t >= ZONE_SIZE {
+                    return corrupt_list(b);
+                }
             }
             let nb = (t ^ b as usize) as *mut Block;
             (*z).free = nb;
@@ -71,16 +167,29 @@ unsafe fn alloc_class(tc: *mut Cache, cls: usize, n: usize) -> *mut u8 {
             (*b).mark = 0;
             return b as *mut u8;
         }
+        if let Some(o) = other {
+            return o();
+        }
         return alloc_slow(n, cls, tc);
     }
     // The free half becomes the alloc half, and the empty one the free
     // half, if it has enough blocks; else `bin_refill`.
     if ft as u8 & mask >= *(*tc).swap_min.get_unchecked(cls) {
+        let swapped = (st & !BIN_TOP) | ft;
+        if let Some(o) = other {
+            // (The pop's sample too: the swap is not to be half made.)
+            if (*tc).unsettled != settled(tc) || ((swapped + BIN_POP - 1) as i64) < 0 {
+                return o();
+            }
+        }
         if (*tc).unsettled != settled(tc) {
             return swap_unsettled(n, cls, tc, st);
         }
         *(*tc).free_top.get_unchecked_mut(cls) = top as u64;
-        return bin_pop(tc, cls, (st & !BIN_TOP) | ft, ft as usize, n);
+        return bin_pop(tc, cls, swapped, ft as usize, n, other);
+    }
+    if let Some(o) = other {
+        return o();
     }
     bin_refill(n, cls, tc, st)
 }
@@ -107,7 +216,7 @@ unsafe fn swap_unsettled(n: usize, cls: usize, tc: *mut Cache, st: u64) -> *mut 
     (*q).mark = key;
     (*tc).unsettled = none;
     *(*tc).free_top.get_unchecked_mut(cls) = st & BIN_TOP;
-    bin_pop(tc, cls, (st & !BIN_TOP) | ft, ft as usize, n)
+    bin_pop(tc, cls, (st & !BIN_TOP) | ft, ft as usize, n, NO_OTHER)
 }
 
 /// Blocks the free half of a bin must hold for an empty alloc half to take
@@ -262,7 +371,7 @@ unsafe fn bin_refill(n: usize, cls: usize, tc: *mut Cache, st: u64) -> *mut u8 {
     if at == top {
         return alloc_slow(n, cls, tc);
     }
-    bin_pop(tc, cls, (st & !BIN_TOP) | at as u64, at, n)
+    bin_pop(tc, cls, (st & !BIN_TOP) | at as u64, at, n, NO_OTHER)
 }
 
 /// Links to a far block (more than 256 bytes away) a fill from a zone's list
@@ -278,16 +387,29 @@ unsafe fn bin_refill(n: usize, cls: usize, tc: *mut Cache, st: u64) -> *mut u8 {
 const REFILL_JUMPS: usize = 2;
 
 /// `alloc_class`'s pop from the alloc half of `cls`'s bin, whose state is
-/// `st` and top `top` (not empty).
+/// `st` and top `top` (not empty); a sample is `other()` if given, with
+/// nothing stored.
 ///
 /// # Safety
 /// As `alloc_class`; `tc` is a live cache.
 #[inline(always)]
-unsafe fn bin_pop(tc: *mut Cache, cls: usize, st: u64, top: usize, n: usize) -> *mut u8 {
+unsafe fn bin_pop<F: FnOnce() -> *mut u8 + Copy>(
+    tc: *mut Cache,
+    cls: usize,
+    st: u64,
+    top: usize,
+    n: usize,
+    other: Option<F>,
+) -> *mut u8 {
     let b = *(*tc).bin.get_unchecked(top - 1);
     // (The pops count reaches the sign bit only when profiling says a
     // sample is due: see `prof_tick`.)
     let st = st + BIN_POP - 1;
+    if let Some(o) = other {
+        if (st as i64) < 0 {
+            return o();
+        }
+    }
     *(*tc).bin_state.get_unchecked_mut(cls) = st;
     if (st as i64) < 0 {
         return prof_tick(n);
