@@ -158,7 +158,7 @@ trap 'rm -rf "$TMP"' EXIT
             a+=("$(sed -n "${pat}\2/p" <<<"$st")")
             hp+=("$(sed -n "${pat}\3/p" <<<"$st")")
             y+=("$(sed -n "${pat}\4/p" <<<"$st")")
-            sd+=("$(awk -v a="${n2:-0}" -v b="${n8:-0}" 'BEGIN { printf "%.0f", (b - a) / 6 }')")
+            sd+=("$(awk -v a="${n2:-0}" -v b="${n8:-0}" 'BEGIN { v = (b - a) / 6; if (v > -0.5 && v < 0.5) v = 0; printf "%.0f", v }')")
             r1+=("$(sed -n "${rpat}\1/p" <<<"$st")") r2+=("$(sed -n "${rpat}\2/p" <<<"$st")")
             r3+=("$(sed -n "${rpat}\3/p" <<<"$st")") r4+=("$(sed -n "${rpat}\4/p" <<<"$st")")
         done
