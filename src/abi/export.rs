@@ -463,9 +463,18 @@ unsafe fn dealloc_chunk_moded(p: *mut u8) {
 /// As `to_medium_cache`.
 #[inline(always)]
 unsafe fn to_medium_cache_alone(p: *mut u8) -> bool {
+    in_medium_cache(|tc| to_medium_cache(tc, p))
+}
+
+/// `put(tc)` on this thread's medium cache `tc`, entered as its owner
+/// (`mcache::enter_mine`) and not while another thread reclaims idle
+/// caches (`gate::RECLAIM`): whether `put` took the block.
+#[inline(always)]
+fn in_medium_cache(put: impl FnOnce(*mut mcache::MCache) -> bool) -> bool {
     let tc = mcache::enter_mine();
-    let cached = !crate::gate::any(crate::gate::RECLAIM) && to_medium_cache(tc, p);
-    mcache::leave_mine(tc);
+    let cached = !crate::gate::any(crate::gate::RECLAIM) && put(tc);
+    // SAFETY: `tc` is `enter_mine`'s answer on this thread.
+    unsafe { mcache::leave_mine(tc) };
     cached
 }
 
@@ -524,13 +533,10 @@ unsafe fn dealloc_chunk_sampled(p: *mut u8, ours: bool) {
         // heap's concurrent flag updates (`PREV_FREE`) leave. (Through
         // `to_medium_cache_alone`: the head word loaded and its tag
         // checked a second time.)
-        let tc = mcache::enter_mine();
-        let cached = !crate::gate::any(crate::gate::RECLAIM) && {
+        if in_medium_cache(|tc| {
             core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
             mcache::free_fast(tc, c, h)
-        };
-        mcache::leave_mine(tc);
-        if cached {
+        }) {
             return;
         }
     }
