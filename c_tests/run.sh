@@ -21,8 +21,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 cd "$root" || exit 2
 
-tests=(api extensions brk brk_moved purge threads fork churn compat medium idle bigreuse bigsparse vecgrow shared zonereuse revive)
-memalloc_only=" extensions brk brk_moved purge medium idle bigreuse bigsparse vecgrow shared zonereuse revive "
+tests=(api extensions brk brk_moved purge threads fork churn compat medium idle bigreuse bigsparse vecgrow strvec shared zonereuse revive)
+memalloc_only=" extensions brk brk_moved purge medium idle bigreuse bigsparse vecgrow strvec shared zonereuse revive "
 cflags=(-O2 -g -Wall -Wextra -fno-builtin -pthread -I "$root/include")
 timeout_s=${C_TESTS_TIMEOUT:-120}
 out=$root/target/c_tests

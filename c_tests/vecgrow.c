@@ -26,58 +26,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 
 #include "check.h"
-
-#define AT_ONCE 4
-#define VECLEN ((size_t)1 << 20)
-
-static long faults(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_minflt;
-}
-
-/* One batch; returns the most blocks mapped (mallinfo2's hblks) after a
- * realloc. */
-static size_t batch(void)
-{
-    size_t most = 0;
-    uint32_t *v[AT_ONCE] = {0};
-    size_t cap[AT_ONCE] = {0};
-    for (size_t i = 0; i < VECLEN; i++) {
-        for (int k = 0; k < AT_ONCE; k++) {
-            if (i == cap[k]) {
-                size_t nc = cap[k] ? cap[k] * 2 : 1;
-                uint32_t *nv = realloc(v[k], nc * sizeof *nv);
-                CHECK(nv != NULL);
-                if (nv == NULL)
-                    exit(1);
-                v[k] = nv;
-                cap[k] = nc;
-                size_t h = mallinfo2().hblks;
-                most = h > most ? h : most;
-            }
-            v[k][i] = (uint32_t)(i ^ (uint32_t)k);
-        }
-    }
-    for (int k = 0; k < AT_ONCE; k++) {
-        size_t bad = 0;
-        for (size_t i = 0; i < VECLEN; i += 4093)
-            bad += v[k][i] != (uint32_t)(i ^ (uint32_t)k);
-        bad += v[k][VECLEN - 1] != (uint32_t)((VECLEN - 1) ^ (uint32_t)k);
-        CHECKF(bad == 0, "vector %d lost %zu values", k, bad);
-        free(v[k]);
-    }
-    return most;
-}
+#include "vecbatch.h"
 
 int main(void)
 {
     check_begin();
-    batch();
+    vec_batch();
 
     struct mallinfo2 before = mallinfo2();
     char *p = malloc(3 << 20);
@@ -89,15 +45,15 @@ int main(void)
     CHECK(p[(3 << 20) - 1] == 0x5a);
     free(p);
 
-    long f0 = faults();
+    long f0 = vec_faults();
     for (int b = 0; b < 3; b++)
-        batch();
-    long f = faults() - f0;
+        vec_batch();
+    long f = vec_faults() - f0;
     printf("vecgrow: %ld page faults in batches 2-4\n", f);
     CHECKF(f < 4096, "%ld page faults in batches 2-4 (one batch has 4096 pages)", f);
 
     CHECK(mallopt(M_MMAP_MAX, 0) == 1);
-    size_t most = batch();
+    size_t most = vec_batch();
     CHECKF(most == 0, "%zu blocks mapped with M_MMAP_MAX 0", most);
     check_done("vecgrow");
     return 0;

@@ -78,6 +78,7 @@ fn alloc_medium(n: usize) -> *mut u8 {
         // at its address (`heap::big_size`); cut to its size from a bigger
         // free chunk (`Tlsf::alloc_big`).
         let class = crate::heap::big_size(csize);
+        mcache::make_room(class);
         HEAP.with(|h| h.alloc_big(csize, class))
     };
     if c.is_null() {

@@ -470,6 +470,23 @@ pub struct MCache {
     free_class: [u8; FREE_CLASS_LEN],
 }
 
+/// Before the heap serves a request of `need` bytes above the classes:
+/// the caches' unused chunks go back to it if it is short (`room_for`).
+/// Cost when `room_worth` says no: a TLS load, two of the caches' figures
+/// and the heap's bytes in use (2 MiB pairs: 864.4 -> 868.4 instructions).
+pub fn make_room(need: usize) {
+    let tc = tls::mc_get();
+    // SAFETY: tc is this thread's cache or a static one (whose `bytes` is
+    // 0); only a live one has chunks, taken under its `own` lock.
+    unsafe {
+        if (*tc).state == LIVE && room_worth(&*tc, need) {
+            lock_own(tc);
+            room_for(&mut *tc, need);
+            unlock_own(tc);
+        }
+    }
+}
+
 /// The length of `t`'s list `k`.
 #[inline]
 fn count_of(t: &MCache, k: usize) -> u32 {

@@ -4,10 +4,6 @@
 
 use super::*;
 
-/// A block at the break's tail this big or more grows the break rather than
-/// move (see `resize_in_place`).
-const MOVE_MAX: usize = 256 << 10;
-
 impl Heap {
     /// Allocates a chunk of `csize` bytes, growing the heap if needed.
     /// Null when memory is exhausted.
@@ -24,6 +20,12 @@ impl Heap {
             }
             c
         }
+    }
+
+    /// Whether a search for a chunk of `csize` bytes finds one without the
+    /// heap growing.
+    pub fn can_serve(&self, csize: usize) -> bool {
+        self.tlsf.can_serve(csize)
     }
 
     /// Allocates a chunk of `csize` bytes whose user pointer is aligned to
@@ -125,16 +127,22 @@ impl Heap {
                 && !self.brk_failed
                 && self.brk_started
                 && self.tail_of_brk(c)
-                && (old >= MOVE_MAX || !self.tlsf.can_serve(want))
+                && !self.tlsf.can_serve(want)
             {
                 // Grow the break under the tail chunk (string building), but
-                // a small block moves instead where a free chunk can take it.
+                // a block moves instead where a free chunk can take it.
                 // A string growing at the tail while the others moved into
                 // the holes below pushed the heap up for ever: 64 strings
                 // built to 64 KiB, 4000 times over, left a 36 MiB free hole
-                // under them and a 44 MiB break (glibc: 3.4 MiB). A big
-                // block still grows in place: a move would copy it, and hold
-                // both copies at once (`bench/large`: +4 MiB of peak RSS).
+                // under them and a 44 MiB break (glibc: 3.4 MiB). Big
+                // blocks too (until realloc17j, from 256 KiB on they grew
+                // the break: a move copies them): a free chunk below is
+                // pages the program wrote and freed, the break's growth
+                // fresh pages, a fault each (about 2 us here, where a copy
+                // of one costs 0.15). bench/realloc's vectors, grown at the
+                // tail of the 14 MiB the strings before them had freed,
+                // grew the break by 10 MiB; `bench/large` peak RSS 163 ->
+                // 153 MB with `mcache::make_room`.
                 if self.grow_brk(csize - old) {
                     ok = self.tlsf.grow_in_place(c, csize, want);
                 }

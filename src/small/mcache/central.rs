@@ -316,7 +316,7 @@ pub fn reset_after_fork() {
 ///
 /// # Safety
 /// As [`to_central`]; `h` is the locked heap.
-unsafe fn release(
+pub(super) unsafe fn release(
     h: &mut crate::heap::Heap,
     t: &mut MCache,
     k: usize,
