@@ -16,6 +16,13 @@
  *            each allocates 120 blocks with a pattern; the main thread
  *            checks that no two of the 8 x 128 blocks overlap (no double
  *            hand-out); the threads check the patterns and free.
+ *   bigidle  (MEMALLOC_IDLE_MS=200) 4 threads make 2000 pairs of the 8
+ *            big classes in turn while 24 others hold a cache (the big
+ *            classes' share then 1 MiB: each request cut from the thread's
+ *            big reserve, src/small/mcache/slow.rs, `big_cut`), and all
+ *            block; the main thread's churn takes the 28 caches back, and
+ *            malloc_trim(0) shrinks the heap to within 1 MiB of its size
+ *            once the caches were set up (the big reserves go back too).
  *   stress   (MEMALLOC_IDLE_MS=20) 32 threads alternate bursts of medium
  *            mallocs and frees (some handed to other threads to free) with
  *            sleeps of 0-60 ms, so that caches are taken back while their
@@ -148,6 +155,27 @@ static int by_address(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* The main thread allocates and frees medium blocks (its slow paths look
+ * for idle caches) until the statistics count `want` caches taken back,
+ * or 10 s pass; the statistics then, and the rounds made. */
+static struct memalloc_stats drive(size_t want, size_t *rounds)
+{
+    double t0 = now_s();
+    struct memalloc_stats s;
+    for (;;) {
+        static void *p[300];
+        for (int i = 0; i < 300; i++)
+            p[i] = put(BS + (size_t)(i % 7) * 1024);
+        for (int i = 0; i < 300; i++)
+            take(p[i], BS + (size_t)(i % 7) * 1024);
+        ++*rounds;
+        s = stats();
+        if (s.medium_reclaims >= want || now_s() - t0 > 10)
+            return s;
+        usleep(2000);
+    }
+}
+
 static void idle_part(void)
 {
     /* (the main thread's cache, set up by its first medium block, lies low
@@ -172,22 +200,9 @@ static void idle_part(void)
     fprintf(stderr, "idle: in use %zu before the threads, %zu with their caches full "
             "(%zu reclaims so far)\n", s0.in_use, s1.in_use, s1.medium_reclaims);
 
-    /* drive: the main thread's slow paths look for idle caches */
     double t0 = now_s();
-    struct memalloc_stats s2;
     size_t rounds = 0;
-    for (;;) {
-        static void *p[300];
-        for (int i = 0; i < 300; i++)
-            p[i] = put(BS + (size_t)(i % 7) * 1024);
-        for (int i = 0; i < 300; i++)
-            take(p[i], BS + (size_t)(i % 7) * 1024);
-        rounds++;
-        s2 = stats();
-        if (s2.medium_reclaims >= N || now_s() - t0 > 10)
-            break;
-        usleep(2000);
-    }
+    struct memalloc_stats s2 = drive(N, &rounds);
     double took = now_s() - t0;
     fprintf(stderr, "idle: %zu caches taken back after %.2f s (%zu rounds); in use %zu\n",
             s2.medium_reclaims, took, rounds, s2.in_use);
@@ -221,6 +236,59 @@ static void idle_part(void)
     for (size_t t = 0; t < N; t++)
         CHECK(pthread_join(tid[t], NULL) == 0);
     CHECK(memalloc_check() == 0);
+}
+
+/* ---- bigidle ---------------------------------------------------------- */
+
+#define BW 4  /* threads that make big pairs */
+#define BH 24 /* threads that only hold a cache (the share is then 1 MiB) */
+
+static pthread_barrier_t bbar;
+
+/* A thread with a medium cache; with arg, it then makes 2000 pairs of the
+ * 8 big classes in turn (the share full: each cut from its big reserve).
+ * Then it blocks until the end. */
+static void *big_idle_worker(void *arg)
+{
+    take(put(BS), BS);
+    pthread_barrier_wait(&bbar);
+    for (int i = 0; arg != NULL && i < 2000; i++) {
+        int k = i % 8; /* class 24 + k: (5 + k % 4) << (16 + k / 4) bytes */
+        size_t n = ((size_t)(5 + k % 4) << (16 + k / 4)) - 4096;
+        take(put(n), n);
+    }
+    pthread_barrier_wait(&bbar);
+    pthread_barrier_wait(&bbar);
+    return NULL;
+}
+
+static void bigidle_part(void)
+{
+    take(put(BS), BS);
+    void *volatile m = malloc(2 << 20); /* the mmap threshold past 1 MiB */
+    free(m);
+    malloc_trim(0);
+    pthread_barrier_init(&bbar, NULL, BW + BH + 1);
+    pthread_t tid[BW + BH];
+    for (size_t t = 0; t < BW + BH; t++)
+        CHECK(pthread_create(&tid[t], NULL, big_idle_worker, t < BW ? (void *)1 : NULL) == 0);
+    pthread_barrier_wait(&bbar);
+    struct memalloc_stats sa = stats(); /* every thread's cache set up */
+    pthread_barrier_wait(&bbar);
+    size_t rounds = 0;
+    struct memalloc_stats s2 = drive(BW + BH, &rounds);
+    malloc_trim(0);
+    struct memalloc_stats s3 = stats();
+    fprintf(stderr, "bigidle: %zu caches taken back; heap %zu bytes with the caches set up, %zu after "
+            "malloc_trim\n", s2.medium_reclaims, sa.heap_bytes, s3.heap_bytes);
+    CHECKF(s2.medium_reclaims >= BW + BH, "%zu of %d idle caches taken back", s2.medium_reclaims, BW + BH);
+    CHECKF(s3.heap_bytes <= sa.heap_bytes + 1024 * 1024,
+           "heap %zu bytes with the caches set up, %zu after the idle caches' reclaim and malloc_trim "
+           "(%d threads' big reserves of 1 MiB)", sa.heap_bytes, s3.heap_bytes, BW);
+    CHECK(memalloc_check() == 0);
+    pthread_barrier_wait(&bbar);
+    for (size_t t = 0; t < BW + BH; t++)
+        CHECK(pthread_join(tid[t], NULL) == 0);
 }
 
 /* ---- stress ----------------------------------------------------------- */
@@ -421,6 +489,11 @@ int main(int argc, char **argv)
         check_done("idle-part");
         return 0;
     }
+    if (argc > 1 && strcmp(argv[1], "bigidle") == 0) {
+        bigidle_part();
+        check_done("bigidle-part");
+        return 0;
+    }
     if (argc > 1 && strcmp(argv[1], "race") == 0) {
         race_part();
         check_done("race-part");
@@ -432,6 +505,7 @@ int main(int argc, char **argv)
         return 0;
     }
     run_part(argv[0], "idle", getenv("MEMALLOC_TEST_IDLE_MS") ? getenv("MEMALLOC_TEST_IDLE_MS") : "200");
+    run_part(argv[0], "bigidle", "200");
     run_part(argv[0], "stress", "20");
     setenv("MEMALLOC_MEDIUM_CACHE", "64m", 1);
     run_part(argv[0], "race", "1");

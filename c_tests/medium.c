@@ -470,14 +470,10 @@ static void big_own(const char *self)
            refills, flushes, BIG_THREADS + 4);
 }
 
-/* The child of big_four (part 11): pairs of each big class in turn (one
- * block of each of the 8 classes above 256 KiB, 4.9 MiB of chunks), with 3
- * other threads holding a cache. */
-static void big_four_pairs(void)
+/* 2000 pairs of each big class in turn (a freed mapping of 2 MiB first
+ * raises the mmap threshold past 1 MiB). */
+static void big_pairs(void)
 {
-    pthread_t t[3];
-    holders_start_n(t, 3);
-    /* a freed mapping of 2 MiB raises the mmap threshold past 1 MiB */
     unsigned char *volatile m = malloc(2 << 20);
     if (m == NULL)
         abort();
@@ -493,7 +489,79 @@ static void big_four_pairs(void)
         q[n - 1] = (unsigned char)i;
         free(q);
     }
-    holders_end_n(t, 3);
+}
+
+/* Pairs of each big class in turn (one block of each of the 8 classes
+ * above 256 KiB, 4.9 MiB of chunks), with `holders` other threads holding
+ * a cache: the child of big_four (part 11: 3) and of big_many (part 12:
+ * BIG_THREADS, the thread's big classes then hold 1 MiB together:
+ * `mcache::big_cap`). The heap is checked after the pairs. */
+static void big_class_pairs(int holders)
+{
+    pthread_t t[BIG_THREADS];
+    holders_start_n(t, holders);
+    big_pairs();
+    if (memalloc_check() != 0)
+        abort();
+    holders_end_n(t, holders);
+}
+
+static void *big_pairs_thread(void *arg)
+{
+    (void)arg;
+    big_pairs();
+    return NULL;
+}
+
+/* The child of big_reserves_exit (part 13): 4 threads make the pairs of
+ * part 12 while BIG_THREADS others hold a cache, and exit; then
+ * malloc_trim. */
+static void big_exit_child(void)
+{
+    enum { W = 4 };
+    pthread_t h[BIG_THREADS], w[W];
+    holders_start(h);
+    for (int i = 0; i < W; i++)
+        if (pthread_create(&w[i], NULL, big_pairs_thread, NULL) != 0)
+            abort();
+    for (int i = 0; i < W; i++)
+        pthread_join(w[i], NULL);
+    holders_end(h);
+    malloc_trim(0);
+}
+
+/* 13: the big reserves go back to the heap at their threads' exit: after
+ * part 12's pairs in 4 threads (each cuts its big requests from its big
+ * reserve, 1 MiB) that exit, and malloc_trim, the break shrinks to
+ * 430 KB (reserves that outlived their threads held it at 6.1-6.3 MB). */
+static void big_reserves_exit(const char *self)
+{
+    static char buf[1 << 16];
+    run_child(self, "bigexit", NULL, buf, sizeof buf);
+    const char *m = strstr(buf, "heap (break)");
+    unsigned long brk_bytes = 0;
+    CHECKF(m && sscanf(m, "heap (break) %lu", &brk_bytes) == 1, "no heap (break) line in: %.300s", buf);
+    printf("the break after 4 threads' big pairs, their exit and malloc_trim: %lu bytes\n", brk_bytes);
+    CHECKF(brk_bytes < 1024 * 1024, "the break after 4 threads' big pairs, their exit and malloc_trim: %lu bytes",
+           brk_bytes);
+}
+
+/* 12: a thread whose big classes hold 1 MiB (24 other threads with a
+ * cache), its big requests of a different class each time, cuts them
+ * from its big reserve and takes each back into it when it is freed
+ * (`mcache::big_cut`, `heap::reserve_merge`), with no trip through the
+ * shared lists: 26 refills and 26 flushes (the holders' own blocks and
+ * exits; 1526 and 1527 before, a refill and a flush for most pairs). */
+static void big_many(const char *self)
+{
+    unsigned long refills, flushes;
+    child_trips(self, "bigmany", &refills, &flushes);
+    printf("2000 pairs of the 8 big classes in turn, %d threads with a cache: %lu refills, %lu flushes\n",
+           BIG_THREADS, refills, flushes);
+    CHECKF(refills <= BIG_THREADS + 40 && flushes <= BIG_THREADS + 40,
+           "2000 pairs of the 8 big classes in turn, %d threads with a cache: %lu refills, %lu flushes "
+           "(at most %d each)",
+           BIG_THREADS, refills, flushes, BIG_THREADS + 40);
 }
 
 /* 11: with 4 threads holding a cache, a thread's big classes keep one
@@ -553,7 +621,15 @@ int main(int argc, char **argv)
         return 0;
     }
     if (argc > 1 && strcmp(argv[1], "bigfour") == 0) {
-        big_four_pairs();
+        big_class_pairs(3);
+        return 0;
+    }
+    if (argc > 1 && strcmp(argv[1], "bigexit") == 0) {
+        big_exit_child();
+        return 0;
+    }
+    if (argc > 1 && strcmp(argv[1], "bigmany") == 0) {
+        big_class_pairs(BIG_THREADS);
         return 0;
     }
     if (argc > 1 && strcmp(argv[1], "big16") == 0) {
@@ -626,6 +702,10 @@ int main(int argc, char **argv)
     big_own(argv[0]);
     /* 11 */
     big_four(argv[0]);
+    /* 12 */
+    big_many(argv[0]);
+    /* 13 */
+    big_reserves_exit(argv[0]);
     check_done("medium");
     return 0;
 }

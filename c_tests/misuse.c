@@ -154,6 +154,55 @@ static void double_free_big_shared(void)
     free(opaque_ptr(p));
 }
 
+/* A big block cut from the thread's big reserve and taken back into it
+ * when freed (src/small/mcache/slow.rs, `big_cut`: the thread's big
+ * classes hold their share, 5 chunks of 1 MiB and 2 of 384 KiB, so that
+ * a request of another big class is cut from the reserve), freed again:
+ * by this thread (`other` 0) or by another. */
+static void big_merged(int other)
+{
+    enum { N1 = 8, N2 = 3 };
+    unsigned char *a[N1], *b[N2];
+    free(opaque_ptr(malloc(opaque(2 * MiB))));
+    for (int i = 0; i < N1; i++)
+        a[i] = opaque_ptr(malloc(1000000));
+    for (int i = 0; i < N2; i++)
+        b[i] = opaque_ptr(malloc(330000));
+    for (int i = 0; i < N1; i++) {
+        if (a[i] == NULL)
+            exit(2);
+        free(a[i]);
+    }
+    for (int i = 0; i < N2; i++) {
+        if (b[i] == NULL)
+            exit(2);
+        free(b[i]);
+    }
+    unsigned char *p = opaque_ptr(malloc(BIG));
+    if (p == NULL)
+        exit(2);
+    memset(p, 1, BIG);
+    expect_report_at(p);
+    free(p);
+    if (other) {
+        pthread_t t;
+        pthread_create(&t, NULL, free_in_thread, p);
+        pthread_join(t, NULL);
+    } else {
+        free(opaque_ptr(p));
+    }
+}
+
+static void double_free_big_merged(void)
+{
+    big_merged(0);
+}
+
+static void double_free_big_merged_other_thread(void)
+{
+    big_merged(1);
+}
+
 /* 4 KiB into a big block. */
 static void free_interior_big(void)
 {
@@ -445,6 +494,8 @@ static const struct {
     {"double-free-medium-cached-other-thread", double_free_medium_cached_other_thread},
     {"double-free-big-cached", double_free_big_cached},
     {"double-free-big-shared", double_free_big_shared},
+    {"double-free-big-merged", double_free_big_merged},
+    {"double-free-big-merged-other-thread", double_free_big_merged_other_thread},
     {"double-free-large", double_free_large},
     {"free-stack", free_stack},
     {"free-global", free_global},

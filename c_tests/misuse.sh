@@ -42,6 +42,8 @@ double-free-medium-cached    |default|ABRT|double free
 double-free-medium-cached-other-thread|default|ABRT|double free
 double-free-big-cached       |default|ABRT|double free
 double-free-big-shared       |default|ABRT|double free
+double-free-big-merged       |default|ABRT|double free
+double-free-big-merged-other-thread|default|ABRT|double free
 double-free-large            |default|ABRT|invalid pointer \(not from memalloc, or already freed and unmapped\)
 free-stack                   |default|ABRT|invalid pointer \(not from memalloc, or already freed and unmapped\)
 free-global                  |default|ABRT|invalid pointer \(not from memalloc, or already freed and unmapped\)

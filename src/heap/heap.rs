@@ -59,7 +59,10 @@ use self::grow::*;
 pub use self::grow::{set_adopt, set_relief};
 use self::purge::*;
 pub use self::purge::{purge_after, purge_state, PURGE_DUE, PURGE_IDLE, PURGE_ON};
-pub use self::reserve::{reserve_cut, reserve_room, reserved, RES_KEEP};
+pub use self::reserve::{
+    reserve_cut, reserve_cut_quiet, reserve_left, reserve_merge, reserve_room, reserved,
+    reserved_settle, RES_KEEP,
+};
 pub use self::walk::in_use_hint;
 
 /// The heap's state; only touched under [`HEAP`]'s lock.

@@ -37,7 +37,13 @@
 //! class's shared list (`free_big`, under the cache's lock: `free_fast`
 //! leaves big chunks to `free`). A big chunk in a thread's list is up to
 //! 1 MiB of pages the program may have written, which no other thread
-//! uses and nothing purges until the thread exits or goes idle.
+//! uses and nothing purges until the thread exits or goes idle. When the
+//! share is full, a big request whose list is empty is cut from the
+//! thread's *big reserve* (a chunk of 1 MiB that the heap lent it: `bres`,
+//! `big_cut`), and a big chunk freed where that reserve ends goes back into
+//! it (`reserve_merge`): a thread that holds one big block at a time makes
+//! no trip through the shared lists. The reserve's room counts in the
+//! share (`big_held`); it goes back to the heap with the thread's lists.
 //!
 //! Why not per-thread TLSF arenas: an arena per thread needs a remote-free
 //! list and a way to give an exited thread's arena back, doubles the
@@ -459,6 +465,19 @@ pub struct MCache {
     res: *mut Chunk,
     /// The size of this thread's next reserve (doubles up to `RES_MAX`).
     res_next: usize,
+    /// This thread's reserve for its big classes (null: none), taken when
+    /// their share is full (`big_cut`): a big request whose list is empty
+    /// is cut from it, and a big chunk freed where it ends goes back into
+    /// it (`reserve_merge`), with no list and no lock shared with another
+    /// thread. The owner's alone, under `own`. Its bytes not cut count in
+    /// `big_held`.
+    bres: *mut Chunk,
+    /// `bres`'s bytes not cut as the statistics' `RESERVED` has them
+    /// (`reserved_settle`, at `publish` and before it ends).
+    bres_acct: usize,
+    /// Where `bres` ended when it was taken: a chunk is merged back only
+    /// below it (`reserve_merge`).
+    bres_end: usize,
     /// `class_chunk(k)` per class, for the fast paths' `bytes` (every
     /// listed chunk is exactly its class's size: see `free_odd`); `SINK`'s
     /// is above every cap (`FREE_CLASS_T`).
@@ -550,6 +569,9 @@ impl MCache {
             home: 0,
             res: null_mut(),
             res_next: RES_FIRST,
+            bres: null_mut(),
+            bres_acct: 0,
+            bres_end: 0,
             cw: CW_T,
             class_of_kib: CLASS_OF_KIB_T,
             free_class: FREE_CLASS_T,

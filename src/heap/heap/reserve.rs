@@ -93,6 +93,21 @@ pub unsafe fn reserve_room(r: *mut Chunk) -> usize {
 /// `r` is a reserve this thread owns (only its owner cuts it).
 #[inline]
 pub unsafe fn reserve_cut(r: *mut Chunk, csize: usize) -> *mut Chunk {
+    let c = reserve_cut_quiet(r, csize);
+    if !c.is_null() {
+        RESERVED.fetch_sub(csize, Ordering::Relaxed);
+    }
+    c
+}
+
+/// `reserve_cut` leaving the statistics' `RESERVED` to its owner, who
+/// settles it later (`reserved_settle`): no write to a line that every
+/// thread's cuts write.
+///
+/// # Safety
+/// As [`reserve_cut`].
+#[inline]
+pub unsafe fn reserve_cut_quiet(r: *mut Chunk, csize: usize) -> *mut Chunk {
     let left = res_left(r).load(Ordering::Relaxed);
     if left < csize + RES_KEEP {
         return null_mut();
@@ -105,8 +120,59 @@ pub unsafe fn reserve_cut(r: *mut Chunk, csize: usize) -> *mut Chunk {
     set_head(c, csize | MARK);
     // (Release: a holder of the lock that reads `now` sees the header.)
     res_left(r).store(now, Ordering::Release);
-    RESERVED.fetch_sub(csize, Ordering::Relaxed);
     c
+}
+
+/// Takes chunk `c`, in use, back into reserve `r` when it starts where
+/// `r` ends and ends at or below `end`, where `r` ended when it was taken
+/// (the last chunk cut from it, or one the heap made there since): the
+/// cut undone, without the heap's lock; false otherwise. (Not the chunk
+/// past `end`: a reserve taken from the back of a freed chunk, just below
+/// an older reserve's cuts, took them in one by one as they were freed,
+/// and grew without bound.) `c`'s header
+/// then says FREE (a second free of it is reported as a double free, by
+/// any thread), inside the reserve, where no walk reads it once the size
+/// is synced. Statistics as `reserve_cut_quiet`.
+///
+/// Sound: the chunk after `c` already says its previous chunk is in use,
+/// and the reserve is; nothing but `r`'s owner writes `r`'s end, and the
+/// heap writes no header of a chunk in use whose previous chunk is in use.
+/// (A walk under the lock that synced `r`'s size just before may step
+/// onto `c` while its FREE bit is set: `check` counts it, `dump` prints
+/// it; neither runs on an allocation path.)
+///
+/// # Safety
+/// `r` is a reserve this thread owns; `c` an in-use heap chunk, not
+/// mmapped, that the caller is freeing (its own header checked).
+#[inline]
+pub unsafe fn reserve_merge(r: *mut Chunk, end: usize, c: *mut Chunk) -> bool {
+    let left = res_left(r).load(Ordering::Relaxed);
+    if c as usize != r as usize + left || c as usize + size(c) > end {
+        return false;
+    }
+    set_flags(c, FREE);
+    res_left(r).store(left + size(c), Ordering::Release);
+    true
+}
+
+/// Reserve `r`'s bytes not cut now (its owner's, for `reserved_settle`).
+///
+/// # Safety
+/// `r` is a reserve this thread owns.
+#[inline]
+pub unsafe fn reserve_left(r: *mut Chunk) -> usize {
+    res_left(r).load(Ordering::Relaxed)
+}
+
+/// The statistics' `RESERVED` moved from `was` to `now` for a reserve
+/// whose owner cuts and merges quietly (`reserve_cut_quiet`,
+/// `reserve_merge`); the owner does so before `end_reserve`.
+pub fn reserved_settle(was: usize, now: usize) {
+    if now > was {
+        RESERVED.fetch_add(now - was, Ordering::Relaxed);
+    } else if was > now {
+        RESERVED.fetch_sub(was - now, Ordering::Relaxed);
+    }
 }
 
 impl Heap {

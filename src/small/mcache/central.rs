@@ -345,7 +345,8 @@ pub(super) unsafe fn release(
 pub(super) unsafe fn flush_all_of(t: &mut MCache) {
     settle(t);
     let res = core::mem::replace(&mut t.res, null_mut());
-    if t.bytes == 0 && res.is_null() {
+    let bres = take_bres(t);
+    if t.bytes == 0 && res.is_null() && bres.0.is_null() {
         return;
     }
     let mut err = None;
@@ -353,6 +354,7 @@ pub(super) unsafe fn flush_all_of(t: &mut MCache) {
         if !res.is_null() {
             h.end_reserve(res);
         }
+        end_bres(h, bres);
         for k in 0..NMC {
             if err.is_none() {
                 err = release(h, t, k, count_of(t, k));
@@ -376,6 +378,10 @@ pub(super) unsafe fn flush_all_of(t: &mut MCache) {
 pub(super) unsafe fn publish(t: &mut MCache) {
     let bytes = t.bytes;
     t.peak = t.peak.max(bytes);
+    if !t.bres.is_null() {
+        let left = crate::heap::reserve_left(t.bres);
+        crate::heap::reserved_settle(core::mem::replace(&mut t.bres_acct, left), left);
+    }
     t.cap = thread_cap();
     // (Outside the fast sections: `busy` is even.)
     let b = *t.busy.get_mut();

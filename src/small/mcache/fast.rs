@@ -393,9 +393,16 @@ fn big_room(n: usize) -> usize {
 /// The bytes `t`'s big classes hold, at least (each chunk counted at its
 /// class's chunk size; a listed chunk is less than the next class's).
 pub(super) fn big_held(t: &MCache) -> usize {
+    let r = if t.bres.is_null() {
+        0
+    } else {
+        // SAFETY: `bres` is this thread's reserve (the caller holds `own`).
+        unsafe { crate::heap::reserve_left(t.bres) }
+    };
     (BIG_FIRST..NMC)
         .map(|j| count_of(t, j) as usize * class_chunk(j))
-        .sum()
+        .sum::<usize>()
+        + r
 }
 
 /// `free` of a chunk of a big class (`s` bytes): into this thread's list
@@ -421,6 +428,12 @@ unsafe fn free_big(tc: *mut MCache, c: *mut Chunk, s: usize) -> bool {
     }
     lock_own(tc);
     let t = &mut *tc;
+    // (A chunk where the big reserve ends, the last cut from it: back into
+    // it, see `big_cut`.)
+    if !t.bres.is_null() && crate::heap::reserve_merge(t.bres, t.bres_end, c) {
+        unlock_own(tc);
+        return true;
+    }
     let k = push(tc, c, s, mk);
     t.bytes += class_chunk(k);
     if t.cap != 0 && big_held(t) > big_cap(t) {

@@ -190,6 +190,7 @@ unsafe fn reclaim(t: *mut MCache) -> Reclaim {
     heads.copy_from_slice(&all[..NMC]);
     let bytes = (*t).bytes;
     let res = core::mem::replace(&mut (*t).res, null_mut());
+    let bres = take_bres(&mut *t);
     (*t).head = [null_mut(); NMC + 1];
     (*t).low = [0; NMC + 1];
     (*t).above = [0; NMC + 1];
@@ -198,7 +199,7 @@ unsafe fn reclaim(t: *mut MCache) -> Reclaim {
     fence(Ordering::Release);
     crate::gate::set(crate::gate::RECLAIM, false);
     drop(g);
-    if bytes == 0 && res.is_null() {
+    if bytes == 0 && res.is_null() && bres.0.is_null() {
         return Reclaim::Done;
     }
     let mut err = None;
@@ -206,6 +207,7 @@ unsafe fn reclaim(t: *mut MCache) -> Reclaim {
         if !res.is_null() {
             h.end_reserve(res);
         }
+        end_bres(h, bres);
         for first in heads {
             let mut c = first;
             while !c.is_null() && err.is_none() {

@@ -43,6 +43,9 @@ pub(super) unsafe fn alloc_slow(mut tc: *mut MCache, k: usize, n: usize) -> *mut
     } else if (*tc).cap == 0 {
         // MEMALLOC_MEDIUM_CACHE=0 (a reclaimer's 0 is gone: we hold `own`)
         alloc_uncached(n)
+    } else if let Some(c) = big_cut(&mut *tc, k, csize) {
+        *(*tc).allocs.get_mut() += 1;
+        c
     } else if let Some(c) = bigger_own(tc, k, pend) {
         *(*tc).allocs.get_mut() += 1;
         c
@@ -244,6 +247,88 @@ unsafe fn bigger_resident(t: &mut MCache, k: usize) -> Option<*mut Chunk> {
         }
     }
     None
+}
+
+/// A big class's list `k` of `t` is empty (chunks of `csize` bytes) and
+/// its big classes' share (`big_cap`) has no room for a chunk of `k`: a
+/// chunk cut from the thread's big reserve (`bres`), taken first if the
+/// thread has none (`new_big_reserve`, one acquisition of the heap's
+/// lock); None if the share has room, or the reserve has none.
+///
+/// Why: from 16 threads on a thread's big classes hold 1-1.5 MiB together,
+/// one or two chunks, and a thread whose big requests vary in class took a
+/// trip through the shared lists for most of them (a refill, then the
+/// free's flush past the share: `bench/grid 16 4e5 64k 1M short`, 51.6k
+/// refills and 48.9k flushes in 400k pairs, each trip 40-85 ns, mostly
+/// lines other cores wrote; docs/performance.md, short17i). A chunk cut
+/// from the thread's own reserve, freed right after, goes back into it
+/// (`free_big`, `reserve_merge`): a thread that holds one big block at a
+/// time, as glibc's arenas serve it from their top, needs no list and
+/// no lock. The reserve counts in what the share holds (`big_held`).
+///
+/// # Safety
+/// `t` is this thread's live cache, its `own` lock held; `csize` is
+/// class `k`'s chunk size.
+unsafe fn big_cut(t: &mut MCache, k: usize, csize: usize) -> Option<*mut Chunk> {
+    if k < BIG_FIRST || big_held(t) + csize <= big_cap(t) {
+        return None;
+    }
+    if !t.bres.is_null() {
+        // (No room: the lists serve. A reserve is not renewed while its
+        // owner lives: renewed whenever most of its cuts had come back,
+        // `grid 16 4e5 64k 1M long 32` renewed 9k times, each a heap
+        // acquisition and fresh pages, its peak RSS 148 -> 225 MB.)
+        return Some(crate::heap::reserve_cut_quiet(t.bres, csize)).filter(|c| !c.is_null());
+    }
+    new_big_reserve(t, csize)
+}
+
+/// `big_cut`'s reserve taken (one acquisition of the heap's lock), and a
+/// chunk of `csize` bytes cut from it; None when the heap has none.
+///
+/// # Safety
+/// As [`big_cut`]; `t` has no big reserve.
+#[cold]
+#[inline(never)]
+unsafe fn new_big_reserve(t: &mut MCache, csize: usize) -> Option<*mut Chunk> {
+    let r = HEAP.with(|h| h.take_reserve(BRES, BRES));
+    HEAP_REFILLS.fetch_add(1, Ordering::Relaxed);
+    if r.is_null() {
+        return None;
+    }
+    t.bres = r;
+    t.bres_acct = crate::heap::reserve_left(r);
+    t.bres_end = r as usize + t.bres_acct;
+    Some(crate::heap::reserve_cut_quiet(r, csize)).filter(|c| !c.is_null())
+}
+
+/// The size of a big reserve (`big_cut`): room for one chunk of the
+/// biggest class, and the reserve's own words.
+const BRES: usize = class_chunk(NMC - 1) + crate::heap::RES_KEEP;
+
+/// Takes `t`'s big reserve away from it (for `end_bres`, under the heap's
+/// lock): the reserve and what the statistics have of it.
+///
+/// # Safety
+/// `t`'s lists are its caller's to change (its owner under `own`, or a
+/// reclaimer holding `own`).
+pub(super) unsafe fn take_bres(t: &mut MCache) -> (*mut Chunk, usize) {
+    (
+        core::mem::replace(&mut t.bres, null_mut()),
+        core::mem::take(&mut t.bres_acct),
+    )
+}
+
+/// Gives a big reserve that `take_bres` took back to heap `h` (under its
+/// lock), its statistics settled first.
+///
+/// # Safety
+/// `r` is `take_bres`'s answer; `h` is the locked heap.
+pub(super) unsafe fn end_bres(h: &mut crate::heap::Heap, (r, acct): (*mut Chunk, usize)) {
+    if !r.is_null() {
+        crate::heap::reserved_settle(acct, crate::heap::reserve_left(r));
+        h.end_reserve(r);
+    }
 }
 
 /// A big class's list `k` of `tc` is empty and its big classes' share
