@@ -53,6 +53,33 @@ else
     verdict "xfree (callgrind)" 1 "a run failed; logs in $out"
 fi
 
+# Mode c's batches: a consumer's batch that fills goes to its zone, and the
+# block that found it full starts the next one of that zone
+# (cache::give_back::flush_restart); the batch was emptied before, and the
+# next block of the zone started a batch through free_foreign_slow, a call
+# (and a mispredicted branch) a batch: 1/32 of the frees. Passes if that
+# call comes at most once in MAX_START_C frees (from the runs above: the
+# calls of 400 rounds less those of 200, so that the first batch of each
+# class cancels out).
+MAX_START_C=0.005
+# starts FILE: calls of free_foreign_slow in callgrind output FILE (names
+# compressed: `cfn=(id) name` the first time, `cfn=(id)` after).
+starts() {
+    awk '/^c?fn=\(/ { id = $1; sub(/^c?fn=/, "", id); if (NF > 1) name[id] = $2 }
+        /^cfn=\(/ { cur = name[id] }
+        /^calls=/ { if (cur ~ /free_foreign_slow$/) { split($1, c, "="); n += c[2] } }
+        END { print n + 0 }' "$1"
+}
+c1=$out/callgrind.200.$BATCH.c.out
+c2=$out/callgrind.400.$BATCH.c.out
+if [ -f "$c1" ] && [ -f "$c2" ]; then
+    s=$(awk -v a="$(starts "$c1")" -v b="$(starts "$c2")" -v p=$((200 * BATCH)) \
+        'BEGIN { printf "%.4f", (b - a) / p }')
+    awk -v s="$s" -v x="$MAX_START_C" 'BEGIN { exit !(s <= x) }'
+    verdict "xfree c batches (callgrind)" $? "a batch started through free_foreign_slow $s times a free (at most $MAX_START_C)"
+else
+    verdict "xfree c batches (callgrind)" 1 "no callgrind output of mode c in $out"
+fi
 # Mode r: mispredictions and instructions per pair.
 miss() {
     # events: Ir Bc Bcm Bi Bim

@@ -471,13 +471,16 @@ pub unsafe fn free(info: *const zonemap::ZoneInfo, p: *mut u8) {
 #[inline(always)]
 pub unsafe fn free_other(info: *const zonemap::ZoneInfo, p: *mut u8) {
     let key = crate::guard::list_key();
+    // (The cache read before the mark's store, and the key passed on: read
+    // after it, each was read again, as the store might have changed it.)
+    let tc = tls::get();
     let e = &*info;
     if !block_ok(e, p, key) {
         return bad_block(p, "free");
     }
     let b = p as *mut Block;
     (*b).mark = key;
-    free_foreign_here(tls::get(), e, b)
+    free_foreign_here(tc, e, b, key)
 }
 
 /// [`free`] for a caller whose contract makes `p` the start of a block of
@@ -555,11 +558,12 @@ pub unsafe fn free_vouched_other(info: *const zonemap::ZoneInfo, p: *mut u8) {
         (*b).mark = key;
         return free_to_bin(info, p);
     }
+    let tc = tls::get();
     if (*b).mark == key {
         return bad_block(p, "free");
     }
     (*b).mark = key;
-    free_foreign_here(tls::get(), &*info, b)
+    free_foreign_here(tc, &*info, b, key)
 }
 
 /// Checks and sets the double-free mark of `tc`'s unsettled block (see
@@ -679,20 +683,27 @@ unsafe fn bin_push(tc: *mut Cache, cls: usize, b: *mut Block) -> bool {
 /// free.
 #[inline(never)]
 unsafe fn free_foreign(tc: *mut Cache, e: &zonemap::ZoneInfo, b: *mut Block) {
-    free_foreign_here(tc, e, b)
+    free_foreign_here(tc, e, b, crate::guard::list_key())
 }
 
-/// [`free_foreign`], inline.
+/// [`free_foreign`], inline; `key` is the list key.
+///
+/// A batch that is full goes, and the block starts the next batch of its
+/// zone (`flush_restart`): a batch stays open on its zone while the
+/// blocks come from it, so that its next block finds it here, where a
+/// batch emptied by its push sent that block through `free_foreign_slow`
+/// and `new_pending` (about 75 instructions a batch, and a mispredicted
+/// branch).
 ///
 /// # Safety
 /// As `free_foreign`.
 #[inline(always)]
-unsafe fn free_foreign_here(tc: *mut Cache, e: &zonemap::ZoneInfo, b: *mut Block) {
+unsafe fn free_foreign_here(tc: *mut Cache, e: &zonemap::ZoneInfo, b: *mut Block, key: usize) {
     // (A zone's class is below NCLASS, fixed while the zone lives.)
     let cls = e.class();
     // (The static caches have allocated nothing and spilled nothing, and
     // have pending batches of no zone.)
-    if *KEEP_FOREIGN.get_unchecked(cls) && alloc_sum(tc, cls) != *(*tc).spilled.get_unchecked(cls) {
+    if keeps_foreign(cls) && alloc_sum(tc, cls) != *(*tc).spilled.get_unchecked(cls) {
         if e.owner.load(Ordering::Relaxed) == 0 {
             // (A tail call: a call here made every foreign free save three
             // registers, 7 instructions a free in `c_tests/xfree.sh`.)
@@ -706,12 +717,13 @@ unsafe fn free_foreign_here(tc: *mut Cache, e: &zonemap::ZoneInfo, b: *mut Block
     let p = (*tc).pending.get_unchecked_mut(cls);
     // (A batch's head is a block of its zone; with no batch, null.)
     if (p.head as usize ^ b as usize) < ZONE_SIZE {
-        (*b).next = enc(p.head, b);
-        p.head = b;
-        p.count += 1;
-        if p.count >= PENDING_MAX {
-            return flush_pending(p);
+        let n = p.count;
+        if n >= PENDING_MAX {
+            return flush_restart(p, b);
         }
+        (*b).next = (p.head as usize ^ b as usize ^ key) as *mut Block;
+        p.head = b;
+        p.count = n + 1;
         return;
     }
     free_foreign_slow(tc, cls, b)
@@ -731,8 +743,8 @@ unsafe fn adopt_and_keep(tc: *mut Cache, cls: usize, b: *mut Block) {
     }
 }
 
-/// Per class: another thread's block of it may be kept in a bin and reused
-/// (`free_foreign`): the classes above 128 bytes. A smaller block, reused,
+/// The first class whose blocks, another thread's, may be kept in a bin and
+/// reused (`free_foreign`): the classes above 128 bytes. A smaller block, reused,
 /// would share its line with the neighbours that the zone's owner hands to
 /// other threads (passive false sharing, Hoard's `cache-scratch`: the main
 /// thread's 8-byte blocks, one a thread, each freed by its thread and taken
@@ -746,15 +758,21 @@ unsafe fn adopt_and_keep(tc: *mut Cache, cls: usize, b: *mut Block) {
 /// then taken at random, a fifth of the blocks one way: 0.23 mispredictions
 /// a free, half of the cells' (callgrind); one rule for the whole band is
 /// a branch the predictor learns (`c_tests/xfree.sh` mode r bounds it).
-const KEEP_FOREIGN: [bool; NCLASS] = {
-    let mut t = [false; NCLASS];
+const KEEP_FOREIGN: usize = 8;
+const _: () = {
     let mut cls = 0;
     while cls < NCLASS {
-        t[cls] = CLASS_SIZE[cls] > 128;
+        assert!((CLASS_SIZE[cls] > 128) == (cls >= KEEP_FOREIGN));
         cls += 1;
     }
-    t
 };
+
+/// Is another thread's block of class `cls` kept (see `KEEP_FOREIGN`)? A
+/// compare of the class (a load of a table and its test before).
+#[inline(always)]
+fn keeps_foreign(cls: usize) -> bool {
+    cls >= KEEP_FOREIGN
+}
 const _: () = assert!(ZONE_HDR.is_multiple_of(64) && (COLOURS - 1) * 64 < ZONE_SIZE);
 
 /// The allocations of `cls` that cache `tc` served (its pops and its zone

@@ -293,6 +293,22 @@ pub(super) unsafe fn new_pending(
     };
 }
 
+/// A full pending batch goes to its zone, and block `b` of that zone (not
+/// linked yet) starts the next one (see `free_foreign_here`). The zone
+/// stays live meanwhile: `b` counts as used in it.
+///
+/// # Safety
+/// `p` is a batch of this thread's live cache, of a zone; `b` a free block
+/// of that zone, counted as used by it, in no bin or list.
+#[cold]
+#[inline(never)]
+pub(super) unsafe fn flush_restart(p: &mut Pending, b: *mut Block) {
+    push_remote(p.zone, p.head, p.tail, p.count);
+    p.head = b;
+    p.tail = b;
+    p.count = 1;
+}
+
 /// Pushes a pending batch to its zone.
 #[inline(never)]
 pub(super) unsafe fn flush_pending(p: &mut Pending) {
