@@ -38,6 +38,9 @@ const RES_NEXT: usize = 16;
 const RES_PREV: usize = 24;
 /// A reserve's size now (an `AtomicUsize`).
 const RES_LEFT: usize = 32;
+/// `RES_LEFT`'s bit that a walk of the regions sets (`hold_reserves`)
+/// while it relies on the sizes it synced: a merge sees it and fails.
+const HOLD: usize = 1 << 63;
 /// The least a reserve keeps: its header and the three words above.
 pub const RES_KEEP: usize = 64;
 const _: () = assert!(RES_LEFT + 8 <= RES_KEEP && RES_KEEP >= MIN_CHUNK);
@@ -80,7 +83,7 @@ unsafe fn res_left(r: *mut Chunk) -> &'static AtomicUsize {
 /// `r` is a reserve this thread owns.
 #[inline]
 pub unsafe fn reserve_room(r: *mut Chunk) -> usize {
-    res_left(r).load(Ordering::Relaxed) - RES_KEEP
+    (res_left(r).load(Ordering::Relaxed) & !HOLD) - RES_KEEP
 }
 
 /// Cuts a chunk of `csize` bytes (a multiple of `ALIGN`, at least
@@ -108,7 +111,7 @@ pub unsafe fn reserve_cut(r: *mut Chunk, csize: usize) -> *mut Chunk {
 /// As [`reserve_cut`].
 #[inline]
 pub unsafe fn reserve_cut_quiet(r: *mut Chunk, csize: usize) -> *mut Chunk {
-    let left = res_left(r).load(Ordering::Relaxed);
+    let left = res_left(r).load(Ordering::Relaxed) & !HOLD;
     if left < csize + RES_KEEP {
         return null_mut();
     }
@@ -118,8 +121,9 @@ pub unsafe fn reserve_cut_quiet(r: *mut Chunk, csize: usize) -> *mut Chunk {
     // the last one cut or the reserve's old neighbour, already says its
     // previous chunk is in use.)
     set_head(c, csize | MARK);
-    // (Release: a holder of the lock that reads `now` sees the header.)
-    res_left(r).store(now, Ordering::Release);
+    // (Release: a holder of the lock that reads `now` sees the header.
+    // Subtracted, not stored: a walk's `HOLD` stays.)
+    res_left(r).fetch_sub(csize, Ordering::Release);
     c
 }
 
@@ -137,9 +141,11 @@ pub unsafe fn reserve_cut_quiet(r: *mut Chunk, csize: usize) -> *mut Chunk {
 /// Sound: the chunk after `c` already says its previous chunk is in use,
 /// and the reserve is; nothing but `r`'s owner writes `r`'s end, and the
 /// heap writes no header of a chunk in use whose previous chunk is in use.
-/// (A walk under the lock that synced `r`'s size just before may step
-/// onto `c` while its FREE bit is set: `check` counts it, `dump` prints
-/// it; neither runs on an allocation path.)
+/// A walk of the regions that synced `r`'s size holds it (`HOLD`): the
+/// merge fails and `c` is freed to the heap, under its lock (the walk
+/// would step onto `c` marked FREE and in no list, and count it broken).
+/// The size grows before `c` says FREE, so a walk that syncs between the
+/// two steps over `c`.
 ///
 /// # Safety
 /// `r` is a reserve this thread owns; `c` an in-use heap chunk, not
@@ -147,11 +153,18 @@ pub unsafe fn reserve_cut_quiet(r: *mut Chunk, csize: usize) -> *mut Chunk {
 #[inline]
 pub unsafe fn reserve_merge(r: *mut Chunk, end: usize, c: *mut Chunk) -> bool {
     let left = res_left(r).load(Ordering::Relaxed);
+    // (`HOLD` set: `left` is past any chunk, the test fails.)
     if c as usize != r as usize + left || c as usize + size(c) > end {
         return false;
     }
+    let s = size(c);
+    if res_left(r)
+        .compare_exchange(left, left + s, Ordering::AcqRel, Ordering::Relaxed)
+        .is_err()
+    {
+        return false; // a walk holds it since the load
+    }
     set_flags(c, FREE);
-    res_left(r).store(left + size(c), Ordering::Release);
     true
 }
 
@@ -161,7 +174,7 @@ pub unsafe fn reserve_merge(r: *mut Chunk, end: usize, c: *mut Chunk) -> bool {
 /// `r` is a reserve this thread owns.
 #[inline]
 pub unsafe fn reserve_left(r: *mut Chunk) -> usize {
-    res_left(r).load(Ordering::Relaxed)
+    res_left(r).load(Ordering::Relaxed) & !HOLD
 }
 
 /// The statistics' `RESERVED` moved from `was` to `now` for a reserve
@@ -250,7 +263,7 @@ impl Heap {
         if !n.is_null() {
             *res_word(n, RES_PREV) = p as usize;
         }
-        let left = res_left(r).load(Ordering::Acquire);
+        let left = res_left(r).load(Ordering::Acquire) & !HOLD;
         RESERVED.fetch_sub(left, Ordering::Relaxed);
         set_size(r, left);
         self.free(r);
@@ -266,7 +279,36 @@ impl Heap {
     pub unsafe fn sync_reserves(&self) {
         let mut r = self.reserves;
         while !r.is_null() {
-            set_size(r, res_left(r).load(Ordering::Acquire));
+            set_size(r, res_left(r).load(Ordering::Acquire) & !HOLD);
+            r = *res_word(r, RES_NEXT) as *mut Chunk;
+        }
+    }
+
+    /// `sync_reserves`, and every reserve held (`HOLD`) until
+    /// `release_reserves`: no merge moves a reserve's end meanwhile, so a
+    /// walk that must find each chunk where the sizes say (`check`) never
+    /// meets one taken back since the sync. (Cuts go on: a chunk cut is
+    /// inside the size synced, in use.)
+    ///
+    /// # Safety
+    /// As `sync_reserves`; the caller calls `release_reserves` before it
+    /// lets the lock go.
+    pub unsafe fn hold_reserves(&self) {
+        let mut r = self.reserves;
+        while !r.is_null() {
+            set_size(r, res_left(r).fetch_or(HOLD, Ordering::Acquire) & !HOLD);
+            r = *res_word(r, RES_NEXT) as *mut Chunk;
+        }
+    }
+
+    /// Ends `hold_reserves`.
+    ///
+    /// # Safety
+    /// The caller holds the heap's lock and held the reserves.
+    pub unsafe fn release_reserves(&self) {
+        let mut r = self.reserves;
+        while !r.is_null() {
+            res_left(r).fetch_and(!HOLD, Ordering::Release);
             r = *res_word(r, RES_NEXT) as *mut Chunk;
         }
     }

@@ -59,7 +59,7 @@ impl Heap {
         let mut bad = 0;
         // SAFETY: under the lock every region descriptor is live.
         unsafe {
-            self.sync_reserves();
+            self.hold_reserves();
             let mut r = self.regions.head;
             while !r.is_null() {
                 let rc = self.tlsf.check_region(r);
@@ -72,6 +72,7 @@ impl Heap {
             }
             let regions = &self.regions;
             bad += self.tlsf.check_lists(|p| !regions.find(p).is_null());
+            self.release_reserves();
         }
         // Zones: their chunk must span its granule, and the header fields
         // fixed at creation must still hold. Only over a sound chunk chain:
