@@ -17,6 +17,10 @@
 //! - `cross_thread_bare_instructions`: the same, at most `CROSS_BARE_MAX`,
 //!   when the freeing thread has allocated nothing (its frees still go to
 //!   their owners in batches);
+//! - `random_drop_instructions`: 65,536 blocks of 24 bytes (about 32
+//!   zones) allocated and freed in a random order, as a dropped `HashMap`
+//!   frees its entries, cost at most `DROP_MAX` instructions a block, alloc
+//!   and free (the bins' spills give blocks back to as many zones);
 //! - `dealloc_twice_is_reported`: a block freed twice through Rust's
 //!   `dealloc` is still reported as a double free;
 //! - `dealloc_twice_apart_is_reported`: also when another free comes
@@ -88,6 +92,16 @@ const CROSS_MAX: u64 = 126;
 /// block onto its zone's remote list alone (`cache::free_foreign_slow`,
 /// rust18i).
 const CROSS_BARE_MAX: u64 = 127;
+
+/// Instructions a 24-byte block may take, allocated and then freed in a
+/// random order among 65,536 (about 32 zones: a spill's 31 blocks lie in
+/// nearly as many), the shuffle's share included: 181.6 measured; 193.1
+/// when a spill's give-back loaded the list key once a run rather than once
+/// a spill, looked a block's zone up with the checks of a pointer that may
+/// not be ours, and asked again for the zones of the blocks the spill
+/// before had asked for (`cache::give_back`'s `give_back_runs` and
+/// `spill_bin`, rust18j).
+const DROP_MAX: u64 = 185;
 
 /// The count a child test is run with (`var`, set by its parent), or
 /// `None` when the test runs on its own (`cargo test`): then it does
@@ -189,6 +203,57 @@ fn small_moves_child() {
         }
     }
     drop(keep);
+}
+
+/// The child of `random_drop_instructions`: `MEMALLOC_TEST_DROPS` rounds
+/// (and one more first, so that the zones exist and the thread is no
+/// longer sparse) of `DROP_BLOCKS` blocks of 24 bytes allocated, shuffled
+/// and freed.
+#[test]
+fn random_drop_child() {
+    let Some(n) = child_count("MEMALLOC_TEST_DROPS") else {
+        return;
+    };
+    let l = Layout::from_size_align(24, 8).unwrap();
+    let mut blocks = vec![0usize; DROP_BLOCKS];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..n + 1 {
+        for b in blocks.iter_mut() {
+            // SAFETY: a layout of non-zero size.
+            let p = unsafe { black_box(alloc(l)) };
+            assert!(!p.is_null());
+            *b = p as usize;
+        }
+        // Fisher-Yates with xorshift64.
+        for i in (1..DROP_BLOCKS).rev() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            blocks.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        for &p in &blocks {
+            // SAFETY: each block came from `alloc(l)` and is freed once.
+            unsafe { dealloc(black_box(p as *mut u8), l) };
+        }
+    }
+}
+
+/// The blocks of a round of `random_drop_child`.
+const DROP_BLOCKS: usize = 65_536;
+
+#[test]
+fn random_drop_instructions() {
+    need_valgrind();
+    let (a, b) = (2, 6);
+    let var = "MEMALLOC_TEST_DROPS";
+    let per = (instructions_of("random_drop_child", var, b)
+        - instructions_of("random_drop_child", var, a)) as f64
+        / ((b - a) * DROP_BLOCKS) as f64;
+    println!("{per:.1} instructions per block allocated and freed at random");
+    assert!(
+        per <= DROP_MAX as f64,
+        "{per:.1} instructions per block allocated and freed at random, more than {DROP_MAX}"
+    );
 }
 
 /// The child of `cross_thread_instructions`: `MEMALLOC_TEST_CROSS` blocks
