@@ -91,14 +91,24 @@ unsafe fn give_back_runs(tc: *mut Cache, cls: usize, xs: &[*mut Block]) {
     // the compiler, which reloaded it three times a run.)
     let key = crate::guard::list_key();
     let len = xs.len();
+    // All of one zone (a burst's spill: blocks freed in the order they
+    // were allocated): linked with no test of each block's zone. (The
+    // test, an or of each block's xor with the first, is a pass the
+    // compiler vectorises: 4 instructions a block fewer, c_tests/bursts.sh.)
+    if let Some(&x) = xs.first() {
+        if !spread(xs) && xs.iter().fold(0, |a, &y| a | (y as usize ^ x as usize)) < ZONE_SIZE {
+            let mut head = x;
+            for &y in xs.get_unchecked(1..) {
+                (*y).next = (head as usize ^ y as usize ^ key) as *mut Block;
+                head = y;
+            }
+            return run_back(tc, cls, key, x, head, len as u32);
+        }
+    }
     let mut i = 0;
     while i < len {
         // SAFETY (the slots): i < len, and below j < len.
         let x = *xs.get_unchecked(i);
-        // (Address arithmetic but the map's first level: a block of a bin
-        // lies in a zone of ours, whose leaf exists.)
-        let e = zonemap::entry_in_ours(x as *const u8);
-        let z = zonemap::room_of(e, x as *const u8) as *mut Zone;
         // The run: x and the blocks after it in the same granule, each
         // linked onto the one before it.
         let mut head = x;
@@ -114,16 +124,36 @@ unsafe fn give_back_runs(tc: *mut Cache, cls: usize, xs: &[*mut Block]) {
         }
         let n = (j - i) as u32;
         i = j;
-        if (*e).owner.load(Ordering::Relaxed) != tc as usize {
-            // Another thread's zone: the run to its pending batch.
-            remote_run(tc, cls, z, head, x, n);
-            continue;
-        }
-        // Onto the zone's free list.
-        let old = (*z).free;
-        (*x).next = (old as usize ^ x as usize ^ key) as *mut Block;
-        end_run(tc, cls, z, old, head, n);
+        run_back(tc, cls, key, x, head, n);
     }
+}
+
+/// Gives back a run of [`give_back_runs`]: `n` blocks of one zone, from
+/// `head` linked (with `key`) each onto the one before it, down to `x`.
+///
+/// # Safety
+/// As [`give_back_all`], for the run's blocks.
+#[inline(always)]
+unsafe fn run_back(
+    tc: *mut Cache,
+    cls: usize,
+    key: usize,
+    x: *mut Block,
+    head: *mut Block,
+    n: u32,
+) {
+    // (Address arithmetic but the map's first level: a block of a bin
+    // lies in a zone of ours, whose leaf exists.)
+    let e = zonemap::entry_in_ours(x as *const u8);
+    let z = zonemap::room_of(e, x as *const u8) as *mut Zone;
+    if (*e).owner.load(Ordering::Relaxed) != tc as usize {
+        // Another thread's zone: the run to its pending batch.
+        return remote_run(tc, cls, z, head, x, n);
+    }
+    // Onto the zone's free list.
+    let old = (*z).free;
+    (*x).next = (old as usize ^ x as usize ^ key) as *mut Block;
+    end_run(tc, cls, z, old, head, n);
 }
 
 /// Ends a run of `give_back_all`: `n` blocks linked from `head` onto `old`,
