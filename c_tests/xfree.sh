@@ -12,9 +12,12 @@
 # Mode l frees each batch in the thread that allocated it (the reference);
 # mode c has another thread free it (a consumer that allocates nothing);
 # mode t has two threads free each other's batches. Passes if a pair of
-# modes c and t costs at most MAX_EXTRA (20) instructions more than one of
+# modes c and t costs at most MAX_EXTRA (21) instructions more than one of
 # mode l. (Before the consumer's frees went to their owners in batches,
-# with the owner taking a batch whole: 81 and 57 more; mimalloc: 56 and 62.)
+# with the owner taking a batch whole: 81 and 57 more; mimalloc: 56 and 62.
+# 21 since rust18j: mode l's spills give a batch's blocks of one zone back
+# without testing each block's zone, 170.7 -> 169.0, while modes c and t,
+# which spill nothing, stayed at 189.6-189.7 and 185.6.)
 # Mode r is mode t with sizes of 16-128 bytes drawn at random (the grid's
 # cross 16-128 B): passes if its mispredicted conditional branches per pair
 # (callgrind --branch-sim=yes) are at most MAX_MISS_R (0.30). Blocks of
@@ -27,7 +30,7 @@
 set -u
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-MAX_EXTRA=20
+MAX_EXTRA=21
 MAX_MISS_R=0.30
 BATCH=256
 . "$here/callgrind_setup.sh" xfree -pthread

@@ -17,6 +17,12 @@
 //! - `cross_thread_bare_instructions`: the same, at most `CROSS_BARE_MAX`,
 //!   when the freeing thread has allocated nothing (its frees still go to
 //!   their owners in batches);
+//! - `random_drop_instructions`: 65,536 blocks of 24 bytes (about 32
+//!   zones) allocated and freed in a random order, as a dropped `HashMap`
+//!   frees its entries, cost at most `DROP_MAX` instructions a block, alloc
+//!   and free (the bins' spills give blocks back to as many zones);
+//! - `burst_drop_instructions`: the same freed in the order they were
+//!   allocated, at most `BURST_MAX`;
 //! - `dealloc_twice_is_reported`: a block freed twice through Rust's
 //!   `dealloc` is still reported as a double free;
 //! - `dealloc_twice_apart_is_reported`: also when another free comes
@@ -88,6 +94,22 @@ const CROSS_MAX: u64 = 126;
 /// block onto its zone's remote list alone (`cache::free_foreign_slow`,
 /// rust18i).
 const CROSS_BARE_MAX: u64 = 127;
+
+/// Instructions a 24-byte block may take, allocated and then freed in a
+/// random order among 65,536 (about 32 zones: a spill's 31 blocks lie in
+/// nearly as many), the shuffle's share included: 181.9 measured; 193.1
+/// when a spill's give-back loaded the list key once a run rather than once
+/// a spill, looked a block's zone up with the checks of a pointer that may
+/// not be ours, and asked again for the zones of the blocks the spill
+/// before had asked for (`cache::give_back`'s `give_back_runs` and
+/// `spill_bin`, rust18j).
+const DROP_MAX: u64 = 185;
+
+/// The same when the blocks are freed in the order they were allocated
+/// (a burst: each spill's blocks lie in one zone): 110.0 measured; 113.2
+/// when a spill tested each block's zone as it linked it (rust18j:
+/// `cache::give_back`'s `give_back_runs`).
+const BURST_MAX: u64 = 111;
 
 /// The count a child test is run with (`var`, set by its parent), or
 /// `None` when the test runs on its own (`cargo test`): then it does
@@ -189,6 +211,75 @@ fn small_moves_child() {
         }
     }
     drop(keep);
+}
+
+/// The child of `random_drop_instructions` (`MEMALLOC_TEST_DROPS` rounds of
+/// `drop_rounds`, shuffled) and of `burst_drop_instructions`
+/// (`MEMALLOC_TEST_BURSTS` rounds, freed in the order they were allocated).
+#[test]
+fn drop_child() {
+    if let Some(n) = child_count("MEMALLOC_TEST_DROPS") {
+        drop_rounds(n, true);
+    }
+    if let Some(n) = child_count("MEMALLOC_TEST_BURSTS") {
+        drop_rounds(n, false);
+    }
+}
+
+/// `n` rounds (and one more first, so that the zones exist and the thread
+/// is no longer sparse) of `DROP_BLOCKS` blocks of 24 bytes allocated,
+/// shuffled if `shuffle`, and freed.
+fn drop_rounds(n: usize, shuffle: bool) {
+    let l = Layout::from_size_align(24, 8).unwrap();
+    let mut blocks = vec![0usize; DROP_BLOCKS];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..n + 1 {
+        for b in blocks.iter_mut() {
+            // SAFETY: a layout of non-zero size.
+            let p = unsafe { black_box(alloc(l)) };
+            assert!(!p.is_null());
+            *b = p as usize;
+        }
+        // Fisher-Yates with xorshift64.
+        for i in (1..DROP_BLOCKS).rev().filter(|_| shuffle) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            blocks.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        for &p in &blocks {
+            // SAFETY: each block came from `alloc(l)` and is freed once.
+            unsafe { dealloc(black_box(p as *mut u8), l) };
+        }
+    }
+}
+
+/// The blocks of a round of `drop_child`.
+const DROP_BLOCKS: usize = 65_536;
+
+/// Checks that a block of child `child`'s rounds (run with `var` rounds)
+/// costs at most `max` instructions, as `at_most_per_round`; `how` says
+/// in which order the blocks are freed.
+fn drop_at_most(child: &str, var: &str, max: u64, how: &str) {
+    need_valgrind();
+    let (a, b) = (2, 6);
+    let per = (instructions_of(child, var, b) - instructions_of(child, var, a)) as f64
+        / ((b - a) * DROP_BLOCKS) as f64;
+    println!("{per:.1} instructions per block allocated and freed {how}");
+    assert!(
+        per <= max as f64,
+        "{per:.1} instructions per block allocated and freed {how}, more than {max}"
+    );
+}
+
+#[test]
+fn random_drop_instructions() {
+    drop_at_most("drop_child", "MEMALLOC_TEST_DROPS", DROP_MAX, "at random");
+}
+
+#[test]
+fn burst_drop_instructions() {
+    drop_at_most("drop_child", "MEMALLOC_TEST_BURSTS", BURST_MAX, "in order");
 }
 
 /// The child of `cross_thread_instructions`: `MEMALLOC_TEST_CROSS` blocks

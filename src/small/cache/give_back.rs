@@ -48,8 +48,12 @@ fn prefetch_zones(xs: &[*mut Block]) {
 /// one go: one owner test, the run linked onto the zone's free list and
 /// `used` lowered once, or linked onto the pending batch. Blocks freed one
 /// after another were mostly allocated one after another, from one zone: a
-/// block after a run's first costs 9 instructions, where each went back on
-/// its own for about 40.
+/// block after a run's first costs 12 instructions, where each went back on
+/// its own for about 40. A run of one block (a spill of blocks freed at
+/// random) costs about 34: its zone is found with no check (a block of a
+/// bin lies in a zone of ours) and the list key is read once a spill
+/// (`c_tests/spills.sh`: 152.6 -> 126.2 instructions a free in spills,
+/// rust18j).
 ///
 /// # Safety
 /// `tc` is this thread's live cache; `xs` are free blocks (marked free) of
@@ -62,56 +66,94 @@ pub(super) unsafe fn give_back_all(tc: *mut Cache, cls: usize, xs: &[*mut Block]
     // and the loop below would take those misses one after another. (Not
     // when the first and last blocks share a zone, as a burst's do: the
     // pass cost `c_tests/bursts.sh` 8 instructions a pair.)
-    if let (Some(&a), Some(&b)) = (xs.first(), xs.last()) {
-        if (a as usize ^ b as usize) >= ZONE_SIZE {
-            prefetch_zones(xs);
-        }
+    if spread(xs) {
+        prefetch_zones(xs);
     }
-    let mut i = 0;
-    while i < xs.len() {
-        let x = xs[i];
-        i += 1;
-        let g = x as usize & !(ZONE_SIZE - 1);
-        let e = zonemap::info(x as *const u8);
-        let z = zonemap::room_of(e, x as *const u8) as *mut Zone;
-        if e.owner.load(Ordering::Relaxed) != tc as usize {
-            // Another thread's zone: the run to its pending batch.
-            let (head, n) = link_run(xs, &mut i, g, x);
-            remote_run(tc, cls, z, head, x, n);
-            continue;
-        }
-        // The run: x and the blocks after it in the same zone, linked
-        // onto the zone's free list.
-        let old = (*z).free;
-        (*x).next = enc(old, x);
-        let (head, n) = link_run(xs, &mut i, g, x);
-        end_run(tc, cls, z, old, head, n);
+    give_back_runs(tc, cls, xs)
+}
+
+/// Do the first and last of blocks `xs` lie in different zones (false for
+/// none)?
+#[inline(always)]
+fn spread(xs: &[*mut Block]) -> bool {
+    match (xs.first(), xs.last()) {
+        (Some(&a), Some(&b)) => (a as usize ^ b as usize) >= ZONE_SIZE,
+        _ => false,
     }
 }
 
-/// Links onto `x` the blocks of `xs` from `*i` on that lie in granule `g`,
-/// each onto the one before it, and moves `*i` past them; returns the last
-/// one linked (the run's head, `x` if none) and the run's length with `x`.
+/// [`give_back_all`] with no prefetch.
 ///
 /// # Safety
-/// As [`give_back_all`]; `x` is the block of `xs` before `*i`, in `g`.
-#[inline(always)]
-unsafe fn link_run(xs: &[*mut Block], i: &mut usize, g: usize, x: *mut Block) -> (*mut Block, u32) {
-    // (The key read once, not once a block as `enc` would after each
-    // store; the length from the index, with no count of its own: 12
-    // instructions a block, 14 before.)
+/// As [`give_back_all`].
+unsafe fn give_back_runs(tc: *mut Cache, cls: usize, xs: &[*mut Block]) {
+    // (The key read once: the stores to the blocks below may alias it, for
+    // the compiler, which reloaded it three times a run.)
     let key = crate::guard::list_key();
-    let first = *i;
-    let mut j = first;
-    let mut head = x;
-    while j < xs.len() && xs[j] as usize & !(ZONE_SIZE - 1) == g {
-        let y = xs[j];
-        (*y).next = (head as usize ^ y as usize ^ key) as *mut Block;
-        head = y;
-        j += 1;
+    let len = xs.len();
+    // All of one zone (a burst's spill: blocks freed in the order they
+    // were allocated): linked with no test of each block's zone. (The
+    // test, an or of each block's xor with the first, is a pass the
+    // compiler vectorises: 4 instructions a block fewer, c_tests/bursts.sh.)
+    if let Some(&x) = xs.first() {
+        if !spread(xs) && xs.iter().fold(0, |a, &y| a | (y as usize ^ x as usize)) < ZONE_SIZE {
+            let mut head = x;
+            for &y in xs.get_unchecked(1..) {
+                (*y).next = (head as usize ^ y as usize ^ key) as *mut Block;
+                head = y;
+            }
+            return run_back(tc, cls, key, x, head, len as u32);
+        }
     }
-    *i = j;
-    (head, (j - first) as u32 + 1)
+    let mut i = 0;
+    while i < len {
+        // SAFETY (the slots): i < len, and below j < len.
+        let x = *xs.get_unchecked(i);
+        // The run: x and the blocks after it in the same granule, each
+        // linked onto the one before it.
+        let mut head = x;
+        let mut j = i + 1;
+        while j < len {
+            let y = *xs.get_unchecked(j);
+            if (y as usize ^ x as usize) >= ZONE_SIZE {
+                break;
+            }
+            (*y).next = (head as usize ^ y as usize ^ key) as *mut Block;
+            head = y;
+            j += 1;
+        }
+        let n = (j - i) as u32;
+        i = j;
+        run_back(tc, cls, key, x, head, n);
+    }
+}
+
+/// Gives back a run of [`give_back_runs`]: `n` blocks of one zone, from
+/// `head` linked (with `key`) each onto the one before it, down to `x`.
+///
+/// # Safety
+/// As [`give_back_all`], for the run's blocks.
+#[inline(always)]
+unsafe fn run_back(
+    tc: *mut Cache,
+    cls: usize,
+    key: usize,
+    x: *mut Block,
+    head: *mut Block,
+    n: u32,
+) {
+    // (Address arithmetic but the map's first level: a block of a bin
+    // lies in a zone of ours, whose leaf exists.)
+    let e = zonemap::entry_in_ours(x as *const u8);
+    let z = zonemap::room_of(e, x as *const u8) as *mut Zone;
+    if (*e).owner.load(Ordering::Relaxed) != tc as usize {
+        // Another thread's zone: the run to its pending batch.
+        return remote_run(tc, cls, z, head, x, n);
+    }
+    // Onto the zone's free list.
+    let old = (*z).free;
+    (*x).next = (old as usize ^ x as usize ^ key) as *mut Block;
+    end_run(tc, cls, z, old, head, n);
 }
 
 /// Ends a run of `give_back_all`: `n` blocks linked from `head` onto `old`,
@@ -195,7 +237,23 @@ pub(super) unsafe fn spill_bin(b: *mut Block, cls: usize, tc: *mut Cache) {
             core::ptr::copy_nonoverlapping(from.add(BIN_CAP), to.add(BIN_CAP), BIN_CAP);
         }
         let xs = core::slice::from_raw_parts(xs.as_ptr() as *const *mut Block, k);
-        give_back_all(tc, cls, xs);
+        // (`give_back_all`'s prefetch.) Nothing of the class allocated
+        // since its last spill (a burst of frees: a table dropped): the
+        // alloc half is the one that spill left, whose first
+        // `PREFETCH_NEXT` blocks' zones it asked for then. (Asked again,
+        // they cost a drop at random 5 instructions a free:
+        // `tests/rust_path.rs`, `random_drop_instructions`.)
+        if spread(xs) {
+            let asked = if alloc_sum(tc, cls) == (*tc).spilled[cls] {
+                PREFETCH_NEXT
+            } else {
+                0
+            };
+            if asked < k {
+                prefetch_zones(xs.get_unchecked(asked..));
+            }
+        }
+        give_back_runs(tc, cls, xs);
     }
     (*tc).bin_state[cls] = ((*tc).bin_state[cls] & !BIN_TOP) | (fb + h - 1) as u64;
     // The zones of the blocks the next spill will give back, asked for now
