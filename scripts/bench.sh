@@ -216,7 +216,7 @@ done
 # ----------------------------------------------------------------- programs
 say "building bench programs into ${BIN#"$ROOT"/}/"
 for prog in runner fixed churn larson xmalloc threads32 cache-scratch realloc large gen_text pair latency \
-        mchurn mthreads bulkfree grid; do
+        mchurn mthreads bulkfree grid cycles; do
     gcc -O2 -g -pthread -Wall -Wextra -o "$BIN/$prog" "$ROOT/bench/$prog.c" -lm ||
         die "could not compile bench/$prog.c"
 done
