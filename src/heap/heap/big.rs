@@ -88,16 +88,22 @@ const SPARSE_HUGE: usize = 64 << 20;
 /// A sparse purge pass is due (see `purge_sparse`).
 static SPARSE_DUE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 /// The bytes big blocks are reckoned to have made resident since the last
-/// pass (see `Heap::note_dirty`): a pass is due once they reach
-/// `SPARSE_SLACK`.
+/// check (see `Heap::note_dirty`): a check is due once they reach
+/// `SPARSE_NEXT`.
 static SPARSE_DIRTY: AtomicUsize = AtomicUsize::new(0);
 /// The next check once `SPARSE_DIRTY` reaches this: the room the last
-/// check found left under the slack (the pages reckoned are at least those
-/// the resident set grew by, less what the program gave back), at least
-/// `SPARSE_NEXT_MIN`; that at first, and after a pass that found nothing to
-/// discard, so that the check that sets the base comes early.
-static SPARSE_NEXT: AtomicUsize = AtomicUsize::new(SPARSE_NEXT_MIN);
-const SPARSE_NEXT_MIN: usize = SPARSE_SLACK / 4;
+/// check found left under the slack, less in proportion where the resident
+/// set grew faster than the pages reckoned (see `check`), and at least
+/// `SPARSE_NEXT_MIN` (fewer, later checks: bigsparse.c's sparse churn
+/// peaked at 18 MB with `SPARSE_SLACK`, 8 with this; each check's
+/// `mincore` of the region costs 1-2 ms in `large-8`'s 480 MB). A quarter
+/// of the slack at first, so that the check that sets the base comes early
+/// (at the slack, bigsparse.c's churn peaked at 14 MB).
+static SPARSE_NEXT: AtomicUsize = AtomicUsize::new(SPARSE_SLACK / 4);
+const SPARSE_NEXT_MIN: usize = SPARSE_SLACK / 2;
+/// The break region's resident set at the last check (or what the last
+/// pass left).
+static SPARSE_LAST: AtomicUsize = AtomicUsize::new(0);
 /// The pages freed big blocks may leave resident in the free space before
 /// a pass. (8 MiB before big17c: bench/grid's cells of 1-64 MiB, peak RSS
 /// with 8 -> 4 MiB, medians of 5: long at 1 thread 30.1 -> 15.8 MB
@@ -387,19 +393,19 @@ fn purge_sparse_slow() {
     if !SPARSE_DUE.swap(false, Ordering::Relaxed) {
         return; // another thread runs it
     }
-    SPARSE_DIRTY.store(0, Ordering::Relaxed);
+    let dirty = SPARSE_DIRTY.swap(0, Ordering::Relaxed);
     if DENSE.load(Ordering::Relaxed) >= DENSE_MAX || SCAN_BUSY.swap(true, Ordering::Acquire) {
         return;
     }
     // SAFETY: SCAN_BUSY is ours until the store below.
-    unsafe { check(&mut *SCAN.0.get()) };
+    unsafe { check(&mut *SCAN.0.get(), dirty) };
     SCAN_BUSY.store(false, Ordering::Release);
 }
 
 /// The check, and a pass if due (see `purge_sparse`): one `mincore` of the
 /// break region into `v`, which tells both its resident set and, without
 /// another call, which big free chunks in it are sparse.
-fn check(v: &mut [u8; SCAN_PAGES]) {
+fn check(v: &mut [u8; SCAN_PAGES], dirty: usize) {
     let Some((lo, pages)) = HEAP.with(|h| h.brk_pages()) else {
         return;
     };
@@ -416,7 +422,19 @@ fn check(v: &mut [u8; SCAN_PAGES]) {
     // left it. A program that reuses its free space (the resident set stays
     // where it is) is left alone, whatever it frees.
     let base = SPARSE_BASE.load(Ordering::Relaxed);
-    let next = |room: usize| SPARSE_NEXT.store(room.max(SPARSE_NEXT_MIN), Ordering::Relaxed);
+    // What the resident set grew by for the pages reckoned since the last
+    // check (16ths, at most 16): where it grew by more (the pages of medium
+    // blocks, which are not reckoned; pages reckoned as known that a purge
+    // or a trim gave back), the next check comes sooner in proportion.
+    let grown = rss.saturating_sub(SPARSE_LAST.swap(rss, Ordering::Relaxed));
+    let ratio = if grown <= dirty {
+        16
+    } else {
+        (dirty * 16 / grown).max(2)
+    };
+    let next = |room: usize| {
+        SPARSE_NEXT.store((room / 16 * ratio).max(SPARSE_NEXT_MIN), Ordering::Relaxed)
+    };
     if base == 0 || rss < base {
         SPARSE_BASE.store(rss.max(1), Ordering::Relaxed);
         next(SPARSE_SLACK);
@@ -470,7 +488,7 @@ fn check(v: &mut [u8; SCAN_PAGES]) {
     }
     if k == 0 {
         SPARSE_BASE.store(0, Ordering::Relaxed); // the next check sets it
-        SPARSE_NEXT.store(SPARSE_NEXT_MIN, Ordering::Relaxed);
+        SPARSE_NEXT.store(SPARSE_SLACK / 4, Ordering::Relaxed);
         return;
     }
     // (A child forked between the two sections below starts with the held
@@ -525,6 +543,7 @@ fn check(v: &mut [u8; SCAN_PAGES]) {
     // lattice reuses the pages a pass would discard (c_tests/bigreuse.c:
     // 1.6k faults, 7.8k with the base held).
     let left = (rss - gone_resident.min(rss)).max(1);
+    SPARSE_LAST.store(left, Ordering::Relaxed);
     let hold = cut_to_request();
     if hold && left > base {
         // the next pass soon
@@ -623,13 +642,14 @@ impl Heap {
         }
     }
 
-    /// Reckons the pages big block `c` of `s` bytes, just cut for a request
-    /// of `csize` bytes, makes resident (see `purge_sparse`): its header's page and
-    /// that of the header past it, where no big cut wrote lately (`memo`);
-    /// the page of the request's end while the program writes the ends
-    /// (`ends`) and it is another; and the share `DENSE` of its pages. A
-    /// sparse purge pass is due once they add up to `SPARSE_SLACK`. Cost:
-    /// two loads of the memo and an add a big allocation, under the lock.
+    /// Reckons the pages big block `a` of `s` bytes, just cut for a request
+    /// of `csize` bytes, makes resident (see `purge_sparse`): its header's
+    /// page and that of the header past it, where no big cut wrote lately
+    /// (`memo`); the page of the request's end while the program writes the
+    /// ends (`ends`) and it is another; and, if its header's page is new,
+    /// the share `DENSE` of its pages. A check is due once they add up to
+    /// `SPARSE_NEXT`. Cost: two loads of the memo and an add a big
+    /// allocation, under the lock.
     #[inline]
     fn note_dirty(&mut self, a: usize, s: usize, csize: usize, ends: bool) {
         let end = a + s;
