@@ -21,8 +21,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 cd "$root" || exit 2
 
-tests=(api extensions brk brk_moved purge threads fork churn compat medium idle bigreuse bigsparse vecgrow strvec shared zonereuse revive)
-memalloc_only=" extensions brk brk_moved purge medium idle bigreuse bigsparse vecgrow strvec shared zonereuse revive "
+tests=(api extensions brk brk_moved purge threads fork churn compat medium idle bigreuse bigsparse bigquery vecgrow strvec shared zonereuse revive)
+memalloc_only=" extensions brk brk_moved purge medium idle bigreuse bigsparse bigquery vecgrow strvec shared zonereuse revive "
 cflags=(-O2 -g -Wall -Wextra -fno-builtin -pthread -I "$root/include")
 timeout_s=${C_TESTS_TIMEOUT:-120}
 out=$root/target/c_tests
@@ -62,11 +62,13 @@ for t in "${tests[@]}"; do
     for v in "${variants[@]}"; do
         bin=$out/$v/$t
         log=$out/logs/$t.$v.build.log
+        # a test's own flags: a line "/* run.sh cflags: ... */" in it
+        read -ra extra <<<"$(sed -n 's|^/\* run.sh cflags: \(.*\) \*/$|\1|p' "c_tests/$t.c")"
         if [ "$v" = linked ]; then
-            gcc "${cflags[@]}" "c_tests/$t.c" -o "$bin" \
+            gcc "${cflags[@]}" "${extra[@]}" "c_tests/$t.c" -o "$bin" \
                 -L "$lib_dir" -lmemalloc -Wl,-rpath,"$lib_dir" -ldl >"$log" 2>&1
         else
-            gcc "${cflags[@]}" "c_tests/$t.c" -o "$bin" -ldl >"$log" 2>&1
+            gcc "${cflags[@]}" "${extra[@]}" "c_tests/$t.c" -o "$bin" -ldl >"$log" 2>&1
         fi
         if [ $? -eq 0 ]; then
             built[$t.$v]=1

@@ -257,6 +257,7 @@ extern "C" fn fork_parent() {
 
 #[cfg(not(test))]
 extern "C" fn fork_child() {
+    heap::sparse_after_fork();
     if !FORK_LOCKED.load(core::sync::atomic::Ordering::Relaxed) {
         // One thread, no lock taken: the child starts a profile of its own
         // unless the fork interrupted the profiler (a signal handler's

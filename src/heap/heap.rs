@@ -15,10 +15,10 @@
 //!
 //! - Free space goes back with `MADV_DONTNEED`: the whole pages of free
 //!   chunks of 256 KiB or more once they stayed free a purge interval
-//!   (`maybe_purge`, 250 ms), and, once the resident set grew 4 MiB past
-//!   where it was left, those of the big free chunks that are sparsely
-//!   resident (`purge_sparse`, taken out of the index meanwhile: no system
-//!   call under the lock).
+//!   (`maybe_purge`, 250 ms), and, once the pages big blocks are reckoned
+//!   to have made resident reach 4 MiB, those of the big free chunks of a
+//!   program that writes its big blocks sparsely (`purge_sparse`, taken
+//!   out of the index meanwhile: no system call under the lock).
 //!
 //! Invariant: every region in `regions` is indexed by `tlsf` and
 //! `in_use + borrowed == sum of used chunk sizes`. Cost: the TLSF operation plus, rarely,
@@ -54,7 +54,7 @@ mod reserve;
 #[path = "heap/walk.rs"]
 mod walk;
 use self::big::*;
-pub use self::big::{big_size, purge_sparse, SPARSE_PURGED};
+pub use self::big::{big_size, purge_sparse, sparse_after_fork, SPARSE_PURGED};
 use self::grow::*;
 pub use self::grow::{set_adopt, set_relief};
 use self::purge::*;
@@ -78,8 +78,6 @@ pub struct Heap {
     pub in_use: usize,
     /// Bytes of free chunks the sparse purge holds out of the index.
     borrowed: usize,
-    /// Frees of big chunks since the sparse purge was last made due.
-    big_frees: usize,
     /// The free chunk the last big free made (or merged into): the one the
     /// program is likeliest to reuse next, which the sparse purge leaves.
     last_big: *mut Chunk,
@@ -156,7 +154,6 @@ pub static HEAP: GlobalHeap = GlobalHeap {
         mmap_regions: 0,
         in_use: 0,
         borrowed: 0,
-        big_frees: 0,
         last_big: null_mut(),
         brk_bytes: 0,
         mmap_region_bytes: 0,

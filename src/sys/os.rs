@@ -262,43 +262,6 @@ pub unsafe fn discard(p: *mut u8, len: usize) -> bool {
     libc::madvise(p as *mut libc::c_void, len, libc::MADV_DONTNEED) == 0
 }
 
-/// The process's resident set in bytes (`/proc/self/statm`'s second field,
-/// proc(5)), read into a stack buffer: three system calls. None if it
-/// cannot be read (no /proc).
-pub fn resident_bytes() -> Option<usize> {
-    let _e = ErrnoGuard::new();
-    count();
-    let mut buf = [0u8; 128];
-    // SAFETY: a NUL-terminated path; `buf` outlives the read, which writes
-    // at most its length; the descriptor is ours and closed once.
-    let n = unsafe {
-        let fd = libc::open(
-            c"/proc/self/statm".as_ptr(),
-            libc::O_RDONLY | libc::O_CLOEXEC,
-        );
-        if fd < 0 {
-            return None;
-        }
-        let n = libc::read(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len());
-        libc::close(fd);
-        n
-    };
-    if n <= 0 {
-        return None;
-    }
-    // "size resident shared text lib data dt", in pages.
-    let mut fields = buf[..n as usize].split(|b| *b == b' ');
-    fields.next()?;
-    let mut pages = 0usize;
-    for &b in fields.next()? {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        pages = pages.checked_mul(10)?.checked_add((b - b'0') as usize)?;
-    }
-    pages.checked_mul(PAGE)
-}
-
 /// Which of the `n` pages from `p` are resident: bit 0 of `out[i]` for page
 /// `i` (`n <= out.len()`). False if the kernel could not tell.
 ///

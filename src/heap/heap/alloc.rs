@@ -96,7 +96,6 @@ impl Heap {
             }
             if s >= SPARSE_MIN {
                 self.last_big = f;
-                self.note_big_free();
                 self.unwatch(c as usize);
             }
             self.dirty += s;

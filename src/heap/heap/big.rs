@@ -51,59 +51,86 @@ pub fn big_size(csize: usize) -> usize {
 
 /// Free chunks this big or more are looked at by the sparse purge.
 pub(super) const SPARSE_MIN: usize = 1 << 20;
-/// A sparse purge check at most this many nanoseconds (coarse clock) after
-/// the last, if a big free was made.
-const SPARSE_NS: usize = 20_000_000;
 /// Chunks looked at per pass, and list entries visited at most.
 const SPARSE_CHUNKS: usize = 8;
 const SPARSE_VISITS: usize = 64;
-/// A chunk's density is sampled in this many windows of `SPARSE_WINDOW`
-/// pages (`mincore`), spread over it.
-const SPARSE_SAMPLES: usize = 4;
-const SPARSE_WINDOW: usize = 64;
-/// A chunk with more than one resident page in this many sampled is dense:
+/// A free chunk with more than one resident page in this many is dense:
 /// its pages are kept (a program that fills its blocks reuses them). (One
 /// in 8 was too low: a free chunk cut from over and over keeps the pages
 /// where successive blocks ended, in runs; samples of such chunks found
 /// 10-40% resident.)
 const SPARSE_DENSE: usize = 2;
-/// Fewer resident pages than this (estimated from the samples) are not
-/// worth a discard.
+/// Fewer resident pages than this are not worth a discard.
 const SPARSE_WORTH: usize = 16;
+/// Pages of the break region a check looks at (from its start; 4 GiB):
+/// one byte each in `SCAN`, 1 MiB of the library's zeroed data, resident
+/// only as far as the heap reaches (a page of it per 16 MiB of heap).
+const SCAN_PAGES: usize = 1 << 20;
+/// The check's `mincore` vector (see `scan`); `SCAN_BUSY` gives it to one
+/// thread at a time.
+struct Scan(core::cell::UnsafeCell<[u8; SCAN_PAGES]>);
+// SAFETY: used only by the thread that set `SCAN_BUSY`.
+unsafe impl Sync for Scan {}
+static SCAN: Scan = Scan(core::cell::UnsafeCell::new([0; SCAN_PAGES]));
+static SCAN_BUSY: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+/// The resident set of the break region the last pass left, or the lowest
+/// a check saw since; 0: the next check sets it.
+static SPARSE_BASE: AtomicUsize = AtomicUsize::new(0);
 
-/// A free chunk this big is purged if its samples are not dense, even when
-/// they find too few resident pages to tell (those of a chunk of GiBs with
-/// a page or two per block that was cut from it find none), and even when
-/// the last big free made it. bench/grid's `short` cell of 1-64 MiB (one
-/// block at a time, first and last bytes written): the heap is one free
-/// chunk, always the last freed, whose interior collects the last page of
-/// every size drawn: peak RSS 24.8 MB (tcmalloc 9.4, jemalloc 10.0); 11.1
-/// so, for 0.084 s of CPU instead of 0.025 (tcmalloc 0.093), the pages
-/// faulted in again. 16 threads: 66 -> 35 MB (jemalloc 36).
+/// A free chunk this big is purged even when the last big free made it:
+/// bench/grid's `short` cell of 1-64 MiB (one block at a time, first and
+/// last bytes written): the heap is one free chunk, always the last freed,
+/// whose interior collects the last page of every size drawn: peak RSS
+/// 24.8 MB (tcmalloc 9.4, jemalloc 10.0); 11.1 so, for 0.084 s of CPU
+/// instead of 0.025 (tcmalloc 0.093), the pages faulted in again. 16
+/// threads: 66 -> 35 MB (jemalloc 36).
 const SPARSE_HUGE: usize = 64 << 20;
-/// A sparse purge check is due (see `purge_sparse`).
+/// A sparse purge pass is due (see `purge_sparse`).
 static SPARSE_DUE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
-/// When the last sparse purge ran (coarse clock).
-static SPARSE_AT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
-/// The resident set (bytes) the last pass left, or the lowest a check
-/// saw since; 0: the next check sets it.
-static SPARSE_BASE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
-/// How far the resident set may grow past `SPARSE_BASE` before a pass: the
-/// pages of freed big blocks retained for reuse. (8 MiB before: bench/grid's
-/// cells of 1-64 MiB, peak RSS with 8 -> 4 MiB, medians of 5: long at 1
-/// thread 30.1 -> 15.8 MB (jemalloc 18.6), for 0.117 -> 0.136 s of CPU;
-/// long at 16 threads 53 -> 39 MB; cross at 16, 45 -> 35 MB (glibc 25);
-/// c_tests/bigreuse.c, 1231 faults, under its bound.)
+/// The bytes big blocks are reckoned to have made resident since the last
+/// check (see `Heap::note_dirty`): a check is due once they reach
+/// `SPARSE_NEXT`.
+static SPARSE_DIRTY: AtomicUsize = AtomicUsize::new(0);
+/// The next check once `SPARSE_DIRTY` reaches this: the room the last
+/// check found left under the slack, less in proportion where the resident
+/// set grew faster than the pages reckoned (see `check`), and at least
+/// `SPARSE_NEXT_MIN` (fewer, later checks: bigsparse.c's sparse churn
+/// peaked at 18 MB with `SPARSE_SLACK`, 8 with this; each check's
+/// `mincore` of the region costs 1-2 ms in `large-8`'s 480 MB). A quarter
+/// of the slack at first, so that the check that sets the base comes early
+/// (at the slack, bigsparse.c's churn peaked at 14 MB).
+static SPARSE_NEXT: AtomicUsize = AtomicUsize::new(SPARSE_SLACK / 4);
+const SPARSE_NEXT_MIN: usize = SPARSE_SLACK / 2;
+/// The break region's resident set at the last check (or what the last
+/// pass left).
+static SPARSE_LAST: AtomicUsize = AtomicUsize::new(0);
+/// The pages freed big blocks may leave resident in the free space before
+/// a pass. (8 MiB before big17c: bench/grid's cells of 1-64 MiB, peak RSS
+/// with 8 -> 4 MiB, medians of 5: long at 1 thread 30.1 -> 15.8 MB
+/// (jemalloc 18.6), for 0.117 -> 0.136 s of CPU; long at 16 threads 53 ->
+/// 39 MB; cross at 16, 45 -> 35 MB (glibc 25).)
 const SPARSE_SLACK: usize = 4 << 20;
 /// The list the next pass starts from (`Tlsf::walk_free_from`).
 static SPARSE_FROM: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 /// Bytes the sparse purge discarded (statistics; also in `released`).
 pub static SPARSE_PURGED: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
-/// A check after this many big frees, or `SPARSE_NS` after the last,
-/// whichever comes first (a program churning big blocks touches new pages
-/// faster than the coarse clock ticks).
-const SPARSE_FREES: usize = 256;
+/// How densely the program writes its big blocks: about 256 times the
+/// share of the `DENSE_WINDOW - 1` pages before a watched block's last page
+/// found resident when it was freed (`check_end`; an average over about 16,
+/// the plain mean of the first `ENDS_LEARN`). A program that fills its big
+/// blocks (bench/large) finds their pages again where it reuses them: no
+/// pass while this is `DENSE_MAX` or more (half the pages).
+static DENSE: AtomicUsize = AtomicUsize::new(256);
+const DENSE_MAX: usize = 128;
+/// `DENSE` below this counts as none (a page or two of the window: the
+/// program's fields, not its data) in `Heap::note_dirty`: a share of a
+/// few percent of 64 MiB blocks made c_tests/bigreuse.c's churn pass
+/// several times as often.
+const DENSE_MIN: usize = 16;
+/// Pages `check_end` looks at: the last page of a watched block's request
+/// and those before it.
+const DENSE_WINDOW: usize = 64;
 
 /// Whether the program writes the ends of its big blocks: about 256 times
 /// the share of the watched blocks whose request's last page was resident
@@ -126,20 +153,30 @@ const ENDS_SAMPLE: usize = 16;
 /// with the watch: `grid 4 4e4 1M 64M short 4`, whose lattice recurs once
 /// found again, 18.8k -> 23.7k faults, medians of 7.)
 const ENDS_PROBE: usize = 16;
-/// One big block in this many is watched while the answer is settled (see
-/// `ENDS_MASK`; a multiple of `ENDS_PROBE`: the blocks watched are probes).
+/// One big block in this many is watched once the answer settled (see
+/// `ENDS_MASK`, `ENDS_SAMPLE_MAX`; a multiple of `ENDS_PROBE`: the blocks
+/// watched are probes).
 /// Every block was 1 in 16 until big17e: 6.1k `mincore` calls in
 /// `bench/mthreads 8 4e5 16 256k 64M s` (`large-8`), 500 in the 8000
 /// blocks of `grid 4 8e3 1M 64M cross 4`.
-const ENDS_SAMPLE_SETTLED: usize = 256;
+const ENDS_SAMPLE_SETTLED: usize = 1024;
 const _: () = assert!(
     ENDS_SAMPLE.is_power_of_two()
         && ENDS_SAMPLE_SETTLED.is_power_of_two()
         && ENDS_SAMPLE.is_multiple_of(ENDS_PROBE)
         && ENDS_SAMPLE_SETTLED.is_multiple_of(ENDS_PROBE)
 );
-/// Samples taken at `ENDS_SAMPLE` first.
-const ENDS_LEARN: usize = 16;
+/// The most big blocks of which one is watched: once settled, each sample
+/// that agrees with the answer doubles the interval from
+/// `ENDS_SAMPLE_SETTLED` up to this; one that disagrees divides it by 4
+/// (see `check_end`). 1 in 256 until sys17j: 210 `mincore` calls in
+/// `large-8`'s 49k big blocks, where tcmalloc makes 200 system calls in
+/// all, start-up included; 10-20 so.
+const ENDS_SAMPLE_MAX: usize = 32768;
+const _: () = assert!(ENDS_SAMPLE_MAX.is_power_of_two() && ENDS_SAMPLE_MAX >= ENDS_SAMPLE_SETTLED);
+/// Samples taken at `ENDS_SAMPLE` first; `ENDS` and `DENSE` are their
+/// plain mean meanwhile (16 samples of an average over 16 before sys17j).
+const ENDS_LEARN: usize = 4;
 /// `ENDS` below this, or this or more, is settled: some 4-5 samples
 /// the other way (about 1000 big blocks at `ENDS_SAMPLE_SETTLED`) bring it
 /// back between them.
@@ -148,7 +185,8 @@ const ENDS_HIGH: usize = 208;
 /// Samples `check_end` took (saturating at `ENDS_LEARN`).
 static ENDS_SEEN: AtomicUsize = AtomicUsize::new(0);
 /// One less than the number of big blocks of which one is watched now
-/// (`ENDS_SAMPLE` or `ENDS_SAMPLE_SETTLED`), set by `check_end`:
+/// (`ENDS_SAMPLE`, or `ENDS_SAMPLE_SETTLED` to `ENDS_SAMPLE_MAX`), set by
+/// `check_end`:
 /// `Heap::alloc_big` tests the count of big blocks with it (a load and an
 /// `and`).
 static ENDS_MASK: AtomicUsize = AtomicUsize::new(ENDS_SAMPLE - 1);
@@ -198,6 +236,13 @@ impl CutMemo {
         self.pages[i] = p;
     }
 
+    /// Is the page of `addr` among those big cuts wrote lately?
+    #[inline]
+    fn knows(&self, addr: usize) -> bool {
+        let (i, p) = Self::slot(addr);
+        self.pages[i] == p
+    }
+
     /// Is the page of `addr` (the header a cut on the lattice would write)
     /// known, or have such pages been known lately (`RECUR`)? Counts it.
     #[inline]
@@ -223,38 +268,70 @@ pub(super) const WATCH: usize = 4;
 /// `check_end`.
 static END_CHECK: AtomicUsize = AtomicUsize::new(0);
 
-/// Looks whether the page of a watched block's end (see `END_CHECK`) is
-/// resident, and updates `ENDS`. Without the heap's lock: the page may have
-/// been reused or purged meanwhile, which only blurs a sample.
+/// Looks whether the last page of a watched block's request (see
+/// `END_CHECK`) and the `DENSE_WINDOW - 1` pages before it are resident
+/// (one `mincore`), and updates `ENDS` and `DENSE`. Without the heap's
+/// lock: the pages may have been reused or purged meanwhile, which only
+/// blurs a sample.
 #[cold]
 fn check_end() {
     let a = END_CHECK.swap(0, Ordering::Relaxed);
     if a == 0 {
         return;
     }
-    let mut v = [0u8; 1];
-    // SAFETY: a read-only query of a page of our heap (the break's or a
+    // (A watched request is of a big block, 1 MiB or more: the window lies
+    // past its header's page.)
+    let last = a & !(os::PAGE - 1);
+    let mut v = [0u8; DENSE_WINDOW];
+    // SAFETY: a read-only query of pages of our heap (the break's or a
     // heap region's); an error (the range given back meanwhile) says no.
-    let resident =
-        unsafe { os::resident((a & !(os::PAGE - 1)) as *const u8, 1, &mut v) } && v[0] & 1 != 0;
-    let e = ENDS.load(Ordering::Relaxed);
-    let e = e - e / 16 + if resident { 16 } else { 0 };
-    ENDS.store(e, Ordering::Relaxed);
-    // The watch's rate: 1 in ENDS_SAMPLE while learning or open, else 1
-    // in ENDS_SAMPLE_SETTLED.
-    let n = ENDS_SEEN.load(Ordering::Relaxed);
-    if n < ENDS_LEARN {
-        ENDS_SEEN.store(n + 1, Ordering::Relaxed);
+    if !unsafe {
+        os::resident(
+            (last - (DENSE_WINDOW - 1) * os::PAGE) as *const u8,
+            DENSE_WINDOW,
+            &mut v,
+        )
+    } {
+        return;
     }
-    let open = n < ENDS_LEARN || (ENDS_LOW..ENDS_HIGH).contains(&e);
-    ENDS_MASK.store(
-        if open {
-            ENDS_SAMPLE - 1
-        } else {
-            ENDS_SAMPLE_SETTLED - 1
-        },
-        Ordering::Relaxed,
-    );
+    let resident = v[DENSE_WINDOW - 1] & 1 != 0;
+    let inner = v[..DENSE_WINDOW - 1]
+        .iter()
+        .filter(|b| **b & 1 != 0)
+        .count();
+    let dense = inner * 256 / (DENSE_WINDOW - 1);
+    let n = ENDS_SEEN.load(Ordering::Relaxed);
+    let e = ENDS.load(Ordering::Relaxed);
+    let d = DENSE.load(Ordering::Relaxed);
+    let (e, d) = if n < ENDS_LEARN {
+        ENDS_SEEN.store(n + 1, Ordering::Relaxed);
+        (
+            (e * n + if resident { 256 } else { 0 }) / (n + 1),
+            (d * n + dense) / (n + 1),
+        )
+    } else {
+        (
+            e - e / 16 + if resident { 16 } else { 0 },
+            (d * 15 + dense) / 16,
+        )
+    };
+    ENDS.store(e, Ordering::Relaxed);
+    DENSE.store(d, Ordering::Relaxed);
+    // The watch's rate: 1 in ENDS_SAMPLE while learning or open; else from
+    // 1 in ENDS_SAMPLE_SETTLED, halved at each sample that agrees, down to
+    // 1 in ENDS_SAMPLE_MAX, and 4 times as high after one that disagrees
+    // (a program that changed its ways brings `ENDS` into the open range
+    // in 3-5 samples).
+    let open = n + 1 < ENDS_LEARN || (ENDS_LOW..ENDS_HIGH).contains(&e);
+    let now = ENDS_MASK.load(Ordering::Relaxed) + 1;
+    let every = if open {
+        ENDS_SAMPLE
+    } else if resident != (e >= ENDS_MIN) {
+        (now / 4).max(ENDS_SAMPLE_SETTLED)
+    } else {
+        (2 * now).clamp(ENDS_SAMPLE_SETTLED, ENDS_SAMPLE_MAX)
+    };
+    ENDS_MASK.store(every - 1, Ordering::Relaxed);
 }
 
 /// The sparse purge, if due: call it after a heap free, without the heap's
@@ -270,21 +347,31 @@ fn check_end() {
 /// too. The 250 ms purge (`maybe_purge`) comes too late for a program that
 /// churns.
 ///
-/// A check, after `SPARSE_FREES` frees of `SPARSE_MIN` bytes or more or
-/// `SPARSE_NS` after the last, reads the process's resident set
-/// (`/proc/self/statm`). Only when it grew `SPARSE_SLACK` past where the
-/// last pass left it (the retained budget) does a pass run: it samples up
-/// to `SPARSE_CHUNKS` big free chunks with `mincore` and discards
-/// (`MADV_DONTNEED`) those not dense (at most half their sampled pages
-/// resident), but the chunk the last big free made, likeliest to be reused
-/// next, unless it is `SPARSE_HUGE` or more. A program that reuses its free space (bench/large, whose blocks
-/// are written whole; c_tests/bigreuse.c, whose freed blocks are reused at
-/// their address) keeps its resident set where it is and makes no pass. A
-/// chunk is taken out of the index while its pages are discarded, so no
-/// system call runs under the heap's lock. Cost: 3 system calls a check; a
-/// pass 2 lock acquisitions, at most `SPARSE_CHUNKS * SPARSE_SAMPLES`
-/// `mincore` and `SPARSE_CHUNKS` `madvise` calls, and the page faults of
-/// the pages discarded that the program uses again.
+/// A check (`check`) is one `mincore` of the break region into `SCAN`: the
+/// region's resident set, and which big free chunks in it are sparse. It
+/// comes once the pages big blocks are reckoned to have made resident
+/// since the last (`Heap::note_dirty`, no system call: the pages of the
+/// headers a cut writes that no cut wrote lately, `CutMemo`; the page of a
+/// request's end while the program writes the ends, `ENDS`; the share
+/// `DENSE` of the rest) fill the room the last check found left under the
+/// slack (`SPARSE_NEXT`). Only when the resident set grew `SPARSE_SLACK`
+/// past where the last pass left it (the retained budget) does a pass run:
+/// it discards (`MADV_DONTNEED`) up to `SPARSE_CHUNKS` big free chunks that
+/// are not dense (at most half their pages resident, by the vector), but
+/// the chunk the last big free made, likeliest to be reused next, unless it
+/// is `SPARSE_HUGE` or more. None while the program fills its big blocks
+/// (`DENSE`: bench/large). A program that reuses its free space
+/// (c_tests/bigreuse.c, whose freed blocks are reused at their address)
+/// keeps its resident set where it is and makes no pass. A chunk is taken
+/// out of the index while its pages are discarded, so no system call runs
+/// under the heap's lock. Cost: one system call a check; a pass 2 lock
+/// acquisitions, at most `SPARSE_CHUNKS` `madvise` calls, and the page
+/// faults of the pages discarded that the program uses again. Until sys17j
+/// a check read the process's resident set (`/proc/self/statm`: 3 calls)
+/// every 256 big frees or 20 ms, and a pass sampled each chunk with 4
+/// `mincore` calls: 5215 system calls a million pairs that neither grow nor
+/// shrink memory in `large-8`, tcmalloc's 1000 (its start-up) (see
+/// docs/performance.md, "System calls again (sys17j, 2026-12-08)").
 #[inline]
 pub fn purge_sparse() {
     if SPARSE_DUE.load(Ordering::Relaxed) {
@@ -295,28 +382,74 @@ pub fn purge_sparse() {
     }
 }
 
+/// Lets the child of a fork make checks again (the fork may have come
+/// while a thread of the parent made one).
+pub fn sparse_after_fork() {
+    SCAN_BUSY.store(false, Ordering::Relaxed);
+}
+
 #[cold]
 fn purge_sparse_slow() {
     if !SPARSE_DUE.swap(false, Ordering::Relaxed) {
         return; // another thread runs it
     }
-    SPARSE_AT.store(os::coarse_ns(), Ordering::Relaxed);
-    // The retained budget: a pass only once the process's resident set
-    // grew `SPARSE_SLACK` past where the last pass (or the lowest check
-    // since) left it. A program that reuses its free space (the resident
-    // set stays where it is) is left alone, whatever it frees; one whose
-    // new blocks keep touching fresh pages is purged every `SPARSE_SLACK`.
-    // (Without /proc: every check is a pass.)
-    if let Some(rss) = os::resident_bytes() {
-        let base = SPARSE_BASE.load(Ordering::Relaxed);
-        if base == 0 || rss < base {
-            SPARSE_BASE.store(rss, Ordering::Relaxed);
-            return;
-        }
-        if rss - base <= SPARSE_SLACK {
-            return;
-        }
+    let dirty = SPARSE_DIRTY.swap(0, Ordering::Relaxed);
+    if DENSE.load(Ordering::Relaxed) >= DENSE_MAX || SCAN_BUSY.swap(true, Ordering::Acquire) {
+        return;
     }
+    // SAFETY: SCAN_BUSY is ours until the store below.
+    unsafe { check(&mut *SCAN.0.get(), dirty) };
+    SCAN_BUSY.store(false, Ordering::Release);
+}
+
+/// The check, and a pass if due (see `purge_sparse`): one `mincore` of the
+/// break region into `v`, which tells both its resident set and, without
+/// another call, which big free chunks in it are sparse.
+fn check(v: &mut [u8; SCAN_PAGES], dirty: usize) {
+    let Some((lo, pages)) = HEAP.with(|h| h.brk_pages()) else {
+        return;
+    };
+    let pages = pages.min(SCAN_PAGES);
+    // SAFETY: a read-only query of the break region's pages; an error (the
+    // break shrank meanwhile) only says no.
+    if pages == 0 || !unsafe { os::resident(lo as *const u8, pages, &mut v[..pages]) } {
+        return;
+    }
+    let v = &v[..pages];
+    let rss = resident_in(v, lo, (lo, lo + pages * os::PAGE)) * os::PAGE;
+    // The retained budget: a pass only once the region's resident set grew
+    // `SPARSE_SLACK` past where the last pass (or the lowest check since)
+    // left it. A program that reuses its free space (the resident set stays
+    // where it is) is left alone, whatever it frees.
+    let base = SPARSE_BASE.load(Ordering::Relaxed);
+    // The pages reckoned since the last check for a page the resident set
+    // grew by (16ths): where it grew by more (the pages of medium blocks,
+    // which are not reckoned; pages reckoned as known that a purge or a
+    // trim gave back), the next check comes sooner in proportion (down to
+    // an eighth); where it grew by less (pages reused), later, up to 4
+    // times, but not while blocks are cut to their requests (their passes
+    // hold the base: bigsparse.c's sparse churn peaked at 17-21 MB with it,
+    // 8-9 without). large-8 (4e5): 20 checks a run at most 1 (each a
+    // `mincore` of 480 MB of region, 1-2 ms of system time with the other
+    // threads' `brk` and `madvise` waiting on it), about 10 so.
+    let grown = rss.saturating_sub(SPARSE_LAST.swap(rss, Ordering::Relaxed));
+    let most = if cut_to_request() { 16 } else { 16 * 4 };
+    let ratio = (dirty * 16)
+        .checked_div(grown)
+        .map_or(most, |r| r.clamp(2, most));
+    let next = |room: usize| {
+        SPARSE_NEXT.store((room / 16 * ratio).max(SPARSE_NEXT_MIN), Ordering::Relaxed)
+    };
+    if base == 0 || rss < base {
+        SPARSE_BASE.store(rss.max(1), Ordering::Relaxed);
+        next(SPARSE_SLACK);
+        return;
+    }
+    if rss - base <= SPARSE_SLACK {
+        next(base + SPARSE_SLACK - rss);
+        return;
+    }
+    next(SPARSE_SLACK);
     let mut cand = [(null_mut::<Chunk>(), 0usize); SPARSE_CHUNKS];
     let mut n = 0;
     HEAP.with(|h| {
@@ -340,18 +473,27 @@ fn purge_sparse_slow() {
         };
         SPARSE_FROM.store(at.unwrap_or(0), Ordering::Relaxed);
     });
-    // Which are sparse (without the lock: mincore only reads the page
-    // tables, and a chunk that changed meanwhile is not taken below).
+    // Which are sparse, by the vector (without the lock: a chunk that
+    // changed meanwhile is not taken below).
+    let mut res = [0usize; SPARSE_CHUNKS];
     let mut k = 0;
     for i in 0..n {
         let (c, s) = cand[i];
-        if sparse(inner(c, s)) {
+        let (a, b) = inner(c, s);
+        if a >= b || a < lo || b > lo + pages * os::PAGE {
+            continue; // (not all of it looked at)
+        }
+        let r = resident_in(v, lo, (a, b));
+        let p = (b - a) / os::PAGE;
+        if r * SPARSE_DENSE <= p && (r >= SPARSE_WORTH || b - a >= SPARSE_HUGE) {
             cand[k] = cand[i];
+            res[k] = r;
             k += 1;
         }
     }
     if k == 0 {
         SPARSE_BASE.store(0, Ordering::Relaxed); // the next check sets it
+        SPARSE_NEXT.store(SPARSE_SLACK / 4, Ordering::Relaxed);
         return;
     }
     // (A child forked between the two sections below starts with the held
@@ -368,15 +510,16 @@ fn purge_sparse_slow() {
             }
         }
     });
-    let mut gone = 0;
+    let (mut gone, mut gone_resident) = (0, 0);
     for i in 0..k {
         if held[i] {
-            let (lo, hi) = inner(cand[i].0, cand[i].1);
+            let (a, b) = inner(cand[i].0, cand[i].1);
             // SAFETY: the chunk is ours and out of the index: no other
             // thread can be given its pages until it is freed back; its
-            // header and links lie below `lo`.
-            if hi > lo && unsafe { os::discard(lo as *mut u8, hi - lo) } {
-                gone += hi - lo;
+            // header and links lie below `a`.
+            if unsafe { os::discard(a as *mut u8, b - a) } {
+                gone += b - a;
+                gone_resident += res[i] * os::PAGE;
             }
         }
     }
@@ -390,7 +533,8 @@ fn purge_sparse_slow() {
         h.released += gone;
     });
     SPARSE_PURGED.fetch_add(gone, Ordering::Relaxed);
-    // The base the next checks measure from: what the pass left. But while
+    // The base the next checks measure from: what the pass left (the
+    // resident pages it discarded, counted in the vector). But while
     // big blocks are cut to their requests (the program writes their ends,
     // and the lattice's pages seldom recur, see `Heap::alloc_big`), their
     // pages seldom serve again, so a discard costs few faults: then a pass that left the
@@ -403,10 +547,23 @@ fn purge_sparse_slow() {
     // peak RSS, glibc 22-23; 12-17 so). A program whose blocks recur on the
     // lattice reuses the pages a pass would discard (c_tests/bigreuse.c:
     // 1.6k faults, 7.8k with the base held).
-    let left = os::resident_bytes().unwrap_or(0);
-    let base = SPARSE_BASE.load(Ordering::Relaxed);
-    let hold = base != 0 && cut_to_request();
+    let left = (rss - gone_resident.min(rss)).max(1);
+    SPARSE_LAST.store(left, Ordering::Relaxed);
+    let hold = cut_to_request();
+    if hold && left > base {
+        // the next pass soon
+        SPARSE_DIRTY.store(SPARSE_SLACK, Ordering::Relaxed);
+    }
     SPARSE_BASE.store(if hold { left.min(base) } else { left }, Ordering::Relaxed);
+}
+
+/// The resident pages of `[a, b)` (page-aligned) by vector `v` of the pages
+/// from `lo`.
+fn resident_in(v: &[u8], lo: usize, (a, b): (usize, usize)) -> usize {
+    v[(a - lo) / os::PAGE..(b - lo) / os::PAGE]
+        .iter()
+        .filter(|x| **x & 1 != 0)
+        .count()
 }
 
 /// The whole pages of free chunk `c` of `s` bytes past its links and stamp.
@@ -416,37 +573,6 @@ fn inner(c: *mut Chunk, s: usize) -> (usize, usize) {
         align_up(base + STAMP_OFF + 8, os::PAGE),
         (base + s) & !(os::PAGE - 1),
     )
-}
-
-/// Is range `[lo, hi)` worth a discard: at most one resident page in
-/// `SPARSE_DENSE` of the pages sampled, and an estimated `SPARSE_WORTH`
-/// resident pages or more? False if the kernel could not say (the range
-/// was given back meanwhile).
-fn sparse((lo, hi): (usize, usize)) -> bool {
-    if hi <= lo {
-        return false;
-    }
-    let pages = (hi - lo) / os::PAGE;
-    let mut v = [0u8; SPARSE_WINDOW];
-    let (mut seen, mut resident) = (0, 0);
-    for k in 0..SPARSE_SAMPLES {
-        let first = (pages - SPARSE_WINDOW.min(pages)) * k / (SPARSE_SAMPLES - 1).max(1);
-        let w = SPARSE_WINDOW.min(pages - first);
-        // SAFETY: a read-only query of our own address range; an error
-        // (ENOMEM: unmapped meanwhile) only says no.
-        if !unsafe { os::resident((lo + first * os::PAGE) as *const u8, w, &mut v) } {
-            return false;
-        }
-        seen += w;
-        resident += v[..w].iter().filter(|b| **b & 1 != 0).count();
-        if pages <= SPARSE_WINDOW {
-            break;
-        }
-    }
-    // None resident in the samples, or too few to pay for the madvise (its
-    // cost is the range's page tables, and the other threads' TLBs): left.
-    resident * SPARSE_DENSE <= seen
-        && (resident * pages >= SPARSE_WORTH * seen || pages * os::PAGE >= SPARSE_HUGE)
 }
 
 impl Heap {
@@ -491,6 +617,7 @@ impl Heap {
                 return c;
             }
             self.account_alloc(size(c));
+            self.note_dirty(c as usize, size(c), csize, ends);
             // the headers the cut wrote (the block's; the rest's past it)
             self.memo.note(c as usize);
             self.memo.note(c as usize + size(c));
@@ -520,18 +647,43 @@ impl Heap {
         }
     }
 
-    /// Notes a heap free of a big chunk: the sparse purge is due after
-    /// `SPARSE_FREES` of them, or once its interval has passed.
+    /// Reckons the pages big block `a` of `s` bytes, just cut for a request
+    /// of `csize` bytes, makes resident (see `purge_sparse`): its header's
+    /// page and that of the header past it, where no big cut wrote lately
+    /// (`memo`); the page of the request's end while the program writes the
+    /// ends (`ends`) and it is another; and, if its header's page is new,
+    /// the share `DENSE` of its pages. A check is due once they add up to
+    /// `SPARSE_NEXT`. Cost: two loads of the memo and an add a big
+    /// allocation, under the lock.
     #[inline]
-    pub(super) fn note_big_free(&mut self) {
-        self.big_frees += 1;
-        if !SPARSE_DUE.load(Ordering::Relaxed)
-            && (self.big_frees >= SPARSE_FREES
-                || os::coarse_ns().wrapping_sub(SPARSE_AT.load(Ordering::Relaxed)) >= SPARSE_NS)
-        {
-            self.big_frees = 0;
+    fn note_dirty(&mut self, a: usize, s: usize, csize: usize, ends: bool) {
+        let end = a + s;
+        let fresh = !self.memo.knows(a);
+        let mut pages = usize::from(fresh) + usize::from(!self.memo.knows(end));
+        if ends && (a + csize - 1) / os::PAGE != end / os::PAGE {
+            pages += 1;
+        }
+        let mut d = pages * os::PAGE;
+        let dense = DENSE.load(Ordering::Relaxed);
+        if fresh && dense >= DENSE_MIN {
+            d += (s / 256) * dense;
+        }
+        let dirty = SPARSE_DIRTY.load(Ordering::Relaxed) + d;
+        SPARSE_DIRTY.store(dirty, Ordering::Relaxed);
+        if dirty >= SPARSE_NEXT.load(Ordering::Relaxed) && !SPARSE_DUE.load(Ordering::Relaxed) {
             SPARSE_DUE.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// The break region's first page and its number of whole pages, if
+    /// the heap has one.
+    fn brk_pages(&self) -> Option<(usize, usize)> {
+        if !self.brk_started {
+            return None;
+        }
+        let lo = self.brk.start as usize & !(os::PAGE - 1);
+        let hi = self.brk.end as usize & !(os::PAGE - 1);
+        Some((lo, hi.saturating_sub(lo) / os::PAGE))
     }
 
     /// Gives back a chunk the sparse purge took (`Tlsf::take_exact`), its
