@@ -28,7 +28,8 @@
 #    instructions profiling within 3% of not profiling (32 bytes) and
 #    8% (4096 bytes: the samples' cost), a medium pair's within 1.12x
 #    (8 KiB) and 1.22x (20,000 bytes) (callgrind); a realloc that stays,
-#    at most 40 instructions more profiling (c_tests/prof_realloc.c stay).
+#    at most 40 instructions more profiling (c_tests/prof_realloc.c stay); a
+#    big block's sample (200,000 bytes) at most 292 instructions (callgrind).
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -682,6 +683,23 @@ if command -v valgrind >/dev/null; then
         ok "a medium sample at the default rate: $least instructions (runs ${per[*]}; <= 262)"
     else
         bad "a medium sample at the default rate: $least instructions (runs ${per[*]}; > 262)"
+    fi
+    # A big block's sample (prof19j): bench/pair 100000 200000, blocks of
+    # 0.38 times the rate, sampled one in three; their weight `rate * x / (1
+    # - exp(-x))` comes from `prof::math::x_over_p`'s table of cubics, where
+    # `exp_neg`, `1 - exp(-x)` and a division took 30 instructions more
+    # (312.1 a sample at 2cf9568, 282.1 with the table). At most 292.
+    (cd "$out" && MEMALLOC_PROF=1 MEMALLOC_PROF_OUT="$out/p.pair" LD_PRELOAD="$lib" \
+        valgrind --tool=callgrind --callgrind-out-file="$out/cg.b" "$out/pair" 100000 200000 \
+        >/dev/null 2>&1)
+    big=$(callgrind_annotate --tree=calling --inclusive=yes "$out/cg.b" 2>/dev/null |
+        sed 's/,//g' | awk '/ > .*prof::sampling::counted_due_in \(/ {
+            n = $0; sub(/.*\(/, "", n); sub(/x\).*/, "", n); i += $1; c += n }
+            END { if (c > 1000) printf "%.1f", i / c; else print 9999 }')
+    if python3 -c "import sys; sys.exit(0 if $big <= 292 else 1)"; then
+        ok "a big sample (200,000 bytes) at the default rate: $big instructions (<= 292)"
+    else
+        bad "a big sample (200,000 bytes) at the default rate: $big instructions (> 292)"
     fi
     rm -f "$out"/p.pair.* "$out"/cg.*
 else
