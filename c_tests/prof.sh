@@ -28,7 +28,10 @@
 #    instructions profiling within 3% of not profiling (32 bytes) and
 #    8% (4096 bytes: the samples' cost), a medium pair's within 1.12x
 #    (8 KiB) and 1.22x (20,000 bytes) (callgrind); a realloc that stays,
-#    at most 40 instructions more profiling (c_tests/prof_realloc.c stay).
+#    at most 40 instructions more profiling (c_tests/prof_realloc.c stay); a
+#    big block's sample (200,000 bytes) at most 292 instructions, a walk of
+#    about 62 frames the memo cannot replay (c_tests/prof_depth.c) at most
+#    3,700 (callgrind).
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -684,6 +687,42 @@ if command -v valgrind >/dev/null; then
         ok "a medium sample at the default rate: $least instructions (runs ${per[*]}; <= 262)"
     else
         bad "a medium sample at the default rate: $least instructions (runs ${per[*]}; > 262)"
+    fi
+    # A big block's sample (prof19j): bench/pair 100000 200000, blocks of
+    # 0.38 times the rate, sampled one in three; their weight `rate * x / (1
+    # - exp(-x))` comes from `prof::math::x_over_p`'s table of cubics, where
+    # `exp_neg`, `1 - exp(-x)` and a division took 30 instructions more
+    # (312.1 a sample at 2cf9568, 282.1 with the table). At most 292.
+    (cd "$out" && MEMALLOC_PROF=1 MEMALLOC_PROF_OUT="$out/p.pair" LD_PRELOAD="$lib" \
+        valgrind --tool=callgrind --callgrind-out-file="$out/cg.b" "$out/pair" 100000 200000 \
+        >/dev/null 2>&1)
+    big=$(callgrind_annotate --tree=calling --inclusive=yes "$out/cg.b" 2>/dev/null |
+        sed 's/,//g' | awk '/ > .*prof::sampling::counted_due_in \(/ {
+            n = $0; sub(/.*\(/, "", n); sub(/x\).*/, "", n); i += $1; c += n }
+            END { if (c > 1000) printf "%.1f", i / c; else print 9999 }')
+    if python3 -c "import sys; sys.exit(0 if $big <= 292 else 1)"; then
+        ok "a big sample (200,000 bytes) at the default rate: $big instructions (<= 292)"
+    else
+        bad "a big sample (200,000 bytes) at the default rate: $big instructions (> 292)"
+    fi
+    # A walk that the memo cannot replay (prof19j): c_tests/prof_depth.c at
+    # 46 to 67 levels of recursion (about 62 frames on average, eight
+    # starting places in turn), 20,000-byte pairs; the inclusive
+    # instructions a call of `prof::memo::walk`. 4,071 at ad3f9b9 (about 67
+    # a frame), 3,331 since the walk keeps the memo's count, flags and
+    # checks' pointer in locals (about 54). At most 3,700.
+    gcc -O2 -g -o "$out/prof_depth" "$here/prof_depth.c" || exit 2
+    (cd "$out" && MEMALLOC_PROF=1 MEMALLOC_PROF_OUT="$out/p.pair" LD_PRELOAD="$lib" \
+        valgrind --tool=callgrind --callgrind-out-file="$out/cg.w" "$out/prof_depth" 46 8 100000 20000 \
+        >/dev/null 2>&1)
+    walk=$(callgrind_annotate --tree=calling --inclusive=yes "$out/cg.w" 2>/dev/null |
+        sed 's/,//g' | awk '/ > .*prof::memo::walk \(/ {
+            n = $0; sub(/.*\(/, "", n); sub(/x\).*/, "", n); i += $1; c += n }
+            END { if (c > 500) printf "%.0f", i / c; else print 99999 }')
+    if [[ "$walk" -le 3700 ]]; then
+        ok "a walk of about 62 frames the memo cannot replay: $walk instructions (<= 3700)"
+    else
+        bad "a walk of about 62 frames the memo cannot replay: $walk instructions (> 3700)"
     fi
     rm -f "$out"/p.pair.* "$out"/cg.*
 else

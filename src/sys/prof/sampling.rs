@@ -208,19 +208,23 @@ fn weight_with(n: usize, counted: usize, rate: usize, inv12: u64, inv: impl Fn()
 }
 
 /// `weight_with` above a sixteenth of the rate, or for a block counted as
-/// another size: at rate `rate` (as a float), its inverse `inv` given: no
-/// division below a quarter of the rate (a division's latency was most of
-/// the weight's time, 15% of what profiling cost `bench/mthreads 1`, under
-/// `perf`).
+/// another size: at rate `rate` (as a float), its inverse `inv` given. A
+/// block counted as its own size `n`, `x = n / rate`, weighs `rate * x /
+/// (1 - exp(-x))`: `x_over_p`'s table below `XP_END` (about 15
+/// instructions, no division: `mthreads 4 5e4 64 64k 1M u`'s samples,
+/// 60% of its blocks, took 41 instructions each in `exp_neg` alone, then a
+/// division, whose latency was most of the weight's time under `perf`),
+/// `n` itself above (to within `n exp(-32)`). A small request counted as
+/// its class's size: `n / (1 - exp(-x))`.
 #[inline(always)]
 fn weight_by(n: usize, counted: usize, rate: f64, inv: f64) -> u64 {
     let c = counted as i64 as f64;
     let x = c * inv;
-    if n == counted && x < 0.25 {
-        // To x^6 (the next term is under 2e-11 of the sum).
-        let x2 = x * x;
-        let g = 1.0 + x * 0.5 + x2 * (1.0 / 12.0 - x2 * (1.0 / 720.0 - x2 * (1.0 / 30240.0)));
-        return (rate * g + 0.5) as i64 as u64;
+    if n == counted {
+        if x < XP_END {
+            return (rate * x_over_p(x) + 0.5) as i64 as u64;
+        }
+        return n as u64;
     }
     let p = sampled_p(x);
     if p <= 0.0 {
@@ -560,10 +564,11 @@ mod tests {
         // Both forms (a block counted as its own size below a quarter of
         // the rate, any other) against `n / (1 - exp(-x))`.
         let rate = 512 << 10;
-        for n in [
-            1usize, 100, 4096, 20_000, 32_767, 32_768, 32_769, 65_536, 131_071, 131_072, 131_073,
-            400_000,
-        ] {
+        let sizes = [1usize, 100, 4096, 20_000, 32_767, 32_768, 32_769, 65_536];
+        // (And the table's: a quarter of the rate up to 32 times it, and above.)
+        let big = [131_071usize, 131_072, 131_073, 400_000, 1 << 20, 3_000_001];
+        let huge = [16usize << 20, (32 << 19) - 1, 32 << 19, 40 << 20];
+        for n in sizes.into_iter().chain(big).chain(huge) {
             for counted in [n, n + 16, 4096] {
                 let x = counted as f64 / rate as f64;
                 let want = n as f64 / -(-x).exp_m1();
